@@ -1,0 +1,7 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+#[doc(inline)]
+pub use tenancy_core as core;
+#[doc(inline)]
+pub use tenancy_core::*;

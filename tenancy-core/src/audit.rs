@@ -1,0 +1,841 @@
+//! The tamper-evident, append-only audit log.
+//!
+//! Each tenant has its own chain of events. Event `n` carries the hash of
+//! event `n - 1` (`prev_hash`) and its own `hash`, a SHA-256 over a canonical
+//! encoding of every field, so editing, inserting or deleting an event breaks
+//! the chain where it happened. [`crate::AuditLog::verify_chain`] finds the
+//! first broken link. [`export`] writes events as JSON lines or CSV.
+
+use std::fmt;
+use std::io::Write;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::clock::truncate_to_micros;
+use crate::error::{StoreError, ValidationError};
+use crate::id::{ApiKeyId, AuditEventId, TenantId, UserId};
+use crate::page::{PageRequest, PageSize};
+use crate::store::AuditLog;
+use crate::text::{Metadata, bounded_text};
+
+/// Who performed an audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+pub enum Actor {
+    /// A signed-in user.
+    User(UserId),
+    /// A machine caller holding an API key.
+    ApiKey(ApiKeyId),
+    /// The host application itself (jobs, webhooks, migrations).
+    System,
+}
+
+impl Actor {
+    /// The lowercase kind used in storage: `user`, `api_key` or `system`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Actor::User(_) => "user",
+            Actor::ApiKey(_) => "api_key",
+            Actor::System => "system",
+        }
+    }
+
+    /// The id of the user or API key; `None` for [`Actor::System`].
+    pub fn id(&self) -> Option<uuid::Uuid> {
+        match self {
+            Actor::User(id) => Some(id.as_uuid()),
+            Actor::ApiKey(id) => Some(id.as_uuid()),
+            Actor::System => None,
+        }
+    }
+
+    /// Rebuilds an actor from its stored kind and id.
+    pub fn from_parts(kind: &str, id: Option<uuid::Uuid>) -> Option<Self> {
+        match (kind, id) {
+            ("user", Some(id)) => Some(Actor::User(UserId::from_uuid(id))),
+            ("api_key", Some(id)) => Some(Actor::ApiKey(ApiKeyId::from_uuid(id))),
+            ("system", None) => Some(Actor::System),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::User(id) => write!(f, "user:{id}"),
+            Actor::ApiKey(id) => write!(f, "api_key:{id}"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// What happened: two or more dot-separated segments of `a-z`, `0-9` and
+/// `_`, such as `member.role_changed`; at most 128 characters.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AuditAction(String);
+
+impl AuditAction {
+    /// Validates an action name.
+    pub fn new(raw: impl Into<String>) -> Result<Self, ValidationError> {
+        let raw = raw.into();
+        let segment_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        if raw.len() <= 128 && raw.split('.').count() >= 2 && raw.split('.').all(segment_ok) {
+            Ok(Self(raw))
+        } else {
+            Err(ValidationError::AuditAction { action: raw })
+        }
+    }
+
+    /// The action text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl TryFrom<String> for AuditAction {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<AuditAction> for String {
+    fn from(action: AuditAction) -> Self {
+        action.0
+    }
+}
+
+impl FromStr for AuditAction {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+/// The kind of thing an event is about, such as `membership` or `tenant`:
+/// 1 to 64 characters of `a-z`, `0-9` and `_`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TargetType(String);
+
+impl TargetType {
+    /// Validates a target type.
+    pub fn new(raw: impl Into<String>) -> Result<Self, ValidationError> {
+        let raw = raw.into();
+        if (1..=64).contains(&raw.len())
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            Ok(Self(raw))
+        } else {
+            Err(ValidationError::TargetType { target_type: raw })
+        }
+    }
+
+    /// The type text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TargetType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TargetType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl TryFrom<String> for TargetType {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<TargetType> for String {
+    fn from(target_type: TargetType) -> Self {
+        target_type.0
+    }
+}
+
+/// What an event is about: a type and the id of one thing of that type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Target {
+    /// The kind of thing.
+    #[serde(rename = "type")]
+    pub target_type: TargetType,
+    /// Its id: 1 to 128 characters, no control characters.
+    pub id: String,
+}
+
+impl Target {
+    /// Longest accepted id, in characters.
+    pub const MAX_ID_CHARS: usize = 128;
+
+    /// Validates a target.
+    pub fn new(target_type: &str, id: impl fmt::Display) -> Result<Self, ValidationError> {
+        Ok(Self {
+            target_type: TargetType::new(target_type)?,
+            id: bounded_text("audit target id", &id.to_string(), Self::MAX_ID_CHARS)?,
+        })
+    }
+}
+
+/// Facts about the request behind a change, recorded with its audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditContext {
+    /// Who acted.
+    pub actor: Actor,
+    /// The client's address, if known.
+    pub ip: Option<IpAddr>,
+    /// The client's `User-Agent`, if known (see [`AuditContext::with_user_agent`]).
+    pub user_agent: Option<String>,
+}
+
+impl AuditContext {
+    /// Longest user agent kept, in characters.
+    pub const MAX_USER_AGENT_CHARS: usize = 512;
+
+    /// A context for `actor` with no request details.
+    pub fn new(actor: Actor) -> Self {
+        Self {
+            actor,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    /// The host application acting on its own.
+    pub fn system() -> Self {
+        Self::new(Actor::System)
+    }
+
+    /// A signed-in user acting.
+    pub fn user(id: UserId) -> Self {
+        Self::new(Actor::User(id))
+    }
+
+    /// Records the client address.
+    pub fn with_ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// Records the client's user agent. Headers are client-controlled, so
+    /// control characters are dropped and the text is cut to 512 characters
+    /// rather than failing the request; an empty result records nothing.
+    pub fn with_user_agent(mut self, user_agent: &str) -> Self {
+        let cleaned: String = user_agent
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(Self::MAX_USER_AGENT_CHARS)
+            .collect();
+        let cleaned = cleaned.trim();
+        self.user_agent = (!cleaned.is_empty()).then(|| cleaned.to_owned());
+        self
+    }
+}
+
+/// An event about to be appended. The store adds its sequence number and hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    /// Its id.
+    pub id: AuditEventId,
+    /// Who acted.
+    pub actor: Actor,
+    /// What happened.
+    pub action: AuditAction,
+    /// What it happened to.
+    pub target: Target,
+    /// Details, such as the roles before and after a change.
+    pub metadata: Metadata,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// When it happened, to the microsecond.
+    pub occurred_at: OffsetDateTime,
+}
+
+impl NewAuditEvent {
+    /// An event from a request context.
+    pub fn new(
+        context: &AuditContext,
+        action: AuditAction,
+        target: Target,
+        metadata: Metadata,
+        occurred_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: AuditEventId::new(),
+            actor: context.actor,
+            action,
+            target,
+            metadata,
+            ip: context.ip,
+            user_agent: context.user_agent.clone(),
+            occurred_at: truncate_to_micros(occurred_at),
+        }
+    }
+
+    /// Seals this event as number `seq` of `tenant_id`'s chain after `prev_hash`.
+    pub fn seal(self, tenant_id: TenantId, seq: u64, prev_hash: ChainHash) -> AuditEvent {
+        let mut event = AuditEvent {
+            id: self.id,
+            tenant_id,
+            seq,
+            actor: self.actor,
+            action: self.action,
+            target: self.target,
+            metadata: self.metadata,
+            ip: self.ip,
+            user_agent: self.user_agent,
+            occurred_at: truncate_to_micros(self.occurred_at),
+            prev_hash,
+            hash: ChainHash::GENESIS,
+        };
+        event.hash = event.compute_hash();
+        event
+    }
+}
+
+/// SHA-256 link of an audit chain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainHash([u8; 32]);
+
+impl ChainHash {
+    /// The `prev_hash` of a tenant's first event: all zeroes.
+    pub const GENESIS: ChainHash = ChainHash([0; 32]);
+
+    /// Wraps a hash read from storage.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The hash bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Display for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainHash({})", self.to_hex())
+    }
+}
+
+impl Serialize for ChainHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+/// One event of a tenant's audit log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    /// Its id.
+    pub id: AuditEventId,
+    /// The tenant whose log it belongs to.
+    pub tenant_id: TenantId,
+    /// Its position in the tenant's chain, from 1 with no gaps.
+    pub seq: u64,
+    /// Who acted.
+    pub actor: Actor,
+    /// What happened.
+    pub action: AuditAction,
+    /// What it happened to.
+    pub target: Target,
+    /// Details.
+    pub metadata: Metadata,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    /// Hash of the previous event ([`ChainHash::GENESIS`] for the first).
+    pub prev_hash: ChainHash,
+    /// Hash of this event's canonical encoding, including `prev_hash`.
+    pub hash: ChainHash,
+}
+
+impl AuditEvent {
+    /// Recomputes the hash from the event's fields. Each field is
+    /// length-prefixed so no two different events encode alike.
+    pub fn compute_hash(&self) -> ChainHash {
+        fn field(hasher: &mut Sha256, bytes: &[u8]) {
+            hasher.update((bytes.len() as u64).to_be_bytes());
+            hasher.update(bytes);
+        }
+        fn optional(hasher: &mut Sha256, bytes: Option<&[u8]>) {
+            match bytes {
+                Some(bytes) => {
+                    hasher.update([1]);
+                    field(hasher, bytes);
+                }
+                None => hasher.update([0]),
+            }
+        }
+        let micros = self.occurred_at.unix_timestamp_nanos() / 1_000;
+        let mut hasher = Sha256::new();
+        hasher.update(b"tenancy.audit.v1");
+        field(&mut hasher, self.tenant_id.as_uuid().as_bytes());
+        field(&mut hasher, &self.seq.to_be_bytes());
+        field(&mut hasher, self.id.as_uuid().as_bytes());
+        field(&mut hasher, &micros.to_be_bytes());
+        field(&mut hasher, self.actor.kind().as_bytes());
+        optional(
+            &mut hasher,
+            self.actor.id().as_ref().map(|id| id.as_bytes().as_slice()),
+        );
+        field(&mut hasher, self.action.as_str().as_bytes());
+        field(&mut hasher, self.target.target_type.as_str().as_bytes());
+        field(&mut hasher, self.target.id.as_bytes());
+        field(&mut hasher, self.metadata.canonical_json().as_bytes());
+        optional(
+            &mut hasher,
+            self.ip
+                .map(|ip| ip.to_string())
+                .as_deref()
+                .map(str::as_bytes),
+        );
+        optional(&mut hasher, self.user_agent.as_deref().map(str::as_bytes));
+        field(&mut hasher, self.prev_hash.as_bytes());
+        ChainHash(hasher.finalize().into())
+    }
+}
+
+/// The newest link of a tenant's chain, kept apart from the events so that
+/// deleting the last events is detected too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChainHead {
+    /// Sequence number of the newest event.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: ChainHash,
+}
+
+/// Why a link of the chain is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BrokenReason {
+    /// Events are missing before this one, or it is out of place.
+    SequenceGap {
+        /// The sequence number that should have come next.
+        expected: u64,
+    },
+    /// Its `prev_hash` is not the previous event's hash.
+    PrevHashMismatch,
+    /// Its fields no longer match its hash: it was edited.
+    HashMismatch,
+    /// The newest event does not match the recorded chain head.
+    HeadMismatch,
+    /// The chain ends before its recorded head: the newest events were removed.
+    Truncated {
+        /// The head's sequence number.
+        head_seq: u64,
+    },
+}
+
+impl fmt::Display for BrokenReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BrokenReason::SequenceGap { expected } => {
+                write!(f, "sequence gap: expected event {expected}")
+            }
+            BrokenReason::PrevHashMismatch => f.write_str("previous-hash link does not match"),
+            BrokenReason::HashMismatch => f.write_str("event content does not match its hash"),
+            BrokenReason::HeadMismatch => {
+                f.write_str("newest event does not match the recorded chain head")
+            }
+            BrokenReason::Truncated { head_seq } => {
+                write!(f, "chain ends before its head at event {head_seq}")
+            }
+        }
+    }
+}
+
+/// The first broken link found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    /// Sequence number where the chain breaks.
+    pub seq: u64,
+    /// What is wrong there.
+    pub reason: BrokenReason,
+}
+
+/// The outcome of [`crate::AuditLog::verify_chain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    /// Events checked before stopping.
+    pub events_checked: u64,
+    /// The last intact link.
+    pub last_intact: Option<ChainHead>,
+    /// The first broken link, if any.
+    pub first_broken: Option<BrokenLink>,
+}
+
+impl ChainReport {
+    /// Whether every event checked and the head are intact.
+    pub fn is_intact(&self) -> bool {
+        self.first_broken.is_none()
+    }
+}
+
+/// Checks events one at a time, in sequence order.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainVerifier {
+    checked: u64,
+    last: Option<ChainHead>,
+}
+
+impl ChainVerifier {
+    pub(crate) fn new() -> Self {
+        Self {
+            checked: 0,
+            last: None,
+        }
+    }
+
+    pub(crate) fn push(&mut self, event: &AuditEvent) -> Result<(), BrokenLink> {
+        let expected = self.last.map_or(1, |head| head.seq + 1);
+        let prev = self.last.map_or(ChainHash::GENESIS, |head| head.hash);
+        let broken = |reason| BrokenLink {
+            seq: event.seq,
+            reason,
+        };
+        if event.seq != expected {
+            return Err(broken(BrokenReason::SequenceGap { expected }));
+        }
+        if event.prev_hash != prev {
+            return Err(broken(BrokenReason::PrevHashMismatch));
+        }
+        if event.compute_hash() != event.hash {
+            return Err(broken(BrokenReason::HashMismatch));
+        }
+        self.checked += 1;
+        self.last = Some(ChainHead {
+            seq: event.seq,
+            hash: event.hash,
+        });
+        Ok(())
+    }
+
+    /// Ends verification: `broken` is what [`ChainVerifier::push`] reported,
+    /// if anything; otherwise the last event is compared with the stored head.
+    pub(crate) fn finish(self, head: Option<ChainHead>, broken: Option<BrokenLink>) -> ChainReport {
+        let first_broken = broken.or_else(|| {
+            if head == self.last {
+                return None;
+            }
+            let last_seq = self.last.map_or(0, |last| last.seq);
+            Some(match head {
+                Some(head) if head.seq > last_seq => BrokenLink {
+                    seq: last_seq + 1,
+                    reason: BrokenReason::Truncated { head_seq: head.seq },
+                },
+                _ => BrokenLink {
+                    seq: last_seq,
+                    reason: BrokenReason::HeadMismatch,
+                },
+            })
+        });
+        ChainReport {
+            events_checked: self.checked,
+            last_intact: self.last,
+            first_broken,
+        }
+    }
+}
+
+/// Which actions an [`AuditQuery`] selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionFilter {
+    /// Exactly this action.
+    Exact(AuditAction),
+    /// Every action under a prefix: `member` selects `member.invited`,
+    /// `member.role_changed`, and so on.
+    Prefix(String),
+}
+
+impl ActionFilter {
+    /// Parses `member.removed` (exact) or `member.*` (prefix).
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        match raw.strip_suffix(".*") {
+            Some(prefix) => {
+                // A prefix is valid if it can begin a valid action.
+                AuditAction::new(format!("{prefix}.x"))?;
+                Ok(ActionFilter::Prefix(prefix.to_owned()))
+            }
+            None => AuditAction::new(raw).map(ActionFilter::Exact),
+        }
+    }
+
+    /// Whether `action` is selected.
+    pub fn matches(&self, action: &AuditAction) -> bool {
+        match self {
+            ActionFilter::Exact(exact) => exact == action,
+            ActionFilter::Prefix(prefix) => action
+                .as_str()
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('.')),
+        }
+    }
+}
+
+/// Filters for reading a tenant's audit log. Empty selects everything;
+/// each filter set narrows the result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only these actions.
+    pub action: Option<ActionFilter>,
+    /// Only this actor.
+    pub actor: Option<Actor>,
+    /// Only events about this kind of target.
+    pub target_type: Option<TargetType>,
+    /// Only events at or after this instant.
+    pub since: Option<OffsetDateTime>,
+    /// Only events before this instant.
+    pub until: Option<OffsetDateTime>,
+}
+
+impl AuditQuery {
+    /// Selects every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Narrows to actions matching `filter`.
+    pub fn action(mut self, filter: ActionFilter) -> Self {
+        self.action = Some(filter);
+        self
+    }
+
+    /// Narrows to one actor.
+    pub fn actor(mut self, actor: Actor) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+
+    /// Narrows to one target type.
+    pub fn target_type(mut self, target_type: TargetType) -> Self {
+        self.target_type = Some(target_type);
+        self
+    }
+
+    /// Narrows to `since <= occurred_at < until`; either end may be open.
+    pub fn between(
+        mut self,
+        since: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+    ) -> Result<Self, ValidationError> {
+        if let (Some(since), Some(until)) = (since, until) {
+            if since > until {
+                return Err(ValidationError::TimeRange);
+            }
+        }
+        self.since = since;
+        self.until = until;
+        Ok(self)
+    }
+
+    /// Whether `event` passes every filter.
+    pub fn matches(&self, event: &AuditEvent) -> bool {
+        self.action
+            .as_ref()
+            .is_none_or(|f| f.matches(&event.action))
+            && self.actor.is_none_or(|a| a == event.actor)
+            && self
+                .target_type
+                .as_ref()
+                .is_none_or(|t| *t == event.target.target_type)
+            && self.since.is_none_or(|s| event.occurred_at >= s)
+            && self.until.is_none_or(|u| event.occurred_at < u)
+    }
+}
+
+/// Output format of [`export`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One JSON object per line.
+    JsonLines,
+    /// RFC 4180 CSV with a header row. Cells that a spreadsheet would read as
+    /// a formula are prefixed with `'`.
+    Csv,
+}
+
+/// What [`export`] can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// Reading the log failed.
+    #[error("reading the audit log failed")]
+    Store(#[from] StoreError),
+    /// Writing the output failed.
+    #[error("writing the export failed")]
+    Io(#[from] std::io::Error),
+}
+
+const CSV_HEADER: [&str; 13] = [
+    "seq",
+    "id",
+    "occurred_at",
+    "actor_type",
+    "actor_id",
+    "action",
+    "target_type",
+    "target_id",
+    "ip",
+    "user_agent",
+    "metadata",
+    "prev_hash",
+    "hash",
+];
+
+/// Writes events of `tenant_id` matching `query` to `out`, oldest first, and
+/// returns how many were written. Reads the log a page at a time, so the
+/// whole log is never held in memory.
+pub async fn export<L, W>(
+    log: &L,
+    tenant_id: TenantId,
+    query: &AuditQuery,
+    format: ExportFormat,
+    out: W,
+) -> Result<u64, ExportError>
+where
+    L: AuditLog + ?Sized,
+    W: Write + Send,
+{
+    let mut sink = match format {
+        ExportFormat::JsonLines => Sink::Lines(out),
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            writer.write_record(CSV_HEADER).map_err(csv_error)?;
+            Sink::Csv(writer)
+        }
+    };
+    let mut written = 0u64;
+    let mut page = PageRequest::first(PageSize::MAX);
+    loop {
+        let batch = log.query_audit(tenant_id, query, &page).await?;
+        for event in &batch.items {
+            sink.write(event)?;
+            written += 1;
+        }
+        match batch.next {
+            Some(cursor) => page = page.after(cursor),
+            None => break,
+        }
+    }
+    sink.flush()?;
+    Ok(written)
+}
+
+enum Sink<W: Write> {
+    Lines(W),
+    Csv(csv::Writer<W>),
+}
+
+impl<W: Write> Sink<W> {
+    fn write(&mut self, event: &AuditEvent) -> std::io::Result<()> {
+        match self {
+            Sink::Lines(out) => {
+                serde_json::to_writer(&mut *out, event)?;
+                out.write_all(b"\n")
+            }
+            Sink::Csv(writer) => writer.write_record(csv_row(event)).map_err(csv_error),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Lines(out) => out.flush(),
+            Sink::Csv(writer) => writer.flush(),
+        }
+    }
+}
+
+fn csv_row(event: &AuditEvent) -> [String; 13] {
+    let timestamp = event
+        .occurred_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    [
+        event.seq.to_string(),
+        event.id.to_string(),
+        timestamp,
+        event.actor.kind().to_owned(),
+        event
+            .actor
+            .id()
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        event.action.to_string(),
+        event.target.target_type.to_string(),
+        defuse_formula(&event.target.id),
+        event.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        event
+            .user_agent
+            .as_deref()
+            .map(defuse_formula)
+            .unwrap_or_default(),
+        event.metadata.canonical_json(),
+        event.prev_hash.to_string(),
+        event.hash.to_string(),
+    ]
+}
+
+/// Prefixes text a spreadsheet would evaluate as a formula (CSV injection).
+fn defuse_formula(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
+fn csv_error(error: csv::Error) -> std::io::Error {
+    match error.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => std::io::Error::other(format!("{other:?}")),
+    }
+}

@@ -1,0 +1,858 @@
+//! [`Directory`]: the tenant, member and invitation workflows apps need, each
+//! atomic and audited.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use crate::audit::{
+    self, AuditAction, AuditContext, AuditEvent, AuditQuery, ChainReport, ExportError,
+    ExportFormat, NewAuditEvent, Target,
+};
+use crate::clock::{Clock, SystemClock, truncate_to_micros};
+use crate::error::{Entity, StoreError};
+use crate::id::{InvitationId, MembershipId, TenantId, UserId};
+use crate::invitation::{Invitation, InvitationStatus, InvitationToken};
+use crate::membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};
+use crate::page::{Page, PageRequest};
+use crate::scope::TenantScope;
+use crate::store::{
+    AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, Transaction, UserStore,
+};
+use crate::tenant::{NewTenant, Tenant, TenantStatus, TenantUpdate};
+use crate::text::Metadata;
+use crate::user::{DisplayName, Email, NewUser, User, UserStatus};
+
+/// The audit actions [`Directory`] records, for filtering the log.
+pub mod actions {
+    /// A tenant was created with its first owner.
+    pub const TENANT_CREATED: &str = "tenant.created";
+    /// A tenant's slug, name or metadata changed.
+    pub const TENANT_UPDATED: &str = "tenant.updated";
+    /// A tenant was suspended.
+    pub const TENANT_SUSPENDED: &str = "tenant.suspended";
+    /// A suspended tenant was reactivated.
+    pub const TENANT_REACTIVATED: &str = "tenant.reactivated";
+    /// A tenant was soft-deleted.
+    pub const TENANT_DELETED: &str = "tenant.deleted";
+    /// Someone was invited.
+    pub const MEMBER_INVITED: &str = "member.invited";
+    /// An invitation was withdrawn.
+    pub const INVITATION_REVOKED: &str = "invitation.revoked";
+    /// An invitee accepted and became a member.
+    pub const MEMBER_JOINED: &str = "member.joined";
+    /// A member's roles changed.
+    pub const MEMBER_ROLE_CHANGED: &str = "member.role_changed";
+    /// A member was suspended.
+    pub const MEMBER_SUSPENDED: &str = "member.suspended";
+    /// A suspended member was reactivated.
+    pub const MEMBER_REACTIVATED: &str = "member.reactivated";
+    /// A member was removed.
+    pub const MEMBER_REMOVED: &str = "member.removed";
+}
+
+/// What a [`Directory`] workflow can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// A store failure: not found, conflict, invalid input or unavailable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The tenant is suspended or deleted.
+    #[error("tenant is {status}")]
+    TenantNotActive {
+        /// Its status.
+        status: TenantStatus,
+    },
+    /// The tenant cannot move between these statuses.
+    #[error("tenant cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// Its current status.
+        from: TenantStatus,
+        /// The status asked for.
+        to: TenantStatus,
+    },
+    /// The change would leave the tenant without an active owner.
+    #[error("the tenant must keep at least one active owner")]
+    LastOwner,
+    /// The user is already a member of the tenant.
+    #[error("user is already a member of this tenant")]
+    AlreadyMember,
+    /// The user account is disabled.
+    #[error("user account is disabled")]
+    UserDisabled,
+    /// The invitation token is malformed or matches no invitation.
+    #[error("invitation not found")]
+    InvitationNotFound,
+    /// The invitation was already accepted.
+    #[error("invitation has already been accepted")]
+    InvitationAlreadyAccepted,
+    /// The invitation was revoked.
+    #[error("invitation has been revoked")]
+    InvitationRevoked,
+    /// The invitation expired.
+    #[error("invitation expired at {expires_at}")]
+    InvitationExpired {
+        /// When it expired.
+        expires_at: OffsetDateTime,
+    },
+    /// The invitation was sent to another email address.
+    #[error("invitation was sent to a different email address")]
+    InvitationEmailMismatch,
+}
+
+/// Who owns a new tenant.
+#[derive(Debug, Clone)]
+pub enum Owner {
+    /// A user who already exists.
+    Existing(UserId),
+    /// A user created together with the tenant.
+    New(NewUser),
+}
+
+/// The result of [`Directory::create_tenant`].
+#[derive(Debug, Clone)]
+pub struct CreatedTenant {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its owner.
+    pub owner: User,
+    /// The owner's membership.
+    pub membership: Membership,
+}
+
+/// The result of [`Directory::invite`]. The token is shown here once; only
+/// its hash is stored.
+#[derive(Debug, Clone)]
+pub struct IssuedInvitation {
+    /// The invitation.
+    pub invitation: Invitation,
+    /// The secret to send to the invitee.
+    pub token: InvitationToken,
+}
+
+/// The result of [`Directory::accept_invitation`].
+#[derive(Debug, Clone)]
+pub struct Acceptance {
+    /// The member.
+    pub user: User,
+    /// The new membership.
+    pub membership: Membership,
+    /// Whether the user was created by accepting.
+    pub user_created: bool,
+}
+
+/// The tenant, membership and invitation workflows, over any [`Backend`].
+///
+/// Each workflow runs in one transaction that also appends its audit event,
+/// so a change and its record happen together or not at all.
+///
+/// ```
+/// # #[cfg(feature = "memory")]
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use tenancy_core::*;
+///
+/// let directory = Directory::new(Arc::new(MemoryBackend::new()));
+/// let created = directory
+///     .create_tenant(
+///         NewTenant::new(Slug::new("acme")?, TenantName::new("Acme")?),
+///         Owner::New(NewUser::new(Email::new("ann@acme.test")?)),
+///         &AuditContext::system(),
+///     )
+///     .await?;
+/// let scope = directory.scope(created.tenant.id).await?;
+/// let members = directory.list_members(&scope, &PageRequest::default()).await?;
+/// assert_eq!(members.items.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Directory {
+    backend: Arc<dyn Backend>,
+    clock: Arc<dyn Clock>,
+    invitation_ttl: Duration,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("invitation_ttl", &self.invitation_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+type Result<T, E = DirectoryError> = std::result::Result<T, E>;
+
+impl Directory {
+    /// How long invitations stay valid unless configured: 7 days.
+    pub const DEFAULT_INVITATION_TTL: Duration = Duration::days(7);
+
+    /// A directory over `backend`, on the system clock.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            clock: Arc::new(SystemClock),
+            invitation_ttl: Self::DEFAULT_INVITATION_TTL,
+        }
+    }
+
+    /// Uses `clock` for timestamps and expiry (tests use [`crate::ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets how long new invitations stay valid. Values under one minute are
+    /// raised to one minute.
+    pub fn with_invitation_ttl(mut self, ttl: std::time::Duration) -> Self {
+        let ttl = Duration::try_from(ttl).unwrap_or(Duration::MAX);
+        self.invitation_ttl = ttl.max(Duration::MINUTE);
+        self
+    }
+
+    /// The backend, for reads the directory does not wrap.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        truncate_to_micros(self.clock.now())
+    }
+
+    fn event(
+        &self,
+        context: &AuditContext,
+        action: &str,
+        target: (&str, &dyn std::fmt::Display),
+        metadata: serde_json::Value,
+    ) -> Result<NewAuditEvent> {
+        let action = AuditAction::new(action).map_err(StoreError::from)?;
+        let target = Target::new(target.0, target.1).map_err(StoreError::from)?;
+        let metadata = Metadata::new(metadata).map_err(StoreError::from)?;
+        Ok(NewAuditEvent::new(
+            context,
+            action,
+            target,
+            metadata,
+            self.now(),
+        ))
+    }
+
+    /// Creates a user who belongs to no tenant yet.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn create_user(&self, new: NewUser) -> Result<User> {
+        let user = self.user_from(new);
+        self.backend.insert_user(&user).await?;
+        Ok(user)
+    }
+
+    fn user_from(&self, new: NewUser) -> User {
+        let now = self.now();
+        User {
+            id: UserId::new(),
+            email: new.email,
+            display_name: new.display_name,
+            email_verified: new.email_verified,
+            status: UserStatus::Active,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Creates a tenant with its first owner: the tenant, the owner (if
+    /// new), the owner's membership and a `tenant.created` event, in one
+    /// transaction.
+    #[tracing::instrument(skip_all, fields(tenant_id = tracing::field::Empty), err)]
+    pub async fn create_tenant(
+        &self,
+        new: NewTenant,
+        owner: Owner,
+        context: &AuditContext,
+    ) -> Result<CreatedTenant> {
+        let now = self.now();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug: new.slug,
+            name: new.name,
+            status: TenantStatus::Active,
+            metadata: new.metadata,
+            created_at: now,
+            updated_at: now,
+        };
+        tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
+        let tx = self.backend.begin().await?;
+        tx.insert_tenant(&tenant).await?;
+        let owner = match owner {
+            Owner::Existing(id) => tx.get_user(id).await?,
+            Owner::New(new) => {
+                let user = self.user_from(new);
+                tx.insert_user(&user).await?;
+                user
+            }
+        };
+        if owner.status == UserStatus::Disabled {
+            return Err(DirectoryError::UserDisabled);
+        }
+        let membership = Membership {
+            id: MembershipId::new(),
+            tenant_id: tenant.id,
+            user_id: owner.id,
+            roles: RoleSet::single(RoleName::OWNER),
+            status: MembershipStatus::Active,
+            created_at: now,
+            updated_at: now,
+        };
+        tx.insert_membership(&membership).await?;
+        let event = self.event(
+            context,
+            actions::TENANT_CREATED,
+            ("tenant", &tenant.id),
+            json!({ "slug": tenant.slug, "name": tenant.name, "owner_id": owner.id }),
+        )?;
+        tx.append_audit(tenant.id, event).await?;
+        tx.commit().await?;
+        Ok(CreatedTenant {
+            tenant,
+            owner,
+            membership,
+        })
+    }
+
+    /// Checks that `tenant_id` exists and is active, and returns the scope
+    /// tenant-owned workflows take.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn scope(&self, tenant_id: TenantId) -> Result<TenantScope> {
+        let tenant = self.backend.get_tenant(tenant_id).await?;
+        ensure_active(&tenant)?;
+        Ok(TenantScope::assume_resolved(tenant_id))
+    }
+
+    /// Reads a tenant in any status.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn tenant(&self, tenant_id: TenantId) -> Result<Tenant> {
+        Ok(self.backend.get_tenant(tenant_id).await?)
+    }
+
+    /// Changes a tenant's slug, name or metadata. Deleted tenants cannot change.
+    #[tracing::instrument(skip(self, update, context), err)]
+    pub async fn update_tenant(
+        &self,
+        tenant_id: TenantId,
+        update: TenantUpdate,
+        context: &AuditContext,
+    ) -> Result<Tenant> {
+        let tx = self.backend.begin().await?;
+        let mut tenant = tx.lock_tenant(tenant_id).await?;
+        if tenant.status == TenantStatus::Deleted {
+            return Err(DirectoryError::TenantNotActive {
+                status: tenant.status,
+            });
+        }
+        let mut changed = serde_json::Map::new();
+        if let Some(slug) = update.slug.filter(|s| *s != tenant.slug) {
+            changed.insert("slug".into(), json!({ "from": tenant.slug, "to": slug }));
+            tenant.slug = slug;
+        }
+        if let Some(name) = update.name.filter(|n| *n != tenant.name) {
+            changed.insert("name".into(), json!({ "from": tenant.name, "to": name }));
+            tenant.name = name;
+        }
+        if let Some(metadata) = update.metadata.filter(|m| *m != tenant.metadata) {
+            changed.insert("metadata".into(), json!(true));
+            tenant.metadata = metadata;
+        }
+        if changed.is_empty() {
+            return Ok(tenant);
+        }
+        tenant.updated_at = self.now();
+        tx.update_tenant(&tenant).await?;
+        let event = self.event(
+            context,
+            actions::TENANT_UPDATED,
+            ("tenant", &tenant.id),
+            serde_json::Value::Object(changed),
+        )?;
+        tx.append_audit(tenant.id, event).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    /// Suspends an active tenant: its members can no longer act in it.
+    pub async fn suspend_tenant(
+        &self,
+        tenant_id: TenantId,
+        context: &AuditContext,
+    ) -> Result<Tenant> {
+        self.transition(
+            tenant_id,
+            TenantStatus::Suspended,
+            actions::TENANT_SUSPENDED,
+            context,
+        )
+        .await
+    }
+
+    /// Reactivates a suspended tenant.
+    pub async fn reactivate_tenant(
+        &self,
+        tenant_id: TenantId,
+        context: &AuditContext,
+    ) -> Result<Tenant> {
+        self.transition(
+            tenant_id,
+            TenantStatus::Active,
+            actions::TENANT_REACTIVATED,
+            context,
+        )
+        .await
+    }
+
+    /// Soft-deletes a tenant. It stays stored with its audit log and slug,
+    /// but no workflow acts on it again.
+    pub async fn delete_tenant(
+        &self,
+        tenant_id: TenantId,
+        context: &AuditContext,
+    ) -> Result<Tenant> {
+        self.transition(
+            tenant_id,
+            TenantStatus::Deleted,
+            actions::TENANT_DELETED,
+            context,
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip(self, action, context), err)]
+    async fn transition(
+        &self,
+        tenant_id: TenantId,
+        to: TenantStatus,
+        action: &str,
+        context: &AuditContext,
+    ) -> Result<Tenant> {
+        let tx = self.backend.begin().await?;
+        let mut tenant = tx.lock_tenant(tenant_id).await?;
+        let from = tenant.status;
+        let allowed = matches!(
+            (from, to),
+            (TenantStatus::Active, TenantStatus::Suspended)
+                | (TenantStatus::Suspended, TenantStatus::Active)
+                | (
+                    TenantStatus::Active | TenantStatus::Suspended,
+                    TenantStatus::Deleted
+                )
+        );
+        if !allowed {
+            return Err(DirectoryError::InvalidTransition { from, to });
+        }
+        tenant.status = to;
+        tenant.updated_at = self.now();
+        tx.update_tenant(&tenant).await?;
+        let event = self.event(
+            context,
+            action,
+            ("tenant", &tenant.id),
+            json!({ "from": from, "to": to }),
+        )?;
+        tx.append_audit(tenant_id, event).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    /// Locks the scope's tenant for the rest of `tx` and checks it is active.
+    async fn lock_active(&self, tx: &dyn Transaction, tenant_id: TenantId) -> Result<Tenant> {
+        let tenant = tx.lock_tenant(tenant_id).await?;
+        ensure_active(&tenant)?;
+        Ok(tenant)
+    }
+
+    /// Invites `email` to the scope's tenant with `roles`. The returned token
+    /// is the only copy of the secret; send it to the invitee.
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    pub async fn invite(
+        &self,
+        scope: &TenantScope,
+        email: Email,
+        roles: RoleSet,
+        context: &AuditContext,
+    ) -> Result<IssuedInvitation> {
+        let tx = self.backend.begin().await?;
+        let tenant = self.lock_active(&*tx, scope.tenant_id()).await?;
+        if let Some(user) = tx.find_user_by_email(&email).await? {
+            if tx.find_membership(tenant.id, user.id).await?.is_some() {
+                return Err(DirectoryError::AlreadyMember);
+            }
+        }
+        let now = self.now();
+        let token = InvitationToken::generate(tenant.id);
+        let invitation = Invitation {
+            id: InvitationId::new(),
+            tenant_id: tenant.id,
+            email,
+            roles,
+            invited_by: context.actor,
+            status: InvitationStatus::Pending,
+            token_hash: *token.hash(),
+            expires_at: now + self.invitation_ttl,
+            created_at: now,
+            updated_at: now,
+            accepted_by: None,
+        };
+        tx.insert_invitation(&invitation).await?;
+        let event = self.event(
+            context,
+            actions::MEMBER_INVITED,
+            ("invitation", &invitation.id),
+            json!({ "email": invitation.email, "roles": invitation.roles }),
+        )?;
+        tx.append_audit(tenant.id, event).await?;
+        tx.commit().await?;
+        Ok(IssuedInvitation { invitation, token })
+    }
+
+    /// Withdraws a pending invitation.
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    pub async fn revoke_invitation(
+        &self,
+        scope: &TenantScope,
+        invitation_id: InvitationId,
+        context: &AuditContext,
+    ) -> Result<Invitation> {
+        let tx = self.backend.begin().await?;
+        let tenant = self.lock_active(&*tx, scope.tenant_id()).await?;
+        let mut invitation = tx.get_invitation(tenant.id, invitation_id).await?;
+        ensure_pending(&invitation)?;
+        invitation.status = InvitationStatus::Revoked;
+        invitation.updated_at = self.now();
+        tx.update_invitation(&invitation).await?;
+        let event = self.event(
+            context,
+            actions::INVITATION_REVOKED,
+            ("invitation", &invitation.id),
+            json!({ "email": invitation.email }),
+        )?;
+        tx.append_audit(tenant.id, event).await?;
+        tx.commit().await?;
+        Ok(invitation)
+    }
+
+    /// Redeems an invitation for the user with email `acceptor`, creating
+    /// that user (with a verified email, since the token reached it) if they
+    /// do not exist. The audit actor is the accepting user; `context`
+    /// contributes the request's address and user agent.
+    ///
+    /// Fails with a distinct error when the token is unknown, was already
+    /// used, was revoked, has expired, or was sent to another address.
+    #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err)]
+    pub async fn accept_invitation(
+        &self,
+        token: &InvitationToken,
+        acceptor: &Email,
+        display_name: Option<DisplayName>,
+        context: &AuditContext,
+    ) -> Result<Acceptance> {
+        let tenant_id = token.tenant_id();
+        let tx = self.backend.begin().await?;
+        let tenant = match tx.lock_tenant(tenant_id).await {
+            Err(StoreError::NotFound(_)) => return Err(DirectoryError::InvitationNotFound),
+            other => other?,
+        };
+        let mut invitation = tx
+            .find_invitation_by_token(tenant_id, token.hash())
+            .await?
+            .ok_or(DirectoryError::InvitationNotFound)?;
+        ensure_pending(&invitation)?;
+        ensure_active(&tenant)?;
+        let now = self.now();
+        if invitation.is_expired_at(now) {
+            return Err(DirectoryError::InvitationExpired {
+                expires_at: invitation.expires_at,
+            });
+        }
+        if !invitation.email.same_address(acceptor) {
+            return Err(DirectoryError::InvitationEmailMismatch);
+        }
+        let (user, user_created) = match tx.find_user_by_email(acceptor).await? {
+            Some(user) if user.status == UserStatus::Disabled => {
+                return Err(DirectoryError::UserDisabled);
+            }
+            Some(mut user) => {
+                if !user.email_verified {
+                    user.email_verified = true;
+                    user.updated_at = now;
+                    tx.update_user(&user).await?;
+                }
+                (user, false)
+            }
+            None => {
+                let mut new = NewUser::new(acceptor.clone());
+                new.display_name = display_name;
+                new.email_verified = true;
+                let user = self.user_from(new);
+                tx.insert_user(&user).await?;
+                (user, true)
+            }
+        };
+        if tx.find_membership(tenant_id, user.id).await?.is_some() {
+            return Err(DirectoryError::AlreadyMember);
+        }
+        let membership = Membership {
+            id: MembershipId::new(),
+            tenant_id,
+            user_id: user.id,
+            roles: invitation.roles.clone(),
+            status: MembershipStatus::Active,
+            created_at: now,
+            updated_at: now,
+        };
+        tx.insert_membership(&membership).await?;
+        invitation.status = InvitationStatus::Accepted;
+        invitation.accepted_by = Some(user.id);
+        invitation.updated_at = now;
+        tx.update_invitation(&invitation).await?;
+        let mut context = context.clone();
+        context.actor = audit::Actor::User(user.id);
+        let event = self.event(
+            &context,
+            actions::MEMBER_JOINED,
+            ("membership", &membership.id),
+            json!({ "invitation_id": invitation.id, "user_id": user.id, "roles": membership.roles }),
+        )?;
+        tx.append_audit(tenant_id, event).await?;
+        tx.commit().await?;
+        Ok(Acceptance {
+            user,
+            membership,
+            user_created,
+        })
+    }
+
+    /// Replaces a member's roles. Refuses to take the owner role from the
+    /// last active owner.
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err)]
+    pub async fn change_roles(
+        &self,
+        scope: &TenantScope,
+        user_id: UserId,
+        roles: RoleSet,
+        context: &AuditContext,
+    ) -> Result<Membership> {
+        let tx = self.backend.begin().await?;
+        let mut membership = self.locked_member(&*tx, scope, user_id).await?;
+        if membership.roles == roles {
+            return Ok(membership);
+        }
+        if !roles.contains(&RoleName::OWNER) {
+            ensure_not_last_owner(&*tx, &membership).await?;
+        }
+        let previous = std::mem::replace(&mut membership.roles, roles);
+        membership.updated_at = self.now();
+        tx.update_membership(&membership).await?;
+        let event = self.event(
+            context,
+            actions::MEMBER_ROLE_CHANGED,
+            ("membership", &membership.id),
+            json!({ "user_id": user_id, "from": previous, "to": membership.roles }),
+        )?;
+        tx.append_audit(membership.tenant_id, event).await?;
+        tx.commit().await?;
+        Ok(membership)
+    }
+
+    /// Suspends a member: the membership stays but grants nothing. Refuses
+    /// to suspend the last active owner.
+    pub async fn suspend_member(
+        &self,
+        scope: &TenantScope,
+        user_id: UserId,
+        context: &AuditContext,
+    ) -> Result<Membership> {
+        self.set_member_status(scope, user_id, MembershipStatus::Suspended, context)
+            .await
+    }
+
+    /// Reactivates a suspended member.
+    pub async fn reactivate_member(
+        &self,
+        scope: &TenantScope,
+        user_id: UserId,
+        context: &AuditContext,
+    ) -> Result<Membership> {
+        self.set_member_status(scope, user_id, MembershipStatus::Active, context)
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err)]
+    async fn set_member_status(
+        &self,
+        scope: &TenantScope,
+        user_id: UserId,
+        status: MembershipStatus,
+        context: &AuditContext,
+    ) -> Result<Membership> {
+        let tx = self.backend.begin().await?;
+        let mut membership = self.locked_member(&*tx, scope, user_id).await?;
+        if membership.status == status {
+            return Ok(membership);
+        }
+        if status != MembershipStatus::Active {
+            ensure_not_last_owner(&*tx, &membership).await?;
+        }
+        membership.status = status;
+        membership.updated_at = self.now();
+        tx.update_membership(&membership).await?;
+        let action = match status {
+            MembershipStatus::Active => actions::MEMBER_REACTIVATED,
+            MembershipStatus::Suspended | MembershipStatus::Invited => actions::MEMBER_SUSPENDED,
+        };
+        let event = self.event(
+            context,
+            action,
+            ("membership", &membership.id),
+            json!({ "user_id": user_id }),
+        )?;
+        tx.append_audit(membership.tenant_id, event).await?;
+        tx.commit().await?;
+        Ok(membership)
+    }
+
+    /// Removes a member from the scope's tenant. Refuses to remove the last
+    /// active owner.
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err)]
+    pub async fn remove_member(
+        &self,
+        scope: &TenantScope,
+        user_id: UserId,
+        context: &AuditContext,
+    ) -> Result<Membership> {
+        let tx = self.backend.begin().await?;
+        let membership = self.locked_member(&*tx, scope, user_id).await?;
+        ensure_not_last_owner(&*tx, &membership).await?;
+        tx.delete_membership(membership.tenant_id, membership.id)
+            .await?;
+        let event = self.event(
+            context,
+            actions::MEMBER_REMOVED,
+            ("membership", &membership.id),
+            json!({ "user_id": user_id, "roles": membership.roles }),
+        )?;
+        tx.append_audit(membership.tenant_id, event).await?;
+        tx.commit().await?;
+        Ok(membership)
+    }
+
+    async fn locked_member(
+        &self,
+        tx: &dyn Transaction,
+        scope: &TenantScope,
+        user_id: UserId,
+    ) -> Result<Membership> {
+        let tenant = self.lock_active(tx, scope.tenant_id()).await?;
+        tx.find_membership(tenant.id, user_id)
+            .await?
+            .ok_or(DirectoryError::Store(StoreError::NotFound(
+                Entity::Membership,
+            )))
+    }
+
+    /// Lists the scope's members with their users, oldest membership first.
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    pub async fn list_members(
+        &self,
+        scope: &TenantScope,
+        page: &PageRequest,
+    ) -> Result<Page<Member>> {
+        Ok(self.backend.list_members(scope.tenant_id(), page).await?)
+    }
+
+    /// Lists the scope's invitations in every status, oldest first.
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    pub async fn list_invitations(
+        &self,
+        scope: &TenantScope,
+        page: &PageRequest,
+    ) -> Result<Page<Invitation>> {
+        Ok(self
+            .backend
+            .list_invitations(scope.tenant_id(), page)
+            .await?)
+    }
+
+    /// Lists the tenants a user belongs to (deleted ones left out), with
+    /// the user's membership in each.
+    #[tracing::instrument(skip(self, page), err)]
+    pub async fn list_user_tenants(
+        &self,
+        user_id: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<UserTenant>> {
+        Ok(self.backend.list_user_tenants(user_id, page).await?)
+    }
+
+    /// Reads the scope's audit events matching `query`, oldest first.
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    pub async fn audit_events(
+        &self,
+        scope: &TenantScope,
+        query: &AuditQuery,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>> {
+        Ok(self
+            .backend
+            .query_audit(scope.tenant_id(), query, page)
+            .await?)
+    }
+
+    /// Re-verifies a tenant's audit chain (any status: deleted tenants keep
+    /// their log).
+    #[tracing::instrument(skip(self), err)]
+    pub async fn verify_audit_chain(&self, tenant_id: TenantId) -> Result<ChainReport> {
+        Ok(self.backend.verify_chain(tenant_id).await?)
+    }
+
+    /// Writes the scope's audit events matching `query` to `out` as JSON
+    /// lines or CSV; returns how many were written.
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    pub async fn export_audit<W: Write + Send>(
+        &self,
+        scope: &TenantScope,
+        query: &AuditQuery,
+        format: ExportFormat,
+        out: W,
+    ) -> Result<u64, ExportError> {
+        audit::export(&*self.backend, scope.tenant_id(), query, format, out).await
+    }
+}
+
+fn ensure_active(tenant: &Tenant) -> Result<()> {
+    match tenant.status {
+        TenantStatus::Active => Ok(()),
+        status => Err(DirectoryError::TenantNotActive { status }),
+    }
+}
+
+fn ensure_pending(invitation: &Invitation) -> Result<()> {
+    match invitation.status {
+        InvitationStatus::Pending => Ok(()),
+        InvitationStatus::Accepted => Err(DirectoryError::InvitationAlreadyAccepted),
+        InvitationStatus::Revoked => Err(DirectoryError::InvitationRevoked),
+    }
+}
+
+/// Fails if `membership` is the tenant's only active owner. Callers hold the
+/// tenant lock, so no concurrent change can slip between count and write.
+async fn ensure_not_last_owner(tx: &dyn Transaction, membership: &Membership) -> Result<()> {
+    if membership.is_active_owner()
+        && tx
+            .count_active_with_role(membership.tenant_id, &RoleName::OWNER)
+            .await?
+            <= 1
+    {
+        return Err(DirectoryError::LastOwner);
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! The foundation of the tenancy SDK: tenants, users, memberships,
+//! invitations and a tamper-evident audit log, with the store traits every
+//! storage backend implements and the [`Directory`] workflows built on them.
+//!
+//! - Records: [`Tenant`], [`User`], [`Membership`], [`Invitation`],
+//!   [`AuditEvent`], each field validated by its type ([`Slug`], [`Email`],
+//!   [`RoleName`], …) so invalid values cannot be built.
+//! - Stores: [`TenantStore`], [`UserStore`], [`MembershipStore`],
+//!   [`InvitationStore`] and [`AuditLog`], object-safe and `Send + Sync`,
+//!   implemented by every [`Backend`]. Errors are [`StoreError`] with one
+//!   variant per thing a caller acts on.
+//! - Workflows: [`Directory`] creates tenants with their owner, invites and
+//!   admits members, changes roles, removes members, suspends and deletes
+//!   tenants, each in one transaction together with its audit event.
+//! - Audit: per-tenant hash chains, [`AuditLog::verify_chain`], filtered
+//!   queries and [`audit::export`] as JSON lines or CSV.
+//!
+//! # Features
+//!
+//! - `memory` (default): [`MemoryBackend`], everything in process memory.
+//! - `postgres`: [`postgres::PgBackend`] over sqlx, with embedded migrations
+//!   and row-level security, plus helpers to give host tables the same
+//!   tenant isolation.
+//! - `testkit`: [`testkit`], the conformance suites a backend must pass.
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod audit;
+mod clock;
+mod directory;
+mod error;
+mod id;
+mod invitation;
+mod membership;
+#[cfg(feature = "memory")]
+mod memory;
+mod page;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+mod scope;
+mod store;
+mod tenant;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod text;
+mod user;
+
+pub use audit::{
+    ActionFilter, Actor, AuditAction, AuditContext, AuditEvent, AuditQuery, BrokenLink,
+    BrokenReason, ChainHash, ChainHead, ChainReport, ExportFormat, NewAuditEvent, Target,
+    TargetType,
+};
+pub use clock::{Clock, ManualClock, SystemClock, truncate_to_micros};
+pub use directory::{
+    Acceptance, CreatedTenant, Directory, DirectoryError, IssuedInvitation, Owner, actions,
+};
+pub use error::{BoxError, Conflict, Entity, StoreError, ValidationError};
+pub use id::{
+    ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, SessionId, TenantId, UserId,
+};
+pub use invitation::{Invitation, InvitationStatus, InvitationToken, MalformedToken, TokenHash};
+pub use membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};
+#[cfg(feature = "memory")]
+pub use memory::MemoryBackend;
+pub use page::{Cursor, Page, PageRequest, PageSize};
+pub use scope::TenantScope;
+pub use store::{
+    AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, Transaction, UserStore,
+};
+pub use tenant::{
+    NewTenant, RESERVED_SLUGS, Slug, Tenant, TenantName, TenantStatus, TenantUpdate, UnknownStatus,
+};
+pub use text::Metadata;
+pub use user::{DisplayName, Email, NewUser, User, UserStatus};
