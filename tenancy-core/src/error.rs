@@ -198,9 +198,21 @@ pub enum StoreError {
     Unavailable(#[source] BoxError),
 }
 
+/// Returned by every call on a transaction after one of its writes failed
+/// (for example, with a conflict): the transaction can only be dropped,
+/// which rolls it back. Postgres behaves this way, and every backend must.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("transaction aborted by an earlier failed operation")]
+pub struct TransactionAborted;
+
 impl StoreError {
     /// Wraps a backend failure.
     pub fn unavailable(source: impl Into<BoxError>) -> Self {
         StoreError::Unavailable(source.into())
+    }
+
+    /// Whether this is [`TransactionAborted`].
+    pub fn is_transaction_aborted(&self) -> bool {
+        matches!(self, StoreError::Unavailable(source) if source.is::<TransactionAborted>())
     }
 }

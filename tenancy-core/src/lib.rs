@@ -54,7 +54,7 @@ pub use clock::{Clock, ManualClock, SystemClock, truncate_to_micros};
 pub use directory::{
     Acceptance, CreatedTenant, Directory, DirectoryError, IssuedInvitation, Owner, actions,
 };
-pub use error::{BoxError, Conflict, Entity, StoreError, ValidationError};
+pub use error::{BoxError, Conflict, Entity, StoreError, TransactionAborted, ValidationError};
 pub use id::{
     ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, SessionId, TenantId, UserId,
 };

@@ -15,7 +15,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::audit::{AuditEvent, AuditQuery, ChainHash, ChainHead, NewAuditEvent};
 use crate::clock::truncate_to_micros;
-use crate::error::{Conflict, Entity, StoreError};
+use crate::error::{Conflict, Entity, StoreError, TransactionAborted};
 use crate::id::{AuditEventId, InvitationId, MembershipId, TenantId, UserId};
 use crate::invitation::{Invitation, InvitationStatus, TokenHash};
 use crate::membership::{Member, Membership, MembershipStatus, RoleName, UserTenant};
@@ -60,7 +60,11 @@ impl Backend for MemoryBackend {
         let committed = Arc::clone(&self.state).lock_owned().await;
         let work = committed.clone();
         Ok(Box::new(MemoryTransaction {
-            inner: Mutex::new(Inner { committed, work }),
+            inner: Mutex::new(Inner {
+                committed,
+                work,
+                aborted: false,
+            }),
         }))
     }
 }
@@ -73,12 +77,36 @@ struct MemoryTransaction {
 struct Inner {
     committed: OwnedMutexGuard<State>,
     work: State,
+    aborted: bool,
 }
 
 impl MemoryTransaction {
-    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+    /// Runs one operation. As in Postgres, a broken uniqueness rule aborts
+    /// the transaction; a record that is simply absent does not.
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
+        self.run(|e| matches!(e, StoreError::Conflict(_)), f)
+    }
+
+    /// Runs an insert: any failure aborts the transaction, as a unique or
+    /// foreign-key violation does in Postgres.
+    fn with_insert<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
+        self.run(|_| true, f)
+    }
+
+    fn run<R>(
+        &self,
+        aborts: impl FnOnce(&StoreError) -> bool,
+        f: impl FnOnce(&mut State) -> Result<R>,
+    ) -> Result<R> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut inner.work)
+        if inner.aborted {
+            return Err(StoreError::unavailable(TransactionAborted));
+        }
+        let out = f(&mut inner.work);
+        if out.as_ref().is_err_and(aborts) {
+            inner.aborted = true;
+        }
+        out
     }
 }
 
@@ -487,6 +515,9 @@ impl Transaction for MemoryTransaction {
             .inner
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
+        if inner.aborted {
+            return Err(StoreError::unavailable(TransactionAborted));
+        }
         *inner.committed = inner.work;
         Ok(())
     }
@@ -496,7 +527,7 @@ impl Transaction for MemoryTransaction {
 impl TenantStore for MemoryTransaction {
     #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant.id), err)]
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
-        self.with(|s| s.insert_tenant(tenant))
+        self.with_insert(|s| s.insert_tenant(tenant))
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(tenant_id = %id), err)]
@@ -535,7 +566,7 @@ impl TenantStore for MemoryTransaction {
 impl UserStore for MemoryTransaction {
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %user.id), err)]
     async fn insert_user(&self, user: &User) -> Result<()> {
-        self.with(|s| s.insert_user(user))
+        self.with_insert(|s| s.insert_user(user))
     }
 
     #[tracing::instrument(level = "debug", skip(self), err)]
@@ -568,7 +599,7 @@ impl UserStore for MemoryTransaction {
 impl MembershipStore for MemoryTransaction {
     #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %membership.tenant_id), err)]
     async fn insert_membership(&self, membership: &Membership) -> Result<()> {
-        self.with(|s| s.insert_membership(membership))
+        self.with_insert(|s| s.insert_membership(membership))
     }
 
     #[tracing::instrument(level = "debug", skip(self), err)]
@@ -624,7 +655,7 @@ impl MembershipStore for MemoryTransaction {
 impl InvitationStore for MemoryTransaction {
     #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %invitation.tenant_id), err)]
     async fn insert_invitation(&self, invitation: &Invitation) -> Result<()> {
-        self.with(|s| s.insert_invitation(invitation))
+        self.with_insert(|s| s.insert_invitation(invitation))
     }
 
     #[tracing::instrument(level = "debug", skip(self), err)]
@@ -660,7 +691,7 @@ impl InvitationStore for MemoryTransaction {
 impl AuditLog for MemoryTransaction {
     #[tracing::instrument(level = "debug", skip(self, event), fields(action = %event.action), err)]
     async fn append_audit(&self, tenant_id: TenantId, event: NewAuditEvent) -> Result<AuditEvent> {
-        self.with(|s| s.append_audit(tenant_id, event))
+        self.with_insert(|s| s.append_audit(tenant_id, event))
     }
 
     #[tracing::instrument(level = "debug", skip(self, query, page), err)]

@@ -1,0 +1,867 @@
+//! Suites for the [`Directory`] workflows.
+
+use std::sync::Arc;
+
+use time::Duration;
+
+use super::{email, now, roles, slug};
+use crate::audit::{ActionFilter, Actor, AuditContext, AuditQuery, ExportFormat};
+use crate::clock::ManualClock;
+use crate::directory::{Directory, DirectoryError, Owner, actions};
+use crate::error::{Conflict, Entity, StoreError};
+use crate::id::{TenantId, UserId};
+use crate::invitation::{InvitationStatus, InvitationToken};
+use crate::membership::{MembershipStatus, RoleName};
+use crate::page::{PageRequest, PageSize};
+use crate::scope::TenantScope;
+use crate::store::{AuditLog, Backend, MembershipStore, TenantStore, UserStore};
+use crate::tenant::{NewTenant, TenantName, TenantStatus, TenantUpdate};
+use crate::user::{DisplayName, NewUser, UserStatus};
+
+fn directory(backend: Arc<dyn Backend>) -> (Directory, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(now()));
+    (Directory::new(backend).with_clock(clock.clone()), clock)
+}
+
+fn new_tenant(slug_text: &str) -> NewTenant {
+    NewTenant::new(
+        slug(slug_text),
+        TenantName::new(&format!("{slug_text} Inc.")).unwrap(),
+    )
+}
+
+fn owner(address: &str) -> Owner {
+    Owner::New(NewUser::new(email(address)))
+}
+
+async fn actions_of(directory: &Directory, scope: &TenantScope) -> Vec<String> {
+    directory
+        .audit_events(
+            scope,
+            &AuditQuery::all(),
+            &PageRequest::first(PageSize::MAX),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.action.to_string())
+        .collect()
+}
+
+macro_rules! assert_err {
+    ($result:expr, $pattern:pat) => {
+        match $result {
+            Err($pattern) => {}
+            other => panic!("expected {}, got {other:?}", stringify!($pattern)),
+        }
+    };
+}
+
+/// Tenant creation with its owner, lifecycle transitions, profile updates.
+pub async fn directory_tenant_lifecycle(backend: Arc<dyn Backend>) {
+    let (directory, _) = directory(backend.clone());
+    let system = AuditContext::system();
+    let created = directory
+        .create_tenant(new_tenant("lifecycle"), owner("ann@example.com"), &system)
+        .await
+        .unwrap();
+    assert_eq!(created.tenant.status, TenantStatus::Active);
+    assert_eq!(created.membership.roles, roles(&["owner"]));
+    assert_eq!(created.membership.user_id, created.owner.id);
+    assert_eq!(
+        backend.get_tenant(created.tenant.id).await.unwrap(),
+        created.tenant
+    );
+    let id = created.tenant.id;
+    let scope = directory.scope(id).await.unwrap();
+    assert_eq!(scope.tenant_id(), id);
+
+    assert_err!(
+        directory
+            .create_tenant(new_tenant("lifecycle"), owner("bob@example.com"), &system)
+            .await,
+        DirectoryError::Store(StoreError::Conflict(Conflict::TenantSlug))
+    );
+    assert_err!(
+        directory
+            .create_tenant(
+                new_tenant("no-owner"),
+                Owner::Existing(UserId::new()),
+                &system
+            )
+            .await,
+        DirectoryError::Store(StoreError::NotFound(Entity::User))
+    );
+    let mut disabled = backend
+        .find_user_by_email(&email("ann@example.com"))
+        .await
+        .unwrap()
+        .unwrap();
+    let second = directory
+        .create_tenant(
+            new_tenant("second-home"),
+            Owner::Existing(disabled.id),
+            &system,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.owner.id, disabled.id);
+    disabled.status = UserStatus::Disabled;
+    backend.update_user(&disabled).await.unwrap();
+    assert_err!(
+        directory
+            .create_tenant(
+                new_tenant("disabled-owner"),
+                Owner::Existing(disabled.id),
+                &system
+            )
+            .await,
+        DirectoryError::UserDisabled
+    );
+    assert_eq!(
+        backend
+            .find_tenant_by_slug(&slug("disabled-owner"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let updated = directory
+        .update_tenant(
+            id,
+            TenantUpdate {
+                slug: Some(slug("lifecycle-renamed")),
+                name: Some(TenantName::new("Renamed").unwrap()),
+                metadata: None,
+            },
+            &system,
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.slug.as_str(), "lifecycle-renamed");
+    assert_eq!(directory.tenant(id).await.unwrap(), updated);
+    assert_err!(
+        directory
+            .update_tenant(
+                second.tenant.id,
+                TenantUpdate {
+                    slug: Some(slug("lifecycle-renamed")),
+                    ..TenantUpdate::default()
+                },
+                &system,
+            )
+            .await,
+        DirectoryError::Store(StoreError::Conflict(Conflict::TenantSlug))
+    );
+
+    let suspended = directory.suspend_tenant(id, &system).await.unwrap();
+    assert_eq!(suspended.status, TenantStatus::Suspended);
+    assert_err!(
+        directory.scope(id).await,
+        DirectoryError::TenantNotActive {
+            status: TenantStatus::Suspended
+        }
+    );
+    assert_err!(
+        directory.suspend_tenant(id, &system).await,
+        DirectoryError::InvalidTransition {
+            from: TenantStatus::Suspended,
+            to: TenantStatus::Suspended
+        }
+    );
+    // A scope taken before the suspension no longer works.
+    assert_err!(
+        directory
+            .invite(
+                &scope,
+                email("late@example.com"),
+                roles(&["member"]),
+                &system
+            )
+            .await,
+        DirectoryError::TenantNotActive { .. }
+    );
+    directory.reactivate_tenant(id, &system).await.unwrap();
+    directory.scope(id).await.unwrap();
+    let deleted = directory.delete_tenant(id, &system).await.unwrap();
+    assert_eq!(deleted.status, TenantStatus::Deleted);
+    assert_err!(
+        directory.reactivate_tenant(id, &system).await,
+        DirectoryError::InvalidTransition {
+            from: TenantStatus::Deleted,
+            to: TenantStatus::Active
+        }
+    );
+    assert_err!(
+        directory
+            .update_tenant(id, TenantUpdate::default(), &system)
+            .await,
+        DirectoryError::TenantNotActive {
+            status: TenantStatus::Deleted
+        }
+    );
+    assert_err!(
+        directory.suspend_tenant(TenantId::new(), &system).await,
+        DirectoryError::Store(StoreError::NotFound(Entity::Tenant))
+    );
+
+    // The owner's tenant list leaves out the deleted tenant.
+    let tenants = directory
+        .list_user_tenants(created.owner.id, &PageRequest::default())
+        .await
+        .unwrap();
+    let ids: Vec<_> = tenants.items.iter().map(|ut| ut.tenant.id).collect();
+    assert_eq!(ids, vec![second.tenant.id]);
+
+    // The deleted tenant keeps its log, ending with its deletion.
+    let log = backend
+        .query_audit(id, &AuditQuery::all(), &PageRequest::default())
+        .await
+        .unwrap()
+        .items;
+    let names: Vec<_> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            actions::TENANT_CREATED,
+            actions::TENANT_UPDATED,
+            actions::TENANT_SUSPENDED,
+            actions::TENANT_REACTIVATED,
+            actions::TENANT_DELETED
+        ]
+    );
+    assert_eq!(log[1].metadata.as_map()["slug"]["to"], "lifecycle-renamed");
+    assert!(directory.verify_audit_chain(id).await.unwrap().is_intact());
+}
+
+/// A workflow that fails midway leaves nothing behind: here the tenant is
+/// written, then creating its owner hits an email conflict.
+pub async fn directory_atomic_rollback(backend: Arc<dyn Backend>) {
+    let (directory, _) = directory(backend.clone());
+    directory
+        .create_user(NewUser::new(email("taken@example.com")))
+        .await
+        .unwrap();
+    let before = backend
+        .admin_list_tenants(&PageRequest::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_err!(
+        directory
+            .create_tenant(
+                new_tenant("half-written"),
+                owner("TAKEN@example.com"),
+                &AuditContext::system()
+            )
+            .await,
+        DirectoryError::Store(StoreError::Conflict(Conflict::UserEmail))
+    );
+    assert_eq!(
+        backend
+            .find_tenant_by_slug(&slug("half-written"))
+            .await
+            .unwrap(),
+        None
+    );
+    let after = backend
+        .admin_list_tenants(&PageRequest::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(before, after);
+    // The slug is still free.
+    directory
+        .create_tenant(
+            new_tenant("half-written"),
+            owner("fresh@example.com"),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Invitations: issue, accept (new and existing users), and each distinct
+/// refusal: malformed, unknown, reused, revoked, expired, other address,
+/// already a member, inactive tenant.
+pub async fn directory_invitations(backend: Arc<dyn Backend>) {
+    let (directory, clock) = directory(backend.clone());
+    let created = directory
+        .create_tenant(
+            new_tenant("inviting"),
+            owner("owner@example.com"),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    let tenant_id = created.tenant.id;
+    let scope = directory.scope(tenant_id).await.unwrap();
+    let as_owner = AuditContext::user(created.owner.id);
+
+    let issued = directory
+        .invite(
+            &scope,
+            email("Bob@Example.com"),
+            roles(&["member"]),
+            &as_owner,
+        )
+        .await
+        .unwrap();
+    assert_eq!(issued.invitation.status, InvitationStatus::Pending);
+    assert_eq!(issued.invitation.invited_by, Actor::User(created.owner.id));
+    assert_eq!(
+        issued.invitation.expires_at,
+        issued.invitation.created_at + Directory::DEFAULT_INVITATION_TTL
+    );
+    assert_eq!(issued.token.tenant_id(), tenant_id);
+    assert_err!(
+        directory
+            .invite(
+                &scope,
+                email("bob@example.com"),
+                roles(&["admin"]),
+                &as_owner
+            )
+            .await,
+        DirectoryError::Store(StoreError::Conflict(Conflict::PendingInvitation))
+    );
+    assert_err!(
+        directory
+            .invite(
+                &scope,
+                email("owner@example.com"),
+                roles(&["admin"]),
+                &as_owner
+            )
+            .await,
+        DirectoryError::AlreadyMember
+    );
+
+    let token = InvitationToken::parse(issued.token.expose_secret()).unwrap();
+    assert_err!(
+        directory
+            .accept_invitation(
+                &token,
+                &email("mallory@example.com"),
+                None,
+                &AuditContext::system()
+            )
+            .await,
+        DirectoryError::InvitationEmailMismatch
+    );
+    let accepted = directory
+        .accept_invitation(
+            &token,
+            &email("bob@example.com"),
+            Some(DisplayName::new("Bob").unwrap()),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    assert!(accepted.user_created);
+    assert!(accepted.user.email_verified);
+    assert_eq!(accepted.user.display_name.as_ref().unwrap().as_str(), "Bob");
+    assert_eq!(accepted.membership.roles, roles(&["member"]));
+    assert_eq!(accepted.membership.status, MembershipStatus::Active);
+    assert_err!(
+        directory
+            .accept_invitation(
+                &token,
+                &email("bob@example.com"),
+                None,
+                &AuditContext::system()
+            )
+            .await,
+        DirectoryError::InvitationAlreadyAccepted
+    );
+
+    // Unknown tokens: another secret for this tenant, or a tenant that does not exist.
+    for unknown in [
+        InvitationToken::generate(tenant_id),
+        InvitationToken::generate(TenantId::new()),
+    ] {
+        assert_err!(
+            directory
+                .accept_invitation(
+                    &unknown,
+                    &email("bob@example.com"),
+                    None,
+                    &AuditContext::system()
+                )
+                .await,
+            DirectoryError::InvitationNotFound
+        );
+    }
+
+    // An existing user who is not yet a member joins without a new account.
+    let carol = directory
+        .create_user(NewUser::new(email("carol@example.com")))
+        .await
+        .unwrap();
+    let for_carol = directory
+        .invite(
+            &scope,
+            email("carol@example.com"),
+            roles(&["billing"]),
+            &as_owner,
+        )
+        .await
+        .unwrap();
+    let joined = directory
+        .accept_invitation(
+            &for_carol.token,
+            &email("CAROL@example.com"),
+            None,
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    assert!(!joined.user_created);
+    assert_eq!(joined.user.id, carol.id);
+    assert!(backend.get_user(carol.id).await.unwrap().email_verified);
+
+    let for_dave = directory
+        .invite(
+            &scope,
+            email("dave@example.com"),
+            roles(&["member"]),
+            &as_owner,
+        )
+        .await
+        .unwrap();
+    let revoked = directory
+        .revoke_invitation(&scope, for_dave.invitation.id, &as_owner)
+        .await
+        .unwrap();
+    assert_eq!(revoked.status, InvitationStatus::Revoked);
+    assert_err!(
+        directory
+            .accept_invitation(
+                &for_dave.token,
+                &email("dave@example.com"),
+                None,
+                &AuditContext::system()
+            )
+            .await,
+        DirectoryError::InvitationRevoked
+    );
+    assert_err!(
+        directory
+            .revoke_invitation(&scope, for_dave.invitation.id, &as_owner)
+            .await,
+        DirectoryError::InvitationRevoked
+    );
+    // A revoked invitation no longer blocks a new one.
+    directory
+        .invite(
+            &scope,
+            email("dave@example.com"),
+            roles(&["member"]),
+            &as_owner,
+        )
+        .await
+        .unwrap();
+
+    let for_erin = directory
+        .invite(
+            &scope,
+            email("erin@example.com"),
+            roles(&["member"]),
+            &as_owner,
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::days(7) + Duration::seconds(1));
+    assert_err!(
+        directory
+            .accept_invitation(
+                &for_erin.token,
+                &email("erin@example.com"),
+                None,
+                &AuditContext::system()
+            )
+            .await,
+        DirectoryError::InvitationExpired { .. }
+    );
+
+    // Another tenant's scope cannot revoke this tenant's invitation.
+    let other = directory
+        .create_tenant(
+            new_tenant("elsewhere"),
+            owner("else@example.com"),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    let other_scope = directory.scope(other.tenant.id).await.unwrap();
+    assert_err!(
+        directory
+            .revoke_invitation(
+                &other_scope,
+                for_erin.invitation.id,
+                &AuditContext::system()
+            )
+            .await,
+        DirectoryError::Store(StoreError::NotFound(Entity::Invitation))
+    );
+
+    // A suspended tenant admits no one.
+    let for_frank = directory
+        .invite(
+            &scope,
+            email("frank@example.com"),
+            roles(&["member"]),
+            &as_owner,
+        )
+        .await
+        .unwrap();
+    directory
+        .suspend_tenant(tenant_id, &AuditContext::system())
+        .await
+        .unwrap();
+    assert_err!(
+        directory
+            .accept_invitation(
+                &for_frank.token,
+                &email("frank@example.com"),
+                None,
+                &AuditContext::system()
+            )
+            .await,
+        DirectoryError::TenantNotActive { .. }
+    );
+    assert_eq!(
+        backend
+            .find_user_by_email(&email("frank@example.com"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let invitations = directory
+        .list_invitations(&scope, &PageRequest::default())
+        .await
+        .unwrap();
+    let statuses: Vec<_> = invitations.items.iter().map(|i| i.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            InvitationStatus::Accepted,
+            InvitationStatus::Accepted,
+            InvitationStatus::Revoked,
+            InvitationStatus::Pending,
+            InvitationStatus::Pending,
+            InvitationStatus::Pending,
+        ]
+    );
+    let joined_events = backend
+        .query_audit(
+            tenant_id,
+            &AuditQuery::all().action(ActionFilter::parse(actions::MEMBER_JOINED).unwrap()),
+            &PageRequest::default(),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(joined_events.len(), 2);
+    assert_eq!(joined_events[0].actor, Actor::User(accepted.user.id));
+}
+
+/// Role changes, suspension and removal, guarded so a tenant always keeps
+/// an active owner; and no scope reaches another tenant's members.
+pub async fn directory_members(backend: Arc<dyn Backend>) {
+    let (directory, _) = directory(backend.clone());
+    let system = AuditContext::system();
+    let created = directory
+        .create_tenant(new_tenant("members"), owner("ann@example.com"), &system)
+        .await
+        .unwrap();
+    let scope = directory.scope(created.tenant.id).await.unwrap();
+    let ann = created.owner.id;
+    let mut people = Vec::new();
+    for name in ["bob", "cleo", "dan", "eve"] {
+        let issued = directory
+            .invite(
+                &scope,
+                email(&format!("{name}@example.com")),
+                roles(&["member"]),
+                &system,
+            )
+            .await
+            .unwrap();
+        let accepted = directory
+            .accept_invitation(
+                &issued.token,
+                &email(&format!("{name}@example.com")),
+                None,
+                &system,
+            )
+            .await
+            .unwrap();
+        people.push(accepted.user.id);
+    }
+    let bob = people[0];
+
+    let changed = directory
+        .change_roles(&scope, bob, roles(&["admin", "member"]), &system)
+        .await
+        .unwrap();
+    assert_eq!(changed.roles, roles(&["admin", "member"]));
+    assert_err!(
+        directory
+            .change_roles(&scope, ann, roles(&["admin"]), &system)
+            .await,
+        DirectoryError::LastOwner
+    );
+    assert_err!(
+        directory.remove_member(&scope, ann, &system).await,
+        DirectoryError::LastOwner
+    );
+    assert_err!(
+        directory.suspend_member(&scope, ann, &system).await,
+        DirectoryError::LastOwner
+    );
+
+    // With a second owner, the first may step down; then the second is last.
+    directory
+        .change_roles(&scope, bob, roles(&["owner"]), &system)
+        .await
+        .unwrap();
+    directory
+        .change_roles(&scope, ann, roles(&["admin"]), &system)
+        .await
+        .unwrap();
+    assert_err!(
+        directory.remove_member(&scope, bob, &system).await,
+        DirectoryError::LastOwner
+    );
+
+    // A suspended owner does not count as an owner.
+    directory
+        .change_roles(&scope, ann, roles(&["owner"]), &system)
+        .await
+        .unwrap();
+    let suspended = directory
+        .suspend_member(&scope, ann, &system)
+        .await
+        .unwrap();
+    assert_eq!(suspended.status, MembershipStatus::Suspended);
+    assert_err!(
+        directory
+            .change_roles(&scope, bob, roles(&["member"]), &system)
+            .await,
+        DirectoryError::LastOwner
+    );
+    directory
+        .reactivate_member(&scope, ann, &system)
+        .await
+        .unwrap();
+    let removed = directory.remove_member(&scope, bob, &system).await.unwrap();
+    assert_eq!(removed.user_id, bob);
+    assert_err!(
+        directory.remove_member(&scope, bob, &system).await,
+        DirectoryError::Store(StoreError::NotFound(Entity::Membership))
+    );
+
+    // Another tenant's scope finds none of these members.
+    let other = directory
+        .create_tenant(
+            new_tenant("members-elsewhere"),
+            owner("zed@example.com"),
+            &system,
+        )
+        .await
+        .unwrap();
+    let other_scope = directory.scope(other.tenant.id).await.unwrap();
+    for user in [ann, people[1]] {
+        assert_err!(
+            directory
+                .change_roles(&other_scope, user, roles(&["owner"]), &system)
+                .await,
+            DirectoryError::Store(StoreError::NotFound(Entity::Membership))
+        );
+        assert_err!(
+            directory.remove_member(&other_scope, user, &system).await,
+            DirectoryError::Store(StoreError::NotFound(Entity::Membership))
+        );
+    }
+
+    // Paginated member list: ann, cleo, dan, eve (bob removed).
+    let mut request = PageRequest::first(PageSize::new(3).unwrap());
+    let mut listed = Vec::new();
+    loop {
+        let page = directory.list_members(&scope, &request).await.unwrap();
+        listed.extend(page.items.into_iter().map(|m| m.user.id));
+        match page.next {
+            Some(cursor) => request = request.after(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(listed, vec![ann, people[1], people[2], people[3]]);
+
+    let trail = actions_of(&directory, &scope).await;
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|a| *a == actions::MEMBER_ROLE_CHANGED)
+            .count(),
+        4
+    );
+    assert!(trail.contains(&actions::MEMBER_SUSPENDED.to_owned()));
+    assert!(trail.contains(&actions::MEMBER_REACTIVATED.to_owned()));
+    assert_eq!(
+        trail.last().map(String::as_str),
+        Some(actions::MEMBER_REMOVED)
+    );
+}
+
+/// Two owners remove each other at the same time: the tenant lock makes
+/// one wait, so exactly one removal succeeds and one owner remains.
+pub async fn directory_last_owner_race(backend: Arc<dyn Backend>) {
+    let (directory, _) = directory(backend.clone());
+    let system = AuditContext::system();
+    for round in 0..5 {
+        let created = directory
+            .create_tenant(
+                new_tenant(&format!("race-{round}")),
+                owner(&format!("a{round}@example.com")),
+                &system,
+            )
+            .await
+            .unwrap();
+        let scope = directory.scope(created.tenant.id).await.unwrap();
+        let issued = directory
+            .invite(
+                &scope,
+                email(&format!("b{round}@example.com")),
+                roles(&["owner"]),
+                &system,
+            )
+            .await
+            .unwrap();
+        let second = directory
+            .accept_invitation(
+                &issued.token,
+                &email(&format!("b{round}@example.com")),
+                None,
+                &system,
+            )
+            .await
+            .unwrap();
+        let tasks: Vec<_> = [created.owner.id, second.user.id]
+            .into_iter()
+            .map(|user| {
+                let directory = directory.clone();
+                tokio::spawn(async move {
+                    directory
+                        .remove_member(&scope, user, &AuditContext::system())
+                        .await
+                })
+            })
+            .collect();
+        let mut removed = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => removed += 1,
+                Err(DirectoryError::LastOwner) => {}
+                Err(other) => panic!("unexpected error {other:?}"),
+            }
+        }
+        assert_eq!(removed, 1, "round {round}");
+        let owners = backend
+            .count_active_with_role(created.tenant.id, &RoleName::OWNER)
+            .await
+            .unwrap();
+        assert_eq!(owners, 1, "round {round}");
+    }
+}
+
+/// Every workflow writes its event into the chain, which verifies and
+/// exports.
+pub async fn directory_audit_trail(backend: Arc<dyn Backend>) {
+    let (directory, _) = directory(backend.clone());
+    let context = AuditContext::system()
+        .with_ip("198.51.100.4".parse().unwrap())
+        .with_user_agent("=cmd|' /C calc'!A0");
+    let created = directory
+        .create_tenant(new_tenant("trail"), owner("ann@example.com"), &context)
+        .await
+        .unwrap();
+    let scope = directory.scope(created.tenant.id).await.unwrap();
+    let issued = directory
+        .invite(
+            &scope,
+            email("bob@example.com"),
+            roles(&["member"]),
+            &context,
+        )
+        .await
+        .unwrap();
+    let bob = directory
+        .accept_invitation(&issued.token, &email("bob@example.com"), None, &context)
+        .await
+        .unwrap();
+    directory
+        .change_roles(&scope, bob.user.id, roles(&["readonly"]), &context)
+        .await
+        .unwrap();
+    directory
+        .remove_member(&scope, bob.user.id, &context)
+        .await
+        .unwrap();
+    assert_eq!(
+        actions_of(&directory, &scope).await,
+        vec![
+            actions::TENANT_CREATED,
+            actions::MEMBER_INVITED,
+            actions::MEMBER_JOINED,
+            actions::MEMBER_ROLE_CHANGED,
+            actions::MEMBER_REMOVED
+        ]
+    );
+    let report = directory
+        .verify_audit_chain(created.tenant.id)
+        .await
+        .unwrap();
+    assert!(report.is_intact());
+    assert_eq!(report.events_checked, 5);
+
+    let events = directory
+        .audit_events(&scope, &AuditQuery::all(), &PageRequest::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(events[0].ip, Some("198.51.100.4".parse().unwrap()));
+    assert_eq!(
+        events[3].metadata.as_map()["from"],
+        serde_json::json!(["member"])
+    );
+    assert_eq!(
+        events[3].metadata.as_map()["to"],
+        serde_json::json!(["readonly"])
+    );
+
+    let mut csv = Vec::new();
+    let written = directory
+        .export_audit(&scope, &AuditQuery::all(), ExportFormat::Csv, &mut csv)
+        .await
+        .unwrap();
+    assert_eq!(written, 5);
+    let csv = String::from_utf8(csv).unwrap();
+    // The user agent would run as a spreadsheet formula; it is defused.
+    assert!(csv.contains("'=cmd|' /C calc'!A0"));
+    let mut lines = Vec::new();
+    directory
+        .export_audit(
+            &scope,
+            &AuditQuery::all(),
+            ExportFormat::JsonLines,
+            &mut lines,
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(lines).unwrap().lines().count(), 5);
+}

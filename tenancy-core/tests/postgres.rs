@@ -1,0 +1,410 @@
+//! The conformance suites against Postgres, plus what only Postgres has:
+//! row-level security (checked as a non-superuser role), the append-only
+//! trigger, tamper detection on stored rows, and migrations shared with
+//! other crates.
+//!
+//! Needs `DATABASE_URL` (see the README); skipped without it unless `CI=true`.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, PgConnection, Row};
+use tenancy_core::postgres::{PgBackend, begin_tenant_transaction, enable_tenant_rls};
+use tenancy_core::testkit::postgres::TestSchema;
+use tenancy_core::*;
+use uuid::Uuid;
+
+tenancy_core::conformance_tests!(tenancy_core::testkit::postgres::backend());
+
+async fn migrated() -> Option<(TestSchema, PgBackend, Directory)> {
+    let schema = TestSchema::create().await?;
+    let backend = PgBackend::new(schema.pool.clone());
+    backend.migrate().await.unwrap();
+    let directory = Directory::new(Arc::new(backend.clone()));
+    Some((schema, backend, directory))
+}
+
+async fn tenant_with_member(
+    directory: &Directory,
+    slug: &str,
+) -> (TenantId, MembershipId, MembershipId) {
+    let created = directory
+        .create_tenant(
+            NewTenant::new(Slug::new(slug).unwrap(), TenantName::new(slug).unwrap()),
+            Owner::New(NewUser::new(
+                Email::new(&format!("owner@{slug}.test")).unwrap(),
+            )),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    let scope = directory.scope(created.tenant.id).await.unwrap();
+    let invited = Email::new(&format!("member@{slug}.test")).unwrap();
+    let issued = directory
+        .invite(
+            &scope,
+            invited.clone(),
+            RoleSet::single(RoleName::MEMBER),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    let accepted = directory
+        .accept_invitation(&issued.token, &invited, None, &AuditContext::system())
+        .await
+        .unwrap();
+    (
+        created.tenant.id,
+        created.membership.id,
+        accepted.membership.id,
+    )
+}
+
+async fn count(conn: &mut PgConnection, table: &'static str) -> i64 {
+    let sql = match table {
+        "tenancy_memberships" => "SELECT count(*) FROM tenancy_memberships",
+        "tenancy_invitations" => "SELECT count(*) FROM tenancy_invitations",
+        "tenancy_audit_events" => "SELECT count(*) FROM tenancy_audit_events",
+        "projects" => "SELECT count(*) FROM projects",
+        other => panic!("no count query for {other}"),
+    };
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn row_level_security_isolates_tenants_for_an_ordinary_role() {
+    let Some((schema, backend, directory)) = migrated().await else {
+        return;
+    };
+    let (superuser, bypass, role): (bool, bool, String) = sqlx::query_as(
+        "SELECT rolsuper, rolbypassrls, rolname::text FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&schema.pool)
+    .await
+    .unwrap();
+    assert!(
+        !superuser && !bypass,
+        "row-level security cannot be tested as {role}, which bypasses it: \
+         point DATABASE_URL at an ordinary role (see README)"
+    );
+
+    let (a, a_owner, _) = tenant_with_member(&directory, "rls-a").await;
+    let (b, b_owner, b_member) = tenant_with_member(&directory, "rls-b").await;
+    let pool = backend.pool();
+
+    // Unscoped: tenant-owned tables look empty.
+    let mut conn = pool.acquire().await.unwrap();
+    for table in [
+        "tenancy_memberships",
+        "tenancy_invitations",
+        "tenancy_audit_events",
+    ] {
+        assert_eq!(count(&mut conn, table).await, 0, "{table} unscoped");
+    }
+    drop(conn);
+
+    // Scoped to A: only A's rows, even with no WHERE clause at all.
+    let mut tx = begin_tenant_transaction(pool, a).await.unwrap();
+    assert_eq!(count(&mut tx, "tenancy_memberships").await, 2);
+    assert_eq!(count(&mut tx, "tenancy_invitations").await, 1);
+    assert_eq!(count(&mut tx, "tenancy_audit_events").await, 3);
+    let tenants: Vec<Uuid> =
+        sqlx::query_scalar("SELECT DISTINCT tenant_id FROM tenancy_memberships")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(tenants, vec![a.as_uuid()]);
+
+    // Hand-written SQL inside A's scope cannot change B's rows...
+    let updated = sqlx::query("UPDATE tenancy_memberships SET roles = '{owner}' WHERE id = $1")
+        .bind(b_member.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 0);
+    let deleted = sqlx::query("DELETE FROM tenancy_memberships WHERE tenant_id = $1")
+        .bind(b.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected(), 0);
+    tx.commit().await.unwrap();
+
+    // ...nor move A's rows into B, nor insert rows for B.
+    let mut tx = begin_tenant_transaction(pool, a).await.unwrap();
+    let moved = sqlx::query("UPDATE tenancy_memberships SET tenant_id = $1 WHERE id = $2")
+        .bind(b.as_uuid())
+        .bind(a_owner.as_uuid())
+        .execute(&mut *tx)
+        .await;
+    assert!(
+        moved
+            .unwrap_err()
+            .to_string()
+            .contains("row-level security")
+    );
+    drop(tx);
+    let mut tx = begin_tenant_transaction(pool, a).await.unwrap();
+    let forged = sqlx::query(
+        "INSERT INTO tenancy_memberships (id, tenant_id, user_id, roles, status, created_at, updated_at) \
+         SELECT $1, $2, user_id, '{owner}', 'active', now(), now() FROM tenancy_memberships LIMIT 1",
+    )
+    .bind(Uuid::now_v7())
+    .bind(b.as_uuid())
+    .execute(&mut *tx)
+    .await;
+    assert!(
+        forged
+            .unwrap_err()
+            .to_string()
+            .contains("row-level security")
+    );
+    drop(tx);
+
+    // B's rows are intact.
+    let mut tx = begin_tenant_transaction(pool, b).await.unwrap();
+    let roles: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(roles) FROM tenancy_memberships WHERE id = $1")
+            .bind(b_member.as_uuid())
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(roles, vec!["member".to_owned()]);
+    assert_eq!(count(&mut tx, "tenancy_memberships").await, 2);
+    let owner_row = sqlx::query("SELECT tenant_id FROM tenancy_memberships WHERE id = $1")
+        .bind(b_owner.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(owner_row.get::<Uuid, _>("tenant_id"), b.as_uuid());
+    drop(tx);
+
+    // The same protection on a host table.
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query(
+        "CREATE TABLE projects (id uuid PRIMARY KEY, tenant_id uuid NOT NULL, name text NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    enable_tenant_rls(&mut conn, "projects", "tenant_id")
+        .await
+        .unwrap();
+    drop(conn);
+    for (tenant, name) in [(a, "apollo"), (a, "gemini"), (b, "mercury")] {
+        let mut tx = begin_tenant_transaction(pool, tenant).await.unwrap();
+        sqlx::query("INSERT INTO projects (id, tenant_id, name) VALUES ($1, $2, $3)")
+            .bind(Uuid::now_v7())
+            .bind(tenant.as_uuid())
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(count(&mut conn, "projects").await, 0);
+    drop(conn);
+    let mut tx = begin_tenant_transaction(pool, a).await.unwrap();
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM projects ORDER BY name")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(names, vec!["apollo", "gemini"]);
+    let renamed = sqlx::query("UPDATE projects SET name = 'stolen' WHERE name = 'mercury'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(renamed.rows_affected(), 0);
+    let wrong_tenant =
+        sqlx::query("INSERT INTO projects (id, tenant_id, name) VALUES ($1, $2, 'x')")
+            .bind(Uuid::now_v7())
+            .bind(b.as_uuid())
+            .execute(&mut *tx)
+            .await;
+    assert!(wrong_tenant.is_err());
+}
+
+#[tokio::test]
+async fn a_user_scope_reads_only_that_users_memberships() {
+    let Some((_schema, backend, directory)) = migrated().await else {
+        return;
+    };
+    let (a, _, _) = tenant_with_member(&directory, "user-scope-a").await;
+    let (b, _, _) = tenant_with_member(&directory, "user-scope-b").await;
+    let ann = directory
+        .create_user(NewUser::new(Email::new("ann@multi.test").unwrap()))
+        .await
+        .unwrap();
+    for tenant in [a, b] {
+        let scope = directory.scope(tenant).await.unwrap();
+        let issued = directory
+            .invite(
+                &scope,
+                ann.email.clone(),
+                RoleSet::single(RoleName::READONLY),
+                &AuditContext::system(),
+            )
+            .await
+            .unwrap();
+        directory
+            .accept_invitation(&issued.token, &ann.email, None, &AuditContext::system())
+            .await
+            .unwrap();
+    }
+    let listed = directory
+        .list_user_tenants(ann.id, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 2);
+
+    // The user scope cannot write memberships.
+    let mut tx = backend.pool().begin().await.unwrap();
+    sqlx::query("SELECT set_config('tenancy.user_id', $1, true)")
+        .bind(ann.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(count(&mut tx, "tenancy_memberships").await, 2);
+    let changed = sqlx::query("UPDATE tenancy_memberships SET roles = '{owner}'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected(), 0);
+}
+
+#[tokio::test]
+async fn audit_rows_cannot_be_updated_or_deleted() {
+    let Some((_schema, backend, directory)) = migrated().await else {
+        return;
+    };
+    let (a, _, _) = tenant_with_member(&directory, "append-only").await;
+    for statement in [
+        "UPDATE tenancy_audit_events SET action = 'member.forged'",
+        "DELETE FROM tenancy_audit_events",
+        "TRUNCATE tenancy_audit_events",
+    ] {
+        let mut tx = begin_tenant_transaction(backend.pool(), a).await.unwrap();
+        let err = sqlx::query(statement).execute(&mut *tx).await.unwrap_err();
+        assert!(
+            err.to_string().contains("append-only"),
+            "{statement}: {err}"
+        );
+    }
+    assert!(directory.verify_audit_chain(a).await.unwrap().is_intact());
+}
+
+/// Edits a chain behind the trigger's back, as an attacker with the table
+/// owner's rights could, and checks verification finds each break.
+#[tokio::test]
+async fn tampering_with_stored_events_is_detected() {
+    let Some((_schema, backend, directory)) = migrated().await else {
+        return;
+    };
+    let pool = backend.pool();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query(
+        "ALTER TABLE tenancy_audit_events DISABLE TRIGGER tenancy_audit_events_append_only",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    async fn tamper(pool: &sqlx::PgPool, tenant: TenantId, sql: &'static str) {
+        let mut tx = begin_tenant_transaction(pool, tenant).await.unwrap();
+        let done = sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        assert_eq!(done.rows_affected(), 1, "{sql}");
+        tx.commit().await.unwrap();
+    }
+
+    let (edited, _, _) = tenant_with_member(&directory, "tamper-edit").await;
+    tamper(
+        pool,
+        edited,
+        "UPDATE tenancy_audit_events SET target_id = 'someone-else' WHERE seq = 2",
+    )
+    .await;
+    let report = directory.verify_audit_chain(edited).await.unwrap();
+    assert_eq!(
+        report.first_broken,
+        Some(BrokenLink {
+            seq: 2,
+            reason: BrokenReason::HashMismatch
+        })
+    );
+    assert_eq!(report.events_checked, 1);
+
+    let (gap, _, _) = tenant_with_member(&directory, "tamper-gap").await;
+    tamper(pool, gap, "DELETE FROM tenancy_audit_events WHERE seq = 2").await;
+    let report = directory.verify_audit_chain(gap).await.unwrap();
+    assert_eq!(
+        report.first_broken,
+        Some(BrokenLink {
+            seq: 3,
+            reason: BrokenReason::SequenceGap { expected: 2 }
+        })
+    );
+
+    let (relinked, _, _) = tenant_with_member(&directory, "tamper-link").await;
+    tamper(
+        pool,
+        relinked,
+        "UPDATE tenancy_audit_events SET prev_hash = hash WHERE seq = 3",
+    )
+    .await;
+    let report = directory.verify_audit_chain(relinked).await.unwrap();
+    assert_eq!(
+        report.first_broken,
+        Some(BrokenLink {
+            seq: 3,
+            reason: BrokenReason::PrevHashMismatch
+        })
+    );
+
+    let (truncated, _, _) = tenant_with_member(&directory, "tamper-tail").await;
+    tamper(
+        pool,
+        truncated,
+        "DELETE FROM tenancy_audit_events WHERE seq = 3",
+    )
+    .await;
+    let report = directory.verify_audit_chain(truncated).await.unwrap();
+    assert_eq!(
+        report.first_broken,
+        Some(BrokenLink {
+            seq: 3,
+            reason: BrokenReason::Truncated { head_seq: 3 }
+        })
+    );
+    assert_eq!(report.events_checked, 2);
+}
+
+#[tokio::test]
+async fn migrations_rerun_cleanly_beside_other_crates() {
+    let Some((schema, backend, _)) = migrated().await else {
+        return;
+    };
+    // Another crate's migration, numbered in its own range, already applied.
+    let mut conn = PgConnection::connect(&schema.url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO {}",
+        schema.name
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (2001, 'other crate', true, '\\x00', 1)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    backend.migrate().await.unwrap();
+    backend.migrate().await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![1001, 2001]);
+}
