@@ -254,11 +254,12 @@ impl AuditContext {
     /// rather than failing the request; an empty result records nothing.
     pub fn with_user_agent(mut self, user_agent: &str) -> Self {
         let cleaned: String = user_agent
+            .trim()
             .chars()
             .filter(|c| !c.is_control())
             .take(Self::MAX_USER_AGENT_CHARS)
             .collect();
-        let cleaned = cleaned.trim();
+        let cleaned = cleaned.trim_end();
         self.user_agent = (!cleaned.is_empty()).then(|| cleaned.to_owned());
         self
     }
@@ -668,10 +669,10 @@ impl AuditQuery {
         since: Option<OffsetDateTime>,
         until: Option<OffsetDateTime>,
     ) -> Result<Self, ValidationError> {
-        if let (Some(since), Some(until)) = (since, until) {
-            if since > until {
-                return Err(ValidationError::TimeRange);
-            }
+        if let (Some(since), Some(until)) = (since, until)
+            && since > until
+        {
+            return Err(ValidationError::TimeRange);
         }
         self.since = since;
         self.until = until;
@@ -750,7 +751,7 @@ where
         ExportFormat::Csv => {
             let mut writer = csv::Writer::from_writer(out);
             writer.write_record(CSV_HEADER).map_err(csv_error)?;
-            Sink::Csv(writer)
+            Sink::Csv(Box::new(writer))
         }
     };
     let mut written = 0u64;
@@ -772,7 +773,7 @@ where
 
 enum Sink<W: Write> {
     Lines(W),
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
 }
 
 impl<W: Write> Sink<W> {
@@ -837,5 +838,240 @@ fn csv_error(error: csv::Error) -> std::io::Error {
     match error.into_kind() {
         csv::ErrorKind::Io(io) => io,
         other => std::io::Error::other(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chain(len: u64) -> Vec<AuditEvent> {
+        let tenant = TenantId::new();
+        let mut prev = ChainHash::GENESIS;
+        (1..=len)
+            .map(|seq| {
+                let event = NewAuditEvent::new(
+                    &AuditContext::user(UserId::new()),
+                    AuditAction::new("member.role_changed").unwrap(),
+                    Target::new("membership", seq).unwrap(),
+                    Metadata::new(json!({ "seq": seq })).unwrap(),
+                    OffsetDateTime::now_utc(),
+                )
+                .seal(tenant, seq, prev);
+                prev = event.hash;
+                event
+            })
+            .collect()
+    }
+
+    fn verify(events: &[AuditEvent], head: Option<ChainHead>) -> ChainReport {
+        let mut verifier = ChainVerifier::new();
+        let broken = events.iter().find_map(|e| verifier.push(e).err());
+        verifier.finish(head, broken)
+    }
+
+    fn head_of(event: &AuditEvent) -> Option<ChainHead> {
+        Some(ChainHead {
+            seq: event.seq,
+            hash: event.hash,
+        })
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let events = chain(4);
+        let report = verify(&events, head_of(&events[3]));
+        assert!(report.is_intact());
+        assert_eq!(report.events_checked, 4);
+        assert!(verify(&[], None).is_intact());
+    }
+
+    #[test]
+    fn every_kind_of_tampering_is_found() {
+        let events = chain(4);
+        let head = head_of(&events[3]);
+
+        let mut edited = events.clone();
+        edited[1].metadata = Metadata::new(json!({ "seq": 99 })).unwrap();
+        assert_eq!(
+            verify(&edited, head).first_broken,
+            Some(BrokenLink {
+                seq: 2,
+                reason: BrokenReason::HashMismatch
+            })
+        );
+
+        let mut actor_swapped = events.clone();
+        actor_swapped[2].actor = Actor::System;
+        assert_eq!(verify(&actor_swapped, head).first_broken.unwrap().seq, 3);
+
+        let mut gap = events.clone();
+        gap.remove(1);
+        assert_eq!(
+            verify(&gap, head).first_broken,
+            Some(BrokenLink {
+                seq: 3,
+                reason: BrokenReason::SequenceGap { expected: 2 }
+            })
+        );
+
+        // Rewritten with valid hashes but linked to the wrong predecessor.
+        let mut relinked = events.clone();
+        relinked[2].prev_hash = ChainHash::GENESIS;
+        relinked[2].hash = relinked[2].compute_hash();
+        assert_eq!(
+            verify(&relinked, head).first_broken,
+            Some(BrokenLink {
+                seq: 3,
+                reason: BrokenReason::PrevHashMismatch
+            })
+        );
+
+        let truncated = &events[..2];
+        assert_eq!(
+            verify(truncated, head).first_broken,
+            Some(BrokenLink {
+                seq: 3,
+                reason: BrokenReason::Truncated { head_seq: 4 }
+            })
+        );
+        assert_eq!(
+            verify(&events, None).first_broken,
+            Some(BrokenLink {
+                seq: 4,
+                reason: BrokenReason::HeadMismatch
+            })
+        );
+        let mut wrong_head = head;
+        if let Some(h) = wrong_head.as_mut() {
+            h.hash = ChainHash::GENESIS;
+        }
+        assert_eq!(
+            verify(&events, wrong_head).first_broken.unwrap().reason,
+            BrokenReason::HeadMismatch
+        );
+    }
+
+    #[test]
+    fn hash_covers_optional_fields_distinctly() {
+        let mut event = chain(1).remove(0);
+        event.user_agent = None;
+        let without = event.compute_hash();
+        event.user_agent = Some(String::new());
+        assert_ne!(event.compute_hash(), without);
+    }
+
+    #[test]
+    fn action_rules() {
+        assert!(AuditAction::new("member.role_changed").is_ok());
+        assert!(AuditAction::new("a.b.c_1").is_ok());
+        for bad in [
+            "member",
+            "Member.added",
+            "member..added",
+            ".member",
+            "member.",
+            "member added.x",
+            &format!("a.{}", "b".repeat(127)),
+        ] {
+            let err = AuditAction::new(bad).unwrap_err();
+            assert_eq!(
+                err,
+                ValidationError::AuditAction {
+                    action: bad.to_owned()
+                }
+            );
+            assert!(
+                err.to_string()
+                    .contains("must be 2 or more dot-separated segments")
+            );
+        }
+    }
+
+    #[test]
+    fn target_rules() {
+        assert!(Target::new("project", "p-1").is_ok());
+        assert_eq!(
+            Target::new("Project", "p-1").unwrap_err().to_string(),
+            "audit target type \"Project\" must be 1 to 64 characters of a-z, 0-9 and '_'"
+        );
+        assert_eq!(
+            Target::new("project", "").unwrap_err().to_string(),
+            "audit target id must be 1 to 128 characters after trimming, got 0"
+        );
+        assert!(matches!(
+            Target::new("project", "x".repeat(129)),
+            Err(ValidationError::TextLength { max: 128, .. })
+        ));
+    }
+
+    #[test]
+    fn action_filters() {
+        let prefix = ActionFilter::parse("member.*").unwrap();
+        let action = |s: &str| AuditAction::new(s).unwrap();
+        assert!(prefix.matches(&action("member.removed")));
+        assert!(!prefix.matches(&action("members.removed")));
+        let exact = ActionFilter::parse("member.removed").unwrap();
+        assert!(exact.matches(&action("member.removed")));
+        assert!(!exact.matches(&action("member.removed_all")));
+        assert!(matches!(
+            ActionFilter::parse("Member.*"),
+            Err(ValidationError::AuditAction { .. })
+        ));
+        assert!(matches!(
+            ActionFilter::parse("*"),
+            Err(ValidationError::AuditAction { .. })
+        ));
+    }
+
+    #[test]
+    fn time_range_must_be_ordered() {
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(
+            AuditQuery::all().between(Some(now), Some(now - time::Duration::SECOND)),
+            Err(ValidationError::TimeRange)
+        );
+        assert_eq!(
+            ValidationError::TimeRange.to_string(),
+            "time range starts after it ends"
+        );
+        assert!(AuditQuery::all().between(Some(now), Some(now)).is_ok());
+    }
+
+    #[test]
+    fn user_agent_is_cleaned_not_rejected() {
+        let context =
+            AuditContext::system().with_user_agent(&format!("  a\u{0}b\n{}", "x".repeat(600)));
+        let agent = context.user_agent.unwrap();
+        assert!(agent.starts_with("ab"));
+        assert_eq!(agent.chars().count(), 512);
+        assert_eq!(
+            AuditContext::system().with_user_agent(" \t ").user_agent,
+            None
+        );
+    }
+
+    #[test]
+    fn csv_cells_that_look_like_formulas_are_defused() {
+        assert_eq!(defuse_formula("=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(defuse_formula("+1"), "'+1");
+        assert_eq!(defuse_formula("@cmd"), "'@cmd");
+        assert_eq!(defuse_formula("Mozilla/5.0"), "Mozilla/5.0");
+    }
+
+    #[test]
+    fn actor_storage_round_trip() {
+        for actor in [
+            Actor::User(UserId::new()),
+            Actor::ApiKey(ApiKeyId::new()),
+            Actor::System,
+        ] {
+            assert_eq!(Actor::from_parts(actor.kind(), actor.id()), Some(actor));
+        }
+        assert_eq!(Actor::from_parts("system", Some(uuid::Uuid::nil())), None);
+        assert_eq!(Actor::from_parts("robot", None), None);
+        let json = serde_json::to_value(Actor::System).unwrap();
+        assert_eq!(json, json!({ "type": "system" }));
     }
 }

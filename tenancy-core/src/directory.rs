@@ -482,10 +482,10 @@ impl Directory {
     ) -> Result<IssuedInvitation> {
         let tx = self.backend.begin().await?;
         let tenant = self.lock_active(&*tx, scope.tenant_id()).await?;
-        if let Some(user) = tx.find_user_by_email(&email).await? {
-            if tx.find_membership(tenant.id, user.id).await?.is_some() {
-                return Err(DirectoryError::AlreadyMember);
-            }
+        if let Some(user) = tx.find_user_by_email(&email).await?
+            && tx.find_membership(tenant.id, user.id).await?.is_some()
+        {
+            return Err(DirectoryError::AlreadyMember);
         }
         let now = self.now();
         let token = InvitationToken::generate(tenant.id);

@@ -108,7 +108,7 @@ impl FromStr for InvitationToken {
 
 /// SHA-256 of a secret token, the only form in which tokens are stored.
 /// Compared in constant time.
-#[derive(Clone, Copy, Eq, Hash)]
+#[derive(Clone, Copy, Eq)]
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {

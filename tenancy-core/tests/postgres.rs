@@ -5,6 +5,8 @@
 //!
 //! Needs `DATABASE_URL` (see the README); skipped without it unless `CI=true`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers report failure by panicking
+
 use std::sync::Arc;
 
 use sqlx::{Connection, PgConnection, Row};

@@ -1,4 +1,4 @@
-//! Suites for the [`Directory`] workflows.
+//! Suites for the [`Directory`](crate::Directory) workflows.
 
 use std::sync::Arc;
 

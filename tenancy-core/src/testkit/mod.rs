@@ -1,4 +1,4 @@
-//! Conformance suites every [`Backend`] must pass (feature `testkit`).
+//! Conformance suites every [`Backend`](crate::Backend) must pass (feature `testkit`).
 //!
 //! Each suite takes a fresh backend and checks one store or workflow through
 //! the public traits only: creation and reads, every uniqueness conflict,
