@@ -2,6 +2,4 @@
 #![forbid(unsafe_code)]
 
 #[doc(inline)]
-pub use tenancy_core as core;
-#[doc(inline)]
 pub use tenancy_core::*;
