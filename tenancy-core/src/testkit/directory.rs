@@ -7,7 +7,7 @@ use time::Duration;
 use super::{email, now, roles, slug};
 use crate::audit::{ActionFilter, Actor, AuditContext, AuditQuery, ExportFormat};
 use crate::clock::ManualClock;
-use crate::directory::{Directory, DirectoryError, Owner, actions};
+use crate::directory::{Acceptance, Directory, DirectoryError, Owner, actions};
 use crate::error::{Conflict, Entity, StoreError};
 use crate::id::{TenantId, UserId};
 use crate::invitation::{InvitationStatus, InvitationToken};
@@ -47,6 +47,33 @@ async fn actions_of(directory: &Directory, scope: &TenantScope) -> Vec<String> {
         .into_iter()
         .map(|e| e.action.to_string())
         .collect()
+}
+
+/// Invites `address` with `role_names` and accepts as that address.
+async fn join(
+    directory: &Directory,
+    scope: &TenantScope,
+    address: &str,
+    role_names: &[&str],
+) -> Acceptance {
+    let issued = directory
+        .invite(
+            scope,
+            email(address),
+            roles(role_names),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    directory
+        .accept_invitation(
+            &issued.token,
+            &email(address),
+            None,
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap()
 }
 
 macro_rules! assert_err {
@@ -583,24 +610,13 @@ pub async fn directory_members(backend: Arc<dyn Backend>) {
     let ann = created.owner.id;
     let mut people = Vec::new();
     for name in ["bob", "cleo", "dan", "eve"] {
-        let issued = directory
-            .invite(
-                &scope,
-                email(&format!("{name}@example.com")),
-                roles(&["member"]),
-                &system,
-            )
-            .await
-            .unwrap();
-        let accepted = directory
-            .accept_invitation(
-                &issued.token,
-                &email(&format!("{name}@example.com")),
-                None,
-                &system,
-            )
-            .await
-            .unwrap();
+        let accepted = join(
+            &directory,
+            &scope,
+            &format!("{name}@example.com"),
+            &["member"],
+        )
+        .await;
         people.push(accepted.user.id);
     }
     let bob = people[0];
@@ -733,24 +749,13 @@ pub async fn directory_last_owner_race(backend: Arc<dyn Backend>) {
             .await
             .unwrap();
         let scope = directory.scope(created.tenant.id).await.unwrap();
-        let issued = directory
-            .invite(
-                &scope,
-                email(&format!("b{round}@example.com")),
-                roles(&["owner"]),
-                &system,
-            )
-            .await
-            .unwrap();
-        let second = directory
-            .accept_invitation(
-                &issued.token,
-                &email(&format!("b{round}@example.com")),
-                None,
-                &system,
-            )
-            .await
-            .unwrap();
+        let second = join(
+            &directory,
+            &scope,
+            &format!("b{round}@example.com"),
+            &["owner"],
+        )
+        .await;
         let tasks: Vec<_> = [created.owner.id, second.user.id]
             .into_iter()
             .map(|user| {
