@@ -11,7 +11,7 @@ use std::error::Error;
 use std::sync::Arc;
 
 use tenancy::{
-    AuditContext, AuditQuery, Backend, Directory, DirectoryError, DisplayName, Email,
+    Acceptor, AuditContext, AuditQuery, Backend, Directory, DirectoryError, DisplayName, Email,
     MemoryBackend, NewTenant, NewUser, Owner, PageRequest, PageSize, RoleName, RoleSet, Slug,
     TenantName,
 };
@@ -48,12 +48,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let scope = directory.scope(tenant.id).await?;
     let grace_email = Email::new(&format!("grace-{run}@acme.example"))?;
     let invitation = directory
-        .invite(
-            &scope,
-            grace_email.clone(),
-            RoleSet::single(RoleName::MEMBER),
-            &ada,
-        )
+        .invite(&scope, grace_email, RoleSet::single(RoleName::MEMBER), &ada)
         .await?;
     println!(
         "invited {} (expires {}), link token {}…",
@@ -66,8 +61,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let joined = directory
         .accept_invitation(
             &invitation.token,
-            &grace_email,
-            DisplayName::new("Grace").ok(),
+            Acceptor::NewUser {
+                display_name: DisplayName::new("Grace").ok(),
+            },
             &AuditContext::system(),
         )
         .await?;
@@ -81,15 +77,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     for name in ["alan", "barbara"] {
         let email = Email::new(&format!("{name}-{run}@acme.example"))?;
         let issued = directory
-            .invite(
-                &scope,
-                email.clone(),
-                RoleSet::single(RoleName::READONLY),
-                &ada,
-            )
+            .invite(&scope, email, RoleSet::single(RoleName::READONLY), &ada)
             .await?;
         directory
-            .accept_invitation(&issued.token, &email, None, &AuditContext::system())
+            .accept_invitation(
+                &issued.token,
+                Acceptor::NewUser { display_name: None },
+                &AuditContext::system(),
+            )
             .await?;
     }
 

@@ -15,6 +15,10 @@ admin=${PGADMIN_USER:-postgres}
 role=${TENANCY_TEST_ROLE:-tenancy_test}
 db=${TENANCY_TEST_DB:-tenancy_test}
 
+for name in "$role" "$db" "$admin"; do
+    [[ $name =~ ^[a-z_][a-z0-9_]*$ ]] || { echo "invalid identifier: $name" >&2; exit 2; }
+done
+
 psql_admin() {
     PGOPTIONS="--client-min-messages=warning" \
     psql -X -q -v ON_ERROR_STOP=1 -h "$host" -p "$port" -U "$admin" -d postgres "$@"

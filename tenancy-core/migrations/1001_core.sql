@@ -49,7 +49,9 @@ CREATE TABLE tenancy_users (
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL
 );
-CREATE UNIQUE INDEX tenancy_users_email_key ON tenancy_users (lower(email));
+-- COLLATE "C": lower() folds ASCII only, whatever the database's locale
+-- (emails are ASCII), so no locale can let two spellings of one address in.
+CREATE UNIQUE INDEX tenancy_users_email_key ON tenancy_users (lower(email COLLATE "C"));
 
 CREATE TABLE tenancy_memberships (
     id          uuid PRIMARY KEY,
@@ -71,7 +73,7 @@ CREATE TABLE tenancy_invitations (
     roles           text[] NOT NULL,
     invited_by_kind text NOT NULL,
     invited_by_id   uuid,
-    status          text NOT NULL CHECK (status IN ('pending', 'accepted', 'revoked')),
+    status          text NOT NULL CHECK (status IN ('pending', 'accepted', 'revoked', 'expired')),
     token_hash      bytea NOT NULL,
     expires_at      timestamptz NOT NULL,
     created_at      timestamptz NOT NULL,
@@ -79,7 +81,7 @@ CREATE TABLE tenancy_invitations (
     accepted_by     uuid CONSTRAINT tenancy_invitations_accepted_by_fkey REFERENCES tenancy_users (id)
 );
 CREATE UNIQUE INDEX tenancy_invitations_pending_key
-    ON tenancy_invitations (tenant_id, lower(email)) WHERE status = 'pending';
+    ON tenancy_invitations (tenant_id, lower(email COLLATE "C")) WHERE status = 'pending';
 CREATE INDEX tenancy_invitations_token_idx ON tenancy_invitations (tenant_id, token_hash);
 CREATE INDEX tenancy_invitations_tenant_idx ON tenancy_invitations (tenant_id, id);
 
@@ -92,7 +94,9 @@ CREATE TABLE tenancy_audit_events (
     action       text NOT NULL,
     target_type  text NOT NULL,
     target_id    text NOT NULL,
-    metadata     jsonb NOT NULL,
+    -- json, not jsonb: the text is kept exactly as hashed (jsonb would
+    -- rewrite numbers such as 1e16 and break the hash).
+    metadata     json NOT NULL,
     ip           inet,
     user_agent   text,
     occurred_at  timestamptz NOT NULL,
@@ -113,6 +117,50 @@ CREATE TABLE tenancy_audit_heads (
     seq        bigint NOT NULL,
     hash       bytea NOT NULL
 );
+
+-- Every inserted event must extend its tenant's chain, and moves the head:
+-- an event slipped in by hand is either refused or recorded in the head,
+-- where verification will check it.
+CREATE FUNCTION tenancy_audit_extend_chain() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    head_seq  bigint;
+    head_hash bytea;
+BEGIN
+    SELECT seq, hash INTO head_seq, head_hash
+        FROM tenancy_audit_heads WHERE tenant_id = NEW.tenant_id FOR UPDATE;
+    IF NOT FOUND THEN
+        head_seq := 0;
+        head_hash := decode(repeat('00', 32), 'hex');
+        INSERT INTO tenancy_audit_heads (tenant_id, seq, hash) VALUES (NEW.tenant_id, 0, head_hash);
+    END IF;
+    IF NEW.seq <> head_seq + 1 OR NEW.prev_hash <> head_hash THEN
+        RAISE EXCEPTION 'audit event % does not extend the chain of tenant %', NEW.seq, NEW.tenant_id
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    UPDATE tenancy_audit_heads SET seq = NEW.seq, hash = NEW.hash WHERE tenant_id = NEW.tenant_id;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER tenancy_audit_events_extend_chain
+    BEFORE INSERT ON tenancy_audit_events
+    FOR EACH ROW EXECUTE FUNCTION tenancy_audit_extend_chain();
+
+-- A head never moves back and is never deleted.
+CREATE FUNCTION tenancy_audit_head_forward_only() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR NEW.seq < OLD.seq THEN
+        RAISE EXCEPTION 'tenancy audit chain heads only move forward' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER tenancy_audit_heads_forward_only
+    BEFORE UPDATE OR DELETE ON tenancy_audit_heads
+    FOR EACH ROW EXECUTE FUNCTION tenancy_audit_head_forward_only();
 
 CREATE FUNCTION tenancy_audit_append_only() RETURNS trigger
     LANGUAGE plpgsql

@@ -307,6 +307,35 @@ impl NewAuditEvent {
         }
     }
 
+    /// Re-checks the fields that are public and so may have been set without
+    /// validation: the target id and the user agent. Stores call this before
+    /// appending, so every backend refuses the same events.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let target_id = bounded_text("audit target id", &self.target.id, Target::MAX_ID_CHARS)?;
+        if target_id != self.target.id {
+            return Err(ValidationError::TextLength {
+                field: "audit target id",
+                max: Target::MAX_ID_CHARS,
+                len: self.target.id.chars().count(),
+            });
+        }
+        if let Some(agent) = &self.user_agent {
+            if agent.chars().any(char::is_control) {
+                return Err(ValidationError::ControlCharacter {
+                    field: "user agent",
+                });
+            }
+            if agent.chars().count() > AuditContext::MAX_USER_AGENT_CHARS {
+                return Err(ValidationError::TextLength {
+                    field: "user agent",
+                    max: AuditContext::MAX_USER_AGENT_CHARS,
+                    len: agent.chars().count(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Seals this event as number `seq` of `tenant_id`'s chain after `prev_hash`.
     pub fn seal(self, tenant_id: TenantId, seq: u64, prev_hash: ChainHash) -> AuditEvent {
         let mut event = AuditEvent {
@@ -369,8 +398,31 @@ impl Serialize for ChainHash {
     }
 }
 
-/// One event of a tenant's audit log, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl<'de> Deserialize<'de> for ChainHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let invalid = || serde::de::Error::custom("expected 64 lowercase hex digits");
+        if text.len() != 64 {
+            return Err(invalid());
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            let digit = |c: u8| match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            };
+            *byte = digit(pair[0])
+                .zip(digit(pair[1]))
+                .map(|(h, l)| h * 16 + l)
+                .ok_or_else(invalid)?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+/// One event of a tenant's audit log, as stored (and as exported).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Its id.
     pub id: AuditEventId,
@@ -447,7 +499,7 @@ impl AuditEvent {
 
 /// The newest link of a tenant's chain, kept apart from the events so that
 /// deleting the last events is detected too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainHead {
     /// Sequence number of the newest event.
     pub seq: u64,
@@ -470,6 +522,11 @@ pub enum BrokenReason {
     HashMismatch,
     /// The newest event does not match the recorded chain head.
     HeadMismatch,
+    /// Events exist past the recorded chain head: they were inserted behind
+    /// the append path's back.
+    BeyondHead,
+    /// A stored event cannot be decoded at all.
+    Corrupt,
     /// The chain ends before its recorded head: the newest events were removed.
     Truncated {
         /// The head's sequence number.
@@ -488,6 +545,8 @@ impl fmt::Display for BrokenReason {
             BrokenReason::HeadMismatch => {
                 f.write_str("newest event does not match the recorded chain head")
             }
+            BrokenReason::BeyondHead => f.write_str("event was never recorded in the chain head"),
+            BrokenReason::Corrupt => f.write_str("stored event cannot be decoded"),
             BrokenReason::Truncated { head_seq } => {
                 write!(f, "chain ends before its head at event {head_seq}")
             }
@@ -522,70 +581,150 @@ impl ChainReport {
     }
 }
 
-/// Checks events one at a time, in sequence order.
-#[derive(Debug, Clone)]
-pub(crate) struct ChainVerifier {
+/// Verifies a chain one stored event at a time, in sequence order.
+///
+/// [`crate::AuditLog::verify_chain`] drives it from a store; it also
+/// verifies an exported JSON-lines file offline, against a chain head kept
+/// elsewhere (which is what defeats an attacker able to rewrite both the
+/// events and the head in the database):
+///
+/// ```
+/// use tenancy_core::audit::{AuditEvent, ChainVerifier};
+/// # let exported = String::new();
+/// let mut verifier = ChainVerifier::new();
+/// for line in exported.lines() {
+///     let event: AuditEvent = serde_json::from_str(line)?;
+///     if !verifier.push(&event) {
+///         break;
+///     }
+/// }
+/// let report = verifier.finish_offline();
+/// assert!(report.is_intact());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ChainVerifier {
     checked: u64,
     last: Option<ChainHead>,
+    broken: Option<BrokenLink>,
 }
 
 impl ChainVerifier {
-    pub(crate) fn new() -> Self {
-        Self {
-            checked: 0,
-            last: None,
-        }
+    /// A verifier expecting event 1.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    pub(crate) fn push(&mut self, event: &AuditEvent) -> Result<(), BrokenLink> {
-        let expected = self.last.map_or(1, |head| head.seq + 1);
-        let prev = self.last.map_or(ChainHash::GENESIS, |head| head.hash);
-        let broken = |reason| BrokenLink {
-            seq: event.seq,
-            reason,
+    /// Checks the next event: its sequence number, its link to the previous
+    /// event and its own hash. Returns `false` once the chain is broken;
+    /// later events are then ignored.
+    pub fn push(&mut self, event: &AuditEvent) -> bool {
+        let reason = if event.seq != self.expected() {
+            Some(BrokenReason::SequenceGap {
+                expected: self.expected(),
+            })
+        } else if event.prev_hash != self.last.map_or(ChainHash::GENESIS, |last| last.hash) {
+            Some(BrokenReason::PrevHashMismatch)
+        } else if event.compute_hash() != event.hash {
+            Some(BrokenReason::HashMismatch)
+        } else {
+            None
         };
-        if event.seq != expected {
-            return Err(broken(BrokenReason::SequenceGap { expected }));
-        }
-        if event.prev_hash != prev {
-            return Err(broken(BrokenReason::PrevHashMismatch));
-        }
-        if event.compute_hash() != event.hash {
-            return Err(broken(BrokenReason::HashMismatch));
-        }
-        self.checked += 1;
-        self.last = Some(ChainHead {
-            seq: event.seq,
-            hash: event.hash,
-        });
-        Ok(())
+        self.record(event.seq, reason, event.hash)
     }
 
-    /// Ends verification: `broken` is what [`ChainVerifier::push`] reported,
-    /// if anything; otherwise the last event is compared with the stored head.
-    pub(crate) fn finish(self, head: Option<ChainHead>, broken: Option<BrokenLink>) -> ChainReport {
-        let first_broken = broken.or_else(|| {
-            if head == self.last {
-                return None;
+    /// Records a stored event that could not even be decoded.
+    pub fn push_corrupt(&mut self, seq: u64) -> bool {
+        self.record(seq, Some(BrokenReason::Corrupt), ChainHash::GENESIS)
+    }
+
+    fn expected(&self) -> u64 {
+        self.last.map_or(1, |last| last.seq + 1)
+    }
+
+    fn record(&mut self, seq: u64, reason: Option<BrokenReason>, hash: ChainHash) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        match reason {
+            Some(reason) => {
+                self.broken = Some(BrokenLink { seq, reason });
+                false
             }
-            let last_seq = self.last.map_or(0, |last| last.seq);
-            Some(match head {
-                Some(head) if head.seq > last_seq => BrokenLink {
+            None => {
+                self.checked += 1;
+                self.last = Some(ChainHead { seq, hash });
+                true
+            }
+        }
+    }
+
+    /// Ends verification against the store's chain head, read before the
+    /// events (`head_before`) and after them (`head_after`); `None` means no
+    /// head is recorded. Events the head never recorded, events missing up
+    /// to the head, or a head whose hash differs from its event all break
+    /// the chain; events appended while verifying do not.
+    pub fn finish(
+        self,
+        head_before: Option<ChainHead>,
+        head_after: Option<ChainHead>,
+    ) -> ChainReport {
+        let last_seq = self.last.map_or(0, |last| last.seq);
+        let seq_of = |head: Option<ChainHead>| head.map_or(0, |h| h.seq);
+        let newest_head = seq_of(head_before).max(seq_of(head_after));
+        let broken = self.broken.or_else(|| {
+            if last_seq > newest_head {
+                return Some(BrokenLink {
+                    seq: newest_head + 1,
+                    reason: BrokenReason::BeyondHead,
+                });
+            }
+            if seq_of(head_before) > last_seq {
+                return Some(BrokenLink {
                     seq: last_seq + 1,
-                    reason: BrokenReason::Truncated { head_seq: head.seq },
-                },
-                _ => BrokenLink {
+                    reason: BrokenReason::Truncated {
+                        head_seq: seq_of(head_before),
+                    },
+                });
+            }
+            [head_before, head_after]
+                .into_iter()
+                .flatten()
+                .any(|head| head.seq == last_seq && Some(head) != self.last)
+                .then_some(BrokenLink {
                     seq: last_seq,
                     reason: BrokenReason::HeadMismatch,
-                },
-            })
+                })
         });
+        self.report(broken)
+    }
+
+    /// Ends verification of events alone, with no head to compare (an
+    /// export checked offline without a trusted head).
+    pub fn finish_offline(self) -> ChainReport {
+        let broken = self.broken;
+        self.report(broken)
+    }
+
+    fn report(self, first_broken: Option<BrokenLink>) -> ChainReport {
         ChainReport {
             events_checked: self.checked,
             last_intact: self.last,
             first_broken,
         }
     }
+}
+
+/// One stored event as read for verification: decoded, or too damaged to decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainEntry {
+    /// A decoded event.
+    Event(Box<AuditEvent>),
+    /// A stored event whose fields no longer decode (edited outside tenancy).
+    Corrupt {
+        /// Its sequence number.
+        seq: u64,
+    },
 }
 
 /// Which actions an [`AuditQuery`] selects.
@@ -674,8 +813,8 @@ impl AuditQuery {
         {
             return Err(ValidationError::TimeRange);
         }
-        self.since = since;
-        self.until = until;
+        self.since = since.map(truncate_to_micros);
+        self.until = until.map(truncate_to_micros);
         Ok(self)
     }
 
@@ -689,8 +828,12 @@ impl AuditQuery {
                 .target_type
                 .as_ref()
                 .is_none_or(|t| *t == event.target.target_type)
-            && self.since.is_none_or(|s| event.occurred_at >= s)
-            && self.until.is_none_or(|u| event.occurred_at < u)
+            && self
+                .since
+                .is_none_or(|s| event.occurred_at >= truncate_to_micros(s))
+            && self
+                .until
+                .is_none_or(|u| event.occurred_at < truncate_to_micros(u))
     }
 }
 
@@ -867,8 +1010,44 @@ mod tests {
 
     fn verify(events: &[AuditEvent], head: Option<ChainHead>) -> ChainReport {
         let mut verifier = ChainVerifier::new();
-        let broken = events.iter().find_map(|e| verifier.push(e).err());
-        verifier.finish(head, broken)
+        for event in events {
+            if !verifier.push(event) {
+                break;
+            }
+        }
+        verifier.finish(head, head)
+    }
+
+    fn verify_between(
+        events: &[AuditEvent],
+        before: Option<ChainHead>,
+        after: Option<ChainHead>,
+    ) -> ChainReport {
+        let mut verifier = ChainVerifier::new();
+        for event in events {
+            verifier.push(event);
+        }
+        verifier.finish(before, after)
+    }
+
+    #[test]
+    fn exported_events_deserialize_and_verify() {
+        let events = chain(3);
+        let lines: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        let mut verifier = ChainVerifier::new();
+        for line in &lines {
+            let event: AuditEvent = serde_json::from_str(line).unwrap();
+            assert!(verifier.push(&event));
+        }
+        assert!(
+            verifier
+                .finish(head_of(&events[2]), head_of(&events[2]))
+                .is_intact()
+        );
+        assert!(serde_json::from_str::<ChainHash>("\"zz\"").is_err());
     }
 
     fn head_of(event: &AuditEvent) -> Option<ChainHead> {
@@ -939,10 +1118,34 @@ mod tests {
         assert_eq!(
             verify(&events, None).first_broken,
             Some(BrokenLink {
-                seq: 4,
-                reason: BrokenReason::HeadMismatch
+                seq: 1,
+                reason: BrokenReason::BeyondHead
             })
         );
+        assert_eq!(
+            verify(&events, head_of(&events[1])).first_broken,
+            Some(BrokenLink {
+                seq: 3,
+                reason: BrokenReason::BeyondHead
+            })
+        );
+        let mut offline = ChainVerifier::new();
+        assert!(events.iter().all(|e| offline.push(e)));
+        assert!(offline.finish_offline().is_intact());
+        let mut corrupt = ChainVerifier::new();
+        assert!(corrupt.push(&events[0]));
+        assert!(!corrupt.push_corrupt(2));
+        assert!(!corrupt.push(&events[2]));
+        assert_eq!(
+            corrupt.finish(head, head).first_broken,
+            Some(BrokenLink {
+                seq: 2,
+                reason: BrokenReason::Corrupt
+            })
+        );
+        // A head read before a concurrent append, and one read after it.
+        let report = verify_between(&events, head_of(&events[2]), head);
+        assert!(report.is_intact(), "{report:?}");
         let mut wrong_head = head;
         if let Some(h) = wrong_head.as_mut() {
             h.hash = ChainHash::GENESIS;

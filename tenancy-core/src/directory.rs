@@ -12,7 +12,7 @@ use crate::audit::{
     ExportFormat, NewAuditEvent, Target,
 };
 use crate::clock::{Clock, SystemClock, truncate_to_micros};
-use crate::error::{Entity, StoreError};
+use crate::error::{Conflict, Entity, StoreError};
 use crate::id::{InvitationId, MembershipId, TenantId, UserId};
 use crate::invitation::{Invitation, InvitationStatus, InvitationToken};
 use crate::membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};
@@ -101,6 +101,27 @@ pub enum DirectoryError {
     /// The invitation was sent to another email address.
     #[error("invitation was sent to a different email address")]
     InvitationEmailMismatch,
+    /// The invited address already has an account: its owner must sign in
+    /// and accept as that user.
+    #[error("an account already exists for this email address; sign in to accept")]
+    AccountExists,
+}
+
+/// Who accepts an invitation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acceptor {
+    /// A signed-in user (the caller authenticated them); their email must
+    /// be the invited address.
+    User(UserId),
+    /// Someone without an account. One is created for the invited address,
+    /// marked verified since the token reached it. If the address already
+    /// has an account, this fails with [`DirectoryError::AccountExists`]:
+    /// attaching an invitation to an account nobody proved to own would let
+    /// whoever registered the address first take the membership.
+    NewUser {
+        /// How the new user is shown to others.
+        display_name: Option<DisplayName>,
+    },
 }
 
 /// Who owns a new tenant.
@@ -205,11 +226,9 @@ impl Directory {
         self
     }
 
-    /// Sets how long new invitations stay valid. Values under one minute are
-    /// raised to one minute.
-    pub fn with_invitation_ttl(mut self, ttl: std::time::Duration) -> Self {
-        let ttl = Duration::try_from(ttl).unwrap_or(Duration::MAX);
-        self.invitation_ttl = ttl.max(Duration::MINUTE);
+    /// Sets how long new invitations stay valid, clamped to one minute ..= 365 days.
+    pub fn with_invitation_ttl(mut self, ttl: Duration) -> Self {
+        self.invitation_ttl = ttl.clamp(Duration::MINUTE, Duration::days(365));
         self
     }
 
@@ -242,7 +261,7 @@ impl Directory {
     }
 
     /// Creates a user who belongs to no tenant yet.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(Debug))]
     pub async fn create_user(&self, new: NewUser) -> Result<User> {
         let user = self.user_from(new);
         self.backend.insert_user(&user).await?;
@@ -265,7 +284,7 @@ impl Directory {
     /// Creates a tenant with its first owner: the tenant, the owner (if
     /// new), the owner's membership and a `tenant.created` event, in one
     /// transaction.
-    #[tracing::instrument(skip_all, fields(tenant_id = tracing::field::Empty), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = tracing::field::Empty), err(Debug))]
     pub async fn create_tenant(
         &self,
         new: NewTenant,
@@ -323,7 +342,7 @@ impl Directory {
 
     /// Checks that `tenant_id` exists and is active, and returns the scope
     /// tenant-owned workflows take.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(Debug))]
     pub async fn scope(&self, tenant_id: TenantId) -> Result<TenantScope> {
         let tenant = self.backend.get_tenant(tenant_id).await?;
         ensure_active(&tenant)?;
@@ -331,13 +350,13 @@ impl Directory {
     }
 
     /// Reads a tenant in any status.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(Debug))]
     pub async fn tenant(&self, tenant_id: TenantId) -> Result<Tenant> {
         Ok(self.backend.get_tenant(tenant_id).await?)
     }
 
     /// Changes a tenant's slug, name or metadata. Deleted tenants cannot change.
-    #[tracing::instrument(skip(self, update, context), err)]
+    #[tracing::instrument(skip(self, update, context), err(Debug))]
     pub async fn update_tenant(
         &self,
         tenant_id: TenantId,
@@ -426,7 +445,7 @@ impl Directory {
         .await
     }
 
-    #[tracing::instrument(skip(self, action, context), err)]
+    #[tracing::instrument(skip(self, action, context), err(Debug))]
     async fn transition(
         &self,
         tenant_id: TenantId,
@@ -472,7 +491,7 @@ impl Directory {
 
     /// Invites `email` to the scope's tenant with `roles`. The returned token
     /// is the only copy of the secret; send it to the invitee.
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err(Debug))]
     pub async fn invite(
         &self,
         scope: &TenantScope,
@@ -488,6 +507,14 @@ impl Directory {
             return Err(DirectoryError::AlreadyMember);
         }
         let now = self.now();
+        // An expired invitation no longer blocks a new one for the address.
+        if let Some(mut stale) = tx.find_pending_invitation(tenant.id, &email).await?
+            && stale.is_expired_at(now)
+        {
+            stale.status = InvitationStatus::Expired;
+            stale.updated_at = now;
+            tx.update_invitation(&stale).await?;
+        }
         let token = InvitationToken::generate(tenant.id);
         let invitation = Invitation {
             id: InvitationId::new(),
@@ -515,7 +542,7 @@ impl Directory {
     }
 
     /// Withdraws a pending invitation.
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err(Debug))]
     pub async fn revoke_invitation(
         &self,
         scope: &TenantScope,
@@ -540,60 +567,71 @@ impl Directory {
         Ok(invitation)
     }
 
-    /// Redeems an invitation for the user with email `acceptor`, creating
-    /// that user (with a verified email, since the token reached it) if they
-    /// do not exist. The audit actor is the accepting user; `context`
-    /// contributes the request's address and user agent.
+    /// Redeems an invitation. The audit actor is the accepting user;
+    /// `context` contributes the request's address and user agent.
     ///
     /// Fails with a distinct error when the token is unknown, was already
-    /// used, was revoked, has expired, or was sent to another address.
-    #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err)]
+    /// used, was revoked, has expired, was sent to another address than the
+    /// signed-in user's, or names an address that already has an account
+    /// while no user is signed in.
+    #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err(Debug))]
     pub async fn accept_invitation(
         &self,
         token: &InvitationToken,
-        acceptor: &Email,
-        display_name: Option<DisplayName>,
+        acceptor: Acceptor,
         context: &AuditContext,
     ) -> Result<Acceptance> {
         let tenant_id = token.tenant_id();
         let tx = self.backend.begin().await?;
-        let tenant = match tx.lock_tenant(tenant_id).await {
-            Err(StoreError::NotFound(_)) => return Err(DirectoryError::InvitationNotFound),
-            other => other?,
-        };
-        let mut invitation = tx
+        // Find the invitation before locking anything, so forged tokens
+        // cannot queue up behind a tenant's workflows.
+        let found = tx
             .find_invitation_by_token(tenant_id, token.hash())
             .await?
             .ok_or(DirectoryError::InvitationNotFound)?;
+        let tenant = tx.lock_tenant(tenant_id).await?;
+        // Read again under the lock: a concurrent acceptance may have won.
+        let mut invitation = tx.get_invitation(tenant_id, found.id).await?;
+        let now = self.now();
         ensure_pending(&invitation)?;
         ensure_active(&tenant)?;
-        let now = self.now();
         if invitation.is_expired_at(now) {
             return Err(DirectoryError::InvitationExpired {
                 expires_at: invitation.expires_at,
             });
         }
-        if !invitation.email.same_address(acceptor) {
-            return Err(DirectoryError::InvitationEmailMismatch);
-        }
-        let (user, user_created) = match tx.find_user_by_email(acceptor).await? {
-            Some(user) if user.status == UserStatus::Disabled => {
-                return Err(DirectoryError::UserDisabled);
-            }
-            Some(mut user) => {
+        let (user, user_created) = match acceptor {
+            Acceptor::User(id) => {
+                let mut user = tx.lock_user(id).await?;
+                if !invitation.email.same_address(&user.email) {
+                    return Err(DirectoryError::InvitationEmailMismatch);
+                }
+                if user.status == UserStatus::Disabled {
+                    return Err(DirectoryError::UserDisabled);
+                }
                 if !user.email_verified {
+                    // The token reached this address and its owner is signed in.
                     user.email_verified = true;
                     user.updated_at = now;
                     tx.update_user(&user).await?;
                 }
                 (user, false)
             }
-            None => {
-                let mut new = NewUser::new(acceptor.clone());
+            Acceptor::NewUser { display_name } => {
+                if tx.find_user_by_email(&invitation.email).await?.is_some() {
+                    return Err(DirectoryError::AccountExists);
+                }
+                let mut new = NewUser::new(invitation.email.clone());
                 new.display_name = display_name;
                 new.email_verified = true;
                 let user = self.user_from(new);
-                tx.insert_user(&user).await?;
+                match tx.insert_user(&user).await {
+                    // Created concurrently by another acceptance.
+                    Err(StoreError::Conflict(Conflict::UserEmail)) => {
+                        return Err(DirectoryError::AccountExists);
+                    }
+                    other => other?,
+                }
                 (user, true)
             }
         };
@@ -633,7 +671,7 @@ impl Directory {
 
     /// Replaces a member's roles. Refuses to take the owner role from the
     /// last active owner.
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err(Debug))]
     pub async fn change_roles(
         &self,
         scope: &TenantScope,
@@ -686,7 +724,7 @@ impl Directory {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err(Debug))]
     async fn set_member_status(
         &self,
         scope: &TenantScope,
@@ -722,7 +760,7 @@ impl Directory {
 
     /// Removes a member from the scope's tenant. Refuses to remove the last
     /// active owner.
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err(Debug))]
     pub async fn remove_member(
         &self,
         scope: &TenantScope,
@@ -760,7 +798,7 @@ impl Directory {
     }
 
     /// Lists the scope's members with their users, oldest membership first.
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err(Debug))]
     pub async fn list_members(
         &self,
         scope: &TenantScope,
@@ -770,7 +808,7 @@ impl Directory {
     }
 
     /// Lists the scope's invitations in every status, oldest first.
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err(Debug))]
     pub async fn list_invitations(
         &self,
         scope: &TenantScope,
@@ -784,7 +822,7 @@ impl Directory {
 
     /// Lists the tenants a user belongs to (deleted ones left out), with
     /// the user's membership in each.
-    #[tracing::instrument(skip(self, page), err)]
+    #[tracing::instrument(skip(self, page), err(Debug))]
     pub async fn list_user_tenants(
         &self,
         user_id: UserId,
@@ -794,7 +832,7 @@ impl Directory {
     }
 
     /// Reads the scope's audit events matching `query`, oldest first.
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err(Debug))]
     pub async fn audit_events(
         &self,
         scope: &TenantScope,
@@ -809,14 +847,14 @@ impl Directory {
 
     /// Re-verifies a tenant's audit chain (any status: deleted tenants keep
     /// their log).
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(Debug))]
     pub async fn verify_audit_chain(&self, tenant_id: TenantId) -> Result<ChainReport> {
         Ok(self.backend.verify_chain(tenant_id).await?)
     }
 
     /// Writes the scope's audit events matching `query` to `out` as JSON
     /// lines or CSV; returns how many were written.
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err(Debug))]
     pub async fn export_audit<W: Write + Send>(
         &self,
         scope: &TenantScope,
@@ -840,6 +878,9 @@ fn ensure_pending(invitation: &Invitation) -> Result<()> {
         InvitationStatus::Pending => Ok(()),
         InvitationStatus::Accepted => Err(DirectoryError::InvitationAlreadyAccepted),
         InvitationStatus::Revoked => Err(DirectoryError::InvitationRevoked),
+        InvitationStatus::Expired => Err(DirectoryError::InvitationExpired {
+            expires_at: invitation.expires_at,
+        }),
     }
 }
 

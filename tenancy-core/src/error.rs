@@ -119,6 +119,20 @@ pub enum ValidationError {
     /// A time range whose start is after its end.
     #[error("time range starts after it ends")]
     TimeRange,
+    /// A permission scope that is not 1 to 128 characters of `[a-z0-9_.:*-]`.
+    #[error("scope {scope:?} must be 1 to 128 characters of a-z, 0-9, '_', '-', '.', ':' and '*'")]
+    Scope {
+        /// The rejected scope.
+        scope: String,
+    },
+    /// An API key prefix that is not 1 to 32 characters of `[a-z0-9_]` starting with a letter.
+    #[error(
+        "api key prefix {prefix:?} must be 1 to 32 characters of a-z, 0-9 and '_', starting with a letter"
+    )]
+    KeyPrefix {
+        /// The rejected prefix.
+        prefix: String,
+    },
 }
 
 /// The kind of record an error refers to.
@@ -135,6 +149,12 @@ pub enum Entity {
     Invitation,
     /// An audit event.
     AuditEvent,
+    /// A login session.
+    Session,
+    /// An API key.
+    ApiKey,
+    /// A token-signing key.
+    SigningKey,
 }
 
 impl fmt::Display for Entity {
@@ -145,6 +165,9 @@ impl fmt::Display for Entity {
             Entity::Membership => "membership",
             Entity::Invitation => "invitation",
             Entity::AuditEvent => "audit event",
+            Entity::Session => "session",
+            Entity::ApiKey => "api key",
+            Entity::SigningKey => "signing key",
         })
     }
 }
@@ -163,6 +186,8 @@ pub enum Conflict {
     Membership,
     /// A pending invitation for this email already exists in this tenant.
     PendingInvitation,
+    /// Another signing key became active at the same time.
+    ActiveSigningKey,
 }
 
 impl fmt::Display for Conflict {
@@ -175,6 +200,7 @@ impl fmt::Display for Conflict {
             Conflict::PendingInvitation => {
                 f.write_str("a pending invitation for this email address already exists")
             }
+            Conflict::ActiveSigningKey => f.write_str("another signing key is already active"),
         }
     }
 }
@@ -193,26 +219,28 @@ pub enum StoreError {
     /// The input broke a validation rule.
     #[error(transparent)]
     InvalidInput(#[from] ValidationError),
+    /// A write of this transaction failed earlier (for example, with a
+    /// conflict): every later call and the commit are refused, and the
+    /// transaction can only be dropped, which rolls it back. Postgres
+    /// behaves this way, and every backend must.
+    #[error("transaction aborted by an earlier failed operation")]
+    TransactionAborted,
+    /// A transaction was opened by a task that already holds one on a
+    /// backend that serializes transactions: waiting would deadlock.
+    #[error("a transaction is already open in this task")]
+    NestedTransaction,
+    /// Stored data does not decode into a valid record: it was changed
+    /// outside tenancy. Retrying will not help.
+    #[error("stored data is corrupt")]
+    Corrupt(#[source] BoxError),
     /// The backend could not be reached or failed; retrying may help.
     #[error("storage backend unavailable")]
     Unavailable(#[source] BoxError),
 }
 
-/// Returned by every call on a transaction after one of its writes failed
-/// (for example, with a conflict): the transaction can only be dropped,
-/// which rolls it back. Postgres behaves this way, and every backend must.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("transaction aborted by an earlier failed operation")]
-pub struct TransactionAborted;
-
 impl StoreError {
     /// Wraps a backend failure.
     pub fn unavailable(source: impl Into<BoxError>) -> Self {
         StoreError::Unavailable(source.into())
-    }
-
-    /// Whether this is [`TransactionAborted`].
-    pub fn is_transaction_aborted(&self) -> bool {
-        matches!(self, StoreError::Unavailable(source) if source.is::<TransactionAborted>())
     }
 }

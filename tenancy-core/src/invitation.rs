@@ -51,7 +51,7 @@ impl InvitationToken {
         Self {
             text: format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)),
             tenant_id,
-            hash: TokenHash(Sha256::digest(raw).into()),
+            hash: TokenHash::of(raw),
         }
     }
 
@@ -112,6 +112,11 @@ impl FromStr for InvitationToken {
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
+    /// Hashes a secret token's bytes with SHA-256.
+    pub fn of(secret: &[u8]) -> Self {
+        Self(Sha256::digest(secret).into())
+    }
+
     /// Wraps a hash read from storage.
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
@@ -146,6 +151,8 @@ pub enum InvitationStatus {
     Accepted,
     /// Withdrawn; the token no longer works.
     Revoked,
+    /// Replaced by a new invitation after it ran out; the token no longer works.
+    Expired,
 }
 
 impl InvitationStatus {
@@ -155,6 +162,7 @@ impl InvitationStatus {
             InvitationStatus::Pending => "pending",
             InvitationStatus::Accepted => "accepted",
             InvitationStatus::Revoked => "revoked",
+            InvitationStatus::Expired => "expired",
         }
     }
 }
@@ -172,6 +180,7 @@ impl FromStr for InvitationStatus {
             "pending" => Ok(InvitationStatus::Pending),
             "accepted" => Ok(InvitationStatus::Accepted),
             "revoked" => Ok(InvitationStatus::Revoked),
+            "expired" => Ok(InvitationStatus::Expired),
             other => Err(UnknownStatus(other.to_owned())),
         }
     }

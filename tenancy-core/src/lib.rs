@@ -23,7 +23,7 @@
 //!   tenant isolation.
 //! - `testkit`: [`testkit`], the conformance suites a backend must pass.
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
 mod clock;
@@ -47,14 +47,15 @@ mod user;
 
 pub use audit::{
     ActionFilter, Actor, AuditAction, AuditContext, AuditEvent, AuditQuery, BrokenLink,
-    BrokenReason, ChainHash, ChainHead, ChainReport, ExportFormat, NewAuditEvent, Target,
-    TargetType,
+    BrokenReason, ChainEntry, ChainHash, ChainHead, ChainReport, ChainVerifier, ExportFormat,
+    NewAuditEvent, Target, TargetType,
 };
 pub use clock::{Clock, ManualClock, SystemClock, truncate_to_micros};
 pub use directory::{
-    Acceptance, CreatedTenant, Directory, DirectoryError, IssuedInvitation, Owner, actions,
+    Acceptance, Acceptor, CreatedTenant, Directory, DirectoryError, IssuedInvitation, Owner,
+    actions,
 };
-pub use error::{BoxError, Conflict, Entity, StoreError, TransactionAborted, ValidationError};
+pub use error::{BoxError, Conflict, Entity, StoreError, ValidationError};
 pub use id::{
     ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, SessionId, TenantId, UserId,
 };

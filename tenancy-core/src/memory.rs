@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use imbl::{HashMap, HashSet, OrdMap, OrdSet, Vector};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::audit::{AuditEvent, AuditQuery, ChainHash, ChainHead, NewAuditEvent};
+use crate::audit::{AuditEvent, AuditQuery, ChainEntry, ChainHash, ChainHead, NewAuditEvent};
 use crate::clock::truncate_to_micros;
-use crate::error::{Conflict, Entity, StoreError, TransactionAborted};
+use crate::error::{Conflict, Entity, StoreError};
 use crate::id::{AuditEventId, InvitationId, MembershipId, TenantId, UserId};
 use crate::invitation::{Invitation, InvitationStatus, TokenHash};
 use crate::membership::{Member, Membership, MembershipStatus, RoleName, UserTenant};
@@ -39,6 +39,38 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
     state: Arc<tokio::sync::Mutex<State>>,
+    holder: Arc<Mutex<Option<Holder>>>,
+}
+
+/// Who holds the state lock: a tokio task, or a thread blocking on a
+/// future outside any task (such as `#[tokio::main]`'s).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Holder {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Holder {
+    fn current() -> Self {
+        tokio::task::try_id()
+            .map_or_else(|| Holder::Thread(std::thread::current().id()), Holder::Task)
+    }
+}
+
+/// Clears the holder when its transaction ends, however it ends, unless
+/// the next transaction's holder has already replaced it.
+struct HolderGuard {
+    slot: Arc<Mutex<Option<Holder>>>,
+    holder: Holder,
+}
+
+impl Drop for HolderGuard {
+    fn drop(&mut self) {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if *slot == Some(self.holder) {
+            *slot = None;
+        }
+    }
 }
 
 impl MemoryBackend {
@@ -57,9 +89,19 @@ impl std::fmt::Debug for MemoryBackend {
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
+        // Waiting for a lock this very task holds would never end.
+        let me = Holder::current();
+        if *self.holder.lock().unwrap_or_else(PoisonError::into_inner) == Some(me) {
+            return Err(StoreError::NestedTransaction);
+        }
         let committed = Arc::clone(&self.state).lock_owned().await;
+        *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = Some(me);
         let work = committed.clone();
         Ok(Box::new(MemoryTransaction {
+            _holder: HolderGuard {
+                slot: Arc::clone(&self.holder),
+                holder: me,
+            },
             inner: Mutex::new(Inner {
                 committed,
                 work,
@@ -72,6 +114,7 @@ impl Backend for MemoryBackend {
 /// A transaction of [`MemoryBackend`]: holds the state lock until it ends.
 struct MemoryTransaction {
     inner: Mutex<Inner>,
+    _holder: HolderGuard,
 }
 
 struct Inner {
@@ -100,7 +143,7 @@ impl MemoryTransaction {
     ) -> Result<R> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if inner.aborted {
-            return Err(StoreError::unavailable(TransactionAborted));
+            return Err(StoreError::TransactionAborted);
         }
         let out = f(&mut inner.work);
         if out.as_ref().is_err_and(aborts) {
@@ -407,6 +450,13 @@ impl State {
         Ok(())
     }
 
+    fn find_pending_invitation(&self, tenant_id: TenantId, email: &Email) -> Option<Invitation> {
+        self.pending_invitations
+            .get(&(tenant_id, email.unique_key()))
+            .and_then(|id| self.invitations.get(id))
+            .cloned()
+    }
+
     fn find_invitation_by_token(
         &self,
         tenant_id: TenantId,
@@ -478,6 +528,20 @@ impl State {
         }))
     }
 
+    fn read_chain(&self, tenant_id: TenantId, after: u64, limit: usize) -> Vec<ChainEntry> {
+        self.audit
+            .get(&tenant_id)
+            .map(|chain| {
+                chain
+                    .iter()
+                    .skip(usize::try_from(after).unwrap_or(usize::MAX))
+                    .take(limit)
+                    .map(|event| ChainEntry::Event(Box::new(event.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn audit_head(&self, tenant_id: TenantId) -> Option<ChainHead> {
         self.audit
             .get(&tenant_id)
@@ -516,7 +580,7 @@ impl Transaction for MemoryTransaction {
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
         if inner.aborted {
-            return Err(StoreError::unavailable(TransactionAborted));
+            return Err(StoreError::TransactionAborted);
         }
         *inner.committed = inner.work;
         Ok(())
@@ -571,6 +635,12 @@ impl UserStore for MemoryTransaction {
 
     #[tracing::instrument(level = "debug", skip(self), err)]
     async fn get_user(&self, id: UserId) -> Result<User> {
+        self.with(|s| s.user(id).cloned())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), err)]
+    async fn lock_user(&self, id: UserId) -> Result<User> {
+        // The transaction already holds the lock over all state.
         self.with(|s| s.user(id).cloned())
     }
 
@@ -672,6 +742,15 @@ impl InvitationStore for MemoryTransaction {
         self.with(|s| Ok(s.find_invitation_by_token(tenant_id, token_hash)))
     }
 
+    #[tracing::instrument(level = "debug", skip(self, email), err)]
+    async fn find_pending_invitation(
+        &self,
+        tenant_id: TenantId,
+        email: &Email,
+    ) -> Result<Option<Invitation>> {
+        self.with(|s| Ok(s.find_pending_invitation(tenant_id, email)))
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %invitation.tenant_id), err)]
     async fn update_invitation(&self, invitation: &Invitation) -> Result<()> {
         self.with(|s| s.update_invitation(invitation))
@@ -691,6 +770,7 @@ impl InvitationStore for MemoryTransaction {
 impl AuditLog for MemoryTransaction {
     #[tracing::instrument(level = "debug", skip(self, event), fields(action = %event.action), err)]
     async fn append_audit(&self, tenant_id: TenantId, event: NewAuditEvent) -> Result<AuditEvent> {
+        event.validate()?;
         self.with_insert(|s| s.append_audit(tenant_id, event))
     }
 
@@ -705,7 +785,41 @@ impl AuditLog for MemoryTransaction {
     }
 
     #[tracing::instrument(level = "debug", skip(self), err)]
+    async fn read_chain(
+        &self,
+        tenant_id: TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChainEntry>> {
+        self.with(|s| Ok(s.read_chain(tenant_id, after, limit)))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), err)]
     async fn audit_head(&self, tenant_id: TenantId) -> Result<Option<ChainHead>> {
         self.with(|s| Ok(s.audit_head(tenant_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_transaction_in_the_same_task_is_refused_not_deadlocked() {
+        let backend = MemoryBackend::new();
+        let tx = backend.begin().await.unwrap();
+        assert!(matches!(
+            backend.get_tenant(TenantId::new()).await,
+            Err(StoreError::NestedTransaction)
+        ));
+        // Another task waits its turn instead.
+        let other = backend.clone();
+        let waiting = tokio::spawn(async move { other.get_tenant(TenantId::new()).await });
+        drop(tx);
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Err(StoreError::NotFound(Entity::Tenant))
+        ));
+        backend.begin().await.unwrap().commit().await.unwrap();
     }
 }

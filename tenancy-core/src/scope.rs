@@ -3,8 +3,11 @@
 use crate::id::TenantId;
 
 /// Proof that a tenant was resolved for the current operation and found
-/// active. Tenant-owned operations of [`crate::Directory`] take one, so a
-/// handler cannot act on a tenant it never resolved.
+/// active. The member, invitation and audit operations of
+/// [`crate::Directory`] take one, so a handler cannot act on a tenant it
+/// never resolved. (Tenant lifecycle operations, such as suspending, take a
+/// plain [`TenantId`]: they are meant for operators and must work on
+/// tenants that are not active.)
 ///
 /// Obtain it from [`crate::Directory::scope`], which checks the tenant, or
 /// from a request pipeline that did the same. [`TenantScope::assume_resolved`]

@@ -20,12 +20,14 @@
 
 use async_trait::async_trait;
 
-use crate::audit::{AuditEvent, AuditQuery, ChainHead, ChainReport, ChainVerifier, NewAuditEvent};
+use crate::audit::{
+    AuditEvent, AuditQuery, ChainEntry, ChainHead, ChainReport, ChainVerifier, NewAuditEvent,
+};
 use crate::error::StoreError;
 use crate::id::{InvitationId, MembershipId, TenantId, UserId};
 use crate::invitation::{Invitation, TokenHash};
 use crate::membership::{Member, Membership, RoleName, UserTenant};
-use crate::page::{Page, PageRequest, PageSize};
+use crate::page::{Page, PageRequest};
 use crate::tenant::{Slug, Tenant};
 use crate::user::{Email, User};
 
@@ -62,6 +64,10 @@ pub trait UserStore: Send + Sync {
 
     /// Reads a user.
     async fn get_user(&self, id: UserId) -> Result<User, StoreError>;
+
+    /// Reads a user and, inside a transaction, locks it until the
+    /// transaction ends, so a read-modify-write cannot lose a concurrent change.
+    async fn lock_user(&self, id: UserId) -> Result<User, StoreError>;
 
     /// Finds a user by email, ignoring case.
     async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
@@ -145,6 +151,13 @@ pub trait InvitationStore: Send + Sync {
         id: InvitationId,
     ) -> Result<Invitation, StoreError>;
 
+    /// Finds the pending invitation of `tenant_id` for `email` (ignoring case).
+    async fn find_pending_invitation(
+        &self,
+        tenant_id: TenantId,
+        email: &Email,
+    ) -> Result<Option<Invitation>, StoreError>;
+
     /// Finds the invitation of `tenant_id` whose token hashes to `token_hash`.
     async fn find_invitation_by_token(
         &self,
@@ -186,31 +199,42 @@ pub trait AuditLog: Send + Sync {
     /// The newest link of `tenant_id`'s chain, recorded apart from the events.
     async fn audit_head(&self, tenant_id: TenantId) -> Result<Option<ChainHead>, StoreError>;
 
-    /// Re-verifies `tenant_id`'s chain up to the head read when it starts,
-    /// and reports the first broken link.
+    /// Reads up to `limit` stored events of `tenant_id` after sequence
+    /// number `after`, in order, for verification: events that no longer
+    /// decode are returned as [`ChainEntry::Corrupt`] instead of failing.
+    async fn read_chain(
+        &self,
+        tenant_id: TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChainEntry>, StoreError>;
+
+    /// Re-verifies `tenant_id`'s whole chain against its recorded head and
+    /// reports the first broken link. Runs while appends continue: events
+    /// appended meanwhile are checked too, and are not a break.
     async fn verify_chain(&self, tenant_id: TenantId) -> Result<ChainReport, StoreError> {
-        let head = self.audit_head(tenant_id).await?;
-        let everything = AuditQuery::all();
+        const BATCH: usize = 1000;
+        let head_before = self.audit_head(tenant_id).await?;
         let mut verifier = ChainVerifier::new();
-        let mut page = PageRequest::first(PageSize::MAX);
-        let mut broken = None;
-        'pages: loop {
-            let batch = self.query_audit(tenant_id, &everything, &page).await?;
-            for event in &batch.items {
-                if head.is_some_and(|head| event.seq > head.seq) {
-                    break 'pages;
+        let mut after = 0;
+        'read: loop {
+            let batch = self.read_chain(tenant_id, after, BATCH).await?;
+            for entry in &batch {
+                let (seq, intact) = match entry {
+                    ChainEntry::Event(event) => (event.seq, verifier.push(event)),
+                    ChainEntry::Corrupt { seq } => (*seq, verifier.push_corrupt(*seq)),
+                };
+                if !intact {
+                    break 'read;
                 }
-                if let Err(link) = verifier.push(event) {
-                    broken = Some(link);
-                    break 'pages;
-                }
+                after = seq;
             }
-            match batch.next {
-                Some(cursor) => page = page.after(cursor),
-                None => break,
+            if batch.len() < BATCH {
+                break;
             }
         }
-        Ok(verifier.finish(head, broken))
+        let head_after = self.audit_head(tenant_id).await?;
+        Ok(verifier.finish(head_before, head_after))
     }
 }
 
@@ -271,6 +295,9 @@ impl<B: Backend + ?Sized> UserStore for B {
     }
     async fn get_user(&self, id: UserId) -> Result<User, StoreError> {
         autocommit!(self, get_user(id))
+    }
+    async fn lock_user(&self, id: UserId) -> Result<User, StoreError> {
+        autocommit!(self, lock_user(id))
     }
     async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
         autocommit!(self, find_user_by_email(email))
@@ -354,6 +381,13 @@ impl<B: Backend + ?Sized> InvitationStore for B {
     ) -> Result<Option<Invitation>, StoreError> {
         autocommit!(self, find_invitation_by_token(tenant_id, token_hash))
     }
+    async fn find_pending_invitation(
+        &self,
+        tenant_id: TenantId,
+        email: &Email,
+    ) -> Result<Option<Invitation>, StoreError> {
+        autocommit!(self, find_pending_invitation(tenant_id, email))
+    }
     async fn update_invitation(&self, invitation: &Invitation) -> Result<(), StoreError> {
         autocommit!(self, update_invitation(invitation))
     }
@@ -385,5 +419,13 @@ impl<B: Backend + ?Sized> AuditLog for B {
     }
     async fn audit_head(&self, tenant_id: TenantId) -> Result<Option<ChainHead>, StoreError> {
         autocommit!(self, audit_head(tenant_id))
+    }
+    async fn read_chain(
+        &self,
+        tenant_id: TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChainEntry>, StoreError> {
+        autocommit!(self, read_chain(tenant_id, after, limit))
     }
 }

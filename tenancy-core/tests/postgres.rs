@@ -51,7 +51,11 @@ async fn tenant_with_member(
         .await
         .unwrap();
     let accepted = directory
-        .accept_invitation(&issued.token, &invited, None, &AuditContext::system())
+        .accept_invitation(
+            &issued.token,
+            Acceptor::NewUser { display_name: None },
+            &AuditContext::system(),
+        )
         .await
         .unwrap();
     (
@@ -249,7 +253,11 @@ async fn a_user_scope_reads_only_that_users_memberships() {
             .await
             .unwrap();
         directory
-            .accept_invitation(&issued.token, &ann.email, None, &AuditContext::system())
+            .accept_invitation(
+                &issued.token,
+                Acceptor::User(ann.id),
+                &AuditContext::system(),
+            )
             .await
             .unwrap();
     }
@@ -362,6 +370,23 @@ async fn tampering_with_stored_events_is_detected() {
         })
     );
 
+    // Rows edited into something that no longer decodes are reported too.
+    let (garbled, _, _) = tenant_with_member(&directory, "tamper-garble").await;
+    tamper(
+        pool,
+        garbled,
+        "UPDATE tenancy_audit_events SET action = 'Tenant.Created' WHERE seq = 2",
+    )
+    .await;
+    let report = directory.verify_audit_chain(garbled).await.unwrap();
+    assert_eq!(
+        report.first_broken,
+        Some(BrokenLink {
+            seq: 2,
+            reason: BrokenReason::Corrupt
+        })
+    );
+
     let (truncated, _, _) = tenant_with_member(&directory, "tamper-tail").await;
     tamper(
         pool,
@@ -378,6 +403,115 @@ async fn tampering_with_stored_events_is_detected() {
         })
     );
     assert_eq!(report.events_checked, 2);
+}
+
+/// An event inserted by hand, with the trigger still on, must extend the
+/// chain and is then recorded in the head, so verification checks it; the
+/// head itself never moves back or disappears.
+#[tokio::test]
+async fn hand_inserted_events_are_caught() {
+    let Some((_schema, backend, directory)) = migrated().await else {
+        return;
+    };
+    let (tenant, _, _) = tenant_with_member(&directory, "forged").await;
+    let pool = backend.pool();
+    let insert = "INSERT INTO tenancy_audit_events (tenant_id, seq, id, actor_kind, actor_id, action, \
+        target_type, target_id, metadata, occurred_at, prev_hash, hash) \
+        SELECT tenant_id, seq + $1, $2, 'system', NULL, 'member.forged', 'tenant', 'x', '{}', now(), \
+        CASE WHEN $3 THEN hash ELSE decode(repeat('cd', 32), 'hex') END, decode(repeat('ab', 32), 'hex') \
+        FROM tenancy_audit_heads WHERE tenant_id = $4";
+    // Out of sequence, or not linked to the head: refused.
+    for (offset, linked) in [(2_i64, true), (1, false)] {
+        let mut tx = begin_tenant_transaction(pool, tenant).await.unwrap();
+        let err = sqlx::query(insert)
+            .bind(offset)
+            .bind(Uuid::now_v7())
+            .bind(linked)
+            .bind(tenant.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("does not extend the chain"),
+            "{err}"
+        );
+    }
+    // Well placed but forged: accepted by the database, caught by verification.
+    let mut tx = begin_tenant_transaction(pool, tenant).await.unwrap();
+    sqlx::query(insert)
+        .bind(1_i64)
+        .bind(Uuid::now_v7())
+        .bind(true)
+        .bind(tenant.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let report = directory.verify_audit_chain(tenant).await.unwrap();
+    assert_eq!(
+        report.first_broken,
+        Some(BrokenLink {
+            seq: 4,
+            reason: BrokenReason::HashMismatch
+        })
+    );
+    // The log keeps working after the forgery.
+    let scope = directory.scope(tenant).await.unwrap();
+    directory
+        .invite(
+            &scope,
+            Email::new("next@forged.test").unwrap(),
+            RoleSet::single(RoleName::MEMBER),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+
+    for statement in [
+        "UPDATE tenancy_audit_heads SET seq = 1",
+        "DELETE FROM tenancy_audit_heads",
+    ] {
+        let mut tx = begin_tenant_transaction(pool, tenant).await.unwrap();
+        let err = sqlx::query(statement).execute(&mut *tx).await.unwrap_err();
+        assert!(
+            err.to_string().contains("only move forward"),
+            "{statement}: {err}"
+        );
+    }
+}
+
+/// Stores that serialize transactions refuse a second one from the task
+/// holding the first, instead of waiting forever; Postgres allows it.
+#[tokio::test]
+async fn host_transactions_compose_with_tenancy_writes() {
+    let Some((_schema, backend, _directory)) = migrated().await else {
+        return;
+    };
+    let tenant = Tenant {
+        id: TenantId::new(),
+        slug: Slug::new("composed").unwrap(),
+        name: TenantName::new("Composed").unwrap(),
+        status: TenantStatus::Active,
+        metadata: Metadata::empty(),
+        created_at: truncate_to_micros(time::OffsetDateTime::now_utc()),
+        updated_at: truncate_to_micros(time::OffsetDateTime::now_utc()),
+    };
+    // A host transaction: tenancy writes through it, then the host commits.
+    let host = backend.pool().begin().await.unwrap();
+    let tx = tenancy_core::postgres::PgTransaction::from_sqlx(host);
+    tx.insert_tenant(&tenant).await.unwrap();
+    let mut host = tx.into_sqlx();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_tenants WHERE id = $1")
+        .bind(tenant.id.as_uuid())
+        .fetch_one(&mut *host)
+        .await
+        .unwrap();
+    assert_eq!(seen, 1);
+    drop(host);
+    assert!(matches!(
+        backend.get_tenant(tenant.id).await,
+        Err(StoreError::NotFound(Entity::Tenant))
+    ));
 }
 
 #[tokio::test]

@@ -10,8 +10,19 @@
 //!   filter still sees one tenant only. [`begin_tenant_transaction`] and
 //!   [`enable_tenant_rls`] give host tables the same protection.
 //!
-//! Superusers and roles with `BYPASSRLS` skip row-level security: connect the
-//! application as an ordinary role.
+//! What row-level security does and does not do: it keeps a query that
+//! forgets its `WHERE tenant_id = …` inside the transaction's tenant. It is
+//! not a defence against hostile SQL: the scope is a transaction setting any
+//! statement may change, superusers and roles with `BYPASSRLS` skip it, and
+//! a table's owner may switch it off. Connect the application as an ordinary
+//! role that does not own the tables (run migrations as the owner). Tenants
+//! and users are not tenant-owned and carry no row-level security.
+//!
+//! The audit chain detects events edited, removed or forged through the
+//! application's queries, and by anyone who cannot also rewrite the chain
+//! head consistently. Someone with the table owner's rights can rewrite both;
+//! keep a copy of the head ([`crate::AuditLog::audit_head`]) outside the
+//! database, or verify exports offline with [`crate::audit::ChainVerifier`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,11 +42,14 @@ use std::fmt;
 use async_trait::async_trait;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{Postgres, QueryBuilder, Row};
 use tokio::sync::Mutex;
 
-use crate::audit::{ActionFilter, AuditEvent, AuditQuery, ChainHash, ChainHead, NewAuditEvent};
-use crate::error::{Conflict, Entity, StoreError, TransactionAborted};
+use crate::audit::{
+    ActionFilter, AuditEvent, AuditQuery, ChainEntry, ChainHash, ChainHead, NewAuditEvent,
+};
+use crate::clock::truncate_to_micros;
+use crate::error::{Conflict, Entity, StoreError};
 use crate::id::{InvitationId, MembershipId, TenantId, UserId};
 use crate::invitation::{Invitation, TokenHash};
 use crate::membership::{Member, Membership, RoleName, UserTenant};
@@ -237,7 +251,7 @@ impl Inner {
     /// The connection, for tables without row-level security.
     fn unscoped(&mut self) -> Result<&mut PgConnection> {
         if self.aborted {
-            return Err(StoreError::unavailable(TransactionAborted));
+            return Err(StoreError::TransactionAborted);
         }
         Ok(&mut self.tx)
     }
@@ -307,7 +321,7 @@ impl Transaction for PgTransaction {
         let inner = self.inner.into_inner();
         if inner.aborted {
             // COMMIT of an aborted transaction silently rolls back; say so.
-            return Err(StoreError::unavailable(TransactionAborted));
+            return Err(StoreError::TransactionAborted);
         }
         inner.tx.commit().await.map_err(StoreError::unavailable)
     }
@@ -469,13 +483,31 @@ impl UserStore for PgTransaction {
             .ok_or(StoreError::NotFound(Entity::User))
     }
 
+    #[tracing::instrument(level = "debug", skip(self), err)]
+    async fn lock_user(&self, id: UserId) -> Result<User> {
+        let mut inner = self.inner.lock().await;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(""),
+            " FROM tenancy_users WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(inner.unscoped()?)
+        .await
+        .map_err(|e| inner.fail(e))?;
+        row.as_ref()
+            .map(user_from_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound(Entity::User))
+    }
+
     #[tracing::instrument(level = "debug", skip_all, err)]
     async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
         let mut inner = self.inner.lock().await;
         let row = sqlx::query(concat!(
             "SELECT ",
             user_columns!(""),
-            " FROM tenancy_users WHERE lower(email) = $1"
+            " FROM tenancy_users WHERE lower(email COLLATE \"C\") = $1"
         ))
         .bind(email.unique_key())
         .fetch_optional(inner.unscoped()?)
@@ -747,6 +779,28 @@ impl InvitationStore for PgTransaction {
             .ok_or(StoreError::NotFound(Entity::Invitation))
     }
 
+    #[tracing::instrument(level = "debug", skip(self, email), err)]
+    async fn find_pending_invitation(
+        &self,
+        tenant_id: TenantId,
+        email: &Email,
+    ) -> Result<Option<Invitation>> {
+        let mut inner = self.inner.lock().await;
+        let conn = inner.scoped(Scope::Tenant(tenant_id)).await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            invitation_columns!(),
+            " FROM tenancy_invitations WHERE tenant_id = $1 AND lower(email COLLATE \"C\") = $2 \
+             AND status = 'pending'"
+        ))
+        .bind(tenant_id.as_uuid())
+        .bind(email.unique_key())
+        .fetch_optional(conn)
+        .await
+        .map_err(|e| inner.fail(e))?;
+        row.as_ref().map(invitation_from_row).transpose()
+    }
+
     #[tracing::instrument(level = "debug", skip(self, token_hash), err)]
     async fn find_invitation_by_token(
         &self,
@@ -829,6 +883,7 @@ impl InvitationStore for PgTransaction {
 impl AuditLog for PgTransaction {
     #[tracing::instrument(level = "debug", skip(self, event), fields(action = %event.action), err)]
     async fn append_audit(&self, tenant_id: TenantId, event: NewAuditEvent) -> Result<AuditEvent> {
+        event.validate()?;
         let mut inner = self.inner.lock().await;
         let conn = inner.scoped(Scope::Tenant(tenant_id)).await?;
         // Takes the row lock on the chain head: concurrent appends for this
@@ -851,12 +906,11 @@ impl AuditLog for PgTransaction {
             .saturating_add(1);
         let sealed = event.seal(tenant_id, next, ChainHash::from_bytes(prev));
         let conn = inner.scoped(Scope::Tenant(tenant_id)).await?;
+        // The insert trigger checks the link and moves the head.
         sqlx::query(
-            "WITH appended AS ( \
-                 INSERT INTO tenancy_audit_events (tenant_id, seq, id, actor_kind, actor_id, action, \
-                 target_type, target_id, metadata, ip, user_agent, occurred_at, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, $11, $12, $13, $14)) \
-             UPDATE tenancy_audit_heads SET seq = $2, hash = $14 WHERE tenant_id = $1",
+            "INSERT INTO tenancy_audit_events (tenant_id, seq, id, actor_kind, actor_id, action, \
+             target_type, target_id, metadata, ip, user_agent, occurred_at, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10::inet, $11, $12, $13, $14)",
         )
         .bind(tenant_id.as_uuid())
         .bind(i64::try_from(sealed.seq).map_err(StoreError::unavailable)?)
@@ -866,7 +920,7 @@ impl AuditLog for PgTransaction {
         .bind(sealed.action.as_str())
         .bind(sealed.target.target_type.as_str())
         .bind(sealed.target.id.as_str())
-        .bind(serde_json::Value::from(sealed.metadata.clone()))
+        .bind(sealed.metadata.canonical_json())
         .bind(sealed.ip.map(|ip| ip.to_string()))
         .bind(sealed.user_agent.as_deref())
         .bind(sealed.occurred_at)
@@ -916,10 +970,12 @@ impl AuditLog for PgTransaction {
                 .push_bind(target_type.as_str().to_owned());
         }
         if let Some(since) = query.since {
-            sql.push(" AND occurred_at >= ").push_bind(since);
+            sql.push(" AND occurred_at >= ")
+                .push_bind(truncate_to_micros(since));
         }
         if let Some(until) = query.until {
-            sql.push(" AND occurred_at < ").push_bind(until);
+            sql.push(" AND occurred_at < ")
+                .push_bind(truncate_to_micros(until));
         }
         sql.push(" ORDER BY seq LIMIT ").push_bind(limit(page));
         let mut inner = self.inner.lock().await;
@@ -936,6 +992,40 @@ impl AuditLog for PgTransaction {
         Ok(Page::from_overfetch(items, page.size, |e| {
             Cursor::encode("audit", e.seq)
         }))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), err)]
+    async fn read_chain(
+        &self,
+        tenant_id: TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChainEntry>> {
+        let mut inner = self.inner.lock().await;
+        let conn = inner.scoped(Scope::Tenant(tenant_id)).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM tenancy_audit_events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(tenant_id.as_uuid())
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(conn)
+        .await
+        .map_err(|e| inner.fail(e))?;
+        rows.iter()
+            .map(|row| match audit_from_row(row) {
+                Ok(event) => Ok(ChainEntry::Event(Box::new(event))),
+                Err(StoreError::Corrupt(_)) => {
+                    let seq: i64 = row.try_get("seq").map_err(StoreError::unavailable)?;
+                    Ok(ChainEntry::Corrupt {
+                        seq: u64::try_from(seq).unwrap_or_default(),
+                    })
+                }
+                Err(other) => Err(other),
+            })
+            .collect()
     }
 
     #[tracing::instrument(level = "debug", skip(self), err)]

@@ -105,7 +105,7 @@ struct Corrupt {
 }
 
 fn corrupt(column: &'static str) -> impl FnOnce(BoxError) -> StoreError {
-    move |source| StoreError::unavailable(Corrupt { column, source })
+    move |source| StoreError::Corrupt(Box::new(Corrupt { column, source }))
 }
 
 fn get<'r, T>(row: &'r PgRow, column: &'static str) -> Result<T>

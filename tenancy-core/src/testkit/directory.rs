@@ -7,14 +7,14 @@ use time::Duration;
 use super::{email, now, roles, slug};
 use crate::audit::{ActionFilter, Actor, AuditContext, AuditQuery, ExportFormat};
 use crate::clock::ManualClock;
-use crate::directory::{Acceptance, Directory, DirectoryError, Owner, actions};
+use crate::directory::{Acceptance, Acceptor, Directory, DirectoryError, Owner, actions};
 use crate::error::{Conflict, Entity, StoreError};
 use crate::id::{TenantId, UserId};
 use crate::invitation::{InvitationStatus, InvitationToken};
 use crate::membership::{MembershipStatus, RoleName};
 use crate::page::{PageRequest, PageSize};
 use crate::scope::TenantScope;
-use crate::store::{AuditLog, Backend, MembershipStore, TenantStore, UserStore};
+use crate::store::{AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, UserStore};
 use crate::tenant::{NewTenant, TenantName, TenantStatus, TenantUpdate};
 use crate::user::{DisplayName, NewUser, UserStatus};
 
@@ -66,14 +66,13 @@ async fn join(
         .await
         .unwrap();
     directory
-        .accept_invitation(
-            &issued.token,
-            &email(address),
-            None,
-            &AuditContext::system(),
-        )
+        .accept_invitation(&issued.token, new_user(), &AuditContext::system())
         .await
         .unwrap()
+}
+
+fn new_user() -> Acceptor {
+    Acceptor::NewUser { display_name: None }
 }
 
 macro_rules! assert_err {
@@ -311,32 +310,30 @@ pub async fn directory_atomic_rollback(backend: Arc<dyn Backend>) {
         .unwrap();
 }
 
-/// Invitations: issue, accept (new and existing users), and each distinct
-/// refusal: malformed, unknown, reused, revoked, expired, other address,
-/// already a member, inactive tenant.
+/// Invitations: issue, accept (as a new or a signed-in user), and each
+/// distinct refusal: unknown, reused, revoked, expired, another address,
+/// an existing account without sign-in, already a member, inactive tenant.
 pub async fn directory_invitations(backend: Arc<dyn Backend>) {
     let (directory, clock) = directory(backend.clone());
+    let system = AuditContext::system();
     let created = directory
-        .create_tenant(
-            new_tenant("inviting"),
-            owner("owner@example.com"),
-            &AuditContext::system(),
-        )
+        .create_tenant(new_tenant("inviting"), owner("owner@example.com"), &system)
         .await
         .unwrap();
     let tenant_id = created.tenant.id;
     let scope = directory.scope(tenant_id).await.unwrap();
     let as_owner = AuditContext::user(created.owner.id);
+    let invite = |address: &'static str, role: &'static str| {
+        let directory = directory.clone();
+        let as_owner = as_owner.clone();
+        async move {
+            directory
+                .invite(&scope, email(address), roles(&[role]), &as_owner)
+                .await
+        }
+    };
 
-    let issued = directory
-        .invite(
-            &scope,
-            email("Bob@Example.com"),
-            roles(&["member"]),
-            &as_owner,
-        )
-        .await
-        .unwrap();
+    let issued = invite("Bob@Example.com", "member").await.unwrap();
     assert_eq!(issued.invitation.status, InvitationStatus::Pending);
     assert_eq!(issued.invitation.invited_by, Actor::User(created.owner.id));
     assert_eq!(
@@ -345,62 +342,45 @@ pub async fn directory_invitations(backend: Arc<dyn Backend>) {
     );
     assert_eq!(issued.token.tenant_id(), tenant_id);
     assert_err!(
-        directory
-            .invite(
-                &scope,
-                email("bob@example.com"),
-                roles(&["admin"]),
-                &as_owner
-            )
-            .await,
+        invite("bob@example.com", "admin").await,
         DirectoryError::Store(StoreError::Conflict(Conflict::PendingInvitation))
     );
     assert_err!(
-        directory
-            .invite(
-                &scope,
-                email("owner@example.com"),
-                roles(&["admin"]),
-                &as_owner
-            )
-            .await,
+        invite("owner@example.com", "admin").await,
         DirectoryError::AlreadyMember
     );
 
+    // A signed-in user with another address cannot take Bob's invitation.
+    let mallory = directory
+        .create_user(NewUser::new(email("mallory@example.com")))
+        .await
+        .unwrap();
     let token = InvitationToken::parse(issued.token.expose_secret()).unwrap();
     assert_err!(
         directory
-            .accept_invitation(
-                &token,
-                &email("mallory@example.com"),
-                None,
-                &AuditContext::system()
-            )
+            .accept_invitation(&token, Acceptor::User(mallory.id), &system)
             .await,
         DirectoryError::InvitationEmailMismatch
     );
     let accepted = directory
         .accept_invitation(
             &token,
-            &email("bob@example.com"),
-            Some(DisplayName::new("Bob").unwrap()),
-            &AuditContext::system(),
+            Acceptor::NewUser {
+                display_name: Some(DisplayName::new("Bob").unwrap()),
+            },
+            &system,
         )
         .await
         .unwrap();
     assert!(accepted.user_created);
     assert!(accepted.user.email_verified);
+    assert_eq!(accepted.user.email.as_str(), "Bob@example.com");
     assert_eq!(accepted.user.display_name.as_ref().unwrap().as_str(), "Bob");
     assert_eq!(accepted.membership.roles, roles(&["member"]));
     assert_eq!(accepted.membership.status, MembershipStatus::Active);
     assert_err!(
         directory
-            .accept_invitation(
-                &token,
-                &email("bob@example.com"),
-                None,
-                &AuditContext::system()
-            )
+            .accept_invitation(&token, new_user(), &system)
             .await,
         DirectoryError::InvitationAlreadyAccepted
     );
@@ -412,53 +392,34 @@ pub async fn directory_invitations(backend: Arc<dyn Backend>) {
     ] {
         assert_err!(
             directory
-                .accept_invitation(
-                    &unknown,
-                    &email("bob@example.com"),
-                    None,
-                    &AuditContext::system()
-                )
+                .accept_invitation(&unknown, new_user(), &system)
                 .await,
             DirectoryError::InvitationNotFound
         );
     }
 
-    // An existing user who is not yet a member joins without a new account.
-    let carol = directory
+    // An address with an account joins only as its signed-in owner.
+    let mut carol = directory
         .create_user(NewUser::new(email("carol@example.com")))
         .await
         .unwrap();
-    let for_carol = directory
-        .invite(
-            &scope,
-            email("carol@example.com"),
-            roles(&["billing"]),
-            &as_owner,
-        )
-        .await
-        .unwrap();
+    let for_carol = invite("carol@example.com", "billing").await.unwrap();
+    assert_err!(
+        directory
+            .accept_invitation(&for_carol.token, new_user(), &system)
+            .await,
+        DirectoryError::AccountExists
+    );
     let joined = directory
-        .accept_invitation(
-            &for_carol.token,
-            &email("CAROL@example.com"),
-            None,
-            &AuditContext::system(),
-        )
+        .accept_invitation(&for_carol.token, Acceptor::User(carol.id), &system)
         .await
         .unwrap();
     assert!(!joined.user_created);
     assert_eq!(joined.user.id, carol.id);
+    carol.email_verified = true;
     assert!(backend.get_user(carol.id).await.unwrap().email_verified);
 
-    let for_dave = directory
-        .invite(
-            &scope,
-            email("dave@example.com"),
-            roles(&["member"]),
-            &as_owner,
-        )
-        .await
-        .unwrap();
+    let for_dave = invite("dave@example.com", "member").await.unwrap();
     let revoked = directory
         .revoke_invitation(&scope, for_dave.invitation.id, &as_owner)
         .await
@@ -466,12 +427,7 @@ pub async fn directory_invitations(backend: Arc<dyn Backend>) {
     assert_eq!(revoked.status, InvitationStatus::Revoked);
     assert_err!(
         directory
-            .accept_invitation(
-                &for_dave.token,
-                &email("dave@example.com"),
-                None,
-                &AuditContext::system()
-            )
+            .accept_invitation(&for_dave.token, new_user(), &system)
             .await,
         DirectoryError::InvitationRevoked
     );
@@ -482,81 +438,56 @@ pub async fn directory_invitations(backend: Arc<dyn Backend>) {
         DirectoryError::InvitationRevoked
     );
     // A revoked invitation no longer blocks a new one.
-    directory
-        .invite(
-            &scope,
-            email("dave@example.com"),
-            roles(&["member"]),
-            &as_owner,
-        )
-        .await
-        .unwrap();
+    invite("dave@example.com", "member").await.unwrap();
 
-    let for_erin = directory
-        .invite(
-            &scope,
-            email("erin@example.com"),
-            roles(&["member"]),
-            &as_owner,
-        )
-        .await
-        .unwrap();
+    // Expiry: the token stops working, and the address may be invited again.
+    let for_erin = invite("erin@example.com", "member").await.unwrap();
     clock.advance(Duration::days(7) + Duration::seconds(1));
     assert_err!(
         directory
-            .accept_invitation(
-                &for_erin.token,
-                &email("erin@example.com"),
-                None,
-                &AuditContext::system()
-            )
+            .accept_invitation(&for_erin.token, new_user(), &system)
             .await,
         DirectoryError::InvitationExpired { .. }
     );
+    let again = invite("erin@example.com", "member").await.unwrap();
+    assert_eq!(
+        backend
+            .get_invitation(tenant_id, for_erin.invitation.id)
+            .await
+            .unwrap()
+            .status,
+        InvitationStatus::Expired
+    );
+    assert_err!(
+        directory
+            .accept_invitation(&for_erin.token, new_user(), &system)
+            .await,
+        DirectoryError::InvitationExpired { .. }
+    );
+    directory
+        .accept_invitation(&again.token, new_user(), &system)
+        .await
+        .unwrap();
 
     // Another tenant's scope cannot revoke this tenant's invitation.
     let other = directory
-        .create_tenant(
-            new_tenant("elsewhere"),
-            owner("else@example.com"),
-            &AuditContext::system(),
-        )
+        .create_tenant(new_tenant("elsewhere"), owner("else@example.com"), &system)
         .await
         .unwrap();
     let other_scope = directory.scope(other.tenant.id).await.unwrap();
     assert_err!(
         directory
-            .revoke_invitation(
-                &other_scope,
-                for_erin.invitation.id,
-                &AuditContext::system()
-            )
+            .revoke_invitation(&other_scope, for_dave.invitation.id, &system)
             .await,
         DirectoryError::Store(StoreError::NotFound(Entity::Invitation))
     );
 
     // A suspended tenant admits no one.
-    let for_frank = directory
-        .invite(
-            &scope,
-            email("frank@example.com"),
-            roles(&["member"]),
-            &as_owner,
-        )
-        .await
-        .unwrap();
-    directory
-        .suspend_tenant(tenant_id, &AuditContext::system())
-        .await
-        .unwrap();
+    let for_frank = invite("frank@example.com", "member").await.unwrap();
+    directory.suspend_tenant(tenant_id, &system).await.unwrap();
     assert_err!(
         directory
-            .accept_invitation(
-                &for_frank.token,
-                &email("frank@example.com"),
-                None,
-                &AuditContext::system()
-            )
+            .accept_invitation(&for_frank.token, new_user(), &system)
             .await,
         DirectoryError::TenantNotActive { .. }
     );
@@ -580,7 +511,8 @@ pub async fn directory_invitations(backend: Arc<dyn Backend>) {
             InvitationStatus::Accepted,
             InvitationStatus::Revoked,
             InvitationStatus::Pending,
-            InvitationStatus::Pending,
+            InvitationStatus::Expired,
+            InvitationStatus::Accepted,
             InvitationStatus::Pending,
         ]
     );
@@ -593,8 +525,59 @@ pub async fn directory_invitations(backend: Arc<dyn Backend>) {
         .await
         .unwrap()
         .items;
-    assert_eq!(joined_events.len(), 2);
+    assert_eq!(joined_events.len(), 3);
     assert_eq!(joined_events[0].actor, Actor::User(accepted.user.id));
+}
+
+/// Several clients redeem one invitation at once: exactly one joins; and a
+/// very long invitation lifetime is clamped instead of overflowing.
+pub async fn directory_invitation_races(backend: Arc<dyn Backend>) {
+    let (directory, _) = directory(backend.clone());
+    let directory = directory.with_invitation_ttl(Duration::MAX);
+    let system = AuditContext::system();
+    let created = directory
+        .create_tenant(new_tenant("racing"), owner("owner@example.com"), &system)
+        .await
+        .unwrap();
+    let scope = directory.scope(created.tenant.id).await.unwrap();
+    let issued = directory
+        .invite(
+            &scope,
+            email("zoe@example.com"),
+            roles(&["member"]),
+            &system,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        issued.invitation.expires_at,
+        issued.invitation.created_at + Duration::days(365)
+    );
+    let attempts: Vec<_> = (0..6)
+        .map(|_| {
+            let directory = directory.clone();
+            let token = issued.token.clone();
+            tokio::spawn(async move {
+                directory
+                    .accept_invitation(&token, new_user(), &AuditContext::system())
+                    .await
+            })
+        })
+        .collect();
+    let mut joined = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => joined += 1,
+            Err(DirectoryError::InvitationAlreadyAccepted | DirectoryError::AccountExists) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(joined, 1);
+    let members = directory
+        .list_members(&scope, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(members.items.len(), 2);
 }
 
 /// Role changes, suspension and removal, guarded so a tenant always keeps
@@ -806,7 +789,7 @@ pub async fn directory_audit_trail(backend: Arc<dyn Backend>) {
         .await
         .unwrap();
     let bob = directory
-        .accept_invitation(&issued.token, &email("bob@example.com"), None, &context)
+        .accept_invitation(&issued.token, new_user(), &context)
         .await
         .unwrap();
     directory

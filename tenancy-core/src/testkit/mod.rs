@@ -32,8 +32,9 @@ use crate::text::Metadata;
 use crate::user::{Email, User, UserStatus};
 
 pub use directory::{
-    directory_atomic_rollback, directory_audit_trail, directory_invitations,
-    directory_last_owner_race, directory_members, directory_tenant_lifecycle,
+    directory_atomic_rollback, directory_audit_trail, directory_invitation_races,
+    directory_invitations, directory_last_owner_race, directory_members,
+    directory_tenant_lifecycle,
 };
 pub use stores::{
     audit_concurrent_appends, audit_log, invitation_store, membership_store, tenant_store,
@@ -51,6 +52,7 @@ macro_rules! conformance_tests {
             tenant_store, tenant_store_concurrent_slug, user_store, user_store_concurrent_email,
             membership_store, invitation_store, audit_log, audit_concurrent_appends, transactions,
             directory_tenant_lifecycle, directory_atomic_rollback, directory_invitations,
+            directory_invitation_races,
             directory_members, directory_last_owner_race, directory_audit_trail
         );
     };

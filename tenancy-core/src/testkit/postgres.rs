@@ -93,11 +93,19 @@ async fn drop_stale_schemas(admin: &mut PgConnection, now: u64) {
             .await
             .unwrap_or_default();
     for name in names {
-        let created = name
+        // Only names this module made: prefix, seconds, '_', 32 hex digits.
+        let Some((secs, suffix)) = name
             .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|secs| secs.parse::<u64>().ok());
-        if created.is_some_and(|secs| secs + STALE_AFTER_SECS < now) {
+            .and_then(|rest| rest.split_once('_'))
+        else {
+            continue;
+        };
+        let ours = suffix.len() == 32
+            && suffix
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+        let created = secs.parse::<u64>().ok().filter(|_| ours);
+        if created.is_some_and(|secs| secs.saturating_add(STALE_AFTER_SECS) < now) {
             // Another test may be dropping it too; either way it goes.
             let _ = admin
                 .execute(AssertSqlSafe(format!(

@@ -227,6 +227,8 @@ pub async fn user_store(backend: Arc<dyn Backend>) {
     same_id.id = ann.id;
     assert_conflict(b.insert_user(&same_id).await, Conflict::Id(Entity::User));
     assert_not_found(b.get_user(UserId::new()).await, Entity::User);
+    assert_not_found(b.lock_user(UserId::new()).await, Entity::User);
+    assert_eq!(b.lock_user(ann.id).await.unwrap(), ann);
     assert_not_found(
         b.update_user(&new_user("ghost@example.com")).await,
         Entity::User,
@@ -505,6 +507,18 @@ pub async fn invitation_store(backend: Arc<dyn Backend>) {
             .unwrap(),
         None
     );
+    assert_eq!(
+        b.find_pending_invitation(a.id, &email("ANN@example.com"))
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        b.find_pending_invitation(other.id, &email("ann@example.com"))
+            .await
+            .unwrap(),
+        None
+    );
     let stranger = InvitationToken::generate(a.id);
     assert_eq!(
         b.find_invitation_by_token(a.id, stranger.hash())
@@ -544,6 +558,12 @@ pub async fn invitation_store(backend: Arc<dyn Backend>) {
     assert_not_found(b.update_invitation(&foreign).await, Entity::Invitation);
     b.update_invitation(&accepted).await.unwrap();
     assert_eq!(b.get_invitation(a.id, first.id).await.unwrap(), accepted);
+    assert_eq!(
+        b.find_pending_invitation(a.id, &email("ann@example.com"))
+            .await
+            .unwrap(),
+        None
+    );
 
     // Once accepted, the address may be invited again; then the old one
     // cannot go back to pending.
@@ -725,6 +745,47 @@ pub async fn audit_log(backend: Arc<dyn Backend>) {
         .await,
         Entity::Tenant,
     );
+    // Numbers a JSON store might rewrite (1e16, -0.0, 1.10) still verify.
+    let mut odd_numbers = audit_event(ann, "tenant.updated", "tenant", t0);
+    odd_numbers.metadata = Metadata::new(
+        serde_json::from_str(
+            r#"{"big": 1e16, "neg": -0.0, "frac": 1.10, "huge": 123456789012345678901234567890}"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let odd = b.append_audit(other.id, odd_numbers).await.unwrap();
+    let report = b.verify_chain(other.id).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    let read_back = b.read_chain(other.id, 1, 10).await.unwrap();
+    assert_eq!(
+        read_back,
+        vec![crate::audit::ChainEntry::Event(Box::new(odd))]
+    );
+
+    // Events whose public fields skipped validation are refused alike.
+    let mut control = audit_event(ann, "tenant.updated", "tenant", t0);
+    control.target.id = "bad\u{0}id".into();
+    assert!(matches!(
+        b.append_audit(a.id, control).await,
+        Err(StoreError::InvalidInput(
+            ValidationError::ControlCharacter { .. }
+        ))
+    ));
+    let mut agent = audit_event(ann, "tenant.updated", "tenant", t0);
+    agent.user_agent = Some("x\ny".into());
+    assert!(matches!(
+        b.append_audit(a.id, agent).await,
+        Err(StoreError::InvalidInput(
+            ValidationError::ControlCharacter { .. }
+        ))
+    ));
+    // Time bounds finer than a microsecond select the same events everywhere.
+    let nanos = AuditQuery::all()
+        .between(Some(t0 + Duration::nanoseconds(999)), None)
+        .unwrap();
+    assert_eq!(query(nanos).await, vec![1, 2, 3, 4, 5]);
+
     let mut duplicate = audit_event(ann, "tenant.updated", "tenant", t0);
     duplicate.id = appended[0].id;
     assert_conflict(
@@ -855,12 +916,13 @@ pub async fn transactions(backend: Arc<dyn Backend>) {
         tx.insert_user(&new_user("TX@example.com")).await,
         Conflict::UserEmail,
     );
-    assert!(
-        tx.get_tenant(second.id)
-            .await
-            .unwrap_err()
-            .is_transaction_aborted()
-    );
-    assert!(tx.commit().await.unwrap_err().is_transaction_aborted());
+    assert!(matches!(
+        tx.get_tenant(second.id).await,
+        Err(StoreError::TransactionAborted)
+    ));
+    assert!(matches!(
+        tx.commit().await,
+        Err(StoreError::TransactionAborted)
+    ));
     assert_not_found(backend.get_tenant(second.id).await, Entity::Tenant);
 }
