@@ -1,11 +1,74 @@
-//! Identity for the tenancy SDK.
+//! Identity for the tenancy SDK: passwords, lockout, JWT access tokens with
+//! rotating keys and a JWKS, sessions with single-use refresh-token
+//! families, and tenant-scoped API keys, over store traits with in-memory
+//! and Postgres adapters.
 //!
-//! This crate will hold password hashing (argon2id) with lockout, JWT access
-//! tokens signed with rotating keys and published as JWKS, sessions with
-//! single-use refresh-token families, and tenant-scoped API keys, all over
-//! store traits with in-memory and Postgres adapters. It is not implemented
-//! yet; the identity types it builds on (`UserId`, `TenantId`, memberships)
-//! live in [`tenancy_core`].
+//! - [`Auth`] runs the account workflows: register, login, refresh, logout,
+//!   sessions, tenant switching, API keys, email verification, password reset.
+//! - [`Authenticator`] turns a request's `Authorization` header (or cookie)
+//!   into a [`Principal`], or an [`AuthError`] that knows its
+//!   `WWW-Authenticate` answer. Framework integrations call only this.
+//! - Passwords: argon2id (OWASP parameters by default) on the blocking pool,
+//!   a NIST SP 800-63B policy with a 10,000-entry blocklist, equal work for
+//!   unknown accounts, rehash on login when parameters grow.
+//! - Tokens: EdDSA by default (ES256, RS256; HS256 by explicit opt-in),
+//!   verified with the algorithm pinned to the key named by `kid`, checked
+//!   against a revocation set and cached once verified.
+//!
+//! # Features
+//!
+//! - `memory` (default): [`MemoryAuthStore`].
+//! - `postgres`: [`postgres::PgAuthStore`] and its migrations (2000–2999),
+//!   plus [`postgres::listen_revocations`] to learn of revocations at once.
+//! - `testkit`: [`testkit`], the conformance suites every auth store passes.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use tenancy_core;
+mod api_key;
+mod authenticator;
+mod error;
+mod keys;
+mod lockout;
+#[cfg(feature = "memory")]
+mod memory;
+mod one_time;
+mod password;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+mod principal;
+mod revocation;
+mod secret;
+mod service;
+mod session;
+mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod token;
+
+pub use api_key::{ApiKey, ApiKeyPrefix, ApiKeySecret, NewApiKey, Scope};
+pub use authenticator::{Authenticator, Credentials};
+pub use error::{ApiKeyRejection, AuthError, Error, TokenRejection};
+pub use keys::{KeyAlgorithm, KeyError, KeyRing, PrivateJwk, StoredKey};
+pub use lockout::{LockoutPolicy, ThrottleKey, ThrottleRule, ThrottleState};
+#[cfg(feature = "memory")]
+pub use memory::MemoryAuthStore;
+pub use one_time::{Mail, Mailer, NoMailer, OneTimeToken, TokenPurpose};
+pub use password::{
+    Argon2Config, HashError, Password, PasswordHashString, PasswordHasher, PasswordPolicy,
+    PasswordRejected, Verification,
+};
+pub use principal::{AuthMethod, Principal, Subject};
+pub use revocation::RevocationSet;
+pub use secret::SecretToken;
+pub use service::{
+    Auth, AuthBuilder, AuthConfig, ConfigError, LoginRequest, LoginSuccess, Registration, actions,
+};
+pub use session::{
+    ClientInfo, RefreshRecord, RefreshToken, Revocation, RevokeReason, RotateOutcome, Session,
+    SessionConfig,
+};
+pub use store::{
+    ApiKeyStore, AuthStore, CredentialStore, KeyStore, LockoutStore, OneTimeTokenStore,
+    SessionStore,
+};
+pub use token::{AccessToken, ClaimsHook, TokenConfig};

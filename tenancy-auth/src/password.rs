@@ -1,0 +1,492 @@
+//! Passwords: a policy after NIST SP 800-63B and argon2id hashing off the
+//! async executor.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tenancy_core::Email;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// A password as typed by a user. `Debug` never shows it.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(password: impl Into<String>) -> Self {
+        Self(password.into())
+    }
+
+    /// The password text. This is a secret: never log or store it.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+impl From<String> for Password {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Password {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+/// Why a new password was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordRejected {
+    /// Fewer characters than the policy's minimum.
+    #[error("password must be at least {min} characters long")]
+    TooShort {
+        /// The minimum.
+        min: usize,
+    },
+    /// More characters than the policy's maximum (checked before hashing).
+    #[error("password must be at most {max} characters long")]
+    TooLong {
+        /// The maximum.
+        max: usize,
+    },
+    /// On the list of the most common passwords.
+    #[error("password is too common")]
+    Common,
+    /// The same as the account's email address or its local part.
+    #[error("password may not be the email address")]
+    EqualsEmail,
+}
+
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+});
+
+/// Rules for new passwords, after NIST SP 800-63B: a minimum and maximum
+/// length, no composition rules, and a blocklist of the 10,000 most common
+/// passwords (compared ignoring case) and the account's email address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    min_chars: usize,
+    max_chars: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_chars: 10,
+            max_chars: 256,
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// Hard upper bound on length, whatever the configuration.
+    pub const MAX_CHARS: usize = 256;
+
+    /// Sets the minimum length, clamped to 8..=256 (NIST requires at least 8).
+    pub fn with_min_chars(mut self, min: usize) -> Self {
+        self.min_chars = min.clamp(8, Self::MAX_CHARS);
+        self
+    }
+
+    /// The minimum length.
+    pub fn min_chars(&self) -> usize {
+        self.min_chars
+    }
+
+    /// Whether `password` may be set, for the account with `email`.
+    pub fn check(
+        &self,
+        password: &Password,
+        email: Option<&Email>,
+    ) -> Result<(), PasswordRejected> {
+        let len = password.0.chars().count();
+        if len > self.max_chars {
+            return Err(PasswordRejected::TooLong {
+                max: self.max_chars,
+            });
+        }
+        if len < self.min_chars {
+            return Err(PasswordRejected::TooShort {
+                min: self.min_chars,
+            });
+        }
+        let lowered = password.0.to_lowercase();
+        if COMMON_PASSWORDS.contains(lowered.as_str()) {
+            return Err(PasswordRejected::Common);
+        }
+        if let Some(email) = email {
+            let address = email.as_str().to_lowercase();
+            let local = address.split('@').next().unwrap_or_default();
+            if lowered == address || lowered == local {
+                return Err(PasswordRejected::EqualsEmail);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rejects over-long input before any hashing work is spent on it.
+    pub(crate) fn check_length_only(&self, password: &Password) -> Result<(), PasswordRejected> {
+        if password.0.chars().count() > self.max_chars {
+            return Err(PasswordRejected::TooLong {
+                max: self.max_chars,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// argon2id cost parameters. The default is OWASP's first recommendation:
+/// 19 MiB of memory, 2 iterations, 1 lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Config {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Iterations.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// A stored password hash: a PHC string such as `$argon2id$v=19$m=19456,t=2,p=1$…`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHashString(String);
+
+impl PasswordHashString {
+    /// Wraps a PHC string read from storage.
+    pub fn new(phc: impl Into<String>) -> Self {
+        Self(phc.into())
+    }
+
+    /// The PHC string, for storage.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasswordHashString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHashString([redacted])")
+    }
+}
+
+/// Hashing failed (not a wrong password: that is [`Verification::Invalid`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashError {
+    /// The configured argon2 parameters are out of range.
+    #[error("invalid argon2 parameters")]
+    Params,
+    /// A stored hash is not a PHC string argon2 understands.
+    #[error("stored password hash is malformed")]
+    MalformedHash,
+    /// The hashing task did not finish (the runtime is shutting down).
+    #[error("password hashing task failed")]
+    Task,
+    /// argon2 reported an error.
+    #[error("password hashing failed")]
+    Argon2,
+}
+
+/// The outcome of checking a password against its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The password matches. `needs_rehash` is set when the hash was made
+    /// with weaker parameters than configured now.
+    Valid {
+        /// Whether to store a fresh hash.
+        needs_rehash: bool,
+    },
+    /// The password does not match.
+    Invalid,
+}
+
+/// argon2id hashing on tokio's blocking pool, at most as many at once as
+/// there are CPUs, so logins never stall the async runtime.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    config: Argon2Config,
+    params: Params,
+    permits: Arc<Semaphore>,
+    dummy: Arc<OnceCell<PasswordHashString>>,
+    verifications: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordHasher {
+    /// A hasher with `config`.
+    pub fn new(config: Argon2Config) -> Result<Self, HashError> {
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(|_| HashError::Params)?;
+        let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Self {
+            config,
+            params,
+            permits: Arc::new(Semaphore::new(lanes)),
+            dummy: Arc::new(OnceCell::new()),
+            verifications: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        })
+    }
+
+    /// The configured parameters.
+    pub fn config(&self) -> Argon2Config {
+        self.config
+    }
+
+    /// How many argon2 verifications this hasher (and its clones) has run,
+    /// real or dummy: for metrics, and for tests proving equal work.
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn argon2(params: Params) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Task)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| HashError::Task)
+    }
+
+    /// Hashes `password` with a fresh random salt.
+    pub async fn hash(&self, password: &Password) -> Result<PasswordHashString, HashError> {
+        let params = self.params.clone();
+        let secret = password.0.clone();
+        self.blocking(move || {
+            Self::argon2(params)
+                .hash_password(secret.as_bytes())
+                .map(|hash| PasswordHashString(hash.to_string()))
+                .map_err(|_| HashError::Argon2)
+        })
+        .await?
+    }
+
+    /// Checks `password` against `stored`, using the parameters recorded in
+    /// the hash, and says whether the hash should be upgraded.
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: &PasswordHashString,
+    ) -> Result<Verification, HashError> {
+        let secret = password.0.clone();
+        let phc = stored.0.clone();
+        let wanted = self.config;
+        let counter = Arc::clone(&self.verifications);
+        self.blocking(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let parsed = PasswordHash::new(&phc).map_err(|_| HashError::MalformedHash)?;
+            let needs_rehash = weaker_than(&parsed, wanted);
+            match Argon2::default().verify_password(secret.as_bytes(), &parsed) {
+                Ok(()) => Ok(Verification::Valid { needs_rehash }),
+                Err(argon2::password_hash::Error::PasswordInvalid) => Ok(Verification::Invalid),
+                Err(_) => Err(HashError::Argon2),
+            }
+        })
+        .await?
+    }
+
+    /// Spends the same work as [`PasswordHasher::verify`] against a hash no
+    /// password matches, so an unknown account costs what a wrong password
+    /// costs. Always [`Verification::Invalid`].
+    pub async fn verify_dummy(&self, password: &Password) -> Result<Verification, HashError> {
+        let dummy = self
+            .dummy
+            .get_or_try_init(|| async {
+                let random = Password(
+                    crate::secret::random_256()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                );
+                self.hash(&random).await
+            })
+            .await?
+            .clone();
+        self.verify(password, &dummy).await?;
+        Ok(Verification::Invalid)
+    }
+}
+
+/// Whether a stored hash used a weaker algorithm or smaller costs than `wanted`.
+fn weaker_than(hash: &PasswordHash, wanted: Argon2Config) -> bool {
+    let Ok(params) = Params::try_from(hash) else {
+        return true;
+    };
+    hash.algorithm.as_str() != Algorithm::Argon2id.as_str()
+        || hash.version != Some(Version::V0x13.into())
+        || params.m_cost() < wanted.memory_kib
+        || params.t_cost() < wanted.iterations
+        || params.p_cost() < wanted.parallelism
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> Email {
+        Email::new("Ann.Lee@example.com").unwrap()
+    }
+
+    #[test]
+    fn policy_rules() {
+        let policy = PasswordPolicy::default();
+        assert_eq!(
+            policy.check(&"correct horse battery".into(), Some(&email())),
+            Ok(())
+        );
+        assert_eq!(
+            policy.check(&"short".into(), None),
+            Err(PasswordRejected::TooShort { min: 10 })
+        );
+        let long = "x".repeat(257);
+        assert_eq!(
+            policy.check(&long.as_str().into(), None),
+            Err(PasswordRejected::TooLong { max: 256 })
+        );
+        assert_eq!(policy.check(&"x".repeat(256).as_str().into(), None), Ok(()));
+        for common in ["1234567890", "QWERTYUIOP", "1q2w3e4r5t"] {
+            assert_eq!(
+                policy.check(&common.into(), None),
+                Err(PasswordRejected::Common),
+                "{common}"
+            );
+        }
+        assert_eq!(
+            policy.check(&"ANN.LEE@example.com".into(), Some(&email())),
+            Err(PasswordRejected::EqualsEmail)
+        );
+        let lenient = PasswordPolicy::default().with_min_chars(3);
+        assert_eq!(lenient.min_chars(), 8);
+        assert_eq!(
+            lenient.check(
+                &"ann.lee1".into(),
+                Some(&Email::new("ann.lee1@x.io").unwrap())
+            ),
+            Err(PasswordRejected::EqualsEmail)
+        );
+        assert_eq!(
+            PasswordRejected::Common.to_string(),
+            "password is too common"
+        );
+        assert_eq!(
+            PasswordRejected::TooShort { min: 10 }.to_string(),
+            "password must be at least 10 characters long"
+        );
+    }
+
+    #[test]
+    fn blocklist_holds_ten_thousand_entries() {
+        assert!(COMMON_PASSWORDS.len() >= 10_000);
+        assert!(COMMON_PASSWORDS.contains("password"));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(
+            format!("{:?}", Password::new("hunter2")),
+            "Password([redacted])"
+        );
+        assert_eq!(
+            format!("{:?}", PasswordHashString::new("$argon2id$...")),
+            "PasswordHashString([redacted])"
+        );
+    }
+
+    fn cheap() -> Argon2Config {
+        Argon2Config {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn hash_verify_and_rehash() {
+        let hasher = PasswordHasher::new(cheap()).unwrap();
+        let password = Password::new("correct horse battery");
+        let hash = hasher.hash(&password).await.unwrap();
+        assert!(hash.as_str().starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        assert_eq!(
+            hasher.verify(&password, &hash).await.unwrap(),
+            Verification::Valid {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(
+            hasher
+                .verify(&Password::new("wrong horse"), &hash)
+                .await
+                .unwrap(),
+            Verification::Invalid
+        );
+        let stronger = PasswordHasher::new(Argon2Config {
+            memory_kib: 2048,
+            ..cheap()
+        })
+        .unwrap();
+        assert_eq!(
+            stronger.verify(&password, &hash).await.unwrap(),
+            Verification::Valid { needs_rehash: true }
+        );
+        assert!(matches!(
+            hasher
+                .verify(&password, &PasswordHashString::new("not a phc"))
+                .await,
+            Err(HashError::MalformedHash)
+        ));
+        assert_eq!(
+            hasher.verify_dummy(&password).await.unwrap(),
+            Verification::Invalid
+        );
+        assert!(
+            PasswordHasher::new(Argon2Config {
+                memory_kib: 1,
+                ..cheap()
+            })
+            .is_err()
+        );
+    }
+}

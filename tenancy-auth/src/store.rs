@@ -1,0 +1,220 @@
+//! Store traits for credentials, lockout counters, signing keys, sessions,
+//! API keys and one-time tokens. [`AuthStore`] is all six at once, which is
+//! what [`crate::Auth`] holds.
+//!
+//! Each multi-row change (rotating a refresh token, activating a key,
+//! creating a session past the per-user limit) is one atomic call, so every
+//! backend keeps the same guarantees under concurrency. Tenant-owned reads
+//! take the tenant; lookups by credential (API key id, token hash) do not,
+//! because the credential names its tenant.
+
+use async_trait::async_trait;
+use tenancy_core::{
+    ApiKeyId, Page, PageRequest, SessionId, StoreError, TenantId, TokenHash, UserId,
+};
+use time::OffsetDateTime;
+
+use crate::api_key::ApiKey;
+use crate::keys::StoredKey;
+use crate::lockout::{ThrottleKey, ThrottleRule, ThrottleState};
+use crate::one_time::{OneTimeToken, TokenPurpose};
+use crate::password::PasswordHashString;
+use crate::session::{RefreshRecord, Revocation, RevokeReason, RotateOutcome, Session};
+
+/// Password hashes, one per user.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    /// Sets (or replaces) the user's password hash.
+    async fn set_password_hash(
+        &self,
+        user_id: UserId,
+        hash: &PasswordHashString,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// The user's password hash, if they have one.
+    async fn password_hash(
+        &self,
+        user_id: UserId,
+    ) -> Result<Option<PasswordHashString>, StoreError>;
+}
+
+/// Failed-login counters.
+#[async_trait]
+pub trait LockoutStore: Send + Sync {
+    /// Counts one failure for `key` under `rule` (see
+    /// [`ThrottleState::after_failure`]), atomically, and returns the new state.
+    async fn record_login_failure(
+        &self,
+        key: &ThrottleKey,
+        rule: &ThrottleRule,
+        now: OffsetDateTime,
+    ) -> Result<ThrottleState, StoreError>;
+
+    /// The counter of `key`, if any.
+    async fn throttle_state(&self, key: &ThrottleKey) -> Result<Option<ThrottleState>, StoreError>;
+
+    /// Forgets `key`'s failures and lock.
+    async fn clear_throttle(&self, key: &ThrottleKey) -> Result<(), StoreError>;
+}
+
+/// Token-signing keys. At most one is active.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every stored key, active and retired, oldest first.
+    async fn list_signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Retires the active key (if any) at `at` and stores `key` as the
+    /// active one, atomically. [`tenancy_core::Conflict::ActiveSigningKey`]
+    /// if another key became active meanwhile; `Conflict::Id` if the kid exists.
+    async fn activate_signing_key(
+        &self,
+        key: &StoredKey,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes keys retired before `cutoff`; returns how many.
+    async fn delete_signing_keys_retired_before(
+        &self,
+        cutoff: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+}
+
+/// Sessions and their refresh-token families.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session with its first refresh token. If the user then
+    /// has more than `max_per_user` live sessions, the oldest are revoked
+    /// ([`RevokeReason::Evicted`]); their ids are returned.
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: &RefreshRecord,
+        max_per_user: u32,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Reads a session.
+    async fn get_session(&self, id: SessionId) -> Result<Session, StoreError>;
+
+    /// The user's live sessions at `now`, newest first.
+    async fn list_user_sessions(
+        &self,
+        user_id: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    /// Presents a refresh token, atomically: a live token is spent, `next`
+    /// (the hash of its successor) joins its family, and the session's idle
+    /// expiry becomes `min(now + idle_timeout, absolute expiry)`; a spent
+    /// token revokes the whole session ([`RevokeReason::RefreshTokenReuse`]).
+    /// Of two concurrent presentations of one token, at most one rotates.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        now: OffsetDateTime,
+        idle_timeout: time::Duration,
+    ) -> Result<RotateOutcome, StoreError>;
+
+    /// Revokes one session; `false` if it was already revoked.
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        reason: RevokeReason,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Revokes every live session of `user_id` (in `tenant_id` only, if
+    /// given) and returns their ids.
+    async fn revoke_user_sessions(
+        &self,
+        user_id: UserId,
+        tenant_id: Option<TenantId>,
+        reason: RevokeReason,
+        at: OffsetDateTime,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Revokes every live session in `tenant_id` and returns their ids.
+    async fn revoke_tenant_sessions(
+        &self,
+        tenant_id: TenantId,
+        reason: RevokeReason,
+        at: OffsetDateTime,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Sessions revoked at or after `since` that have not expired by `now`,
+    /// for replicas to update their revocation sets.
+    async fn revocations_since(
+        &self,
+        since: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Revocation>, StoreError>;
+}
+
+/// API keys.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key.
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+
+    /// Reads a key by id, in whatever tenant: the verification lookup.
+    async fn get_api_key(&self, id: ApiKeyId) -> Result<ApiKey, StoreError>;
+
+    /// Lists `tenant_id`'s keys, oldest first.
+    async fn list_api_keys(
+        &self,
+        tenant_id: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>, StoreError>;
+
+    /// Revokes a key of `tenant_id` and returns it; `NotFound` in another tenant.
+    async fn revoke_api_key(
+        &self,
+        tenant_id: TenantId,
+        id: ApiKeyId,
+        at: OffsetDateTime,
+    ) -> Result<ApiKey, StoreError>;
+
+    /// Moves `last_used_at` forward to `at` (never back).
+    async fn touch_api_key(&self, id: ApiKeyId, at: OffsetDateTime) -> Result<(), StoreError>;
+}
+
+/// Single-use tokens.
+#[async_trait]
+pub trait OneTimeTokenStore: Send + Sync {
+    /// Stores a token, discarding the user's unused tokens of the same purpose.
+    async fn insert_one_time_token(&self, token: &OneTimeToken) -> Result<(), StoreError>;
+
+    /// Reads a token without using it.
+    async fn find_one_time_token(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<OneTimeToken>, StoreError>;
+
+    /// Marks a token used, atomically, if it exists, has `purpose`, is unused
+    /// and unexpired at `now`; returns it then, else `None`. Of concurrent
+    /// calls with one token, at most one gets it.
+    async fn consume_one_time_token(
+        &self,
+        hash: &TokenHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<OneTimeToken>, StoreError>;
+}
+
+/// Every auth store in one object.
+pub trait AuthStore:
+    CredentialStore + LockoutStore + KeyStore + SessionStore + ApiKeyStore + OneTimeTokenStore + 'static
+{
+}
+
+impl<T> AuthStore for T where
+    T: CredentialStore
+        + LockoutStore
+        + KeyStore
+        + SessionStore
+        + ApiKeyStore
+        + OneTimeTokenStore
+        + 'static
+{
+}

@@ -1,0 +1,279 @@
+//! Access tokens: issuing and verifying JWTs.
+
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tenancy_core::{Membership, RoleName, SessionId, TenantId, User, UserId};
+use time::{Duration, OffsetDateTime};
+
+use crate::error::TokenRejection;
+use crate::keys::{KeyError, KeyRing};
+use crate::principal::{AuthMethod, Principal, Subject};
+
+/// Access-token settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// The `iss` claim issued and required.
+    pub issuer: String,
+    /// The `aud` claim issued and required.
+    pub audience: String,
+    /// How long an access token lives (default 15 minutes).
+    pub ttl: Duration,
+    /// Clock skew tolerated on `exp` and `nbf` (default 30 seconds).
+    pub leeway: Duration,
+    /// Longest token accepted, in bytes (default 8 KiB); longer ones are
+    /// refused before parsing.
+    pub max_len: usize,
+}
+
+impl TokenConfig {
+    /// Settings for `issuer` and `audience`, with the defaults above.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            ttl: Duration::minutes(15),
+            leeway: Duration::seconds(30),
+            max_len: 8 * 1024,
+        }
+    }
+}
+
+/// Adds host-defined claims to access tokens, such as a plan or a locale.
+/// Read them back with [`Principal::claim`]. Names of registered claims
+/// (`iss`, `sub`, `tid`, …) are ignored.
+pub trait ClaimsHook: Send + Sync + 'static {
+    /// Extra claims for `user` acting through `membership`.
+    fn extra_claims(&self, user: &User, membership: &Membership) -> Map<String, Value>;
+}
+
+const REGISTERED: [&str; 10] = [
+    "iss", "aud", "sub", "tid", "sid", "jti", "iat", "nbf", "exp", "roles",
+];
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Audience::One(aud) => aud == wanted,
+            Audience::Many(auds) => auds.iter().any(|aud| aud == wanted),
+        }
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Serialize, Deserialize)]
+struct AccessClaims {
+    iss: String,
+    aud: Audience,
+    sub: String,
+    tid: String,
+    sid: String,
+    jti: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+/// A freshly issued access token.
+#[derive(Clone)]
+pub struct AccessToken {
+    /// The compact JWT. This is a bearer secret.
+    pub token: String,
+    /// When it expires.
+    pub expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// What the issuer needs to mint a user's access token.
+pub(crate) struct Grant<'a> {
+    pub(crate) user: &'a User,
+    pub(crate) membership: &'a Membership,
+    pub(crate) session: SessionId,
+    pub(crate) now: OffsetDateTime,
+}
+
+pub(crate) fn issue(
+    keys: &KeyRing,
+    config: &TokenConfig,
+    hook: Option<&dyn ClaimsHook>,
+    grant: &Grant<'_>,
+) -> Result<AccessToken, KeyError> {
+    let signer = keys.signer()?;
+    let expires_at = grant.now + config.ttl;
+    let mut extra = hook
+        .map(|hook| hook.extra_claims(grant.user, grant.membership))
+        .unwrap_or_default();
+    extra.retain(|name, _| !REGISTERED.contains(&name.as_str()));
+    let iat = grant.now.unix_timestamp();
+    let claims = AccessClaims {
+        iss: config.issuer.clone(),
+        aud: Audience::One(config.audience.clone()),
+        sub: grant.user.id.to_string(),
+        tid: grant.membership.tenant_id.to_string(),
+        sid: grant.session.to_string(),
+        jti: uuid::Uuid::now_v7().to_string(),
+        iat,
+        nbf: iat,
+        exp: expires_at.unix_timestamp(),
+        roles: grant
+            .membership
+            .roles
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
+        extra,
+    };
+    let mut header = Header::new(signer.algorithm.jwt());
+    header.kid = Some(signer.kid);
+    let token = jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|_| KeyError::Sign)?;
+    Ok(AccessToken { token, expires_at })
+}
+
+/// Verifies `token` completely except for revocation; returns the principal
+/// and the session id. Each rejection has its own [`TokenRejection`].
+pub(crate) async fn verify(
+    keys: &KeyRing,
+    config: &TokenConfig,
+    token: &str,
+    method: AuthMethod,
+    now: OffsetDateTime,
+) -> Result<Result<Principal, TokenRejection>, KeyError> {
+    if token.len() > config.max_len {
+        return Ok(Err(TokenRejection::TooLarge));
+    }
+    let Ok(header) = jsonwebtoken::decode_header(token) else {
+        return Ok(Err(TokenRejection::Malformed));
+    };
+    let Some(kid) = header.kid.as_deref() else {
+        return Ok(Err(TokenRejection::MissingKid));
+    };
+    let verifier = match keys.loaded_verifier(kid) {
+        Some(verifier) => verifier,
+        None => match keys.verifier(kid).await? {
+            Some(verifier) => verifier,
+            None => return Ok(Err(TokenRejection::UnknownKid)),
+        },
+    };
+    // The key decides the algorithm; the header only has to agree.
+    if header.alg != verifier.algorithm.jwt() {
+        return Ok(Err(TokenRejection::AlgorithmMismatch));
+    }
+    Ok(check_claims(token, &verifier, config, method, now))
+}
+
+fn check_claims(
+    token: &str,
+    verifier: &crate::keys::Verifier,
+    config: &TokenConfig,
+    method: AuthMethod,
+    now: OffsetDateTime,
+) -> Result<Principal, TokenRejection> {
+    let mut validation = Validation::new(verifier.algorithm.jwt());
+    // Times and audience are checked below, against the injectable clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let claims = jsonwebtoken::decode::<AccessClaims>(token, &verifier.key, &validation)
+        .map_err(|error| match error.kind() {
+            ErrorKind::InvalidSignature => TokenRejection::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                TokenRejection::AlgorithmMismatch
+            }
+            ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_) => {
+                TokenRejection::InvalidClaims
+            }
+            _ => TokenRejection::Malformed,
+        })?
+        .claims;
+    if claims.iss != config.issuer {
+        return Err(TokenRejection::WrongIssuer);
+    }
+    if !claims.aud.contains(&config.audience) {
+        return Err(TokenRejection::WrongAudience);
+    }
+    let leeway = config.leeway.whole_seconds();
+    let now_secs = now.unix_timestamp();
+    if now_secs > claims.exp.saturating_add(leeway) {
+        return Err(TokenRejection::Expired);
+    }
+    if now_secs.saturating_add(leeway) < claims.nbf {
+        return Err(TokenRejection::NotYetValid);
+    }
+    let invalid = |_| TokenRejection::InvalidClaims;
+    let user: UserId = claims.sub.parse().map_err(invalid)?;
+    let tenant_id: TenantId = claims.tid.parse().map_err(invalid)?;
+    let session: SessionId = claims.sid.parse().map_err(invalid)?;
+    let roles = claims
+        .roles
+        .into_iter()
+        .map(RoleName::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TokenRejection::InvalidClaims)?;
+    let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp)
+        .map_err(|_| TokenRejection::InvalidClaims)?;
+    Ok(Principal {
+        subject: Subject::User(user),
+        tenant_id,
+        session_id: Some(session),
+        roles,
+        scopes: Vec::new(),
+        method,
+        expires_at: Some(expires_at),
+        extra: claims.extra,
+    })
+}
+
+/// Verified tokens, so a repeat request skips the signature check. Keyed by
+/// the token's SHA-256; an entry is used only while its token is unexpired
+/// and its session unrevoked.
+pub(crate) struct VerifiedCache {
+    entries: quick_cache::sync::Cache<[u8; 32], Arc<Principal>>,
+}
+
+impl VerifiedCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+        }
+    }
+
+    pub(crate) fn key(token: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    pub(crate) fn get(&self, key: &[u8; 32]) -> Option<Arc<Principal>> {
+        self.entries.get(key)
+    }
+
+    pub(crate) fn insert(&self, key: [u8; 32], principal: Arc<Principal>) {
+        self.entries.insert(key, principal);
+    }
+
+    pub(crate) fn remove(&self, key: &[u8; 32]) {
+        self.entries.remove(key);
+    }
+}
