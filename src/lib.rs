@@ -3,3 +3,8 @@
 
 #[doc(inline)]
 pub use tenancy_core::*;
+
+/// Identity: passwords, lockout, sessions, JWT access tokens, API keys.
+#[cfg(feature = "auth")]
+#[doc(inline)]
+pub use tenancy_auth as auth;

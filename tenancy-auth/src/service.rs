@@ -69,7 +69,7 @@ pub struct AuthConfig {
     pub allow_hs256: bool,
     /// The API key prefix, such as `tnc_live`.
     pub api_key_prefix: String,
-    /// Capacity of the verified-token cache.
+    /// Capacity of the verified-token cache (default 10,000 tokens; 0 turns it off).
     pub token_cache_capacity: usize,
 }
 
