@@ -246,9 +246,10 @@ impl Authenticator {
 fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     let token = token.trim_start();
+    // Tokens are ASCII: a byte scan is enough, and much cheaper than chars.
     (scheme.eq_ignore_ascii_case("bearer")
         && !token.is_empty()
-        && !token.contains(char::is_whitespace))
+        && !token.bytes().any(|b| b.is_ascii_whitespace()))
     .then_some(token)
 }
 

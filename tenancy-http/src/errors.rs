@@ -1,0 +1,104 @@
+//! How the domain errors answer over HTTP. Anything that is not the
+//! caller's fault answers 500 or 503 with a generic body and is logged.
+
+use http::StatusCode;
+use tenancy_auth::{AuthError, Error as AuthServiceError};
+use tenancy_core::{Conflict, DirectoryError, StoreError, ValidationError};
+use time::OffsetDateTime;
+
+use crate::problem::Problem;
+
+/// The realm named in `WWW-Authenticate`.
+pub(crate) fn unauthorized(error: &AuthError, realm: &str) -> Problem {
+    if !error.is_unauthorized() {
+        return Problem::unavailable(error);
+    }
+    let detail = match error {
+        AuthError::MissingCredentials => "authentication required",
+        AuthError::MalformedHeader => "malformed Authorization header",
+        AuthError::InvalidToken(tenancy_auth::TokenRejection::Expired) => "the access token expired",
+        _ => "the credentials are invalid",
+    };
+    let mut problem = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").with_detail(detail);
+    if let Some(value) = error.www_authenticate(realm) {
+        problem = problem.with_www_authenticate(value);
+    }
+    tracing::debug!(%error, "request not authenticated");
+    problem
+}
+
+pub(crate) fn validation(error: &ValidationError, field: &str) -> Problem {
+    Problem::invalid(field, error.to_string())
+}
+
+pub(crate) fn store(error: &StoreError) -> Problem {
+    match error {
+        StoreError::NotFound(_) => Problem::not_found(),
+        StoreError::Conflict(conflict) => conflict_problem(*conflict),
+        StoreError::InvalidInput(invalid) => Problem::invalid("request", invalid.to_string()),
+        other => Problem::unavailable(other),
+    }
+}
+
+fn conflict_problem(conflict: Conflict) -> Problem {
+    let field = match conflict {
+        Conflict::TenantSlug => Some("tenant.slug"),
+        Conflict::UserEmail => Some("email"),
+        Conflict::PendingInvitation => Some("email"),
+        _ => None,
+    };
+    let problem = Problem::conflict(conflict.to_string());
+    match field {
+        Some(field) => problem.with_field(field, conflict.to_string()),
+        None => problem,
+    }
+}
+
+pub(crate) fn directory(error: &DirectoryError) -> Problem {
+    use DirectoryError as E;
+    match error {
+        E::Store(store_error) => store(store_error),
+        E::TenantNotActive { status } => Problem::new(StatusCode::FORBIDDEN, "tenant-inactive", "Tenant not active")
+            .with_detail(format!("the tenant is {status}")),
+        E::InvalidTransition { .. } | E::LastOwner | E::AlreadyMember | E::AccountExists => {
+            Problem::conflict(error.to_string())
+        }
+        E::UserDisabled => Problem::forbidden(error.to_string()),
+        E::InvitationNotFound => Problem::not_found().with_detail("invitation not found"),
+        E::InvitationAlreadyAccepted | E::InvitationRevoked | E::InvitationExpired { .. } => {
+            Problem::new(StatusCode::GONE, "invitation-unusable", "Invitation no longer usable").with_detail(error.to_string())
+        }
+        E::InvitationEmailMismatch => Problem::forbidden(error.to_string()),
+        other => Problem::internal(other),
+    }
+}
+
+pub(crate) fn auth_service(error: &AuthServiceError, now: OffsetDateTime) -> Problem {
+    use AuthServiceError as E;
+    match error {
+        E::InvalidCredentials => Problem::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials")
+            .with_detail("invalid email or password"),
+        E::AccountLocked { until } => Problem::new(StatusCode::TOO_MANY_REQUESTS, "account-locked", "Account locked")
+            .with_detail("too many failed logins; try again later")
+            .retry_after(*until, now),
+        E::ClientThrottled { until } => Problem::new(StatusCode::TOO_MANY_REQUESTS, "throttled", "Too many failed logins")
+            .with_detail("too many failed logins from this client; try again later")
+            .retry_after(*until, now),
+        E::AccountDisabled => Problem::forbidden("account disabled"),
+        E::NotAMember => Problem::not_found().with_detail("no active membership in this tenant"),
+        E::TenantNotActive { status } => Problem::new(StatusCode::FORBIDDEN, "tenant-inactive", "Tenant not active")
+            .with_detail(format!("the tenant is {status}")),
+        E::WeakPassword(rejected) => Problem::invalid("password", rejected.to_string()),
+        E::InvalidRefreshToken | E::RefreshTokenReused | E::SessionInactive => {
+            Problem::new(StatusCode::UNAUTHORIZED, "invalid-refresh-token", "Invalid refresh token")
+                .with_detail(error.to_string())
+        }
+        E::SessionNotFound => Problem::not_found(),
+        E::InvalidOneTimeToken => Problem::new(StatusCode::BAD_REQUEST, "invalid-token", "Invalid or expired token"),
+        E::UserRequired => Problem::forbidden("this operation needs a signed-in user"),
+        E::InvalidInput(invalid) => Problem::invalid("request", invalid.to_string()),
+        E::Directory(directory_error) => directory(directory_error),
+        E::Store(store_error) => store(store_error),
+        other => Problem::internal(other),
+    }
+}

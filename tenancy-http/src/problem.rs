@@ -1,0 +1,201 @@
+//! RFC 9457 problem details: every error answer of the SDK's HTTP surface.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// The media type of problem answers.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid field of a request body or query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field, as a JSON pointer-like dotted path (`email`, `roles.0`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// An error answer: status, a stable `type` URI, a title, a detail, and the
+/// headers some answers need (`WWW-Authenticate`, `Retry-After`).
+///
+/// Internal failures (store or key errors) answer a generic 500/503 body;
+/// the real error is logged, never sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem, such as `urn:tenancy:problem:forbidden`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short, human-readable summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this occurrence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Field-level validation errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    #[serde(skip)]
+    www_authenticate: Option<String>,
+    #[serde(skip)]
+    retry_after: Option<u64>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.title)?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problem {}
+
+impl Problem {
+    /// A problem of `kind` (the part after `urn:tenancy:problem:`).
+    pub fn new(status: StatusCode, kind: &str, title: &str) -> Self {
+        Self {
+            kind: format!("urn:tenancy:problem:{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: None,
+            errors: Vec::new(),
+            www_authenticate: None,
+            retry_after: None,
+        }
+    }
+
+    /// Adds the occurrence's detail.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds one field error.
+    pub fn with_field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+        self
+    }
+
+    /// Sets the `WWW-Authenticate` header.
+    pub fn with_www_authenticate(mut self, value: String) -> Self {
+        self.www_authenticate = Some(value);
+        self
+    }
+
+    /// Sets `Retry-After` to the seconds until `until` (at least 1).
+    pub fn retry_after(mut self, until: OffsetDateTime, now: OffsetDateTime) -> Self {
+        let seconds = (until - now).whole_seconds().max(1);
+        self.retry_after = Some(u64::try_from(seconds).unwrap_or(1));
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The `WWW-Authenticate` value, if any.
+    pub fn www_authenticate(&self) -> Option<&str> {
+        self.www_authenticate.as_deref()
+    }
+
+    /// The `Retry-After` seconds, if any.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request").with_detail(detail)
+    }
+
+    /// 422: the body parsed but its fields are invalid.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request").with_field(field, message)
+    }
+
+    /// 403: authenticated but not allowed.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
+    }
+
+    /// 404: not found, or in another tenant (never told apart).
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+    }
+
+    /// 409: a uniqueness rule or the current state forbids the change.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict").with_detail(detail)
+    }
+
+    /// 500: an internal failure; `error` is logged, not sent.
+    pub fn internal(error: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %error, source = ?error.source(), "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error")
+    }
+
+    /// 503: a dependency (database) is unavailable; `error` is logged, not sent.
+    pub fn unavailable(error: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %error, source = ?error.source(), "service unavailable");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
+    }
+
+    /// The problem as an HTTP response.
+    pub fn to_response(&self) -> Response<Bytes> {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let mut response = Response::new(Bytes::from(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(value) = self.www_authenticate.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_rfc_9457_with_headers() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, "locked", "Account locked")
+            .with_detail("too many failed logins")
+            .retry_after(now + time::Duration::seconds(90), now)
+            .with_www_authenticate("Bearer realm=\"app\"".into());
+        let response = problem.to_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "90");
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"app\"");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "type": "urn:tenancy:problem:locked",
+                "title": "Account locked",
+                "status": 429,
+                "detail": "too many failed logins"
+            })
+        );
+        let invalid = Problem::invalid("email", "invalid email address").to_response();
+        let body: serde_json::Value = serde_json::from_slice(invalid.body()).unwrap();
+        assert_eq!(body["errors"][0]["field"], "email");
+    }
+}

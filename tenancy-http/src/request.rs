@@ -1,0 +1,301 @@
+//! Reading requests: JSON bodies, cookies, client addresses, CSRF checks.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Uri, header};
+use serde::de::DeserializeOwned;
+use tenancy_auth::ClientInfo;
+
+use crate::config::HttpConfig;
+use crate::problem::Problem;
+
+/// A request as the shared route logic sees it: what every framework can
+/// hand over.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    /// The method.
+    pub method: Method,
+    /// The URI.
+    pub uri: Uri,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body, already bounded by [`HttpConfig::body_limit`].
+    pub body: Bytes,
+    /// The peer's address.
+    pub peer: Option<IpAddr>,
+    /// Path parameters by name (`{id}` → `id`).
+    pub params: HashMap<String, String>,
+}
+
+impl ApiRequest {
+    /// A path parameter.
+    pub fn param(&self, name: &str) -> Result<&str, Problem> {
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| Problem::bad_request(format!("missing path parameter {name}")))
+    }
+
+    /// A query parameter, decoded.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let query = self.uri.query()?;
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
+
+    /// The JSON body as `T`: `415` unless the content type is JSON, `413`
+    /// past the limit, `400` for malformed JSON (with line and column),
+    /// `422` naming the field that has the wrong type or is missing.
+    pub fn json<T: DeserializeOwned>(&self, limit: usize) -> Result<T, Problem> {
+        if self.body.len() > limit {
+            return Err(too_large(limit));
+        }
+        let is_json = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+            .is_some_and(|media| media == "application/json" || media.ends_with("+json"));
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            )
+            .with_detail("expected application/json"));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(&self.body);
+        let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
+        let value = parsed.map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_data() {
+                let field = if path == "." { "body".to_owned() } else { path };
+                Problem::invalid(field, inner.to_string())
+            } else {
+                Problem::bad_request(format!("malformed JSON: {inner}"))
+            }
+        })?;
+        deserializer
+            .end()
+            .map_err(|error| Problem::bad_request(format!("malformed JSON: {error}")))?;
+        Ok(value)
+    }
+
+    /// A cookie's value.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                (key == name).then_some(value)
+            })
+    }
+
+    /// Who is calling: address (peer, or `X-Forwarded-For` when trusted)
+    /// and user agent.
+    pub fn client(&self, config: &HttpConfig) -> ClientInfo {
+        let forwarded = config
+            .trust_forwarded_for
+            .then(|| {
+                self.headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|ip| ip.trim().parse().ok())
+            })
+            .flatten();
+        let mut client = ClientInfo {
+            ip: forwarded.or(self.peer),
+            user_agent: None,
+        };
+        if let Some(agent) = self.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+            client = client.with_user_agent(agent);
+        }
+        client
+    }
+
+    /// Refuses a cookie-authenticated, state-changing request that does not
+    /// come from the app's own origin (CSRF): its `Origin` (or `Referer`)
+    /// must be the request's host or one of `allowed_origins`.
+    pub fn check_origin(&self, config: &HttpConfig) -> Result<(), Problem> {
+        if matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            return Ok(());
+        }
+        let source = self
+            .headers
+            .get(header::ORIGIN)
+            .or_else(|| self.headers.get(header::REFERER))
+            .and_then(|v| v.to_str().ok());
+        let Some(source) = source else {
+            return Err(Problem::forbidden("cross-site request refused: no Origin or Referer"));
+        };
+        let origin: String = source.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        let host = self.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let same_host = origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| Some(authority) == host);
+        if same_host || config.allowed_origins.iter().any(|allowed| allowed == &origin) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden("cross-site request refused: origin not allowed"))
+        }
+    }
+}
+
+/// 413 for a body past `limit`.
+pub fn too_large(limit: usize) -> Problem {
+    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
+        .with_detail(format!("the body may be at most {limit} bytes"))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let decoded = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match decoded {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A `Set-Cookie` value.
+pub(crate) fn set_cookie(name: &str, value: &str, path: &str, max_age: Option<i64>, secure: bool) -> String {
+    let mut cookie = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
+    if let Some(seconds) = max_age {
+        cookie.push_str(&format!("; Max-Age={seconds}"));
+    }
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    cookie
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, headers: &[(&str, &str)], body: &str) -> ApiRequest {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        ApiRequest {
+            method,
+            uri: "/x?a=1&name=Ann%20Lee&plus=a+b".parse().unwrap(),
+            headers: map,
+            body: Bytes::from(body.to_owned()),
+            peer: Some("10.0.0.1".parse().unwrap()),
+            params: HashMap::new(),
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        email: String,
+        roles: Vec<String>,
+    }
+
+    #[test]
+    fn json_bodies_fail_with_the_right_status() {
+        let json = [("content-type", "application/json")];
+        let ok = request(Method::POST, &json, r#"{"email":"a@b.co","roles":["x"]}"#);
+        assert!(ok.json::<Body>(1024).is_ok());
+        let text = request(Method::POST, &[("content-type", "text/plain")], "{}");
+        assert_eq!(text.json::<Body>(1024).unwrap_err().status, 415);
+        assert_eq!(ok.json::<Body>(4).unwrap_err().status, 413);
+        let broken = request(Method::POST, &json, r#"{"email": "#);
+        let problem = broken.json::<Body>(1024).unwrap_err();
+        assert_eq!(problem.status, 400);
+        assert!(problem.detail.unwrap().contains("line 1 column"));
+        let wrong = request(Method::POST, &json, r#"{"email":"a@b.co","roles":[1]}"#);
+        let problem = wrong.json::<Body>(1024).unwrap_err();
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.errors[0].field, "roles[0]");
+        let missing = request(Method::POST, &json, r#"{"roles":[]}"#);
+        let problem = missing.json::<Body>(1024).unwrap_err();
+        assert_eq!(problem.status, 422);
+        assert!(problem.errors[0].message.contains("missing field `email`"));
+        let trailing = request(Method::POST, &json, r#"{"email":"a@b.co","roles":[]} x"#);
+        assert_eq!(trailing.json::<Body>(1024).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn queries_and_cookies() {
+        let r = request(Method::GET, &[("cookie", "a=1; tenancy_access=tok; b=2")], "");
+        assert_eq!(r.query("name").as_deref(), Some("Ann Lee"));
+        assert_eq!(r.query("plus").as_deref(), Some("a b"));
+        assert_eq!(r.query("none"), None);
+        assert_eq!(r.cookie("tenancy_access"), Some("tok"));
+        assert_eq!(r.cookie("c"), None);
+    }
+
+    #[test]
+    fn origin_checks() {
+        let config = HttpConfig {
+            allowed_origins: vec!["https://app.example".into()],
+            ..HttpConfig::default()
+        };
+        let same = request(Method::POST, &[("host", "api.example"), ("origin", "https://api.example")], "");
+        assert!(same.check_origin(&config).is_ok());
+        let allowed = request(Method::POST, &[("host", "api.example"), ("origin", "https://app.example")], "");
+        assert!(allowed.check_origin(&config).is_ok());
+        let referer = request(Method::DELETE, &[("host", "api.example"), ("referer", "https://api.example/page?x")], "");
+        assert!(referer.check_origin(&config).is_ok());
+        let evil = request(Method::POST, &[("host", "api.example"), ("origin", "https://evil.example")], "");
+        assert_eq!(evil.check_origin(&config).unwrap_err().status, 403);
+        let bare = request(Method::PUT, &[("host", "api.example")], "");
+        assert_eq!(bare.check_origin(&config).unwrap_err().status, 403);
+        let read = request(Method::GET, &[], "");
+        assert!(read.check_origin(&config).is_ok());
+    }
+
+    #[test]
+    fn client_address() {
+        let r = request(Method::GET, &[("x-forwarded-for", "203.0.113.9, 10.0.0.2"), ("user-agent", "curl/8")], "");
+        assert_eq!(r.client(&HttpConfig::default()).ip, Some("10.0.0.1".parse().unwrap()));
+        let trusting = HttpConfig {
+            trust_forwarded_for: true,
+            ..HttpConfig::default()
+        };
+        let client = r.client(&trusting);
+        assert_eq!(client.ip, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(client.user_agent.as_deref(), Some("curl/8"));
+    }
+}
