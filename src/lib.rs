@@ -3,3 +3,8 @@
 
 #[doc(inline)]
 pub use tenancy_core::*;
+
+/// Authorization: the RBAC + ABAC policy engine (feature `authz`).
+#[cfg(feature = "authz")]
+#[doc(inline)]
+pub use tenancy_authz as authz;

@@ -28,6 +28,7 @@ use crate::policy::{Effect, Policy, PolicyId, statement_name};
 use crate::request::{AuthzRequest, Principal, Resource};
 use crate::role::{RoleDefinition, RoleError, default_built_ins};
 use crate::store::Epoch;
+use crate::table::StrTable;
 use crate::value::Attributes;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -213,13 +214,17 @@ pub struct Authorizer {
     catalog: Catalog,
     owners_exempt: bool,
     roles: Vec<CompiledRole>,
-    role_index: FastMap<Box<str>, u32>,
+    role_index: StrTable,
+    /// Every role's `flat` bitset, back to back (`words` per role), so the
+    /// RBAC path reads one contiguous array.
+    flat: Box<[u64]>,
+    words: usize,
     owner: Option<u32>,
     policies: Vec<Policy>,
     statements: Vec<CompiledStatement>,
     deny: Buckets,
     allow: Buckets,
-    resource_types: FastMap<Box<str>, u32>,
+    resource_types: StrTable,
 }
 
 impl fmt::Debug for Authorizer {
@@ -352,6 +357,13 @@ fn compile(
         }
     }
     let owner = role_index.get(RoleName::OWNER.as_str()).copied();
+    let mut flat = Vec::with_capacity(roles.len() * words);
+    for role in &roles {
+        flat.extend_from_slice(role.flat.as_words());
+    }
+    // Both maps have unique keys already.
+    let role_index = StrTable::from_unique(role_index.iter().map(|(k, &v)| (&**k, v)));
+    let resource_types = StrTable::from_unique(resource_types.iter().map(|(k, &v)| (&**k, v)));
     Ok(Authorizer {
         serial: NEXT_AUTHORIZER.fetch_add(1, Ordering::Relaxed),
         tenant_id,
@@ -362,6 +374,8 @@ fn compile(
         catalog,
         roles,
         role_index,
+        flat: flat.into(),
+        words,
         owner,
         policies: policies.to_vec(),
         statements,
@@ -717,8 +731,8 @@ impl Authorizer {
             return decision;
         }
         for role in principal.roles.iter() {
-            if let Some(&r) = self.role_index.get(role.as_str())
-                && self.roles[r as usize].flat.get(a)
+            if let Some(r) = self.role_index.get(role.as_str())
+                && self.flat_has(r, a)
             {
                 return Decision::allow(Reason::Role, r);
             }
@@ -799,6 +813,14 @@ impl Authorizer {
         Decision::deny(Reason::NothingGrants, 0)
     }
 
+    /// Whether role `r` grants permission `a`, through inheritance.
+    #[inline]
+    fn flat_has(&self, r: u32, a: usize) -> bool {
+        self.flat
+            .get(r as usize * self.words + a / 64)
+            .is_some_and(|w| w & (1 << (a % 64)) != 0)
+    }
+
     /// Whether a statement's resource-type and role filters leave it out.
     #[inline]
     fn skip(
@@ -810,7 +832,7 @@ impl Authorizer {
     ) -> Option<Skip> {
         if let Some(types) = &statement.resource_types {
             let id = *resource_type
-                .get_or_insert_with(|| self.resource_types.get(&*resource.resource_type).copied());
+                .get_or_insert_with(|| self.resource_types.get(&resource.resource_type));
             if !id.is_some_and(|id| types.contains(&id)) {
                 return Some(Skip::ResourceType);
             }
@@ -819,7 +841,7 @@ impl Authorizer {
             let holds = principal.roles.iter().any(|role| {
                 self.role_index
                     .get(role.as_str())
-                    .is_some_and(|&r| self.roles[r as usize].closure.intersects(mask))
+                    .is_some_and(|r| self.roles[r as usize].closure.intersects(mask))
             });
             if !holds {
                 return Some(Skip::Roles);
@@ -839,7 +861,7 @@ impl Authorizer {
         let held: Vec<u32> = principal
             .roles
             .iter()
-            .filter_map(|role| self.role_index.get(role.as_str()).copied())
+            .filter_map(|role| self.role_index.get(role.as_str()))
             .collect();
         let mut permissions = Bits::new(self.catalog.words());
         for &r in &held {
@@ -913,7 +935,7 @@ impl Authorizer {
     pub fn role(&self, name: &RoleName) -> Option<&RoleDefinition> {
         self.role_index
             .get(name.as_str())
-            .map(|&r| &self.roles[r as usize].definition)
+            .map(|r| &self.roles[r as usize].definition)
     }
 
     /// The policies.
@@ -941,7 +963,7 @@ impl Authorizer {
     pub(crate) fn role_bits(&self, name: &RoleName) -> Option<&Bits> {
         self.role_index
             .get(name.as_str())
-            .map(|&r| &self.roles[r as usize].flat)
+            .map(|r| &self.roles[r as usize].flat)
     }
 
     pub(crate) fn effective_bits(&self, principal: &Principal) -> Bits {
@@ -1173,7 +1195,7 @@ impl PreparedPrincipal<'_> {
                 .held
                 .iter()
                 .copied()
-                .find(|&r| authorizer.roles[r as usize].flat.get(a))
+                .find(|&r| authorizer.flat_has(r, a))
                 .unwrap_or(0);
             return Decision::allow(Reason::Role, role);
         }

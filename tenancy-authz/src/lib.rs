@@ -12,6 +12,7 @@ mod policy;
 mod request;
 pub mod role;
 pub mod store;
+mod table;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod value;

@@ -1,11 +1,12 @@
 //! Permissions, permission patterns and the host's permission catalog.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::table::StrTable;
 
 /// Longest resource or action segment, in characters.
 const MAX_SEGMENT: usize = 64;
@@ -353,7 +354,7 @@ pub struct Catalog {
 
 struct CatalogInner {
     permissions: Vec<Permission>,
-    index: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    index: StrTable,
     host_start: usize,
 }
 
@@ -370,20 +371,27 @@ impl Catalog {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut permissions = Vec::new();
-        let mut index: HashMap<Box<str>, u32, foldhash::fast::RandomState> = HashMap::default();
         let sdk = sdk::ALL.iter().map(|s| (*s).to_owned());
         let host: Vec<String> = host.into_iter().map(|s| s.as_ref().to_owned()).collect();
         let host_start = sdk::ALL.len();
-        for text in sdk.chain(host) {
-            let permission = Permission::new(&text)?;
-            let id = u32::try_from(permissions.len())
-                .map_err(|_| PermissionError::Invalid { text: text.clone() })?;
-            if index.insert(text.clone().into_boxed_str(), id).is_some() {
-                return Err(PermissionError::Duplicate { name: text });
-            }
-            permissions.push(permission);
+        let permissions = sdk
+            .chain(host)
+            .map(|text| Permission::new(&text))
+            .collect::<Result<Vec<_>, _>>()?;
+        if u32::try_from(permissions.len()).is_err() {
+            return Err(PermissionError::Invalid {
+                text: "too many permissions".to_owned(),
+            });
         }
+        let index = StrTable::build(
+            permissions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.as_str(), i as u32)),
+        )
+        .map_err(|name| PermissionError::Duplicate {
+            name: name.to_owned(),
+        })?;
         Ok(Self {
             inner: Arc::new(CatalogInner {
                 permissions,
@@ -423,13 +431,13 @@ impl Catalog {
 
     /// Whether `name` is declared.
     pub fn contains(&self, name: &str) -> bool {
-        self.inner.index.contains_key(name)
+        self.inner.index.get(name).is_some()
     }
 
     /// The interned id of `name`.
     #[inline]
     pub fn id(&self, name: &str) -> Option<PermissionId> {
-        self.inner.index.get(name).map(|&i| PermissionId(i))
+        self.inner.index.get(name).map(PermissionId)
     }
 
     /// The permission with id `id`.
@@ -491,6 +499,10 @@ impl Bits {
 
     pub(crate) fn words(&self) -> usize {
         self.0.len()
+    }
+
+    pub(crate) fn as_words(&self) -> &[u64] {
+        &self.0
     }
 
     #[inline]
