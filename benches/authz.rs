@@ -16,6 +16,9 @@
 //! ```text
 //! cargo bench --bench authz --features authz -- --warm-up-time 1 --measurement-time 3
 //! ```
+//!
+//! `AUTHZ_BENCH=abac,compile` runs only the named groups (their setup
+//! included; a criterion filter would still build every workload).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a benchmark reports failure by panicking
 
@@ -25,7 +28,7 @@ use std::str::FromStr;
 
 use casbin::prelude::*;
 use cedar_policy as cedar;
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use tenancy::authz::{
     AttrKey, Attributes, AuthzRequest, Catalog, Engine, Policy, PolicyDocument, Principal,
     PrincipalKind, Resource, RoleDefinition,
@@ -421,7 +424,15 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Whether the group is selected by `AUTHZ_BENCH` (all when unset).
+fn wanted(group: &str) -> bool {
+    std::env::var("AUTHZ_BENCH").map_or(true, |groups| groups.split(',').any(|g| g.trim() == group))
+}
+
 fn rbac(c: &mut Criterion) {
+    if !wanted("rbac") {
+        return;
+    }
     let rt = rt();
     for tenants in [10usize, 100, 1000] {
         let mut rng = Rng(tenants as u64);
@@ -517,6 +528,9 @@ fn rbac(c: &mut Criterion) {
 /// One tenant whose roles hold 1,000 or 10,000 grants. The peers get one
 /// statement (policy, row) per grant; tenancy-authz compiles them into bitsets.
 fn flat(c: &mut Criterion) {
+    if !wanted("flat") {
+        return;
+    }
     let rt = rt();
     let mut group = c.benchmark_group("flat");
     for statements in [1_000usize, 10_000] {
@@ -580,6 +594,9 @@ const WINDOW_START: &str = "2030-01-07T09:00:00Z";
 const WINDOW_END: &str = "2030-01-07T17:00:00Z";
 
 fn abac(c: &mut Criterion) {
+    if !wanted("abac") {
+        return;
+    }
     let mut group = c.benchmark_group("abac");
     let tenant = TenantId::new();
     let catalog = Catalog::new(["projects:read", "projects:update"]).unwrap();
@@ -714,6 +731,9 @@ forbid(principal, action, resource) when {{ resource.tenant != principal.tenant 
 /// Compiling 1,000 statements (100 policies of 10, each with a condition),
 /// parsing and validation included.
 fn compile(c: &mut Criterion) {
+    if !wanted("compile") {
+        return;
+    }
     let actions = actions();
     let catalog = Catalog::new(&actions).unwrap();
     let engine = Engine::new(catalog);
@@ -746,17 +766,38 @@ fn compile(c: &mut Criterion) {
                 .grant(actions[r].parse().unwrap())
         })
         .collect();
-    let build = || {
+    // From documents as a store returns them (owned) to a compiled authorizer.
+    let build = |documents: Vec<PolicyDocument>| {
         let policies: Vec<Policy> = documents
-            .iter()
-            .map(|d| Policy::new(d.clone(), engine.catalog()).unwrap())
+            .into_iter()
+            .map(|d| Policy::new(d, engine.catalog()).unwrap())
             .collect();
         engine.compile(tenant, &roles, &policies).unwrap()
     };
-    assert_eq!(build().policies().iter().map(|p| p.statements().len()).sum::<usize>(), 1000);
+    let built = build(documents.clone());
+    assert_eq!(built.policies().iter().map(|p| p.statements().len()).sum::<usize>(), 1000);
     let mut group = c.benchmark_group("compile");
     group.sample_size(20);
-    group.bench_function("tenancy-authz/1000-statements", |b| b.iter(|| black_box(build())));
+    group.bench_function("tenancy-authz/1000-statements", |b| {
+        b.iter_batched(|| documents.clone(), |docs| black_box(build(docs)), BatchSize::LargeInput)
+    });
+    // Cedar parsing the same number of policies, for scale (a different
+    // language, so only roughly comparable).
+    let cedar_text: String = (0..1000)
+        .map(|i| {
+            format!(
+                "permit(principal in Role::\"r{}\", action == Action::\"{}\", resource) when {{ resource.owner == principal && principal.level >= {} && context.ip.isInRange(ip(\"10.{}.0.0/16\")) || resource.tags.contains(\"t{}\") }};\n",
+                i % ROLES,
+                actions[i % actions.len()],
+                i % 5,
+                i % 255,
+                i % 50
+            )
+        })
+        .collect();
+    group.bench_function("cedar/1000-policies-parse", |b| {
+        b.iter(|| black_box(cedar::PolicySet::from_str(&cedar_text).unwrap()))
+    });
     group.finish();
 }
 

@@ -71,7 +71,7 @@ pub struct ConditionError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     source: Arc<str>,
-    pub(crate) expr: Expr,
+    pub(crate) expr: Arc<Expr>,
 }
 
 impl Condition {
@@ -107,7 +107,7 @@ impl Condition {
         let expr = check_bool(expr, source)?;
         Ok(Self {
             source: source.into(),
-            expr,
+            expr: Arc::new(expr),
         })
     }
 

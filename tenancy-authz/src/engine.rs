@@ -20,7 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tenancy_core::{RoleName, TenantId};
+use tenancy_core::{RoleName, RoleSet, TenantId};
 
 use crate::condition::{EvalCtx, EvalError, Expr};
 use crate::permission::{Bits, Catalog, Permission, PermissionId, PermissionPattern};
@@ -168,7 +168,7 @@ struct CompiledStatement {
     resource_types: Option<Box<[u32]>>,
     /// Roles, over role indexes; `None` matches every principal.
     roles: Option<Bits>,
-    condition: Option<Expr>,
+    condition: Option<Arc<Expr>>,
 }
 
 /// Per-permission lists of statement indexes, packed (offsets + items).
@@ -195,6 +195,9 @@ impl Buckets {
 
     #[inline]
     fn get(&self, permission: usize) -> &[u32] {
+        if self.items.is_empty() {
+            return &[];
+        }
         let start = self.offsets.get(permission).copied().unwrap_or(0) as usize;
         let end = self.offsets.get(permission + 1).copied().unwrap_or(0) as usize;
         self.items.get(start..end).unwrap_or_default()
@@ -219,6 +222,7 @@ pub struct Authorizer {
     /// RBAC path reads one contiguous array.
     flat: Box<[u64]>,
     words: usize,
+    permission_count: usize,
     owner: Option<u32>,
     policies: Vec<Policy>,
     statements: Vec<CompiledStatement>,
@@ -352,11 +356,12 @@ fn compile(
                 effect: statement.effect,
                 resource_types: types,
                 roles: role_mask,
-                condition: condition.map(|c| c.expr.clone()),
+                condition: condition.map(|c| Arc::clone(&c.expr)),
             });
         }
     }
     let owner = role_index.get(RoleName::OWNER.as_str()).copied();
+    let permission_count = catalog.len();
     let mut flat = Vec::with_capacity(roles.len() * words);
     for role in &roles {
         flat.extend_from_slice(role.flat.as_words());
@@ -376,6 +381,7 @@ fn compile(
         role_index,
         flat: flat.into(),
         words,
+        permission_count,
         owner,
         policies: policies.to_vec(),
         statements,
@@ -518,8 +524,11 @@ impl Decision {
 #[derive(Debug, Clone)]
 pub struct PreparedPrincipal<'p> {
     serial: u64,
+    tenant_id: TenantId,
     principal: &'p Principal,
-    held: Vec<u32>,
+    /// Role indexes, inline: a role set holds at most 32 roles.
+    held: [u32; RoleSet::MAX_ROLES],
+    held_len: usize,
     permissions: Bits,
     scopes: Option<Bits>,
 }
@@ -858,13 +867,18 @@ impl Authorizer {
     /// Resolves `principal` against this authorizer for
     /// [`Authorizer::check_prepared`].
     pub fn prepare<'p>(&self, principal: &'p Principal) -> PreparedPrincipal<'p> {
-        let held: Vec<u32> = principal
+        let mut held = [0u32; RoleSet::MAX_ROLES];
+        let mut held_len = 0;
+        let mut permissions = Bits::new(self.catalog.words());
+        for r in principal
             .roles
             .iter()
             .filter_map(|role| self.role_index.get(role.as_str()))
-            .collect();
-        let mut permissions = Bits::new(self.catalog.words());
-        for &r in &held {
+        {
+            if let Some(slot) = held.get_mut(held_len) {
+                *slot = r;
+                held_len += 1;
+            }
             permissions.union_with(&self.roles[r as usize].flat);
         }
         let scopes = principal.scopes.as_ref().map(|scopes| {
@@ -878,8 +892,10 @@ impl Authorizer {
         });
         PreparedPrincipal {
             serial: self.serial,
+            tenant_id: principal.tenant_id,
             principal,
             held,
+            held_len,
             permissions,
             scopes,
         }
@@ -1170,7 +1186,7 @@ impl PreparedPrincipal<'_> {
         context: &Attributes,
     ) -> Decision {
         let principal = self.principal;
-        if principal.tenant_id != authorizer.tenant_id {
+        if self.tenant_id != authorizer.tenant_id {
             return Decision::deny(Reason::PrincipalInOtherTenant, 0);
         }
         if let Some(t) = resource.tenant_id
@@ -1179,7 +1195,7 @@ impl PreparedPrincipal<'_> {
             return Decision::deny(Reason::ResourceInOtherTenant, 0);
         }
         let a = action.index();
-        if a >= authorizer.catalog.len() {
+        if a >= authorizer.permission_count {
             return Decision::deny(Reason::UnknownAction, 0);
         }
         if let Some(scopes) = &self.scopes
@@ -1193,6 +1209,8 @@ impl PreparedPrincipal<'_> {
         if self.permissions.get(a) {
             let role = self
                 .held
+                .get(..self.held_len)
+                .unwrap_or_default()
                 .iter()
                 .copied()
                 .find(|&r| authorizer.flat_has(r, a))

@@ -355,6 +355,9 @@ pub struct Catalog {
 struct CatalogInner {
     permissions: Vec<Permission>,
     index: StrTable,
+    /// Ids by resource and by action, to expand `x:*` and `*:y` quickly.
+    by_resource: std::collections::HashMap<Box<str>, Vec<u32>>,
+    by_action: std::collections::HashMap<Box<str>, Vec<u32>>,
     host_start: usize,
 }
 
@@ -392,10 +395,24 @@ impl Catalog {
         .map_err(|name| PermissionError::Duplicate {
             name: name.to_owned(),
         })?;
+        let mut by_resource: std::collections::HashMap<Box<str>, Vec<u32>> = Default::default();
+        let mut by_action: std::collections::HashMap<Box<str>, Vec<u32>> = Default::default();
+        for (i, p) in permissions.iter().enumerate() {
+            by_resource
+                .entry(p.resource().into())
+                .or_default()
+                .push(i as u32);
+            by_action
+                .entry(p.action().into())
+                .or_default()
+                .push(i as u32);
+        }
         Ok(Self {
             inner: Arc::new(CatalogInner {
                 permissions,
                 index,
+                by_resource,
+                by_action,
                 host_start,
             }),
         })
@@ -453,16 +470,12 @@ impl Catalog {
     /// Checks that `pattern` names declared permissions: an exact one must
     /// be in the catalog, a wildcard must match at least one.
     pub fn check_pattern(&self, pattern: &PermissionPattern) -> Result<(), PermissionError> {
-        if pattern.is_exact() {
-            if self.contains(pattern.as_str()) {
-                return Ok(());
-            }
-            return Err(PermissionError::Unknown {
-                name: pattern.as_str().to_owned(),
-            });
-        }
-        if self.inner.permissions.iter().any(|p| pattern.matches(p)) {
+        if self.expand(pattern).next().is_some() {
             Ok(())
+        } else if pattern.is_exact() {
+            Err(PermissionError::Unknown {
+                name: pattern.as_str().to_owned(),
+            })
         } else {
             Err(PermissionError::MatchesNothing {
                 pattern: pattern.as_str().to_owned(),
@@ -470,17 +483,28 @@ impl Catalog {
         }
     }
 
-    /// The ids of every permission `pattern` matches.
+    /// The ids of every permission `pattern` matches, in catalog order.
     pub fn expand<'a>(
         &'a self,
         pattern: &'a PermissionPattern,
     ) -> impl Iterator<Item = PermissionId> + 'a {
-        self.inner
-            .permissions
-            .iter()
-            .enumerate()
-            .filter(move |(_, p)| pattern.matches(p))
-            .map(|(i, _)| PermissionId(i as u32))
+        let ids: Vec<u32> = match (pattern.resource.as_deref(), pattern.action.as_deref()) {
+            (None, None) => (0..self.len() as u32).collect(),
+            (Some(_), Some(_)) => self.inner.index.get(pattern.as_str()).into_iter().collect(),
+            (Some(resource), None) => self
+                .inner
+                .by_resource
+                .get(resource)
+                .cloned()
+                .unwrap_or_default(),
+            (None, Some(action)) => self
+                .inner
+                .by_action
+                .get(action)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        ids.into_iter().map(PermissionId)
     }
 
     pub(crate) fn words(&self) -> usize {

@@ -155,6 +155,11 @@ pub struct PolicyDocument {
 /// [`Policy::from_toml`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
+    inner: std::sync::Arc<PolicyInner>,
+}
+
+#[derive(Debug, PartialEq)]
+struct PolicyInner {
     document: PolicyDocument,
     conditions: Vec<Option<Condition>>,
 }
@@ -324,8 +329,10 @@ impl Policy {
             conditions.push(condition);
         }
         Ok(Self {
-            document,
-            conditions,
+            inner: std::sync::Arc::new(PolicyInner {
+                document,
+                conditions,
+            }),
         })
     }
 
@@ -349,29 +356,31 @@ impl Policy {
 
     /// The id.
     pub fn id(&self) -> &PolicyId {
-        &self.document.id
+        &self.inner.document.id
     }
 
     /// The document.
     pub fn document(&self) -> &PolicyDocument {
-        &self.document
+        &self.inner.document
     }
 
     /// The statements with their parsed conditions.
     pub fn statements(&self) -> Vec<(&StatementDocument, Option<&Condition>)> {
-        self.document
+        self.inner
+            .document
             .statements
             .iter()
-            .zip(self.conditions.iter())
+            .zip(self.inner.conditions.iter())
             .map(|(s, c)| (s, c.as_ref()))
             .collect()
     }
 
     pub(crate) fn parts(&self) -> impl Iterator<Item = (&StatementDocument, Option<&Condition>)> {
-        self.document
+        self.inner
+            .document
             .statements
             .iter()
-            .zip(self.conditions.iter())
+            .zip(self.inner.conditions.iter())
             .map(|(s, c)| (s, c.as_ref()))
     }
 }
