@@ -60,11 +60,17 @@ impl Rng {
 }
 
 fn permission(i: usize) -> String {
-    format!("res{}:act{}", i / ACTIONS_PER_RESOURCE, i % ACTIONS_PER_RESOURCE)
+    format!(
+        "res{}:act{}",
+        i / ACTIONS_PER_RESOURCE,
+        i % ACTIONS_PER_RESOURCE
+    )
 }
 
 fn actions() -> Vec<String> {
-    (0..RESOURCES * ACTIONS_PER_RESOURCE).map(permission).collect()
+    (0..RESOURCES * ACTIONS_PER_RESOURCE)
+        .map(permission)
+        .collect()
 }
 
 /// One tenant's roles: each grants `grants` distinct actions and inherits
@@ -143,7 +149,10 @@ impl Ours {
                     .map(|(i, (grants, inherits))| RoleDefinition {
                         name: RoleName::new(role_name(i)).unwrap(),
                         description: None,
-                        permissions: grants.iter().map(|&g| actions[g].parse().unwrap()).collect(),
+                        permissions: grants
+                            .iter()
+                            .map(|&g| actions[g].parse().unwrap())
+                            .collect(),
                         inherits: inherits
                             .iter()
                             .map(|&p| RoleName::new(role_name(p)).unwrap())
@@ -217,7 +226,10 @@ impl Cedar {
         let mut action_groups: HashMap<usize, HashSet<cedar::EntityUid>> = HashMap::new();
         let mut role_policies = Vec::new();
         for (t, model) in models.iter().enumerate() {
-            entities.push(cedar::Entity::new_no_attrs(uid("Tenant", &format!("t{t}")), HashSet::new()));
+            entities.push(cedar::Entity::new_no_attrs(
+                uid("Tenant", &format!("t{t}")),
+                HashSet::new(),
+            ));
             entities.push(cedar::Entity::new_no_attrs(
                 uid("Doc", &format!("t{t}:d1")),
                 HashSet::from([uid("Tenant", &format!("t{t}"))]),
@@ -232,7 +244,10 @@ impl Cedar {
                 entities.push(cedar::Entity::new_no_attrs(group, HashSet::new()));
                 entities.push(cedar::Entity::new_no_attrs(
                     uid("Role", &role),
-                    inherits.iter().map(|p| uid("Role", &format!("t{t}:r{p}"))).collect(),
+                    inherits
+                        .iter()
+                        .map(|p| uid("Role", &format!("t{t}:r{p}")))
+                        .collect(),
                 ));
                 policies.push(
                     cedar::Policy::parse(
@@ -248,7 +263,9 @@ impl Cedar {
             for (m, held) in model.members.iter().enumerate() {
                 entities.push(cedar::Entity::new_no_attrs(
                     uid("User", &format!("t{t}:u{m}")),
-                    held.iter().map(|r| uid("Role", &format!("t{t}:r{r}"))).collect(),
+                    held.iter()
+                        .map(|r| uid("Role", &format!("t{t}:r{r}")))
+                        .collect(),
                 ));
             }
         }
@@ -330,7 +347,12 @@ fn casbin_rules(models: &[TenantModel]) -> (Vec<Vec<String>>, Vec<Vec<String>>) 
         for (r, (grants, inherits)) in model.roles.iter().enumerate() {
             for &a in grants {
                 let (obj, act) = actions[a].split_once(':').unwrap();
-                p.push(vec![role_name(r), dom.clone(), obj.to_owned(), act.to_owned()]);
+                p.push(vec![
+                    role_name(r),
+                    dom.clone(),
+                    obj.to_owned(),
+                    act.to_owned(),
+                ]);
             }
             for &parent in inherits {
                 g.push(vec![role_name(r), role_name(parent), dom.clone()]);
@@ -348,7 +370,9 @@ fn casbin_rules(models: &[TenantModel]) -> (Vec<Vec<String>>, Vec<Vec<String>>) 
 
 async fn casbin_enforcer(models: &[TenantModel]) -> Enforcer {
     let model = DefaultModel::from_str(CASBIN_MODEL).await.unwrap();
-    let mut e = Enforcer::new(model, MemoryAdapter::default()).await.unwrap();
+    let mut e = Enforcer::new(model, MemoryAdapter::default())
+        .await
+        .unwrap();
     let (p, g) = casbin_rules(models);
     e.add_policies(p).await.unwrap();
     e.add_grouping_policies(g).await.unwrap();
@@ -357,7 +381,9 @@ async fn casbin_enforcer(models: &[TenantModel]) -> Enforcer {
 
 async fn casbin_cached(models: &[TenantModel]) -> CachedEnforcer {
     let model = DefaultModel::from_str(CASBIN_MODEL).await.unwrap();
-    let mut e = CachedEnforcer::new(model, MemoryAdapter::default()).await.unwrap();
+    let mut e = CachedEnforcer::new(model, MemoryAdapter::default())
+        .await
+        .unwrap();
     let (p, g) = casbin_rules(models);
     e.add_policies(p).await.unwrap();
     e.add_grouping_policies(g).await.unwrap();
@@ -456,7 +482,11 @@ fn rbac(c: &mut Criterion) {
                 assert_eq!(ours.check(r), expected);
                 assert_eq!(cedar.check(request, set), expected, "cedar disagrees");
                 if let Some(e) = &casbin {
-                    assert_eq!(e.enforce(casbin_args(r)).unwrap(), expected, "casbin disagrees");
+                    assert_eq!(
+                        e.enforce(casbin_args(r)).unwrap(),
+                        expected,
+                        "casbin disagrees"
+                    );
                 }
             }
             let mut i = 0;
@@ -624,7 +654,8 @@ fn abac(c: &mut Criterion) {
     let roles = RoleSet::parse(["contractor"]).unwrap();
     let ann = Principal::new(PrincipalKind::User, "ann", tenant, roles.clone())
         .with_attribute(suspended, false);
-    let sam = Principal::new(PrincipalKind::User, "sam", tenant, roles).with_attribute(suspended, true);
+    let sam =
+        Principal::new(PrincipalKind::User, "sam", tenant, roles).with_attribute(suspended, true);
     let project = Resource::new("project")
         .with_id("p1")
         .in_tenant(tenant)
@@ -654,7 +685,10 @@ forbid(principal, action, resource) when {{ resource.tenant != principal.tenant 
         cedar::Entity::new(
             uid("User", id),
             HashMap::from([
-                ("suspended".to_owned(), cedar::RestrictedExpression::new_bool(suspended)),
+                (
+                    "suspended".to_owned(),
+                    cedar::RestrictedExpression::new_bool(suspended),
+                ),
                 (
                     "tenant".to_owned(),
                     cedar::RestrictedExpression::new_entity_uid(uid("Tenant", "t0")),
@@ -672,7 +706,10 @@ forbid(principal, action, resource) when {{ resource.tenant != principal.tenant 
             cedar::Entity::new(
                 uid("Project", "p1"),
                 HashMap::from([
-                    ("owner".to_owned(), cedar::RestrictedExpression::new_entity_uid(uid("User", "ann"))),
+                    (
+                        "owner".to_owned(),
+                        cedar::RestrictedExpression::new_entity_uid(uid("User", "ann")),
+                    ),
                     (
                         "tenant".to_owned(),
                         cedar::RestrictedExpression::new_entity_uid(uid("Tenant", "t0")),
@@ -686,7 +723,10 @@ forbid(principal, action, resource) when {{ resource.tenant != principal.tenant 
     )
     .unwrap();
     let cedar_context = cedar::Context::from_pairs([
-        ("ip".to_owned(), cedar::RestrictedExpression::new_ip("10.1.2.3")),
+        (
+            "ip".to_owned(),
+            cedar::RestrictedExpression::new_ip("10.1.2.3"),
+        ),
         (
             "time".to_owned(),
             cedar::RestrictedExpression::new_datetime("2030-01-07T10:30:00Z"),
@@ -704,12 +744,19 @@ forbid(principal, action, resource) when {{ resource.tenant != principal.tenant 
         .unwrap()
     };
     let cedar_authorizer = cedar::Authorizer::new();
-    for (name, principal, who, expected) in [("allow", &ann, "ann", true), ("forbid-suspended", &sam, "sam", false)] {
-        let request = AuthzRequest::new(principal, "projects:update", &project).with_context(&context);
+    for (name, principal, who, expected) in [
+        ("allow", &ann, "ann", true),
+        ("forbid-suspended", &sam, "sam", false),
+    ] {
+        let request =
+            AuthzRequest::new(principal, "projects:update", &project).with_context(&context);
         assert_eq!(authorizer.check(&request).allowed(), expected);
         let creq = cedar_request(who);
         assert_eq!(
-            cedar_authorizer.is_authorized(&creq, &policies, &entities).decision() == cedar::Decision::Allow,
+            cedar_authorizer
+                .is_authorized(&creq, &policies, &entities)
+                .decision()
+                == cedar::Decision::Allow,
             expected
         );
         group.bench_function(BenchmarkId::new("tenancy-authz", name), |b| {
@@ -775,11 +822,22 @@ fn compile(c: &mut Criterion) {
         engine.compile(tenant, &roles, &policies).unwrap()
     };
     let built = build(documents.clone());
-    assert_eq!(built.policies().iter().map(|p| p.statements().len()).sum::<usize>(), 1000);
+    assert_eq!(
+        built
+            .policies()
+            .iter()
+            .map(|p| p.statements().len())
+            .sum::<usize>(),
+        1000
+    );
     let mut group = c.benchmark_group("compile");
     group.sample_size(20);
     group.bench_function("tenancy-authz/1000-statements", |b| {
-        b.iter_batched(|| documents.clone(), |docs| black_box(build(docs)), BatchSize::LargeInput)
+        b.iter_batched(
+            || documents.clone(),
+            |docs| black_box(build(docs)),
+            BatchSize::LargeInput,
+        )
     });
     // Cedar parsing the same number of policies, for scale (a different
     // language, so only roughly comparable).

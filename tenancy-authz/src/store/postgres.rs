@@ -7,7 +7,7 @@
 //! - Each write runs in one transaction: it locks the tenant's epoch row,
 //!   checks the expected epoch, changes the row, bumps the epoch, appends
 //!   the audit event through tenancy-core's
-//!   [`PgTransaction`](tenancy_core::postgres::PgTransaction) and sends
+//!   [`PgTransaction`] and sends
 //!   `NOTIFY tenancy_authz_epoch, '<tenant>:<epoch>'`, delivered only if
 //!   the transaction commits.
 //! - [`listen_for_epochs`] subscribes to those notifications and tells a

@@ -5,7 +5,7 @@
 //! tenancy-core backend holding tenants and the audit log) and checks,
 //! through the public traits only: round trips, epochs and stale writes,
 //! not-found, isolation between tenants, concurrent writers, audit events,
-//! the cache following epochs, and that [`AuthzAdmin`] refuses privilege
+//! the cache following epochs, and that [`AuthzAdmin`](crate::AuthzAdmin) refuses privilege
 //! escalation. The memory and Postgres adapters run the identical suites;
 //! a third-party store proves itself the same way:
 //!
