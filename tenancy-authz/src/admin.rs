@@ -115,14 +115,10 @@ impl AuthzAdmin {
         if granted.is_subset_of(&held) {
             return Ok(());
         }
-        let mut missing = granted.clone();
-        let mut not_held = authorizer.empty_bits();
-        for i in missing.iter().collect::<Vec<_>>() {
-            if !held.get(i) {
-                not_held.set(i);
-            }
+        let mut missing = authorizer.empty_bits();
+        for i in granted.iter().filter(|&i| !held.get(i)) {
+            missing.set(i);
         }
-        missing = not_held;
         let mut names = authorizer.bits_names(&missing);
         names.truncate(20);
         Err(AdminError::Escalation { missing: names })
