@@ -129,6 +129,7 @@ pub enum AuthzStoreError {
 }
 
 impl AuthzStoreError {
+    #[cfg_attr(not(any(feature = "memory", feature = "postgres")), allow(dead_code))] // used by the adapters
     pub(crate) fn from_audit(error: StoreError) -> Self {
         match error {
             StoreError::NotFound(tenancy_core::Entity::Tenant) => AuthzStoreError::TenantNotFound,
@@ -205,6 +206,7 @@ pub trait PolicyStore: Send + Sync {
 }
 
 /// A change, described for its audit event.
+#[cfg_attr(not(any(feature = "memory", feature = "postgres")), allow(dead_code))] // used by the adapters
 pub(crate) enum Change<'a> {
     PutRole {
         role: &'a RoleDefinition,
@@ -223,6 +225,7 @@ pub(crate) enum Change<'a> {
 }
 
 impl Change<'_> {
+    #[cfg_attr(not(any(feature = "memory", feature = "postgres")), allow(dead_code))] // used by the adapters
     /// The audit event of this change, which moved the tenant to `epoch`.
     /// The definition is recorded when it fits the metadata limit; a
     /// summary otherwise.
