@@ -8,3 +8,8 @@ pub use tenancy_core::*;
 #[cfg(feature = "auth")]
 #[doc(inline)]
 pub use tenancy_auth as auth;
+
+/// Authorization: the RBAC + ABAC policy engine (feature `authz`).
+#[cfg(feature = "authz")]
+#[doc(inline)]
+pub use tenancy_authz as authz;

@@ -1,9 +1,39 @@
-//! Authorization for the tenancy SDK.
-//!
-//! This crate will hold `resource:action` permissions, per-tenant roles with
-//! inheritance, and an RBAC + ABAC policy engine that compiles each tenant's
-//! policies into an index and explains every decision. It is not implemented
-//! yet; the membership role names it gives meaning to live in [`tenancy_core`].
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-pub use tenancy_core;
+mod admin;
+mod cache;
+pub mod condition;
+mod engine;
+pub mod harness;
+mod permission;
+mod policy;
+mod request;
+pub mod role;
+pub mod store;
+mod table;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod value;
+
+pub use admin::{AdminError, AuthzAdmin};
+pub use cache::{CacheError, Freshness, PolicyCache};
+pub use condition::{Condition, ConditionError, EvalError};
+pub use engine::{
+    Authorizer, Decision, Engine, EngineBuilder, Explain, Explanation, PreparedPrincipal, Reason,
+};
+pub use permission::{
+    Catalog, Permission, PermissionEnum, PermissionError, PermissionId, PermissionPattern, sdk,
+};
+pub use policy::{
+    Effect, MAX_STATEMENTS, Policy, PolicyDocument, PolicyError, PolicyId, StatementDocument,
+};
+pub use request::{AuthzRequest, Principal, PrincipalKind, Resource};
+pub use role::{RoleDefinition, RoleError};
+#[cfg(feature = "memory")]
+pub use store::MemoryAuthzStore;
+pub use store::{AuthzStoreError, Epoch, PolicyStore, RoleStore, Versioned};
+pub use value::{
+    AttrKey, AttrNameError, Attributes, Cidr, CidrParseError, MAX_ATTRIBUTE_NAMES, Value,
+};

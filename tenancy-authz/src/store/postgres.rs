@@ -1,0 +1,495 @@
+//! Postgres role and policy stores (feature `postgres`).
+//!
+//! - [`PgAuthzStore`] implements [`RoleStore`] and [`PolicyStore`] over
+//!   three tenant-owned tables with row-level security
+//!   (`tenancy_authz_epochs`, `tenancy_authz_roles`,
+//!   `tenancy_authz_policies`).
+//! - Each write runs in one transaction: it locks the tenant's epoch row,
+//!   checks the expected epoch, changes the row, bumps the epoch, appends
+//!   the audit event through tenancy-core's
+//!   [`PgTransaction`] and sends
+//!   `NOTIFY tenancy_authz_epoch, '<tenant>:<epoch>'`, delivered only if
+//!   the transaction commits.
+//! - [`listen_for_epochs`] subscribes to those notifications and tells a
+//!   [`PolicyCache`] on every replica, which recompiles the tenant on its
+//!   next use.
+//! - Migrations are embedded ([`migrator`]), numbered 3000–3999; run
+//!   tenancy-core's migrator first.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::{PgConnection, Postgres};
+use tenancy_core::postgres::{PgTransaction, set_transaction_tenant};
+use tenancy_core::{AuditContext, AuditLog, Clock, RoleName, StoreError, SystemClock, TenantId};
+
+use super::{
+    AuthzStoreError, Change, Epoch, MAX_POLICIES, MAX_ROLES, PolicyStore, RoleStore, Versioned,
+};
+use crate::cache::PolicyCache;
+use crate::policy::{PolicyDocument, PolicyId};
+use crate::role::RoleDefinition;
+
+/// The channel epoch notifications are sent on.
+pub const EPOCH_CHANNEL: &str = "tenancy_authz_epoch";
+
+/// The embedded tenancy-authz migrations (versions 3000–3999). Missing
+/// versions are ignored, so other crates' migrations in the same database
+/// do not stop it. Run [`tenancy_core::postgres::migrator`] first.
+pub fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// Roles and policies in Postgres. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct PgAuthzStore {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for PgAuthzStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgAuthzStore").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: sqlx::Error) -> AuthzStoreError {
+    if let Some(db) = error.as_database_error()
+        && db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation
+        && db.constraint().is_some_and(|c| c.ends_with("_tenant_fkey"))
+    {
+        return AuthzStoreError::TenantNotFound;
+    }
+    AuthzStoreError::Store(StoreError::unavailable(error))
+}
+
+fn epoch_from_db(value: i64) -> Result<Epoch, AuthzStoreError> {
+    u64::try_from(value)
+        .map(Epoch)
+        .map_err(|e| AuthzStoreError::Store(StoreError::unavailable(e)))
+}
+
+fn epoch_to_db(epoch: Epoch) -> Result<i64, AuthzStoreError> {
+    i64::try_from(epoch.0).map_err(|e| AuthzStoreError::Store(StoreError::unavailable(e)))
+}
+
+impl PgAuthzStore {
+    /// A store over `pool`. Connect as an ordinary role: row-level security
+    /// does not apply to superusers or `BYPASSRLS` roles.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses `clock` for audit timestamps.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Applies tenancy-core's migrations, then tenancy-authz's.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        tenancy_core::postgres::migrator().run(&self.pool).await?;
+        migrator().run(&self.pool).await
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn read_epoch(
+        conn: &mut PgConnection,
+        tenant_id: TenantId,
+    ) -> Result<Epoch, AuthzStoreError> {
+        let epoch: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM tenancy_authz_epochs WHERE tenant_id = $1")
+                .bind(tenant_id.as_uuid())
+                .fetch_optional(conn)
+                .await
+                .map_err(unavailable)?;
+        epoch.map_or(Ok(Epoch::ZERO), epoch_from_db)
+    }
+
+    async fn epoch(&self, tenant_id: TenantId) -> Result<Epoch, AuthzStoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        set_transaction_tenant(&mut tx, tenant_id)
+            .await
+            .map_err(unavailable)?;
+        let epoch = Self::read_epoch(&mut tx, tenant_id).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(epoch)
+    }
+
+    /// Reads rows of `sql` (a `SELECT` of one jsonb column for `$1`) with
+    /// the epoch, in one snapshot.
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        tenant_id: TenantId,
+        sql: &'static str,
+    ) -> Result<Versioned<Vec<T>>, AuthzStoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        set_transaction_tenant(&mut tx, tenant_id)
+            .await
+            .map_err(unavailable)?;
+        let epoch = Self::read_epoch(&mut tx, tenant_id).await?;
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(sql)
+            .bind(tenant_id.as_uuid())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        let value = rows
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<Vec<T>, _>>()
+            .map_err(|e| AuthzStoreError::Store(StoreError::unavailable(e)))?;
+        Ok(Versioned { epoch, value })
+    }
+
+    /// Starts a write: opens a transaction scoped to the tenant, locks the
+    /// tenant's epoch row and checks it is still `expected`.
+    async fn begin_write(
+        &self,
+        tenant_id: TenantId,
+        expected: Epoch,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, AuthzStoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        set_transaction_tenant(&mut tx, tenant_id)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO tenancy_authz_epochs (tenant_id, epoch) VALUES ($1, 0) \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(tenant_id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let current: i64 = sqlx::query_scalar(
+            "SELECT epoch FROM tenancy_authz_epochs WHERE tenant_id = $1 FOR UPDATE",
+        )
+        .bind(tenant_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let current = epoch_from_db(current)?;
+        if current != expected {
+            return Err(AuthzStoreError::StaleEpoch {
+                expected,
+                actual: current,
+            });
+        }
+        Ok(tx)
+    }
+
+    /// Ends a write: bumps and announces the epoch, appends the audit
+    /// event in the same transaction, commits.
+    async fn finish_write(
+        &self,
+        mut tx: sqlx::Transaction<'static, Postgres>,
+        tenant_id: TenantId,
+        expected: Epoch,
+        change: Change<'_>,
+        audit: &AuditContext,
+    ) -> Result<Epoch, AuthzStoreError> {
+        let epoch = expected.next();
+        sqlx::query("UPDATE tenancy_authz_epochs SET epoch = $2 WHERE tenant_id = $1")
+            .bind(tenant_id.as_uuid())
+            .bind(epoch_to_db(epoch)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EPOCH_CHANNEL)
+            .bind(format!("{tenant_id}:{epoch}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let event = change.audit_event(audit, epoch, self.clock.now())?;
+        let core = PgTransaction::from_sqlx(tx);
+        core.append_audit(tenant_id, event)
+            .await
+            .map_err(AuthzStoreError::from_audit)?;
+        let tx = core.into_sqlx();
+        tx.commit().await.map_err(unavailable)?;
+        Ok(epoch)
+    }
+}
+
+async fn count(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    tenant_id: TenantId,
+) -> Result<usize, AuthzStoreError> {
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(tenant_id.as_uuid())
+        .fetch_one(conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, AuthzStoreError> {
+    serde_json::to_value(value).map_err(|e| AuthzStoreError::Store(StoreError::unavailable(e)))
+}
+
+#[async_trait]
+impl RoleStore for PgAuthzStore {
+    async fn roles_epoch(&self, tenant_id: TenantId) -> Result<Epoch, AuthzStoreError> {
+        self.epoch(tenant_id).await
+    }
+
+    async fn list_roles(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Versioned<Vec<RoleDefinition>>, AuthzStoreError> {
+        self.list(
+            tenant_id,
+            "SELECT definition FROM tenancy_authz_roles WHERE tenant_id = $1 ORDER BY name",
+        )
+        .await
+    }
+
+    async fn put_role(
+        &self,
+        tenant_id: TenantId,
+        role: &RoleDefinition,
+        expected: Epoch,
+        audit: &AuditContext,
+    ) -> Result<Epoch, AuthzStoreError> {
+        let definition = to_json(role)?;
+        let now = self.clock.now();
+        let name = role.name.as_str();
+        let mut tx = self.begin_write(tenant_id, expected).await?;
+        let conn: &mut PgConnection = &mut tx;
+        let created = {
+            let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM tenancy_authz_roles WHERE tenant_id = $1 AND name = $2)",
+                )
+                .bind(tenant_id.as_uuid())
+                .bind(name)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            if !exists
+                && count(
+                    conn,
+                    "SELECT count(*) FROM tenancy_authz_roles WHERE tenant_id = $1",
+                    tenant_id,
+                )
+                .await?
+                    >= MAX_ROLES
+            {
+                return Err(AuthzStoreError::Limit {
+                    what: "roles",
+                    max: MAX_ROLES,
+                });
+            }
+            sqlx::query(
+                    "INSERT INTO tenancy_authz_roles (tenant_id, name, definition, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, name) \
+                     DO UPDATE SET definition = EXCLUDED.definition, updated_at = EXCLUDED.updated_at",
+                )
+                .bind(tenant_id.as_uuid())
+                .bind(name)
+                .bind(definition)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            !exists
+        };
+        self.finish_write(
+            tx,
+            tenant_id,
+            expected,
+            Change::PutRole { role, created },
+            audit,
+        )
+        .await
+    }
+
+    async fn delete_role(
+        &self,
+        tenant_id: TenantId,
+        name: &RoleName,
+        expected: Epoch,
+        audit: &AuditContext,
+    ) -> Result<Epoch, AuthzStoreError> {
+        let mut tx = self.begin_write(tenant_id, expected).await?;
+        let done =
+            sqlx::query("DELETE FROM tenancy_authz_roles WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant_id.as_uuid())
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if done.rows_affected() == 0 {
+            return Err(AuthzStoreError::RoleNotFound(name.clone()));
+        }
+        self.finish_write(tx, tenant_id, expected, Change::DeleteRole { name }, audit)
+            .await
+    }
+}
+
+#[async_trait]
+impl PolicyStore for PgAuthzStore {
+    async fn policies_epoch(&self, tenant_id: TenantId) -> Result<Epoch, AuthzStoreError> {
+        self.epoch(tenant_id).await
+    }
+
+    async fn list_policies(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Versioned<Vec<PolicyDocument>>, AuthzStoreError> {
+        self.list(
+            tenant_id,
+            "SELECT document FROM tenancy_authz_policies WHERE tenant_id = $1 ORDER BY id",
+        )
+        .await
+    }
+
+    async fn put_policy(
+        &self,
+        tenant_id: TenantId,
+        policy: &PolicyDocument,
+        expected: Epoch,
+        audit: &AuditContext,
+    ) -> Result<Epoch, AuthzStoreError> {
+        let document = to_json(policy)?;
+        let now = self.clock.now();
+        let id = policy.id.as_str();
+        let mut tx = self.begin_write(tenant_id, expected).await?;
+        let conn: &mut PgConnection = &mut tx;
+        let created = {
+            let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM tenancy_authz_policies WHERE tenant_id = $1 AND id = $2)",
+                )
+                .bind(tenant_id.as_uuid())
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            if !exists
+                && count(
+                    conn,
+                    "SELECT count(*) FROM tenancy_authz_policies WHERE tenant_id = $1",
+                    tenant_id,
+                )
+                .await?
+                    >= MAX_POLICIES
+            {
+                return Err(AuthzStoreError::Limit {
+                    what: "policies",
+                    max: MAX_POLICIES,
+                });
+            }
+            sqlx::query(
+                "INSERT INTO tenancy_authz_policies (tenant_id, id, document, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, id) \
+                     DO UPDATE SET document = EXCLUDED.document, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(tenant_id.as_uuid())
+            .bind(id)
+            .bind(document)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+            !exists
+        };
+        self.finish_write(
+            tx,
+            tenant_id,
+            expected,
+            Change::PutPolicy { policy, created },
+            audit,
+        )
+        .await
+    }
+
+    async fn delete_policy(
+        &self,
+        tenant_id: TenantId,
+        id: &PolicyId,
+        expected: Epoch,
+        audit: &AuditContext,
+    ) -> Result<Epoch, AuthzStoreError> {
+        let mut tx = self.begin_write(tenant_id, expected).await?;
+        let done =
+            sqlx::query("DELETE FROM tenancy_authz_policies WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id.as_uuid())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if done.rows_affected() == 0 {
+            return Err(AuthzStoreError::PolicyNotFound(id.clone()));
+        }
+        self.finish_write(tx, tenant_id, expected, Change::DeletePolicy { id }, audit)
+            .await
+    }
+}
+
+/// Listens for epoch notifications on a connection of `pool` and tells
+/// `cache` about each, so every replica recompiles a tenant soon after any
+/// replica changed its roles or policies. If the connection drops,
+/// notifications sent meanwhile are lost, so the whole cache is marked
+/// stale when it reconnects. Runs until the returned task is aborted or
+/// the pool closes.
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::PgPool, cache: std::sync::Arc<tenancy_authz::PolicyCache>) -> Result<(), sqlx::Error> {
+/// let listener = tenancy_authz::store::postgres::listen_for_epochs(&pool, cache).await?;
+/// // ... on shutdown:
+/// listener.abort();
+/// # Ok(()) }
+/// ```
+pub async fn listen_for_epochs(
+    pool: &PgPool,
+    cache: Arc<PolicyCache>,
+) -> Result<tokio::task::JoinHandle<()>, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(EPOCH_CHANNEL).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    let parsed = notification.payload().split_once(':').and_then(|(t, e)| {
+                        Some((t.parse::<TenantId>().ok()?, e.parse::<u64>().ok()?))
+                    });
+                    match parsed {
+                        Some((tenant, epoch)) => cache.observe_epoch(tenant, Epoch(epoch)),
+                        None => tracing::warn!(
+                            payload = notification.payload(),
+                            "ignoring malformed authz epoch notification"
+                        ),
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        "authz epoch listener reconnected; invalidating cached policies"
+                    );
+                    cache.invalidate_all();
+                }
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "authz epoch listener failed; retrying");
+                    cache.invalidate_all();
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }))
+}
