@@ -197,9 +197,6 @@ fn verification(c: &mut Criterion) {
         });
         group.finish();
         if algorithm == KeyAlgorithm::EdDsa {
-            c.bench_function("harness: empty async call", |b| {
-                b.to_async(&runtime).iter(|| async { black_box(1) })
-            });
             c.bench_function("api_key/verify (memory store)", |b| {
                 b.to_async(&runtime).iter(|| async {
                     s.cached
