@@ -210,6 +210,7 @@ impl Authenticator {
             method: AuthMethod::ApiKey,
             expires_at: key.expires_at,
             extra: serde_json::Map::new(),
+            minted_by: Some(key.created_by),
         }))
     }
 

@@ -50,6 +50,9 @@ pub struct Principal {
     pub expires_at: Option<OffsetDateTime>,
     /// Host-defined claims of the access token (see `ClaimsHook`).
     pub extra: Map<String, Value>,
+    /// For API keys, who created the key: its permissions never exceed
+    /// that member's roles.
+    pub minted_by: Option<Actor>,
 }
 
 impl Principal {

@@ -257,6 +257,7 @@ fn check_claims(
         method,
         expires_at: Some(expires_at),
         extra: claims.extra,
+        minted_by: None,
     })
 }
 

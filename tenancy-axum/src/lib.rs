@@ -1,9 +1,377 @@
-//! axum integration for the tenancy SDK.
+//! axum integration of the tenancy SDK.
 //!
-//! This crate will hold a tower `Layer` that authenticates requests, resolves
-//! the tenant and authorizes the route, extractors for the resulting
-//! `Principal` and `TenantScope`, and mountable `Router`s for auth, members,
-//! roles and audit. It is not implemented yet.
+//! - [`router`]: the SDK's routes (register, login, refresh, sessions, API
+//!   keys, members, invitations, roles, policies, explain, audit, JWKS) as a
+//!   [`Router`] to merge or nest into your app.
+//! - [`TenancyLayer`]: authenticates your own routes (bearer token, API key
+//!   or cookie), resolves and checks the tenant, and puts the
+//!   [`RequestContext`] in the request extensions.
+//! - [`require`]: a layer that requires a permission on a route or group.
+//! - Extractors: [`Context`], [`Caller`], [`Tenant`], [`Session`],
+//!   [`ApiKey`]; `Option<Caller>` for routes that serve anonymous callers too.
+//!   Rejections are RFC 9457 problems.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tenancy_axum::{Context, TenancyLayer, require};
+//! use tenancy_http::{HttpConfig, Tenancy, authz::Catalog, auth::AuthConfig};
+//!
+//! async fn projects(ctx: Context) -> String {
+//!     format!("projects of {}", ctx.tenant_id())
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let tenancy = Tenancy::in_memory(
+//!     Catalog::new(["projects:read", "projects:create"])?,
+//!     AuthConfig::new("https://app.example", "app"),
+//!     HttpConfig::default(),
+//! )
+//! .await?;
+//! let app: Router = Router::new()
+//!     .route("/projects", get(projects).layer(require("projects:read")))
+//!     .layer(TenancyLayer::new(tenancy.clone()))
+//!     .merge(tenancy_axum::router(tenancy));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
-pub use tenancy_core;
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, RawPathParams, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{StatusCode, header};
+use tenancy_http::auth::{Principal, Subject};
+use tenancy_http::core::{ApiKeyId, SessionId, TenantScope};
+use tenancy_http::{ApiRequest, Problem, RequestContext, RequestHead, Route, Tenancy};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// A [`Problem`] as an axum response.
+#[derive(Debug, Clone)]
+pub struct Rejection(pub Problem);
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        into_axum(self.0.to_response())
+    }
+}
+
+impl From<Problem> for Rejection {
+    fn from(problem: Problem) -> Self {
+        Self(problem)
+    }
+}
+
+fn into_axum(response: http::Response<Bytes>) -> Response {
+    response.map(Body::from)
+}
+
+fn head_of(parts: &Parts) -> RequestHead {
+    RequestHead {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        peer: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| address.ip()),
+    }
+}
+
+/// The SDK's routes as a router, ready to merge into your app. For the
+/// client address, serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router<S>(tenancy: Tenancy) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let mut by_path: BTreeMap<&'static str, MethodRouter<S>> = BTreeMap::new();
+    for route in tenancy_http::routes() {
+        let Ok(filter) = MethodFilter::try_from(route.method.clone()) else {
+            continue;
+        };
+        let path = route.path;
+        let tenancy = tenancy.clone();
+        let route = Arc::new(route);
+        let handler = move |request: Request| serve(tenancy.clone(), route.clone(), request);
+        let method_router = match by_path.remove(path) {
+            Some(existing) => existing.on(filter, handler),
+            None => on(filter, handler),
+        };
+        by_path.insert(path, method_router);
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
+}
+
+async fn serve(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let limit = tenancy.config().body_limit;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return into_axum(tenancy_http::too_large(limit).to_response());
+    }
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        return into_axum(tenancy_http::too_large(limit).to_response());
+    };
+    let params: HashMap<String, String> = match RawPathParams::from_request_parts(&mut parts, &()).await {
+        Ok(raw) => raw.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        Err(_) => HashMap::new(),
+    };
+    let request = ApiRequest {
+        head: head_of(&parts),
+        body,
+        params,
+    };
+    into_axum(tenancy.dispatch(&route, request).await)
+}
+
+/// Authenticates every request it wraps and resolves its tenant; puts the
+/// [`RequestContext`] in the request extensions for the extractors, or
+/// answers the problem (`401`, `403`, `404`) itself.
+#[derive(Clone, Debug)]
+pub struct TenancyLayer {
+    tenancy: Tenancy,
+}
+
+impl TenancyLayer {
+    /// A layer over `tenancy`.
+    pub fn new(tenancy: Tenancy) -> Self {
+        Self { tenancy }
+    }
+}
+
+impl<S> Layer<S> for TenancyLayer {
+    type Service = TenancyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TenancyService {
+            inner,
+            tenancy: self.tenancy.clone(),
+        }
+    }
+}
+
+/// The service of [`TenancyLayer`].
+#[derive(Clone, Debug)]
+pub struct TenancyService<S> {
+    inner: S,
+    tenancy: Tenancy,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<Request> for TenancyService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // Take the service that was driven to readiness; leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let tenancy = self.tenancy.clone();
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            match tenancy.authenticate(&head_of(&parts)).await {
+                Ok(context) => {
+                    parts.extensions.insert(context);
+                    inner.call(Request::from_parts(parts, body)).await
+                }
+                Err(problem) => Ok(Rejection(problem).into_response()),
+            }
+        })
+    }
+}
+
+/// A layer requiring `permission` (checked against the tenant's roles and
+/// policies) on the routes it wraps; place it inside a [`TenancyLayer`].
+pub fn require(permission: &'static str) -> RequireLayer {
+    RequireLayer { permission }
+}
+
+/// See [`require`].
+#[derive(Clone, Copy, Debug)]
+pub struct RequireLayer {
+    permission: &'static str,
+}
+
+impl<S> Layer<S> for RequireLayer {
+    type Service = RequireService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireService {
+            inner,
+            permission: self.permission,
+        }
+    }
+}
+
+/// The service of [`RequireLayer`].
+#[derive(Clone, Debug)]
+pub struct RequireService<S> {
+    inner: S,
+    permission: &'static str,
+}
+
+impl<S> Service<Request> for RequireService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let permission = self.permission;
+        Box::pin(async move {
+            let Some(context) = request.extensions().get::<RequestContext>().cloned() else {
+                return Ok(Rejection(missing_layer()).into_response());
+            };
+            match context.require(permission).await {
+                Ok(()) => inner.call(request).await,
+                Err(problem) => Ok(Rejection(problem).into_response()),
+            }
+        })
+    }
+}
+
+/// A route asked for the context but no [`TenancyLayer`] runs before it:
+/// logged for the developer, answered as a plain 500.
+fn missing_layer() -> Problem {
+    tracing::error!("a route needing the tenancy context is not wrapped in TenancyLayer");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error")
+}
+
+/// The request's [`RequestContext`]: caller, tenant, and permission checks.
+#[derive(Clone, Debug)]
+pub struct Context(pub RequestContext);
+
+impl Deref for Context {
+    type Target = RequestContext;
+    fn deref(&self) -> &RequestContext {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Context {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<RequestContext>()
+            .cloned()
+            .map(Context)
+            .ok_or_else(|| Rejection(missing_layer()))
+    }
+}
+
+/// The authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Arc<Principal>);
+
+impl Deref for Caller {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Context(context) = Context::from_request_parts(parts, state).await?;
+        Ok(Caller(context.principal().clone()))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestContext>()
+            .map(|context| Caller(context.principal().clone())))
+    }
+}
+
+/// The tenant the request acts in.
+#[derive(Clone, Copy, Debug)]
+pub struct Tenant(pub TenantScope);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Context(context) = Context::from_request_parts(parts, state).await?;
+        Ok(Tenant(*context.scope()))
+    }
+}
+
+/// The caller's session: only for signed-in users (`403` for API keys).
+#[derive(Clone, Copy, Debug)]
+pub struct Session(pub SessionId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Caller(principal) = <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        principal
+            .session_id
+            .map(Session)
+            .ok_or_else(|| Rejection(Problem::forbidden("this route needs a signed-in user")))
+    }
+}
+
+/// The calling API key: only for API keys (`403` for users).
+#[derive(Clone, Copy, Debug)]
+pub struct ApiKey(pub ApiKeyId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Caller(principal) = <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        match principal.subject {
+            Subject::ApiKey(id) => Ok(ApiKey(id)),
+            Subject::User(_) => Err(Rejection(Problem::forbidden("this route needs an API key"))),
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 use tenancy_auth::{AuthError, Error as AuthServiceError};
-use tenancy_core::{Conflict, DirectoryError, StoreError, ValidationError};
+use tenancy_core::{Conflict, DirectoryError, StoreError};
 use time::OffsetDateTime;
 
 use crate::problem::Problem;
@@ -25,10 +25,6 @@ pub(crate) fn unauthorized(error: &AuthError, realm: &str) -> Problem {
     }
     tracing::debug!(%error, "request not authenticated");
     problem
-}
-
-pub(crate) fn validation(error: &ValidationError, field: &str) -> Problem {
-    Problem::invalid(field, error.to_string())
 }
 
 pub(crate) fn store(error: &StoreError) -> Problem {

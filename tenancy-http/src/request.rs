@@ -4,27 +4,22 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, Uri, header};
+use http::{HeaderMap, Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use tenancy_auth::ClientInfo;
 
 use crate::config::HttpConfig;
+use crate::pipeline::RequestHead;
 use crate::problem::Problem;
 
 /// A request as the shared route logic sees it: what every framework can
 /// hand over.
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
-    /// The method.
-    pub method: Method,
-    /// The URI.
-    pub uri: Uri,
-    /// The headers.
-    pub headers: HeaderMap,
+    /// Method, URI, headers, peer.
+    pub head: RequestHead,
     /// The body, already bounded by [`HttpConfig::body_limit`].
     pub body: Bytes,
-    /// The peer's address.
-    pub peer: Option<IpAddr>,
     /// Path parameters by name (`{id}` → `id`).
     pub params: HashMap<String, String>,
 }
@@ -40,7 +35,7 @@ impl ApiRequest {
 
     /// A query parameter, decoded.
     pub fn query(&self, name: &str) -> Option<String> {
-        let query = self.uri.query()?;
+        let query = self.head.uri.query()?;
         query.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (percent_decode(key) == name).then(|| percent_decode(value))
@@ -55,6 +50,7 @@ impl ApiRequest {
             return Err(too_large(limit));
         }
         let is_json = self
+            .head
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -88,65 +84,75 @@ impl ApiRequest {
 
     /// A cookie's value.
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .find_map(|pair| {
-                let (key, value) = pair.trim().split_once('=')?;
-                (key == name).then_some(value)
-            })
+        cookie(&self.head.headers, name)
     }
 
     /// Who is calling: address (peer, or `X-Forwarded-For` when trusted)
     /// and user agent.
     pub fn client(&self, config: &HttpConfig) -> ClientInfo {
-        let forwarded = config
-            .trust_forwarded_for
-            .then(|| {
-                self.headers
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split(',').next())
-                    .and_then(|ip| ip.trim().parse().ok())
-            })
-            .flatten();
         let mut client = ClientInfo {
-            ip: forwarded.or(self.peer),
+            ip: client_ip(&self.head.headers, self.head.peer, config),
             user_agent: None,
         };
-        if let Some(agent) = self.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+        if let Some(agent) = self.head.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
             client = client.with_user_agent(agent);
         }
         client
     }
+}
 
-    /// Refuses a cookie-authenticated, state-changing request that does not
-    /// come from the app's own origin (CSRF): its `Origin` (or `Referer`)
-    /// must be the request's host or one of `allowed_origins`.
-    pub fn check_origin(&self, config: &HttpConfig) -> Result<(), Problem> {
-        if matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            return Ok(());
-        }
-        let source = self
-            .headers
-            .get(header::ORIGIN)
-            .or_else(|| self.headers.get(header::REFERER))
-            .and_then(|v| v.to_str().ok());
-        let Some(source) = source else {
-            return Err(Problem::forbidden("cross-site request refused: no Origin or Referer"));
-        };
-        let origin: String = source.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-        let host = self.headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        let same_host = origin
-            .split_once("://")
-            .is_some_and(|(_, authority)| Some(authority) == host);
-        if same_host || config.allowed_origins.iter().any(|allowed| allowed == &origin) {
-            Ok(())
-        } else {
-            Err(Problem::forbidden("cross-site request refused: origin not allowed"))
-        }
+/// A cookie's value.
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
+}
+
+/// The client address: the peer, or the first `X-Forwarded-For` hop when trusted.
+pub(crate) fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, config: &HttpConfig) -> Option<IpAddr> {
+    let forwarded = config
+        .trust_forwarded_for
+        .then(|| {
+            headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|ip| ip.trim().parse().ok())
+        })
+        .flatten();
+    forwarded.or(peer)
+}
+
+/// Refuses a cookie-authenticated, state-changing request that does not
+/// come from the app's own origin (CSRF): its `Origin` (or `Referer`) must
+/// be the request's host or one of [`HttpConfig::allowed_origins`].
+pub(crate) fn check_origin(head: &RequestHead, config: &HttpConfig) -> Result<(), Problem> {
+    if matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let source = head
+        .headers
+        .get(header::ORIGIN)
+        .or_else(|| head.headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    let Some(source) = source else {
+        return Err(Problem::forbidden("cross-site request refused: no Origin or Referer"));
+    };
+    let origin: String = source.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let host = head.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let same_host = origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| Some(authority) == host);
+    if same_host || config.allowed_origins.iter().any(|allowed| allowed == &origin) {
+        Ok(())
+    } else {
+        Err(Problem::forbidden("cross-site request refused: origin not allowed"))
     }
 }
 
@@ -216,11 +222,13 @@ mod tests {
             );
         }
         ApiRequest {
-            method,
-            uri: "/x?a=1&name=Ann%20Lee&plus=a+b".parse().unwrap(),
-            headers: map,
+            head: RequestHead {
+                method,
+                uri: "/x?a=1&name=Ann%20Lee&plus=a+b".parse().unwrap(),
+                headers: map,
+                peer: Some("10.0.0.1".parse().unwrap()),
+            },
             body: Bytes::from(body.to_owned()),
-            peer: Some("10.0.0.1".parse().unwrap()),
             params: HashMap::new(),
         }
     }
@@ -273,17 +281,17 @@ mod tests {
             ..HttpConfig::default()
         };
         let same = request(Method::POST, &[("host", "api.example"), ("origin", "https://api.example")], "");
-        assert!(same.check_origin(&config).is_ok());
+        assert!(check_origin(&same.head, &config).is_ok());
         let allowed = request(Method::POST, &[("host", "api.example"), ("origin", "https://app.example")], "");
-        assert!(allowed.check_origin(&config).is_ok());
+        assert!(check_origin(&allowed.head, &config).is_ok());
         let referer = request(Method::DELETE, &[("host", "api.example"), ("referer", "https://api.example/page?x")], "");
-        assert!(referer.check_origin(&config).is_ok());
+        assert!(check_origin(&referer.head, &config).is_ok());
         let evil = request(Method::POST, &[("host", "api.example"), ("origin", "https://evil.example")], "");
-        assert_eq!(evil.check_origin(&config).unwrap_err().status, 403);
+        assert_eq!(check_origin(&evil.head, &config).unwrap_err().status, 403);
         let bare = request(Method::PUT, &[("host", "api.example")], "");
-        assert_eq!(bare.check_origin(&config).unwrap_err().status, 403);
+        assert_eq!(check_origin(&bare.head, &config).unwrap_err().status, 403);
         let read = request(Method::GET, &[], "");
-        assert!(read.check_origin(&config).is_ok());
+        assert!(check_origin(&read.head, &config).is_ok());
     }
 
     #[test]

@@ -37,6 +37,9 @@
 
 mod rows;
 
+/// The sqlx this backend is built on, so hosts share one version.
+pub use sqlx;
+
 use std::fmt;
 
 use async_trait::async_trait;

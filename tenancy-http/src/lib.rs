@@ -1,0 +1,45 @@
+//! The framework-agnostic HTTP surface of the tenancy SDK, shared by
+//! `tenancy-axum` and `tenancy-actix`.
+//!
+//! - [`Tenancy`] holds the services (identity, directory, authorization)
+//!   and the [`HttpConfig`].
+//! - The pipeline ([`Tenancy::authenticate`]) authenticates a request
+//!   (bearer JWT, API key, or access-token cookie with a CSRF check),
+//!   resolves its tenant ([`TenantSource`]), checks the tenant is active and
+//!   the caller's, and yields a [`RequestContext`] whose
+//!   [`RequestContext::require`] and [`RequestContext::authorize`] answer
+//!   permission questions.
+//! - [`routes`] is the table of the SDK's own routes (auth, sessions, API
+//!   keys, members, invitations, roles, policies, explain, audit, JWKS);
+//!   [`Tenancy::dispatch`] serves one.
+//! - Every error is an RFC 9457 [`Problem`]; `401` carries
+//!   `WWW-Authenticate` per RFC 6750, lockouts carry `Retry-After`, and a
+//!   resource of another tenant answers `404`.
+//!
+//! Framework integrations convert their request into an [`ApiRequest`]
+//! and the returned `http::Response<Bytes>` back; nothing else.
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod errors;
+mod pipeline;
+mod problem;
+mod request;
+mod response;
+mod routes;
+mod tenancy;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use config::{CookieConfig, HttpConfig, TenantSource};
+pub use pipeline::{RequestContext, RequestHead};
+pub use problem::{FieldError, PROBLEM_JSON, Problem};
+pub use request::{ApiRequest, too_large};
+pub use response::{json, no_content};
+pub use routes::{Access, Route, routes};
+pub use tenancy::{SetupError, Tenancy};
+
+pub use tenancy_auth as auth;
+pub use tenancy_authz as authz;
+pub use tenancy_core as core;

@@ -1,0 +1,346 @@
+//! The request pipeline: authenticate → resolve the tenant → authorize.
+//! Each step is a plain function over `http` types; the framework crates
+//! only adapt types around them.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, StatusCode, Uri, header};
+use tenancy_auth::{Credentials, Principal, Subject};
+use tenancy_authz::{Attributes, AuthzRequest, Explanation, PermissionPattern, Resource};
+use tenancy_core::{
+    Actor, AuditContext, MembershipStatus, MembershipStore, RoleName, RoleSet, Slug, StoreError,
+    TenantId, TenantScope, TenantStatus, TenantStore, UserId,
+};
+
+use crate::config::TenantSource;
+use crate::errors;
+use crate::problem::Problem;
+use crate::tenancy::Tenancy;
+
+/// What the pipeline reads of a request: no body.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The URI.
+    pub uri: Uri,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The peer's address.
+    pub peer: Option<IpAddr>,
+}
+
+impl RequestHead {
+    /// A cookie's value.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        crate::request::cookie(&self.headers, name)
+    }
+}
+
+/// An authenticated request acting in a resolved, active tenant: what
+/// handlers receive. Cheap to clone.
+#[derive(Clone)]
+pub struct RequestContext {
+    tenancy: Tenancy,
+    principal: Arc<Principal>,
+    scope: TenantScope,
+    authz: Arc<tenancy_authz::Principal>,
+    audit: AuditContext,
+}
+
+impl std::fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("principal", &self.principal)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestContext {
+    /// Who is calling.
+    pub fn principal(&self) -> &Arc<Principal> {
+        &self.principal
+    }
+
+    /// The tenant the request acts in.
+    pub fn scope(&self) -> &TenantScope {
+        &self.scope
+    }
+
+    /// The tenant's id.
+    pub fn tenant_id(&self) -> TenantId {
+        self.scope.tenant_id()
+    }
+
+    /// The calling user, if a user is calling.
+    pub fn user_id(&self) -> Option<UserId> {
+        self.principal.user_id()
+    }
+
+    /// The caller as the authorization engine sees it.
+    pub fn authz_principal(&self) -> &tenancy_authz::Principal {
+        &self.authz
+    }
+
+    /// The audit context of this request: actor, address, user agent.
+    pub fn audit(&self) -> &AuditContext {
+        &self.audit
+    }
+
+    /// The services.
+    pub fn tenancy(&self) -> &Tenancy {
+        &self.tenancy
+    }
+
+    /// Requires `permission` on the tenant's resources of its type (the
+    /// part before `:`): `403` naming it otherwise.
+    pub async fn require(&self, permission: &str) -> Result<(), Problem> {
+        let resource_type = permission.split(':').next().unwrap_or(permission);
+        let resource = Resource::new(resource_type).in_tenant(self.tenant_id());
+        self.authorize(permission, &resource, None).await
+    }
+
+    /// Requires `action` on `resource` (with optional request attributes
+    /// as `context.*`). A resource of another tenant answers `404`, as if
+    /// it did not exist; a refusal answers `403`.
+    pub async fn authorize(
+        &self,
+        action: &str,
+        resource: &Resource,
+        context: Option<&Attributes>,
+    ) -> Result<(), Problem> {
+        if resource.tenant_id().is_some_and(|tenant| tenant != self.tenant_id()) {
+            return Err(Problem::not_found());
+        }
+        let authorizer = self
+            .tenancy
+            .authz()
+            .authorizer(self.tenant_id())
+            .await
+            .map_err(|e| Problem::unavailable(&e))?;
+        let mut request = AuthzRequest::new(&self.authz, action, resource);
+        if let Some(context) = context {
+            request = request.with_context(context);
+        }
+        if authorizer.check(&request).allowed() {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!("`{action}` is not allowed"))
+                .with_field("permission", action.to_owned()))
+        }
+    }
+
+    /// Why `action` on `resource` is or is not allowed for this caller.
+    pub async fn explain(&self, action: &str, resource: &Resource, context: Option<&Attributes>) -> Result<Explanation, Problem> {
+        explain_for(&self.tenancy, &self.authz, action, resource, context).await
+    }
+}
+
+pub(crate) async fn explain_for(
+    tenancy: &Tenancy,
+    principal: &tenancy_authz::Principal,
+    action: &str,
+    resource: &Resource,
+    context: Option<&Attributes>,
+) -> Result<Explanation, Problem> {
+    let authorizer = tenancy
+        .authz()
+        .authorizer(principal.tenant_id())
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    let mut request = AuthzRequest::new(principal, action, resource);
+    if let Some(context) = context {
+        request = request.with_context(context);
+    }
+    Ok(authorizer.explain(&request))
+}
+
+impl Tenancy {
+    /// Runs the pipeline on a request: authenticates the caller (bearer
+    /// token, API key, or access-token cookie with a CSRF check on
+    /// state-changing methods), resolves the tenant (see
+    /// [`crate::HttpConfig::tenant_source`]) and checks it is the caller's
+    /// and active. A tenant other than the caller's answers `404`.
+    pub async fn authenticate(&self, head: &RequestHead) -> Result<RequestContext, Problem> {
+        let config = self.config();
+        let authorization = head.headers.get(header::AUTHORIZATION).map(|v| v.to_str());
+        let authorization = match authorization {
+            Some(Ok(value)) => Some(value),
+            Some(Err(_)) => {
+                return Err(errors::unauthorized(&tenancy_auth::AuthError::MalformedHeader, &config.realm));
+            }
+            None => None,
+        };
+        let cookie = if authorization.is_none() {
+            head.cookie(&config.cookies.access_name)
+        } else {
+            None
+        };
+        if cookie.is_some() {
+            crate::request::check_origin(head, config)?;
+        }
+        let principal = self
+            .auth()
+            .authenticator()
+            .authenticate(Credentials {
+                authorization,
+                cookie,
+                tenant: None,
+            })
+            .await
+            .map_err(|e| errors::unauthorized(&e, &config.realm))?;
+        let requested = self.requested_tenant(head).await?;
+        let tenant_id = principal.tenant_id;
+        if requested.is_some_and(|requested| requested != tenant_id) {
+            return Err(Problem::not_found().with_detail("no such tenant for these credentials"));
+        }
+        let status = self.tenant_status(tenant_id).await?;
+        if status != TenantStatus::Active {
+            return Err(Problem::new(StatusCode::FORBIDDEN, "tenant-inactive", "Tenant not active")
+                .with_detail(format!("the tenant is {status}")));
+        }
+        let authz = self.authz_principal(&principal).await?;
+        let audit = AuditContext {
+            actor: principal.actor(),
+            ip: crate::request::client_ip(&head.headers, head.peer, config),
+            user_agent: head
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|agent| AuditContext::system().with_user_agent(agent).user_agent),
+        };
+        Ok(RequestContext {
+            tenancy: self.clone(),
+            scope: TenantScope::assume_resolved(tenant_id),
+            principal,
+            authz: Arc::new(authz),
+            audit,
+        })
+    }
+
+    async fn requested_tenant(&self, head: &RequestHead) -> Result<Option<TenantId>, Problem> {
+        match &self.config().tenant_source {
+            TenantSource::Token => Ok(None),
+            TenantSource::Header(name) => match head.headers.get(name) {
+                None => Ok(None),
+                Some(value) => value
+                    .to_str()
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok())
+                    .map(Some)
+                    .ok_or_else(|| Problem::bad_request(format!("{name} must be a tenant id"))),
+            },
+            TenantSource::Subdomain { base } => {
+                let host = head
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|host| host.split(':').next().unwrap_or(host).to_ascii_lowercase());
+                let label = host.as_deref().and_then(|host| {
+                    host.strip_suffix(base.as_str())
+                        .and_then(|rest| rest.strip_suffix('.'))
+                        .filter(|label| !label.is_empty() && !label.contains('.'))
+                        .map(str::to_owned)
+                });
+                match label {
+                    Some(label) => self.tenant_by_slug(&label).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+            TenantSource::PathSegment(index) => {
+                let segment = head.uri.path().split('/').filter(|s| !s.is_empty()).nth(*index);
+                match segment {
+                    None => Ok(None),
+                    Some(segment) => match segment.parse::<TenantId>() {
+                        Ok(id) => Ok(Some(id)),
+                        Err(_) => self.tenant_by_slug(segment).await.map(Some),
+                    },
+                }
+            }
+        }
+    }
+
+    async fn tenant_by_slug(&self, text: &str) -> Result<TenantId, Problem> {
+        if let Some(id) = self.lookups().slugs.get(&text.to_owned()) {
+            return Ok(id);
+        }
+        let slug = Slug::new(text).map_err(|_| Problem::not_found())?;
+        let tenant = self
+            .directory()
+            .backend()
+            .find_tenant_by_slug(&slug)
+            .await
+            .map_err(|e| errors::store(&e))?
+            .ok_or_else(Problem::not_found)?;
+        self.lookups().slugs.insert(text.to_owned(), tenant.id);
+        Ok(tenant.id)
+    }
+
+    async fn tenant_status(&self, tenant: TenantId) -> Result<TenantStatus, Problem> {
+        if let Some(status) = self.lookups().tenant_status.get(&tenant) {
+            return Ok(status);
+        }
+        let status = match self.directory().backend().get_tenant(tenant).await {
+            Ok(found) => found.status,
+            Err(StoreError::NotFound(_)) => return Err(Problem::not_found()),
+            Err(other) => return Err(errors::store(&other)),
+        };
+        self.lookups().tenant_status.insert(tenant, status);
+        Ok(status)
+    }
+
+    /// Forgets what the pipeline cached about `tenant` (status, members'
+    /// roles), after a change made through this process.
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        self.lookups().tenant_status.remove(&tenant);
+    }
+
+    /// The caller as the authorization engine sees it. An API key carries
+    /// the current roles of the member who created it (a key created by
+    /// the host itself carries `owner`); if that member has left, the key
+    /// no longer authenticates.
+    async fn authz_principal(&self, principal: &Principal) -> Result<tenancy_authz::Principal, Problem> {
+        let tenant = principal.tenant_id;
+        let invalid = || {
+            errors::unauthorized(
+                &tenancy_auth::AuthError::InvalidToken(tenancy_auth::TokenRejection::InvalidClaims),
+                &self.config().realm,
+            )
+        };
+        match principal.subject {
+            Subject::User(user) => {
+                let roles = RoleSet::new(principal.roles.iter().cloned()).map_err(|_| invalid())?;
+                Ok(tenancy_authz::Principal::user(user, tenant, roles))
+            }
+            Subject::ApiKey(key) => {
+                let roles = match principal.minted_by {
+                    Some(Actor::User(user)) => self.member_roles(tenant, user).await?.ok_or_else(invalid)?,
+                    _ => RoleSet::single(RoleName::OWNER),
+                };
+                let scopes = principal
+                    .scopes
+                    .iter()
+                    .filter_map(|scope| PermissionPattern::new(scope.as_str()).ok());
+                Ok(tenancy_authz::Principal::api_key(key, tenant, roles, scopes))
+            }
+        }
+    }
+
+    async fn member_roles(&self, tenant: TenantId, user: UserId) -> Result<Option<RoleSet>, Problem> {
+        if let Some(roles) = self.lookups().member_roles.get(&(tenant, user)) {
+            return Ok(roles);
+        }
+        let roles = self
+            .directory()
+            .backend()
+            .find_membership(tenant, user)
+            .await
+            .map_err(|e| errors::store(&e))?
+            .filter(|m| m.status == MembershipStatus::Active)
+            .map(|m| m.roles);
+        self.lookups().member_roles.insert((tenant, user), roles.clone());
+        Ok(roles)
+    }
+}

@@ -1,0 +1,896 @@
+//! The SDK's routes, as data: method, path, access, and a handler over the
+//! shared request type. The axum and actix integrations mount this one
+//! table, so both serve the same paths, JSON, status codes and headers.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tenancy_auth::{LoginRequest, LoginSuccess, NewApiKey, Password, Registration, Scope};
+use tenancy_authz::{AdminError, Attributes, PolicyDocument, PolicyId, Resource, RoleDefinition, sdk};
+use tenancy_core::{
+    Acceptor, ActionFilter, Actor, ApiKeyId, AuditQuery, Cursor, DisplayName, Email, ExportFormat,
+    InvitationId, InvitationStore, InvitationToken, MembershipStore, UserStore, NewTenant, NewUser, Page, PageRequest, PageSize,
+    RoleName, RoleSet, SessionId, Slug, TargetType, TenantId, TenantName, UserId,
+};
+use time::OffsetDateTime;
+
+use crate::errors;
+use crate::pipeline::RequestContext;
+use crate::problem::Problem;
+use crate::request::{ApiRequest, set_cookie};
+use crate::response::{add_cookie, json, no_content};
+use crate::tenancy::Tenancy;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone.
+    Public,
+    /// Anyone; credentials, if present, are used (accepting an invitation).
+    Optional,
+    /// Any authenticated caller.
+    Authenticated,
+    /// An authenticated caller holding this permission in the tenant.
+    Permission(&'static str),
+}
+
+type Handler = for<'a> fn(
+    &'a Tenancy,
+    &'a ApiRequest,
+    Option<&'a RequestContext>,
+) -> Pin<Box<dyn Future<Output = Result<Response<Bytes>, Problem>> + Send + 'a>>;
+
+/// One SDK route.
+#[derive(Clone)]
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path, with `{name}` parameters.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    handler: Handler,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({:?})", self.method, self.path, self.access)
+    }
+}
+
+macro_rules! route {
+    ($method:ident $path:literal, $access:expr, $handler:ident) => {
+        Route {
+            method: Method::$method,
+            path: $path,
+            access: $access,
+            handler: |t, r, c| Box::pin($handler(t, r, c)),
+        }
+    };
+}
+
+/// Every SDK route. Mount them with your framework's integration.
+pub fn routes() -> Vec<Route> {
+    use Access::*;
+    vec![
+        route!(POST "/auth/register", Public, register),
+        route!(POST "/auth/login", Public, login),
+        route!(POST "/auth/refresh", Public, refresh),
+        route!(POST "/auth/logout", Authenticated, logout),
+        route!(GET "/auth/me", Authenticated, me),
+        route!(GET "/auth/sessions", Authenticated, list_sessions),
+        route!(DELETE "/auth/sessions/{session_id}", Authenticated, revoke_session),
+        route!(POST "/auth/switch-tenant", Authenticated, switch_tenant),
+        route!(POST "/auth/email/verify/start", Authenticated, start_verification),
+        route!(POST "/auth/email/verify/finish", Public, finish_verification),
+        route!(POST "/auth/password-reset/start", Public, start_reset),
+        route!(POST "/auth/password-reset/finish", Public, finish_reset),
+        route!(GET "/.well-known/jwks.json", Public, jwks),
+        route!(POST "/api-keys", Permission(sdk::API_KEYS_MANAGE), create_api_key),
+        route!(GET "/api-keys", Permission(sdk::API_KEYS_READ), list_api_keys),
+        route!(DELETE "/api-keys/{id}", Permission(sdk::API_KEYS_MANAGE), revoke_api_key),
+        route!(GET "/members", Permission(sdk::MEMBERS_READ), list_members),
+        route!(PUT "/members/{user_id}/roles", Permission(sdk::MEMBERS_MANAGE), change_roles),
+        route!(DELETE "/members/{user_id}", Permission(sdk::MEMBERS_MANAGE), remove_member),
+        route!(POST "/invitations", Permission(sdk::MEMBERS_MANAGE), invite),
+        route!(GET "/invitations", Permission(sdk::MEMBERS_READ), list_invitations),
+        route!(DELETE "/invitations/{id}", Permission(sdk::MEMBERS_MANAGE), revoke_invitation),
+        route!(POST "/invitations/accept", Optional, accept_invitation),
+        route!(GET "/roles", Permission(sdk::ROLES_READ), list_roles),
+        route!(PUT "/roles/{name}", Permission(sdk::ROLES_MANAGE), put_role),
+        route!(DELETE "/roles/{name}", Permission(sdk::ROLES_MANAGE), delete_role),
+        route!(GET "/policies", Permission(sdk::POLICIES_READ), list_policies),
+        route!(PUT "/policies/{id}", Permission(sdk::POLICIES_MANAGE), put_policy),
+        route!(DELETE "/policies/{id}", Permission(sdk::POLICIES_MANAGE), delete_policy),
+        route!(POST "/authz/explain", Permission(sdk::POLICIES_READ), explain),
+        route!(GET "/audit", Permission(sdk::AUDIT_READ), audit_events),
+        route!(GET "/audit/export", Permission(sdk::AUDIT_READ), audit_export),
+    ]
+}
+
+impl Tenancy {
+    /// Serves `route` for `request`: runs the pipeline the route's access
+    /// asks for, then its handler. Every failure is a problem answer.
+    pub async fn dispatch(&self, route: &Route, request: ApiRequest) -> Response<Bytes> {
+        let outcome = async {
+            let context = match route.access {
+                Access::Public => None,
+                Access::Optional if !request.head.headers.contains_key(header::AUTHORIZATION) => None,
+                Access::Optional | Access::Authenticated => Some(self.authenticate(&request.head).await?),
+                Access::Permission(permission) => {
+                    let context = self.authenticate(&request.head).await?;
+                    context.require(permission).await?;
+                    Some(context)
+                }
+            };
+            (route.handler)(self, &request, context.as_ref()).await
+        }
+        .await;
+        outcome.unwrap_or_else(|problem| problem.to_response())
+    }
+}
+
+fn ctx(context: Option<&RequestContext>) -> Result<&RequestContext, Problem> {
+    context.ok_or_else(|| Problem::internal(&Problem::bad_request("route ran without its context")))
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn body<T: for<'de> Deserialize<'de>>(t: &Tenancy, r: &ApiRequest) -> Result<T, Problem> {
+    r.json(t.config().body_limit)
+}
+
+fn field<T, E: std::fmt::Display>(name: &str, result: Result<T, E>) -> Result<T, Problem> {
+    result.map_err(|e| Problem::invalid(name, e.to_string()))
+}
+
+fn page_request(r: &ApiRequest) -> Result<PageRequest, Problem> {
+    let size = match r.query("limit") {
+        Some(text) => {
+            let n: usize = field("limit", text.parse::<usize>())?;
+            field("limit", PageSize::new(n))?
+        }
+        None => PageSize::default(),
+    };
+    Ok(PageRequest {
+        size,
+        after: r.query("cursor").map(Cursor::new),
+    })
+}
+
+fn page_json<T: Serialize>(page: &Page<T>) -> Value {
+    json!({ "items": page.items, "next_cursor": page.next.as_ref().map(Cursor::as_str) })
+}
+
+fn user_id(principal: &RequestContext) -> Result<UserId, Problem> {
+    principal
+        .user_id()
+        .ok_or_else(|| Problem::forbidden("this operation needs a signed-in user"))
+}
+
+#[derive(Serialize)]
+struct Tokens<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: &'a str,
+    session_id: SessionId,
+    tenant_id: TenantId,
+    roles: Vec<&'a str>,
+    user: &'a tenancy_core::User,
+}
+
+fn tokens_response(t: &Tenancy, status: StatusCode, success: &LoginSuccess, cookies: bool) -> Result<Response<Bytes>, Problem> {
+    let expires_in = (success.access_token.expires_at - OffsetDateTime::now_utc()).whole_seconds().max(0);
+    let mut response = json(
+        status,
+        &Tokens {
+            access_token: &success.access_token.token,
+            token_type: "Bearer",
+            expires_in,
+            refresh_token: success.refresh_token.expose_secret(),
+            session_id: success.session.id,
+            tenant_id: success.membership.tenant_id,
+            roles: success.membership.roles.iter().map(RoleName::as_str).collect(),
+            user: &success.user,
+        },
+    )?;
+    let config = &t.config().cookies;
+    if cookies && config.enabled {
+        let refresh_age = (success.session.absolute_expires_at - OffsetDateTime::now_utc()).whole_seconds();
+        add_cookie(
+            &mut response,
+            &set_cookie(&config.access_name, &success.access_token.token, "/", Some(expires_in), config.secure),
+        );
+        add_cookie(
+            &mut response,
+            &set_cookie(
+                &config.refresh_name,
+                success.refresh_token.expose_secret(),
+                &config.refresh_path,
+                Some(refresh_age),
+                config.secure,
+            ),
+        );
+    }
+    Ok(response)
+}
+
+fn auth_error(_: &Tenancy, error: &tenancy_auth::Error) -> Problem {
+    errors::auth_service(error, now())
+}
+
+// ---------------------------------------------------------------- auth
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantBody {
+    slug: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    email: String,
+    password: String,
+    display_name: Option<String>,
+    tenant: TenantBody,
+    #[serde(default)]
+    cookies: bool,
+}
+
+async fn register(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let input: RegisterBody = body(t, r)?;
+    let mut user = NewUser::new(field("email", Email::new(&input.email))?);
+    if let Some(name) = input.display_name {
+        user = user.with_display_name(field("display_name", DisplayName::new(&name))?);
+    }
+    let tenant = NewTenant::new(
+        field("tenant.slug", Slug::new(input.tenant.slug))?,
+        field("tenant.name", TenantName::new(&input.tenant.name))?,
+    );
+    let success = t
+        .auth()
+        .register(
+            Registration {
+                user,
+                password: Password::new(input.password),
+                tenant,
+            },
+            &r.client(t.config()),
+        )
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    tokens_response(t, StatusCode::CREATED, &success, input.cookies)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+    tenant_id: Option<TenantId>,
+    #[serde(default)]
+    cookies: bool,
+}
+
+async fn login(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let input: LoginBody = body(t, r)?;
+    let success = t
+        .auth()
+        .login(
+            LoginRequest {
+                email: input.email,
+                password: Password::new(input.password),
+                tenant: input.tenant_id,
+            },
+            &r.client(t.config()),
+        )
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    tokens_response(t, StatusCode::OK, &success, input.cookies)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: Option<String>,
+    #[serde(default)]
+    cookies: bool,
+}
+
+async fn refresh(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let input: RefreshBody = if r.body.is_empty() { RefreshBody::default() } else { body(t, r)? };
+    let (token, from_cookie) = match input.refresh_token {
+        Some(token) => (token, false),
+        None => {
+            let cookie = r
+                .cookie(&t.config().cookies.refresh_name)
+                .ok_or_else(|| Problem::invalid("refresh_token", "a refresh token is required"))?;
+            crate::request::check_origin(&r.head, t.config())?;
+            (cookie.to_owned(), true)
+        }
+    };
+    let success = t
+        .auth()
+        .refresh(&token, &r.client(t.config()))
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    tokens_response(t, StatusCode::OK, &success, input.cookies || from_cookie)
+}
+
+async fn logout(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    t.auth()
+        .logout(c.principal(), &r.client(t.config()))
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    let mut response = no_content();
+    let cookies = &t.config().cookies;
+    add_cookie(&mut response, &set_cookie(&cookies.access_name, "", "/", Some(0), cookies.secure));
+    add_cookie(&mut response, &set_cookie(&cookies.refresh_name, "", &cookies.refresh_path, Some(0), cookies.secure));
+    Ok(response)
+}
+
+async fn me(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let user = match c.user_id() {
+        Some(id) => Some(t.directory().backend().get_user(id).await.map_err(|e| errors::store(&e))?),
+        None => None,
+    };
+    let tenant = t.directory().tenant(c.tenant_id()).await.map_err(|e| errors::directory(&e))?;
+    json(StatusCode::OK, &json!({ "principal": &**c.principal(), "user": user, "tenant": tenant }))
+}
+
+async fn list_sessions(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let user = user_id(ctx(c)?)?;
+    let sessions = t.auth().list_sessions(user).await.map_err(|e| auth_error(t, &e))?;
+    json(StatusCode::OK, &json!({ "items": sessions }))
+}
+
+async fn revoke_session(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let user = user_id(ctx(c)?)?;
+    let session: SessionId = r.param("session_id")?.parse().map_err(|_| Problem::not_found())?;
+    t.auth().revoke_session(user, session).await.map_err(|e| auth_error(t, &e))?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    tenant_id: TenantId,
+    #[serde(default)]
+    cookies: bool,
+}
+
+async fn switch_tenant(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let input: SwitchBody = body(t, r)?;
+    let success = t
+        .auth()
+        .switch_tenant(c.principal(), input.tenant_id, &r.client(t.config()))
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    tokens_response(t, StatusCode::OK, &success, input.cookies)
+}
+
+async fn start_verification(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let user = user_id(ctx(c)?)?;
+    t.auth().start_email_verification(user).await.map_err(|e| auth_error(t, &e))?;
+    json(StatusCode::ACCEPTED, &json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token: String,
+}
+
+async fn finish_verification(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let input: TokenBody = body(t, r)?;
+    let user = t
+        .auth()
+        .finish_email_verification(&input.token)
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    json(StatusCode::OK, &json!({ "user": user }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailBody {
+    email: String,
+}
+
+async fn start_reset(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let input: EmailBody = body(t, r)?;
+    t.auth().start_password_reset(&input.email).await.map_err(|e| auth_error(t, &e))?;
+    json(StatusCode::ACCEPTED, &json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    token: String,
+    password: String,
+}
+
+async fn finish_reset(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let input: ResetBody = body(t, r)?;
+    t.auth()
+        .finish_password_reset(&input.token, &Password::new(input.password))
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    Ok(no_content())
+}
+
+async fn jwks(t: &Tenancy, _: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let mut response = json(StatusCode::OK, &*t.auth().jwks())?;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    Ok(response)
+}
+
+// ---------------------------------------------------------------- api keys
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiKeyBody {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+}
+
+async fn create_api_key(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let input: ApiKeyBody = body(t, r)?;
+    let mut scopes = Vec::with_capacity(input.scopes.len());
+    for (i, scope) in input.scopes.into_iter().enumerate() {
+        let scope = field(&format!("scopes[{i}]"), Scope::new(scope))?;
+        // A key may carry only what its creator holds.
+        c.require(scope.as_str()).await.map_err(|_| {
+            Problem::forbidden(format!("cannot grant `{scope}`: the creator does not hold it"))
+                .with_field(format!("scopes[{i}]"), "not held by the creator")
+        })?;
+        scopes.push(scope);
+    }
+    let (key, secret) = t
+        .auth()
+        .create_api_key(
+            c.scope(),
+            NewApiKey {
+                name: input.name,
+                scopes,
+                expires_at: input.expires_at,
+            },
+            c.audit(),
+        )
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    json(StatusCode::CREATED, &json!({ "api_key": key, "secret": secret.expose_secret() }))
+}
+
+async fn list_api_keys(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let page = t
+        .auth()
+        .list_api_keys(c.scope(), &page_request(r)?)
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    json(StatusCode::OK, &page_json(&page))
+}
+
+async fn revoke_api_key(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let id: ApiKeyId = r.param("id")?.parse().map_err(|_| Problem::not_found())?;
+    t.auth()
+        .revoke_api_key(c.scope(), id, c.audit())
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    Ok(no_content())
+}
+
+// ---------------------------------------------------------------- members
+
+async fn list_members(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let page = t
+        .directory()
+        .list_members(c.scope(), &page_request(r)?)
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    json(StatusCode::OK, &page_json(&page))
+}
+
+fn role_set(name: &str, roles: Vec<String>) -> Result<RoleSet, Problem> {
+    field(name, RoleSet::parse(roles))
+}
+
+fn admin_error(error: &AdminError) -> Problem {
+    match error {
+        AdminError::Forbidden { .. } | AdminError::Escalation { .. } | AdminError::OtherTenant => {
+            Problem::forbidden(error.to_string())
+        }
+        AdminError::Role(_) | AdminError::Policy(_) => Problem::invalid("body", error.to_string()),
+        AdminError::RoleInUse { .. } => Problem::conflict(error.to_string()),
+        other => Problem::unavailable(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesBody {
+    roles: Vec<String>,
+}
+
+async fn change_roles(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let member: UserId = r.param("user_id")?.parse().map_err(|_| Problem::not_found())?;
+    let input: RolesBody = body(t, r)?;
+    let roles = role_set("roles", input.roles)?;
+    let current = t
+        .directory()
+        .backend()
+        .find_membership(c.tenant_id(), member)
+        .await
+        .map_err(|e| errors::store(&e))?
+        .ok_or_else(Problem::not_found)?;
+    t.authz_admin()
+        .authorize_assignment(c.scope(), c.authz_principal(), Some(&current.roles), &roles)
+        .await
+        .map_err(|e| admin_error(&e))?;
+    let membership = t
+        .directory()
+        .change_roles(c.scope(), member, roles, c.audit())
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    t.lookups().member_roles.remove(&(c.tenant_id(), member));
+    json(StatusCode::OK, &membership)
+}
+
+async fn remove_member(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let member: UserId = r.param("user_id")?.parse().map_err(|_| Problem::not_found())?;
+    t.auth()
+        .remove_member(c.scope(), member, c.audit())
+        .await
+        .map_err(|e| auth_error(t, &e))?;
+    t.lookups().member_roles.remove(&(c.tenant_id(), member));
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    email: String,
+    roles: Vec<String>,
+}
+
+async fn invite(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let input: InviteBody = body(t, r)?;
+    let email = field("email", Email::new(&input.email))?;
+    let roles = role_set("roles", input.roles)?;
+    t.authz_admin()
+        .authorize_assignment(c.scope(), c.authz_principal(), None, &roles)
+        .await
+        .map_err(|e| admin_error(&e))?;
+    let issued = t
+        .directory()
+        .invite(c.scope(), email, roles, c.audit())
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    json(
+        StatusCode::CREATED,
+        &json!({ "invitation": issued.invitation, "token": issued.token.expose_secret() }),
+    )
+}
+
+async fn list_invitations(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let page = t
+        .directory()
+        .list_invitations(c.scope(), &page_request(r)?)
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    json(StatusCode::OK, &page_json(&page))
+}
+
+async fn revoke_invitation(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let id: InvitationId = r.param("id")?.parse().map_err(|_| Problem::not_found())?;
+    t.directory()
+        .revoke_invitation(c.scope(), id, c.audit())
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptBody {
+    token: String,
+    display_name: Option<String>,
+    /// For someone without an account: the password of the account the
+    /// acceptance creates.
+    password: Option<String>,
+}
+
+/// Accepts an invitation: as the signed-in caller if credentials are sent,
+/// otherwise creating an account for the invited address (with `password`,
+/// checked against the policy before anything is written).
+async fn accept_invitation(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let input: AcceptBody = body(t, r)?;
+    let not_found = || Problem::not_found().with_detail("invitation not found");
+    let token = InvitationToken::parse(&input.token).map_err(|_| not_found())?;
+    let signed_in = c.and_then(RequestContext::user_id);
+    let password = match (&input.password, signed_in) {
+        (Some(password), None) => {
+            let invitation = t
+                .directory()
+                .backend()
+                .find_invitation_by_token(token.tenant_id(), token.hash())
+                .await
+                .map_err(|e| errors::store(&e))?
+                .ok_or_else(not_found)?;
+            let password = Password::new(password.clone());
+            t.auth()
+                .config()
+                .password
+                .check(&password, Some(&invitation.email))
+                .map_err(|rejected| Problem::invalid("password", rejected.to_string()))?;
+            Some(password)
+        }
+        _ => None,
+    };
+    let acceptor = match signed_in {
+        Some(user) => Acceptor::User(user),
+        None => Acceptor::NewUser {
+            display_name: input
+                .display_name
+                .map(|name| field("display_name", DisplayName::new(&name)))
+                .transpose()?,
+        },
+    };
+    let client = r.client(t.config());
+    let audit = tenancy_core::AuditContext {
+        actor: Actor::System,
+        ip: client.ip,
+        user_agent: client.user_agent,
+    };
+    let accepted = t
+        .directory()
+        .accept_invitation(&token, acceptor, &audit)
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    if let Some(password) = password {
+        t.auth()
+            .set_password(&accepted.user, &password)
+            .await
+            .map_err(|e| auth_error(t, &e))?;
+    }
+    json(
+        StatusCode::OK,
+        &json!({ "user": accepted.user, "membership": accepted.membership, "user_created": accepted.user_created }),
+    )
+}
+
+// ---------------------------------------------------------------- roles and policies
+
+async fn list_roles(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let custom = t
+        .authz()
+        .role_store()
+        .list_roles(c.tenant_id())
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    json(
+        StatusCode::OK,
+        &json!({ "built_in": t.authz().engine().built_ins(), "custom": custom.value, "epoch": custom.epoch }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    description: Option<String>,
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default)]
+    inherits: Vec<String>,
+}
+
+async fn put_role(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let name = field("name", RoleName::new(r.param("name")?))?;
+    let input: RoleBody = body(t, r)?;
+    let mut role = RoleDefinition::new(name);
+    role.description = input.description;
+    for (i, permission) in input.permissions.iter().enumerate() {
+        role.permissions
+            .push(field(&format!("permissions[{i}]"), permission.parse())?);
+    }
+    for (i, parent) in input.inherits.into_iter().enumerate() {
+        role.inherits.push(field(&format!("inherits[{i}]"), RoleName::new(parent))?);
+    }
+    let epoch = t
+        .authz_admin()
+        .put_role(c.scope(), c.authz_principal(), role.clone(), c.audit())
+        .await
+        .map_err(|e| admin_error(&e))?;
+    json(StatusCode::OK, &json!({ "role": role, "epoch": epoch }))
+}
+
+async fn delete_role(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let name = RoleName::new(r.param("name")?).map_err(|_| Problem::not_found())?;
+    t.authz_admin()
+        .delete_role(c.scope(), c.authz_principal(), &name, c.audit())
+        .await
+        .map_err(|e| admin_error(&e))?;
+    Ok(no_content())
+}
+
+async fn list_policies(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let policies = t
+        .authz()
+        .policy_store()
+        .list_policies(c.tenant_id())
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    json(StatusCode::OK, &json!({ "items": policies.value, "epoch": policies.epoch }))
+}
+
+async fn put_policy(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let id = field("id", PolicyId::new(r.param("id")?))?;
+    let mut document: Value = body(t, r)?;
+    if let Some(object) = document.as_object_mut() {
+        object.insert("id".into(), json!(id.as_str()));
+    }
+    let document: PolicyDocument = field("body", serde_json::from_value(document))?;
+    let epoch = t
+        .authz_admin()
+        .put_policy(c.scope(), c.authz_principal(), document.clone(), c.audit())
+        .await
+        .map_err(|e| admin_error(&e))?;
+    json(StatusCode::OK, &json!({ "policy": document, "epoch": epoch }))
+}
+
+async fn delete_policy(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let id = PolicyId::new(r.param("id")?).map_err(|_| Problem::not_found())?;
+    t.authz_admin()
+        .delete_policy(c.scope(), c.authz_principal(), &id, c.audit())
+        .await
+        .map_err(|e| admin_error(&e))?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceBody {
+    #[serde(rename = "type")]
+    resource_type: String,
+    id: Option<String>,
+    #[serde(default)]
+    attributes: Option<Attributes>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainBody {
+    user_id: Option<UserId>,
+    action: String,
+    resource: ResourceBody,
+    #[serde(default)]
+    context: Option<Attributes>,
+}
+
+/// "Why can X do Y?": the decision and its explanation for the caller, or
+/// for another member of the tenant.
+async fn explain(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let input: ExplainBody = body(t, r)?;
+    let mut resource = Resource::new(input.resource.resource_type.as_str()).in_tenant(c.tenant_id());
+    if let Some(id) = input.resource.id {
+        resource = resource.with_id(id.as_str());
+    }
+    if let Some(attributes) = input.resource.attributes {
+        resource = resource.with_attributes(attributes);
+    }
+    let explanation = match input.user_id {
+        None => c.explain(&input.action, &resource, input.context.as_ref()).await?,
+        Some(user) => {
+            let membership = t
+                .directory()
+                .backend()
+                .find_membership(c.tenant_id(), user)
+                .await
+                .map_err(|e| errors::store(&e))?
+                .ok_or_else(Problem::not_found)?;
+            let subject = tenancy_authz::Principal::user(user, c.tenant_id(), membership.roles);
+            crate::pipeline::explain_for(t, &subject, &input.action, &resource, input.context.as_ref()).await?
+        }
+    };
+    json(
+        StatusCode::OK,
+        &json!({
+            "allowed": explanation.allowed,
+            "reason": format!("{:?}", explanation.reason),
+            "explanation": explanation.to_string(),
+            "notes": explanation.notes,
+        }),
+    )
+}
+
+// ---------------------------------------------------------------- audit
+
+fn audit_query(r: &ApiRequest) -> Result<AuditQuery, Problem> {
+    let mut query = AuditQuery::all();
+    if let Some(action) = r.query("action") {
+        query = query.action(field("action", ActionFilter::parse(&action))?);
+    }
+    if let Some(actor) = r.query("actor") {
+        let parsed = match actor.split_once(':') {
+            None if actor == "system" => Some(Actor::System),
+            Some(("user", id)) => id.parse().ok().map(Actor::User),
+            Some(("api_key", id)) => id.parse().ok().map(Actor::ApiKey),
+            _ => None,
+        };
+        query = query.actor(parsed.ok_or_else(|| {
+            Problem::invalid("actor", "expected system, user:<id> or api_key:<id>")
+        })?);
+    }
+    if let Some(target_type) = r.query("target_type") {
+        query = query.target_type(field("target_type", TargetType::new(target_type))?);
+    }
+    let time = |name: &str| -> Result<Option<OffsetDateTime>, Problem> {
+        r.query(name)
+            .map(|text| field(name, OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)))
+            .transpose()
+    };
+    let (since, until) = (time("since")?, time("until")?);
+    field("since", query.between(since, until))
+}
+
+async fn audit_events(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let page = t
+        .directory()
+        .audit_events(c.scope(), &audit_query(r)?, &page_request(r)?)
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    json(StatusCode::OK, &page_json(&page))
+}
+
+async fn audit_export(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let (format, media) = match r.query("format").as_deref() {
+        None | Some("jsonl") => (ExportFormat::JsonLines, "application/jsonl"),
+        Some("csv") => (ExportFormat::Csv, "text/csv; charset=utf-8"),
+        Some(_) => return Err(Problem::invalid("format", "expected jsonl or csv")),
+    };
+    let mut out = Vec::new();
+    t.directory()
+        .export_audit(c.scope(), &audit_query(r)?, format, &mut out)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    let mut response = Response::new(Bytes::from(out));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    Ok(response)
+}

@@ -1,0 +1,240 @@
+//! One suite of HTTP scenarios that every framework integration passes
+//! (feature `testkit`).
+//!
+//! An integration provides a function that serves a [`Tenancy`] (the SDK's
+//! routes at `/`, and the [`projects`] API at `/projects` behind its
+//! middleware) on `127.0.0.1`, and invokes [`http_scenarios!`](crate::http_scenarios)
+//! with it: every scenario then runs against a fresh app, on the in-memory
+//! stores and on Postgres, with identical requests and assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod projects;
+mod scenarios;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tenancy_auth::{Argon2Config, Auth, AuthConfig, AuthStore};
+use tenancy_authz::{Catalog, Engine, PolicyCache, PolicyStore, RoleStore};
+use tenancy_core::{Backend, ManualClock};
+
+use crate::config::{CookieConfig, HttpConfig, TenantSource};
+use crate::tenancy::Tenancy;
+
+pub use projects::Projects;
+pub use scenarios::*;
+
+/// Which stores a test app uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stores {
+    /// In memory.
+    Memory,
+    /// Postgres (a fresh schema; needs `DATABASE_URL`).
+    Postgres,
+}
+
+/// Starts serving `tenancy` (SDK routes) and `projects` (at `/projects`,
+/// behind the integration's middleware) on `127.0.0.1`, returning the address.
+pub type Start = fn(Tenancy, Arc<Projects>) -> Pin<Box<dyn Future<Output = SocketAddr> + Send>>;
+
+/// A running app under test.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The app's clock, to move time (token expiry).
+    pub clock: Arc<ManualClock>,
+    /// The app's services, for what has no route (suspending a tenant).
+    pub tenancy: Tenancy,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for TestApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApp").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// The scenario apps' settings: the projects catalog, fast hashing, the
+/// tenant taken from `X-Tenant-Id` when sent, cookies without `Secure`
+/// (plain `http://127.0.0.1`), a 64 KiB body limit, no status caching.
+pub fn scenario_config() -> (Catalog, AuthConfig, HttpConfig) {
+    let mut auth = AuthConfig::new("https://scenarios.test", "scenarios");
+    auth.argon2 = Argon2Config {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let http = HttpConfig {
+        tenant_source: TenantSource::Header(http::HeaderName::from_static("x-tenant-id")),
+        cookies: CookieConfig {
+            secure: false,
+            ..CookieConfig::default()
+        },
+        tenant_status_ttl: std::time::Duration::ZERO,
+        ..HttpConfig::default()
+    };
+    let catalog = Catalog::new(projects::PERMISSIONS).unwrap();
+    (catalog, auth, http)
+}
+
+impl TestApp {
+    /// Builds the stores, the services and the app, and starts it. `None`
+    /// when Postgres is asked for and no database is configured (outside CI).
+    pub async fn launch(stores: Stores, start: Start) -> Option<Self> {
+        let (backend, store, roles, policies): (
+            Arc<dyn Backend>,
+            Arc<dyn AuthStore>,
+            Arc<dyn RoleStore>,
+            Arc<dyn PolicyStore>,
+        ) = match stores {
+            Stores::Memory => {
+                let backend: Arc<dyn Backend> = Arc::new(tenancy_core::MemoryBackend::new());
+                let authz = Arc::new(tenancy_authz::MemoryAuthzStore::new(backend.clone()));
+                (backend, Arc::new(tenancy_auth::MemoryAuthStore::new()), authz.clone(), authz)
+            }
+            Stores::Postgres => postgres_stores().await?,
+        };
+        let (catalog, auth_config, http) = scenario_config();
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let auth = Auth::builder(backend, store, auth_config)
+            .clock(clock.clone())
+            .build()
+            .await
+            .unwrap();
+        let cache = Arc::new(PolicyCache::new(Engine::new(catalog), roles, policies));
+        let tenancy = Tenancy::new(auth, cache, http);
+        let address = start(tenancy.clone(), Arc::new(Projects::new())).await;
+        Some(Self {
+            base: format!("http://{address}"),
+            clock,
+            tenancy,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    /// A request to `path`.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Sends `request` and reads the answer.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    /// `method path` with an optional bearer credential and JSON body.
+    pub async fn call(&self, method: reqwest::Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self.request(method, path);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_stores() -> Option<(Arc<dyn Backend>, Arc<dyn AuthStore>, Arc<dyn RoleStore>, Arc<dyn PolicyStore>)> {
+    let schema = tenancy_core::testkit::postgres::TestSchema::create().await?;
+    let store = tenancy_auth::postgres::PgAuthStore::new(schema.pool.clone());
+    store.migrate().await.unwrap();
+    let authz = tenancy_authz::store::postgres::PgAuthzStore::new(schema.pool.clone());
+    authz.migrate().await.unwrap();
+    let authz = Arc::new(authz);
+    Some((
+        Arc::new(tenancy_core::postgres::PgBackend::new(schema.pool)),
+        Arc::new(store),
+        authz.clone(),
+        authz,
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_stores() -> Option<(Arc<dyn Backend>, Arc<dyn AuthStore>, Arc<dyn RoleStore>, Arc<dyn PolicyStore>)> {
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("the Postgres scenarios need the `postgres` feature under CI");
+    }
+    eprintln!("built without the postgres feature: skipping Postgres scenario");
+    None
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status.
+    pub status: u16,
+    /// The headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body text.
+    pub text: String,
+    /// The body as JSON (`Null` if it is not).
+    pub json: Value,
+}
+
+impl Reply {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem answer of `status` and `kind` (`urn:tenancy:problem:<kind>`).
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, kind: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.header("content-type"), Some(crate::PROBLEM_JSON), "{}", self.text);
+        assert_eq!(self.json["type"], format!("urn:tenancy:problem:{kind}"), "{}", self.text);
+        assert_eq!(self.json["status"], status);
+    }
+}
+
+/// Generates one test per scenario for `$start`, on memory and on Postgres.
+#[macro_export]
+macro_rules! http_scenarios {
+    ($start:ident) => {
+        $crate::http_scenarios!(@stores $start;
+            register_login_and_me, refresh_and_reuse_detection, cross_tenant_access_is_not_found,
+            permission_denied_is_a_problem, api_key_lifecycle, members_and_roles,
+            roles_policies_and_explain, audit_query_and_export, malformed_and_oversized_bodies,
+            missing_or_garbage_authorization, expired_token, suspended_tenant, cookies_and_csrf,
+            jwks_and_password_reset
+        );
+    };
+    (@stores $start:ident; $($scenario:ident),+ $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let app = $crate::testkit::TestApp::launch($crate::testkit::Stores::Memory, super::$start)
+                        .await
+                        .expect("memory app");
+                    $crate::testkit::$scenario(&app).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if let Some(app) = $crate::testkit::TestApp::launch($crate::testkit::Stores::Postgres, super::$start).await {
+                        $crate::testkit::$scenario(&app).await;
+                    }
+                }
+            )+
+        }
+    };
+}
