@@ -48,7 +48,9 @@ use std::task::{Context as TaskContext, Poll};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, RawPathParams, Request};
+use axum::extract::{
+    ConnectInfo, FromRequestParts, OptionalFromRequestParts, RawPathParams, Request,
+};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use bytes::Bytes;
@@ -115,7 +117,9 @@ where
     }
     by_path
         .into_iter()
-        .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
 }
 
 async fn serve(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Response {
@@ -132,10 +136,14 @@ async fn serve(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Respons
     let Ok(body) = axum::body::to_bytes(body, limit).await else {
         return into_axum(tenancy_http::too_large(limit).to_response());
     };
-    let params: HashMap<String, String> = match RawPathParams::from_request_parts(&mut parts, &()).await {
-        Ok(raw) => raw.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        Err(_) => HashMap::new(),
-    };
+    let params: HashMap<String, String> =
+        match RawPathParams::from_request_parts(&mut parts, &()).await {
+            Ok(raw) => raw
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
     let request = ApiRequest {
         head: head_of(&parts),
         body,
@@ -273,7 +281,11 @@ where
 /// logged for the developer, answered as a plain 500.
 fn missing_layer() -> Problem {
     tracing::error!("a route needing the tenancy context is not wrapped in TenancyLayer");
-    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error")
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal server error",
+    )
 }
 
 /// The request's [`RequestContext`]: caller, tenant, and permission checks.
@@ -323,7 +335,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Caller {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts
             .extensions
             .get::<RequestContext>()
@@ -352,7 +367,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Caller(principal) = <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        let Caller(principal) =
+            <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await?;
         principal
             .session_id
             .map(Session)
@@ -368,7 +384,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Caller(principal) = <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        let Caller(principal) =
+            <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await?;
         match principal.subject {
             Subject::ApiKey(id) => Ok(ApiKey(id)),
             Subject::User(_) => Err(Rejection(Problem::forbidden("this route needs an API key"))),

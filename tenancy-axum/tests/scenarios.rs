@@ -1,5 +1,7 @@
 //! The shared HTTP scenario suite against an axum app.
 
+#![allow(clippy::expect_used)] // test setup: failing to bind is a failed test
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -40,7 +42,9 @@ fn start(
     projects: Arc<Projects>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = SocketAddr> + Send>> {
     Box::pin(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address");
         let service = app(tenancy, projects).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, service).await });

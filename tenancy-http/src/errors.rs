@@ -16,10 +16,13 @@ pub(crate) fn unauthorized(error: &AuthError, realm: &str) -> Problem {
     let detail = match error {
         AuthError::MissingCredentials => "authentication required",
         AuthError::MalformedHeader => "malformed Authorization header",
-        AuthError::InvalidToken(tenancy_auth::TokenRejection::Expired) => "the access token expired",
+        AuthError::InvalidToken(tenancy_auth::TokenRejection::Expired) => {
+            "the access token expired"
+        }
         _ => "the credentials are invalid",
     };
-    let mut problem = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").with_detail(detail);
+    let mut problem =
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").with_detail(detail);
     if let Some(value) = error.www_authenticate(realm) {
         problem = problem.with_www_authenticate(value);
     }
@@ -54,15 +57,24 @@ pub(crate) fn directory(error: &DirectoryError) -> Problem {
     use DirectoryError as E;
     match error {
         E::Store(store_error) => store(store_error),
-        E::TenantNotActive { status } => Problem::new(StatusCode::FORBIDDEN, "tenant-inactive", "Tenant not active")
-            .with_detail(format!("the tenant is {status}")),
+        E::TenantNotActive { status } => Problem::new(
+            StatusCode::FORBIDDEN,
+            "tenant-inactive",
+            "Tenant not active",
+        )
+        .with_detail(format!("the tenant is {status}")),
         E::InvalidTransition { .. } | E::LastOwner | E::AlreadyMember | E::AccountExists => {
             Problem::conflict(error.to_string())
         }
         E::UserDisabled => Problem::forbidden(error.to_string()),
         E::InvitationNotFound => Problem::not_found().with_detail("invitation not found"),
         E::InvitationAlreadyAccepted | E::InvitationRevoked | E::InvitationExpired { .. } => {
-            Problem::new(StatusCode::GONE, "invitation-unusable", "Invitation no longer usable").with_detail(error.to_string())
+            Problem::new(
+                StatusCode::GONE,
+                "invitation-unusable",
+                "Invitation no longer usable",
+            )
+            .with_detail(error.to_string())
         }
         E::InvitationEmailMismatch => Problem::forbidden(error.to_string()),
         other => Problem::internal(other),
@@ -72,25 +84,47 @@ pub(crate) fn directory(error: &DirectoryError) -> Problem {
 pub(crate) fn auth_service(error: &AuthServiceError, now: OffsetDateTime) -> Problem {
     use AuthServiceError as E;
     match error {
-        E::InvalidCredentials => Problem::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials")
-            .with_detail("invalid email or password"),
-        E::AccountLocked { until } => Problem::new(StatusCode::TOO_MANY_REQUESTS, "account-locked", "Account locked")
-            .with_detail("too many failed logins; try again later")
-            .retry_after(*until, now),
-        E::ClientThrottled { until } => Problem::new(StatusCode::TOO_MANY_REQUESTS, "throttled", "Too many failed logins")
-            .with_detail("too many failed logins from this client; try again later")
-            .retry_after(*until, now),
+        E::InvalidCredentials => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-credentials",
+            "Invalid credentials",
+        )
+        .with_detail("invalid email or password"),
+        E::AccountLocked { until } => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "account-locked",
+            "Account locked",
+        )
+        .with_detail("too many failed logins; try again later")
+        .retry_after(*until, now),
+        E::ClientThrottled { until } => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttled",
+            "Too many failed logins",
+        )
+        .with_detail("too many failed logins from this client; try again later")
+        .retry_after(*until, now),
         E::AccountDisabled => Problem::forbidden("account disabled"),
         E::NotAMember => Problem::not_found().with_detail("no active membership in this tenant"),
-        E::TenantNotActive { status } => Problem::new(StatusCode::FORBIDDEN, "tenant-inactive", "Tenant not active")
-            .with_detail(format!("the tenant is {status}")),
+        E::TenantNotActive { status } => Problem::new(
+            StatusCode::FORBIDDEN,
+            "tenant-inactive",
+            "Tenant not active",
+        )
+        .with_detail(format!("the tenant is {status}")),
         E::WeakPassword(rejected) => Problem::invalid("password", rejected.to_string()),
-        E::InvalidRefreshToken | E::RefreshTokenReused | E::SessionInactive => {
-            Problem::new(StatusCode::UNAUTHORIZED, "invalid-refresh-token", "Invalid refresh token")
-                .with_detail(error.to_string())
-        }
+        E::InvalidRefreshToken | E::RefreshTokenReused | E::SessionInactive => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-refresh-token",
+            "Invalid refresh token",
+        )
+        .with_detail(error.to_string()),
         E::SessionNotFound => Problem::not_found(),
-        E::InvalidOneTimeToken => Problem::new(StatusCode::BAD_REQUEST, "invalid-token", "Invalid or expired token"),
+        E::InvalidOneTimeToken => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-token",
+            "Invalid or expired token",
+        ),
         E::UserRequired => Problem::forbidden("this operation needs a signed-in user"),
         E::InvalidInput(invalid) => Problem::invalid("request", invalid.to_string()),
         E::Directory(directory_error) => directory(directory_error),

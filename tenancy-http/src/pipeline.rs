@@ -111,7 +111,10 @@ impl RequestContext {
         resource: &Resource,
         context: Option<&Attributes>,
     ) -> Result<(), Problem> {
-        if resource.tenant_id().is_some_and(|tenant| tenant != self.tenant_id()) {
+        if resource
+            .tenant_id()
+            .is_some_and(|tenant| tenant != self.tenant_id())
+        {
             return Err(Problem::not_found());
         }
         let authorizer = self
@@ -133,7 +136,12 @@ impl RequestContext {
     }
 
     /// Why `action` on `resource` is or is not allowed for this caller.
-    pub async fn explain(&self, action: &str, resource: &Resource, context: Option<&Attributes>) -> Result<Explanation, Problem> {
+    pub async fn explain(
+        &self,
+        action: &str,
+        resource: &Resource,
+        context: Option<&Attributes>,
+    ) -> Result<Explanation, Problem> {
         explain_for(&self.tenancy, &self.authz, action, resource, context).await
     }
 }
@@ -169,7 +177,10 @@ impl Tenancy {
         let authorization = match authorization {
             Some(Ok(value)) => Some(value),
             Some(Err(_)) => {
-                return Err(errors::unauthorized(&tenancy_auth::AuthError::MalformedHeader, &config.realm));
+                return Err(errors::unauthorized(
+                    &tenancy_auth::AuthError::MalformedHeader,
+                    &config.realm,
+                ));
             }
             None => None,
         };
@@ -198,8 +209,12 @@ impl Tenancy {
         }
         let status = self.tenant_status(tenant_id).await?;
         if status != TenantStatus::Active {
-            return Err(Problem::new(StatusCode::FORBIDDEN, "tenant-inactive", "Tenant not active")
-                .with_detail(format!("the tenant is {status}")));
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "tenant-inactive",
+                "Tenant not active",
+            )
+            .with_detail(format!("the tenant is {status}")));
         }
         let authz = self.authz_principal(&principal).await?;
         let audit = AuditContext {
@@ -250,7 +265,12 @@ impl Tenancy {
                 }
             }
             TenantSource::PathSegment(index) => {
-                let segment = head.uri.path().split('/').filter(|s| !s.is_empty()).nth(*index);
+                let segment = head
+                    .uri
+                    .path()
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .nth(*index);
                 match segment {
                     None => Ok(None),
                     Some(segment) => match segment.parse::<TenantId>() {
@@ -301,7 +321,10 @@ impl Tenancy {
     /// the current roles of the member who created it (a key created by
     /// the host itself carries `owner`); if that member has left, the key
     /// no longer authenticates.
-    async fn authz_principal(&self, principal: &Principal) -> Result<tenancy_authz::Principal, Problem> {
+    async fn authz_principal(
+        &self,
+        principal: &Principal,
+    ) -> Result<tenancy_authz::Principal, Problem> {
         let tenant = principal.tenant_id;
         let invalid = || {
             errors::unauthorized(
@@ -316,19 +339,27 @@ impl Tenancy {
             }
             Subject::ApiKey(key) => {
                 let roles = match principal.minted_by {
-                    Some(Actor::User(user)) => self.member_roles(tenant, user).await?.ok_or_else(invalid)?,
+                    Some(Actor::User(user)) => {
+                        self.member_roles(tenant, user).await?.ok_or_else(invalid)?
+                    }
                     _ => RoleSet::single(RoleName::OWNER),
                 };
                 let scopes = principal
                     .scopes
                     .iter()
                     .filter_map(|scope| PermissionPattern::new(scope.as_str()).ok());
-                Ok(tenancy_authz::Principal::api_key(key, tenant, roles, scopes))
+                Ok(tenancy_authz::Principal::api_key(
+                    key, tenant, roles, scopes,
+                ))
             }
         }
     }
 
-    async fn member_roles(&self, tenant: TenantId, user: UserId) -> Result<Option<RoleSet>, Problem> {
+    async fn member_roles(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<RoleSet>, Problem> {
         if let Some(roles) = self.lookups().member_roles.get(&(tenant, user)) {
             return Ok(roles);
         }
@@ -340,7 +371,9 @@ impl Tenancy {
             .map_err(|e| errors::store(&e))?
             .filter(|m| m.status == MembershipStatus::Active)
             .map(|m| m.roles);
-        self.lookups().member_roles.insert((tenant, user), roles.clone());
+        self.lookups()
+            .member_roles
+            .insert((tenant, user), roles.clone());
         Ok(roles)
     }
 }

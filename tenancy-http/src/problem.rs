@@ -23,22 +23,21 @@ pub struct FieldError {
 /// headers some answers need (`WWW-Authenticate`, `Retry-After`).
 ///
 /// Internal failures (store or key errors) answer a generic 500/503 body;
-/// the real error is logged, never sent.
+/// the real error is logged, never sent. Boxed, so results carrying it stay small.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Problem {
-    /// A URI naming the kind of problem, such as `urn:tenancy:problem:forbidden`.
+#[serde(transparent)]
+pub struct Problem(Box<Body>);
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Body {
     #[serde(rename = "type")]
-    pub kind: String,
-    /// A short, human-readable summary of the kind.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What went wrong in this occurrence.
+    kind: String,
+    title: String,
+    status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// Field-level validation errors.
+    detail: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
+    errors: Vec<FieldError>,
     #[serde(skip)]
     www_authenticate: Option<String>,
     #[serde(skip)]
@@ -47,8 +46,8 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.status, self.title)?;
-        if let Some(detail) = &self.detail {
+        write!(f, "{} {}", self.0.status, self.0.title)?;
+        if let Some(detail) = &self.0.detail {
             write!(f, ": {detail}")?;
         }
         Ok(())
@@ -60,7 +59,7 @@ impl std::error::Error for Problem {}
 impl Problem {
     /// A problem of `kind` (the part after `urn:tenancy:problem:`).
     pub fn new(status: StatusCode, kind: &str, title: &str) -> Self {
-        Self {
+        Self(Box::new(Body {
             kind: format!("urn:tenancy:problem:{kind}"),
             title: title.to_owned(),
             status: status.as_u16(),
@@ -68,18 +67,38 @@ impl Problem {
             errors: Vec::new(),
             www_authenticate: None,
             retry_after: None,
-        }
+        }))
+    }
+
+    /// The `type` URI.
+    pub fn kind(&self) -> &str {
+        &self.0.kind
+    }
+
+    /// The title.
+    pub fn title(&self) -> &str {
+        &self.0.title
+    }
+
+    /// The detail, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.0.detail.as_deref()
+    }
+
+    /// The field errors.
+    pub fn errors(&self) -> &[FieldError] {
+        &self.0.errors
     }
 
     /// Adds the occurrence's detail.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.0.detail = Some(detail.into());
         self
     }
 
     /// Adds one field error.
     pub fn with_field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
-        self.errors.push(FieldError {
+        self.0.errors.push(FieldError {
             field: field.into(),
             message: message.into(),
         });
@@ -88,30 +107,30 @@ impl Problem {
 
     /// Sets the `WWW-Authenticate` header.
     pub fn with_www_authenticate(mut self, value: String) -> Self {
-        self.www_authenticate = Some(value);
+        self.0.www_authenticate = Some(value);
         self
     }
 
     /// Sets `Retry-After` to the seconds until `until` (at least 1).
     pub fn retry_after(mut self, until: OffsetDateTime, now: OffsetDateTime) -> Self {
         let seconds = (until - now).whole_seconds().max(1);
-        self.retry_after = Some(u64::try_from(seconds).unwrap_or(1));
+        self.0.retry_after = Some(u64::try_from(seconds).unwrap_or(1));
         self
     }
 
     /// The status.
     pub fn status(&self) -> StatusCode {
-        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// The `WWW-Authenticate` value, if any.
     pub fn www_authenticate(&self) -> Option<&str> {
-        self.www_authenticate.as_deref()
+        self.0.www_authenticate.as_deref()
     }
 
     /// The `Retry-After` seconds, if any.
     pub fn retry_after_seconds(&self) -> Option<u64> {
-        self.retry_after
+        self.0.retry_after
     }
 
     /// 400: the request is malformed.
@@ -121,7 +140,12 @@ impl Problem {
 
     /// 422: the body parsed but its fields are invalid.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request").with_field(field, message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid request",
+        )
+        .with_field(field, message)
     }
 
     /// 403: authenticated but not allowed.
@@ -142,13 +166,21 @@ impl Problem {
     /// 500: an internal failure; `error` is logged, not sent.
     pub fn internal(error: &dyn std::error::Error) -> Self {
         tracing::error!(error = %error, source = ?error.source(), "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+        )
     }
 
     /// 503: a dependency (database) is unavailable; `error` is logged, not sent.
     pub fn unavailable(error: &dyn std::error::Error) -> Self {
         tracing::error!(error = %error, source = ?error.source(), "service unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+        )
     }
 
     /// The problem as an HTTP response.
@@ -158,10 +190,15 @@ impl Problem {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(value) = self.www_authenticate.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        if let Some(value) = self
+            .0
+            .www_authenticate
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
-        if let Some(seconds) = self.retry_after {
+        if let Some(seconds) = self.0.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
@@ -183,7 +220,10 @@ mod tests {
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         assert_eq!(response.headers()[header::RETRY_AFTER], "90");
-        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"app\"");
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"app\""
+        );
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(
             body,

@@ -54,7 +54,13 @@ impl ApiRequest {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .is_some_and(|media| media == "application/json" || media.ends_with("+json"));
         if !is_json {
             return Err(Problem::new(
@@ -94,7 +100,12 @@ impl ApiRequest {
             ip: client_ip(&self.head.headers, self.head.peer, config),
             user_agent: None,
         };
-        if let Some(agent) = self.head.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+        if let Some(agent) = self
+            .head
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
             client = client.with_user_agent(agent);
         }
         client
@@ -115,7 +126,11 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
 }
 
 /// The client address: the peer, or the first `X-Forwarded-For` hop when trusted.
-pub(crate) fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, config: &HttpConfig) -> Option<IpAddr> {
+pub(crate) fn client_ip(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    config: &HttpConfig,
+) -> Option<IpAddr> {
     let forwarded = config
         .trust_forwarded_for
         .then(|| {
@@ -142,24 +157,37 @@ pub(crate) fn check_origin(head: &RequestHead, config: &HttpConfig) -> Result<()
         .or_else(|| head.headers.get(header::REFERER))
         .and_then(|v| v.to_str().ok());
     let Some(source) = source else {
-        return Err(Problem::forbidden("cross-site request refused: no Origin or Referer"));
+        return Err(Problem::forbidden(
+            "cross-site request refused: no Origin or Referer",
+        ));
     };
     let origin: String = source.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
     let host = head.headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let same_host = origin
         .split_once("://")
         .is_some_and(|(_, authority)| Some(authority) == host);
-    if same_host || config.allowed_origins.iter().any(|allowed| allowed == &origin) {
+    if same_host
+        || config
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == &origin)
+    {
         Ok(())
     } else {
-        Err(Problem::forbidden("cross-site request refused: origin not allowed"))
+        Err(Problem::forbidden(
+            "cross-site request refused: origin not allowed",
+        ))
     }
 }
 
 /// 413 for a body past `limit`.
 pub fn too_large(limit: usize) -> Problem {
-    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
-        .with_detail(format!("the body may be at most {limit} bytes"))
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "Payload too large",
+    )
+    .with_detail(format!("the body may be at most {limit} bytes"))
 }
 
 fn percent_decode(text: &str) -> String {
@@ -198,7 +226,13 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// A `Set-Cookie` value.
-pub(crate) fn set_cookie(name: &str, value: &str, path: &str, max_age: Option<i64>, secure: bool) -> String {
+pub(crate) fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: Option<i64>,
+    secure: bool,
+) -> String {
     let mut cookie = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
     if let Some(seconds) = max_age {
         cookie.push_str(&format!("; Max-Age={seconds}"));
@@ -246,27 +280,35 @@ mod tests {
         let ok = request(Method::POST, &json, r#"{"email":"a@b.co","roles":["x"]}"#);
         assert!(ok.json::<Body>(1024).is_ok());
         let text = request(Method::POST, &[("content-type", "text/plain")], "{}");
-        assert_eq!(text.json::<Body>(1024).unwrap_err().status, 415);
-        assert_eq!(ok.json::<Body>(4).unwrap_err().status, 413);
+        assert_eq!(text.json::<Body>(1024).unwrap_err().status(), 415);
+        assert_eq!(ok.json::<Body>(4).unwrap_err().status(), 413);
         let broken = request(Method::POST, &json, r#"{"email": "#);
         let problem = broken.json::<Body>(1024).unwrap_err();
-        assert_eq!(problem.status, 400);
-        assert!(problem.detail.unwrap().contains("line 1 column"));
+        assert_eq!(problem.status(), 400);
+        assert!(problem.detail().unwrap().contains("line 1 column"));
         let wrong = request(Method::POST, &json, r#"{"email":"a@b.co","roles":[1]}"#);
         let problem = wrong.json::<Body>(1024).unwrap_err();
-        assert_eq!(problem.status, 422);
-        assert_eq!(problem.errors[0].field, "roles[0]");
+        assert_eq!(problem.status(), 422);
+        assert_eq!(problem.errors()[0].field, "roles[0]");
         let missing = request(Method::POST, &json, r#"{"roles":[]}"#);
         let problem = missing.json::<Body>(1024).unwrap_err();
-        assert_eq!(problem.status, 422);
-        assert!(problem.errors[0].message.contains("missing field `email`"));
+        assert_eq!(problem.status(), 422);
+        assert!(
+            problem.errors()[0]
+                .message
+                .contains("missing field `email`")
+        );
         let trailing = request(Method::POST, &json, r#"{"email":"a@b.co","roles":[]} x"#);
-        assert_eq!(trailing.json::<Body>(1024).unwrap_err().status, 400);
+        assert_eq!(trailing.json::<Body>(1024).unwrap_err().status(), 400);
     }
 
     #[test]
     fn queries_and_cookies() {
-        let r = request(Method::GET, &[("cookie", "a=1; tenancy_access=tok; b=2")], "");
+        let r = request(
+            Method::GET,
+            &[("cookie", "a=1; tenancy_access=tok; b=2")],
+            "",
+        );
         assert_eq!(r.query("name").as_deref(), Some("Ann Lee"));
         assert_eq!(r.query("plus").as_deref(), Some("a b"));
         assert_eq!(r.query("none"), None);
@@ -280,24 +322,53 @@ mod tests {
             allowed_origins: vec!["https://app.example".into()],
             ..HttpConfig::default()
         };
-        let same = request(Method::POST, &[("host", "api.example"), ("origin", "https://api.example")], "");
+        let same = request(
+            Method::POST,
+            &[("host", "api.example"), ("origin", "https://api.example")],
+            "",
+        );
         assert!(check_origin(&same.head, &config).is_ok());
-        let allowed = request(Method::POST, &[("host", "api.example"), ("origin", "https://app.example")], "");
+        let allowed = request(
+            Method::POST,
+            &[("host", "api.example"), ("origin", "https://app.example")],
+            "",
+        );
         assert!(check_origin(&allowed.head, &config).is_ok());
-        let referer = request(Method::DELETE, &[("host", "api.example"), ("referer", "https://api.example/page?x")], "");
+        let referer = request(
+            Method::DELETE,
+            &[
+                ("host", "api.example"),
+                ("referer", "https://api.example/page?x"),
+            ],
+            "",
+        );
         assert!(check_origin(&referer.head, &config).is_ok());
-        let evil = request(Method::POST, &[("host", "api.example"), ("origin", "https://evil.example")], "");
-        assert_eq!(check_origin(&evil.head, &config).unwrap_err().status, 403);
+        let evil = request(
+            Method::POST,
+            &[("host", "api.example"), ("origin", "https://evil.example")],
+            "",
+        );
+        assert_eq!(check_origin(&evil.head, &config).unwrap_err().status(), 403);
         let bare = request(Method::PUT, &[("host", "api.example")], "");
-        assert_eq!(check_origin(&bare.head, &config).unwrap_err().status, 403);
+        assert_eq!(check_origin(&bare.head, &config).unwrap_err().status(), 403);
         let read = request(Method::GET, &[], "");
         assert!(check_origin(&read.head, &config).is_ok());
     }
 
     #[test]
     fn client_address() {
-        let r = request(Method::GET, &[("x-forwarded-for", "203.0.113.9, 10.0.0.2"), ("user-agent", "curl/8")], "");
-        assert_eq!(r.client(&HttpConfig::default()).ip, Some("10.0.0.1".parse().unwrap()));
+        let r = request(
+            Method::GET,
+            &[
+                ("x-forwarded-for", "203.0.113.9, 10.0.0.2"),
+                ("user-agent", "curl/8"),
+            ],
+            "",
+        );
+        assert_eq!(
+            r.client(&HttpConfig::default()).ip,
+            Some("10.0.0.1".parse().unwrap())
+        );
         let trusting = HttpConfig {
             trust_forwarded_for: true,
             ..HttpConfig::default()

@@ -11,9 +11,10 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Result<Response<Bytes
     let bytes = serde_json::to_vec(body).map_err(|e| Problem::internal(&e))?;
     let mut response = Response::new(Bytes::from(bytes));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 

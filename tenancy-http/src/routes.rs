@@ -10,11 +10,14 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tenancy_auth::{LoginRequest, LoginSuccess, NewApiKey, Password, Registration, Scope};
-use tenancy_authz::{AdminError, Attributes, PolicyDocument, PolicyId, Resource, RoleDefinition, sdk};
+use tenancy_authz::{
+    AdminError, Attributes, PolicyDocument, PolicyId, Resource, RoleDefinition, sdk,
+};
 use tenancy_core::{
     Acceptor, ActionFilter, Actor, ApiKeyId, AuditQuery, Cursor, DisplayName, Email, ExportFormat,
-    InvitationId, InvitationStore, InvitationToken, MembershipStore, UserStore, NewTenant, NewUser, Page, PageRequest, PageSize,
-    RoleName, RoleSet, SessionId, Slug, TargetType, TenantId, TenantName, UserId,
+    InvitationId, InvitationStore, InvitationToken, MembershipStore, NewTenant, NewUser, Page,
+    PageRequest, PageSize, RoleName, RoleSet, SessionId, Slug, TargetType, TenantId, TenantName,
+    UserId, UserStore,
 };
 use time::OffsetDateTime;
 
@@ -38,11 +41,12 @@ pub enum Access {
     Permission(&'static str),
 }
 
-type Handler = for<'a> fn(
-    &'a Tenancy,
-    &'a ApiRequest,
-    Option<&'a RequestContext>,
-) -> Pin<Box<dyn Future<Output = Result<Response<Bytes>, Problem>> + Send + 'a>>;
+type Handler =
+    for<'a> fn(
+        &'a Tenancy,
+        &'a ApiRequest,
+        Option<&'a RequestContext>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Bytes>, Problem>> + Send + 'a>>;
 
 /// One SDK route.
 #[derive(Clone)]
@@ -119,8 +123,12 @@ impl Tenancy {
         let outcome = async {
             let context = match route.access {
                 Access::Public => None,
-                Access::Optional if !request.head.headers.contains_key(header::AUTHORIZATION) => None,
-                Access::Optional | Access::Authenticated => Some(self.authenticate(&request.head).await?),
+                Access::Optional if !request.head.headers.contains_key(header::AUTHORIZATION) => {
+                    None
+                }
+                Access::Optional | Access::Authenticated => {
+                    Some(self.authenticate(&request.head).await?)
+                }
                 Access::Permission(permission) => {
                     let context = self.authenticate(&request.head).await?;
                     context.require(permission).await?;
@@ -186,8 +194,15 @@ struct Tokens<'a> {
     user: &'a tenancy_core::User,
 }
 
-fn tokens_response(t: &Tenancy, status: StatusCode, success: &LoginSuccess, cookies: bool) -> Result<Response<Bytes>, Problem> {
-    let expires_in = (success.access_token.expires_at - OffsetDateTime::now_utc()).whole_seconds().max(0);
+fn tokens_response(
+    t: &Tenancy,
+    status: StatusCode,
+    success: &LoginSuccess,
+    cookies: bool,
+) -> Result<Response<Bytes>, Problem> {
+    let expires_in = (success.access_token.expires_at - OffsetDateTime::now_utc())
+        .whole_seconds()
+        .max(0);
     let mut response = json(
         status,
         &Tokens {
@@ -197,16 +212,28 @@ fn tokens_response(t: &Tenancy, status: StatusCode, success: &LoginSuccess, cook
             refresh_token: success.refresh_token.expose_secret(),
             session_id: success.session.id,
             tenant_id: success.membership.tenant_id,
-            roles: success.membership.roles.iter().map(RoleName::as_str).collect(),
+            roles: success
+                .membership
+                .roles
+                .iter()
+                .map(RoleName::as_str)
+                .collect(),
             user: &success.user,
         },
     )?;
     let config = &t.config().cookies;
     if cookies && config.enabled {
-        let refresh_age = (success.session.absolute_expires_at - OffsetDateTime::now_utc()).whole_seconds();
+        let refresh_age =
+            (success.session.absolute_expires_at - OffsetDateTime::now_utc()).whole_seconds();
         add_cookie(
             &mut response,
-            &set_cookie(&config.access_name, &success.access_token.token, "/", Some(expires_in), config.secure),
+            &set_cookie(
+                &config.access_name,
+                &success.access_token.token,
+                "/",
+                Some(expires_in),
+                config.secure,
+            ),
         );
         add_cookie(
             &mut response,
@@ -246,7 +273,11 @@ struct RegisterBody {
     cookies: bool,
 }
 
-async fn register(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn register(
+    t: &Tenancy,
+    r: &ApiRequest,
+    _: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let input: RegisterBody = body(t, r)?;
     let mut user = NewUser::new(field("email", Email::new(&input.email))?);
     if let Some(name) = input.display_name {
@@ -281,7 +312,11 @@ struct LoginBody {
     cookies: bool,
 }
 
-async fn login(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn login(
+    t: &Tenancy,
+    r: &ApiRequest,
+    _: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let input: LoginBody = body(t, r)?;
     let success = t
         .auth()
@@ -306,8 +341,16 @@ struct RefreshBody {
     cookies: bool,
 }
 
-async fn refresh(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
-    let input: RefreshBody = if r.body.is_empty() { RefreshBody::default() } else { body(t, r)? };
+async fn refresh(
+    t: &Tenancy,
+    r: &ApiRequest,
+    _: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
+    let input: RefreshBody = if r.body.is_empty() {
+        RefreshBody::default()
+    } else {
+        body(t, r)?
+    };
     let (token, from_cookie) = match input.refresh_token {
         Some(token) => (token, false),
         None => {
@@ -326,7 +369,11 @@ async fn refresh(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Res
     tokens_response(t, StatusCode::OK, &success, input.cookies || from_cookie)
 }
 
-async fn logout(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn logout(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     t.auth()
         .logout(c.principal(), &r.client(t.config()))
@@ -334,31 +381,78 @@ async fn logout(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Resu
         .map_err(|e| auth_error(t, &e))?;
     let mut response = no_content();
     let cookies = &t.config().cookies;
-    add_cookie(&mut response, &set_cookie(&cookies.access_name, "", "/", Some(0), cookies.secure));
-    add_cookie(&mut response, &set_cookie(&cookies.refresh_name, "", &cookies.refresh_path, Some(0), cookies.secure));
+    add_cookie(
+        &mut response,
+        &set_cookie(&cookies.access_name, "", "/", Some(0), cookies.secure),
+    );
+    add_cookie(
+        &mut response,
+        &set_cookie(
+            &cookies.refresh_name,
+            "",
+            &cookies.refresh_path,
+            Some(0),
+            cookies.secure,
+        ),
+    );
     Ok(response)
 }
 
-async fn me(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn me(
+    t: &Tenancy,
+    _: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let user = match c.user_id() {
-        Some(id) => Some(t.directory().backend().get_user(id).await.map_err(|e| errors::store(&e))?),
+        Some(id) => Some(
+            t.directory()
+                .backend()
+                .get_user(id)
+                .await
+                .map_err(|e| errors::store(&e))?,
+        ),
         None => None,
     };
-    let tenant = t.directory().tenant(c.tenant_id()).await.map_err(|e| errors::directory(&e))?;
-    json(StatusCode::OK, &json!({ "principal": &**c.principal(), "user": user, "tenant": tenant }))
+    let tenant = t
+        .directory()
+        .tenant(c.tenant_id())
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    json(
+        StatusCode::OK,
+        &json!({ "principal": &**c.principal(), "user": user, "tenant": tenant }),
+    )
 }
 
-async fn list_sessions(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn list_sessions(
+    t: &Tenancy,
+    _: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let user = user_id(ctx(c)?)?;
-    let sessions = t.auth().list_sessions(user).await.map_err(|e| auth_error(t, &e))?;
+    let sessions = t
+        .auth()
+        .list_sessions(user)
+        .await
+        .map_err(|e| auth_error(t, &e))?;
     json(StatusCode::OK, &json!({ "items": sessions }))
 }
 
-async fn revoke_session(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn revoke_session(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let user = user_id(ctx(c)?)?;
-    let session: SessionId = r.param("session_id")?.parse().map_err(|_| Problem::not_found())?;
-    t.auth().revoke_session(user, session).await.map_err(|e| auth_error(t, &e))?;
+    let session: SessionId = r
+        .param("session_id")?
+        .parse()
+        .map_err(|_| Problem::not_found())?;
+    t.auth()
+        .revoke_session(user, session)
+        .await
+        .map_err(|e| auth_error(t, &e))?;
     Ok(no_content())
 }
 
@@ -370,7 +464,11 @@ struct SwitchBody {
     cookies: bool,
 }
 
-async fn switch_tenant(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn switch_tenant(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let input: SwitchBody = body(t, r)?;
     let success = t
@@ -381,9 +479,16 @@ async fn switch_tenant(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) 
     tokens_response(t, StatusCode::OK, &success, input.cookies)
 }
 
-async fn start_verification(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn start_verification(
+    t: &Tenancy,
+    _: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let user = user_id(ctx(c)?)?;
-    t.auth().start_email_verification(user).await.map_err(|e| auth_error(t, &e))?;
+    t.auth()
+        .start_email_verification(user)
+        .await
+        .map_err(|e| auth_error(t, &e))?;
     json(StatusCode::ACCEPTED, &json!({}))
 }
 
@@ -393,7 +498,11 @@ struct TokenBody {
     token: String,
 }
 
-async fn finish_verification(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn finish_verification(
+    t: &Tenancy,
+    r: &ApiRequest,
+    _: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let input: TokenBody = body(t, r)?;
     let user = t
         .auth()
@@ -409,9 +518,16 @@ struct EmailBody {
     email: String,
 }
 
-async fn start_reset(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn start_reset(
+    t: &Tenancy,
+    r: &ApiRequest,
+    _: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let input: EmailBody = body(t, r)?;
-    t.auth().start_password_reset(&input.email).await.map_err(|e| auth_error(t, &e))?;
+    t.auth()
+        .start_password_reset(&input.email)
+        .await
+        .map_err(|e| auth_error(t, &e))?;
     json(StatusCode::ACCEPTED, &json!({}))
 }
 
@@ -422,7 +538,11 @@ struct ResetBody {
     password: String,
 }
 
-async fn finish_reset(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn finish_reset(
+    t: &Tenancy,
+    r: &ApiRequest,
+    _: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let input: ResetBody = body(t, r)?;
     t.auth()
         .finish_password_reset(&input.token, &Password::new(input.password))
@@ -431,11 +551,16 @@ async fn finish_reset(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -
     Ok(no_content())
 }
 
-async fn jwks(t: &Tenancy, _: &ApiRequest, _: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn jwks(
+    t: &Tenancy,
+    _: &ApiRequest,
+    _: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let mut response = json(StatusCode::OK, &*t.auth().jwks())?;
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     Ok(response)
 }
 
@@ -451,7 +576,11 @@ struct ApiKeyBody {
     expires_at: Option<OffsetDateTime>,
 }
 
-async fn create_api_key(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn create_api_key(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let input: ApiKeyBody = body(t, r)?;
     let mut scopes = Vec::with_capacity(input.scopes.len());
@@ -459,8 +588,10 @@ async fn create_api_key(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>)
         let scope = field(&format!("scopes[{i}]"), Scope::new(scope))?;
         // A key may carry only what its creator holds.
         c.require(scope.as_str()).await.map_err(|_| {
-            Problem::forbidden(format!("cannot grant `{scope}`: the creator does not hold it"))
-                .with_field(format!("scopes[{i}]"), "not held by the creator")
+            Problem::forbidden(format!(
+                "cannot grant `{scope}`: the creator does not hold it"
+            ))
+            .with_field(format!("scopes[{i}]"), "not held by the creator")
         })?;
         scopes.push(scope);
     }
@@ -477,10 +608,17 @@ async fn create_api_key(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>)
         )
         .await
         .map_err(|e| auth_error(t, &e))?;
-    json(StatusCode::CREATED, &json!({ "api_key": key, "secret": secret.expose_secret() }))
+    json(
+        StatusCode::CREATED,
+        &json!({ "api_key": key, "secret": secret.expose_secret() }),
+    )
 }
 
-async fn list_api_keys(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn list_api_keys(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let page = t
         .auth()
@@ -490,7 +628,11 @@ async fn list_api_keys(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) 
     json(StatusCode::OK, &page_json(&page))
 }
 
-async fn revoke_api_key(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn revoke_api_key(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let id: ApiKeyId = r.param("id")?.parse().map_err(|_| Problem::not_found())?;
     t.auth()
@@ -502,7 +644,11 @@ async fn revoke_api_key(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>)
 
 // ---------------------------------------------------------------- members
 
-async fn list_members(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn list_members(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let page = t
         .directory()
@@ -533,9 +679,16 @@ struct RolesBody {
     roles: Vec<String>,
 }
 
-async fn change_roles(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn change_roles(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
-    let member: UserId = r.param("user_id")?.parse().map_err(|_| Problem::not_found())?;
+    let member: UserId = r
+        .param("user_id")?
+        .parse()
+        .map_err(|_| Problem::not_found())?;
     let input: RolesBody = body(t, r)?;
     let roles = role_set("roles", input.roles)?;
     let current = t
@@ -558,9 +711,16 @@ async fn change_roles(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -
     json(StatusCode::OK, &membership)
 }
 
-async fn remove_member(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn remove_member(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
-    let member: UserId = r.param("user_id")?.parse().map_err(|_| Problem::not_found())?;
+    let member: UserId = r
+        .param("user_id")?
+        .parse()
+        .map_err(|_| Problem::not_found())?;
     t.auth()
         .remove_member(c.scope(), member, c.audit())
         .await
@@ -576,7 +736,11 @@ struct InviteBody {
     roles: Vec<String>,
 }
 
-async fn invite(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn invite(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let input: InviteBody = body(t, r)?;
     let email = field("email", Email::new(&input.email))?;
@@ -596,7 +760,11 @@ async fn invite(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Resu
     )
 }
 
-async fn list_invitations(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn list_invitations(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let page = t
         .directory()
@@ -606,7 +774,11 @@ async fn list_invitations(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext
     json(StatusCode::OK, &page_json(&page))
 }
 
-async fn revoke_invitation(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn revoke_invitation(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let id: InvitationId = r.param("id")?.parse().map_err(|_| Problem::not_found())?;
     t.directory()
@@ -629,7 +801,11 @@ struct AcceptBody {
 /// Accepts an invitation: as the signed-in caller if credentials are sent,
 /// otherwise creating an account for the invited address (with `password`,
 /// checked against the policy before anything is written).
-async fn accept_invitation(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn accept_invitation(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let input: AcceptBody = body(t, r)?;
     let not_found = || Problem::not_found().with_detail("invitation not found");
     let token = InvitationToken::parse(&input.token).map_err(|_| not_found())?;
@@ -687,7 +863,11 @@ async fn accept_invitation(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContex
 
 // ---------------------------------------------------------------- roles and policies
 
-async fn list_roles(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn list_roles(
+    t: &Tenancy,
+    _: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let custom = t
         .authz()
@@ -711,7 +891,11 @@ struct RoleBody {
     inherits: Vec<String>,
 }
 
-async fn put_role(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn put_role(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let name = field("name", RoleName::new(r.param("name")?))?;
     let input: RoleBody = body(t, r)?;
@@ -722,7 +906,8 @@ async fn put_role(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Re
             .push(field(&format!("permissions[{i}]"), permission.parse())?);
     }
     for (i, parent) in input.inherits.into_iter().enumerate() {
-        role.inherits.push(field(&format!("inherits[{i}]"), RoleName::new(parent))?);
+        role.inherits
+            .push(field(&format!("inherits[{i}]"), RoleName::new(parent))?);
     }
     let epoch = t
         .authz_admin()
@@ -732,7 +917,11 @@ async fn put_role(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Re
     json(StatusCode::OK, &json!({ "role": role, "epoch": epoch }))
 }
 
-async fn delete_role(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn delete_role(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let name = RoleName::new(r.param("name")?).map_err(|_| Problem::not_found())?;
     t.authz_admin()
@@ -742,7 +931,11 @@ async fn delete_role(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) ->
     Ok(no_content())
 }
 
-async fn list_policies(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn list_policies(
+    t: &Tenancy,
+    _: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let policies = t
         .authz()
@@ -750,10 +943,17 @@ async fn list_policies(t: &Tenancy, _: &ApiRequest, c: Option<&RequestContext>) 
         .list_policies(c.tenant_id())
         .await
         .map_err(|e| Problem::unavailable(&e))?;
-    json(StatusCode::OK, &json!({ "items": policies.value, "epoch": policies.epoch }))
+    json(
+        StatusCode::OK,
+        &json!({ "items": policies.value, "epoch": policies.epoch }),
+    )
 }
 
-async fn put_policy(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn put_policy(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let id = field("id", PolicyId::new(r.param("id")?))?;
     let mut document: Value = body(t, r)?;
@@ -766,10 +966,17 @@ async fn put_policy(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> 
         .put_policy(c.scope(), c.authz_principal(), document.clone(), c.audit())
         .await
         .map_err(|e| admin_error(&e))?;
-    json(StatusCode::OK, &json!({ "policy": document, "epoch": epoch }))
+    json(
+        StatusCode::OK,
+        &json!({ "policy": document, "epoch": epoch }),
+    )
 }
 
-async fn delete_policy(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn delete_policy(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let id = PolicyId::new(r.param("id")?).map_err(|_| Problem::not_found())?;
     t.authz_admin()
@@ -801,10 +1008,15 @@ struct ExplainBody {
 
 /// "Why can X do Y?": the decision and its explanation for the caller, or
 /// for another member of the tenant.
-async fn explain(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn explain(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let input: ExplainBody = body(t, r)?;
-    let mut resource = Resource::new(input.resource.resource_type.as_str()).in_tenant(c.tenant_id());
+    let mut resource =
+        Resource::new(input.resource.resource_type.as_str()).in_tenant(c.tenant_id());
     if let Some(id) = input.resource.id {
         resource = resource.with_id(id.as_str());
     }
@@ -812,7 +1024,10 @@ async fn explain(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Res
         resource = resource.with_attributes(attributes);
     }
     let explanation = match input.user_id {
-        None => c.explain(&input.action, &resource, input.context.as_ref()).await?,
+        None => {
+            c.explain(&input.action, &resource, input.context.as_ref())
+                .await?
+        }
         Some(user) => {
             let membership = t
                 .directory()
@@ -822,7 +1037,14 @@ async fn explain(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Res
                 .map_err(|e| errors::store(&e))?
                 .ok_or_else(Problem::not_found)?;
             let subject = tenancy_authz::Principal::user(user, c.tenant_id(), membership.roles);
-            crate::pipeline::explain_for(t, &subject, &input.action, &resource, input.context.as_ref()).await?
+            crate::pipeline::explain_for(
+                t,
+                &subject,
+                &input.action,
+                &resource,
+                input.context.as_ref(),
+            )
+            .await?
         }
     };
     json(
@@ -859,14 +1081,23 @@ fn audit_query(r: &ApiRequest) -> Result<AuditQuery, Problem> {
     }
     let time = |name: &str| -> Result<Option<OffsetDateTime>, Problem> {
         r.query(name)
-            .map(|text| field(name, OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)))
+            .map(|text| {
+                field(
+                    name,
+                    OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339),
+                )
+            })
             .transpose()
     };
     let (since, until) = (time("since")?, time("until")?);
     field("since", query.between(since, until))
 }
 
-async fn audit_events(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn audit_events(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let page = t
         .directory()
@@ -876,7 +1107,11 @@ async fn audit_events(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -
     json(StatusCode::OK, &page_json(&page))
 }
 
-async fn audit_export(t: &Tenancy, r: &ApiRequest, c: Option<&RequestContext>) -> Result<Response<Bytes>, Problem> {
+async fn audit_export(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let (format, media) = match r.query("format").as_deref() {
         None | Some("jsonl") => (ExportFormat::JsonLines, "application/jsonl"),

@@ -40,7 +40,8 @@ impl std::fmt::Debug for Tenancy {
 pub(crate) struct Lookups {
     pub(crate) tenant_status: TtlCache<tenancy_core::TenantId, tenancy_core::TenantStatus>,
     pub(crate) slugs: TtlCache<String, tenancy_core::TenantId>,
-    pub(crate) member_roles: TtlCache<(tenancy_core::TenantId, tenancy_core::UserId), Option<tenancy_core::RoleSet>>,
+    pub(crate) member_roles:
+        TtlCache<(tenancy_core::TenantId, tenancy_core::UserId), Option<tenancy_core::RoleSet>>,
 }
 
 /// A small map whose entries expire.
@@ -116,7 +117,16 @@ impl Tenancy {
         let backend: Arc<dyn Backend> = Arc::new(tenancy_core::MemoryBackend::new());
         let store: Arc<dyn AuthStore> = Arc::new(tenancy_auth::MemoryAuthStore::new());
         let authz = Arc::new(tenancy_authz::MemoryAuthzStore::new(backend.clone()));
-        Self::assemble(backend, store, authz.clone(), authz, permissions, auth, config).await
+        Self::assemble(
+            backend,
+            store,
+            authz.clone(),
+            authz,
+            permissions,
+            auth,
+            config,
+        )
+        .await
     }
 
     /// Everything in Postgres over `pool`, after applying every crate's
@@ -129,9 +139,15 @@ impl Tenancy {
         config: HttpConfig,
     ) -> Result<Self, SetupError> {
         let store = tenancy_auth::postgres::PgAuthStore::new(pool.clone());
-        store.migrate().await.map_err(|e| SetupError::Migrate(Box::new(e)))?;
+        store
+            .migrate()
+            .await
+            .map_err(|e| SetupError::Migrate(Box::new(e)))?;
         let authz = tenancy_authz::store::postgres::PgAuthzStore::new(pool.clone());
-        authz.migrate().await.map_err(|e| SetupError::Migrate(Box::new(e)))?;
+        authz
+            .migrate()
+            .await
+            .map_err(|e| SetupError::Migrate(Box::new(e)))?;
         let authz = Arc::new(authz);
         Self::assemble(
             Arc::new(tenancy_core::postgres::PgBackend::new(pool)),

@@ -40,6 +40,14 @@ pub enum Stores {
 /// behind the integration's middleware) on `127.0.0.1`, returning the address.
 pub type Start = fn(Tenancy, Arc<Projects>) -> Pin<Box<dyn Future<Output = SocketAddr> + Send>>;
 
+/// Every store an app needs.
+type StoreSet = (
+    Arc<dyn Backend>,
+    Arc<dyn AuthStore>,
+    Arc<dyn RoleStore>,
+    Arc<dyn PolicyStore>,
+);
+
 /// A running app under test.
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
@@ -53,7 +61,9 @@ pub struct TestApp {
 
 impl std::fmt::Debug for TestApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestApp").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("TestApp")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,16 +94,16 @@ impl TestApp {
     /// Builds the stores, the services and the app, and starts it. `None`
     /// when Postgres is asked for and no database is configured (outside CI).
     pub async fn launch(stores: Stores, start: Start) -> Option<Self> {
-        let (backend, store, roles, policies): (
-            Arc<dyn Backend>,
-            Arc<dyn AuthStore>,
-            Arc<dyn RoleStore>,
-            Arc<dyn PolicyStore>,
-        ) = match stores {
+        let (backend, store, roles, policies): StoreSet = match stores {
             Stores::Memory => {
                 let backend: Arc<dyn Backend> = Arc::new(tenancy_core::MemoryBackend::new());
                 let authz = Arc::new(tenancy_authz::MemoryAuthzStore::new(backend.clone()));
-                (backend, Arc::new(tenancy_auth::MemoryAuthStore::new()), authz.clone(), authz)
+                (
+                    backend,
+                    Arc::new(tenancy_auth::MemoryAuthStore::new()),
+                    authz.clone(),
+                    authz,
+                )
             }
             Stores::Postgres => postgres_stores().await?,
         };
@@ -136,7 +146,13 @@ impl TestApp {
     }
 
     /// `method path` with an optional bearer credential and JSON body.
-    pub async fn call(&self, method: reqwest::Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut request = self.request(method, path);
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
@@ -149,7 +165,7 @@ impl TestApp {
 }
 
 #[cfg(feature = "postgres")]
-async fn postgres_stores() -> Option<(Arc<dyn Backend>, Arc<dyn AuthStore>, Arc<dyn RoleStore>, Arc<dyn PolicyStore>)> {
+async fn postgres_stores() -> Option<StoreSet> {
     let schema = tenancy_core::testkit::postgres::TestSchema::create().await?;
     let store = tenancy_auth::postgres::PgAuthStore::new(schema.pool.clone());
     store.migrate().await.unwrap();
@@ -165,7 +181,7 @@ async fn postgres_stores() -> Option<(Arc<dyn Backend>, Arc<dyn AuthStore>, Arc<
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn postgres_stores() -> Option<(Arc<dyn Backend>, Arc<dyn AuthStore>, Arc<dyn RoleStore>, Arc<dyn PolicyStore>)> {
+async fn postgres_stores() -> Option<StoreSet> {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("the Postgres scenarios need the `postgres` feature under CI");
     }
@@ -196,8 +212,18 @@ impl Reply {
     #[track_caller]
     pub fn assert_problem(&self, status: u16, kind: &str) {
         assert_eq!(self.status, status, "{}", self.text);
-        assert_eq!(self.header("content-type"), Some(crate::PROBLEM_JSON), "{}", self.text);
-        assert_eq!(self.json["type"], format!("urn:tenancy:problem:{kind}"), "{}", self.text);
+        assert_eq!(
+            self.header("content-type"),
+            Some(crate::PROBLEM_JSON),
+            "{}",
+            self.text
+        );
+        assert_eq!(
+            self.json["type"],
+            format!("urn:tenancy:problem:{kind}"),
+            "{}",
+            self.text
+        );
         assert_eq!(self.json["status"], status);
     }
 }

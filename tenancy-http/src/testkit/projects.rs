@@ -18,7 +18,12 @@ use crate::response::{json, no_content};
 use crate::tenancy::Tenancy;
 
 /// The permissions of the projects API, for the host's catalog.
-pub const PERMISSIONS: [&str; 4] = ["projects:read", "projects:create", "projects:update", "projects:delete"];
+pub const PERMISSIONS: [&str; 4] = [
+    "projects:read",
+    "projects:create",
+    "projects:update",
+    "projects:delete",
+];
 
 /// A project.
 #[derive(Debug, Clone, Serialize)]
@@ -101,7 +106,11 @@ impl Projects {
             (method, Some(id)) => {
                 let id: uuid::Uuid = id.parse().map_err(|_| Problem::not_found())?;
                 // Another tenant's project is simply not found here.
-                let project = self.lock().get(&(tenant, id)).cloned().ok_or_else(Problem::not_found)?;
+                let project = self
+                    .lock()
+                    .get(&(tenant, id))
+                    .cloned()
+                    .ok_or_else(Problem::not_found)?;
                 let owner = AttrKey::new("owner").map_err(|e| Problem::internal(&e))?;
                 let resource = Resource::new("project")
                     .with_id(project.id.to_string().as_str())
@@ -113,7 +122,9 @@ impl Projects {
                         json(StatusCode::OK, &project)
                     }
                     Method::PUT => {
-                        context.authorize("projects:update", &resource, None).await?;
+                        context
+                            .authorize("projects:update", &resource, None)
+                            .await?;
                         let input: ProjectBody = parse(body)?;
                         let mut rows = self.lock();
                         let stored = rows.get_mut(&(tenant, id)).ok_or_else(Problem::not_found)?;
@@ -121,19 +132,31 @@ impl Projects {
                         json(StatusCode::OK, &stored.clone())
                     }
                     Method::DELETE => {
-                        context.authorize("projects:delete", &resource, None).await?;
+                        context
+                            .authorize("projects:delete", &resource, None)
+                            .await?;
                         self.lock().remove(&(tenant, id));
                         Ok(no_content())
                     }
-                    _ => Err(Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method", "Method not allowed")),
+                    _ => Err(Problem::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method",
+                        "Method not allowed",
+                    )),
                 }
             }
-            _ => Err(Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method", "Method not allowed")),
+            _ => Err(Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method",
+                "Method not allowed",
+            )),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(TenantId, uuid::Uuid), Project>> {
-        self.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -146,8 +169,15 @@ fn parse(body: &Bytes) -> Result<ProjectBody, Problem> {
 /// anyway, by role).
 pub async fn ensure_policy(tenancy: &Tenancy, tenant: TenantId) -> Result<(), Problem> {
     let store = tenancy.authz().policy_store();
-    let current = store.list_policies(tenant).await.map_err(|e| Problem::unavailable(&e))?;
-    if current.value.iter().any(|p| p.id.as_str() == "own-projects") {
+    let current = store
+        .list_policies(tenant)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    if current
+        .value
+        .iter()
+        .any(|p| p.id.as_str() == "own-projects")
+    {
         return Ok(());
     }
     let document: PolicyDocument = serde_json::from_value(json!({

@@ -47,7 +47,9 @@ impl TestApp {
         if let Some(tenant) = tenant {
             body["tenant_id"] = json!(tenant);
         }
-        let reply = self.call(Method::POST, "/auth/login", None, Some(body)).await;
+        let reply = self
+            .call(Method::POST, "/auth/login", None, Some(body))
+            .await;
         assert_eq!(reply.status, 200, "{}", reply.text);
         account(&reply, email)
     }
@@ -56,7 +58,12 @@ impl TestApp {
     /// user with the scenario password, and logs in there.
     pub async fn add_member(&self, by: &Account, email: &str, roles: &[&str]) -> Account {
         let invited = self
-            .call(Method::POST, "/invitations", Some(&by.token), Some(json!({ "email": email, "roles": roles })))
+            .call(
+                Method::POST,
+                "/invitations",
+                Some(&by.token),
+                Some(json!({ "email": email, "roles": roles })),
+            )
             .await;
         assert_eq!(invited.status, 201, "{}", invited.text);
         let token = invited.json["token"].as_str().unwrap().to_owned();
@@ -75,7 +82,12 @@ impl TestApp {
     /// Creates a project as `by`; returns its id.
     pub async fn create_project(&self, by: &str, name: &str) -> String {
         let reply = self
-            .call(Method::POST, "/projects", Some(by), Some(json!({ "name": name })))
+            .call(
+                Method::POST,
+                "/projects",
+                Some(by),
+                Some(json!({ "name": name })),
+            )
             .await;
         assert_eq!(reply.status, 201, "{}", reply.text);
         reply.json["id"].as_str().unwrap().to_owned()
@@ -96,7 +108,12 @@ fn account(reply: &Reply, email: &str) -> Account {
 pub async fn register_login_and_me(app: &TestApp) {
     let ada = app.register("acme", "ada@acme.test").await;
     let login = app
-        .call(Method::POST, "/auth/login", None, Some(json!({ "email": "ada@acme.test", "password": PASSWORD })))
+        .call(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({ "email": "ada@acme.test", "password": PASSWORD })),
+        )
         .await;
     assert_eq!(login.status, 200);
     assert_eq!(login.json["token_type"], "Bearer");
@@ -104,18 +121,30 @@ pub async fn register_login_and_me(app: &TestApp) {
     assert_eq!(login.json["roles"], json!(["owner"]));
     assert!(login.json["expires_in"].as_i64().unwrap() > 800);
 
-    let me = app.call(Method::GET, "/auth/me", Some(&ada.token), None).await;
+    let me = app
+        .call(Method::GET, "/auth/me", Some(&ada.token), None)
+        .await;
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.json["principal"]["subject"]["id"], ada.user.as_str());
     assert_eq!(me.json["tenant"]["slug"], "acme");
     assert_eq!(me.json["user"]["email"], "ada@acme.test");
 
     let wrong = app
-        .call(Method::POST, "/auth/login", None, Some(json!({ "email": "ada@acme.test", "password": "not it at all" })))
+        .call(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({ "email": "ada@acme.test", "password": "not it at all" })),
+        )
         .await;
     wrong.assert_problem(401, "invalid-credentials");
     let unknown = app
-        .call(Method::POST, "/auth/login", None, Some(json!({ "email": "nobody@acme.test", "password": PASSWORD })))
+        .call(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({ "email": "nobody@acme.test", "password": PASSWORD })),
+        )
         .await;
     unknown.assert_problem(401, "invalid-credentials");
     assert_eq!(wrong.json, unknown.json);
@@ -146,20 +175,40 @@ pub async fn register_login_and_me(app: &TestApp) {
 pub async fn refresh_and_reuse_detection(app: &TestApp) {
     let ada = app.register("refresh", "ada@refresh.test").await;
     let first = app
-        .call(Method::POST, "/auth/refresh", None, Some(json!({ "refresh_token": ada.refresh })))
+        .call(
+            Method::POST,
+            "/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": ada.refresh })),
+        )
         .await;
     assert_eq!(first.status, 200, "{}", first.text);
     let renewed = first.json["refresh_token"].as_str().unwrap().to_owned();
     let fresh_access = first.json["access_token"].as_str().unwrap().to_owned();
     assert_ne!(renewed, ada.refresh);
-    assert_eq!(app.call(Method::GET, "/auth/me", Some(&fresh_access), None).await.status, 200);
+    assert_eq!(
+        app.call(Method::GET, "/auth/me", Some(&fresh_access), None)
+            .await
+            .status,
+        200
+    );
 
     let reused = app
-        .call(Method::POST, "/auth/refresh", None, Some(json!({ "refresh_token": ada.refresh })))
+        .call(
+            Method::POST,
+            "/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": ada.refresh })),
+        )
         .await;
     reused.assert_problem(401, "invalid-refresh-token");
     let after = app
-        .call(Method::POST, "/auth/refresh", None, Some(json!({ "refresh_token": renewed })))
+        .call(
+            Method::POST,
+            "/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": renewed })),
+        )
         .await;
     after.assert_problem(401, "invalid-refresh-token");
     app.call(Method::GET, "/auth/me", Some(&fresh_access), None)
@@ -167,10 +216,14 @@ pub async fn refresh_and_reuse_detection(app: &TestApp) {
         .assert_problem(401, "unauthorized");
 
     let sessions = app.login("ada@refresh.test", None).await;
-    let listed = app.call(Method::GET, "/auth/sessions", Some(&sessions.token), None).await;
+    let listed = app
+        .call(Method::GET, "/auth/sessions", Some(&sessions.token), None)
+        .await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.json["items"].as_array().unwrap().len(), 1);
-    let logout = app.call(Method::POST, "/auth/logout", Some(&sessions.token), None).await;
+    let logout = app
+        .call(Method::POST, "/auth/logout", Some(&sessions.token), None)
+        .await;
     assert_eq!(logout.status, 204, "{}", logout.text);
     app.call(Method::GET, "/auth/me", Some(&sessions.token), None)
         .await
@@ -182,14 +235,31 @@ pub async fn cross_tenant_access_is_not_found(app: &TestApp) {
     let ada = app.register("alpha", "ada@alpha.test").await;
     let bob = app.register("bravo", "bob@bravo.test").await;
     let project = app.create_project(&ada.token, "apollo").await;
-    assert_eq!(app.call(Method::GET, &format!("/projects/{project}"), Some(&ada.token), None).await.status, 200);
+    assert_eq!(
+        app.call(
+            Method::GET,
+            &format!("/projects/{project}"),
+            Some(&ada.token),
+            None
+        )
+        .await
+        .status,
+        200
+    );
 
     for method in [Method::GET, Method::DELETE] {
-        app.call(method, &format!("/projects/{project}"), Some(&bob.token), None)
-            .await
-            .assert_problem(404, "not-found");
+        app.call(
+            method,
+            &format!("/projects/{project}"),
+            Some(&bob.token),
+            None,
+        )
+        .await
+        .assert_problem(404, "not-found");
     }
-    let listed = app.call(Method::GET, "/projects", Some(&bob.token), None).await;
+    let listed = app
+        .call(Method::GET, "/projects", Some(&bob.token), None)
+        .await;
     assert_eq!(listed.json["items"], json!([]));
 
     // Naming the other tenant explicitly does not help.
@@ -202,41 +272,80 @@ pub async fn cross_tenant_access_is_not_found(app: &TestApp) {
         .await;
     addressed.assert_problem(404, "not-found");
     let bad_header = app
-        .send(app.request(Method::GET, "/projects").bearer_auth(&bob.token).header("x-tenant-id", "nope"))
+        .send(
+            app.request(Method::GET, "/projects")
+                .bearer_auth(&bob.token)
+                .header("x-tenant-id", "nope"),
+        )
         .await;
     bad_header.assert_problem(400, "bad-request");
 
     // Members of another tenant, and its API keys, are not found either.
-    app.call(Method::DELETE, &format!("/members/{}", ada.user), Some(&bob.token), None)
-        .await
-        .assert_problem(404, "not-found");
+    app.call(
+        Method::DELETE,
+        &format!("/members/{}", ada.user),
+        Some(&bob.token),
+        None,
+    )
+    .await
+    .assert_problem(404, "not-found");
     let key = app
-        .call(Method::POST, "/api-keys", Some(&ada.token), Some(json!({ "name": "ci", "scopes": ["projects:read"] })))
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(&ada.token),
+            Some(json!({ "name": "ci", "scopes": ["projects:read"] })),
+        )
         .await;
     let key_id = key.json["api_key"]["id"].as_str().unwrap();
-    app.call(Method::DELETE, &format!("/api-keys/{key_id}"), Some(&bob.token), None)
-        .await
-        .assert_problem(404, "not-found");
+    app.call(
+        Method::DELETE,
+        &format!("/api-keys/{key_id}"),
+        Some(&bob.token),
+        None,
+    )
+    .await
+    .assert_problem(404, "not-found");
     // A switch to a tenant one is not a member of is not found.
-    app.call(Method::POST, "/auth/switch-tenant", Some(&bob.token), Some(json!({ "tenant_id": ada.tenant })))
-        .await
-        .assert_problem(404, "not-found");
+    app.call(
+        Method::POST,
+        "/auth/switch-tenant",
+        Some(&bob.token),
+        Some(json!({ "tenant_id": ada.tenant })),
+    )
+    .await
+    .assert_problem(404, "not-found");
 }
 
 /// Missing permissions answer 403 with a problem naming the permission.
 pub async fn permission_denied_is_a_problem(app: &TestApp) {
     let ada = app.register("perms", "ada@perms.test").await;
     let reader = app.add_member(&ada, "rita@perms.test", &["readonly"]).await;
-    assert_eq!(app.call(Method::GET, "/projects", Some(&reader.token), None).await.status, 200);
+    assert_eq!(
+        app.call(Method::GET, "/projects", Some(&reader.token), None)
+            .await
+            .status,
+        200
+    );
     let denied = app
-        .call(Method::POST, "/projects", Some(&reader.token), Some(json!({ "name": "nope" })))
+        .call(
+            Method::POST,
+            "/projects",
+            Some(&reader.token),
+            Some(json!({ "name": "nope" })),
+        )
         .await;
     denied.assert_problem(403, "forbidden");
     assert_eq!(denied.json["errors"][0]["field"], "permission");
     assert_eq!(denied.json["errors"][0]["message"], "projects:create");
-    app.call(Method::POST, "/invitations", Some(&reader.token), Some(json!({ "email": "x@perms.test", "roles": ["member"] })))
-        .await
-        .assert_problem(403, "forbidden");
+    app.call(
+        Method::POST,
+        "/invitations",
+        Some(&reader.token),
+        Some(json!({ "email": "x@perms.test", "roles": ["member"] })),
+    )
+    .await
+    .assert_problem(403, "forbidden");
     app.call(Method::GET, "/audit", Some(&reader.token), None)
         .await
         .assert_problem(403, "forbidden");
@@ -246,14 +355,44 @@ pub async fn permission_denied_is_a_problem(app: &TestApp) {
     let own = app.create_project(&mia.token, "mine").await;
     let theirs = app.create_project(&ada.token, "ada's").await;
     let update = app
-        .call(Method::PUT, &format!("/projects/{own}"), Some(&mia.token), Some(json!({ "name": "renamed" })))
+        .call(
+            Method::PUT,
+            &format!("/projects/{own}"),
+            Some(&mia.token),
+            Some(json!({ "name": "renamed" })),
+        )
         .await;
     assert_eq!(update.status, 200, "{}", update.text);
-    app.call(Method::DELETE, &format!("/projects/{theirs}"), Some(&mia.token), None)
+    app.call(
+        Method::DELETE,
+        &format!("/projects/{theirs}"),
+        Some(&mia.token),
+        None,
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    assert_eq!(
+        app.call(
+            Method::DELETE,
+            &format!("/projects/{own}"),
+            Some(&mia.token),
+            None
+        )
         .await
-        .assert_problem(403, "forbidden");
-    assert_eq!(app.call(Method::DELETE, &format!("/projects/{own}"), Some(&mia.token), None).await.status, 204);
-    assert_eq!(app.call(Method::DELETE, &format!("/projects/{theirs}"), Some(&ada.token), None).await.status, 204);
+        .status,
+        204
+    );
+    assert_eq!(
+        app.call(
+            Method::DELETE,
+            &format!("/projects/{theirs}"),
+            Some(&ada.token),
+            None
+        )
+        .await
+        .status,
+        204
+    );
 }
 
 /// API keys: shown once, usable, bounded by scopes and creator, revocable.
@@ -271,12 +410,22 @@ pub async fn api_key_lifecycle(app: &TestApp) {
     let secret = created.json["secret"].as_str().unwrap().to_owned();
     let id = created.json["api_key"]["id"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("tnc_live_"));
-    let listed = app.call(Method::GET, "/api-keys", Some(&ada.token), None).await;
+    let listed = app
+        .call(Method::GET, "/api-keys", Some(&ada.token), None)
+        .await;
     assert_eq!(listed.json["items"][0]["id"], id.as_str());
-    assert!(!listed.text.contains(&secret[secret.len() - 20..]), "the secret is shown once only");
+    assert!(
+        !listed.text.contains(&secret[secret.len() - 20..]),
+        "the secret is shown once only"
+    );
 
     assert_eq!(app.create_project(&secret, "from a key").await.len(), 36);
-    assert_eq!(app.call(Method::GET, "/projects", Some(&secret), None).await.status, 200);
+    assert_eq!(
+        app.call(Method::GET, "/projects", Some(&secret), None)
+            .await
+            .status,
+        200
+    );
     // Outside its scopes.
     app.call(Method::GET, "/members", Some(&secret), None)
         .await
@@ -289,16 +438,37 @@ pub async fn api_key_lifecycle(app: &TestApp) {
     // A member cannot mint a key beyond what they hold.
     let reader = app.add_member(&ada, "rita@keys.test", &["readonly"]).await;
     let reader_key = app
-        .call(Method::POST, "/api-keys", Some(&reader.token), Some(json!({ "name": "x", "scopes": ["projects:read"] })))
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(&reader.token),
+            Some(json!({ "name": "x", "scopes": ["projects:read"] })),
+        )
         .await;
     reader_key.assert_problem(403, "forbidden");
 
-    let revoked = app.call(Method::DELETE, &format!("/api-keys/{id}"), Some(&ada.token), None).await;
+    let revoked = app
+        .call(
+            Method::DELETE,
+            &format!("/api-keys/{id}"),
+            Some(&ada.token),
+            None,
+        )
+        .await;
     assert_eq!(revoked.status, 204);
-    let refused = app.call(Method::GET, "/projects", Some(&secret), None).await;
+    let refused = app
+        .call(Method::GET, "/projects", Some(&secret), None)
+        .await;
     refused.assert_problem(401, "unauthorized");
-    assert!(refused.header("www-authenticate").unwrap().contains("error=\"invalid_token\""));
-    let garbage = app.call(Method::GET, "/projects", Some("tnc_live_garbage"), None).await;
+    assert!(
+        refused
+            .header("www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+    let garbage = app
+        .call(Method::GET, "/projects", Some("tnc_live_garbage"), None)
+        .await;
     assert_eq!(garbage.json, refused.json);
 }
 
@@ -308,11 +478,20 @@ pub async fn members_and_roles(app: &TestApp) {
     let admin = app.add_member(&ada, "alex@team.test", &["admin"]).await;
     let mia = app.add_member(&admin, "mia@team.test", &["member"]).await;
 
-    let members = app.call(Method::GET, "/members?limit=2", Some(&ada.token), None).await;
+    let members = app
+        .call(Method::GET, "/members?limit=2", Some(&ada.token), None)
+        .await;
     assert_eq!(members.status, 200, "{}", members.text);
     assert_eq!(members.json["items"].as_array().unwrap().len(), 2);
     let cursor = members.json["next_cursor"].as_str().unwrap().to_owned();
-    let rest = app.call(Method::GET, &format!("/members?limit=2&cursor={cursor}"), Some(&ada.token), None).await;
+    let rest = app
+        .call(
+            Method::GET,
+            &format!("/members?limit=2&cursor={cursor}"),
+            Some(&ada.token),
+            None,
+        )
+        .await;
     assert_eq!(rest.json["items"].as_array().unwrap().len(), 1);
     assert_eq!(rest.json["next_cursor"], Value::Null);
     app.call(Method::GET, "/members?limit=5000", Some(&ada.token), None)
@@ -321,37 +500,96 @@ pub async fn members_and_roles(app: &TestApp) {
 
     // An admin may not make anyone an owner: that would grant what they lack.
     let escalate = app
-        .call(Method::PUT, &format!("/members/{}/roles", mia.user), Some(&admin.token), Some(json!({ "roles": ["owner"] })))
+        .call(
+            Method::PUT,
+            &format!("/members/{}/roles", mia.user),
+            Some(&admin.token),
+            Some(json!({ "roles": ["owner"] })),
+        )
         .await;
     escalate.assert_problem(403, "forbidden");
-    assert!(escalate.json["detail"].as_str().unwrap().contains("privilege escalation"), "{}", escalate.text);
+    assert!(
+        escalate.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("privilege escalation"),
+        "{}",
+        escalate.text
+    );
     let promoted = app
-        .call(Method::PUT, &format!("/members/{}/roles", mia.user), Some(&admin.token), Some(json!({ "roles": ["member", "readonly"] })))
+        .call(
+            Method::PUT,
+            &format!("/members/{}/roles", mia.user),
+            Some(&admin.token),
+            Some(json!({ "roles": ["member", "readonly"] })),
+        )
         .await;
     assert_eq!(promoted.status, 200, "{}", promoted.text);
     assert_eq!(promoted.json["roles"], json!(["member", "readonly"]));
-    app.call(Method::PUT, &format!("/members/{}/roles", ada.user), Some(&ada.token), Some(json!({ "roles": ["admin"] })))
-        .await
-        .assert_problem(409, "conflict");
-    app.call(Method::PUT, &format!("/members/{}/roles", mia.user), Some(&ada.token), Some(json!({ "roles": ["Not A Role"] })))
-        .await
-        .assert_problem(422, "validation");
+    app.call(
+        Method::PUT,
+        &format!("/members/{}/roles", ada.user),
+        Some(&ada.token),
+        Some(json!({ "roles": ["admin"] })),
+    )
+    .await
+    .assert_problem(409, "conflict");
+    app.call(
+        Method::PUT,
+        &format!("/members/{}/roles", mia.user),
+        Some(&ada.token),
+        Some(json!({ "roles": ["Not A Role"] })),
+    )
+    .await
+    .assert_problem(422, "validation");
 
     let pending = app
-        .call(Method::POST, "/invitations", Some(&ada.token), Some(json!({ "email": "zed@team.test", "roles": ["member"] })))
+        .call(
+            Method::POST,
+            "/invitations",
+            Some(&ada.token),
+            Some(json!({ "email": "zed@team.test", "roles": ["member"] })),
+        )
         .await;
     assert_eq!(pending.status, 201);
     let invitation = pending.json["invitation"]["id"].as_str().unwrap();
-    app.call(Method::POST, "/invitations", Some(&ada.token), Some(json!({ "email": "ZED@team.test", "roles": ["member"] })))
+    app.call(
+        Method::POST,
+        "/invitations",
+        Some(&ada.token),
+        Some(json!({ "email": "ZED@team.test", "roles": ["member"] })),
+    )
+    .await
+    .assert_problem(409, "conflict");
+    assert_eq!(
+        app.call(
+            Method::DELETE,
+            &format!("/invitations/{invitation}"),
+            Some(&ada.token),
+            None
+        )
         .await
-        .assert_problem(409, "conflict");
-    assert_eq!(app.call(Method::DELETE, &format!("/invitations/{invitation}"), Some(&ada.token), None).await.status, 204);
+        .status,
+        204
+    );
     let token = pending.json["token"].as_str().unwrap();
-    app.call(Method::POST, "/invitations/accept", None, Some(json!({ "token": token })))
-        .await
-        .assert_problem(410, "invitation-unusable");
+    app.call(
+        Method::POST,
+        "/invitations/accept",
+        None,
+        Some(json!({ "token": token })),
+    )
+    .await
+    .assert_problem(410, "invitation-unusable");
 
-    let removed = app.call(Method::DELETE, &format!("/members/{}", mia.user), Some(&ada.token), None).await;
+    let removed = app
+        .call(
+            Method::DELETE,
+            &format!("/members/{}", mia.user),
+            Some(&ada.token),
+            None,
+        )
+        .await;
     assert_eq!(removed.status, 204, "{}", removed.text);
     app.call(Method::GET, "/projects", Some(&mia.token), None)
         .await
@@ -372,10 +610,17 @@ pub async fn roles_policies_and_explain(app: &TestApp) {
         .await;
     assert_eq!(role.status, 200, "{}", role.text);
     let cycle = app
-        .call(Method::PUT, "/roles/member2", Some(&ada.token), Some(json!({ "permissions": ["nope:nope"] })))
+        .call(
+            Method::PUT,
+            "/roles/member2",
+            Some(&ada.token),
+            Some(json!({ "permissions": ["nope:nope"] })),
+        )
         .await;
     cycle.assert_problem(422, "validation");
-    let roles = app.call(Method::GET, "/roles", Some(&ada.token), None).await;
+    let roles = app
+        .call(Method::GET, "/roles", Some(&ada.token), None)
+        .await;
     assert_eq!(roles.json["custom"][0]["name"], "lead");
     assert_eq!(roles.json["built_in"].as_array().unwrap().len(), 5);
 
@@ -389,10 +634,22 @@ pub async fn roles_policies_and_explain(app: &TestApp) {
         .await;
     assert_eq!(why_not.status, 200, "{}", why_not.text);
     assert_eq!(why_not.json["allowed"], false);
-    assert!(why_not.json["explanation"].as_str().unwrap().contains("nothing grants `projects:delete`"), "{}", why_not.text);
+    assert!(
+        why_not.json["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("nothing grants `projects:delete`"),
+        "{}",
+        why_not.text
+    );
 
     let assigned = app
-        .call(Method::PUT, &format!("/members/{}/roles", mia.user), Some(&ada.token), Some(json!({ "roles": ["lead"] })))
+        .call(
+            Method::PUT,
+            &format!("/members/{}/roles", mia.user),
+            Some(&ada.token),
+            Some(json!({ "roles": ["lead"] })),
+        )
         .await;
     assert_eq!(assigned.status, 200, "{}", assigned.text);
     let why = app
@@ -404,7 +661,11 @@ pub async fn roles_policies_and_explain(app: &TestApp) {
         )
         .await;
     assert_eq!(why.json["allowed"], true, "{}", why.text);
-    assert!(why.json["explanation"].as_str().unwrap().contains("lead"), "{}", why.text);
+    assert!(
+        why.json["explanation"].as_str().unwrap().contains("lead"),
+        "{}",
+        why.text
+    );
 
     let policy = app
         .call(
@@ -424,9 +685,21 @@ pub async fn roles_policies_and_explain(app: &TestApp) {
         )
         .await;
     assert_eq!(policy.status, 200, "{}", policy.text);
-    let policies = app.call(Method::GET, "/policies", Some(&ada.token), None).await;
+    let policies = app
+        .call(Method::GET, "/policies", Some(&ada.token), None)
+        .await;
     assert!(policies.text.contains("keep-archive"));
-    assert_eq!(app.call(Method::DELETE, "/policies/keep-archive", Some(&ada.token), None).await.status, 204);
+    assert_eq!(
+        app.call(
+            Method::DELETE,
+            "/policies/keep-archive",
+            Some(&ada.token),
+            None
+        )
+        .await
+        .status,
+        204
+    );
     app.call(Method::DELETE, "/roles/lead", Some(&mia.token), None)
         .await
         .assert_problem(403, "forbidden");
@@ -437,52 +710,127 @@ pub async fn roles_policies_and_explain(app: &TestApp) {
 pub async fn audit_query_and_export(app: &TestApp) {
     let ada = app.register("audited", "ada@audited.test").await;
     app.add_member(&ada, "mia@audited.test", &["member"]).await;
-    let all = app.call(Method::GET, "/audit", Some(&ada.token), None).await;
+    let all = app
+        .call(Method::GET, "/audit", Some(&ada.token), None)
+        .await;
     assert_eq!(all.status, 200, "{}", all.text);
-    let actions: Vec<&str> = all.json["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = all.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions[0], "tenant.created");
-    assert!(actions.contains(&"member.invited") && actions.contains(&"member.joined"), "{actions:?}");
+    assert!(
+        actions.contains(&"member.invited") && actions.contains(&"member.joined"),
+        "{actions:?}"
+    );
 
-    let members = app.call(Method::GET, "/audit?action=member.*", Some(&ada.token), None).await;
-    assert!(members.json["items"].as_array().unwrap().iter().all(|e| e["action"].as_str().unwrap().starts_with("member.")));
-    app.call(Method::GET, "/audit?action=Not%20An%20Action", Some(&ada.token), None)
-        .await
-        .assert_problem(422, "validation");
-    app.call(Method::GET, "/audit?since=yesterday", Some(&ada.token), None)
-        .await
-        .assert_problem(422, "validation");
+    let members = app
+        .call(
+            Method::GET,
+            "/audit?action=member.*",
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert!(
+        members.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"].as_str().unwrap().starts_with("member."))
+    );
+    app.call(
+        Method::GET,
+        "/audit?action=Not%20An%20Action",
+        Some(&ada.token),
+        None,
+    )
+    .await
+    .assert_problem(422, "validation");
+    app.call(
+        Method::GET,
+        "/audit?since=yesterday",
+        Some(&ada.token),
+        None,
+    )
+    .await
+    .assert_problem(422, "validation");
 
-    let lines = app.call(Method::GET, "/audit/export?format=jsonl", Some(&ada.token), None).await;
+    let lines = app
+        .call(
+            Method::GET,
+            "/audit/export?format=jsonl",
+            Some(&ada.token),
+            None,
+        )
+        .await;
     assert_eq!(lines.status, 200);
     assert_eq!(lines.header("content-type"), Some("application/jsonl"));
     assert_eq!(lines.text.lines().count(), actions.len());
-    let csv = app.call(Method::GET, "/audit/export?format=csv", Some(&ada.token), None).await;
+    let csv = app
+        .call(
+            Method::GET,
+            "/audit/export?format=csv",
+            Some(&ada.token),
+            None,
+        )
+        .await;
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     assert!(csv.text.starts_with("seq,id,occurred_at,actor_type"));
-    app.call(Method::GET, "/audit/export?format=xml", Some(&ada.token), None)
-        .await
-        .assert_problem(422, "validation");
+    app.call(
+        Method::GET,
+        "/audit/export?format=xml",
+        Some(&ada.token),
+        None,
+    )
+    .await
+    .assert_problem(422, "validation");
 }
 
 /// Malformed JSON, the wrong media type, wrong field types, unknown fields,
 /// oversized bodies.
 pub async fn malformed_and_oversized_bodies(app: &TestApp) {
     let broken = app
-        .send(app.request(Method::POST, "/auth/login").header("content-type", "application/json").body("{\"email\": "))
+        .send(
+            app.request(Method::POST, "/auth/login")
+                .header("content-type", "application/json")
+                .body("{\"email\": "),
+        )
         .await;
     broken.assert_problem(400, "bad-request");
-    assert!(broken.json["detail"].as_str().unwrap().contains("line 1 column"));
+    assert!(
+        broken.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("line 1 column")
+    );
     let text = app
-        .send(app.request(Method::POST, "/auth/login").header("content-type", "text/plain").body("hi"))
+        .send(
+            app.request(Method::POST, "/auth/login")
+                .header("content-type", "text/plain")
+                .body("hi"),
+        )
         .await;
     text.assert_problem(415, "unsupported-media-type");
     let wrong_type = app
-        .call(Method::POST, "/auth/login", None, Some(json!({ "email": 42, "password": PASSWORD })))
+        .call(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({ "email": 42, "password": PASSWORD })),
+        )
         .await;
     wrong_type.assert_problem(422, "validation");
     assert_eq!(wrong_type.json["errors"][0]["field"], "email");
     let unknown = app
-        .call(Method::POST, "/auth/login", None, Some(json!({ "email": "a@b.test", "password": PASSWORD, "admin": true })))
+        .call(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({ "email": "a@b.test", "password": PASSWORD, "admin": true })),
+        )
         .await;
     unknown.assert_problem(422, "validation");
     let bad_email = app
@@ -496,7 +844,9 @@ pub async fn malformed_and_oversized_bodies(app: &TestApp) {
     bad_email.assert_problem(422, "validation");
     assert_eq!(bad_email.json["errors"][0]["field"], "email");
     let huge = json!({ "email": "a@b.test", "password": "x".repeat(70 * 1024) });
-    let oversized = app.call(Method::POST, "/auth/login", None, Some(huge)).await;
+    let oversized = app
+        .call(Method::POST, "/auth/login", None, Some(huge))
+        .await;
     oversized.assert_problem(413, "payload-too-large");
 }
 
@@ -505,15 +855,40 @@ pub async fn malformed_and_oversized_bodies(app: &TestApp) {
 pub async fn missing_or_garbage_authorization(app: &TestApp) {
     let missing = app.call(Method::GET, "/auth/me", None, None).await;
     missing.assert_problem(401, "unauthorized");
-    assert_eq!(missing.header("www-authenticate"), Some("Bearer realm=\"tenancy\""));
-    let garbage = app.call(Method::GET, "/projects", Some("not-a-token"), None).await;
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some("Bearer realm=\"tenancy\"")
+    );
+    let garbage = app
+        .call(Method::GET, "/projects", Some("not-a-token"), None)
+        .await;
     garbage.assert_problem(401, "unauthorized");
-    assert!(garbage.header("www-authenticate").unwrap().contains("error=\"invalid_token\""));
-    let basic = app.send(app.request(Method::GET, "/auth/me").header("authorization", "Basic YWRhOnB3")).await;
+    assert!(
+        garbage
+            .header("www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+    let basic = app
+        .send(
+            app.request(Method::GET, "/auth/me")
+                .header("authorization", "Basic YWRhOnB3"),
+        )
+        .await;
     basic.assert_problem(401, "unauthorized");
-    assert!(basic.header("www-authenticate").unwrap().contains("error=\"invalid_request\""));
+    assert!(
+        basic
+            .header("www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_request\"")
+    );
     let forged = app
-        .call(Method::GET, "/auth/me", Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."), None)
+        .call(
+            Method::GET,
+            "/auth/me",
+            Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."),
+            None,
+        )
         .await;
     forged.assert_problem(401, "unauthorized");
 }
@@ -521,28 +896,59 @@ pub async fn missing_or_garbage_authorization(app: &TestApp) {
 /// An expired access token answers 401 saying so; a refresh revives the caller.
 pub async fn expired_token(app: &TestApp) {
     let ada = app.register("expiry", "ada@expiry.test").await;
-    assert_eq!(app.call(Method::GET, "/auth/me", Some(&ada.token), None).await.status, 200);
+    assert_eq!(
+        app.call(Method::GET, "/auth/me", Some(&ada.token), None)
+            .await
+            .status,
+        200
+    );
     app.clock.advance(time::Duration::minutes(16));
-    let expired = app.call(Method::GET, "/auth/me", Some(&ada.token), None).await;
+    let expired = app
+        .call(Method::GET, "/auth/me", Some(&ada.token), None)
+        .await;
     expired.assert_problem(401, "unauthorized");
-    assert!(expired.header("www-authenticate").unwrap().contains("the access token expired"));
+    assert!(
+        expired
+            .header("www-authenticate")
+            .unwrap()
+            .contains("the access token expired")
+    );
     let renewed = app
-        .call(Method::POST, "/auth/refresh", None, Some(json!({ "refresh_token": ada.refresh })))
+        .call(
+            Method::POST,
+            "/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": ada.refresh })),
+        )
         .await;
     assert_eq!(renewed.status, 200, "{}", renewed.text);
     let token = renewed.json["access_token"].as_str().unwrap();
-    assert_eq!(app.call(Method::GET, "/auth/me", Some(token), None).await.status, 200);
+    assert_eq!(
+        app.call(Method::GET, "/auth/me", Some(token), None)
+            .await
+            .status,
+        200
+    );
 }
 
 /// A suspended tenant: sessions end, API keys answer 403, logins are refused.
 pub async fn suspended_tenant(app: &TestApp) {
     let ada = app.register("paused", "ada@paused.test").await;
     let key = app
-        .call(Method::POST, "/api-keys", Some(&ada.token), Some(json!({ "name": "bot", "scopes": ["projects:read"] })))
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(&ada.token),
+            Some(json!({ "name": "bot", "scopes": ["projects:read"] })),
+        )
         .await;
     let secret = key.json["secret"].as_str().unwrap().to_owned();
     let tenant: TenantId = ada.tenant.parse().unwrap();
-    app.tenancy.auth().suspend_tenant(tenant, &AuditContext::system()).await.unwrap();
+    app.tenancy
+        .auth()
+        .suspend_tenant(tenant, &AuditContext::system())
+        .await
+        .unwrap();
     app.call(Method::GET, "/projects", Some(&ada.token), None)
         .await
         .assert_problem(401, "unauthorized");
@@ -553,8 +959,17 @@ pub async fn suspended_tenant(app: &TestApp) {
         .call(Method::POST, "/auth/login", None, Some(json!({ "email": "ada@paused.test", "password": PASSWORD, "tenant_id": ada.tenant })))
         .await;
     login.assert_problem(403, "tenant-inactive");
-    app.tenancy.directory().reactivate_tenant(tenant, &AuditContext::system()).await.unwrap();
-    assert_eq!(app.call(Method::GET, "/projects", Some(&secret), None).await.status, 200);
+    app.tenancy
+        .directory()
+        .reactivate_tenant(tenant, &AuditContext::system())
+        .await
+        .unwrap();
+    assert_eq!(
+        app.call(Method::GET, "/projects", Some(&secret), None)
+            .await
+            .status,
+        200
+    );
 }
 
 /// Browser logins: HttpOnly cookies, cookie-authenticated reads, and
@@ -562,21 +977,45 @@ pub async fn suspended_tenant(app: &TestApp) {
 pub async fn cookies_and_csrf(app: &TestApp) {
     app.register("browser", "ada@browser.test").await;
     let login = app
-        .call(Method::POST, "/auth/login", None, Some(json!({ "email": "ada@browser.test", "password": PASSWORD, "cookies": true })))
+        .call(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({ "email": "ada@browser.test", "password": PASSWORD, "cookies": true })),
+        )
         .await;
     assert_eq!(login.status, 200);
-    let cookies: Vec<&str> = login.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    let cookies: Vec<&str> = login
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert_eq!(cookies.len(), 2, "{cookies:?}");
-    let access = cookies.iter().find(|c| c.starts_with("tenancy_access=")).unwrap();
-    let refresh = cookies.iter().find(|c| c.starts_with("tenancy_refresh=")).unwrap();
+    let access = cookies
+        .iter()
+        .find(|c| c.starts_with("tenancy_access="))
+        .unwrap();
+    let refresh = cookies
+        .iter()
+        .find(|c| c.starts_with("tenancy_refresh="))
+        .unwrap();
     for cookie in [access, refresh] {
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
     }
     assert!(refresh.contains("Path=/auth"), "{refresh}");
     let access_value = access.split(';').next().unwrap().to_owned();
     let refresh_value = refresh.split(';').next().unwrap().to_owned();
 
-    let me = app.send(app.request(Method::GET, "/auth/me").header("cookie", &access_value)).await;
+    let me = app
+        .send(
+            app.request(Method::GET, "/auth/me")
+                .header("cookie", &access_value),
+        )
+        .await;
     assert_eq!(me.status, 200, "{}", me.text);
     let host = app.base.trim_start_matches("http://").to_owned();
     let cross_site = app
@@ -589,7 +1028,11 @@ pub async fn cookies_and_csrf(app: &TestApp) {
         .await;
     cross_site.assert_problem(403, "forbidden");
     let no_origin = app
-        .send(app.request(Method::POST, "/projects").header("cookie", &access_value).json(&json!({ "name": "x" })))
+        .send(
+            app.request(Method::POST, "/projects")
+                .header("cookie", &access_value)
+                .json(&json!({ "name": "x" })),
+        )
         .await;
     no_origin.assert_problem(403, "forbidden");
     let same_site = app
@@ -615,19 +1058,31 @@ pub async fn cookies_and_csrf(app: &TestApp) {
 /// The JWKS is public; password reset answers the same for unknown emails.
 pub async fn jwks_and_password_reset(app: &TestApp) {
     app.register("keyring", "ada@keyring.test").await;
-    let jwks = app.call(Method::GET, "/.well-known/jwks.json", None, None).await;
+    let jwks = app
+        .call(Method::GET, "/.well-known/jwks.json", None, None)
+        .await;
     assert_eq!(jwks.status, 200);
     assert_eq!(jwks.json["keys"][0]["alg"], "EdDSA");
     assert!(jwks.json["keys"][0].get("d").is_none());
     assert!(jwks.header("cache-control").unwrap().contains("max-age"));
     for email in ["ada@keyring.test", "nobody@keyring.test"] {
         let started = app
-            .call(Method::POST, "/auth/password-reset/start", None, Some(json!({ "email": email })))
+            .call(
+                Method::POST,
+                "/auth/password-reset/start",
+                None,
+                Some(json!({ "email": email })),
+            )
             .await;
         assert_eq!(started.status, 202);
         assert_eq!(started.json, json!({}));
     }
-    app.call(Method::POST, "/auth/password-reset/finish", None, Some(json!({ "token": "pr_nope", "password": "a fine new passphrase" })))
-        .await
-        .assert_problem(400, "invalid-token");
+    app.call(
+        Method::POST,
+        "/auth/password-reset/finish",
+        None,
+        Some(json!({ "token": "pr_nope", "password": "a fine new passphrase" })),
+    )
+    .await
+    .assert_problem(400, "invalid-token");
 }
