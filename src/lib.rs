@@ -13,3 +13,13 @@ pub use tenancy_auth as auth;
 #[cfg(feature = "authz")]
 #[doc(inline)]
 pub use tenancy_authz as authz;
+
+/// The framework-agnostic HTTP pipeline and routes.
+#[cfg(feature = "http")]
+#[doc(inline)]
+pub use tenancy_http as http;
+
+/// axum integration: layers, extractors, routers.
+#[cfg(feature = "axum")]
+#[doc(inline)]
+pub use tenancy_axum as axum;

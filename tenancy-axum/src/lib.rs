@@ -82,15 +82,19 @@ fn into_axum(response: http::Response<Bytes>) -> Response {
     response.map(Body::from)
 }
 
-fn head_of(parts: &Parts) -> RequestHead {
+fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
+}
+
+fn head_of(parts: &Parts) -> RequestHead<'_> {
     RequestHead {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        headers: parts.headers.clone(),
-        peer: parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip()),
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        peer: peer(parts),
     }
 }
 
@@ -144,8 +148,12 @@ async fn serve(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Respons
                 .collect(),
             Err(_) => HashMap::new(),
         };
+    let peer = peer(&parts);
     let request = ApiRequest {
-        head: head_of(&parts),
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        peer,
         body,
         params,
     };
@@ -207,7 +215,8 @@ where
         let tenancy = self.tenancy.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
-            match tenancy.authenticate(&head_of(&parts)).await {
+            let outcome = tenancy.authenticate(head_of(&parts)).await;
+            match outcome {
                 Ok(context) => {
                     parts.extensions.insert(context);
                     inner.call(Request::from_parts(parts, body)).await

@@ -18,23 +18,23 @@ use crate::errors;
 use crate::problem::Problem;
 use crate::tenancy::Tenancy;
 
-/// What the pipeline reads of a request: no body.
-#[derive(Debug, Clone)]
-pub struct RequestHead {
+/// What the pipeline reads of a request, borrowed: no body, no copies.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
     /// The method.
-    pub method: Method,
+    pub method: &'a Method,
     /// The URI.
-    pub uri: Uri,
+    pub uri: &'a Uri,
     /// The headers.
-    pub headers: HeaderMap,
+    pub headers: &'a HeaderMap,
     /// The peer's address.
     pub peer: Option<IpAddr>,
 }
 
-impl RequestHead {
+impl<'a> RequestHead<'a> {
     /// A cookie's value.
-    pub fn cookie(&self, name: &str) -> Option<&str> {
-        crate::request::cookie(&self.headers, name)
+    pub fn cookie(&self, name: &str) -> Option<&'a str> {
+        crate::request::cookie(self.headers, name)
     }
 }
 
@@ -46,7 +46,8 @@ pub struct RequestContext {
     principal: Arc<Principal>,
     scope: TenantScope,
     authz: Arc<tenancy_authz::Principal>,
-    audit: AuditContext,
+    ip: Option<IpAddr>,
+    user_agent: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for RequestContext {
@@ -85,8 +86,14 @@ impl RequestContext {
     }
 
     /// The audit context of this request: actor, address, user agent.
-    pub fn audit(&self) -> &AuditContext {
-        &self.audit
+    /// Built on demand: most requests never write an audit event.
+    pub fn audit(&self) -> AuditContext {
+        let mut context = AuditContext::new(self.principal.actor());
+        context.ip = self.ip;
+        if let Some(agent) = self.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+            context = context.with_user_agent(agent);
+        }
+        context
     }
 
     /// The services.
@@ -171,7 +178,7 @@ impl Tenancy {
     /// state-changing methods), resolves the tenant (see
     /// [`crate::HttpConfig::tenant_source`]) and checks it is the caller's
     /// and active. A tenant other than the caller's answers `404`.
-    pub async fn authenticate(&self, head: &RequestHead) -> Result<RequestContext, Problem> {
+    pub async fn authenticate(&self, head: RequestHead<'_>) -> Result<RequestContext, Problem> {
         let config = self.config();
         let authorization = head.headers.get(header::AUTHORIZATION).map(|v| v.to_str());
         let authorization = match authorization {
@@ -202,7 +209,7 @@ impl Tenancy {
             })
             .await
             .map_err(|e| errors::unauthorized(&e, &config.realm))?;
-        let requested = self.requested_tenant(head).await?;
+        let requested = self.requested_tenant(&head).await?;
         let tenant_id = principal.tenant_id;
         if requested.is_some_and(|requested| requested != tenant_id) {
             return Err(Problem::not_found().with_detail("no such tenant for these credentials"));
@@ -217,25 +224,17 @@ impl Tenancy {
             .with_detail(format!("the tenant is {status}")));
         }
         let authz = self.authz_principal(&principal).await?;
-        let audit = AuditContext {
-            actor: principal.actor(),
-            ip: crate::request::client_ip(&head.headers, head.peer, config),
-            user_agent: head
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|agent| AuditContext::system().with_user_agent(agent).user_agent),
-        };
         Ok(RequestContext {
             tenancy: self.clone(),
             scope: TenantScope::assume_resolved(tenant_id),
             principal,
             authz: Arc::new(authz),
-            audit,
+            ip: crate::request::client_ip(head.headers, head.peer, config),
+            user_agent: head.headers.get(header::USER_AGENT).cloned(),
         })
     }
 
-    async fn requested_tenant(&self, head: &RequestHead) -> Result<Option<TenantId>, Problem> {
+    async fn requested_tenant(&self, head: &RequestHead<'_>) -> Result<Option<TenantId>, Problem> {
         match &self.config().tenant_source {
             TenantSource::Token => Ok(None),
             TenantSource::Header(name) => match head.headers.get(name) {

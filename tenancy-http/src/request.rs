@@ -16,8 +16,14 @@ use crate::problem::Problem;
 /// hand over.
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
-    /// Method, URI, headers, peer.
-    pub head: RequestHead,
+    /// The method.
+    pub method: Method,
+    /// The URI.
+    pub uri: http::Uri,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The peer's address.
+    pub peer: Option<IpAddr>,
     /// The body, already bounded by [`HttpConfig::body_limit`].
     pub body: Bytes,
     /// Path parameters by name (`{id}` → `id`).
@@ -25,6 +31,16 @@ pub struct ApiRequest {
 }
 
 impl ApiRequest {
+    /// The request head, borrowed, for the pipeline.
+    pub fn head(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            peer: self.peer,
+        }
+    }
+
     /// A path parameter.
     pub fn param(&self, name: &str) -> Result<&str, Problem> {
         self.params
@@ -35,7 +51,7 @@ impl ApiRequest {
 
     /// A query parameter, decoded.
     pub fn query(&self, name: &str) -> Option<String> {
-        let query = self.head.uri.query()?;
+        let query = self.uri.query()?;
         query.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (percent_decode(key) == name).then(|| percent_decode(value))
@@ -50,7 +66,6 @@ impl ApiRequest {
             return Err(too_large(limit));
         }
         let is_json = self
-            .head
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -90,18 +105,17 @@ impl ApiRequest {
 
     /// A cookie's value.
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        cookie(&self.head.headers, name)
+        cookie(&self.headers, name)
     }
 
     /// Who is calling: address (peer, or `X-Forwarded-For` when trusted)
     /// and user agent.
     pub fn client(&self, config: &HttpConfig) -> ClientInfo {
         let mut client = ClientInfo {
-            ip: client_ip(&self.head.headers, self.head.peer, config),
+            ip: client_ip(&self.headers, self.peer, config),
             user_agent: None,
         };
         if let Some(agent) = self
-            .head
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -147,8 +161,8 @@ pub(crate) fn client_ip(
 /// Refuses a cookie-authenticated, state-changing request that does not
 /// come from the app's own origin (CSRF): its `Origin` (or `Referer`) must
 /// be the request's host or one of [`HttpConfig::allowed_origins`].
-pub(crate) fn check_origin(head: &RequestHead, config: &HttpConfig) -> Result<(), Problem> {
-    if matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+pub(crate) fn check_origin(head: RequestHead<'_>, config: &HttpConfig) -> Result<(), Problem> {
+    if matches!(*head.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
     let source = head
@@ -256,12 +270,10 @@ mod tests {
             );
         }
         ApiRequest {
-            head: RequestHead {
-                method,
-                uri: "/x?a=1&name=Ann%20Lee&plus=a+b".parse().unwrap(),
-                headers: map,
-                peer: Some("10.0.0.1".parse().unwrap()),
-            },
+            method,
+            uri: "/x?a=1&name=Ann%20Lee&plus=a+b".parse().unwrap(),
+            headers: map,
+            peer: Some("10.0.0.1".parse().unwrap()),
             body: Bytes::from(body.to_owned()),
             params: HashMap::new(),
         }
@@ -327,13 +339,13 @@ mod tests {
             &[("host", "api.example"), ("origin", "https://api.example")],
             "",
         );
-        assert!(check_origin(&same.head, &config).is_ok());
+        assert!(check_origin(same.head(), &config).is_ok());
         let allowed = request(
             Method::POST,
             &[("host", "api.example"), ("origin", "https://app.example")],
             "",
         );
-        assert!(check_origin(&allowed.head, &config).is_ok());
+        assert!(check_origin(allowed.head(), &config).is_ok());
         let referer = request(
             Method::DELETE,
             &[
@@ -342,17 +354,23 @@ mod tests {
             ],
             "",
         );
-        assert!(check_origin(&referer.head, &config).is_ok());
+        assert!(check_origin(referer.head(), &config).is_ok());
         let evil = request(
             Method::POST,
             &[("host", "api.example"), ("origin", "https://evil.example")],
             "",
         );
-        assert_eq!(check_origin(&evil.head, &config).unwrap_err().status(), 403);
+        assert_eq!(
+            check_origin(evil.head(), &config).unwrap_err().status(),
+            403
+        );
         let bare = request(Method::PUT, &[("host", "api.example")], "");
-        assert_eq!(check_origin(&bare.head, &config).unwrap_err().status(), 403);
+        assert_eq!(
+            check_origin(bare.head(), &config).unwrap_err().status(),
+            403
+        );
         let read = request(Method::GET, &[], "");
-        assert!(check_origin(&read.head, &config).is_ok());
+        assert!(check_origin(read.head(), &config).is_ok());
     }
 
     #[test]

@@ -123,14 +123,12 @@ impl Tenancy {
         let outcome = async {
             let context = match route.access {
                 Access::Public => None,
-                Access::Optional if !request.head.headers.contains_key(header::AUTHORIZATION) => {
-                    None
-                }
+                Access::Optional if !request.headers.contains_key(header::AUTHORIZATION) => None,
                 Access::Optional | Access::Authenticated => {
-                    Some(self.authenticate(&request.head).await?)
+                    Some(self.authenticate(request.head()).await?)
                 }
                 Access::Permission(permission) => {
-                    let context = self.authenticate(&request.head).await?;
+                    let context = self.authenticate(request.head()).await?;
                     context.require(permission).await?;
                     Some(context)
                 }
@@ -357,7 +355,7 @@ async fn refresh(
             let cookie = r
                 .cookie(&t.config().cookies.refresh_name)
                 .ok_or_else(|| Problem::invalid("refresh_token", "a refresh token is required"))?;
-            crate::request::check_origin(&r.head, t.config())?;
+            crate::request::check_origin(r.head(), t.config())?;
             (cookie.to_owned(), true)
         }
     };
@@ -604,7 +602,7 @@ async fn create_api_key(
                 scopes,
                 expires_at: input.expires_at,
             },
-            c.audit(),
+            &c.audit(),
         )
         .await
         .map_err(|e| auth_error(t, &e))?;
@@ -636,7 +634,7 @@ async fn revoke_api_key(
     let c = ctx(c)?;
     let id: ApiKeyId = r.param("id")?.parse().map_err(|_| Problem::not_found())?;
     t.auth()
-        .revoke_api_key(c.scope(), id, c.audit())
+        .revoke_api_key(c.scope(), id, &c.audit())
         .await
         .map_err(|e| auth_error(t, &e))?;
     Ok(no_content())
@@ -704,7 +702,7 @@ async fn change_roles(
         .map_err(|e| admin_error(&e))?;
     let membership = t
         .directory()
-        .change_roles(c.scope(), member, roles, c.audit())
+        .change_roles(c.scope(), member, roles, &c.audit())
         .await
         .map_err(|e| errors::directory(&e))?;
     t.lookups().member_roles.remove(&(c.tenant_id(), member));
@@ -722,7 +720,7 @@ async fn remove_member(
         .parse()
         .map_err(|_| Problem::not_found())?;
     t.auth()
-        .remove_member(c.scope(), member, c.audit())
+        .remove_member(c.scope(), member, &c.audit())
         .await
         .map_err(|e| auth_error(t, &e))?;
     t.lookups().member_roles.remove(&(c.tenant_id(), member));
@@ -751,7 +749,7 @@ async fn invite(
         .map_err(|e| admin_error(&e))?;
     let issued = t
         .directory()
-        .invite(c.scope(), email, roles, c.audit())
+        .invite(c.scope(), email, roles, &c.audit())
         .await
         .map_err(|e| errors::directory(&e))?;
     json(
@@ -782,7 +780,7 @@ async fn revoke_invitation(
     let c = ctx(c)?;
     let id: InvitationId = r.param("id")?.parse().map_err(|_| Problem::not_found())?;
     t.directory()
-        .revoke_invitation(c.scope(), id, c.audit())
+        .revoke_invitation(c.scope(), id, &c.audit())
         .await
         .map_err(|e| errors::directory(&e))?;
     Ok(no_content())
@@ -911,7 +909,7 @@ async fn put_role(
     }
     let epoch = t
         .authz_admin()
-        .put_role(c.scope(), c.authz_principal(), role.clone(), c.audit())
+        .put_role(c.scope(), c.authz_principal(), role.clone(), &c.audit())
         .await
         .map_err(|e| admin_error(&e))?;
     json(StatusCode::OK, &json!({ "role": role, "epoch": epoch }))
@@ -925,7 +923,7 @@ async fn delete_role(
     let c = ctx(c)?;
     let name = RoleName::new(r.param("name")?).map_err(|_| Problem::not_found())?;
     t.authz_admin()
-        .delete_role(c.scope(), c.authz_principal(), &name, c.audit())
+        .delete_role(c.scope(), c.authz_principal(), &name, &c.audit())
         .await
         .map_err(|e| admin_error(&e))?;
     Ok(no_content())
@@ -963,7 +961,7 @@ async fn put_policy(
     let document: PolicyDocument = field("body", serde_json::from_value(document))?;
     let epoch = t
         .authz_admin()
-        .put_policy(c.scope(), c.authz_principal(), document.clone(), c.audit())
+        .put_policy(c.scope(), c.authz_principal(), document.clone(), &c.audit())
         .await
         .map_err(|e| admin_error(&e))?;
     json(
@@ -980,7 +978,7 @@ async fn delete_policy(
     let c = ctx(c)?;
     let id = PolicyId::new(r.param("id")?).map_err(|_| Problem::not_found())?;
     t.authz_admin()
-        .delete_policy(c.scope(), c.authz_principal(), &id, c.audit())
+        .delete_policy(c.scope(), c.authz_principal(), &id, &c.audit())
         .await
         .map_err(|e| admin_error(&e))?;
     Ok(no_content())

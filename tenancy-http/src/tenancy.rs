@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tenancy_auth::{Auth, AuthConfig, AuthStore};
-use tenancy_authz::{AuthzAdmin, Catalog, Engine, PolicyCache, PolicyStore, RoleStore};
+use tenancy_authz::{AuthzAdmin, Catalog, Engine, Freshness, PolicyCache, PolicyStore, RoleStore};
 use tenancy_core::{Backend, Directory};
 
 use crate::config::HttpConfig;
@@ -25,6 +25,19 @@ struct Inner {
     admin: AuthzAdmin,
     config: HttpConfig,
     pub(crate) lookups: Lookups,
+    _background: Background,
+}
+
+/// Tasks that keep caches current (LISTEN/NOTIFY listeners); stopped when
+/// the last clone of the [`Tenancy`] goes.
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Tenancy {
@@ -90,7 +103,20 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 
 impl Tenancy {
     /// The HTTP surface over `auth` and `authz`.
+    ///
+    /// The policy cache should not read the store on every request: give it
+    /// `Freshness::MaxAge` or `Freshness::Notified` (the `in_memory` and
+    /// `postgres` constructors do).
     pub fn new(auth: Auth, authz: Arc<PolicyCache>, config: HttpConfig) -> Self {
+        Self::with_background(auth, authz, config, Vec::new())
+    }
+
+    fn with_background(
+        auth: Auth,
+        authz: Arc<PolicyCache>,
+        config: HttpConfig,
+        background: Vec<tokio::task::JoinHandle<()>>,
+    ) -> Self {
         let ttl = config.tenant_status_ttl;
         Self {
             inner: Arc::new(Inner {
@@ -103,12 +129,15 @@ impl Tenancy {
                     slugs: TtlCache::new(ttl),
                     member_roles: TtlCache::new(ttl),
                 },
+                _background: Background(background),
             }),
         }
     }
 
     /// Everything in memory: for tests, prototypes and the examples.
-    /// `permissions` is the host's permission catalog.
+    /// `permissions` is the host's permission catalog. Compiled policies
+    /// are re-checked against the store at most once a second; changes made
+    /// through this process apply at once.
     pub async fn in_memory(
         permissions: Catalog,
         auth: AuthConfig,
@@ -130,7 +159,9 @@ impl Tenancy {
     }
 
     /// Everything in Postgres over `pool`, after applying every crate's
-    /// migrations.
+    /// migrations. Other replicas' session revocations and role or policy
+    /// changes reach this one through LISTEN/NOTIFY as they commit (with a
+    /// once-a-second epoch check and a periodic revocation sync behind them).
     #[cfg(feature = "postgres")]
     pub async fn postgres(
         pool: tenancy_core::postgres::sqlx::PgPool,
@@ -149,16 +180,39 @@ impl Tenancy {
             .await
             .map_err(|e| SetupError::Migrate(Box::new(e)))?;
         let authz = Arc::new(authz);
-        Self::assemble(
-            Arc::new(tenancy_core::postgres::PgBackend::new(pool)),
-            Arc::new(store),
+        let store = Arc::new(store);
+        let assembled = Self::assemble(
+            Arc::new(tenancy_core::postgres::PgBackend::new(pool.clone())),
+            store.clone(),
             authz.clone(),
             authz,
             permissions,
             auth,
             config,
         )
-        .await
+        .await?;
+        let epochs =
+            tenancy_authz::store::postgres::listen_for_epochs(&pool, assembled.authz().clone())
+                .await
+                .map_err(|e| SetupError::Migrate(Box::new(e)))?;
+        let revocations = tenancy_auth::postgres::listen_revocations(
+            pool,
+            store,
+            assembled.auth().authenticator().revocations().clone(),
+            assembled.auth().config().sessions.absolute_timeout,
+        );
+        let sync = assembled
+            .auth()
+            .spawn_revocation_sync(std::time::Duration::from_secs(30));
+        let Self { inner } = assembled;
+        let inner = Arc::try_unwrap(inner)
+            .map_err(|_| SetupError::Migrate("tenancy still shared".into()))?;
+        Ok(Self::with_background(
+            inner.auth,
+            inner.authz,
+            inner.config,
+            vec![epochs, revocations, sync],
+        ))
     }
 
     async fn assemble(
@@ -174,7 +228,10 @@ impl Tenancy {
             .build()
             .await
             .map_err(SetupError::Auth)?;
-        let cache = Arc::new(PolicyCache::new(Engine::new(permissions), roles, policies));
+        let cache = Arc::new(
+            PolicyCache::new(Engine::new(permissions), roles, policies)
+                .with_freshness(Freshness::MaxAge(std::time::Duration::from_secs(1))),
+        );
         Ok(Self::new(auth, cache, config))
     }
 
@@ -215,7 +272,7 @@ pub enum SetupError {
     /// The auth configuration is invalid or its keys could not be loaded.
     #[error(transparent)]
     Auth(tenancy_auth::ConfigError),
-    /// A migration failed.
-    #[error("migration failed")]
+    /// A migration failed, or the database could not be listened to.
+    #[error("database setup failed")]
     Migrate(#[source] tenancy_core::BoxError),
 }

@@ -1,0 +1,154 @@
+//! A small multi-tenant "projects" API on axum, protected by tenancy:
+//! accounts, tenants, members, API keys and audit from the SDK's routes,
+//! and the app's own `/projects` routes behind its middleware.
+//!
+//! ```text
+//! cargo run --example axum_saas --features axum
+//! DATABASE_URL=postgres://… cargo run --example axum_saas --features axum,postgres
+//! ```
+//!
+//! Members may read and create projects; they may change and delete only
+//! the projects they created (an ABAC policy each tenant gets on first use);
+//! owners and admins may do everything. See the README for a curl
+//! walk-through.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tenancy::axum::{Context, Rejection, TenancyLayer};
+use tenancy::http::auth::AuthConfig;
+use tenancy::http::authz::{AttrKey, Catalog, Resource};
+use tenancy::http::{HttpConfig, Problem, Tenancy};
+
+#[path = "shared/projects.rs"]
+mod projects;
+
+use projects::{Project, Projects};
+
+#[derive(Clone)]
+struct App {
+    projects: Arc<Projects>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectInput {
+    name: String,
+}
+
+type Reply<T> = Result<T, Rejection>;
+
+async fn list(State(app): State<App>, ctx: Context) -> Reply<Json<Value>> {
+    ctx.require("projects:read").await?;
+    let items = app.projects.list(ctx.tenant_id()).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn create(
+    State(app): State<App>,
+    ctx: Context,
+    Json(input): Json<ProjectInput>,
+) -> Reply<(StatusCode, Json<Project>)> {
+    ctx.require("projects:create").await?;
+    let name = projects::valid_name(&input.name)?;
+    projects::seed_policy(ctx.tenancy(), ctx.tenant_id()).await?;
+    let owner = ctx.authz_principal().id().to_owned();
+    let project = app.projects.create(ctx.tenant_id(), name, owner).await?;
+    Ok((StatusCode::CREATED, Json(project)))
+}
+
+/// Loads a project of the caller's tenant (another tenant's is not found)
+/// and checks `action` on it, with its owner as an attribute for the policy.
+async fn guarded(app: &App, ctx: &Context, id: &str, action: &str) -> Result<Project, Problem> {
+    let id = id.parse().map_err(|_| Problem::not_found())?;
+    let project = app
+        .projects
+        .get(ctx.tenant_id(), id)
+        .await?
+        .ok_or_else(Problem::not_found)?;
+    let owner = AttrKey::new("owner").map_err(|e| Problem::internal(&e))?;
+    let resource = Resource::new("project")
+        .with_id(id.to_string().as_str())
+        .in_tenant(ctx.tenant_id())
+        .with_attribute(owner, project.owner.as_str());
+    ctx.authorize(action, &resource, None).await?;
+    Ok(project)
+}
+
+async fn show(
+    State(app): State<App>,
+    ctx: Context,
+    Path(id): Path<String>,
+) -> Reply<Json<Project>> {
+    Ok(Json(guarded(&app, &ctx, &id, "projects:read").await?))
+}
+
+async fn update(
+    State(app): State<App>,
+    ctx: Context,
+    Path(id): Path<String>,
+    Json(input): Json<ProjectInput>,
+) -> Reply<Json<Project>> {
+    let project = guarded(&app, &ctx, &id, "projects:update").await?;
+    let name = projects::valid_name(&input.name)?;
+    Ok(Json(
+        app.projects
+            .rename(ctx.tenant_id(), project.id, name)
+            .await?,
+    ))
+}
+
+async fn remove(State(app): State<App>, ctx: Context, Path(id): Path<String>) -> Reply<StatusCode> {
+    let project = guarded(&app, &ctx, &id, "projects:delete").await?;
+    app.projects.delete(ctx.tenant_id(), project.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let catalog = Catalog::new(projects::PERMISSIONS)?;
+    let auth = AuthConfig::new("http://127.0.0.1", "projects-example");
+    // Plain http on localhost: cookies without `Secure`.
+    let mut http = HttpConfig::default();
+    http.cookies.secure = false;
+    let (tenancy, projects) = match std::env::var("DATABASE_URL") {
+        #[cfg(feature = "postgres")]
+        Ok(url) => {
+            let pool = tenancy::postgres::sqlx::PgPool::connect(&url).await?;
+            let tenancy = Tenancy::postgres(pool.clone(), catalog, auth, http).await?;
+            (tenancy, Projects::postgres(pool).await?)
+        }
+        _ => (
+            Tenancy::in_memory(catalog, auth, http).await?,
+            Projects::memory(),
+        ),
+    };
+    let app = App {
+        projects: Arc::new(projects),
+    };
+    let router = Router::new()
+        .route("/projects", get(list).post(create))
+        .route("/projects/{id}", get(show).put(update).delete(remove))
+        .layer(TenancyLayer::new(tenancy.clone()))
+        .with_state(app)
+        .merge(tenancy::axum::router(tenancy));
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! The projects of the example apps (axum and actix share this file):
+//! where they live (memory, or a Postgres table under tenancy's row-level
+//! security) and the tenant defaults the host seeds.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde_json::json;
+use tenancy::http::authz::PolicyDocument;
+use tenancy::http::{Problem, Tenancy};
+use tenancy::{AuditContext, TenantId};
+use uuid::Uuid;
+
+/// The app's permissions, declared once.
+pub(crate) const PERMISSIONS: [&str; 4] = [
+    "projects:read",
+    "projects:create",
+    "projects:update",
+    "projects:delete",
+];
+
+/// A project.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Project {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    /// Who created it: a user id, or an API key id.
+    pub(crate) owner: String,
+}
+
+pub(crate) enum Projects {
+    Memory(Mutex<BTreeMap<(TenantId, Uuid), Project>>),
+    #[cfg(feature = "postgres")]
+    Postgres(tenancy::postgres::sqlx::PgPool),
+}
+
+pub(crate) fn valid_name(raw: &str) -> Result<String, Problem> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(Problem::invalid(
+            "name",
+            "must be 1 to 200 characters, without control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Seeds a tenant's default policy on first use: members may change and
+/// delete the projects they created (owners and admins may anyway).
+pub(crate) async fn seed_policy(tenancy: &Tenancy, tenant: TenantId) -> Result<(), Problem> {
+    let store = tenancy.authz().policy_store();
+    let current = store
+        .list_policies(tenant)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    if current
+        .value
+        .iter()
+        .any(|p| p.id.as_str() == "own-projects")
+    {
+        return Ok(());
+    }
+    let document: PolicyDocument = serde_json::from_value(json!({
+        "id": "own-projects",
+        "description": "members change and delete the projects they created",
+        "statements": [{
+            "sid": "own",
+            "effect": "allow",
+            "actions": ["projects:update", "projects:delete"],
+            "resource_types": ["project"],
+            "condition": "resource.owner == principal.id"
+        }]
+    }))
+    .map_err(|e| Problem::internal(&e))?;
+    match store
+        .put_policy(tenant, &document, current.epoch, &AuditContext::system())
+        .await
+    {
+        // Another request seeded it first: fine.
+        Ok(_) | Err(tenancy::http::authz::AuthzStoreError::StaleEpoch { .. }) => {
+            tenancy.authz().invalidate(tenant);
+            Ok(())
+        }
+        Err(other) => Err(Problem::unavailable(&other)),
+    }
+}
+
+impl Projects {
+    pub(crate) fn memory() -> Self {
+        Projects::Memory(Mutex::new(BTreeMap::new()))
+    }
+
+    /// A `projects` table with tenant isolation: every query runs in a
+    /// transaction scoped to the caller's tenant.
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn postgres(
+        pool: tenancy::postgres::sqlx::PgPool,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        use tenancy::postgres::sqlx;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS projects (id uuid PRIMARY KEY, tenant_id uuid NOT NULL, \
+             name text NOT NULL, owner text NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        let mut conn = pool.acquire().await?;
+        tenancy::postgres::enable_tenant_rls(&mut conn, "projects", "tenant_id").await?;
+        Ok(Projects::Postgres(pool))
+    }
+
+    fn rows(
+        map: &Mutex<BTreeMap<(TenantId, Uuid), Project>>,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<(TenantId, Uuid), Project>> {
+        map.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) async fn list(&self, tenant: TenantId) -> Result<Vec<Project>, Problem> {
+        match self {
+            Projects::Memory(map) => Ok(Self::rows(map)
+                .range((tenant, Uuid::nil())..)
+                .take_while(|((t, _), _)| *t == tenant)
+                .map(|(_, p)| p.clone())
+                .collect()),
+            #[cfg(feature = "postgres")]
+            Projects::Postgres(pool) => {
+                let mut tx = scoped(pool, tenant).await?;
+                let rows: Vec<(Uuid, String, String)> = tenancy::postgres::sqlx::query_as(
+                    "SELECT id, name, owner FROM projects WHERE tenant_id = $1 ORDER BY id",
+                )
+                .bind(tenant.as_uuid())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| Problem::unavailable(&e))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, name, owner)| Project { id, name, owner })
+                    .collect())
+            }
+        }
+    }
+
+    pub(crate) async fn get(&self, tenant: TenantId, id: Uuid) -> Result<Option<Project>, Problem> {
+        match self {
+            Projects::Memory(map) => Ok(Self::rows(map).get(&(tenant, id)).cloned()),
+            #[cfg(feature = "postgres")]
+            Projects::Postgres(pool) => {
+                let mut tx = scoped(pool, tenant).await?;
+                let row: Option<(Uuid, String, String)> = tenancy::postgres::sqlx::query_as(
+                    "SELECT id, name, owner FROM projects WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant.as_uuid())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| Problem::unavailable(&e))?;
+                Ok(row.map(|(id, name, owner)| Project { id, name, owner }))
+            }
+        }
+    }
+
+    pub(crate) async fn create(
+        &self,
+        tenant: TenantId,
+        name: String,
+        owner: String,
+    ) -> Result<Project, Problem> {
+        let project = Project {
+            id: Uuid::now_v7(),
+            name,
+            owner,
+        };
+        match self {
+            Projects::Memory(map) => {
+                Self::rows(map).insert((tenant, project.id), project.clone());
+            }
+            #[cfg(feature = "postgres")]
+            Projects::Postgres(pool) => {
+                let mut tx = scoped(pool, tenant).await?;
+                tenancy::postgres::sqlx::query(
+                    "INSERT INTO projects (id, tenant_id, name, owner) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(project.id)
+                .bind(tenant.as_uuid())
+                .bind(&project.name)
+                .bind(&project.owner)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| Problem::unavailable(&e))?;
+                tx.commit().await.map_err(|e| Problem::unavailable(&e))?;
+            }
+        }
+        Ok(project)
+    }
+
+    pub(crate) async fn rename(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        name: String,
+    ) -> Result<Project, Problem> {
+        match self {
+            Projects::Memory(map) => {
+                let mut rows = Self::rows(map);
+                let project = rows.get_mut(&(tenant, id)).ok_or_else(Problem::not_found)?;
+                project.name = name;
+                Ok(project.clone())
+            }
+            #[cfg(feature = "postgres")]
+            Projects::Postgres(pool) => {
+                let mut tx = scoped(pool, tenant).await?;
+                let row: Option<(Uuid, String, String)> = tenancy::postgres::sqlx::query_as(
+                    "UPDATE projects SET name = $3 WHERE tenant_id = $1 AND id = $2 RETURNING id, name, owner",
+                )
+                .bind(tenant.as_uuid())
+                .bind(id)
+                .bind(&name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| Problem::unavailable(&e))?;
+                tx.commit().await.map_err(|e| Problem::unavailable(&e))?;
+                row.map(|(id, name, owner)| Project { id, name, owner })
+                    .ok_or_else(Problem::not_found)
+            }
+        }
+    }
+
+    pub(crate) async fn delete(&self, tenant: TenantId, id: Uuid) -> Result<(), Problem> {
+        match self {
+            Projects::Memory(map) => {
+                Self::rows(map).remove(&(tenant, id));
+                Ok(())
+            }
+            #[cfg(feature = "postgres")]
+            Projects::Postgres(pool) => {
+                let mut tx = scoped(pool, tenant).await?;
+                tenancy::postgres::sqlx::query(
+                    "DELETE FROM projects WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant.as_uuid())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| Problem::unavailable(&e))?;
+                tx.commit().await.map_err(|e| Problem::unavailable(&e))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn scoped(
+    pool: &tenancy::postgres::sqlx::PgPool,
+    tenant: TenantId,
+) -> Result<tenancy::postgres::sqlx::Transaction<'static, tenancy::postgres::sqlx::Postgres>, Problem>
+{
+    tenancy::postgres::begin_tenant_transaction(pool, tenant)
+        .await
+        .map_err(|e| Problem::unavailable(&e))
+}
