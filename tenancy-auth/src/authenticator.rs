@@ -128,23 +128,19 @@ impl Authenticator {
             return Err(AuthError::InvalidToken(TokenRejection::TooLarge));
         }
         let now = self.clock.now();
-        let key = self.cache.enabled().then(|| VerifiedCache::key(token));
-        if let Some(key) = &key
-            && let Some(hit) = self.cache.get(key)
+        if let Some(hit) = self.cache.get(token)
             && hit.method == method
         {
             return self
                 .still_valid(hit, now)
-                .inspect_err(|_| self.cache.remove(key));
+                .inspect_err(|_| self.cache.remove(token));
         }
         let principal = token::verify(&self.keys, &self.config, token, method, now)
             .await
             .map_err(|e| AuthError::Unavailable(Box::new(e)))?
             .map_err(AuthError::InvalidToken)?;
         let principal = self.still_valid(Arc::new(principal), now)?;
-        if let Some(key) = key {
-            self.cache.insert(key, principal.clone());
-        }
+        self.cache.insert(token, principal.clone());
         Ok(principal)
     }
 

@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Header;
 use jsonwebtoken::errors::ErrorKind;
+use quick_cache::Equivalent as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tenancy_core::{Membership, RoleName, SessionId, TenantId, User, UserId};
@@ -261,11 +262,46 @@ fn check_claims(
     })
 }
 
-/// Verified tokens, so a repeat request skips the signature check. Keyed by
-/// the token's SHA-256; an entry is used only while its token is unexpired
-/// and its session unrevoked.
+/// Verified tokens, so a repeat request skips the signature check. An
+/// entry holds the token itself (hashed with the cache's keyed hasher,
+/// compared in constant time) and is used only while its token is
+/// unexpired and its session unrevoked. Memory is about `capacity` times
+/// the token length.
 pub(crate) struct VerifiedCache {
-    entries: Option<quick_cache::sync::Cache<[u8; 32], Arc<Principal>>>,
+    entries: Option<quick_cache::sync::Cache<CachedToken, Arc<Principal>>>,
+}
+
+/// A verified token held as a cache key.
+struct CachedToken(Box<str>);
+
+/// A presented token looked up without copying it.
+struct PresentedToken<'a>(&'a str);
+
+impl std::hash::Hash for CachedToken {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_bytes().hash(state);
+    }
+}
+
+impl std::hash::Hash for PresentedToken<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for CachedToken {
+    fn eq(&self, other: &Self) -> bool {
+        PresentedToken(&self.0).equivalent(other)
+    }
+}
+
+impl Eq for CachedToken {}
+
+impl quick_cache::Equivalent<CachedToken> for PresentedToken<'_> {
+    fn equivalent(&self, key: &CachedToken) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.as_bytes().ct_eq(key.0.as_bytes()).into()
+    }
 }
 
 impl VerifiedCache {
@@ -276,28 +312,59 @@ impl VerifiedCache {
         }
     }
 
-    pub(crate) fn enabled(&self) -> bool {
-        self.entries.is_some()
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<Principal>> {
+        self.entries.as_ref()?.get(&PresentedToken(token))
     }
 
-    pub(crate) fn key(token: &str) -> [u8; 32] {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(token.as_bytes()).into()
-    }
-
-    pub(crate) fn get(&self, key: &[u8; 32]) -> Option<Arc<Principal>> {
-        self.entries.as_ref()?.get(key)
-    }
-
-    pub(crate) fn insert(&self, key: [u8; 32], principal: Arc<Principal>) {
+    pub(crate) fn insert(&self, token: &str, principal: Arc<Principal>) {
         if let Some(entries) = &self.entries {
-            entries.insert(key, principal);
+            entries.insert(CachedToken(token.into()), principal);
         }
     }
 
-    pub(crate) fn remove(&self, key: &[u8; 32]) {
+    pub(crate) fn remove(&self, token: &str) {
         if let Some(entries) = &self.entries {
-            entries.remove(key);
+            entries.remove(&PresentedToken(token));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal() -> Arc<Principal> {
+        Arc::new(Principal {
+            subject: Subject::User(UserId::new()),
+            tenant_id: TenantId::new(),
+            session_id: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            method: AuthMethod::AccessToken,
+            expires_at: None,
+            extra: Map::new(),
+            minted_by: None,
+        })
+    }
+
+    #[test]
+    fn cache_hits_only_the_exact_token() {
+        let cache = VerifiedCache::new(16);
+        let cached = principal();
+        cache.insert("aaa.bbb.ccc", cached.clone());
+        let hit = cache.get("aaa.bbb.ccc").expect("cached");
+        assert!(Arc::ptr_eq(&hit, &cached));
+        for other in ["aaa.bbb.ccd", "aaa.bbb.cc", "aaa.bbb.cccc", "", "AAA.bbb.ccc"] {
+            assert!(cache.get(other).is_none(), "{other:?} must miss");
+        }
+        cache.remove("aaa.bbb.ccc");
+        assert!(cache.get("aaa.bbb.ccc").is_none());
+    }
+
+    #[test]
+    fn zero_capacity_caches_nothing() {
+        let cache = VerifiedCache::new(0);
+        cache.insert("aaa.bbb.ccc", principal());
+        assert!(cache.get("aaa.bbb.ccc").is_none());
     }
 }
