@@ -1,9 +1,571 @@
-//! actix-web integration for the tenancy SDK.
+//! actix-web integration of the tenancy SDK.
 //!
-//! This crate will hold `Transform` middleware that authenticates requests,
-//! resolves the tenant and authorizes the route, `FromRequest` extractors,
-//! and mountable `Scope`s with the same paths and answers as the axum
-//! integration. It is not implemented yet.
+//! - [`configure`]: the SDK's routes (register, login, refresh, sessions, API
+//!   keys, members, invitations, roles, policies, explain, audit, JWKS) as a
+//!   [`ServiceConfig`] function for [`App::configure`](actix_web::App::configure)
+//!   or [`Scope::configure`](actix_web::Scope::configure).
+//! - [`TenancyMiddleware`]: authenticates your own routes (bearer token, API
+//!   key or cookie), resolves and checks the tenant, and puts the
+//!   [`RequestContext`] in the request extensions.
+//! - [`require`]: middleware that requires a permission on a resource or
+//!   scope.
+//! - Extractors: [`Context`], [`Caller`], [`Tenant`], [`Session`],
+//!   [`ApiKey`]; `Option<Caller>` for handlers that also serve callers that
+//!   went through no [`TenancyMiddleware`]. Rejections are RFC 9457 problems
+//!   ([`Rejection`]).
+//!
+//! actix runs the middleware registered last first: wrap a scope in
+//! [`require`] before [`TenancyMiddleware`], so that the context exists when
+//! the permission is checked.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer, web};
+//! use tenancy_actix::{Context, TenancyMiddleware, require};
+//! use tenancy_http::{HttpConfig, Tenancy, authz::Catalog, auth::AuthConfig};
+//!
+//! async fn projects(ctx: Context) -> String {
+//!     format!("projects of {}", ctx.tenant_id())
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let tenancy = Tenancy::in_memory(
+//!     Catalog::new(["projects:read", "projects:create"])?,
+//!     AuthConfig::new("https://app.example", "app"),
+//!     HttpConfig::default(),
+//! )
+//! .await?;
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .configure(tenancy_actix::configure(tenancy.clone()))
+//!         .service(
+//!             web::scope("/projects")
+//!                 .route("", web::get().to(projects))
+//!                 .wrap(require("projects:read"))
+//!                 .wrap(TenancyMiddleware::new(tenancy.clone())),
+//!         )
+//! })
+//! .bind(("127.0.0.1", 3001))?
+//! .run()
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! - `memory` (default): the in-memory stores of `tenancy-http`.
+//! - `postgres`: the Postgres stores of `tenancy-http`.
 #![forbid(unsafe_code)]
 
-pub use tenancy_core;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::ops::Deref;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::{Method, StatusCode, header};
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use bytes::Bytes;
+use tenancy_http::auth::{Principal, Subject};
+use tenancy_http::core::{ApiKeyId, SessionId, TenantScope};
+use tenancy_http::{ApiRequest, Problem, RequestContext, RequestHead, Route, Tenancy};
+
+/// The actix-web crate this integration is built against.
+pub use actix_web;
+/// The framework-agnostic HTTP surface: [`Tenancy`], [`HttpConfig`](tenancy_http::HttpConfig),
+/// [`Problem`], and the domain crates.
+pub use tenancy_http;
+
+type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+// ---------------------------------------------------------------------------
+// Conversions between actix-web (`http` 0.2 types) and tenancy-http (`http` 1).
+
+/// The pipeline's view of an actix request: method, URI, headers (every
+/// value of repeated names) and peer address. `400` if the method or URI do
+/// not convert, which valid HTTP never causes.
+fn head_of(request: &HttpRequest) -> Result<RequestHead, Problem> {
+    let method = http::Method::from_bytes(request.method().as_str().as_bytes())
+        .map_err(|_| Problem::bad_request("unsupported method"))?;
+    let uri: http::Uri = request
+        .uri()
+        .to_string()
+        .parse()
+        .map_err(|_| Problem::bad_request("malformed request target"))?;
+    let mut headers = http::HeaderMap::with_capacity(request.headers().len());
+    for (name, value) in request.headers() {
+        let name = http::HeaderName::from_bytes(name.as_str().as_bytes());
+        let value = http::HeaderValue::from_bytes(value.as_bytes());
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
+    Ok(RequestHead {
+        method,
+        uri,
+        headers,
+        peer: request.peer_addr().map(|address| address.ip()),
+    })
+}
+
+/// An `http` 1 response as an actix response: status, every header (each
+/// value of repeated names such as `Set-Cookie`) and body.
+fn into_actix(response: http::Response<Bytes>) -> HttpResponse {
+    let (parts, body) = response.into_parts();
+    let status =
+        StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut answer = HttpResponse::with_body(status, body);
+    let headers = answer.headers_mut();
+    for (name, value) in &parts.headers {
+        let name = header::HeaderName::from_bytes(name.as_str().as_bytes());
+        let value = header::HeaderValue::from_bytes(value.as_bytes());
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
+    answer.map_into_boxed_body()
+}
+
+/// The body, at most `limit` bytes: a declared `Content-Length` past the
+/// limit is refused before anything is read, a longer stream as soon as it
+/// passes the limit (`413` both ways).
+async fn read_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, Problem> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(tenancy_http::too_large(limit));
+    }
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(error)) => Err(Problem::bad_request(format!(
+            "the body could not be read: {error}"
+        ))),
+        Err(_) => Err(tenancy_http::too_large(limit)),
+    }
+}
+
+/// Path parameters by name, percent-decoded.
+fn params_of(request: &HttpRequest) -> HashMap<String, String> {
+    let path = request.match_info();
+    path.load::<HashMap<String, String>>().unwrap_or_else(|_| {
+        path.iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    })
+}
+
+/// The request as the shared route logic takes it.
+async fn api_request(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<ApiRequest, Problem> {
+    let head = head_of(request)?;
+    let body = read_body(request, payload, limit).await?;
+    Ok(ApiRequest {
+        head,
+        body,
+        params: params_of(request),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Routes.
+
+/// The SDK's routes, to mount with [`App::configure`](actix_web::App::configure)
+/// (or inside a [`Scope`](actix_web::Scope)). Each route authenticates and
+/// authorizes itself: do not wrap them in [`TenancyMiddleware`].
+///
+/// Bodies are limited to [`HttpConfig::body_limit`](tenancy_http::HttpConfig::body_limit)
+/// (`413` past it); the client address is the TCP peer (or
+/// `X-Forwarded-For` when [`HttpConfig::trust_forwarded_for`](tenancy_http::HttpConfig::trust_forwarded_for)).
+pub fn configure(tenancy: Tenancy) -> impl FnOnce(&mut ServiceConfig) {
+    move |config| {
+        // One resource per path with a route per method: actix picks the
+        // first resource whose path matches, so literal segments go before
+        // parameters (`/invitations/accept` before `/invitations/{id}`).
+        let mut by_path: Vec<(&'static str, Vec<Route>)> = Vec::new();
+        for route in tenancy_http::routes() {
+            match by_path.iter_mut().find(|(path, _)| *path == route.path) {
+                Some((_, routes)) => routes.push(route),
+                None => by_path.push((route.path, vec![route])),
+            }
+        }
+        by_path.sort_by(|(a, _), (b, _)| literal_first(a).cmp(&literal_first(b)));
+        for (path, routes) in by_path {
+            let mut resource = web::resource(path);
+            for route in routes {
+                let Ok(method) = Method::from_bytes(route.method.as_str().as_bytes()) else {
+                    continue;
+                };
+                let tenancy = tenancy.clone();
+                let route = Arc::new(route);
+                resource = resource.route(web::method(method).to(
+                    move |request: HttpRequest, payload: web::Payload| {
+                        serve(tenancy.clone(), route.clone(), request, payload)
+                    },
+                ));
+            }
+            config.service(resource);
+        }
+    }
+}
+
+/// A sort key ordering paths segment by segment, literal segments before
+/// `{parameters}`.
+fn literal_first(path: &str) -> Vec<(bool, &str)> {
+    path.split('/')
+        .map(|segment| (segment.starts_with('{'), segment))
+        .collect()
+}
+
+async fn serve(
+    tenancy: Tenancy,
+    route: Arc<Route>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    match api_request(&request, payload, tenancy.config().body_limit).await {
+        Ok(api) => into_actix(tenancy.dispatch(&route, api).await),
+        Err(problem) => into_actix(problem.to_response()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Middleware.
+
+/// Authenticates every request it wraps and resolves its tenant; puts the
+/// [`RequestContext`] in the request extensions for the extractors, or
+/// answers the problem (`401` with `WWW-Authenticate`, `403`, `404`) itself.
+#[derive(Clone, Debug)]
+pub struct TenancyMiddleware {
+    tenancy: Tenancy,
+}
+
+impl TenancyMiddleware {
+    /// Middleware over `tenancy`.
+    pub fn new(tenancy: Tenancy) -> Self {
+        Self { tenancy }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for TenancyMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = TenancyService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(TenancyService {
+            service: Rc::new(service),
+            tenancy: self.tenancy.clone(),
+        }))
+    }
+}
+
+/// The service of [`TenancyMiddleware`].
+pub struct TenancyService<S> {
+    service: Rc<S>,
+    tenancy: Tenancy,
+}
+
+impl<S> fmt::Debug for TenancyService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenancyService")
+            .field("tenancy", &self.tenancy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for TenancyService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let tenancy = self.tenancy.clone();
+        Box::pin(async move {
+            let outcome = match head_of(request.request()) {
+                Ok(head) => tenancy.authenticate(&head).await,
+                Err(problem) => Err(problem),
+            };
+            match outcome {
+                Ok(context) => {
+                    request.extensions_mut().insert(context);
+                    Ok(service.call(request).await?.map_into_left_body())
+                }
+                Err(problem) => Ok(request
+                    .into_response(into_actix(problem.to_response()))
+                    .map_into_right_body()),
+            }
+        })
+    }
+}
+
+/// Middleware requiring `permission` (checked against the tenant's roles and
+/// policies) on the resources or scope it wraps. It needs the context of a
+/// [`TenancyMiddleware`] running before it, so register it first:
+/// `.wrap(require("projects:write")).wrap(TenancyMiddleware::new(tenancy))`.
+pub fn require(permission: &'static str) -> Require {
+    Require { permission }
+}
+
+/// See [`require`].
+#[derive(Clone, Copy, Debug)]
+pub struct Require {
+    permission: &'static str,
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Require
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = RequireService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(RequireService {
+            service: Rc::new(service),
+            permission: self.permission,
+        }))
+    }
+}
+
+/// The service of [`Require`].
+pub struct RequireService<S> {
+    service: Rc<S>,
+    permission: &'static str,
+}
+
+impl<S> fmt::Debug for RequireService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireService")
+            .field("permission", &self.permission)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for RequireService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let permission = self.permission;
+        Box::pin(async move {
+            let context = request.extensions().get::<RequestContext>().cloned();
+            let outcome = match context {
+                Some(context) => context.require(permission).await.map_err(Rejection::from),
+                None => Err(Rejection::missing_middleware()),
+            };
+            match outcome {
+                Ok(()) => Ok(service.call(request).await?.map_into_left_body()),
+                Err(rejection) => Ok(request
+                    .into_response(rejection.error_response())
+                    .map_into_right_body()),
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rejections and extractors.
+
+/// A [`Problem`] as an actix error: renders the problem exactly (status,
+/// `application/problem+json` body, `WWW-Authenticate`, `Retry-After`).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    problem: Problem,
+    missing_middleware: bool,
+}
+
+impl Rejection {
+    /// The problem this rejection answers.
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+
+    /// The problem, owned.
+    pub fn into_problem(self) -> Problem {
+        self.problem
+    }
+
+    /// A handler asked for the context but no [`TenancyMiddleware`] ran
+    /// before it: logged for the developer when answered, as a plain 500.
+    fn missing_middleware() -> Self {
+        Self {
+            problem: Problem::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
+            missing_middleware: true,
+        }
+    }
+}
+
+impl From<Problem> for Rejection {
+    fn from(problem: Problem) -> Self {
+        Self {
+            problem,
+            missing_middleware: false,
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.problem, f)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl ResponseError for Rejection {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.missing_middleware {
+            // Only when answered: `Option<Caller>` swallows the rejection.
+            tracing::error!(
+                "a handler needing the tenancy context is not wrapped in TenancyMiddleware"
+            );
+        }
+        into_actix(self.problem.to_response())
+    }
+}
+
+fn context_of(request: &HttpRequest) -> Result<RequestContext, Rejection> {
+    request
+        .extensions()
+        .get::<RequestContext>()
+        .cloned()
+        .ok_or_else(Rejection::missing_middleware)
+}
+
+/// The request's [`RequestContext`]: caller, tenant, and permission checks.
+#[derive(Clone, Debug)]
+pub struct Context(pub RequestContext);
+
+impl Deref for Context {
+    type Target = RequestContext;
+    fn deref(&self) -> &RequestContext {
+        &self.0
+    }
+}
+
+impl FromRequest for Context {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(context_of(request).map(Context))
+    }
+}
+
+/// The authenticated caller. As `Option<Caller>`, `None` where no
+/// [`TenancyMiddleware`] ran.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Arc<Principal>);
+
+impl Deref for Caller {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(context_of(request).map(|context| Caller(context.principal().clone())))
+    }
+}
+
+/// The tenant the request acts in.
+#[derive(Clone, Copy, Debug)]
+pub struct Tenant(pub TenantScope);
+
+impl FromRequest for Tenant {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(context_of(request).map(|context| Tenant(*context.scope())))
+    }
+}
+
+/// The caller's session: only for signed-in users (`403` for API keys).
+#[derive(Clone, Copy, Debug)]
+pub struct Session(pub SessionId);
+
+impl FromRequest for Session {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(context_of(request).and_then(|context| {
+            context
+                .principal()
+                .session_id
+                .map(Session)
+                .ok_or_else(|| Problem::forbidden("this route needs a signed-in user").into())
+        }))
+    }
+}
+
+/// The calling API key: only for API keys (`403` for users).
+#[derive(Clone, Copy, Debug)]
+pub struct ApiKey(pub ApiKeyId);
+
+impl FromRequest for ApiKey {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            context_of(request).and_then(|context| match context.principal().subject {
+                Subject::ApiKey(id) => Ok(ApiKey(id)),
+                Subject::User(_) => Err(Problem::forbidden("this route needs an API key").into()),
+            }),
+        )
+    }
+}
