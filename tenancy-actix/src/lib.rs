@@ -88,14 +88,14 @@ type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 /// The pipeline's view of an actix request: method, URI, headers (every
 /// value of repeated names) and peer address. `400` if the method or URI do
 /// not convert, which valid HTTP never causes.
-fn head_of(request: &HttpRequest) -> Result<RequestHead, Problem> {
+fn head_of(request: &HttpRequest) -> Result<RequestHead, Rejection> {
     let method = http::Method::from_bytes(request.method().as_str().as_bytes())
-        .map_err(|_| Problem::bad_request("unsupported method"))?;
+        .map_err(|_| Rejection::from(Problem::bad_request("unsupported method")))?;
     let uri: http::Uri = request
         .uri()
         .to_string()
         .parse()
-        .map_err(|_| Problem::bad_request("malformed request target"))?;
+        .map_err(|_| Rejection::from(Problem::bad_request("malformed request target")))?;
     let mut headers = http::HeaderMap::with_capacity(request.headers().len());
     for (name, value) in request.headers() {
         let name = http::HeaderName::from_bytes(name.as_str().as_bytes());
@@ -137,32 +137,62 @@ async fn read_body(
     request: &HttpRequest,
     payload: web::Payload,
     limit: usize,
-) -> Result<Bytes, Problem> {
+) -> Result<Bytes, Rejection> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return Err(tenancy_http::too_large(limit));
+        return Err(tenancy_http::too_large(limit).into());
     }
     match payload.to_bytes_limited(limit).await {
         Ok(Ok(body)) => Ok(body),
-        Ok(Err(error)) => Err(Problem::bad_request(format!(
-            "the body could not be read: {error}"
-        ))),
-        Err(_) => Err(tenancy_http::too_large(limit)),
+        Ok(Err(error)) => {
+            // The client broke off or sent a malformed body.
+            tracing::debug!(%error, "request body not read");
+            Err(Problem::bad_request("the request body could not be read").into())
+        }
+        Err(_) => Err(tenancy_http::too_large(limit).into()),
     }
 }
 
 /// Path parameters by name, percent-decoded.
 fn params_of(request: &HttpRequest) -> HashMap<String, String> {
-    let path = request.match_info();
-    path.load::<HashMap<String, String>>().unwrap_or_else(|_| {
-        path.iter()
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect()
-    })
+    request
+        .match_info()
+        .iter()
+        .map(|(name, value)| (name.to_owned(), percent_decode(value)))
+        .collect()
+}
+
+/// Decodes the escapes actix leaves in path segments (`%25`, `%2F`, `%2B`,
+/// and any others); a `%` not followed by two hex digits stays as it is.
+fn percent_decode(text: &str) -> String {
+    if !text.contains('%') {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The request as the shared route logic takes it.
@@ -170,7 +200,7 @@ async fn api_request(
     request: &HttpRequest,
     payload: web::Payload,
     limit: usize,
-) -> Result<ApiRequest, Problem> {
+) -> Result<ApiRequest, Rejection> {
     let head = head_of(request)?;
     let body = read_body(request, payload, limit).await?;
     Ok(ApiRequest {
@@ -238,7 +268,7 @@ async fn serve(
 ) -> HttpResponse {
     match api_request(&request, payload, tenancy.config().body_limit).await {
         Ok(api) => into_actix(tenancy.dispatch(&route, api).await),
-        Err(problem) => into_actix(problem.to_response()),
+        Err(rejection) => rejection.error_response(),
     }
 }
 
@@ -309,16 +339,16 @@ where
         let tenancy = self.tenancy.clone();
         Box::pin(async move {
             let outcome = match head_of(request.request()) {
-                Ok(head) => tenancy.authenticate(&head).await,
-                Err(problem) => Err(problem),
+                Ok(head) => tenancy.authenticate(&head).await.map_err(Rejection::from),
+                Err(rejection) => Err(rejection),
             };
             match outcome {
                 Ok(context) => {
                     request.extensions_mut().insert(context);
                     Ok(service.call(request).await?.map_into_left_body())
                 }
-                Err(problem) => Ok(request
-                    .into_response(into_actix(problem.to_response()))
+                Err(rejection) => Ok(request
+                    .into_response(rejection.error_response())
                     .map_into_right_body()),
             }
         })
@@ -409,7 +439,8 @@ where
 /// `application/problem+json` body, `WWW-Authenticate`, `Retry-After`).
 #[derive(Debug, Clone)]
 pub struct Rejection {
-    problem: Problem,
+    // Boxed: a problem is large, and rejections travel in `Result`s.
+    problem: Box<Problem>,
     missing_middleware: bool,
 }
 
@@ -421,18 +452,18 @@ impl Rejection {
 
     /// The problem, owned.
     pub fn into_problem(self) -> Problem {
-        self.problem
+        *self.problem
     }
 
     /// A handler asked for the context but no [`TenancyMiddleware`] ran
     /// before it: logged for the developer when answered, as a plain 500.
     fn missing_middleware() -> Self {
         Self {
-            problem: Problem::new(
+            problem: Box::new(Problem::new(
                 http::StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal server error",
-            ),
+            )),
             missing_middleware: true,
         }
     }
@@ -441,7 +472,7 @@ impl Rejection {
 impl From<Problem> for Rejection {
     fn from(problem: Problem) -> Self {
         Self {
-            problem,
+            problem: Box::new(problem),
             missing_middleware: false,
         }
     }
@@ -567,5 +598,325 @@ impl FromRequest for ApiKey {
                 Subject::User(_) => Err(Problem::forbidden("this route needs an API key").into()),
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Tests: a failed unwrap is a failed assertion.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use actix_web::dev::ServiceResponse;
+    use actix_web::test::{TestRequest, call_service, init_service, read_body};
+    use actix_web::{App, Responder};
+    use serde_json::{Value, json};
+    use tenancy_http::auth::{Argon2Config, AuthConfig};
+    use tenancy_http::authz::Catalog;
+    use tenancy_http::{HttpConfig, PROBLEM_JSON};
+
+    fn run<F: Future>(future: F) -> F::Output {
+        actix_web::rt::System::new().block_on(future)
+    }
+
+    async fn tenancy(body_limit: usize) -> Tenancy {
+        let mut auth = AuthConfig::new("https://unit.test", "unit");
+        auth.argon2 = Argon2Config {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let config = HttpConfig {
+            body_limit,
+            ..HttpConfig::default()
+        };
+        Tenancy::in_memory(Catalog::new(["projects:read"]).unwrap(), auth, config)
+            .await
+            .unwrap()
+    }
+
+    async fn json_of<B: MessageBody>(response: ServiceResponse<B>) -> Value {
+        serde_json::from_slice(&read_body(response).await).unwrap()
+    }
+
+    fn header<B>(response: &ServiceResponse<B>, name: &str) -> Option<String> {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn responses_keep_status_every_header_and_body() {
+        let mut response = http::Response::new(Bytes::from_static(b"{\"ok\":true}"));
+        *response.status_mut() = http::StatusCode::CREATED;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        headers.append(http::header::SET_COOKIE, "a=1; Path=/".parse().unwrap());
+        headers.append(http::header::SET_COOKIE, "b=2; Path=/auth".parse().unwrap());
+        headers.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());
+        let converted = into_actix(response);
+        assert_eq!(converted.status(), StatusCode::CREATED);
+        let cookies: Vec<&str> = converted
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/auth"]);
+        assert_eq!(
+            converted.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        assert_eq!(
+            converted.headers().get(header::CACHE_CONTROL).unwrap(),
+            "no-store"
+        );
+        let body = actix_web::body::to_bytes(converted.into_body());
+        assert_eq!(run(body).unwrap(), Bytes::from_static(b"{\"ok\":true}"));
+    }
+
+    #[test]
+    fn problems_render_exactly() {
+        let problem = Problem::bad_request("no").with_www_authenticate("Bearer realm=\"x\"".into());
+        let rejection = Rejection::from(problem.clone());
+        assert_eq!(rejection.status_code(), StatusCode::BAD_REQUEST);
+        let response = rejection.error_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            PROBLEM_JSON
+        );
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer realm=\"x\""
+        );
+        let body = run(actix_web::body::to_bytes(response.into_body())).unwrap();
+        assert_eq!(body, problem.to_response().into_body());
+        assert_eq!(rejection.to_string(), problem.to_string());
+    }
+
+    #[test]
+    fn requests_keep_method_uri_repeated_headers_and_peer() {
+        let request = TestRequest::delete()
+            .uri("/members/abc?cascade=true")
+            .append_header(("cookie", "a=1"))
+            .append_header(("cookie", "b=2"))
+            .insert_header(("authorization", "Bearer t"))
+            .peer_addr("10.1.2.3:4567".parse().unwrap())
+            .to_http_request();
+        let head = head_of(&request).unwrap();
+        assert_eq!(head.method, http::Method::DELETE);
+        assert_eq!(head.uri, "/members/abc?cascade=true");
+        let cookies: Vec<&str> = head
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(head.headers[http::header::AUTHORIZATION], "Bearer t");
+        assert_eq!(head.peer, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(head.cookie("b"), Some("2"));
+    }
+
+    #[test]
+    fn path_parameters_are_decoded() {
+        run(async {
+            async fn echo(request: HttpRequest) -> impl Responder {
+                params_of(&request)["name"].clone()
+            }
+            let app = init_service(App::new().route("/roles/{name}", web::get().to(echo))).await;
+            for (uri, name) in [
+                ("/roles/team%20lead%2Fops", "team lead/ops"),
+                ("/roles/a%2Bb+c", "a+b+c"),
+                ("/roles/100%25%2541", "100%%41"),
+                ("/roles/caf%C3%A9", "café"),
+            ] {
+                let request = TestRequest::get().uri(uri).to_request();
+                let body = read_body(call_service(&app, request).await).await;
+                assert_eq!(body, name.as_bytes(), "{uri}");
+            }
+        });
+    }
+
+    #[test]
+    fn bodies_past_the_limit_answer_413() {
+        run(async {
+            let app = init_service(App::new().configure(configure(tenancy(16).await))).await;
+            // Refused on the declared length.
+            let declared = TestRequest::post()
+                .uri("/auth/login")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(vec![b' '; 17])
+                .to_request();
+            let response = call_service(&app, declared).await;
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(
+                header(&response, "content-type").as_deref(),
+                Some(PROBLEM_JSON)
+            );
+            let body = json_of(response).await;
+            assert_eq!(body["type"], "urn:tenancy:problem:payload-too-large");
+            // Refused while reading, as a body longer than it claims to be.
+            let streamed = TestRequest::post()
+                .uri("/auth/login")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(vec![b' '; 64])
+                .insert_header(("content-length", "2"))
+                .to_request();
+            let response = call_service(&app, streamed).await;
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            // Within the limit, the route itself answers.
+            let small = TestRequest::post()
+                .uri("/auth/login")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{")
+                .to_request();
+            let response = call_service(&app, small).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        });
+    }
+
+    #[test]
+    fn literal_paths_win_over_parameters() {
+        run(async {
+            let app = init_service(App::new().configure(configure(tenancy(1024).await))).await;
+            // `POST /invitations/accept` is not taken by `DELETE /invitations/{id}`.
+            let request = TestRequest::post()
+                .uri("/invitations/accept")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{}")
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        });
+    }
+
+    async fn whoami(
+        ctx: Context,
+        caller: Caller,
+        tenant: Tenant,
+        session: Session,
+    ) -> impl Responder {
+        assert_eq!(caller.tenant_id, tenant.0.tenant_id());
+        assert_eq!(ctx.principal().session_id, Some(session.0));
+        ctx.tenant_id().to_string()
+    }
+
+    async fn key_only(_key: ApiKey) -> impl Responder {
+        "key"
+    }
+
+    async fn maybe(caller: Option<Caller>) -> impl Responder {
+        if caller.is_some() {
+            "caller"
+        } else {
+            "anonymous"
+        }
+    }
+
+    #[test]
+    fn middleware_and_extractors() {
+        run(async {
+            let tenancy = tenancy(64 * 1024).await;
+            let app = init_service(
+                App::new()
+                    .configure(configure(tenancy.clone()))
+                    .route("/open", web::get().to(maybe))
+                    .route("/unwrapped", web::get().to(whoami))
+                    .service(
+                        web::scope("/unguarded")
+                            .route("", web::get().to(whoami))
+                            .wrap(require("projects:read")),
+                    )
+                    .service(
+                        web::scope("/app")
+                            .route("/whoami", web::get().to(whoami))
+                            .route("/key", web::get().to(key_only))
+                            .route("/maybe", web::get().to(maybe))
+                            .service(
+                                web::scope("/read")
+                                    .route("", web::get().to(whoami))
+                                    .wrap(require("projects:read")),
+                            )
+                            .wrap(TenancyMiddleware::new(tenancy.clone())),
+                    ),
+            )
+            .await;
+
+            // No credentials: the middleware answers the bearer challenge.
+            let response =
+                call_service(&app, TestRequest::get().uri("/app/whoami").to_request()).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                header(&response, "www-authenticate").as_deref(),
+                Some("Bearer realm=\"tenancy\"")
+            );
+            assert_eq!(
+                header(&response, "content-type").as_deref(),
+                Some(PROBLEM_JSON)
+            );
+            assert_eq!(
+                json_of(response).await["type"],
+                "urn:tenancy:problem:unauthorized"
+            );
+
+            // Without the middleware: a 500 for the developer, `None` for the option.
+            let response =
+                call_service(&app, TestRequest::get().uri("/unwrapped").to_request()).await;
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(
+                json_of(response).await["type"],
+                "urn:tenancy:problem:internal"
+            );
+            let response =
+                call_service(&app, TestRequest::get().uri("/unguarded").to_request()).await;
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let response = call_service(&app, TestRequest::get().uri("/open").to_request()).await;
+            assert_eq!(read_body(response).await, "anonymous");
+
+            // A registered owner.
+            let register = TestRequest::post()
+                .uri("/auth/register")
+                .set_json(json!({
+                    "email": "ada@unit.test", "password": "correct horse battery", "display_name": "Ada",
+                    "tenant": { "slug": "unit", "name": "Unit" }
+                }))
+                .to_request();
+            let response = call_service(&app, register).await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let registered = json_of(response).await;
+            let token = registered["access_token"].as_str().unwrap().to_owned();
+            let tenant = registered["tenant_id"].as_str().unwrap().to_owned();
+            let bearer = ("authorization", format!("Bearer {token}"));
+
+            for path in ["/app/whoami", "/app/read"] {
+                let request = TestRequest::get()
+                    .uri(path)
+                    .insert_header(bearer.clone())
+                    .to_request();
+                let response = call_service(&app, request).await;
+                assert_eq!(response.status(), StatusCode::OK, "{path}");
+                assert_eq!(read_body(response).await, tenant.as_bytes(), "{path}");
+            }
+            let request = TestRequest::get()
+                .uri("/app/maybe")
+                .insert_header(bearer.clone())
+                .to_request();
+            assert_eq!(read_body(call_service(&app, request).await).await, "caller");
+            let request = TestRequest::get()
+                .uri("/app/key")
+                .insert_header(bearer.clone())
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+            assert_eq!(
+                json_of(response).await["type"],
+                "urn:tenancy:problem:forbidden"
+            );
+        });
     }
 }
