@@ -13,3 +13,8 @@ pub use tenancy_auth as auth;
 #[cfg(feature = "authz")]
 #[doc(inline)]
 pub use tenancy_authz as authz;
+
+/// actix-web integration: middleware, extractors, the SDK's routes (feature `actix`).
+#[cfg(feature = "actix")]
+#[doc(inline)]
+pub use tenancy_actix as actix;

@@ -9,6 +9,8 @@
 //!   [`RequestContext`] in the request extensions.
 //! - [`require`]: middleware that requires a permission on a resource or
 //!   scope.
+//! - [`json_config`]: your own `web::Json<T>` bodies fail with the same
+//!   problems as the SDK's routes (`400`, `413`, `415`, `422`).
 //! - Extractors: [`Context`], [`Caller`], [`Tenant`], [`Session`],
 //!   [`ApiKey`]; `Option<Caller>` for handlers that also serve callers that
 //!   went through no [`TenancyMiddleware`]. Rejections are RFC 9457 problems
@@ -66,8 +68,9 @@ use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::error::JsonPayloadError;
 use actix_web::http::{Method, StatusCode, header};
-use actix_web::web::{self, ServiceConfig};
+use actix_web::web::{self, JsonConfig, ServiceConfig};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
 use tenancy_http::auth::{Principal, Subject};
@@ -239,13 +242,18 @@ pub fn configure(tenancy: Tenancy) -> impl FnOnce(&mut ServiceConfig) {
                 let Ok(method) = Method::from_bytes(route.method.as_str().as_bytes()) else {
                     continue;
                 };
-                let tenancy = tenancy.clone();
                 let route = Arc::new(route);
-                resource = resource.route(web::method(method).to(
-                    move |request: HttpRequest, payload: web::Payload| {
-                        serve(tenancy.clone(), route.clone(), request, payload)
-                    },
-                ));
+                // `GET` routes answer `HEAD` too (without the body), as in axum.
+                let head = (method == Method::GET).then_some(Method::HEAD);
+                for method in std::iter::once(method).chain(head) {
+                    let tenancy = tenancy.clone();
+                    let route = route.clone();
+                    resource = resource.route(web::method(method).to(
+                        move |request: HttpRequest, payload: web::Payload| {
+                            serve(tenancy.clone(), route.clone(), request, payload)
+                        },
+                    ));
+                }
             }
             config.service(resource);
         }
@@ -429,6 +437,45 @@ where
                     .map_into_right_body()),
             }
         })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Your own JSON bodies.
+
+/// A [`JsonConfig`] for your own `web::Json<T>` bodies that fails the way
+/// the SDK's routes do: `413` past `limit` bytes, `415` unless the content
+/// type is JSON, `400` for malformed JSON (with line and column), `422` for
+/// JSON of the wrong shape. Register it with
+/// `App::new().app_data(json_config(tenancy.config().body_limit))`.
+pub fn json_config(limit: usize) -> JsonConfig {
+    JsonConfig::default()
+        .limit(limit)
+        .error_handler(move |error, _request| Rejection::from(json_problem(error, limit)).into())
+}
+
+fn json_problem(error: JsonPayloadError, limit: usize) -> Problem {
+    match error {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            tenancy_http::too_large(limit)
+        }
+        JsonPayloadError::ContentType => Problem::new(
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+        )
+        .with_detail("expected application/json"),
+        JsonPayloadError::Deserialize(error) if error.is_data() => {
+            Problem::invalid("body", error.to_string())
+        }
+        JsonPayloadError::Deserialize(error) => {
+            Problem::bad_request(format!("malformed JSON: {error}"))
+        }
+        other => {
+            // The client broke off or sent a malformed body.
+            tracing::debug!(error = %other, "JSON body not read");
+            Problem::bad_request("the request body could not be read")
+        }
     }
 }
 
@@ -792,6 +839,79 @@ mod tests {
                 .to_request();
             let response = call_service(&app, request).await;
             assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        });
+    }
+
+    #[test]
+    fn get_routes_answer_head() {
+        run(async {
+            let app = init_service(App::new().configure(configure(tenancy(1024).await))).await;
+            let request = TestRequest::default()
+                .method(Method::HEAD)
+                .uri("/.well-known/jwks.json")
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let request = TestRequest::put()
+                .uri("/.well-known/jwks.json")
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+            assert!(header(&response, "allow").unwrap().contains("GET"));
+        });
+    }
+
+    #[test]
+    fn json_bodies_fail_like_the_sdk_routes() {
+        run(async {
+            async fn names(names: web::Json<Vec<String>>) -> impl Responder {
+                names.join(",")
+            }
+            let app = init_service(
+                App::new()
+                    .app_data(json_config(16))
+                    .route("/names", web::post().to(names)),
+            )
+            .await;
+            for (content_type, body, status, kind) in [
+                ("application/json", r#"["a","b"]"#, 200, None),
+                (
+                    "text/plain",
+                    r#"["a"]"#,
+                    415,
+                    Some("unsupported-media-type"),
+                ),
+                ("application/json", r#"["a""#, 400, Some("bad-request")),
+                ("application/json", r#"{"a":1}"#, 422, Some("validation")),
+                (
+                    "application/json",
+                    r#"["aaaaaaaaaaaaaaaa"]"#,
+                    413,
+                    Some("payload-too-large"),
+                ),
+            ] {
+                let request = TestRequest::post()
+                    .uri("/names")
+                    .insert_header(("content-type", content_type))
+                    .set_payload(body)
+                    .to_request();
+                let response = call_service(&app, request).await;
+                assert_eq!(response.status().as_u16(), status, "{body}");
+                if let Some(kind) = kind {
+                    assert_eq!(
+                        header(&response, "content-type").as_deref(),
+                        Some(PROBLEM_JSON)
+                    );
+                    let problem = json_of(response).await;
+                    assert_eq!(
+                        problem["type"],
+                        format!("urn:tenancy:problem:{kind}"),
+                        "{body}"
+                    );
+                } else {
+                    assert_eq!(read_body(response).await, "a,b");
+                }
+            }
         });
     }
 
