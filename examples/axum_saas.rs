@@ -20,27 +20,20 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tenancy::axum::{Context, Rejection, TenancyLayer};
 use tenancy::http::auth::AuthConfig;
-use tenancy::http::authz::{AttrKey, Catalog, Resource};
-use tenancy::http::{HttpConfig, Problem, Tenancy};
+use tenancy::http::authz::Catalog;
+use tenancy::http::{HttpConfig, Tenancy};
 
 #[path = "shared/projects.rs"]
 mod projects;
 
-use projects::{Project, Projects};
+use projects::{Project, ProjectInput, Projects};
 
 #[derive(Clone)]
 struct App {
     projects: Arc<Projects>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProjectInput {
-    name: String,
 }
 
 type Reply<T> = Result<T, Rejection>;
@@ -64,30 +57,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(project)))
 }
 
-/// Loads a project of the caller's tenant (another tenant's is not found)
-/// and checks `action` on it, with its owner as an attribute for the policy.
-async fn guarded(app: &App, ctx: &Context, id: &str, action: &str) -> Result<Project, Problem> {
-    let id = id.parse().map_err(|_| Problem::not_found())?;
-    let project = app
-        .projects
-        .get(ctx.tenant_id(), id)
-        .await?
-        .ok_or_else(Problem::not_found)?;
-    let owner = AttrKey::new("owner").map_err(|e| Problem::internal(&e))?;
-    let resource = Resource::new("project")
-        .with_id(id.to_string().as_str())
-        .in_tenant(ctx.tenant_id())
-        .with_attribute(owner, project.owner.as_str());
-    ctx.authorize(action, &resource, None).await?;
-    Ok(project)
-}
-
 async fn show(
     State(app): State<App>,
     ctx: Context,
     Path(id): Path<String>,
 ) -> Reply<Json<Project>> {
-    Ok(Json(guarded(&app, &ctx, &id, "projects:read").await?))
+    Ok(Json(
+        app.projects.guarded(&ctx, &id, "projects:read").await?,
+    ))
 }
 
 async fn update(
@@ -96,7 +73,7 @@ async fn update(
     Path(id): Path<String>,
     Json(input): Json<ProjectInput>,
 ) -> Reply<Json<Project>> {
-    let project = guarded(&app, &ctx, &id, "projects:update").await?;
+    let project = app.projects.guarded(&ctx, &id, "projects:update").await?;
     let name = projects::valid_name(&input.name)?;
     Ok(Json(
         app.projects
@@ -106,7 +83,7 @@ async fn update(
 }
 
 async fn remove(State(app): State<App>, ctx: Context, Path(id): Path<String>) -> Reply<StatusCode> {
-    let project = guarded(&app, &ctx, &id, "projects:delete").await?;
+    let project = app.projects.guarded(&ctx, &id, "projects:delete").await?;
     app.projects.delete(ctx.tenant_id(), project.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

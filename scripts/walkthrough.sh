@@ -48,4 +48,16 @@ bob=$(expect 201 -- "${json[@]}" -X POST "$base/auth/register" \
     -d "{\"email\":\"bob-$run@bravo.example\",\"password\":\"correct horse battery\",\"tenant\":{\"slug\":\"bravo-$run\",\"name\":\"Bravo\"}}" | jq -r .access_token)
 expect 404 -- -H "authorization: Bearer $bob" "$base/projects/$project" | jq -c '{status, title}'
 
+echo "6. Ada invites Carol as a member; Carol may delete only her own projects"
+invitation=$(expect 201 -- "${json[@]}" -H "authorization: Bearer $token" -X POST "$base/invitations" \
+    -d "{\"email\":\"carol-$run@acme.example\",\"roles\":[\"member\"]}" | jq -r .token)
+expect 200 -- "${json[@]}" -X POST "$base/invitations/accept" \
+    -d "{\"token\":\"$invitation\",\"display_name\":\"Carol\",\"password\":\"correct horse battery\"}" >/dev/null
+carol=$(expect 200 -- "${json[@]}" -X POST "$base/auth/login" \
+    -d "{\"email\":\"carol-$run@acme.example\",\"password\":\"correct horse battery\"}" | jq -r .access_token)
+expect 403 -- -H "authorization: Bearer $carol" -X DELETE "$base/projects/$project" | jq -c '{status, detail}'
+own=$(expect 201 -- "${json[@]}" -H "authorization: Bearer $carol" -X POST "$base/projects" \
+    -d '{"name":"Carol'"'"'s"}' | jq -r .id)
+expect 204 -- -H "authorization: Bearer $carol" -X DELETE "$base/projects/$own"
+
 echo "walk-through ok"

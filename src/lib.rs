@@ -19,7 +19,12 @@ pub use tenancy_authz as authz;
 #[doc(inline)]
 pub use tenancy_http as http;
 
-/// axum integration: layers, extractors, routers.
+/// axum integration: layers, extractors, the SDK's routes (feature `axum`).
 #[cfg(feature = "axum")]
 #[doc(inline)]
 pub use tenancy_axum as axum;
+
+/// actix-web integration: middleware, extractors, the SDK's routes (feature `actix`).
+#[cfg(feature = "actix")]
+#[doc(inline)]
+pub use tenancy_actix as actix;

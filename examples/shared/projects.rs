@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tenancy::http::authz::PolicyDocument;
-use tenancy::http::{Problem, Tenancy};
+use tenancy::http::authz::{AttrKey, PolicyDocument, Resource};
+use tenancy::http::{Problem, RequestContext, Tenancy};
 use tenancy::{AuditContext, TenantId};
 use uuid::Uuid;
 
@@ -27,6 +27,13 @@ pub(crate) struct Project {
     pub(crate) name: String,
     /// Who created it: a user id, or an API key id.
     pub(crate) owner: String,
+}
+
+/// The body of `POST /projects` and `PUT /projects/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProjectInput {
+    pub(crate) name: String,
 }
 
 pub(crate) enum Projects {
@@ -87,6 +94,29 @@ pub(crate) async fn seed_policy(tenancy: &Tenancy, tenant: TenantId) -> Result<(
 }
 
 impl Projects {
+    /// Loads a project of the caller's tenant (another tenant's is not
+    /// found) and checks `action` on it, with its owner as an attribute for
+    /// the policy.
+    pub(crate) async fn guarded(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        action: &str,
+    ) -> Result<Project, Problem> {
+        let id = id.parse().map_err(|_| Problem::not_found())?;
+        let project = self
+            .get(ctx.tenant_id(), id)
+            .await?
+            .ok_or_else(Problem::not_found)?;
+        let owner = AttrKey::new("owner").map_err(|e| Problem::internal(&e))?;
+        let resource = Resource::new("project")
+            .with_id(id.to_string().as_str())
+            .in_tenant(ctx.tenant_id())
+            .with_attribute(owner, project.owner.as_str());
+        ctx.authorize(action, &resource, None).await?;
+        Ok(project)
+    }
+
     pub(crate) fn memory() -> Self {
         Projects::Memory(Mutex::new(BTreeMap::new()))
     }

@@ -1,9 +1,1072 @@
-//! actix-web integration for the tenancy SDK.
+//! actix-web integration of the tenancy SDK.
 //!
-//! This crate will hold `Transform` middleware that authenticates requests,
-//! resolves the tenant and authorizes the route, `FromRequest` extractors,
-//! and mountable `Scope`s with the same paths and answers as the axum
-//! integration. It is not implemented yet.
+//! - [`configure`]: the SDK's routes (register, login, refresh, sessions, API
+//!   keys, members, invitations, roles, policies, explain, audit, JWKS) as a
+//!   [`ServiceConfig`] function for [`App::configure`](actix_web::App::configure)
+//!   or [`Scope::configure`](actix_web::Scope::configure).
+//! - [`TenancyMiddleware`]: authenticates your own routes (bearer token, API
+//!   key or cookie), resolves and checks the tenant, and puts the
+//!   [`RequestContext`] in the request extensions.
+//! - [`require`]: middleware that requires a permission on a resource or
+//!   scope.
+//! - [`json_config`]: your own `web::Json<T>` bodies fail with the same
+//!   problems as the SDK's routes (`400`, `413`, `415`, `422`).
+//! - Extractors: [`Context`], [`Caller`], [`Tenant`], [`Session`],
+//!   [`ApiKey`]; `Option<Caller>` for handlers that also serve callers that
+//!   went through no [`TenancyMiddleware`]. Rejections are RFC 9457 problems
+//!   ([`Rejection`]).
+//!
+//! actix runs the middleware registered last first: wrap a scope in
+//! [`require`] before [`TenancyMiddleware`], so that the context exists when
+//! the permission is checked.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer, web};
+//! use tenancy_actix::{Context, TenancyMiddleware, require};
+//! use tenancy_http::{HttpConfig, Tenancy, authz::Catalog, auth::AuthConfig};
+//!
+//! async fn projects(ctx: Context) -> String {
+//!     format!("projects of {}", ctx.tenant_id())
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let tenancy = Tenancy::in_memory(
+//!     Catalog::new(["projects:read", "projects:create"])?,
+//!     AuthConfig::new("https://app.example", "app"),
+//!     HttpConfig::default(),
+//! )
+//! .await?;
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .configure(tenancy_actix::configure(tenancy.clone()))
+//!         .service(
+//!             web::scope("/projects")
+//!                 .route("", web::get().to(projects))
+//!                 .wrap(require("projects:read"))
+//!                 .wrap(TenancyMiddleware::new(tenancy.clone())),
+//!         )
+//! })
+//! .bind(("127.0.0.1", 3001))?
+//! .run()
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! - `memory` (default): the in-memory stores of `tenancy-http`.
+//! - `postgres`: the Postgres stores of `tenancy-http`.
 #![forbid(unsafe_code)]
 
-pub use tenancy_core;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::ops::Deref;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::error::JsonPayloadError;
+use actix_web::http::{Method, StatusCode, header};
+use actix_web::web::{self, JsonConfig, ServiceConfig};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use bytes::Bytes;
+use tenancy_http::auth::{Principal, Subject};
+use tenancy_http::core::{ApiKeyId, SessionId, TenantScope};
+use tenancy_http::{ApiRequest, Problem, RequestContext, RequestHead, Route, Tenancy};
+
+/// The actix-web crate this integration is built against.
+pub use actix_web;
+/// The framework-agnostic HTTP surface: [`Tenancy`], [`HttpConfig`](tenancy_http::HttpConfig),
+/// [`Problem`], and the domain crates.
+pub use tenancy_http;
+
+type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+// ---------------------------------------------------------------------------
+// Conversions between actix-web (`http` 0.2 types) and tenancy-http (`http` 1).
+
+/// The pipeline's view of an actix request: method, URI, headers (every
+/// value of repeated names) and peer address. `400` if the method or URI do
+/// not convert, which valid HTTP never causes.
+fn head_of(request: &HttpRequest) -> Result<Head, Rejection> {
+    let method = http::Method::from_bytes(request.method().as_str().as_bytes())
+        .map_err(|_| Rejection::from(Problem::bad_request("unsupported method")))?;
+    let uri: http::Uri = request
+        .uri()
+        .to_string()
+        .parse()
+        .map_err(|_| Rejection::from(Problem::bad_request("malformed request target")))?;
+    let mut headers = http::HeaderMap::with_capacity(request.headers().len());
+    for (name, value) in request.headers() {
+        let name = http::HeaderName::from_bytes(name.as_str().as_bytes());
+        let value = http::HeaderValue::from_bytes(value.as_bytes());
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
+    Ok(Head {
+        method,
+        uri,
+        headers,
+        peer: request.peer_addr().map(|address| address.ip()),
+    })
+}
+
+/// A request head converted to `http` 1 types, owned.
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl Head {
+    fn borrowed(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            peer: self.peer,
+        }
+    }
+}
+
+/// An `http` 1 response as an actix response: status, every header (each
+/// value of repeated names such as `Set-Cookie`) and body.
+fn into_actix(response: http::Response<Bytes>) -> HttpResponse {
+    let (parts, body) = response.into_parts();
+    let status =
+        StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut answer = HttpResponse::with_body(status, body);
+    let headers = answer.headers_mut();
+    for (name, value) in &parts.headers {
+        let name = header::HeaderName::from_bytes(name.as_str().as_bytes());
+        let value = header::HeaderValue::from_bytes(value.as_bytes());
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
+    answer.map_into_boxed_body()
+}
+
+/// The body, at most `limit` bytes: a declared `Content-Length` past the
+/// limit is refused before anything is read, a longer stream as soon as it
+/// passes the limit (`413` both ways).
+async fn read_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, Rejection> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(tenancy_http::too_large(limit).into());
+    }
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(error)) => {
+            // The client broke off or sent a malformed body.
+            tracing::debug!(%error, "request body not read");
+            Err(Problem::bad_request("the request body could not be read").into())
+        }
+        Err(_) => Err(tenancy_http::too_large(limit).into()),
+    }
+}
+
+/// Path parameters by name, percent-decoded.
+fn params_of(request: &HttpRequest) -> HashMap<String, String> {
+    request
+        .match_info()
+        .iter()
+        .map(|(name, value)| (name.to_owned(), percent_decode(value)))
+        .collect()
+}
+
+/// Decodes the escapes actix leaves in path segments (`%25`, `%2F`, `%2B`,
+/// and any others); a `%` not followed by two hex digits stays as it is.
+fn percent_decode(text: &str) -> String {
+    if !text.contains('%') {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The request as the shared route logic takes it.
+async fn api_request(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<ApiRequest, Rejection> {
+    let Head {
+        method,
+        uri,
+        headers,
+        peer,
+    } = head_of(request)?;
+    let body = read_body(request, payload, limit).await?;
+    Ok(ApiRequest {
+        method,
+        uri,
+        headers,
+        peer,
+        body,
+        params: params_of(request),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Routes.
+
+/// The SDK's routes, to mount with [`App::configure`](actix_web::App::configure)
+/// (or inside a [`Scope`](actix_web::Scope)). Each route authenticates and
+/// authorizes itself: do not wrap them in [`TenancyMiddleware`].
+///
+/// Bodies are limited to [`HttpConfig::body_limit`](tenancy_http::HttpConfig::body_limit)
+/// (`413` past it); the client address is the TCP peer (or
+/// `X-Forwarded-For` when [`HttpConfig::trust_forwarded_for`](tenancy_http::HttpConfig::trust_forwarded_for)).
+pub fn configure(tenancy: Tenancy) -> impl FnOnce(&mut ServiceConfig) {
+    move |config| {
+        // One resource per path with a route per method: actix picks the
+        // first resource whose path matches, so literal segments go before
+        // parameters (`/invitations/accept` before `/invitations/{id}`).
+        let mut by_path: Vec<(&'static str, Vec<Route>)> = Vec::new();
+        for route in tenancy_http::routes() {
+            match by_path.iter_mut().find(|(path, _)| *path == route.path) {
+                Some((_, routes)) => routes.push(route),
+                None => by_path.push((route.path, vec![route])),
+            }
+        }
+        by_path.sort_by(|(a, _), (b, _)| literal_first(a).cmp(&literal_first(b)));
+        for (path, routes) in by_path {
+            let mut resource = web::resource(path);
+            for route in routes {
+                let Ok(method) = Method::from_bytes(route.method.as_str().as_bytes()) else {
+                    continue;
+                };
+                let route = Arc::new(route);
+                // `GET` routes answer `HEAD` too (without the body), as in axum.
+                let head = (method == Method::GET).then_some(Method::HEAD);
+                for method in std::iter::once(method).chain(head) {
+                    let tenancy = tenancy.clone();
+                    let route = route.clone();
+                    resource = resource.route(web::method(method).to(
+                        move |request: HttpRequest, payload: web::Payload| {
+                            serve(tenancy.clone(), route.clone(), request, payload)
+                        },
+                    ));
+                }
+            }
+            config.service(resource);
+        }
+    }
+}
+
+/// A sort key ordering paths segment by segment, literal segments before
+/// `{parameters}`.
+fn literal_first(path: &str) -> Vec<(bool, &str)> {
+    path.split('/')
+        .map(|segment| (segment.starts_with('{'), segment))
+        .collect()
+}
+
+async fn serve(
+    tenancy: Tenancy,
+    route: Arc<Route>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    match api_request(&request, payload, tenancy.config().body_limit).await {
+        Ok(api) => into_actix(tenancy.dispatch(&route, api).await),
+        Err(rejection) => rejection.error_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Middleware.
+
+/// Authenticates every request it wraps and resolves its tenant; puts the
+/// [`RequestContext`] in the request extensions for the extractors, or
+/// answers the problem (`401` with `WWW-Authenticate`, `403`, `404`) itself.
+#[derive(Clone, Debug)]
+pub struct TenancyMiddleware {
+    tenancy: Tenancy,
+}
+
+impl TenancyMiddleware {
+    /// Middleware over `tenancy`.
+    pub fn new(tenancy: Tenancy) -> Self {
+        Self { tenancy }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for TenancyMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = TenancyService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(TenancyService {
+            service: Rc::new(service),
+            tenancy: self.tenancy.clone(),
+        }))
+    }
+}
+
+/// The service of [`TenancyMiddleware`].
+pub struct TenancyService<S> {
+    service: Rc<S>,
+    tenancy: Tenancy,
+}
+
+impl<S> fmt::Debug for TenancyService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenancyService")
+            .field("tenancy", &self.tenancy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for TenancyService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let tenancy = self.tenancy.clone();
+        Box::pin(async move {
+            let outcome = match head_of(request.request()) {
+                Ok(head) => tenancy
+                    .authenticate(head.borrowed())
+                    .await
+                    .map_err(Rejection::from),
+                Err(rejection) => Err(rejection),
+            };
+            match outcome {
+                Ok(context) => {
+                    request.extensions_mut().insert(context);
+                    Ok(service.call(request).await?.map_into_left_body())
+                }
+                Err(rejection) => Ok(request
+                    .into_response(rejection.error_response())
+                    .map_into_right_body()),
+            }
+        })
+    }
+}
+
+/// Middleware requiring `permission` (checked against the tenant's roles and
+/// policies) on the resources or scope it wraps. It needs the context of a
+/// [`TenancyMiddleware`] running before it, so register it first:
+/// `.wrap(require("projects:write")).wrap(TenancyMiddleware::new(tenancy))`.
+pub fn require(permission: &'static str) -> Require {
+    Require { permission }
+}
+
+/// See [`require`].
+#[derive(Clone, Copy, Debug)]
+pub struct Require {
+    permission: &'static str,
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Require
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = RequireService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(RequireService {
+            service: Rc::new(service),
+            permission: self.permission,
+        }))
+    }
+}
+
+/// The service of [`Require`].
+pub struct RequireService<S> {
+    service: Rc<S>,
+    permission: &'static str,
+}
+
+impl<S> fmt::Debug for RequireService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireService")
+            .field("permission", &self.permission)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for RequireService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let permission = self.permission;
+        Box::pin(async move {
+            let context = request.extensions().get::<RequestContext>().cloned();
+            let outcome = match context {
+                Some(context) => context.require(permission).await.map_err(Rejection::from),
+                None => Err(Rejection::missing_middleware()),
+            };
+            match outcome {
+                Ok(()) => Ok(service.call(request).await?.map_into_left_body()),
+                Err(rejection) => Ok(request
+                    .into_response(rejection.error_response())
+                    .map_into_right_body()),
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Your own JSON bodies.
+
+/// A [`JsonConfig`] for your own `web::Json<T>` bodies that fails the way
+/// the SDK's routes do: `413` past `limit` bytes, `415` unless the content
+/// type is JSON, `400` for malformed JSON (with line and column), `422` for
+/// JSON of the wrong shape. Register it with
+/// `App::new().app_data(json_config(tenancy.config().body_limit))`.
+pub fn json_config(limit: usize) -> JsonConfig {
+    JsonConfig::default()
+        .limit(limit)
+        .error_handler(move |error, _request| Rejection::from(json_problem(error, limit)).into())
+}
+
+fn json_problem(error: JsonPayloadError, limit: usize) -> Problem {
+    match error {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            tenancy_http::too_large(limit)
+        }
+        JsonPayloadError::ContentType => Problem::new(
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+        )
+        .with_detail("expected application/json"),
+        JsonPayloadError::Deserialize(error) if error.is_data() => {
+            Problem::invalid("body", error.to_string())
+        }
+        JsonPayloadError::Deserialize(error) => {
+            Problem::bad_request(format!("malformed JSON: {error}"))
+        }
+        other => {
+            // The client broke off or sent a malformed body.
+            tracing::debug!(error = %other, "JSON body not read");
+            Problem::bad_request("the request body could not be read")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rejections and extractors.
+
+/// A [`Problem`] as an actix error: renders the problem exactly (status,
+/// `application/problem+json` body, `WWW-Authenticate`, `Retry-After`).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    problem: Problem,
+    missing_middleware: bool,
+}
+
+impl Rejection {
+    /// The problem this rejection answers.
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+
+    /// The problem, owned.
+    pub fn into_problem(self) -> Problem {
+        self.problem
+    }
+
+    /// A handler asked for the context but no [`TenancyMiddleware`] ran
+    /// before it: logged for the developer when answered, as a plain 500.
+    fn missing_middleware() -> Self {
+        Self {
+            problem: Problem::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
+            missing_middleware: true,
+        }
+    }
+}
+
+impl From<Problem> for Rejection {
+    fn from(problem: Problem) -> Self {
+        Self {
+            problem,
+            missing_middleware: false,
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.problem, f)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl ResponseError for Rejection {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.problem.status().as_u16())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.missing_middleware {
+            // Only when answered: `Option<Caller>` swallows the rejection.
+            tracing::error!(
+                "a handler needing the tenancy context is not wrapped in TenancyMiddleware"
+            );
+        }
+        into_actix(self.problem.to_response())
+    }
+}
+
+fn context_of(request: &HttpRequest) -> Result<RequestContext, Rejection> {
+    request
+        .extensions()
+        .get::<RequestContext>()
+        .cloned()
+        .ok_or_else(Rejection::missing_middleware)
+}
+
+/// The request's [`RequestContext`]: caller, tenant, and permission checks.
+#[derive(Clone, Debug)]
+pub struct Context(pub RequestContext);
+
+impl Deref for Context {
+    type Target = RequestContext;
+    fn deref(&self) -> &RequestContext {
+        &self.0
+    }
+}
+
+impl FromRequest for Context {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(context_of(request).map(Context))
+    }
+}
+
+/// The authenticated caller. As `Option<Caller>`, `None` where no
+/// [`TenancyMiddleware`] ran.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Arc<Principal>);
+
+impl Deref for Caller {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(context_of(request).map(|context| Caller(context.principal().clone())))
+    }
+}
+
+/// The tenant the request acts in.
+#[derive(Clone, Copy, Debug)]
+pub struct Tenant(pub TenantScope);
+
+impl FromRequest for Tenant {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(context_of(request).map(|context| Tenant(*context.scope())))
+    }
+}
+
+/// The caller's session: only for signed-in users (`403` for API keys).
+#[derive(Clone, Copy, Debug)]
+pub struct Session(pub SessionId);
+
+impl FromRequest for Session {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(context_of(request).and_then(|context| {
+            context
+                .principal()
+                .session_id
+                .map(Session)
+                .ok_or_else(|| Problem::forbidden("this route needs a signed-in user").into())
+        }))
+    }
+}
+
+/// The calling API key: only for API keys (`403` for users).
+#[derive(Clone, Copy, Debug)]
+pub struct ApiKey(pub ApiKeyId);
+
+impl FromRequest for ApiKey {
+    type Error = Rejection;
+    type Future = Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            context_of(request).and_then(|context| match context.principal().subject {
+                Subject::ApiKey(id) => Ok(ApiKey(id)),
+                Subject::User(_) => Err(Problem::forbidden("this route needs an API key").into()),
+            }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Tests: a failed unwrap is a failed assertion.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use actix_web::dev::ServiceResponse;
+    use actix_web::test::{TestRequest, call_service, init_service, read_body};
+    use actix_web::{App, Responder};
+    use serde_json::{Value, json};
+    use tenancy_http::auth::{Argon2Config, AuthConfig};
+    use tenancy_http::authz::Catalog;
+    use tenancy_http::{HttpConfig, PROBLEM_JSON};
+
+    fn run<F: Future>(future: F) -> F::Output {
+        actix_web::rt::System::new().block_on(future)
+    }
+
+    async fn tenancy(body_limit: usize) -> Tenancy {
+        let mut auth = AuthConfig::new("https://unit.test", "unit");
+        auth.argon2 = Argon2Config {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let config = HttpConfig {
+            body_limit,
+            ..HttpConfig::default()
+        };
+        Tenancy::in_memory(Catalog::new(["projects:read"]).unwrap(), auth, config)
+            .await
+            .unwrap()
+    }
+
+    async fn json_of<B: MessageBody>(response: ServiceResponse<B>) -> Value {
+        serde_json::from_slice(&read_body(response).await).unwrap()
+    }
+
+    fn header<B>(response: &ServiceResponse<B>, name: &str) -> Option<String> {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn responses_keep_status_every_header_and_body() {
+        let mut response = http::Response::new(Bytes::from_static(b"{\"ok\":true}"));
+        *response.status_mut() = http::StatusCode::CREATED;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        headers.append(http::header::SET_COOKIE, "a=1; Path=/".parse().unwrap());
+        headers.append(http::header::SET_COOKIE, "b=2; Path=/auth".parse().unwrap());
+        headers.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());
+        let converted = into_actix(response);
+        assert_eq!(converted.status(), StatusCode::CREATED);
+        let cookies: Vec<&str> = converted
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/auth"]);
+        assert_eq!(
+            converted.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        assert_eq!(
+            converted.headers().get(header::CACHE_CONTROL).unwrap(),
+            "no-store"
+        );
+        let body = actix_web::body::to_bytes(converted.into_body());
+        assert_eq!(run(body).unwrap(), Bytes::from_static(b"{\"ok\":true}"));
+    }
+
+    #[test]
+    fn problems_render_exactly() {
+        let problem = Problem::bad_request("no").with_www_authenticate("Bearer realm=\"x\"".into());
+        let rejection = Rejection::from(problem.clone());
+        assert_eq!(rejection.status_code(), StatusCode::BAD_REQUEST);
+        let response = rejection.error_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            PROBLEM_JSON
+        );
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer realm=\"x\""
+        );
+        let body = run(actix_web::body::to_bytes(response.into_body())).unwrap();
+        assert_eq!(body, problem.to_response().into_body());
+        assert_eq!(rejection.to_string(), problem.to_string());
+    }
+
+    #[test]
+    fn requests_keep_method_uri_repeated_headers_and_peer() {
+        let request = TestRequest::delete()
+            .uri("/members/abc?cascade=true")
+            .append_header(("cookie", "a=1"))
+            .append_header(("cookie", "b=2"))
+            .insert_header(("authorization", "Bearer t"))
+            .peer_addr("10.1.2.3:4567".parse().unwrap())
+            .to_http_request();
+        let head = head_of(&request).unwrap();
+        assert_eq!(head.method, http::Method::DELETE);
+        assert_eq!(head.uri, "/members/abc?cascade=true");
+        let cookies: Vec<&str> = head
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(head.headers[http::header::AUTHORIZATION], "Bearer t");
+        assert_eq!(head.peer, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(head.borrowed().cookie("b"), Some("2"));
+    }
+
+    #[test]
+    fn path_parameters_are_decoded() {
+        run(async {
+            async fn echo(request: HttpRequest) -> impl Responder {
+                params_of(&request)["name"].clone()
+            }
+            let app = init_service(App::new().route("/roles/{name}", web::get().to(echo))).await;
+            for (uri, name) in [
+                ("/roles/team%20lead%2Fops", "team lead/ops"),
+                ("/roles/a%2Bb+c", "a+b+c"),
+                ("/roles/100%25%2541", "100%%41"),
+                ("/roles/caf%C3%A9", "café"),
+            ] {
+                let request = TestRequest::get().uri(uri).to_request();
+                let body = read_body(call_service(&app, request).await).await;
+                assert_eq!(body, name.as_bytes(), "{uri}");
+            }
+        });
+    }
+
+    #[test]
+    fn bodies_past_the_limit_answer_413() {
+        run(async {
+            let app = init_service(App::new().configure(configure(tenancy(16).await))).await;
+            // Refused on the declared length.
+            let declared = TestRequest::post()
+                .uri("/auth/login")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(vec![b' '; 17])
+                .to_request();
+            let response = call_service(&app, declared).await;
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(
+                header(&response, "content-type").as_deref(),
+                Some(PROBLEM_JSON)
+            );
+            let body = json_of(response).await;
+            assert_eq!(body["type"], "urn:tenancy:problem:payload-too-large");
+            // Refused while reading, as a body longer than it claims to be.
+            let streamed = TestRequest::post()
+                .uri("/auth/login")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(vec![b' '; 64])
+                .insert_header(("content-length", "2"))
+                .to_request();
+            let response = call_service(&app, streamed).await;
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            // Within the limit, the route itself answers.
+            let small = TestRequest::post()
+                .uri("/auth/login")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{")
+                .to_request();
+            let response = call_service(&app, small).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        });
+    }
+
+    #[test]
+    fn literal_paths_win_over_parameters() {
+        run(async {
+            let app = init_service(App::new().configure(configure(tenancy(1024).await))).await;
+            // `POST /invitations/accept` is not taken by `DELETE /invitations/{id}`.
+            let request = TestRequest::post()
+                .uri("/invitations/accept")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{}")
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        });
+    }
+
+    #[test]
+    fn get_routes_answer_head() {
+        run(async {
+            let app = init_service(App::new().configure(configure(tenancy(1024).await))).await;
+            let request = TestRequest::default()
+                .method(Method::HEAD)
+                .uri("/.well-known/jwks.json")
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let request = TestRequest::put()
+                .uri("/.well-known/jwks.json")
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+            assert!(header(&response, "allow").unwrap().contains("GET"));
+        });
+    }
+
+    #[test]
+    fn json_bodies_fail_like_the_sdk_routes() {
+        run(async {
+            async fn names(names: web::Json<Vec<String>>) -> impl Responder {
+                names.join(",")
+            }
+            let app = init_service(
+                App::new()
+                    .app_data(json_config(16))
+                    .route("/names", web::post().to(names)),
+            )
+            .await;
+            for (content_type, body, status, kind) in [
+                ("application/json", r#"["a","b"]"#, 200, None),
+                (
+                    "text/plain",
+                    r#"["a"]"#,
+                    415,
+                    Some("unsupported-media-type"),
+                ),
+                ("application/json", r#"["a""#, 400, Some("bad-request")),
+                ("application/json", r#"{"a":1}"#, 422, Some("validation")),
+                (
+                    "application/json",
+                    r#"["aaaaaaaaaaaaaaaa"]"#,
+                    413,
+                    Some("payload-too-large"),
+                ),
+            ] {
+                let request = TestRequest::post()
+                    .uri("/names")
+                    .insert_header(("content-type", content_type))
+                    .set_payload(body)
+                    .to_request();
+                let response = call_service(&app, request).await;
+                assert_eq!(response.status().as_u16(), status, "{body}");
+                if let Some(kind) = kind {
+                    assert_eq!(
+                        header(&response, "content-type").as_deref(),
+                        Some(PROBLEM_JSON)
+                    );
+                    let problem = json_of(response).await;
+                    assert_eq!(
+                        problem["type"],
+                        format!("urn:tenancy:problem:{kind}"),
+                        "{body}"
+                    );
+                } else {
+                    assert_eq!(read_body(response).await, "a,b");
+                }
+            }
+        });
+    }
+
+    async fn whoami(
+        ctx: Context,
+        caller: Caller,
+        tenant: Tenant,
+        session: Session,
+    ) -> impl Responder {
+        assert_eq!(caller.tenant_id, tenant.0.tenant_id());
+        assert_eq!(ctx.principal().session_id, Some(session.0));
+        ctx.tenant_id().to_string()
+    }
+
+    async fn key_only(_key: ApiKey) -> impl Responder {
+        "key"
+    }
+
+    async fn maybe(caller: Option<Caller>) -> impl Responder {
+        if caller.is_some() {
+            "caller"
+        } else {
+            "anonymous"
+        }
+    }
+
+    #[test]
+    fn middleware_and_extractors() {
+        run(async {
+            let tenancy = tenancy(64 * 1024).await;
+            let app = init_service(
+                App::new()
+                    .configure(configure(tenancy.clone()))
+                    .route("/open", web::get().to(maybe))
+                    .route("/unwrapped", web::get().to(whoami))
+                    .service(
+                        web::scope("/unguarded")
+                            .route("", web::get().to(whoami))
+                            .wrap(require("projects:read")),
+                    )
+                    .service(
+                        web::scope("/app")
+                            .route("/whoami", web::get().to(whoami))
+                            .route("/key", web::get().to(key_only))
+                            .route("/maybe", web::get().to(maybe))
+                            .service(
+                                web::scope("/read")
+                                    .route("", web::get().to(whoami))
+                                    .wrap(require("projects:read")),
+                            )
+                            .wrap(TenancyMiddleware::new(tenancy.clone())),
+                    ),
+            )
+            .await;
+
+            // No credentials: the middleware answers the bearer challenge.
+            let response =
+                call_service(&app, TestRequest::get().uri("/app/whoami").to_request()).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                header(&response, "www-authenticate").as_deref(),
+                Some("Bearer realm=\"tenancy\"")
+            );
+            assert_eq!(
+                header(&response, "content-type").as_deref(),
+                Some(PROBLEM_JSON)
+            );
+            assert_eq!(
+                json_of(response).await["type"],
+                "urn:tenancy:problem:unauthorized"
+            );
+
+            // Without the middleware: a 500 for the developer, `None` for the option.
+            let response =
+                call_service(&app, TestRequest::get().uri("/unwrapped").to_request()).await;
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(
+                json_of(response).await["type"],
+                "urn:tenancy:problem:internal"
+            );
+            let response =
+                call_service(&app, TestRequest::get().uri("/unguarded").to_request()).await;
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let response = call_service(&app, TestRequest::get().uri("/open").to_request()).await;
+            assert_eq!(read_body(response).await, "anonymous");
+
+            // A registered owner.
+            let register = TestRequest::post()
+                .uri("/auth/register")
+                .set_json(json!({
+                    "email": "ada@unit.test", "password": "correct horse battery", "display_name": "Ada",
+                    "tenant": { "slug": "unit", "name": "Unit" }
+                }))
+                .to_request();
+            let response = call_service(&app, register).await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let registered = json_of(response).await;
+            let token = registered["access_token"].as_str().unwrap().to_owned();
+            let tenant = registered["tenant_id"].as_str().unwrap().to_owned();
+            let bearer = ("authorization", format!("Bearer {token}"));
+
+            for path in ["/app/whoami", "/app/read"] {
+                let request = TestRequest::get()
+                    .uri(path)
+                    .insert_header(bearer.clone())
+                    .to_request();
+                let response = call_service(&app, request).await;
+                assert_eq!(response.status(), StatusCode::OK, "{path}");
+                assert_eq!(read_body(response).await, tenant.as_bytes(), "{path}");
+            }
+            let request = TestRequest::get()
+                .uri("/app/maybe")
+                .insert_header(bearer.clone())
+                .to_request();
+            assert_eq!(read_body(call_service(&app, request).await).await, "caller");
+            let request = TestRequest::get()
+                .uri("/app/key")
+                .insert_header(bearer.clone())
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+            assert_eq!(
+                json_of(response).await["type"],
+                "urn:tenancy:problem:forbidden"
+            );
+        });
+    }
+}

@@ -354,7 +354,13 @@ mod tests {
         cache.insert("aaa.bbb.ccc", cached.clone());
         let hit = cache.get("aaa.bbb.ccc").expect("cached");
         assert!(Arc::ptr_eq(&hit, &cached));
-        for other in ["aaa.bbb.ccd", "aaa.bbb.cc", "aaa.bbb.cccc", "", "AAA.bbb.ccc"] {
+        for other in [
+            "aaa.bbb.ccd",
+            "aaa.bbb.cc",
+            "aaa.bbb.cccc",
+            "",
+            "AAA.bbb.ccc",
+        ] {
             assert!(cache.get(other).is_none(), "{other:?} must miss");
         }
         cache.remove("aaa.bbb.ccc");

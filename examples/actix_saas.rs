@@ -1,0 +1,139 @@
+//! A small multi-tenant "projects" API on actix-web, protected by tenancy:
+//! accounts, tenants, members, API keys and audit from the SDK's routes,
+//! and the app's own `/projects` routes behind its middleware.
+//!
+//! ```text
+//! cargo run --example actix_saas --features actix
+//! DATABASE_URL=postgres://… cargo run --example actix_saas --features actix,postgres
+//! ```
+//!
+//! It listens on `127.0.0.1:3001` (or `PORT`). Members may read and create
+//! projects; they may change and delete only the projects they created (an
+//! ABAC policy each tenant gets on first use); owners and admins may do
+//! everything; a project of another tenant is not found. With
+//! `DATABASE_URL`, tenancy and the projects table live in Postgres, the
+//! table under tenancy's row-level security.
+
+use std::error::Error;
+
+use tenancy::actix::actix_web::{self, App, HttpResponse, HttpServer, web};
+use tenancy::actix::{Context, Rejection, TenancyMiddleware, json_config, require};
+use tenancy::http::auth::AuthConfig;
+use tenancy::http::authz::Catalog;
+use tenancy::http::{HttpConfig, Tenancy};
+
+#[path = "shared/projects.rs"]
+mod projects;
+
+use projects::{ProjectInput, Projects};
+
+type Reply = Result<HttpResponse, Rejection>;
+
+/// `GET /projects`, behind `require("projects:read")`.
+async fn list(ctx: Context, projects: web::Data<Projects>) -> Reply {
+    let items = projects.list(ctx.tenant_id()).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+/// `POST /projects`, behind `require("projects:create")`.
+async fn create(
+    ctx: Context,
+    projects: web::Data<Projects>,
+    input: web::Json<ProjectInput>,
+) -> Reply {
+    let name = projects::valid_name(&input.name)?;
+    projects::seed_policy(ctx.tenancy(), ctx.tenant_id()).await?;
+    let owner = ctx.authz_principal().id().to_owned();
+    let project = projects.create(ctx.tenant_id(), name, owner).await?;
+    Ok(HttpResponse::Created().json(project))
+}
+
+/// `GET /projects/{id}`.
+async fn show(ctx: Context, projects: web::Data<Projects>, id: web::Path<String>) -> Reply {
+    let project = projects.guarded(&ctx, &id, "projects:read").await?;
+    Ok(HttpResponse::Ok().json(project))
+}
+
+/// `PUT /projects/{id}`: the owner, or an owner or admin of the tenant.
+async fn update(
+    ctx: Context,
+    projects: web::Data<Projects>,
+    id: web::Path<String>,
+    input: web::Json<ProjectInput>,
+) -> Reply {
+    let project = projects.guarded(&ctx, &id, "projects:update").await?;
+    let name = projects::valid_name(&input.name)?;
+    let renamed = projects.rename(ctx.tenant_id(), project.id, name).await?;
+    Ok(HttpResponse::Ok().json(renamed))
+}
+
+/// `DELETE /projects/{id}`: the owner, or an owner or admin of the tenant.
+async fn remove(ctx: Context, projects: web::Data<Projects>, id: web::Path<String>) -> Reply {
+    let project = projects.guarded(&ctx, &id, "projects:delete").await?;
+    projects.delete(ctx.tenant_id(), project.id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn services() -> Result<(Tenancy, Projects), Box<dyn Error>> {
+    let catalog = Catalog::new(projects::PERMISSIONS)?;
+    let auth = AuthConfig::new("http://127.0.0.1", "projects-example");
+    // Plain http on localhost: cookies without `Secure`.
+    let mut http = HttpConfig::default();
+    http.cookies.secure = false;
+    #[cfg(feature = "postgres")]
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let pool = tenancy::postgres::sqlx::PgPool::connect(&url).await?;
+        let tenancy = Tenancy::postgres(pool.clone(), catalog, auth, http).await?;
+        return Ok((tenancy, Projects::postgres(pool).await?));
+    }
+    Ok((
+        Tenancy::in_memory(catalog, auth, http).await?,
+        Projects::memory(),
+    ))
+}
+
+async fn serve() -> Result<(), Box<dyn Error>> {
+    let (tenancy, projects) = services().await?;
+    let projects = web::Data::new(projects);
+    let limit = tenancy.config().body_limit;
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3001);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(projects.clone())
+            // Bad JSON bodies answer problems, as on the SDK's routes.
+            .app_data(json_config(limit))
+            // The SDK's routes: register, login, API keys, members, audit…
+            .configure(tenancy::actix::configure(tenancy.clone()))
+            // The app's routes, behind the middleware. actix runs the
+            // middleware registered last first: authentication, then the
+            // route's permission, then the handler.
+            .service(
+                web::scope("/projects")
+                    .service(
+                        web::resource("")
+                            .route(web::get().to(list).wrap(require("projects:read")))
+                            .route(web::post().to(create).wrap(require("projects:create"))),
+                    )
+                    .service(
+                        web::resource("/{id}")
+                            .route(web::get().to(show))
+                            .route(web::put().to(update))
+                            .route(web::delete().to(remove)),
+                    )
+                    .wrap(TenancyMiddleware::new(tenancy.clone())),
+            )
+    })
+    .bind(("127.0.0.1", port))?;
+    for address in server.addrs() {
+        println!("listening on http://{address}");
+    }
+    server.run().await?;
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    actix_web::rt::System::new().block_on(serve())
+}
