@@ -16,12 +16,12 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
-use tenancy::axum::{Context, Rejection, TenancyLayer};
+use tenancy::axum::{Context, Json, Rejection, TenancyLayer};
 use tenancy::http::auth::AuthConfig;
 use tenancy::http::authz::Catalog;
 use tenancy::http::{HttpConfig, Tenancy};

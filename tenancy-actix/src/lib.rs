@@ -166,7 +166,7 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return Err(tenancy_http::too_large(limit).into());
+        return Err(Problem::payload_too_large(limit).into());
     }
     match payload.to_bytes_limited(limit).await {
         Ok(Ok(body)) => Ok(body),
@@ -175,7 +175,7 @@ async fn read_body(
             tracing::debug!(%error, "request body not read");
             Err(Problem::bad_request("the request body could not be read").into())
         }
-        Err(_) => Err(tenancy_http::too_large(limit).into()),
+        Err(_) => Err(Problem::payload_too_large(limit).into()),
     }
 }
 
@@ -487,20 +487,10 @@ pub fn json_config(limit: usize) -> JsonConfig {
 fn json_problem(error: JsonPayloadError, limit: usize) -> Problem {
     match error {
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            tenancy_http::too_large(limit)
+            Problem::payload_too_large(limit)
         }
-        JsonPayloadError::ContentType => Problem::new(
-            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-        )
-        .with_detail("expected application/json"),
-        JsonPayloadError::Deserialize(error) if error.is_data() => {
-            Problem::invalid("body", error.to_string())
-        }
-        JsonPayloadError::Deserialize(error) => {
-            Problem::bad_request(format!("malformed JSON: {error}"))
-        }
+        JsonPayloadError::ContentType => Problem::unsupported_media_type(),
+        JsonPayloadError::Deserialize(error) => Problem::from_json_error("body", &error),
         other => {
             // The client broke off or sent a malformed body.
             tracing::debug!(error = %other, "JSON body not read");

@@ -8,8 +8,9 @@
 //!   [`RequestContext`] in the request extensions.
 //! - [`require`]: a layer that requires a permission on a route or group.
 //! - Extractors: [`Context`], [`Caller`], [`Tenant`], [`Session`],
-//!   [`ApiKey`]; `Option<Caller>` for routes that serve anonymous callers too.
-//!   Rejections are RFC 9457 problems.
+//!   [`ApiKey`]; `Option<Caller>` for routes that serve anonymous callers too;
+//!   [`Json`] for your own bodies, failing like the SDK's routes (`400`,
+//!   `413`, `415`, `422` with the field). Rejections are RFC 9457 problems.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -49,16 +50,19 @@ use std::task::{Context as TaskContext, Poll};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{
-    ConnectInfo, FromRequestParts, OptionalFromRequestParts, RawPathParams, Request,
+    ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts, RawPathParams, Request,
 };
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{StatusCode, header};
+use serde::de::DeserializeOwned;
 use tenancy_http::auth::{Principal, Subject};
 use tenancy_http::core::{ApiKeyId, SessionId, TenantScope};
-use tenancy_http::{ApiRequest, Problem, RequestContext, RequestHead, Route, Tenancy};
+use tenancy_http::{
+    ApiRequest, HttpConfig, Problem, RequestContext, RequestHead, Route, Tenancy, parse_json,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -126,19 +130,28 @@ where
         })
 }
 
-async fn serve(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let limit = tenancy.config().body_limit;
+/// The body, at most `limit` bytes: a declared `Content-Length` past the
+/// limit is refused before anything is read, a longer stream as soon as it
+/// passes the limit (`413` both ways).
+async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Problem> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limit) {
-        return into_axum(tenancy_http::too_large(limit).to_response());
+        return Err(Problem::payload_too_large(limit));
     }
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        return into_axum(tenancy_http::too_large(limit).to_response());
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Problem::payload_too_large(limit))
+}
+
+async fn serve(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let body = match read_body(&parts, body, tenancy.config().body_limit).await {
+        Ok(body) => body,
+        Err(problem) => return Rejection(problem).into_response(),
     };
     let params: HashMap<String, String> =
         match RawPathParams::from_request_parts(&mut parts, &()).await {
@@ -399,5 +412,296 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
             Subject::ApiKey(id) => Ok(ApiKey(id)),
             Subject::User(_) => Err(Rejection(Problem::forbidden("this route needs an API key"))),
         }
+    }
+}
+
+/// A JSON request body as `T`, read and checked the way the SDK's routes
+/// read theirs (see [`parse_json`]): `415` unless the content type is JSON,
+/// `413` past [`HttpConfig::body_limit`] (of the [`TenancyLayer`]'s
+/// configuration, or the default 64 KiB on routes outside it), `400` for
+/// malformed JSON, `422` naming the field that is missing or of the wrong
+/// type. A drop-in for `axum::Json`: as a response it serializes the same.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Rejection;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let limit = parts.extensions.get::<RequestContext>().map_or_else(
+            || HttpConfig::default().body_limit,
+            |context| context.tenancy().config().body_limit,
+        );
+        let body = read_body(&parts, body, limit).await?;
+        Ok(Json(parse_json(&parts.headers, &body)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use axum::routing::{get, post};
+    use serde::Deserialize;
+    use serde_json::Value;
+    use tenancy_http::auth::{ClientInfo, NewApiKey, Password, Registration, Scope};
+    use tenancy_http::core::{
+        AuditContext, Email, NewTenant, NewUser, Slug, TenantName, TenantStore as _,
+    };
+    use tower::ServiceExt as _;
+
+    async fn tenancy() -> Tenancy {
+        let (catalog, auth, http) = tenancy_http::testkit::scenario_config();
+        Tenancy::in_memory(catalog, auth, http).await.unwrap()
+    }
+
+    /// A registered owner's bearer token.
+    async fn owner_token(tenancy: &Tenancy) -> String {
+        let registered = tenancy
+            .auth()
+            .register(
+                Registration {
+                    user: NewUser::new(Email::new("ada@acme.example").unwrap()),
+                    password: Password::new("correct horse battery staple"),
+                    tenant: NewTenant::new(
+                        Slug::new("acme").unwrap(),
+                        TenantName::new("Acme").unwrap(),
+                    ),
+                },
+                &ClientInfo::default(),
+            )
+            .await
+            .unwrap();
+        format!("Bearer {}", registered.access_token.token)
+    }
+
+    async fn send(
+        app: &Router,
+        request: http::Request<Body>,
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, headers, json)
+    }
+
+    fn get_with(uri: &str, authorization: Option<&str>) -> http::Request<Body> {
+        let mut builder = http::Request::get(uri);
+        if let Some(value) = authorization {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        builder.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn layer_answers_problems_and_hands_the_context_to_extractors() {
+        let tenancy = tenancy().await;
+        let token = owner_token(&tenancy).await;
+        async fn whoami(ctx: Context, Tenant(scope): Tenant, Session(_): Session) -> String {
+            assert_eq!(ctx.tenant_id(), scope.tenant_id());
+            ctx.tenant_id().to_string()
+        }
+        async fn key_only(ApiKey(id): ApiKey) -> String {
+            id.to_string()
+        }
+        let app = Router::new()
+            .route("/whoami", get(whoami))
+            .route("/key", get(key_only))
+            .route(
+                "/guarded",
+                get(|| async { "ok" }).layer(require("projects:delete")),
+            )
+            .layer(TenancyLayer::new(tenancy.clone()));
+
+        let (status, headers, body) = send(&app, get_with("/whoami", None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        assert_eq!(headers[header::CONTENT_TYPE], tenancy_http::PROBLEM_JSON);
+        assert_eq!(body["status"], 401);
+
+        let (status, _, _) = send(&app, get_with("/whoami", Some("Bearer garbage"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        let (status, _, _) = send(&app, get_with("/whoami", Some(&token))).await;
+        assert_eq!(status, StatusCode::OK);
+
+        let (status, _, body) = send(&app, get_with("/key", Some(&token))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["detail"], "this route needs an API key");
+
+        // The owner holds every permission of the catalog.
+        let (status, _, _) = send(&app, get_with("/guarded", Some(&token))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn require_refuses_what_the_caller_may_not_do_with_403() {
+        let tenancy = tenancy().await;
+        let token = owner_token(&tenancy).await;
+        let tenant = tenancy
+            .directory()
+            .backend()
+            .find_tenant_by_slug(&Slug::new("acme").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        let (_, secret) = tenancy
+            .auth()
+            .create_api_key(
+                &TenantScope::assume_resolved(tenant),
+                NewApiKey {
+                    name: "reader".into(),
+                    scopes: vec![Scope::new("projects:read").unwrap()],
+                    expires_at: None,
+                },
+                &AuditContext::system(),
+            )
+            .await
+            .unwrap();
+        let key = format!("Bearer {}", secret.expose_secret());
+        let app = Router::new()
+            .route(
+                "/read",
+                get(|| async { "ok" }).layer(require("projects:read")),
+            )
+            .route(
+                "/delete",
+                get(|| async { "ok" }).layer(require("projects:delete")),
+            )
+            .route(
+                "/unknown",
+                get(|| async { "ok" }).layer(require("reports:export")),
+            )
+            .layer(TenancyLayer::new(tenancy));
+        let (status, _, _) = send(&app, get_with("/read", Some(&key))).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, body) = send(&app, get_with("/delete", Some(&key))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["errors"][0]["field"], "permission");
+        assert_eq!(body["errors"][0]["message"], "projects:delete");
+        // Outside the catalog nothing is granted, not even to an owner.
+        let (status, _, _) = send(&app, get_with("/unknown", Some(&token))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn extractors_without_the_layer() {
+        async fn needs_context(_: Context) -> &'static str {
+            "unreachable"
+        }
+        async fn maybe(caller: Option<Caller>) -> &'static str {
+            if caller.is_some() {
+                "caller"
+            } else {
+                "anonymous"
+            }
+        }
+        let app = Router::new()
+            .route("/context", get(needs_context))
+            .route("/maybe", get(maybe));
+        let (status, _, body) = send(&app, get_with("/context", None)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["title"], "Internal server error");
+        let response = app.clone().oneshot(get_with("/maybe", None)).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 64)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"anonymous");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Input {
+        #[allow(dead_code)] // read by serde
+        name: String,
+        #[allow(dead_code)]
+        size: Option<u32>,
+    }
+
+    #[tokio::test]
+    async fn json_bodies_fail_like_the_sdk_routes() {
+        let app = Router::new().route("/", post(|Json(_): Json<Input>| async { "ok" }));
+        let post_with = |content_type: &str, body: &str| {
+            http::Request::post("/")
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body.to_owned()))
+                .unwrap()
+        };
+        let cases = [
+            ("application/json", r#"{"name":"a"}"#, StatusCode::OK, None),
+            (
+                "application/json; charset=utf-8",
+                r#"{"name":"a"}"#,
+                StatusCode::OK,
+                None,
+            ),
+            (
+                "text/plain",
+                r#"{"name":"a"}"#,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                None,
+            ),
+            (
+                "application/json",
+                r#"{"name":"#,
+                StatusCode::BAD_REQUEST,
+                None,
+            ),
+            (
+                "application/json",
+                r#"{"name":"a"} x"#,
+                StatusCode::BAD_REQUEST,
+                None,
+            ),
+            (
+                "application/json",
+                r#"{"size":1}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("body"),
+            ),
+            (
+                "application/json",
+                r#"{"name":"a","size":"x"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("size"),
+            ),
+            (
+                "application/json",
+                r#"{"name":"a","admin":true}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("admin"),
+            ),
+        ];
+        for (content_type, body, expected, field) in cases {
+            let (status, _, problem) = send(&app, post_with(content_type, body)).await;
+            assert_eq!(status, expected, "{content_type} {body}: {problem}");
+            if let Some(field) = field {
+                assert_eq!(problem["errors"][0]["field"], field, "{body}");
+            }
+        }
+        let oversized = format!(r#"{{"name":"{}"}}"#, "a".repeat(70 * 1024));
+        let (status, _, _) = send(&app, post_with("application/json", &oversized)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -35,11 +35,12 @@ pub mod testkit;
 pub use config::{CookieConfig, HttpConfig, TenantSource};
 pub use pipeline::{RequestContext, RequestHead};
 pub use problem::{FieldError, PROBLEM_JSON, Problem};
-pub use request::{ApiRequest, too_large};
+pub use request::{ApiRequest, parse_json};
 pub use response::{json, no_content};
 pub use routes::{Access, Route, routes};
 pub use tenancy::{SetupError, Tenancy};
 
+pub use http;
 pub use tenancy_auth as auth;
 pub use tenancy_authz as authz;
 pub use tenancy_core as core;

@@ -253,7 +253,11 @@ impl Tenancy {
                     .and_then(|v| v.to_str().ok())
                     .map(|host| host.split(':').next().unwrap_or(host).to_ascii_lowercase());
                 let label = host.as_deref().and_then(|host| {
-                    host.strip_suffix(base.as_str())
+                    let split = host.len().checked_sub(base.len())?;
+                    let (rest, domain) = (host.get(..split)?, host.get(split..)?);
+                    domain
+                        .eq_ignore_ascii_case(base)
+                        .then_some(rest)
                         .and_then(|rest| rest.strip_suffix('.'))
                         .filter(|label| !label.is_empty() && !label.contains('.'))
                         .map(str::to_owned)
@@ -374,5 +378,208 @@ impl Tenancy {
             .member_roles
             .insert((tenant, user), roles.clone());
         Ok(roles)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HttpConfig;
+    use tenancy_auth::{Argon2Config, AuthConfig, ClientInfo, Password, Registration};
+    use tenancy_authz::Catalog;
+    use tenancy_core::{Email, NewTenant, NewUser, TenantName};
+
+    async fn tenancy(source: TenantSource) -> Tenancy {
+        let mut auth = AuthConfig::new("https://pipeline.test", "pipeline");
+        auth.argon2 = Argon2Config {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let http = HttpConfig {
+            tenant_source: source,
+            ..HttpConfig::default()
+        };
+        Tenancy::in_memory(Catalog::new(["projects:read"]).unwrap(), auth, http)
+            .await
+            .unwrap()
+    }
+
+    /// Registers `slug` with its owner; the owner's bearer header and the tenant.
+    async fn register(tenancy: &Tenancy, slug: &str) -> (String, TenantId) {
+        let done = tenancy
+            .auth()
+            .register(
+                Registration {
+                    user: NewUser::new(Email::new(&format!("owner@{slug}.example")).unwrap()),
+                    password: Password::new("correct horse battery staple"),
+                    tenant: NewTenant::new(
+                        Slug::new(slug).unwrap(),
+                        TenantName::new(slug).unwrap(),
+                    ),
+                },
+                &ClientInfo::default(),
+            )
+            .await
+            .unwrap();
+        (
+            format!("Bearer {}", done.access_token.token),
+            done.membership.tenant_id,
+        )
+    }
+
+    async fn run(
+        tenancy: &Tenancy,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<TenantId, StatusCode> {
+        let uri: Uri = uri.parse().unwrap();
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let head = RequestHead {
+            method: &Method::GET,
+            uri: &uri,
+            headers: &map,
+            peer: None,
+        };
+        tenancy
+            .authenticate(head)
+            .await
+            .map(|context| context.tenant_id())
+            .map_err(|problem| problem.status())
+    }
+
+    #[tokio::test]
+    async fn tenant_from_the_token() {
+        let tenancy = tenancy(TenantSource::Token).await;
+        let (token, tenant) = register(&tenancy, "acme").await;
+        assert_eq!(
+            run(&tenancy, "/x", &[("authorization", &token)]).await,
+            Ok(tenant)
+        );
+        // Headers naming a tenant are ignored under this source.
+        let (_, other) = register(&tenancy, "bravo").await;
+        let header = other.to_string();
+        assert_eq!(
+            run(
+                &tenancy,
+                "/x",
+                &[("authorization", &token), ("x-tenant-id", &header)]
+            )
+            .await,
+            Ok(tenant)
+        );
+        assert_eq!(
+            run(&tenancy, "/x", &[]).await,
+            Err(StatusCode::UNAUTHORIZED)
+        );
+    }
+
+    #[tokio::test]
+    async fn tenant_from_a_header() {
+        let tenancy = tenancy(TenantSource::Header(http::HeaderName::from_static(
+            "x-tenant-id",
+        )))
+        .await;
+        let (token, tenant) = register(&tenancy, "acme").await;
+        let (_, other) = register(&tenancy, "bravo").await;
+        let auth = ("authorization", token.as_str());
+        let own = tenant.to_string();
+        let theirs = other.to_string();
+        assert_eq!(
+            run(&tenancy, "/x", &[auth, ("x-tenant-id", &own)]).await,
+            Ok(tenant)
+        );
+        assert_eq!(run(&tenancy, "/x", &[auth]).await, Ok(tenant));
+        assert_eq!(
+            run(&tenancy, "/x", &[auth, ("x-tenant-id", &theirs)]).await,
+            Err(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            run(&tenancy, "/x", &[auth, ("x-tenant-id", "acme")]).await,
+            Err(StatusCode::BAD_REQUEST)
+        );
+    }
+
+    #[tokio::test]
+    async fn tenant_from_the_subdomain() {
+        let tenancy = tenancy(TenantSource::Subdomain {
+            base: "App.Example".into(),
+        })
+        .await;
+        let (token, tenant) = register(&tenancy, "acme").await;
+        register(&tenancy, "bravo").await;
+        let auth = ("authorization", token.as_str());
+        for host in ["acme.app.example", "ACME.App.Example:8443", "app.example"] {
+            assert_eq!(
+                run(&tenancy, "/x", &[auth, ("host", host)]).await,
+                Ok(tenant),
+                "{host}"
+            );
+        }
+        for host in [
+            "bravo.app.example",
+            "nobody.app.example",
+            "not_a_slug.app.example",
+        ] {
+            assert_eq!(
+                run(&tenancy, "/x", &[auth, ("host", host)]).await,
+                Err(StatusCode::NOT_FOUND),
+                "{host}"
+            );
+        }
+        // Deeper names and other domains are not tenant subdomains.
+        for host in ["x.acme.app.example", "acme.other.example"] {
+            assert_eq!(
+                run(&tenancy, "/x", &[auth, ("host", host)]).await,
+                Ok(tenant),
+                "{host}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tenant_from_a_path_segment() {
+        let tenancy = tenancy(TenantSource::PathSegment(1)).await;
+        let (token, tenant) = register(&tenancy, "acme").await;
+        let (_, other) = register(&tenancy, "bravo").await;
+        let auth = [("authorization", token.as_str())];
+        assert_eq!(run(&tenancy, "/t/acme/projects", &auth).await, Ok(tenant));
+        assert_eq!(
+            run(&tenancy, &format!("/t/{tenant}/projects"), &auth).await,
+            Ok(tenant)
+        );
+        assert_eq!(run(&tenancy, "/t", &auth).await, Ok(tenant));
+        for path in [
+            "/t/bravo/projects".to_owned(),
+            format!("/t/{other}/projects"),
+            "/t/nobody/projects".to_owned(),
+        ] {
+            assert_eq!(
+                run(&tenancy, &path, &auth).await,
+                Err(StatusCode::NOT_FOUND),
+                "{path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_suspended_tenant_is_refused_once_forgotten() {
+        let tenancy = tenancy(TenantSource::Token).await;
+        let (token, tenant) = register(&tenancy, "acme").await;
+        let auth = [("authorization", token.as_str())];
+        assert_eq!(run(&tenancy, "/x", &auth).await, Ok(tenant));
+        tenancy
+            .directory()
+            .suspend_tenant(tenant, &AuditContext::system())
+            .await
+            .unwrap();
+        tenancy.forget_tenant(tenant);
+        assert_eq!(run(&tenancy, "/x", &auth).await, Err(StatusCode::FORBIDDEN));
     }
 }

@@ -148,6 +148,38 @@ impl Problem {
         .with_field(field, message)
     }
 
+    /// 413: the body is longer than `limit` bytes.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+        )
+        .with_detail(format!("the body may be at most {limit} bytes"))
+    }
+
+    /// 415: the body is not JSON (by its `Content-Type`).
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+        )
+        .with_detail("expected application/json")
+    }
+
+    /// A JSON body that did not deserialize: `422` naming `field` when the
+    /// JSON is well formed but a value has the wrong type or is missing
+    /// (`field` is `"body"` for the document as a whole), `400` when it is
+    /// not JSON at all.
+    pub fn from_json_error(field: &str, error: &serde_json::Error) -> Self {
+        if error.is_data() {
+            Self::invalid(field, error.to_string())
+        } else {
+            Self::bad_request(format!("malformed JSON: {error}"))
+        }
+    }
+
     /// 403: authenticated but not allowed.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)

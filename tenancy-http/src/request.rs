@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, Method, header};
 use serde::de::DeserializeOwned;
 use tenancy_auth::ClientInfo;
 
@@ -58,49 +58,12 @@ impl ApiRequest {
         })
     }
 
-    /// The JSON body as `T`: `415` unless the content type is JSON, `413`
-    /// past the limit, `400` for malformed JSON (with line and column),
-    /// `422` naming the field that has the wrong type or is missing.
+    /// The JSON body as `T`, limited to `limit` bytes; see [`parse_json`].
     pub fn json<T: DeserializeOwned>(&self, limit: usize) -> Result<T, Problem> {
         if self.body.len() > limit {
-            return Err(too_large(limit));
+            return Err(Problem::payload_too_large(limit));
         }
-        let is_json = self
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .is_some_and(|media| media == "application/json" || media.ends_with("+json"));
-        if !is_json {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-            )
-            .with_detail("expected application/json"));
-        }
-        let mut deserializer = serde_json::Deserializer::from_slice(&self.body);
-        let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
-        let value = parsed.map_err(|error| {
-            let path = error.path().to_string();
-            let inner = error.into_inner();
-            if inner.is_data() {
-                let field = if path == "." { "body".to_owned() } else { path };
-                Problem::invalid(field, inner.to_string())
-            } else {
-                Problem::bad_request(format!("malformed JSON: {inner}"))
-            }
-        })?;
-        deserializer
-            .end()
-            .map_err(|error| Problem::bad_request(format!("malformed JSON: {error}")))?;
-        Ok(value)
+        parse_json(&self.headers, &self.body)
     }
 
     /// A cookie's value.
@@ -176,10 +139,17 @@ pub(crate) fn check_origin(head: RequestHead<'_>, config: &HttpConfig) -> Result
         ));
     };
     let origin: String = source.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-    let host = head.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    // HTTP/1.1 names the host in `Host`; HTTP/2 and absolute-form requests
+    // in the URI's authority.
+    let host = head
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| head.uri.authority().map(|a| a.as_str()));
     let same_host = origin
         .split_once("://")
-        .is_some_and(|(_, authority)| Some(authority) == host);
+        .zip(host)
+        .is_some_and(|((_, authority), host)| authority.eq_ignore_ascii_case(host));
     if same_host
         || config
             .allowed_origins
@@ -194,14 +164,33 @@ pub(crate) fn check_origin(head: RequestHead<'_>, config: &HttpConfig) -> Result
     }
 }
 
-/// 413 for a body past `limit`.
-pub fn too_large(limit: usize) -> Problem {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload-too-large",
-        "Payload too large",
-    )
-    .with_detail(format!("the body may be at most {limit} bytes"))
+/// A JSON request body as `T`, the way the SDK's routes read theirs: `415`
+/// unless the `Content-Type` is JSON (`application/json` or `*+json`),
+/// `400` for malformed JSON (with line and column) or trailing data, `422`
+/// naming the field (a path such as `tenant.slug`) that has the wrong type
+/// or is missing. Unknown fields are refused where `T` says
+/// `#[serde(deny_unknown_fields)]`.
+pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|media| media.trim().to_ascii_lowercase())
+        .is_some_and(|media| media == "application/json" || media.ends_with("+json"));
+    if !is_json {
+        return Err(Problem::unsupported_media_type());
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
+    let value = parsed.map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." { "body" } else { path.as_str() };
+        Problem::from_json_error(field, error.inner())
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| Problem::from_json_error("body", &error))?;
+    Ok(value)
 }
 
 fn percent_decode(text: &str) -> String {
@@ -371,6 +360,21 @@ mod tests {
         );
         let read = request(Method::GET, &[], "");
         assert!(check_origin(read.head(), &config).is_ok());
+        let mixed_case = request(
+            Method::POST,
+            &[("host", "API.example"), ("origin", "https://api.EXAMPLE")],
+            "",
+        );
+        assert!(check_origin(mixed_case.head(), &config).is_ok());
+        // HTTP/2: no `Host`, the authority is in the URI.
+        let mut h2 = request(Method::POST, &[("origin", "https://api.example")], "");
+        h2.uri = "https://api.example/x".parse().unwrap();
+        assert!(check_origin(h2.head(), &config).is_ok());
+        let mut h2_evil = request(Method::POST, &[("origin", "https://evil.example")], "");
+        h2_evil.uri = "https://api.example/x".parse().unwrap();
+        assert!(check_origin(h2_evil.head(), &config).is_err());
+        let nowhere = request(Method::POST, &[("origin", "https://api.example")], "");
+        assert!(check_origin(nowhere.head(), &config).is_err());
     }
 
     #[test]
