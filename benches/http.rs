@@ -1,9 +1,10 @@
 //! What the request pipeline (JWT authentication, tenant resolution and
 //! status, RBAC check) adds to a trivial handler, in-process, against the
-//! same handler with no pipeline.
+//! same handler with no pipeline: axum through `tower::ServiceExt::oneshot`,
+//! actix-web through `actix_web::test::call_service`.
 //!
 //! ```text
-//! cargo bench --bench http --features axum
+//! cargo bench --bench http --features axum,actix
 //! ```
 
 #![allow(clippy::expect_used)] // benchmark setup: a failure should stop the run
@@ -14,7 +15,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
+use criterion::async_executor::AsyncExecutor;
 use criterion::{Criterion, criterion_group, criterion_main};
+use tenancy::actix;
 use tenancy::axum::{TenancyLayer, require};
 use tenancy::http::auth::{Argon2Config, AuthConfig, ClientInfo, Password, Registration};
 use tenancy::http::authz::Catalog;
@@ -119,5 +122,65 @@ fn axum_pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, axum_pipeline);
+/// Runs criterion's async benches on an actix runtime.
+struct Actix(actix::actix_web::rt::Runtime);
+
+impl AsyncExecutor for &Actix {
+    fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        self.0.block_on(future)
+    }
+}
+
+fn actix_pipeline(c: &mut Criterion) {
+    use actix::actix_web::{App, test, web};
+    use actix::{TenancyMiddleware, require};
+
+    let runtime = Actix(actix::actix_web::rt::Runtime::new().expect("runtime"));
+    let (cached, token) = runtime.0.block_on(tenancy(10_000));
+    let (uncached, cold_token) = runtime.0.block_on(tenancy(0));
+    let guarded = |tenancy: Tenancy| {
+        App::new().service(
+            web::resource("/ping")
+                .route(web::get().to(ping))
+                .wrap(require("projects:read"))
+                .wrap(TenancyMiddleware::new(tenancy)),
+        )
+    };
+    let bare = runtime.0.block_on(test::init_service(
+        App::new().service(web::resource("/ping").route(web::get().to(ping))),
+    ));
+    let with_cache = runtime.0.block_on(test::init_service(guarded(cached)));
+    let without_cache = runtime.0.block_on(test::init_service(guarded(uncached)));
+    let request = |authorization: Option<&str>| {
+        let mut request = test::TestRequest::get().uri("/ping");
+        if let Some(value) = authorization {
+            request = request.insert_header(("authorization", value));
+        }
+        request.to_request()
+    };
+    for (app, header) in [(&with_cache, &token), (&without_cache, &cold_token)] {
+        let response = runtime
+            .0
+            .block_on(test::call_service(app, request(Some(header))));
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let mut group = c.benchmark_group("actix-web (actix_web::test::call_service)");
+    group.bench_function("bare route", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { test::call_service(&bare, black_box(request(None))).await })
+    });
+    group.bench_function("pipeline, cached token", |b| {
+        b.to_async(&runtime).iter(|| async {
+            test::call_service(&with_cache, black_box(request(Some(&token)))).await
+        })
+    });
+    group.bench_function("pipeline, cold verify", |b| {
+        b.to_async(&runtime).iter(|| async {
+            test::call_service(&without_cache, black_box(request(Some(&cold_token)))).await
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, axum_pipeline, actix_pipeline);
 criterion_main!(benches);

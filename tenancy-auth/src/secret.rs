@@ -19,6 +19,25 @@ pub(crate) fn hashes_equal(a: &TokenHash, b: &TokenHash) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
+/// Whether two byte strings are equal, in time that depends only on their
+/// lengths: the differences are folded eight bytes at a time and only the
+/// folded word goes through `subtle`'s optimization barrier.
+pub(crate) fn bytes_equal(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    let mut diff = 0u64;
+    for (x, y) in a_words.iter().zip(b_words) {
+        diff |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
+    }
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        diff |= u64::from(x ^ y);
+    }
+    diff.ct_eq(&0).into()
+}
+
 /// An opaque bearer secret (refresh token, email-verification or
 /// password-reset token): a short prefix naming its kind, then 256 random
 /// bits in URL-safe base64. Only its SHA-256 [`TokenHash`] is stored.
@@ -72,6 +91,24 @@ impl fmt::Debug for SecretToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn bytes_equal_is_equality(
+            a in proptest::collection::vec(any::<u8>(), 0..40),
+            flip in any::<(usize, u8)>(),
+            b in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            prop_assert_eq!(bytes_equal(&a, &b), a == b);
+            prop_assert!(bytes_equal(&a, &a.clone()));
+            if !a.is_empty() && flip.1 != 0 {
+                let mut changed = a.clone();
+                changed[flip.0 % a.len()] ^= flip.1;
+                prop_assert!(!bytes_equal(&a, &changed));
+            }
+        }
+    }
 
     #[test]
     fn tokens_round_trip_and_redact() {

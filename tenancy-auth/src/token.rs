@@ -299,8 +299,7 @@ impl Eq for CachedToken {}
 
 impl quick_cache::Equivalent<CachedToken> for PresentedToken<'_> {
     fn equivalent(&self, key: &CachedToken) -> bool {
-        use subtle::ConstantTimeEq as _;
-        self.0.as_bytes().ct_eq(key.0.as_bytes()).into()
+        crate::secret::bytes_equal(self.0.as_bytes(), key.0.as_bytes())
     }
 }
 

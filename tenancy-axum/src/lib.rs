@@ -93,12 +93,15 @@ fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
         .map(|ConnectInfo(address)| address.ip())
 }
 
-fn head_of(parts: &Parts) -> RequestHead<'_> {
+fn head_of_request(request: &Request) -> RequestHead<'_> {
     RequestHead {
-        method: &parts.method,
-        uri: &parts.uri,
-        headers: &parts.headers,
-        peer: peer(parts),
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+        peer: request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| address.ip()),
     }
 }
 
@@ -221,18 +224,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
         // Take the service that was driven to readiness; leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let tenancy = self.tenancy.clone();
         Box::pin(async move {
-            let (mut parts, body) = request.into_parts();
-            let outcome = tenancy.authenticate(head_of(&parts)).await;
-            match outcome {
+            match tenancy.authenticate(head_of_request(&request)).await {
                 Ok(context) => {
-                    parts.extensions.insert(context);
-                    inner.call(Request::from_parts(parts, body)).await
+                    request.extensions_mut().insert(context);
+                    inner.call(request).await
                 }
                 Err(problem) => Ok(Rejection(problem).into_response()),
             }
@@ -288,10 +289,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let permission = self.permission;
         Box::pin(async move {
-            let Some(context) = request.extensions().get::<RequestContext>().cloned() else {
-                return Ok(Rejection(missing_layer()).into_response());
+            let allowed = match request.extensions().get::<RequestContext>() {
+                Some(context) => context.require(permission).await,
+                None => Err(missing_layer()),
             };
-            match context.require(permission).await {
+            match allowed {
                 Ok(()) => inner.call(request).await,
                 Err(problem) => Ok(Rejection(problem).into_response()),
             }
