@@ -56,19 +56,7 @@ pub(crate) fn valid_name(raw: &str) -> Result<String, Problem> {
 /// Seeds a tenant's default policy on first use: members may change and
 /// delete the projects they created (owners and admins may anyway).
 pub(crate) async fn seed_policy(tenancy: &Tenancy, tenant: TenantId) -> Result<(), Problem> {
-    let store = tenancy.authz().policy_store();
-    let current = store
-        .list_policies(tenant)
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
-    if current
-        .value
-        .iter()
-        .any(|p| p.id.as_str() == "own-projects")
-    {
-        return Ok(());
-    }
-    let document: PolicyDocument = serde_json::from_value(json!({
+    let policy: PolicyDocument = serde_json::from_value(json!({
         "id": "own-projects",
         "description": "members change and delete the projects they created",
         "statements": [{
@@ -80,17 +68,11 @@ pub(crate) async fn seed_policy(tenancy: &Tenancy, tenant: TenantId) -> Result<(
         }]
     }))
     .map_err(|e| Problem::internal(&e))?;
-    match store
-        .put_policy(tenant, &document, current.epoch, &AuditContext::system())
+    tenancy
+        .seed_policy(tenant, &policy, &AuditContext::system())
         .await
-    {
-        // Another request seeded it first: fine.
-        Ok(_) | Err(tenancy::http::authz::AuthzStoreError::StaleEpoch { .. }) => {
-            tenancy.authz().invalidate(tenant);
-            Ok(())
-        }
-        Err(other) => Err(Problem::unavailable(&other)),
-    }
+        .map_err(|e| Problem::unavailable(&e))?;
+    Ok(())
 }
 
 impl Projects {

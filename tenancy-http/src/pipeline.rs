@@ -569,6 +569,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn seeding_a_policy_adds_it_once() {
+        let tenancy = tenancy(TenantSource::Token).await;
+        let (_, tenant) = register(&tenancy, "acme").await;
+        let policy: tenancy_authz::PolicyDocument = serde_json::from_value(serde_json::json!({
+            "id": "readers",
+            "statements": [{ "effect": "allow", "actions": ["projects:read"], "roles": ["readonly"] }]
+        }))
+        .unwrap();
+        let audit = AuditContext::system();
+        let (first, second) = tokio::join!(
+            tenancy.seed_policy(tenant, &policy, &audit),
+            tenancy.seed_policy(tenant, &policy, &audit),
+        );
+        let added = [first.unwrap(), second.unwrap()];
+        assert_eq!(added.iter().filter(|added| **added).count(), 1);
+        assert!(!tenancy.seed_policy(tenant, &policy, &audit).await.unwrap());
+        let stored = tenancy
+            .authz()
+            .policy_store()
+            .list_policies(tenant)
+            .await
+            .unwrap()
+            .value;
+        assert_eq!(stored, vec![policy]);
+    }
+
+    #[tokio::test]
     async fn a_suspended_tenant_is_refused_once_forgotten() {
         let tenancy = tenancy(TenantSource::Token).await;
         let (token, tenant) = register(&tenancy, "acme").await;

@@ -6,8 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tenancy_auth::{Auth, AuthConfig, AuthStore};
-use tenancy_authz::{AuthzAdmin, Catalog, Engine, Freshness, PolicyCache, PolicyStore, RoleStore};
-use tenancy_core::{Backend, Directory};
+use tenancy_authz::{
+    AuthzAdmin, AuthzStoreError, Catalog, Engine, Freshness, PolicyCache, PolicyDocument,
+    PolicyStore, RoleStore,
+};
+use tenancy_core::{AuditContext, Backend, Directory, TenantId};
 
 use crate::config::HttpConfig;
 
@@ -262,6 +265,38 @@ impl Tenancy {
 
     pub(crate) fn lookups(&self) -> &Lookups {
         &self.inner.lookups
+    }
+
+    /// Adds `policy` to `tenant`'s policies unless one with its id exists,
+    /// and says whether it did: for the defaults a host gives every tenant
+    /// (at sign-up, or on first use). Concurrent callers add it once; a
+    /// policy of that id the tenant has since edited is left as it is.
+    /// Written straight to the store, without escalation checks: this is
+    /// the host acting, not a member.
+    pub async fn seed_policy(
+        &self,
+        tenant: TenantId,
+        policy: &PolicyDocument,
+        audit: &AuditContext,
+    ) -> Result<bool, AuthzStoreError> {
+        const ATTEMPTS: usize = 5;
+        let store = self.authz().policy_store();
+        let mut attempt = 1;
+        loop {
+            let current = store.list_policies(tenant).await?;
+            if current.value.iter().any(|p| p.id == policy.id) {
+                return Ok(false);
+            }
+            match store.put_policy(tenant, policy, current.epoch, audit).await {
+                Ok(_) => {
+                    self.authz().invalidate(tenant);
+                    return Ok(true);
+                }
+                // Another change came first: look again.
+                Err(AuthzStoreError::StaleEpoch { .. }) if attempt < ATTEMPTS => attempt += 1,
+                Err(other) => return Err(other),
+            }
+        }
     }
 }
 

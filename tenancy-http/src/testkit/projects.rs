@@ -168,19 +168,7 @@ fn parse(body: &Bytes) -> Result<ProjectBody, Problem> {
 /// may update and delete the projects they created (owners and admins may
 /// anyway, by role).
 pub async fn ensure_policy(tenancy: &Tenancy, tenant: TenantId) -> Result<(), Problem> {
-    let store = tenancy.authz().policy_store();
-    let current = store
-        .list_policies(tenant)
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
-    if current
-        .value
-        .iter()
-        .any(|p| p.id.as_str() == "own-projects")
-    {
-        return Ok(());
-    }
-    let document: PolicyDocument = serde_json::from_value(json!({
+    let policy: PolicyDocument = serde_json::from_value(json!({
         "id": "own-projects",
         "description": "members change and delete the projects they created",
         "statements": [{
@@ -192,14 +180,9 @@ pub async fn ensure_policy(tenancy: &Tenancy, tenant: TenantId) -> Result<(), Pr
         }]
     }))
     .map_err(|e| Problem::internal(&e))?;
-    match store
-        .put_policy(tenant, &document, current.epoch, &AuditContext::system())
+    tenancy
+        .seed_policy(tenant, &policy, &AuditContext::system())
         .await
-    {
-        Ok(_) | Err(tenancy_authz::AuthzStoreError::StaleEpoch { .. }) => {
-            tenancy.authz().invalidate(tenant);
-            Ok(())
-        }
-        Err(other) => Err(Problem::unavailable(&other)),
-    }
+        .map_err(|e| Problem::unavailable(&e))?;
+    Ok(())
 }
