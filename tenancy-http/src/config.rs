@@ -65,7 +65,10 @@ pub struct HttpConfig {
     /// Whether to take the client address from `X-Forwarded-For` (only
     /// behind a proxy that sets it; default false).
     pub trust_forwarded_for: bool,
-    /// How long a tenant's status is cached by the pipeline (default 5 s).
+    /// How long the pipeline caches a tenant's status and a member's roles
+    /// and status (default 5 s). Changes made through this process's routes
+    /// apply at once; changes made elsewhere (another replica, your own
+    /// `Directory` calls) within this long.
     pub tenant_status_ttl: std::time::Duration,
 }
 

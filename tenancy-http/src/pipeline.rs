@@ -314,16 +314,28 @@ impl Tenancy {
         Ok(status)
     }
 
-    /// Forgets what the pipeline cached about `tenant` (status, members'
-    /// roles), after a change made through this process.
+    /// Forgets what the pipeline cached about `tenant`'s status, after a
+    /// change made through this process.
     pub fn forget_tenant(&self, tenant: TenantId) {
         self.lookups().tenant_status.remove(&tenant);
     }
 
-    /// The caller as the authorization engine sees it. An API key carries
-    /// the current roles of the member who created it (a key created by
-    /// the host itself carries `owner`); if that member has left, the key
-    /// no longer authenticates.
+    /// Forgets what the pipeline cached about `user`'s membership of
+    /// `tenant` (roles, status), after a change made through this process.
+    /// The SDK's member routes call it; call it after changing memberships
+    /// through the `Directory` yourself.
+    pub fn forget_member(&self, tenant: TenantId, user: UserId) {
+        self.lookups().member_roles.remove(&(tenant, user));
+    }
+
+    /// The caller as the authorization engine sees it, with the roles of
+    /// the membership as it is now (cached for
+    /// [`crate::HttpConfig::tenant_status_ttl`]), not as the token minted
+    /// them: a demoted member loses the old roles without waiting for the
+    /// token to expire. A user whose membership is no longer active answers
+    /// `403`. An API key carries the current roles of the member who
+    /// created it (a key created by the host itself carries `owner`); if
+    /// that member has left, the key no longer authenticates.
     async fn authz_principal(
         &self,
         principal: &Principal,
@@ -337,7 +349,14 @@ impl Tenancy {
         };
         match principal.subject {
             Subject::User(user) => {
-                let roles = RoleSet::new(principal.roles.iter().cloned()).map_err(|_| invalid())?;
+                let roles = self.member_roles(tenant, user).await?.ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::FORBIDDEN,
+                        "membership-inactive",
+                        "Membership not active",
+                    )
+                    .with_detail("you are no longer an active member of this tenant")
+                })?;
                 Ok(tenancy_authz::Principal::user(user, tenant, roles))
             }
             Subject::ApiKey(key) => {

@@ -705,7 +705,7 @@ async fn change_roles(
         .change_roles(c.scope(), member, roles, &c.audit())
         .await
         .map_err(|e| errors::directory(&e))?;
-    t.lookups().member_roles.remove(&(c.tenant_id(), member));
+    t.forget_member(c.tenant_id(), member);
     json(StatusCode::OK, &membership)
 }
 
@@ -723,7 +723,7 @@ async fn remove_member(
         .remove_member(c.scope(), member, &c.audit())
         .await
         .map_err(|e| auth_error(t, &e))?;
-    t.lookups().member_roles.remove(&(c.tenant_id(), member));
+    t.forget_member(c.tenant_id(), member);
     Ok(no_content())
 }
 
@@ -853,6 +853,7 @@ async fn accept_invitation(
             .await
             .map_err(|e| auth_error(t, &e))?;
     }
+    t.forget_member(accepted.membership.tenant_id, accepted.membership.user_id);
     json(
         StatusCode::OK,
         &json!({ "user": accepted.user, "membership": accepted.membership, "user_created": accepted.user_created }),

@@ -582,6 +582,26 @@ pub async fn members_and_roles(app: &TestApp) {
     .await
     .assert_problem(410, "invitation-unusable");
 
+    // A demotion takes effect on the next request, not when the token expires.
+    assert_eq!(
+        app.call(Method::GET, "/audit", Some(&admin.token), None)
+            .await
+            .status,
+        200
+    );
+    let demoted = app
+        .call(
+            Method::PUT,
+            &format!("/members/{}/roles", admin.user),
+            Some(&ada.token),
+            Some(json!({ "roles": ["member"] })),
+        )
+        .await;
+    assert_eq!(demoted.status, 200, "{}", demoted.text);
+    app.call(Method::GET, "/audit", Some(&admin.token), None)
+        .await
+        .assert_problem(403, "forbidden");
+
     let removed = app
         .call(
             Method::DELETE,
