@@ -329,12 +329,6 @@ impl AuthzAdmin {
         before: Option<&RoleSet>,
         after: &RoleSet,
     ) -> Result<(), AdminError> {
-        if actor.tenant_id() != scope.tenant_id() {
-            return Err(AdminError::OtherTenant);
-        }
-        let current = self.cache.load(scope.tenant_id()).await?;
-        Self::require(&current, actor, sdk::MEMBERS_MANAGE, "membership")?;
-        let mut changed = current.empty_bits();
         let added = after
             .iter()
             .filter(|r| before.is_none_or(|b| !b.contains(r)));
@@ -342,7 +336,36 @@ impl AuthzAdmin {
             .into_iter()
             .flat_map(|b| b.iter())
             .filter(|r| !after.contains(r));
-        for role in added.chain(removed) {
+        self.authorize_role_change(scope, actor, added.chain(removed))
+            .await
+    }
+
+    /// Checks that `actor` may remove a member holding `roles`: it needs
+    /// `members:manage` and every permission those roles grant, so an admin
+    /// cannot remove an owner it could not demote. Call it before
+    /// removing the membership.
+    pub async fn authorize_removal(
+        &self,
+        scope: &TenantScope,
+        actor: &Principal,
+        roles: &RoleSet,
+    ) -> Result<(), AdminError> {
+        self.authorize_role_change(scope, actor, roles.iter()).await
+    }
+
+    async fn authorize_role_change<'r>(
+        &self,
+        scope: &TenantScope,
+        actor: &Principal,
+        changed_roles: impl Iterator<Item = &'r RoleName>,
+    ) -> Result<(), AdminError> {
+        if actor.tenant_id() != scope.tenant_id() {
+            return Err(AdminError::OtherTenant);
+        }
+        let current = self.cache.load(scope.tenant_id()).await?;
+        Self::require(&current, actor, sdk::MEMBERS_MANAGE, "membership")?;
+        let mut changed = current.empty_bits();
+        for role in changed_roles {
             if let Some(bits) = current.role_bits(role) {
                 changed.union_with(bits);
             }

@@ -50,7 +50,8 @@ use std::task::{Context as TaskContext, Poll};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{
-    ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts, RawPathParams, Request,
+    ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts, OriginalUri,
+    RawPathParams, Request,
 };
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -93,10 +94,16 @@ fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
         .map(|ConnectInfo(address)| address.ip())
 }
 
+/// The pipeline's view of a request. The URI is the one the client sent,
+/// before any `nest` stripped a prefix, so path segments count alike under
+/// axum and actix.
 fn head_of_request(request: &Request) -> RequestHead<'_> {
     RequestHead {
         method: request.method(),
-        uri: request.uri(),
+        uri: request
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or(request.uri(), |OriginalUri(uri)| uri),
         headers: request.headers(),
         peer: request
             .extensions()

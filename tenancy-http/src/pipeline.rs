@@ -19,7 +19,8 @@ use crate::problem::Problem;
 use crate::tenancy::Tenancy;
 
 /// What the pipeline reads of a request, borrowed: no body, no copies.
-#[derive(Debug, Clone, Copy)]
+/// `Debug` redacts credentials.
+#[derive(Clone, Copy)]
 pub struct RequestHead<'a> {
     /// The method.
     pub method: &'a Method,
@@ -29,6 +30,17 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
     /// The peer's address.
     pub peer: Option<IpAddr>,
+}
+
+impl std::fmt::Debug for RequestHead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestHead")
+            .field("method", self.method)
+            .field("uri", self.uri)
+            .field("headers", &crate::request::RedactedHeaders(self.headers))
+            .field("peer", &self.peer)
+            .finish()
+    }
 }
 
 impl<'a> RequestHead<'a> {
@@ -178,7 +190,21 @@ impl Tenancy {
     /// state-changing methods), resolves the tenant (see
     /// [`crate::HttpConfig::tenant_source`]) and checks it is the caller's
     /// and active. A tenant other than the caller's answers `404`.
+    ///
+    /// With [`TenantSource::PathSegment`], the segment is counted in the
+    /// full request path (axum: the `OriginalUri`, before any `nest`).
     pub async fn authenticate(&self, head: RequestHead<'_>) -> Result<RequestContext, Problem> {
+        self.authenticate_with(head, true).await
+    }
+
+    /// [`Tenancy::authenticate`], with `path_tenant` false for the SDK's own
+    /// routes: their paths carry no tenant segment, so under
+    /// [`TenantSource::PathSegment`] the tenant comes from the credentials.
+    pub(crate) async fn authenticate_with(
+        &self,
+        head: RequestHead<'_>,
+        path_tenant: bool,
+    ) -> Result<RequestContext, Problem> {
         let config = self.config();
         let authorization = head.headers.get(header::AUTHORIZATION).map(|v| v.to_str());
         let authorization = match authorization {
@@ -209,7 +235,7 @@ impl Tenancy {
             })
             .await
             .map_err(|e| errors::unauthorized(&e, &config.realm))?;
-        let requested = self.requested_tenant(&head).await?;
+        let requested = self.requested_tenant(&head, path_tenant).await?;
         let tenant_id = principal.tenant_id;
         if requested.is_some_and(|requested| requested != tenant_id) {
             return Err(Problem::not_found().with_detail("no such tenant for these credentials"));
@@ -234,9 +260,14 @@ impl Tenancy {
         })
     }
 
-    async fn requested_tenant(&self, head: &RequestHead<'_>) -> Result<Option<TenantId>, Problem> {
+    async fn requested_tenant(
+        &self,
+        head: &RequestHead<'_>,
+        path_tenant: bool,
+    ) -> Result<Option<TenantId>, Problem> {
         match &self.config().tenant_source {
             TenantSource::Token => Ok(None),
+            TenantSource::PathSegment(_) if !path_tenant => Ok(None),
             TenantSource::Header(name) => match head.headers.get(name) {
                 None => Ok(None),
                 Some(value) => value
@@ -334,8 +365,9 @@ impl Tenancy {
     /// them: a demoted member loses the old roles without waiting for the
     /// token to expire. A user whose membership is no longer active answers
     /// `403`. An API key carries the current roles of the member who
-    /// created it (a key created by the host itself carries `owner`); if
-    /// that member has left, the key no longer authenticates.
+    /// created it (a key created by the host itself, as `Actor::System`,
+    /// carries `owner`); if that member has left, the key no longer
+    /// authenticates.
     async fn authz_principal(
         &self,
         principal: &Principal,
@@ -364,7 +396,9 @@ impl Tenancy {
                     Some(Actor::User(user)) => {
                         self.member_roles(tenant, user).await?.ok_or_else(invalid)?
                     }
-                    _ => RoleSet::single(RoleName::OWNER),
+                    Some(Actor::System) => RoleSet::single(RoleName::OWNER),
+                    // Made by another key, or by no one known: no powers.
+                    _ => return Err(invalid()),
                 };
                 let scopes = principal
                     .scopes
@@ -574,6 +608,22 @@ mod tests {
             Ok(tenant)
         );
         assert_eq!(run(&tenancy, "/t", &auth).await, Ok(tenant));
+        // The SDK's own routes carry no tenant segment: `/auth/me` names none.
+        assert_eq!(
+            run(&tenancy, "/auth/me", &auth).await,
+            Err(StatusCode::NOT_FOUND)
+        );
+        let uri: Uri = "/auth/me".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, token.parse().unwrap());
+        let head = RequestHead {
+            method: &Method::GET,
+            uri: &uri,
+            headers: &headers,
+            peer: None,
+        };
+        let context = tenancy.authenticate_with(head, false).await.unwrap();
+        assert_eq!(context.tenant_id(), tenant);
         for path in [
             "/t/bravo/projects".to_owned(),
             format!("/t/{other}/projects"),

@@ -13,8 +13,9 @@ use crate::pipeline::RequestHead;
 use crate::problem::Problem;
 
 /// A request as the shared route logic sees it: what every framework can
-/// hand over.
-#[derive(Debug, Clone)]
+/// hand over. `Debug` redacts credentials (`Authorization`, cookies) and
+/// shows only the body's length: bodies carry passwords and tokens.
+#[derive(Clone)]
 pub struct ApiRequest {
     /// The method.
     pub method: Method,
@@ -28,6 +29,42 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// Path parameters by name (`{id}` → `id`).
     pub params: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for ApiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRequest")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("headers", &RedactedHeaders(&self.headers))
+            .field("peer", &self.peer)
+            .field("body_len", &self.body.len())
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
+/// Headers for `Debug`, with the values of credential-bearing ones hidden.
+pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a HeaderMap);
+
+impl std::fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |name: &header::HeaderName| {
+            [
+                header::AUTHORIZATION,
+                header::PROXY_AUTHORIZATION,
+                header::COOKIE,
+                header::SET_COOKIE,
+            ]
+            .contains(name)
+        };
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, value)| {
+                let shown: &dyn std::fmt::Debug = if secret(name) { &"[redacted]" } else { value };
+                (name, shown)
+            }))
+            .finish()
+    }
 }
 
 impl ApiRequest {
@@ -301,6 +338,24 @@ mod tests {
         );
         let trailing = request(Method::POST, &json, r#"{"email":"a@b.co","roles":[]} x"#);
         assert_eq!(trailing.json::<Body>(1024).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn debug_hides_credentials_and_bodies() {
+        let r = request(
+            Method::POST,
+            &[
+                ("authorization", "Bearer sekrit-token"),
+                ("cookie", "tenancy_access=sekrit-cookie"),
+                ("user-agent", "curl/8"),
+            ],
+            r#"{"password":"sekrit-password"}"#,
+        );
+        for shown in [format!("{r:?}"), format!("{:?}", r.head())] {
+            assert!(!shown.contains("sekrit"), "{shown}");
+            assert!(shown.contains("curl/8"), "{shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
     }
 
     #[test]

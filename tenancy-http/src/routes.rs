@@ -123,12 +123,17 @@ impl Tenancy {
         let outcome = async {
             let context = match route.access {
                 Access::Public => None,
-                Access::Optional if !request.headers.contains_key(header::AUTHORIZATION) => None,
+                Access::Optional
+                    if !request.headers.contains_key(header::AUTHORIZATION)
+                        && request.cookie(&self.config().cookies.access_name).is_none() =>
+                {
+                    None
+                }
                 Access::Optional | Access::Authenticated => {
-                    Some(self.authenticate(request.head()).await?)
+                    Some(self.authenticate_with(request.head(), false).await?)
                 }
                 Access::Permission(permission) => {
-                    let context = self.authenticate(request.head()).await?;
+                    let context = self.authenticate_with(request.head(), false).await?;
                     context.require(permission).await?;
                     Some(context)
                 }
@@ -244,7 +249,7 @@ fn tokens_response(
             ),
         );
     }
-    Ok(response)
+    Ok(no_store(response))
 }
 
 fn auth_error(_: &Tenancy, error: &tenancy_auth::Error) -> Problem {
@@ -580,6 +585,11 @@ async fn create_api_key(
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
+    // A key's powers come from the member who made it; a key making keys
+    // would outlive that member's departure.
+    if c.user_id().is_none() {
+        return Err(Problem::forbidden("API keys cannot create API keys"));
+    }
     let input: ApiKeyBody = body(t, r)?;
     let mut scopes = Vec::with_capacity(input.scopes.len());
     for (i, scope) in input.scopes.into_iter().enumerate() {
@@ -610,6 +620,7 @@ async fn create_api_key(
         StatusCode::CREATED,
         &json!({ "api_key": key, "secret": secret.expose_secret() }),
     )
+    .map(no_store)
 }
 
 async fn list_api_keys(
@@ -719,6 +730,17 @@ async fn remove_member(
         .param("user_id")?
         .parse()
         .map_err(|_| Problem::not_found())?;
+    let current = t
+        .directory()
+        .backend()
+        .find_membership(c.tenant_id(), member)
+        .await
+        .map_err(|e| errors::store(&e))?
+        .ok_or_else(Problem::not_found)?;
+    t.authz_admin()
+        .authorize_removal(c.scope(), c.authz_principal(), &current.roles)
+        .await
+        .map_err(|e| admin_error(&e))?;
     t.auth()
         .remove_member(c.scope(), member, &c.audit())
         .await
@@ -756,6 +778,16 @@ async fn invite(
         StatusCode::CREATED,
         &json!({ "invitation": issued.invitation, "token": issued.token.expose_secret() }),
     )
+    .map(no_store)
+}
+
+/// Marks a response that carries a secret (tokens, a key, an invitation)
+/// as not to be stored by any cache (RFC 9111; RFC 6749 §5.1 for tokens).
+fn no_store(mut response: Response<Bytes>) -> Response<Bytes> {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn list_invitations(

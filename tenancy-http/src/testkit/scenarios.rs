@@ -38,6 +38,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
         account(&reply, email)
     }
 
@@ -51,6 +52,7 @@ impl TestApp {
             .call(Method::POST, "/auth/login", None, Some(body))
             .await;
         assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
         account(&reply, email)
     }
 
@@ -66,6 +68,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(invited.status, 201, "{}", invited.text);
+        assert_eq!(invited.header("cache-control"), Some("no-store"));
         let token = invited.json["token"].as_str().unwrap().to_owned();
         let accepted = self
             .call(
@@ -407,6 +410,7 @@ pub async fn api_key_lifecycle(app: &TestApp) {
         )
         .await;
     assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.header("cache-control"), Some("no-store"));
     let secret = created.json["secret"].as_str().unwrap().to_owned();
     let id = created.json["api_key"]["id"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("tnc_live_"));
@@ -470,6 +474,33 @@ pub async fn api_key_lifecycle(app: &TestApp) {
         .call(Method::GET, "/projects", Some("tnc_live_garbage"), None)
         .await;
     assert_eq!(garbage.json, refused.json);
+
+    // A key may manage keys (list, revoke) but not make more of them.
+    let manager = app
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(&ada.token),
+            Some(json!({ "name": "key manager", "scopes": ["api_keys:manage", "api_keys:read"] })),
+        )
+        .await;
+    let manager = manager.json["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.call(Method::GET, "/api-keys", Some(&manager), None)
+            .await
+            .status,
+        200
+    );
+    let minted = app
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(&manager),
+            Some(json!({ "name": "child", "scopes": ["api_keys:read"] })),
+        )
+        .await;
+    minted.assert_problem(403, "forbidden");
+    assert_eq!(minted.json["detail"], "API keys cannot create API keys");
 }
 
 /// Invite, accept, list, change roles (with escalation refused), remove.
@@ -581,6 +612,16 @@ pub async fn members_and_roles(app: &TestApp) {
     )
     .await
     .assert_problem(410, "invitation-unusable");
+
+    // Nor may an admin remove an owner it could not demote.
+    app.call(
+        Method::DELETE,
+        &format!("/members/{}", ada.user),
+        Some(&admin.token),
+        None,
+    )
+    .await
+    .assert_problem(403, "forbidden");
 
     // A demotion takes effect on the next request, not when the token expires.
     assert_eq!(
