@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
+use axum::handler::Handler as _;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
-use tenancy::axum::{Context, Json, Rejection, TenancyLayer};
+use tenancy::axum::{Context, Json, Rejection, TenancyLayer, require};
 use tenancy::http::auth::AuthConfig;
 use tenancy::http::authz::Catalog;
 use tenancy::http::{HttpConfig, Tenancy};
@@ -38,18 +39,19 @@ struct App {
 
 type Reply<T> = Result<T, Rejection>;
 
+/// `GET /projects`, behind `require("projects:read")`.
 async fn list(State(app): State<App>, ctx: Context) -> Reply<Json<Value>> {
-    ctx.require("projects:read").await?;
     let items = app.projects.list(ctx.tenant_id()).await?;
     Ok(Json(json!({ "items": items })))
 }
 
+/// `POST /projects`, behind `require("projects:create")`: the permission is
+/// checked before the body is read.
 async fn create(
     State(app): State<App>,
     ctx: Context,
     Json(input): Json<ProjectInput>,
 ) -> Reply<(StatusCode, Json<Project>)> {
-    ctx.require("projects:create").await?;
     let name = projects::valid_name(&input.name)?;
     projects::seed_policy(ctx.tenancy(), ctx.tenant_id()).await?;
     let owner = ctx.authz_principal().id().to_owned();
@@ -111,7 +113,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
         projects: Arc::new(projects),
     };
     let router = Router::new()
-        .route("/projects", get(list).post(create))
+        .route(
+            "/projects",
+            get(list.layer(require("projects:read")))
+                .post(create.layer(require("projects:create"))),
+        )
         .route("/projects/{id}", get(show).put(update).delete(remove))
         .layer(TenancyLayer::new(tenancy.clone()))
         .with_state(app)

@@ -102,7 +102,7 @@ impl Authenticator {
         credentials: Credentials<'_>,
     ) -> Result<Arc<Principal>, AuthError> {
         if let Some(header) = credentials.authorization {
-            let token = bearer_token(header).ok_or(AuthError::MalformedHeader)?;
+            let token = bearer_token(header)?;
             if self.prefix.claims(token) {
                 return self.verify_api_key(token, credentials.tenant).await;
             }
@@ -240,27 +240,44 @@ impl Authenticator {
 }
 
 /// The token of `Bearer <token>`; the scheme is case-insensitive.
-fn bearer_token(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim().split_once(' ')?;
+fn bearer_token(header: &str) -> Result<&str, AuthError> {
+    let header = header.trim();
+    let (scheme, token) = header.split_once(' ').unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::UnsupportedScheme);
+    }
     let token = token.trim_start();
     // Header values hold no CR or LF; a space or tab inside means more than
     // one token. A branch-free fold lets the compiler vectorize the scan.
     let blank = token
         .bytes()
         .fold(false, |found, b| found | (b == b' ') | (b == b'\t'));
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !blank).then_some(token)
+    if token.is_empty() || blank {
+        Err(AuthError::MalformedHeader)
+    } else {
+        Ok(token)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_token;
+    use super::{AuthError, bearer_token};
 
     #[test]
     fn bearer_header_parsing() {
-        assert_eq!(bearer_token("Bearer abc.def"), Some("abc.def"));
-        assert_eq!(bearer_token("bearer   abc"), Some("abc"));
-        for bad in ["", "Bearer", "Bearer ", "Basic abc", "Bearer a b", "abc"] {
-            assert_eq!(bearer_token(bad), None, "{bad:?}");
+        assert_eq!(bearer_token("Bearer abc.def").ok(), Some("abc.def"));
+        assert_eq!(bearer_token("bearer   abc").ok(), Some("abc"));
+        for malformed in ["Bearer", "Bearer ", "Bearer a b", "BEARER a\tb"] {
+            assert!(
+                matches!(bearer_token(malformed), Err(AuthError::MalformedHeader)),
+                "{malformed:?}"
+            );
+        }
+        for other in ["", "Basic abc", "abc", "Digest a=b"] {
+            assert!(
+                matches!(bearer_token(other), Err(AuthError::UnsupportedScheme)),
+                "{other:?}"
+            );
         }
     }
 }

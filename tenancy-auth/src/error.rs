@@ -81,7 +81,12 @@ pub enum AuthError {
     /// No credentials were presented.
     #[error("no credentials")]
     MissingCredentials,
-    /// The `Authorization` header is not `Bearer <token>`.
+    /// The `Authorization` header names a scheme other than `Bearer`
+    /// (such as `Basic`): to the caller, no usable credentials.
+    #[error("unsupported authorization scheme")]
+    UnsupportedScheme,
+    /// The `Authorization` header says `Bearer` but is not `Bearer <token>`
+    /// (no token, or more than one).
     #[error("malformed authorization header")]
     MalformedHeader,
     /// The access token was refused.
@@ -101,16 +106,19 @@ impl AuthError {
         !matches!(self, AuthError::Unavailable(_))
     }
 
-    /// The `WWW-Authenticate` value for a 401 answer, per RFC 6750:
-    /// `Bearer realm="…"` alone when no credentials came, with
-    /// `error="invalid_request"` for a malformed header, and with
+    /// The `WWW-Authenticate` value for the answer, per RFC 6750:
+    /// `Bearer realm="…"` alone when no usable credentials came (none, or
+    /// another scheme), with `error="invalid_request"` for a malformed
+    /// header (answered 400), and with
     /// `error="invalid_token"` for any refused token or key. The
     /// description reveals only expiry (so clients know to refresh), never
     /// which check failed. `None` for [`AuthError::Unavailable`].
     pub fn www_authenticate(&self, realm: &str) -> Option<String> {
         let realm = realm.replace(['"', '\\'], "");
         let (error, description) = match self {
-            AuthError::MissingCredentials => return Some(format!("Bearer realm=\"{realm}\"")),
+            AuthError::MissingCredentials | AuthError::UnsupportedScheme => {
+                return Some(format!("Bearer realm=\"{realm}\""));
+            }
             AuthError::MalformedHeader => ("invalid_request", "malformed Authorization header"),
             AuthError::InvalidToken(TokenRejection::Expired) => {
                 ("invalid_token", "the access token expired")
@@ -226,6 +234,12 @@ mod tests {
                 .www_authenticate("a\"pp")
                 .unwrap()
                 .starts_with("Bearer realm=\"app\", error=\"invalid_request\"")
+        );
+        assert_eq!(
+            AuthError::UnsupportedScheme
+                .www_authenticate("app")
+                .unwrap(),
+            "Bearer realm=\"app\""
         );
         let unavailable = AuthError::Unavailable("db down".into());
         assert_eq!(unavailable.www_authenticate("app"), None);

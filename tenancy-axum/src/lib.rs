@@ -142,7 +142,7 @@ where
 
 /// The body, at most `limit` bytes: a declared `Content-Length` past the
 /// limit is refused before anything is read, a longer stream as soon as it
-/// passes the limit (`413` both ways).
+/// passes the limit (`413` both ways); a body that breaks off is `400`.
 async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Problem> {
     let declared = parts
         .headers
@@ -152,9 +152,16 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Pro
     if declared.is_some_and(|length| length > limit) {
         return Err(Problem::payload_too_large(limit));
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Problem::payload_too_large(limit))
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_long = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            Problem::payload_too_large(limit)
+        } else {
+            tracing::debug!(%error, "request body not read");
+            Problem::bad_request("the request body could not be read")
+        }
+    })
 }
 
 async fn serve(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Response {
@@ -712,5 +719,24 @@ mod tests {
         let oversized = format!(r#"{{"name":"{}"}}"#, "a".repeat(70 * 1024));
         let (status, _, _) = send(&app, post_with("application/json", &oversized)).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        // Streamed past the limit, with no Content-Length.
+        let chunks = (0..80).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 1024])));
+        let streamed = http::Request::post("/")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap();
+        let (status, _, _) = send(&app, streamed).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        // A body that breaks off is the client's fault, not a size problem.
+        let broken = [
+            Ok(Bytes::from_static(b"{")),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let broken = http::Request::post("/")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(futures_util::stream::iter(broken)))
+            .unwrap();
+        let (status, _, _) = send(&app, broken).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 }

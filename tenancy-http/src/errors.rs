@@ -13,9 +13,18 @@ pub(crate) fn unauthorized(error: &AuthError, realm: &str) -> Problem {
     if !error.is_unauthorized() {
         return Problem::unavailable(error);
     }
+    if matches!(error, AuthError::MalformedHeader) {
+        // RFC 6750 §3.1: invalid_request answers 400.
+        let mut problem =
+            Problem::bad_request("malformed Authorization header: expected `Bearer <token>`");
+        if let Some(value) = error.www_authenticate(realm) {
+            problem = problem.with_www_authenticate(value);
+        }
+        return problem;
+    }
     let detail = match error {
         AuthError::MissingCredentials => "authentication required",
-        AuthError::MalformedHeader => "malformed Authorization header",
+        AuthError::UnsupportedScheme => "the Authorization scheme must be Bearer",
         AuthError::InvalidToken(tenancy_auth::TokenRejection::Expired) => {
             "the access token expired"
         }

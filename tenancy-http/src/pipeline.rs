@@ -345,10 +345,11 @@ impl Tenancy {
         Ok(status)
     }
 
-    /// Forgets what the pipeline cached about `tenant`'s status, after a
-    /// change made through this process.
+    /// Forgets what the pipeline cached about `tenant` (its status, the
+    /// slugs that led to it), after a change made through this process.
     pub fn forget_tenant(&self, tenant: TenantId) {
         self.lookups().tenant_status.remove(&tenant);
+        self.lookups().slugs.remove_values(&tenant);
     }
 
     /// Forgets what the pipeline cached about `user`'s membership of

@@ -111,9 +111,12 @@ impl Problem {
         self
     }
 
-    /// Sets `Retry-After` to the seconds until `until` (at least 1).
+    /// Sets `Retry-After` to the seconds until `until`, rounded up (at
+    /// least 1), so a client that waits that long is not refused again.
     pub fn retry_after(mut self, until: OffsetDateTime, now: OffsetDateTime) -> Self {
-        let seconds = (until - now).whole_seconds().max(1);
+        let remaining = until - now;
+        let part = i64::from(remaining.subsec_nanoseconds() > 0);
+        let seconds = (remaining.whole_seconds() + part).max(1);
         self.0.retry_after = Some(u64::try_from(seconds).unwrap_or(1));
         self
     }
@@ -240,6 +243,20 @@ impl Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let after = |millis: i64| {
+            Problem::bad_request("x")
+                .retry_after(now + time::Duration::milliseconds(millis), now)
+                .retry_after_seconds()
+        };
+        assert_eq!(after(90_000), Some(90));
+        assert_eq!(after(89_001), Some(90));
+        assert_eq!(after(1), Some(1));
+        assert_eq!(after(-5_000), Some(1));
+    }
 
     #[test]
     fn renders_rfc_9457_with_headers() {

@@ -252,8 +252,19 @@ fn tokens_response(
     Ok(no_store(response))
 }
 
-fn auth_error(_: &Tenancy, error: &tenancy_auth::Error) -> Problem {
-    errors::auth_service(error, now())
+/// An account operation's error as a problem; a `401` (bad credentials or
+/// refresh token) carries the `Bearer` challenge every `401` must.
+fn auth_error(t: &Tenancy, error: &tenancy_auth::Error) -> Problem {
+    let problem = errors::auth_service(error, now());
+    match tenancy_auth::AuthError::MissingCredentials.www_authenticate(&t.config().realm) {
+        Some(challenge)
+            if problem.status() == StatusCode::UNAUTHORIZED
+                && problem.www_authenticate().is_none() =>
+        {
+            problem.with_www_authenticate(challenge)
+        }
+        _ => problem,
+    }
 }
 
 // ---------------------------------------------------------------- auth

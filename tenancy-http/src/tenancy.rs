@@ -96,6 +96,17 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         entries.insert(key, (value, Instant::now()));
     }
 
+    /// Drops every entry whose value is `value`.
+    pub(crate) fn remove_values(&self, value: &V)
+    where
+        V: PartialEq,
+    {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (held, _)| held != value);
+    }
+
     pub(crate) fn remove(&self, key: &K) {
         self.entries
             .lock()

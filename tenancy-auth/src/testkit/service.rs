@@ -1017,6 +1017,12 @@ pub async fn service_token_rejections(f: Fixture) {
         authenticator
             .authenticate(Credentials::bearer("Basic abc"))
             .await,
+        Err(AuthError::UnsupportedScheme)
+    ));
+    assert!(matches!(
+        authenticator
+            .authenticate(Credentials::bearer("Bearer two tokens"))
+            .await,
         Err(AuthError::MalformedHeader)
     ));
     let cookie = authenticator

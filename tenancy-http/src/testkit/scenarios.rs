@@ -151,6 +151,10 @@ pub async fn register_login_and_me(app: &TestApp) {
         .await;
     unknown.assert_problem(401, "invalid-credentials");
     assert_eq!(wrong.json, unknown.json);
+    assert_eq!(
+        wrong.header("www-authenticate"),
+        Some("Bearer realm=\"tenancy\"")
+    );
 
     let taken = app
         .call(
@@ -936,9 +940,21 @@ pub async fn missing_or_garbage_authorization(app: &TestApp) {
                 .header("authorization", "Basic YWRhOnB3"),
         )
         .await;
+    // Another scheme is no credentials at all: a bare challenge (RFC 6750 §3.1).
     basic.assert_problem(401, "unauthorized");
+    assert_eq!(
+        basic.header("www-authenticate"),
+        Some("Bearer realm=\"tenancy\"")
+    );
+    let malformed = app
+        .send(
+            app.request(Method::GET, "/auth/me")
+                .header("authorization", "Bearer two tokens"),
+        )
+        .await;
+    malformed.assert_problem(400, "bad-request");
     assert!(
-        basic
+        malformed
             .header("www-authenticate")
             .unwrap()
             .contains("error=\"invalid_request\"")
