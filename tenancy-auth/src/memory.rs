@@ -225,6 +225,15 @@ impl SessionStore for MemoryAuthStore {
             .ok_or(StoreError::NotFound(Entity::Session))
     }
 
+    async fn find_session_by_refresh_token(&self, token: &TokenHash) -> Result<Option<Session>> {
+        let state = self.state();
+        Ok(state
+            .refresh
+            .get(token.as_bytes())
+            .and_then(|entry| state.sessions.get(&entry.session_id))
+            .cloned())
+    }
+
     async fn list_user_sessions(
         &self,
         user_id: UserId,

@@ -444,6 +444,20 @@ impl SessionStore for PgAuthStore {
             .ok_or(StoreError::NotFound(Entity::Session))
     }
 
+    async fn find_session_by_refresh_token(&self, token: &TokenHash) -> Result<Option<Session>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM tenancy_sessions WHERE id = \
+             (SELECT session_id FROM tenancy_refresh_tokens WHERE token_hash = $1)"
+        ))
+        .bind(token.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
     async fn list_user_sessions(
         &self,
         user_id: UserId,

@@ -878,6 +878,46 @@ impl Auth {
         Ok(())
     }
 
+    /// Ends the session a refresh token belongs to, for a client that
+    /// holds no valid access token (a browser whose access cookie expired).
+    /// Any token of the session's family will do, spent or live; a session
+    /// that already ended is left as it is.
+    ///
+    /// Errors: [`Error::InvalidRefreshToken`] when the token is malformed or
+    /// unknown.
+    pub async fn logout_with_refresh_token(
+        &self,
+        refresh_token: &str,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let presented =
+            SecretToken::parse(REFRESH_PREFIX, refresh_token).ok_or(Error::InvalidRefreshToken)?;
+        let session = self
+            .inner
+            .store
+            .find_session_by_refresh_token(&presented.hash())
+            .await?
+            .ok_or(Error::InvalidRefreshToken)?;
+        if !session.is_live_at(self.now()) {
+            return Ok(());
+        }
+        self.revoke(
+            session.id,
+            RevokeReason::Logout,
+            session.absolute_expires_at,
+        )
+        .await?;
+        self.audit(
+            session.tenant_id,
+            &Self::context(session.user_id, client),
+            actions::LOGOUT,
+            ("session", session.id.to_string()),
+            json!({}),
+        )
+        .await;
+        Ok(())
+    }
+
     /// The user's live sessions, newest first.
     pub async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>> {
         Ok(self

@@ -96,6 +96,13 @@ pub trait SessionStore: Send + Sync {
     /// Reads a session.
     async fn get_session(&self, id: SessionId) -> Result<Session, StoreError>;
 
+    /// The session a refresh token belongs to, whether the token is the
+    /// family's live one or already spent; `None` for an unknown token.
+    async fn find_session_by_refresh_token(
+        &self,
+        token: &TokenHash,
+    ) -> Result<Option<Session>, StoreError>;
+
     /// The user's live sessions at `now`, newest first.
     async fn list_user_sessions(
         &self,

@@ -417,6 +417,46 @@ pub async fn service_refresh_and_sessions(f: Fixture) {
     );
     assert_eq!(actions_in(&h, tenant, actions::LOGOUT).await, 1);
 
+    // A refresh token alone ends its session too; an ended one stays ended.
+    let third = login(&h, "ada@sessions.test", None).await;
+    let renewed = h
+        .auth
+        .refresh(third.refresh_token.expose_secret(), &client())
+        .await
+        .unwrap();
+    h.auth
+        .logout_with_refresh_token(third.refresh_token.expose_secret(), &client())
+        .await
+        .unwrap();
+    assert_eq!(
+        token_rejection(verify(&h, &renewed.access_token.token).await),
+        TokenRejection::Revoked
+    );
+    assert_err!(
+        h.auth
+            .refresh(renewed.refresh_token.expose_secret(), &client())
+            .await,
+        Error::SessionInactive
+    );
+    h.auth
+        .logout_with_refresh_token(renewed.refresh_token.expose_secret(), &client())
+        .await
+        .unwrap();
+    assert_eq!(actions_in(&h, tenant, actions::LOGOUT).await, 2);
+    for garbage in ["rt_garbage", "not a token"] {
+        assert_err!(
+            h.auth.logout_with_refresh_token(garbage, &client()).await,
+            Error::InvalidRefreshToken
+        );
+    }
+    let unknown = crate::SecretToken::generate(crate::session::REFRESH_PREFIX);
+    assert_err!(
+        h.auth
+            .logout_with_refresh_token(unknown.expose_secret(), &client())
+            .await,
+        Error::InvalidRefreshToken
+    );
+
     // Listing, revoking one, the per-user limit, revoking all.
     let s1 = login(&h, "ada@sessions.test", None).await;
     h.clock.advance(Duration::seconds(1));

@@ -222,6 +222,24 @@ pub async fn session_store(f: Fixture) {
             .unwrap(),
         RotateOutcome::Unknown
     ));
+    // Both the spent and the live token of a family lead to its session.
+    for token in [&h1, &h2] {
+        let found = f
+            .store
+            .find_session_by_refresh_token(token)
+            .await
+            .unwrap()
+            .expect("the family's session");
+        assert_eq!(found.id, s1.id);
+        assert_eq!(found.idle_expires_at, rotated.idle_expires_at);
+    }
+    assert_eq!(
+        f.store
+            .find_session_by_refresh_token(&hash())
+            .await
+            .unwrap(),
+        None
+    );
     // Idle expiry never passes the absolute one.
     let h3 = hash();
     let capped = match f
