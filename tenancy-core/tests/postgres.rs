@@ -542,5 +542,80 @@ async fn migrations_rerun_cleanly_beside_other_crates() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, vec![1001, 2001]);
+    assert_eq!(versions, vec![1001, 1002, 2001]);
+}
+
+#[tokio::test]
+async fn tenant_and_membership_changes_are_announced_as_they_commit() {
+    use tenancy_core::postgres::{DirectoryChange, listen_directory_changes};
+    let Some((schema, _, directory)) = migrated().await else {
+        return;
+    };
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let listener = listen_directory_changes(&schema.pool, move |change| {
+        let _ = sender.send(change);
+    })
+    .await
+    .unwrap();
+    let (tenant, owner, member) = tenant_with_member(&directory, "notices").await;
+    let scope = directory.scope(tenant).await.unwrap();
+    let members = directory
+        .list_members(&scope, &PageRequest::first(PageSize::MAX))
+        .await
+        .unwrap();
+    let user_of = |membership: MembershipId| {
+        members
+            .items
+            .iter()
+            .find(|m| m.membership.id == membership)
+            .map(|m| m.user.id)
+            .unwrap()
+    };
+    let (owner, member) = (user_of(owner), user_of(member));
+    // A rename is no news to the pipeline; removal and suspension are.
+    directory
+        .update_tenant(
+            tenant,
+            TenantUpdate {
+                name: Some(TenantName::new("Renamed").unwrap()),
+                ..TenantUpdate::default()
+            },
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    directory
+        .remove_member(&scope, member, &AuditContext::system())
+        .await
+        .unwrap();
+    directory
+        .suspend_tenant(tenant, &AuditContext::system())
+        .await
+        .unwrap();
+
+    // Other tests share the database: keep only this tenant's notices.
+    let mut seen = Vec::new();
+    while !seen.contains(&DirectoryChange::Tenant(tenant)) {
+        let change = tokio::time::timeout(std::time::Duration::from_secs(10), receiver.recv())
+            .await
+            .expect("a notice within ten seconds")
+            .unwrap();
+        let ours = match change {
+            DirectoryChange::Tenant(id) | DirectoryChange::Member(id, _) => id == tenant,
+            DirectoryChange::Unknown => false,
+        };
+        if ours {
+            seen.push(change);
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            DirectoryChange::Member(tenant, owner), // the founding owner joins
+            DirectoryChange::Member(tenant, member), // accepts the invitation
+            DirectoryChange::Member(tenant, member), // is removed
+            DirectoryChange::Tenant(tenant),        // the suspension, not the rename
+        ]
+    );
+    listener.abort();
 }

@@ -4,6 +4,9 @@
 //!   in-memory backend; the shared conformance suites prove it.
 //! - Migrations are embedded ([`migrator`]) and numbered 1000–1999, so the
 //!   other tenancy crates add theirs to the same database.
+//! - Tenant status and membership changes are announced as they commit
+//!   ([`listen_directory_changes`]), so replicas that cache them can forget
+//!   at once.
 //! - Tenant-owned tables (memberships, invitations, audit) have row-level
 //!   security keyed on the transaction setting `tenancy.tenant_id`, with
 //!   `FORCE ROW LEVEL SECURITY`, so a query that forgets its `tenant_id`
@@ -35,10 +38,15 @@
 //! # let _ = directory; Ok(()) }
 //! ```
 
+mod changes;
 mod rows;
 
 /// The sqlx this backend is built on, so hosts share one version.
 pub use sqlx;
+
+pub use changes::{
+    DirectoryChange, MEMBER_CHANGED_CHANNEL, TENANT_CHANGED_CHANNEL, listen_directory_changes,
+};
 
 use std::fmt;
 
