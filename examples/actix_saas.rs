@@ -17,7 +17,7 @@
 use std::error::Error;
 
 use tenancy::actix::actix_web::{self, App, HttpResponse, HttpServer, web};
-use tenancy::actix::{Context, Rejection, TenancyMiddleware, json_config, require};
+use tenancy::actix::{Context, Json, Rejection, TenancyMiddleware, require};
 use tenancy::http::auth::AuthConfig;
 use tenancy::http::authz::Catalog;
 use tenancy::http::{HttpConfig, Tenancy};
@@ -36,11 +36,7 @@ async fn list(ctx: Context, projects: web::Data<Projects>) -> Reply {
 }
 
 /// `POST /projects`, behind `require("projects:create")`.
-async fn create(
-    ctx: Context,
-    projects: web::Data<Projects>,
-    input: web::Json<ProjectInput>,
-) -> Reply {
+async fn create(ctx: Context, projects: web::Data<Projects>, input: Json<ProjectInput>) -> Reply {
     let name = projects::valid_name(&input.name)?;
     projects::seed_policy(ctx.tenancy(), ctx.tenant_id()).await?;
     let owner = ctx.authz_principal().id().to_owned();
@@ -59,7 +55,7 @@ async fn update(
     ctx: Context,
     projects: web::Data<Projects>,
     id: web::Path<String>,
-    input: web::Json<ProjectInput>,
+    input: Json<ProjectInput>,
 ) -> Reply {
     let project = projects.guarded(&ctx, &id, "projects:update").await?;
     let name = projects::valid_name(&input.name)?;
@@ -95,7 +91,6 @@ async fn services() -> Result<(Tenancy, Projects), Box<dyn Error>> {
 async fn serve() -> Result<(), Box<dyn Error>> {
     let (tenancy, projects) = services().await?;
     let projects = web::Data::new(projects);
-    let limit = tenancy.config().body_limit;
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -103,8 +98,6 @@ async fn serve() -> Result<(), Box<dyn Error>> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(projects.clone())
-            // Bad JSON bodies answer problems, as on the SDK's routes.
-            .app_data(json_config(limit))
             // The SDK's routes: register, login, API keys, members, audit…
             .configure(tenancy::actix::configure(tenancy.clone()))
             // The app's routes, behind the middleware. actix runs the

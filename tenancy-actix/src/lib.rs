@@ -9,8 +9,9 @@
 //!   [`RequestContext`] in the request extensions.
 //! - [`require`]: middleware that requires a permission on a resource or
 //!   scope.
-//! - [`json_config`]: your own `web::Json<T>` bodies fail with the same
-//!   problems as the SDK's routes (`400`, `413`, `415`, `422`).
+//! - [`Json`]: your own JSON bodies, read and refused exactly as the SDK's
+//!   routes read theirs (`400`, `413`, `415`, `422` naming the field);
+//!   [`json_config`] does nearly the same for `web::Json<T>`.
 //! - Extractors: [`Context`], [`Caller`], [`Tenant`], [`Session`],
 //!   [`ApiKey`]; `Option<Caller>` for handlers that also serve callers that
 //!   went through no [`TenancyMiddleware`]. Rejections are RFC 9457 problems
@@ -473,8 +474,77 @@ where
 // ---------------------------------------------------------------------------
 // Your own JSON bodies.
 
-/// A [`JsonConfig`] for your own `web::Json<T>` bodies that fails the way
-/// the SDK's routes do: `413` past `limit` bytes, `415` unless the content
+/// A JSON request body as `T`, read and checked exactly as the SDK's routes
+/// read theirs (see [`parse_json`](tenancy_http::parse_json)): `415` unless
+/// the content type is JSON, `413` past
+/// [`HttpConfig::body_limit`](tenancy_http::HttpConfig::body_limit) (of the
+/// [`TenancyMiddleware`]'s configuration, or the default 64 KiB on routes
+/// outside it), `400` for malformed JSON, `422` naming the field that is
+/// missing or of the wrong type (`owner.email`). A drop-in for `web::Json`:
+/// as a response it serializes the same.
+///
+/// ```
+/// use serde::Deserialize;
+/// use tenancy_actix::{Context, Json, Rejection};
+///
+/// #[derive(Deserialize)]
+/// struct NewProject {
+///     name: String,
+/// }
+///
+/// async fn create(ctx: Context, Json(input): Json<NewProject>) -> Result<String, Rejection> {
+///     ctx.require("projects:create").await?;
+///     Ok(format!("{} in {}", input.name, ctx.tenant_id()))
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Json<T>(pub T);
+
+impl<T> Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = Rejection;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Rejection>>>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        let payload = web::Payload::from_request(&request, payload);
+        Box::pin(async move {
+            let limit = request.extensions().get::<RequestContext>().map_or_else(
+                || tenancy_http::HttpConfig::default().body_limit,
+                |context| context.tenancy().config().body_limit,
+            );
+            let payload = payload
+                .await
+                .map_err(|_| Problem::bad_request("the request body could not be read"))?;
+            let body = read_body(&request, payload, limit).await?;
+            let mut headers = http::HeaderMap::new();
+            if let Some(media) = request.headers().get(header::CONTENT_TYPE)
+                && let Ok(media) = http::HeaderValue::from_bytes(media.as_bytes())
+            {
+                headers.insert(http::header::CONTENT_TYPE, media);
+            }
+            Ok(Json(tenancy_http::parse_json(&headers, &body)?))
+        })
+    }
+}
+
+impl<T: serde::Serialize> actix_web::Responder for Json<T> {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, request: &HttpRequest) -> HttpResponse {
+        web::Json(self.0).respond_to(request).map_into_boxed_body()
+    }
+}
+
+/// A [`JsonConfig`] for your own `web::Json<T>` bodies that fails nearly
+/// the way the SDK's routes do ([`Json`] matches them exactly, and names
+/// the offending field's path where this says `body`): `413` past `limit` bytes, `415` unless the content
 /// type is JSON, `400` for malformed JSON (with line and column), `422` for
 /// JSON of the wrong shape. Register it with
 /// `App::new().app_data(json_config(tenancy.config().body_limit))`.
@@ -932,6 +1002,48 @@ mod tests {
                     assert_eq!(read_body(response).await, "a,b");
                 }
             }
+        });
+    }
+
+    #[test]
+    fn json_extractor_reads_bodies_like_the_sdk_routes() {
+        use tenancy_http::testkit::json_bodies::{CASES, Input};
+        run(async {
+            async fn echo(Json(input): Json<Input>) -> Json<Value> {
+                Json(json!({ "name": input.name, "size": input.size }))
+            }
+            let app = init_service(App::new().route("/", web::post().to(echo))).await;
+            let post_with = |content_type: &str, body: String| {
+                TestRequest::post()
+                    .uri("/")
+                    .insert_header(("content-type", content_type))
+                    .set_payload(body)
+                    .to_request()
+            };
+            for case in CASES {
+                let response =
+                    call_service(&app, post_with(case.content_type, case.body.to_owned())).await;
+                assert_eq!(response.status().as_u16(), case.status, "{case:?}");
+                let content_type = header(&response, "content-type");
+                let body = json_of(response).await;
+                match case.problem {
+                    None => {
+                        assert_eq!(content_type.as_deref(), Some("application/json"));
+                        assert_eq!(body["name"], "a", "{case:?}");
+                    }
+                    Some(kind) => {
+                        assert_eq!(content_type.as_deref(), Some(PROBLEM_JSON));
+                        assert_eq!(body["type"], format!("urn:tenancy:problem:{kind}"));
+                    }
+                }
+                if let Some(field) = case.field {
+                    assert_eq!(body["errors"][0]["field"], field, "{case:?}");
+                }
+            }
+            // Outside the middleware, the default 64 KiB limit.
+            let oversized = format!(r#"{{"name":"{}"}}"#, "a".repeat(70 * 1024));
+            let response = call_service(&app, post_with("application/json", oversized)).await;
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         });
     }
 

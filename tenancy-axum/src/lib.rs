@@ -469,7 +469,6 @@ mod tests {
     use super::*;
 
     use axum::routing::{get, post};
-    use serde::Deserialize;
     use serde_json::Value;
     use tenancy_http::auth::{ClientInfo, NewApiKey, Password, Registration, Scope};
     use tenancy_http::core::{
@@ -646,17 +645,9 @@ mod tests {
         assert_eq!(&body[..], b"anonymous");
     }
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Input {
-        #[allow(dead_code)] // read by serde
-        name: String,
-        #[allow(dead_code)]
-        size: Option<u32>,
-    }
-
     #[tokio::test]
     async fn json_bodies_fail_like_the_sdk_routes() {
+        use tenancy_http::testkit::json_bodies::{CASES, Input};
         let app = Router::new().route("/", post(|Json(_): Json<Input>| async { "ok" }));
         let post_with = |content_type: &str, body: &str| {
             http::Request::post("/")
@@ -664,56 +655,14 @@ mod tests {
                 .body(Body::from(body.to_owned()))
                 .unwrap()
         };
-        let cases = [
-            ("application/json", r#"{"name":"a"}"#, StatusCode::OK, None),
-            (
-                "application/json; charset=utf-8",
-                r#"{"name":"a"}"#,
-                StatusCode::OK,
-                None,
-            ),
-            (
-                "text/plain",
-                r#"{"name":"a"}"#,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                None,
-            ),
-            (
-                "application/json",
-                r#"{"name":"#,
-                StatusCode::BAD_REQUEST,
-                None,
-            ),
-            (
-                "application/json",
-                r#"{"name":"a"} x"#,
-                StatusCode::BAD_REQUEST,
-                None,
-            ),
-            (
-                "application/json",
-                r#"{"size":1}"#,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some("body"),
-            ),
-            (
-                "application/json",
-                r#"{"name":"a","size":"x"}"#,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some("size"),
-            ),
-            (
-                "application/json",
-                r#"{"name":"a","admin":true}"#,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some("admin"),
-            ),
-        ];
-        for (content_type, body, expected, field) in cases {
-            let (status, _, problem) = send(&app, post_with(content_type, body)).await;
-            assert_eq!(status, expected, "{content_type} {body}: {problem}");
-            if let Some(field) = field {
-                assert_eq!(problem["errors"][0]["field"], field, "{body}");
+        for case in CASES {
+            let (status, _, problem) = send(&app, post_with(case.content_type, case.body)).await;
+            assert_eq!(status.as_u16(), case.status, "{case:?}: {problem}");
+            if let Some(kind) = case.problem {
+                assert_eq!(problem["type"], format!("urn:tenancy:problem:{kind}"));
+            }
+            if let Some(field) = case.field {
+                assert_eq!(problem["errors"][0]["field"], field, "{case:?}");
             }
         }
         let oversized = format!(r#"{{"name":"{}"}}"#, "a".repeat(70 * 1024));

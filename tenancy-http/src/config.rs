@@ -62,13 +62,20 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// Largest request body accepted, in bytes (default 64 KiB).
     pub body_limit: usize,
+    /// Largest audit export answered, in bytes (default 16 MiB): the export
+    /// is built in memory, so a bigger one answers `422 export-too-large`
+    /// and the caller narrows it with `since`/`until` or `action`.
+    pub export_limit: usize,
     /// Whether to take the client address from `X-Forwarded-For` (only
     /// behind a proxy that sets it; default false).
     pub trust_forwarded_for: bool,
     /// How long the pipeline caches a tenant's status and a member's roles
     /// and status (default 5 s). Changes made through this process's routes
-    /// apply at once; changes made elsewhere (another replica, your own
-    /// `Directory` calls) within this long.
+    /// apply at once; so do changes committed by any process when the
+    /// stores are Postgres ([`Tenancy::postgres`](crate::Tenancy::postgres)
+    /// listens for them). Otherwise (your own `Directory` calls on the
+    /// in-memory stores, a notice lost to a dropped connection) they apply
+    /// within this long.
     pub tenant_status_ttl: std::time::Duration,
 }
 
@@ -80,6 +87,7 @@ impl Default for HttpConfig {
             cookies: CookieConfig::default(),
             allowed_origins: Vec::new(),
             body_limit: 64 * 1024,
+            export_limit: 16 * 1024 * 1024,
             trust_forwarded_for: false,
             tenant_status_ttl: std::time::Duration::from_secs(5),
         }

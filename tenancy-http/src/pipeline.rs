@@ -317,9 +317,10 @@ impl Tenancy {
     }
 
     async fn tenant_by_slug(&self, text: &str) -> Result<TenantId, Problem> {
-        if let Some(id) = self.lookups().slugs.get(&text.to_owned()) {
-            return Ok(id);
-        }
+        let ticket = match self.lookups().slugs.get(&text.to_owned()) {
+            Ok(id) => return Ok(id),
+            Err(ticket) => ticket,
+        };
         let slug = Slug::new(text).map_err(|_| Problem::not_found())?;
         let tenant = self
             .directory()
@@ -328,28 +329,30 @@ impl Tenancy {
             .await
             .map_err(|e| errors::store(&e))?
             .ok_or_else(Problem::not_found)?;
-        self.lookups().slugs.insert(text.to_owned(), tenant.id);
+        self.lookups()
+            .slugs
+            .insert(text.to_owned(), tenant.id, ticket);
         Ok(tenant.id)
     }
 
     async fn tenant_status(&self, tenant: TenantId) -> Result<TenantStatus, Problem> {
-        if let Some(status) = self.lookups().tenant_status.get(&tenant) {
-            return Ok(status);
-        }
+        let ticket = match self.lookups().tenant_status.get(&tenant) {
+            Ok(status) => return Ok(status),
+            Err(ticket) => ticket,
+        };
         let status = match self.directory().backend().get_tenant(tenant).await {
             Ok(found) => found.status,
             Err(StoreError::NotFound(_)) => return Err(Problem::not_found()),
             Err(other) => return Err(errors::store(&other)),
         };
-        self.lookups().tenant_status.insert(tenant, status);
+        self.lookups().tenant_status.insert(tenant, status, ticket);
         Ok(status)
     }
 
     /// Forgets what the pipeline cached about `tenant` (its status, the
     /// slugs that led to it), after a change made through this process.
     pub fn forget_tenant(&self, tenant: TenantId) {
-        self.lookups().tenant_status.remove(&tenant);
-        self.lookups().slugs.remove_values(&tenant);
+        self.lookups().forget_tenant(tenant);
     }
 
     /// Forgets what the pipeline cached about `user`'s membership of
@@ -357,7 +360,7 @@ impl Tenancy {
     /// The SDK's member routes call it; call it after changing memberships
     /// through the `Directory` yourself.
     pub fn forget_member(&self, tenant: TenantId, user: UserId) {
-        self.lookups().member_roles.remove(&(tenant, user));
+        self.lookups().forget_member(tenant, user);
     }
 
     /// The caller as the authorization engine sees it, with the roles of
@@ -417,9 +420,10 @@ impl Tenancy {
         tenant: TenantId,
         user: UserId,
     ) -> Result<Option<RoleSet>, Problem> {
-        if let Some(roles) = self.lookups().member_roles.get(&(tenant, user)) {
-            return Ok(roles);
-        }
+        let ticket = match self.lookups().member_roles.get(&(tenant, user)) {
+            Ok(roles) => return Ok(roles),
+            Err(ticket) => ticket,
+        };
         let roles = self
             .directory()
             .backend()
@@ -430,7 +434,7 @@ impl Tenancy {
             .map(|m| m.roles);
         self.lookups()
             .member_roles
-            .insert((tenant, user), roles.clone());
+            .insert((tenant, user), roles.clone(), ticket);
         Ok(roles)
     }
 }

@@ -84,7 +84,7 @@ pub fn routes() -> Vec<Route> {
         route!(POST "/auth/register", Public, register),
         route!(POST "/auth/login", Public, login),
         route!(POST "/auth/refresh", Public, refresh),
-        route!(POST "/auth/logout", Authenticated, logout),
+        route!(POST "/auth/logout", Public, logout),
         route!(GET "/auth/me", Authenticated, me),
         route!(GET "/auth/sessions", Authenticated, list_sessions),
         route!(DELETE "/auth/sessions/{session_id}", Authenticated, revoke_session),
@@ -383,16 +383,39 @@ async fn refresh(
     tokens_response(t, StatusCode::OK, &success, input.cookies || from_cookie)
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutBody {
+    refresh_token: Option<String>,
+}
+
+/// Ends the caller's session. A refresh token (in the body, or the refresh
+/// cookie of a same-site request) names the session even when the access
+/// token has expired; otherwise the request's credentials do.
 async fn logout(
     t: &Tenancy,
     r: &ApiRequest,
-    c: Option<&RequestContext>,
+    _: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
-    let c = ctx(c)?;
-    t.auth()
-        .logout(c.principal(), &r.client(t.config()))
-        .await
-        .map_err(|e| auth_error(t, &e))?;
+    let input: LogoutBody = if r.body.is_empty() {
+        LogoutBody::default()
+    } else {
+        body(t, r)?
+    };
+    let client = r.client(t.config());
+    let refresh_cookie = r.cookie(&t.config().cookies.refresh_name);
+    match (input.refresh_token, refresh_cookie) {
+        (Some(token), _) => t.auth().logout_with_refresh_token(&token, &client).await,
+        (None, Some(cookie)) => {
+            crate::request::check_origin(r.head(), t.config())?;
+            t.auth().logout_with_refresh_token(cookie, &client).await
+        }
+        (None, None) => {
+            let context = t.authenticate_with(r.head(), false).await?;
+            t.auth().logout(context.principal(), &client).await
+        }
+    }
+    .map_err(|e| auth_error(t, &e))?;
     let mut response = no_content();
     let cookies = &t.config().cookies;
     add_cookie(
@@ -1160,14 +1183,56 @@ async fn audit_export(
         Some("csv") => (ExportFormat::Csv, "text/csv; charset=utf-8"),
         Some(_) => return Err(Problem::invalid("format", "expected jsonl or csv")),
     };
-    let mut out = Vec::new();
-    t.directory()
+    let limit = t.config().export_limit;
+    let mut out = CappedBuffer {
+        bytes: Vec::new(),
+        limit,
+        exceeded: false,
+    };
+    let exported = t
+        .directory()
         .export_audit(c.scope(), &audit_query(r)?, format, &mut out)
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
+        .await;
+    match exported {
+        Err(_) if out.exceeded => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "export-too-large",
+                "Export too large",
+            )
+            .with_detail(format!(
+                "the export exceeds {limit} bytes; narrow it with since, until or action"
+            )));
+        }
+        Err(error) => return Err(Problem::unavailable(&error)),
+        Ok(_) => {}
+    }
+    let out = out.bytes;
     let mut response = Response::new(Bytes::from(out));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     Ok(response)
+}
+
+/// An in-memory export that refuses to grow past `limit` bytes.
+struct CappedBuffer {
+    bytes: Vec<u8>,
+    limit: usize,
+    exceeded: bool,
+}
+
+impl std::io::Write for CappedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.limit {
+            self.exceeded = true;
+            return Err(std::io::ErrorKind::FileTooLarge.into());
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

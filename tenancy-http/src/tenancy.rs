@@ -27,7 +27,7 @@ struct Inner {
     authz: Arc<PolicyCache>,
     admin: AuthzAdmin,
     config: HttpConfig,
-    pub(crate) lookups: Lookups,
+    pub(crate) lookups: Arc<Lookups>,
     _background: Background,
 }
 
@@ -60,11 +60,59 @@ pub(crate) struct Lookups {
         TtlCache<(tenancy_core::TenantId, tenancy_core::UserId), Option<tenancy_core::RoleSet>>,
 }
 
+impl Lookups {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            tenant_status: TtlCache::new(ttl),
+            slugs: TtlCache::new(ttl),
+            member_roles: TtlCache::new(ttl),
+        }
+    }
+
+    pub(crate) fn forget_tenant(&self, tenant: TenantId) {
+        self.tenant_status.remove(&tenant);
+        self.slugs.remove_values(&tenant);
+    }
+
+    pub(crate) fn forget_member(&self, tenant: TenantId, user: tenancy_core::UserId) {
+        self.member_roles.remove(&(tenant, user));
+    }
+
+    #[cfg(feature = "postgres")]
+    fn forget(&self, change: tenancy_core::postgres::DirectoryChange) {
+        use tenancy_core::postgres::DirectoryChange;
+        match change {
+            DirectoryChange::Tenant(tenant) => self.forget_tenant(tenant),
+            DirectoryChange::Member(tenant, user) => self.forget_member(tenant, user),
+            DirectoryChange::Unknown => {
+                self.tenant_status.clear();
+                self.slugs.clear();
+                self.member_roles.clear();
+            }
+        }
+    }
+}
+
 /// A small map whose entries expire.
+///
+/// A miss hands out a [`Ticket`]; the value read from the store afterwards
+/// is cached only if nothing was forgotten in between, so a read that raced
+/// an invalidation cannot put the old value back for a whole TTL.
 pub(crate) struct TtlCache<K, V> {
     ttl: Duration,
-    entries: Mutex<HashMap<K, (V, Instant)>>,
+    state: Mutex<CacheState<K, V>>,
 }
+
+struct CacheState<K, V> {
+    entries: HashMap<K, (V, Instant)>,
+    /// Bumped by every removal.
+    generation: u64,
+}
+
+/// Proof of a cache miss, taken before reading the store.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub(crate) struct Ticket(u64);
 
 impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     const MAX_ENTRIES: usize = 100_000;
@@ -72,28 +120,42 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            state: Mutex::new(CacheState {
+                entries: HashMap::new(),
+                generation: 0,
+            }),
         }
     }
 
-    pub(crate) fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries
+    fn state(&self) -> std::sync::MutexGuard<'_, CacheState<K, V>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The fresh value for `key`, or a ticket to cache one read now.
+    pub(crate) fn get(&self, key: &K) -> Result<V, Ticket> {
+        let state = self.state();
+        state
+            .entries
             .get(key)
             .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(value, _)| value.clone())
+            .ok_or(Ticket(state.generation))
     }
 
-    pub(crate) fn insert(&self, key: K, value: V) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= Self::MAX_ENTRIES {
+    /// Caches `value`, unless something was removed since `ticket`.
+    pub(crate) fn insert(&self, key: K, value: V, ticket: Ticket) {
+        let mut state = self.state();
+        if state.generation != ticket.0 {
+            return;
+        }
+        if state.entries.len() >= Self::MAX_ENTRIES {
             let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
-            if entries.len() >= Self::MAX_ENTRIES {
-                entries.clear();
+            state.entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            if state.entries.len() >= Self::MAX_ENTRIES {
+                state.entries.clear();
             }
         }
-        entries.insert(key, (value, Instant::now()));
+        state.entries.insert(key, (value, Instant::now()));
     }
 
     /// Drops every entry whose value is `value`.
@@ -101,17 +163,23 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     where
         V: PartialEq,
     {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, (held, _)| held != value);
+        let mut state = self.state();
+        state.generation += 1;
+        state.entries.retain(|_, (held, _)| held != value);
+    }
+
+    /// Drops every entry.
+    #[cfg(feature = "postgres")]
+    fn clear(&self) {
+        let mut state = self.state();
+        state.generation += 1;
+        state.entries.clear();
     }
 
     pub(crate) fn remove(&self, key: &K) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        let mut state = self.state();
+        state.generation += 1;
+        state.entries.remove(key);
     }
 }
 
@@ -122,27 +190,24 @@ impl Tenancy {
     /// `Freshness::MaxAge` or `Freshness::Notified` (the `in_memory` and
     /// `postgres` constructors do).
     pub fn new(auth: Auth, authz: Arc<PolicyCache>, config: HttpConfig) -> Self {
-        Self::with_background(auth, authz, config, Vec::new())
+        let lookups = Arc::new(Lookups::new(config.tenant_status_ttl));
+        Self::with_background(auth, authz, config, lookups, Vec::new())
     }
 
     fn with_background(
         auth: Auth,
         authz: Arc<PolicyCache>,
         config: HttpConfig,
+        lookups: Arc<Lookups>,
         background: Vec<tokio::task::JoinHandle<()>>,
     ) -> Self {
-        let ttl = config.tenant_status_ttl;
         Self {
             inner: Arc::new(Inner {
                 admin: AuthzAdmin::new(authz.clone()),
                 auth,
                 authz,
                 config,
-                lookups: Lookups {
-                    tenant_status: TtlCache::new(ttl),
-                    slugs: TtlCache::new(ttl),
-                    member_roles: TtlCache::new(ttl),
-                },
+                lookups,
                 _background: Background(background),
             }),
         }
@@ -173,9 +238,11 @@ impl Tenancy {
     }
 
     /// Everything in Postgres over `pool`, after applying every crate's
-    /// migrations. Other replicas' session revocations and role or policy
-    /// changes reach this one through LISTEN/NOTIFY as they commit (with a
-    /// once-a-second epoch check and a periodic revocation sync behind them).
+    /// migrations. Other replicas' session revocations, role or policy
+    /// changes, tenant suspensions and membership changes reach this one
+    /// through LISTEN/NOTIFY as they commit (with a once-a-second epoch
+    /// check, a periodic revocation sync and
+    /// [`HttpConfig::tenant_status_ttl`] behind them).
     #[cfg(feature = "postgres")]
     pub async fn postgres(
         pool: tenancy_core::postgres::sqlx::PgPool,
@@ -209,6 +276,13 @@ impl Tenancy {
             tenancy_authz::store::postgres::listen_for_epochs(&pool, assembled.authz().clone())
                 .await
                 .map_err(|e| SetupError::Migrate(Box::new(e)))?;
+        let lookups = assembled.inner.lookups.clone();
+        let forget = lookups.clone();
+        let changes = tenancy_core::postgres::listen_directory_changes(&pool, move |change| {
+            forget.forget(change);
+        })
+        .await
+        .map_err(|e| SetupError::Migrate(Box::new(e)))?;
         let revocations = tenancy_auth::postgres::listen_revocations(
             pool,
             store,
@@ -225,7 +299,8 @@ impl Tenancy {
             inner.auth,
             inner.authz,
             inner.config,
-            vec![epochs, revocations, sync],
+            lookups,
+            vec![epochs, changes, revocations, sync],
         ))
     }
 
@@ -321,4 +396,46 @@ pub enum SetupError {
     /// A migration failed, or the database could not be listened to.
     #[error("database setup failed")]
     Migrate(#[source] tenancy_core::BoxError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_that_raced_a_removal_is_not_cached() {
+        let cache = TtlCache::new(Duration::from_secs(60));
+        let Err(stale) = cache.get(&"ada") else {
+            panic!("an empty cache misses");
+        };
+        // Another request changes the roles and forgets them…
+        cache.remove(&"ada");
+        // …before the first one caches what it read before the change.
+        cache.insert("ada", "admin", stale);
+        assert!(cache.get(&"ada").is_err());
+
+        let Err(fresh) = cache.get(&"ada") else {
+            panic!("still a miss");
+        };
+        cache.insert("ada", "member", fresh);
+        assert_eq!(cache.get(&"ada").ok(), Some("member"));
+
+        let Err(before) = cache.get(&"bob") else {
+            panic!("bob was never cached");
+        };
+        cache.remove_values(&"member");
+        assert!(cache.get(&"ada").is_err());
+        cache.insert("bob", "member", before);
+        assert!(cache.get(&"bob").is_err());
+    }
+
+    #[test]
+    fn entries_expire() {
+        let cache = TtlCache::new(Duration::ZERO);
+        let Err(ticket) = cache.get(&1) else {
+            panic!("an empty cache misses");
+        };
+        cache.insert(1, 'a', ticket);
+        assert!(cache.get(&1).is_err());
+    }
 }

@@ -8,6 +8,7 @@
 //! stores and on Postgres, with identical requests and assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod json_bodies;
 pub mod projects;
 mod scenarios;
 
@@ -67,9 +68,14 @@ impl std::fmt::Debug for TestApp {
     }
 }
 
+/// The scenario apps' largest audit export, small enough for a scenario
+/// to pass it.
+pub const SCENARIO_EXPORT_LIMIT: usize = 16 * 1024;
+
 /// The scenario apps' settings: the projects catalog, fast hashing, the
 /// tenant taken from `X-Tenant-Id` when sent, cookies without `Secure`
-/// (plain `http://127.0.0.1`), a 64 KiB body limit, no status caching.
+/// (plain `http://127.0.0.1`), a 64 KiB body limit, no status caching,
+/// audit exports of at most [`SCENARIO_EXPORT_LIMIT`] bytes.
 pub fn scenario_config() -> (Catalog, AuthConfig, HttpConfig) {
     let mut auth = AuthConfig::new("https://scenarios.test", "scenarios");
     auth.argon2 = Argon2Config {
@@ -84,6 +90,7 @@ pub fn scenario_config() -> (Catalog, AuthConfig, HttpConfig) {
             ..CookieConfig::default()
         },
         tenant_status_ttl: std::time::Duration::ZERO,
+        export_limit: SCENARIO_EXPORT_LIMIT,
         ..HttpConfig::default()
     };
     let catalog = Catalog::new(projects::PERMISSIONS).unwrap();

@@ -852,6 +852,42 @@ pub async fn audit_query_and_export(app: &TestApp) {
     )
     .await
     .assert_problem(422, "validation");
+
+    // An export past the limit is refused whole, never cut short; a
+    // narrower one still answers.
+    let mut refused = None;
+    for n in 0..200 {
+        let invited = app
+            .call(
+                Method::POST,
+                "/invitations",
+                Some(&ada.token),
+                Some(json!({ "email": format!("guest{n}@audited.test"), "roles": ["member"] })),
+            )
+            .await;
+        assert_eq!(invited.status, 201, "{}", invited.text);
+        let export = app
+            .call(Method::GET, "/audit/export", Some(&ada.token), None)
+            .await;
+        if export.status != 200 {
+            refused = Some((n, export));
+            break;
+        }
+        assert!(export.text.len() <= super::SCENARIO_EXPORT_LIMIT);
+    }
+    let (invited, refused) = refused.expect("an export past the limit is refused");
+    assert!(invited > 5, "refused after {invited} invitations");
+    refused.assert_problem(422, "export-too-large");
+    let narrow = app
+        .call(
+            Method::GET,
+            "/audit/export?action=tenant.created",
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert_eq!(narrow.status, 200, "{}", narrow.text);
+    assert_eq!(narrow.text.lines().count(), 1);
 }
 
 /// Malformed JSON, the wrong media type, wrong field types, unknown fields,
@@ -1000,12 +1036,44 @@ pub async fn expired_token(app: &TestApp) {
         .await;
     assert_eq!(renewed.status, 200, "{}", renewed.text);
     let token = renewed.json["access_token"].as_str().unwrap();
+    let refresh = renewed.json["refresh_token"].as_str().unwrap();
     assert_eq!(
         app.call(Method::GET, "/auth/me", Some(token), None)
             .await
             .status,
         200
     );
+
+    // Once the access token has expired, the refresh token still logs out.
+    app.clock.advance(time::Duration::minutes(16));
+    app.call(Method::POST, "/auth/logout", Some(token), None)
+        .await
+        .assert_problem(401, "unauthorized");
+    let logout = app
+        .call(
+            Method::POST,
+            "/auth/logout",
+            Some(token),
+            Some(json!({ "refresh_token": refresh })),
+        )
+        .await;
+    assert_eq!(logout.status, 204, "{}", logout.text);
+    app.call(
+        Method::POST,
+        "/auth/refresh",
+        None,
+        Some(json!({ "refresh_token": refresh })),
+    )
+    .await
+    .assert_problem(401, "invalid-refresh-token");
+    app.call(
+        Method::POST,
+        "/auth/logout",
+        None,
+        Some(json!({ "refresh_token": "rt_unknown" })),
+    )
+    .await
+    .assert_problem(401, "invalid-refresh-token");
 }
 
 /// A suspended tenant: sessions end, API keys answer 403, logins are refused.
@@ -1130,6 +1198,53 @@ pub async fn cookies_and_csrf(app: &TestApp) {
         .await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.text);
     assert_eq!(refreshed.headers.get_all("set-cookie").iter().count(), 2);
+
+    // The refresh cookie alone logs out, from the same site only, and the
+    // answer clears both cookies.
+    let refresh_value = refreshed
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("tenancy_refresh="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let cross_site = app
+        .send(
+            app.request(Method::POST, "/auth/logout")
+                .header("cookie", &refresh_value)
+                .header("origin", "https://evil.example"),
+        )
+        .await;
+    cross_site.assert_problem(403, "forbidden");
+    let logout = app
+        .send(
+            app.request(Method::POST, "/auth/logout")
+                .header("cookie", &refresh_value)
+                .header("origin", format!("http://{host}")),
+        )
+        .await;
+    assert_eq!(logout.status, 204, "{}", logout.text);
+    let cleared: Vec<&str> = logout
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cleared.len(), 2, "{cleared:?}");
+    assert!(
+        cleared.iter().all(|c| c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+    let after = app
+        .send(
+            app.request(Method::POST, "/auth/refresh")
+                .header("cookie", &refresh_value)
+                .header("origin", format!("http://{host}")),
+        )
+        .await;
+    after.assert_problem(401, "invalid-refresh-token");
 }
 
 /// The JWKS is public; password reset answers the same for unknown emails.
