@@ -859,23 +859,9 @@ impl Auth {
     /// Ends the caller's session: its refresh token stops working and every
     /// access token carrying its `sid` is refused from now on.
     pub async fn logout(&self, principal: &Principal, client: &ClientInfo) -> Result<()> {
-        let (user, session) = Self::session_of(principal)?;
-        let expires = self
-            .inner
-            .store
-            .get_session(session)
-            .await?
-            .absolute_expires_at;
-        self.revoke(session, RevokeReason::Logout, expires).await?;
-        self.audit(
-            principal.tenant_id,
-            &Self::context(user, client),
-            actions::LOGOUT,
-            ("session", session.to_string()),
-            json!({}),
-        )
-        .await;
-        Ok(())
+        let (_, session) = Self::session_of(principal)?;
+        let session = self.inner.store.get_session(session).await?;
+        self.end_session(&session, client).await
     }
 
     /// Ends the session a refresh token belongs to, for a client that
@@ -901,6 +887,11 @@ impl Auth {
         if !session.is_live_at(self.now()) {
             return Ok(());
         }
+        self.end_session(&session, client).await
+    }
+
+    /// Revokes `session` as a logout and audits it.
+    async fn end_session(&self, session: &Session, client: &ClientInfo) -> Result<()> {
         self.revoke(
             session.id,
             RevokeReason::Logout,

@@ -6,28 +6,18 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use tenancy_core::testkit::postgres::TestSchema;
-use tenancy_http::auth::{
-    Argon2Config, AuthConfig, ClientInfo, NewApiKey, Password, Registration, Scope,
-};
-use tenancy_http::authz::Catalog;
+use tenancy_http::auth::{ClientInfo, NewApiKey, Password, Registration, Scope};
 use tenancy_http::core::{
     Acceptor, AuditContext, Email, NewTenant, NewUser, RoleName, RoleSet, Slug, TenantName,
 };
-use tenancy_http::{HttpConfig, RequestHead, Tenancy};
+use tenancy_http::testkit::scenario_config;
+use tenancy_http::{RequestHead, Tenancy, TenantSource};
 
 /// A replica whose caches would hold for an hour without notices.
 async fn replica(schema: &TestSchema) -> Tenancy {
-    let mut auth = AuthConfig::new("https://replicas.test", "replicas");
-    auth.argon2 = Argon2Config {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
-    let config = HttpConfig {
-        tenant_status_ttl: Duration::from_secs(3600),
-        ..HttpConfig::default()
-    };
-    let catalog = Catalog::new(["projects:read"]).unwrap();
+    let (catalog, auth, mut config) = scenario_config();
+    config.tenant_source = TenantSource::Token;
+    config.tenant_status_ttl = Duration::from_secs(3600);
     Tenancy::postgres(schema.pool.clone(), catalog, auth, config)
         .await
         .unwrap()
