@@ -480,8 +480,9 @@ where
 /// [`HttpConfig::body_limit`](tenancy_http::HttpConfig::body_limit) (of the
 /// [`TenancyMiddleware`]'s configuration, or the default 64 KiB on routes
 /// outside it), `400` for malformed JSON, `422` naming the field that is
-/// missing or of the wrong type (`owner.email`). A drop-in for `web::Json`:
-/// as a response it serializes the same.
+/// missing or of the wrong type (`owner.email`). Used like `web::Json`
+/// (destructuring, `Deref`, `into_inner`); as a response it serializes the
+/// same.
 ///
 /// ```
 /// use serde::Deserialize;
@@ -500,10 +501,23 @@ where
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Json<T>(pub T);
 
+impl<T> Json<T> {
+    /// The body.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
 impl<T> Deref for Json<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Json<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
     }
 }
 

@@ -64,8 +64,8 @@ pub use service::{
     Auth, AuthBuilder, AuthConfig, ConfigError, LoginRequest, LoginSuccess, Registration, actions,
 };
 pub use session::{
-    ClientInfo, RefreshRecord, RefreshToken, Revocation, RevokeReason, RotateOutcome, Session,
-    SessionConfig,
+    ClientInfo, RefreshRecord, RefreshToken, RefreshTokenOwner, Revocation, RevokeReason,
+    RotateOutcome, Session, SessionConfig,
 };
 pub use store::{
     ApiKeyStore, AuthStore, CredentialStore, KeyStore, LockoutStore, OneTimeTokenStore,

@@ -15,7 +15,9 @@ use crate::keys::StoredKey;
 use crate::lockout::{ThrottleKey, ThrottleRule, ThrottleState};
 use crate::one_time::{OneTimeToken, TokenPurpose};
 use crate::password::PasswordHashString;
-use crate::session::{RefreshRecord, Revocation, RevokeReason, RotateOutcome, Session};
+use crate::session::{
+    RefreshRecord, RefreshTokenOwner, Revocation, RevokeReason, RotateOutcome, Session,
+};
 use crate::store::{
     ApiKeyStore, CredentialStore, KeyStore, LockoutStore, OneTimeTokenStore, SessionStore,
 };
@@ -225,13 +227,20 @@ impl SessionStore for MemoryAuthStore {
             .ok_or(StoreError::NotFound(Entity::Session))
     }
 
-    async fn find_session_by_refresh_token(&self, token: &TokenHash) -> Result<Option<Session>> {
+    async fn find_session_by_refresh_token(
+        &self,
+        token: &TokenHash,
+    ) -> Result<Option<RefreshTokenOwner>> {
         let state = self.state();
-        Ok(state
-            .refresh
-            .get(token.as_bytes())
-            .and_then(|entry| state.sessions.get(&entry.session_id))
-            .cloned())
+        Ok(state.refresh.get(token.as_bytes()).and_then(|entry| {
+            state
+                .sessions
+                .get(&entry.session_id)
+                .map(|session| RefreshTokenOwner {
+                    session: session.clone(),
+                    spent: entry.rotated,
+                })
+        }))
     }
 
     async fn list_user_sessions(

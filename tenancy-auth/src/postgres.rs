@@ -25,7 +25,9 @@ use crate::lockout::{ThrottleKey, ThrottleRule, ThrottleState};
 use crate::one_time::{OneTimeToken, TokenPurpose};
 use crate::password::PasswordHashString;
 use crate::revocation::RevocationSet;
-use crate::session::{RefreshRecord, Revocation, RevokeReason, RotateOutcome, Session};
+use crate::session::{
+    RefreshRecord, RefreshTokenOwner, Revocation, RevokeReason, RotateOutcome, Session,
+};
 use crate::store::{
     ApiKeyStore, CredentialStore, KeyStore, LockoutStore, OneTimeTokenStore, SessionStore,
 };
@@ -444,18 +446,29 @@ impl SessionStore for PgAuthStore {
             .ok_or(StoreError::NotFound(Entity::Session))
     }
 
-    async fn find_session_by_refresh_token(&self, token: &TokenHash) -> Result<Option<Session>> {
+    async fn find_session_by_refresh_token(
+        &self,
+        token: &TokenHash,
+    ) -> Result<Option<RefreshTokenOwner>> {
         let row = sqlx::query(concat!(
             "SELECT ",
             session_columns!(),
-            " FROM tenancy_sessions WHERE id = \
+            ", (SELECT rotated_at IS NOT NULL FROM tenancy_refresh_tokens WHERE token_hash = $1) AS spent \
+             FROM tenancy_sessions WHERE id = \
              (SELECT session_id FROM tenancy_refresh_tokens WHERE token_hash = $1)"
         ))
         .bind(token.as_bytes().as_slice())
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        row.as_ref().map(session_from_row).transpose()
+        row.as_ref()
+            .map(|row| {
+                Ok(RefreshTokenOwner {
+                    session: session_from_row(row)?,
+                    spent: get(row, "spent")?,
+                })
+            })
+            .transpose()
     }
 
     async fn list_user_sessions(

@@ -784,14 +784,7 @@ impl Auth {
                 self.inner
                     .revocations
                     .insert(session.id, session.absolute_expires_at);
-                self.audit(
-                    session.tenant_id,
-                    &Self::context(session.user_id, client),
-                    actions::REFRESH_TOKEN_REUSED,
-                    ("session", session.id.to_string()),
-                    json!({ "user_id": session.user_id }),
-                )
-                .await;
+                self.audit_reuse(&session, client).await;
                 return Err(Error::RefreshTokenReused);
             }
             RotateOutcome::Inactive(_) => return Err(Error::SessionInactive),
@@ -866,11 +859,12 @@ impl Auth {
 
     /// Ends the session a refresh token belongs to, for a client that
     /// holds no valid access token (a browser whose access cookie expired).
-    /// Any token of the session's family will do, spent or live; a session
-    /// that already ended is left as it is.
+    /// A session that already ended is left as it is.
     ///
     /// Errors: [`Error::InvalidRefreshToken`] when the token is malformed or
-    /// unknown.
+    /// unknown; [`Error::RefreshTokenReused`] when it was already spent: the
+    /// session still ends, as a detected reuse, and the security event is
+    /// recorded as [`Auth::refresh`] would.
     pub async fn logout_with_refresh_token(
         &self,
         refresh_token: &str,
@@ -878,16 +872,38 @@ impl Auth {
     ) -> Result<()> {
         let presented =
             SecretToken::parse(REFRESH_PREFIX, refresh_token).ok_or(Error::InvalidRefreshToken)?;
-        let session = self
+        let owner = self
             .inner
             .store
             .find_session_by_refresh_token(&presented.hash())
             .await?
             .ok_or(Error::InvalidRefreshToken)?;
+        let session = owner.session;
         if !session.is_live_at(self.now()) {
             return Ok(());
         }
+        if owner.spent {
+            self.revoke(
+                session.id,
+                RevokeReason::RefreshTokenReuse,
+                session.absolute_expires_at,
+            )
+            .await?;
+            self.audit_reuse(&session, client).await;
+            return Err(Error::RefreshTokenReused);
+        }
         self.end_session(&session, client).await
+    }
+
+    async fn audit_reuse(&self, session: &Session, client: &ClientInfo) {
+        self.audit(
+            session.tenant_id,
+            &Self::context(session.user_id, client),
+            actions::REFRESH_TOKEN_REUSED,
+            ("session", session.id.to_string()),
+            json!({ "user_id": session.user_id }),
+        )
+        .await;
     }
 
     /// Revokes `session` as a logout and audits it.

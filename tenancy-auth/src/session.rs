@@ -157,6 +157,16 @@ pub struct RefreshRecord {
     pub issued_at: OffsetDateTime,
 }
 
+/// The session a refresh token belongs to, and whether the token was
+/// already spent (presenting a spent token is a sign of theft).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenOwner {
+    /// The family's session.
+    pub session: Session,
+    /// Whether the token was already traded for its successor.
+    pub spent: bool,
+}
+
 /// The outcome of presenting a refresh token to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {

@@ -19,7 +19,9 @@ use crate::keys::StoredKey;
 use crate::lockout::{ThrottleKey, ThrottleRule, ThrottleState};
 use crate::one_time::{OneTimeToken, TokenPurpose};
 use crate::password::PasswordHashString;
-use crate::session::{RefreshRecord, Revocation, RevokeReason, RotateOutcome, Session};
+use crate::session::{
+    RefreshRecord, RefreshTokenOwner, Revocation, RevokeReason, RotateOutcome, Session,
+};
 
 /// Password hashes, one per user.
 #[async_trait]
@@ -101,7 +103,7 @@ pub trait SessionStore: Send + Sync {
     async fn find_session_by_refresh_token(
         &self,
         token: &TokenHash,
-    ) -> Result<Option<Session>, StoreError>;
+    ) -> Result<Option<RefreshTokenOwner>, StoreError>;
 
     /// The user's live sessions at `now`, newest first.
     async fn list_user_sessions(

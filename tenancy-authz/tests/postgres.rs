@@ -186,5 +186,5 @@ async fn migrations_rerun_cleanly() {
             .fetch_all(&schema.pool)
             .await
             .unwrap();
-    assert_eq!(versions, vec![1001, 3001]);
+    assert_eq!(versions, vec![1001, 1002, 3001]);
 }

@@ -436,9 +436,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
 /// `413` past [`HttpConfig::body_limit`] (of the [`TenancyLayer`]'s
 /// configuration, or the default 64 KiB on routes outside it), `400` for
 /// malformed JSON, `422` naming the field that is missing or of the wrong
-/// type. A drop-in for `axum::Json`: as a response it serializes the same.
+/// type. Used like `axum::Json` (destructuring, `Deref`); as a response it
+/// serializes the same.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Json<T>(pub T);
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Json<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

@@ -30,7 +30,7 @@ pub struct CookieConfig {
     pub secure: bool,
     /// The access-token cookie (`Path=/`).
     pub access_name: String,
-    /// The refresh-token cookie, sent only to the refresh and logout routes.
+    /// The refresh-token cookie, sent only under [`Self::refresh_path`].
     pub refresh_name: String,
     /// The path the refresh cookie is limited to.
     pub refresh_path: String,
@@ -72,10 +72,11 @@ pub struct HttpConfig {
     /// How long the pipeline caches a tenant's status and a member's roles
     /// and status (default 5 s). Changes made through this process's routes
     /// apply at once; so do changes committed by any process when the
-    /// stores are Postgres ([`Tenancy::postgres`](crate::Tenancy::postgres)
-    /// listens for them). Otherwise (your own `Directory` calls on the
-    /// in-memory stores, a notice lost to a dropped connection) they apply
-    /// within this long.
+    /// `Tenancy` comes from [`Tenancy::postgres`](crate::Tenancy::postgres),
+    /// which listens for them. Otherwise (your own `Directory` calls on the
+    /// in-memory stores, Postgres stores assembled with `Tenancy::new`
+    /// unless you relay `listen_directory_changes` to the `forget_*`
+    /// methods) they apply within this long.
     pub tenant_status_ttl: std::time::Duration,
 }
 

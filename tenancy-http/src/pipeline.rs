@@ -363,6 +363,14 @@ impl Tenancy {
         self.lookups().forget_member(tenant, user);
     }
 
+    /// Forgets every cached tenant status, slug and membership: for hosts
+    /// that assemble a [`Tenancy`] over Postgres stores with
+    /// [`Tenancy::new`] and relay change notices themselves, when notices
+    /// may have been missed.
+    pub fn forget_all(&self) {
+        self.lookups().forget_all();
+    }
+
     /// The caller as the authorization engine sees it, with the roles of
     /// the membership as it is now (cached for
     /// [`crate::HttpConfig::tenant_status_ttl`]), not as the token minted

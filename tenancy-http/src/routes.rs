@@ -389,9 +389,12 @@ struct LogoutBody {
     refresh_token: Option<String>,
 }
 
-/// Ends the caller's session. A refresh token (in the body, or the refresh
-/// cookie of a same-site request) names the session even when the access
-/// token has expired; otherwise the request's credentials do.
+/// Ends the caller's session, named by (first that applies) the refresh
+/// token in the body, the `Authorization` header, the refresh cookie of a
+/// same-site request (falling back to the access cookie if the refresh
+/// cookie is unknown), or the access cookie. A refresh token works after
+/// the access token has expired. The browser's cookies are cleared only
+/// when they named the session ended.
 async fn logout(
     t: &Tenancy,
     r: &ApiRequest,
@@ -403,19 +406,40 @@ async fn logout(
         body(t, r)?
     };
     let client = r.client(t.config());
-    let refresh_cookie = r.cookie(&t.config().cookies.refresh_name);
-    match (input.refresh_token, refresh_cookie) {
-        (Some(token), _) => t.auth().logout_with_refresh_token(&token, &client).await,
-        (None, Some(cookie)) => {
-            crate::request::check_origin(r.head(), t.config())?;
-            t.auth().logout_with_refresh_token(cookie, &client).await
-        }
-        (None, None) => {
-            let context = t.authenticate_with(r.head(), false).await?;
-            t.auth().logout(context.principal(), &client).await
-        }
+    let fail = |e: tenancy_auth::Error| auth_error(t, &e);
+    let by_credentials = || async {
+        let context = t.authenticate_with(r.head(), false).await?;
+        t.auth()
+            .logout(context.principal(), &client)
+            .await
+            .map_err(fail)
+    };
+    if let Some(token) = input.refresh_token {
+        t.auth()
+            .logout_with_refresh_token(&token, &client)
+            .await
+            .map_err(fail)?;
+        return Ok(no_content());
     }
-    .map_err(|e| auth_error(t, &e))?;
+    if r.headers.contains_key(header::AUTHORIZATION) {
+        by_credentials().await?;
+        return Ok(no_content());
+    }
+    match r.cookie(&t.config().cookies.refresh_name) {
+        Some(cookie) => {
+            crate::request::check_origin(r.head(), t.config())?;
+            match t.auth().logout_with_refresh_token(cookie, &client).await {
+                Ok(()) => {}
+                Err(tenancy_auth::Error::InvalidRefreshToken)
+                    if r.cookie(&t.config().cookies.access_name).is_some() =>
+                {
+                    by_credentials().await?;
+                }
+                Err(other) => return Err(fail(other)),
+            }
+        }
+        None => by_credentials().await?,
+    }
     let mut response = no_content();
     let cookies = &t.config().cookies;
     add_cookie(

@@ -78,17 +78,19 @@ impl Lookups {
         self.member_roles.remove(&(tenant, user));
     }
 
+    pub(crate) fn forget_all(&self) {
+        self.tenant_status.clear();
+        self.slugs.clear();
+        self.member_roles.clear();
+    }
+
     #[cfg(feature = "postgres")]
     fn forget(&self, change: tenancy_core::postgres::DirectoryChange) {
         use tenancy_core::postgres::DirectoryChange;
         match change {
             DirectoryChange::Tenant(tenant) => self.forget_tenant(tenant),
             DirectoryChange::Member(tenant, user) => self.forget_member(tenant, user),
-            DirectoryChange::Unknown => {
-                self.tenant_status.clear();
-                self.slugs.clear();
-                self.member_roles.clear();
-            }
+            DirectoryChange::Unknown => self.forget_all(),
         }
     }
 }
@@ -169,7 +171,6 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     }
 
     /// Drops every entry.
-    #[cfg(feature = "postgres")]
     fn clear(&self) {
         let mut state = self.state();
         state.generation += 1;
@@ -243,6 +244,10 @@ impl Tenancy {
     /// through LISTEN/NOTIFY as they commit (with a once-a-second epoch
     /// check, a periodic revocation sync and
     /// [`HttpConfig::tenant_status_ttl`] behind them).
+    ///
+    /// Three connections of `pool` stay with the listeners (policy epochs,
+    /// tenant and membership changes, session revocations) for as long as
+    /// the `Tenancy` lives: size the pool for them on top of the requests'.
     #[cfg(feature = "postgres")]
     pub async fn postgres(
         pool: tenancy_core::postgres::sqlx::PgPool,
@@ -272,26 +277,35 @@ impl Tenancy {
             config,
         )
         .await?;
-        let epochs =
+        // Dropped on any error below, which stops what was started.
+        let mut background = Background(Vec::new());
+        background.0.push(
             tenancy_authz::store::postgres::listen_for_epochs(&pool, assembled.authz().clone())
                 .await
-                .map_err(|e| SetupError::Migrate(Box::new(e)))?;
+                .map_err(|e| SetupError::Migrate(Box::new(e)))?,
+        );
         let lookups = assembled.inner.lookups.clone();
         let forget = lookups.clone();
-        let changes = tenancy_core::postgres::listen_directory_changes(&pool, move |change| {
-            forget.forget(change);
-        })
-        .await
-        .map_err(|e| SetupError::Migrate(Box::new(e)))?;
-        let revocations = tenancy_auth::postgres::listen_revocations(
-            pool,
-            store,
-            assembled.auth().authenticator().revocations().clone(),
-            assembled.auth().config().sessions.absolute_timeout,
+        background.0.push(
+            tenancy_core::postgres::listen_directory_changes(&pool, move |change| {
+                forget.forget(change);
+            })
+            .await
+            .map_err(|e| SetupError::Migrate(Box::new(e)))?,
         );
-        let sync = assembled
-            .auth()
-            .spawn_revocation_sync(std::time::Duration::from_secs(30));
+        background
+            .0
+            .push(tenancy_auth::postgres::listen_revocations(
+                pool,
+                store,
+                assembled.auth().authenticator().revocations().clone(),
+                assembled.auth().config().sessions.absolute_timeout,
+            ));
+        background.0.push(
+            assembled
+                .auth()
+                .spawn_revocation_sync(std::time::Duration::from_secs(30)),
+        );
         let Self { inner } = assembled;
         let inner = Arc::try_unwrap(inner)
             .map_err(|_| SetupError::Migrate("tenancy still shared".into()))?;
@@ -300,7 +314,7 @@ impl Tenancy {
             inner.authz,
             inner.config,
             lookups,
-            vec![epochs, changes, revocations, sync],
+            std::mem::take(&mut background.0),
         ))
     }
 

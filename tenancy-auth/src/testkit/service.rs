@@ -425,7 +425,7 @@ pub async fn service_refresh_and_sessions(f: Fixture) {
         .await
         .unwrap();
     h.auth
-        .logout_with_refresh_token(third.refresh_token.expose_secret(), &client())
+        .logout_with_refresh_token(renewed.refresh_token.expose_secret(), &client())
         .await
         .unwrap();
     assert_eq!(
@@ -442,6 +442,29 @@ pub async fn service_refresh_and_sessions(f: Fixture) {
         .logout_with_refresh_token(renewed.refresh_token.expose_secret(), &client())
         .await
         .unwrap();
+    assert_eq!(actions_in(&h, tenant, actions::LOGOUT).await, 2);
+
+    // A spent token ends its session too, but as the theft it betrays.
+    let fourth = login(&h, "ada@sessions.test", None).await;
+    let successor = h
+        .auth
+        .refresh(fourth.refresh_token.expose_secret(), &client())
+        .await
+        .unwrap();
+    assert_err!(
+        h.auth
+            .logout_with_refresh_token(fourth.refresh_token.expose_secret(), &client())
+            .await,
+        Error::RefreshTokenReused
+    );
+    assert_eq!(
+        token_rejection(verify(&h, &successor.access_token.token).await),
+        TokenRejection::Revoked
+    );
+    assert_eq!(
+        actions_in(&h, tenant, actions::REFRESH_TOKEN_REUSED).await,
+        2
+    );
     assert_eq!(actions_in(&h, tenant, actions::LOGOUT).await, 2);
     for garbage in ["rt_garbage", "not a token"] {
         assert_err!(

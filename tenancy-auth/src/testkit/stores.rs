@@ -223,15 +223,16 @@ pub async fn session_store(f: Fixture) {
         RotateOutcome::Unknown
     ));
     // Both the spent and the live token of a family lead to its session.
-    for token in [&h1, &h2] {
+    for (token, spent) in [(&h1, true), (&h2, false)] {
         let found = f
             .store
             .find_session_by_refresh_token(token)
             .await
             .unwrap()
             .expect("the family's session");
-        assert_eq!(found.id, s1.id);
-        assert_eq!(found.idle_expires_at, rotated.idle_expires_at);
+        assert_eq!(found.session.id, s1.id);
+        assert_eq!(found.session.idle_expires_at, rotated.idle_expires_at);
+        assert_eq!(found.spent, spent);
     }
     assert_eq!(
         f.store

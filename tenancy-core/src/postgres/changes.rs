@@ -57,7 +57,7 @@ where
     F: Fn(DirectoryChange) + Send + 'static,
 {
     let listener = subscribe(pool).await?;
-    Ok(tokio::spawn(relay(listener, on_change)))
+    Ok(tokio::spawn(relay(pool.clone(), listener, on_change)))
 }
 
 async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
@@ -68,7 +68,7 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-async fn relay<F>(mut listener: PgListener, on_change: F)
+async fn relay<F>(pool: PgPool, mut listener: PgListener, on_change: F)
 where
     F: Fn(DirectoryChange) + Send + 'static,
 {
@@ -83,17 +83,28 @@ where
                     ),
                 }
             }
-            // The connection dropped; the next call reconnects. Whatever was
-            // announced meanwhile is gone.
+            // The connection dropped and was re-established: whatever was
+            // announced in between is gone.
             Ok(None) => {
-                tracing::warn!("directory change listener reconnecting; forgetting everything");
+                tracing::warn!("directory change listener reconnected; forgetting everything");
                 on_change(DirectoryChange::Unknown);
             }
             Err(sqlx::Error::PoolClosed) => return,
+            // Reconnecting failed. Subscribe afresh, and only then forget:
+            // what is read before the subscription holds must not outlive it.
             Err(error) => {
-                tracing::warn!(%error, "directory change listener failed; retrying");
+                tracing::warn!(%error, "directory change listener lost its connection");
+                listener = loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match subscribe(&pool).await {
+                        Ok(listener) => break listener,
+                        Err(sqlx::Error::PoolClosed) => return,
+                        Err(error) => {
+                            tracing::warn!(%error, "directory change listener cannot resubscribe");
+                        }
+                    }
+                };
                 on_change(DirectoryChange::Unknown);
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }

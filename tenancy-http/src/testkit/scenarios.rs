@@ -1245,6 +1245,42 @@ pub async fn cookies_and_csrf(app: &TestApp) {
         )
         .await;
     after.assert_problem(401, "invalid-refresh-token");
+
+    // An `Authorization` header names the session to end, whatever cookies
+    // come along; those stay, and their session lives on.
+    let browser = app
+        .call(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({ "email": "ada@browser.test", "password": PASSWORD, "cookies": true })),
+        )
+        .await;
+    let jar = browser
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().unwrap().split(';').next())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let api = app.login("ada@browser.test", None).await;
+    let logout = app
+        .send(
+            app.request(Method::POST, "/auth/logout")
+                .bearer_auth(&api.token)
+                .header("cookie", &jar)
+                .header("origin", format!("http://{host}")),
+        )
+        .await;
+    assert_eq!(logout.status, 204, "{}", logout.text);
+    assert_eq!(logout.headers.get_all("set-cookie").iter().count(), 0);
+    app.call(Method::GET, "/auth/me", Some(&api.token), None)
+        .await
+        .assert_problem(401, "unauthorized");
+    let still = app
+        .send(app.request(Method::GET, "/auth/me").header("cookie", &jar))
+        .await;
+    assert_eq!(still.status, 200, "{}", still.text);
 }
 
 /// The JWKS is public; password reset answers the same for unknown emails.
