@@ -381,16 +381,29 @@ where
                     .map_err(Rejection::from),
                 Err(rejection) => Err(rejection),
             };
-            match outcome {
-                Ok(context) => {
-                    request.extensions_mut().insert(context);
-                    Ok(service.call(request).await?.map_into_left_body())
-                }
-                Err(rejection) => Ok(request
-                    .into_response(rejection.error_response())
-                    .map_into_right_body()),
-            }
+            let outcome = outcome.map(|context| {
+                request.extensions_mut().insert(context);
+            });
+            forward(&*service, request, outcome).await
         })
+    }
+}
+
+/// Passes the request on to `service` when the middleware's check passed,
+/// or answers the rejection.
+async fn forward<S, B>(
+    service: &S,
+    request: ServiceRequest,
+    outcome: Result<(), Rejection>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    match outcome {
+        Ok(()) => Ok(service.call(request).await?.map_into_left_body()),
+        Err(rejection) => Ok(request
+            .into_response(rejection.error_response())
+            .map_into_right_body()),
     }
 }
 
@@ -461,12 +474,7 @@ where
                 Some(context) => context.require(permission).await.map_err(Rejection::from),
                 None => Err(Rejection::missing_middleware()),
             };
-            match outcome {
-                Ok(()) => Ok(service.call(request).await?.map_into_left_body()),
-                Err(rejection) => Ok(request
-                    .into_response(rejection.error_response())
-                    .map_into_right_body()),
-            }
+            forward(&*service, request, outcome).await
         })
     }
 }

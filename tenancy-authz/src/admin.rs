@@ -165,6 +165,28 @@ impl AuthzAdmin {
         ))
     }
 
+    /// Interprets a write of the retry loops: the new epoch (and the cache
+    /// invalidated), `None` to read again and retry after a concurrent
+    /// change, or the error.
+    fn settle(
+        &self,
+        scope: &TenantScope,
+        written: Result<Epoch, AuthzStoreError>,
+        attempt: &mut usize,
+    ) -> Result<Option<Epoch>, AdminError> {
+        match written {
+            Ok(epoch) => {
+                self.cache.invalidate(scope.tenant_id());
+                Ok(Some(epoch))
+            }
+            Err(AuthzStoreError::StaleEpoch { .. }) if *attempt < RETRIES => {
+                *attempt += 1;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Creates or replaces a custom role. Returns the new epoch.
     pub async fn put_role(
         &self,
@@ -192,18 +214,13 @@ impl AuthzAdmin {
                 .cloned()
                 .unwrap_or_else(|| candidate.empty_bits());
             Self::within(&current, actor, &granted)?;
-            match self
+            let written = self
                 .cache
                 .role_store()
                 .put_role(scope.tenant_id(), &role, epoch, audit)
-                .await
-            {
-                Ok(epoch) => {
-                    self.cache.invalidate(scope.tenant_id());
-                    return Ok(epoch);
-                }
-                Err(AuthzStoreError::StaleEpoch { .. }) if attempt < RETRIES => attempt += 1,
-                Err(e) => return Err(e.into()),
+                .await;
+            if let Some(epoch) = self.settle(scope, written, &mut attempt)? {
+                return Ok(epoch);
             }
         }
     }
@@ -235,18 +252,13 @@ impl AuthzAdmin {
             if let Some(bits) = current.role_bits(name) {
                 Self::within(&current, actor, &bits.clone())?;
             }
-            match self
+            let written = self
                 .cache
                 .role_store()
                 .delete_role(scope.tenant_id(), name, epoch, audit)
-                .await
-            {
-                Ok(epoch) => {
-                    self.cache.invalidate(scope.tenant_id());
-                    return Ok(epoch);
-                }
-                Err(AuthzStoreError::StaleEpoch { .. }) if attempt < RETRIES => attempt += 1,
-                Err(e) => return Err(e.into()),
+                .await;
+            if let Some(epoch) = self.settle(scope, written, &mut attempt)? {
+                return Ok(epoch);
             }
         }
     }
@@ -273,18 +285,13 @@ impl AuthzAdmin {
                 .flat_map(|s| s.actions.iter().cloned())
                 .collect();
             Self::within(&current, actor, &current.pattern_bits(&allowed))?;
-            match self
+            let written = self
                 .cache
                 .policy_store()
                 .put_policy(scope.tenant_id(), policy.document(), epoch, audit)
-                .await
-            {
-                Ok(epoch) => {
-                    self.cache.invalidate(scope.tenant_id());
-                    return Ok(epoch);
-                }
-                Err(AuthzStoreError::StaleEpoch { .. }) if attempt < RETRIES => attempt += 1,
-                Err(e) => return Err(e.into()),
+                .await;
+            if let Some(epoch) = self.settle(scope, written, &mut attempt)? {
+                return Ok(epoch);
             }
         }
     }
@@ -301,18 +308,13 @@ impl AuthzAdmin {
         loop {
             let (current, _, _, _, epoch) = self.current(scope, actor).await?;
             Self::require(&current, actor, sdk::POLICIES_MANAGE, "policy")?;
-            match self
+            let written = self
                 .cache
                 .policy_store()
                 .delete_policy(scope.tenant_id(), id, epoch, audit)
-                .await
-            {
-                Ok(epoch) => {
-                    self.cache.invalidate(scope.tenant_id());
-                    return Ok(epoch);
-                }
-                Err(AuthzStoreError::StaleEpoch { .. }) if attempt < RETRIES => attempt += 1,
-                Err(e) => return Err(e.into()),
+                .await;
+            if let Some(epoch) = self.settle(scope, written, &mut attempt)? {
+                return Ok(epoch);
             }
         }
     }

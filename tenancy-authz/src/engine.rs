@@ -757,33 +757,8 @@ impl Authorizer {
         resource: &Resource,
         context: &Attributes,
     ) -> Option<Decision> {
-        let bucket = self.deny.get(a);
-        if bucket.is_empty() {
-            return None;
-        }
-        let ctx = EvalCtx {
-            principal,
-            resource,
-            context,
-        };
-        let mut resource_type = None;
-        for &s in bucket {
-            let statement = &self.statements[s as usize];
-            if self
-                .skip(statement, principal, resource, &mut resource_type)
-                .is_some()
-            {
-                continue;
-            }
-            let applies = match &statement.condition {
-                None => true,
-                Some(expr) => expr.eval_bool(&ctx).unwrap_or(true),
-            };
-            if applies {
-                return Some(Decision::deny(Reason::DenyStatement, s));
-            }
-        }
-        None
+        self.first_applying(self.deny.get(a), principal, resource, context, true)
+            .map(|s| Decision::deny(Reason::DenyStatement, s))
     }
 
     #[inline]
@@ -794,32 +769,42 @@ impl Authorizer {
         resource: &Resource,
         context: &Attributes,
     ) -> Decision {
-        let bucket = self.allow.get(a);
-        if !bucket.is_empty() {
-            let ctx = EvalCtx {
-                principal,
-                resource,
-                context,
-            };
-            let mut resource_type = None;
-            for &s in bucket {
-                let statement = &self.statements[s as usize];
-                if self
-                    .skip(statement, principal, resource, &mut resource_type)
-                    .is_some()
-                {
-                    continue;
-                }
-                let applies = match &statement.condition {
-                    None => true,
-                    Some(expr) => expr.eval_bool(&ctx).unwrap_or(false),
-                };
-                if applies {
-                    return Decision::allow(Reason::AllowStatement, s);
-                }
-            }
+        self.first_applying(self.allow.get(a), principal, resource, context, false)
+            .map_or(Decision::deny(Reason::NothingGrants, 0), |s| {
+                Decision::allow(Reason::AllowStatement, s)
+            })
+    }
+
+    /// The first statement of `bucket` that applies to the request. A
+    /// condition that fails to evaluate counts as `on_error`: true for deny
+    /// statements, false for allow statements, so errors never widen access.
+    #[inline]
+    fn first_applying(
+        &self,
+        bucket: &[u32],
+        principal: &Principal,
+        resource: &Resource,
+        context: &Attributes,
+        on_error: bool,
+    ) -> Option<u32> {
+        if bucket.is_empty() {
+            return None;
         }
-        Decision::deny(Reason::NothingGrants, 0)
+        let ctx = EvalCtx {
+            principal,
+            resource,
+            context,
+        };
+        let mut resource_type = None;
+        bucket.iter().copied().find(|&s| {
+            let statement = &self.statements[s as usize];
+            self.skip(statement, principal, resource, &mut resource_type)
+                .is_none()
+                && statement
+                    .condition
+                    .as_ref()
+                    .is_none_or(|expr| expr.eval_bool(&ctx).unwrap_or(on_error))
+        })
     }
 
     /// Whether role `r` grants permission `a`, through inheritance.

@@ -133,14 +133,8 @@ impl RoleStore for MemoryAuthzStore {
         audit: &AuditContext,
     ) -> Result<Epoch, AuthzStoreError> {
         self.write(tenant_id, expected, audit, |t| {
-            let created = !t.roles.contains_key(role.name.as_str());
-            if created && t.roles.len() >= MAX_ROLES {
-                return Err(AuthzStoreError::Limit {
-                    what: "roles",
-                    max: MAX_ROLES,
-                });
-            }
-            t.roles.insert(role.name.as_str().to_owned(), role.clone());
+            let created =
+                insert_limited(&mut t.roles, role.name.as_str(), role, "roles", MAX_ROLES)?;
             Ok(Change::PutRole { role, created })
         })
         .await
@@ -161,6 +155,23 @@ impl RoleStore for MemoryAuthzStore {
         })
         .await
     }
+}
+
+/// Creates or replaces `key`; `true` if it was created. Refuses a new one
+/// once `documents` holds `max`.
+fn insert_limited<T: Clone>(
+    documents: &mut BTreeMap<String, T>,
+    key: &str,
+    document: &T,
+    what: &'static str,
+    max: usize,
+) -> Result<bool, AuthzStoreError> {
+    let created = !documents.contains_key(key);
+    if created && documents.len() >= max {
+        return Err(AuthzStoreError::Limit { what, max });
+    }
+    documents.insert(key.to_owned(), document.clone());
+    Ok(created)
 }
 
 #[async_trait]
@@ -194,15 +205,13 @@ impl PolicyStore for MemoryAuthzStore {
         audit: &AuditContext,
     ) -> Result<Epoch, AuthzStoreError> {
         self.write(tenant_id, expected, audit, |t| {
-            let created = !t.policies.contains_key(policy.id.as_str());
-            if created && t.policies.len() >= MAX_POLICIES {
-                return Err(AuthzStoreError::Limit {
-                    what: "policies",
-                    max: MAX_POLICIES,
-                });
-            }
-            t.policies
-                .insert(policy.id.as_str().to_owned(), policy.clone());
+            let created = insert_limited(
+                &mut t.policies,
+                policy.id.as_str(),
+                policy,
+                "policies",
+                MAX_POLICIES,
+            )?;
             Ok(Change::PutPolicy { policy, created })
         })
         .await

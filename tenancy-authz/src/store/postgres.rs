@@ -244,6 +244,87 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, AuthzSto
     serde_json::to_value(value).map_err(|e| AuthzStoreError::Store(StoreError::unavailable(e)))
 }
 
+/// A tenant's documents of one kind, keyed by name or id, at most `max`.
+struct Documents {
+    what: &'static str,
+    max: usize,
+    exists: &'static str,
+    count: &'static str,
+    delete: &'static str,
+    upsert: &'static str,
+}
+
+const ROLES: Documents = Documents {
+    what: "roles",
+    max: MAX_ROLES,
+    exists: "SELECT EXISTS (SELECT 1 FROM tenancy_authz_roles WHERE tenant_id = $1 AND name = $2)",
+    count: "SELECT count(*) FROM tenancy_authz_roles WHERE tenant_id = $1",
+    delete: "DELETE FROM tenancy_authz_roles WHERE tenant_id = $1 AND name = $2",
+    upsert: "INSERT INTO tenancy_authz_roles (tenant_id, name, definition, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, name) \
+             DO UPDATE SET definition = EXCLUDED.definition, updated_at = EXCLUDED.updated_at",
+};
+
+const POLICIES: Documents = Documents {
+    what: "policies",
+    max: MAX_POLICIES,
+    exists: "SELECT EXISTS (SELECT 1 FROM tenancy_authz_policies WHERE tenant_id = $1 AND id = $2)",
+    count: "SELECT count(*) FROM tenancy_authz_policies WHERE tenant_id = $1",
+    delete: "DELETE FROM tenancy_authz_policies WHERE tenant_id = $1 AND id = $2",
+    upsert: "INSERT INTO tenancy_authz_policies (tenant_id, id, document, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, id) \
+             DO UPDATE SET document = EXCLUDED.document, updated_at = EXCLUDED.updated_at",
+};
+
+/// Deletes the document `key`; `false` if there was none.
+async fn remove(
+    conn: &mut PgConnection,
+    kind: &Documents,
+    tenant_id: TenantId,
+    key: &str,
+) -> Result<bool, AuthzStoreError> {
+    let done = sqlx::query(kind.delete)
+        .bind(tenant_id.as_uuid())
+        .bind(key)
+        .execute(conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Creates or replaces the document `key`; `true` if it was created.
+/// Refuses a new one past the kind's limit.
+async fn upsert(
+    conn: &mut PgConnection,
+    kind: &Documents,
+    tenant_id: TenantId,
+    key: &str,
+    document: serde_json::Value,
+    now: time::OffsetDateTime,
+) -> Result<bool, AuthzStoreError> {
+    let exists: bool = sqlx::query_scalar(kind.exists)
+        .bind(tenant_id.as_uuid())
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    if !exists && count(conn, kind.count, tenant_id).await? >= kind.max {
+        return Err(AuthzStoreError::Limit {
+            what: kind.what,
+            max: kind.max,
+        });
+    }
+    sqlx::query(kind.upsert)
+        .bind(tenant_id.as_uuid())
+        .bind(key)
+        .bind(document)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(!exists)
+}
+
 #[async_trait]
 impl RoleStore for PgAuthzStore {
     async fn roles_epoch(&self, tenant_id: TenantId) -> Result<Epoch, AuthzStoreError> {
@@ -270,46 +351,16 @@ impl RoleStore for PgAuthzStore {
     ) -> Result<Epoch, AuthzStoreError> {
         let definition = to_json(role)?;
         let now = self.clock.now();
-        let name = role.name.as_str();
         let mut tx = self.begin_write(tenant_id, expected).await?;
-        let conn: &mut PgConnection = &mut tx;
-        let created = {
-            let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM tenancy_authz_roles WHERE tenant_id = $1 AND name = $2)",
-                )
-                .bind(tenant_id.as_uuid())
-                .bind(name)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(unavailable)?;
-            if !exists
-                && count(
-                    conn,
-                    "SELECT count(*) FROM tenancy_authz_roles WHERE tenant_id = $1",
-                    tenant_id,
-                )
-                .await?
-                    >= MAX_ROLES
-            {
-                return Err(AuthzStoreError::Limit {
-                    what: "roles",
-                    max: MAX_ROLES,
-                });
-            }
-            sqlx::query(
-                    "INSERT INTO tenancy_authz_roles (tenant_id, name, definition, updated_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, name) \
-                     DO UPDATE SET definition = EXCLUDED.definition, updated_at = EXCLUDED.updated_at",
-                )
-                .bind(tenant_id.as_uuid())
-                .bind(name)
-                .bind(definition)
-                .bind(now)
-                .execute(&mut *conn)
-                .await
-                .map_err(unavailable)?;
-            !exists
-        };
+        let created = upsert(
+            &mut tx,
+            &ROLES,
+            tenant_id,
+            role.name.as_str(),
+            definition,
+            now,
+        )
+        .await?;
         self.finish_write(
             tx,
             tenant_id,
@@ -328,14 +379,7 @@ impl RoleStore for PgAuthzStore {
         audit: &AuditContext,
     ) -> Result<Epoch, AuthzStoreError> {
         let mut tx = self.begin_write(tenant_id, expected).await?;
-        let done =
-            sqlx::query("DELETE FROM tenancy_authz_roles WHERE tenant_id = $1 AND name = $2")
-                .bind(tenant_id.as_uuid())
-                .bind(name.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        if done.rows_affected() == 0 {
+        if !remove(&mut tx, &ROLES, tenant_id, name.as_str()).await? {
             return Err(AuthzStoreError::RoleNotFound(name.clone()));
         }
         self.finish_write(tx, tenant_id, expected, Change::DeleteRole { name }, audit)
@@ -369,46 +413,16 @@ impl PolicyStore for PgAuthzStore {
     ) -> Result<Epoch, AuthzStoreError> {
         let document = to_json(policy)?;
         let now = self.clock.now();
-        let id = policy.id.as_str();
         let mut tx = self.begin_write(tenant_id, expected).await?;
-        let conn: &mut PgConnection = &mut tx;
-        let created = {
-            let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM tenancy_authz_policies WHERE tenant_id = $1 AND id = $2)",
-                )
-                .bind(tenant_id.as_uuid())
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(unavailable)?;
-            if !exists
-                && count(
-                    conn,
-                    "SELECT count(*) FROM tenancy_authz_policies WHERE tenant_id = $1",
-                    tenant_id,
-                )
-                .await?
-                    >= MAX_POLICIES
-            {
-                return Err(AuthzStoreError::Limit {
-                    what: "policies",
-                    max: MAX_POLICIES,
-                });
-            }
-            sqlx::query(
-                "INSERT INTO tenancy_authz_policies (tenant_id, id, document, updated_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, id) \
-                     DO UPDATE SET document = EXCLUDED.document, updated_at = EXCLUDED.updated_at",
-            )
-            .bind(tenant_id.as_uuid())
-            .bind(id)
-            .bind(document)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-            !exists
-        };
+        let created = upsert(
+            &mut tx,
+            &POLICIES,
+            tenant_id,
+            policy.id.as_str(),
+            document,
+            now,
+        )
+        .await?;
         self.finish_write(
             tx,
             tenant_id,
@@ -427,14 +441,7 @@ impl PolicyStore for PgAuthzStore {
         audit: &AuditContext,
     ) -> Result<Epoch, AuthzStoreError> {
         let mut tx = self.begin_write(tenant_id, expected).await?;
-        let done =
-            sqlx::query("DELETE FROM tenancy_authz_policies WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant_id.as_uuid())
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        if done.rows_affected() == 0 {
+        if !remove(&mut tx, &POLICIES, tenant_id, id.as_str()).await? {
             return Err(AuthzStoreError::PolicyNotFound(id.clone()));
         }
         self.finish_write(tx, tenant_id, expected, Change::DeletePolicy { id }, audit)
