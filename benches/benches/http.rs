@@ -4,7 +4,7 @@
 //! actix-web through `actix_web::test::call_service`.
 //!
 //! ```text
-//! cargo bench --bench http --features axum,actix
+//! cargo bench -p tenancy-benches --bench http
 //! ```
 
 #![allow(clippy::expect_used)] // benchmark setup: a failure should stop the run

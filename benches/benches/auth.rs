@@ -3,7 +3,7 @@
 //! argon2id at its default cost.
 //!
 //! ```text
-//! cargo bench --bench auth --features auth
+//! cargo bench -p tenancy-benches --bench auth
 //! ```
 
 #![allow(clippy::expect_used)] // benchmark setup: a failure should stop the run

@@ -14,7 +14,7 @@
 //! the same decision from every engine before it is timed.
 //!
 //! ```text
-//! cargo bench --bench authz --features authz -- --warm-up-time 1 --measurement-time 3
+//! cargo bench -p tenancy-benches --bench authz -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
 //! `AUTHZ_BENCH=abac,compile` runs only the named groups (their setup
