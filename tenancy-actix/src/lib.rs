@@ -58,6 +58,7 @@
 //! - `memory` (default): the in-memory stores of `tenancy-http`.
 //! - `postgres`: the Postgres stores of `tenancy-http`.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -257,7 +258,7 @@ pub fn configure(tenancy: Tenancy) -> impl FnOnce(&mut ServiceConfig) {
         // first resource whose path matches, so literal segments go before
         // parameters (`/invitations/accept` before `/invitations/{id}`).
         let mut by_path: Vec<(&'static str, Vec<Route>)> = Vec::new();
-        for route in tenancy_http::routes() {
+        for route in tenancy.routes() {
             match by_path.iter_mut().find(|(path, _)| *path == route.path) {
                 Some((_, routes)) => routes.push(route),
                 None => by_path.push((route.path, vec![route])),

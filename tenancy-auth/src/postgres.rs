@@ -37,9 +37,7 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The embedded tenancy-auth migrations (missing versions ignored, so other
 /// crates' migrations in the same database do not stop them).
 pub fn migrator() -> Migrator {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
+    tenancy_core::postgres::tenancy_migrator(sqlx::migrate!("./migrations"))
 }
 
 /// Every auth store in Postgres.
@@ -62,8 +60,11 @@ impl PgAuthStore {
 
     /// Applies tenancy-core's migrations, then tenancy-auth's.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
-        tenancy_core::postgres::migrator().run(&self.pool).await?;
-        migrator().run(&self.pool).await
+        tenancy_core::postgres::migrate_all(
+            &self.pool,
+            [tenancy_core::postgres::migrator(), migrator()],
+        )
+        .await
     }
 
     /// The pool.

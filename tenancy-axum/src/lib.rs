@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -119,7 +120,7 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let mut by_path: BTreeMap<&'static str, MethodRouter<S>> = BTreeMap::new();
-    for route in tenancy_http::routes() {
+    for route in tenancy.routes() {
         let Ok(filter) = MethodFilter::try_from(route.method.clone()) else {
             continue;
         };

@@ -26,6 +26,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
+mod cache;
 mod clock;
 mod directory;
 mod error;
@@ -50,6 +51,7 @@ pub use audit::{
     BrokenReason, ChainEntry, ChainHash, ChainHead, ChainReport, ChainVerifier, ExportFormat,
     NewAuditEvent, Target, TargetType,
 };
+pub use cache::{CacheConfig, CachingStore, DirectoryChange};
 pub use clock::{Clock, ManualClock, SystemClock, truncate_to_micros};
 pub use directory::{
     Acceptance, Acceptor, CreatedTenant, Directory, DirectoryError, IssuedInvitation, Owner,

@@ -514,12 +514,8 @@ async fn host_transactions_compose_with_tenancy_writes() {
     ));
 }
 
-#[tokio::test]
-async fn migrations_rerun_cleanly_beside_other_crates() {
-    let Some((schema, backend, _)) = migrated().await else {
-        return;
-    };
-    // Another crate's migration, numbered in its own range, already applied.
+/// A connection whose `search_path` is the test's schema.
+async fn connect_in(schema: &TestSchema) -> PgConnection {
     let mut conn = PgConnection::connect(&schema.url).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SET search_path TO {}",
@@ -528,21 +524,144 @@ async fn migrations_rerun_cleanly_beside_other_crates() {
     .execute(&mut conn)
     .await
     .unwrap();
-    sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (2001, 'other crate', true, '\\x00', 1)",
+    conn
+}
+
+async fn versions(conn: &mut PgConnection, table: &str) -> Vec<i64> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM {table} ORDER BY version"
+    )))
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+fn our_versions() -> Vec<i64> {
+    tenancy_core::postgres::migrator()
+        .iter()
+        .map(|m| m.version)
+        .collect()
+}
+
+#[tokio::test]
+async fn host_migrations_run_beside_ours_in_either_order() {
+    use tenancy_core::postgres::{MIGRATIONS_TABLE, migrate_all, migrator};
+    let host = sqlx::migrate!("./tests/host_migrations");
+    for host_first in [true, false] {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        if host_first {
+            host.run(&schema.pool).await.unwrap();
+        }
+        migrate_all(&schema.pool, [migrator()]).await.unwrap();
+        // The host's migrator knows nothing of tenancy's versions, and
+        // must not trip over them (it used to fail with VersionMissing).
+        host.run(&schema.pool).await.unwrap();
+        migrate_all(&schema.pool, [migrator()]).await.unwrap();
+        host.run(&schema.pool).await.unwrap();
+        let mut conn = connect_in(&schema).await;
+        let host_versions: Vec<i64> = host.iter().map(|m| m.version).collect();
+        assert_eq!(versions(&mut conn, "_sqlx_migrations").await, host_versions);
+        assert_eq!(versions(&mut conn, MIGRATIONS_TABLE).await, our_versions());
+    }
+}
+
+#[tokio::test]
+async fn migrate_all_merges_crates_and_refuses_conflicting_versions() {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use tenancy_core::postgres::{MIGRATIONS_TABLE, migrate_all, migrator};
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let other = |sql: &'static str| {
+        Migrator::with_migrations(vec![Migration::new(
+            9001,
+            "other crate".into(),
+            MigrationType::Simple,
+            sqlx::AssertSqlSafe(sql).into_sql_str(),
+            false,
+        )])
+    };
+    // Given in any order, run in version order, in one go.
+    migrate_all(
+        &schema.pool,
+        [other("CREATE TABLE other_crate (id int)"), migrator()],
     )
-    .execute(&mut conn)
     .await
     .unwrap();
-    backend.migrate().await.unwrap();
-    backend.migrate().await.unwrap();
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!(versions, vec![1001, 1002, 2001]);
+    let mut conn = connect_in(&schema).await;
+    let mut expected = our_versions();
+    expected.push(9001);
+    assert_eq!(versions(&mut conn, MIGRATIONS_TABLE).await, expected);
+    // One crate's own migrator, run later, ignores the other's version.
+    migrate_all(&schema.pool, [migrator()]).await.unwrap();
+    // Two crates claiming one version with different SQL is an error.
+    let clash = migrate_all(
+        &schema.pool,
+        [
+            other("CREATE TABLE other_crate (id int)"),
+            other("CREATE TABLE something_else (id int)"),
+        ],
+    )
+    .await;
+    assert!(matches!(
+        clash,
+        Err(sqlx::migrate::MigrateError::VersionMismatch(9001))
+    ));
+    // A migration that fails leaves no lock behind for the next run.
+    let broken = Migrator::with_migrations(vec![Migration::new(
+        9002,
+        "broken".into(),
+        MigrationType::Simple,
+        sqlx::AssertSqlSafe("SELECT missing FROM nowhere").into_sql_str(),
+        false,
+    )]);
+    assert!(migrate_all(&schema.pool, [broken]).await.is_err());
+    // Another replica: other connections than the failed run's.
+    let replica = schema.pool_as(&schema.url, 1).await;
+    let next = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        migrate_all(&replica, [migrator()]),
+    )
+    .await
+    .expect("no migration lock left behind");
+    next.unwrap();
+}
+
+#[tokio::test]
+async fn databases_migrated_into_sqlx_migrations_are_adopted() {
+    use tenancy_core::postgres::{MIGRATIONS_TABLE, migrate_all, migrator};
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    // How tenancy migrated before it kept a table of its own.
+    let mut legacy = sqlx::migrate!("./migrations");
+    legacy.set_ignore_missing(true);
+    legacy.run(&schema.pool).await.unwrap();
+    let host = sqlx::migrate!("./tests/host_migrations");
+    // The failure that kept hosts from migrating beside tenancy. (On a
+    // connection of its own, closed after: sqlx keeps its migration lock
+    // when a run fails, which would block every other test's migrations.)
+    let mut failing = connect_in(&schema).await;
+    assert!(matches!(
+        host.run(&mut failing).await,
+        Err(sqlx::migrate::MigrateError::VersionMissing(_))
+    ));
+    failing.close().await.unwrap();
+
+    migrate_all(&schema.pool, [migrator()]).await.unwrap();
+    migrate_all(&schema.pool, [migrator()]).await.unwrap();
+    host.run(&schema.pool).await.unwrap();
+    let mut conn = connect_in(&schema).await;
+    let host_versions: Vec<i64> = host.iter().map(|m| m.version).collect();
+    assert_eq!(versions(&mut conn, "_sqlx_migrations").await, host_versions);
+    assert_eq!(versions(&mut conn, MIGRATIONS_TABLE).await, our_versions());
+    // Nothing ran twice: the tables the legacy run made are still in use.
+    let backend = PgBackend::new(schema.pool.clone());
+    let directory = Directory::new(Arc::new(backend));
+    tenant_with_member(&directory, "adopted").await;
 }
 
 #[tokio::test]
@@ -602,7 +721,7 @@ async fn tenant_and_membership_changes_are_announced_as_they_commit() {
             .unwrap();
         let ours = match change {
             DirectoryChange::Tenant(id) | DirectoryChange::Member(id, _) => id == tenant,
-            DirectoryChange::Unknown => false,
+            _ => false,
         };
         if ours {
             seen.push(change);
@@ -617,5 +736,99 @@ async fn tenant_and_membership_changes_are_announced_as_they_commit() {
             DirectoryChange::Tenant(tenant),        // the suspension, not the rename
         ]
     );
-    listener.abort();
+    listener.stop();
+}
+
+#[derive(Debug, PartialEq)]
+enum Heard {
+    Notice(String, String),
+    Resync,
+}
+
+async fn next(heard: &mut tokio::sync::mpsc::UnboundedReceiver<Heard>) -> Heard {
+    tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv())
+        .await
+        .expect("heard within ten seconds")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_listener_relays_every_channel_and_resyncs_after_listening_again() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+    use tenancy_core::postgres::{FnSubscriber, Listener};
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    // A pool of its own, named, so the test can cut exactly its connection.
+    let name = format!("listener-{}", Uuid::now_v7().simple());
+    let options = PgConnectOptions::from_str(&schema.url)
+        .unwrap()
+        .application_name(&name);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let channel_a = format!("test_a_{}", Uuid::now_v7().simple());
+    let channel_b = format!("test_b_{}", Uuid::now_v7().simple());
+    let (sender, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let subscriber = |sender: tokio::sync::mpsc::UnboundedSender<Heard>| {
+        let resync = sender.clone();
+        FnSubscriber::new(
+            move |channel: &str, payload: &str| {
+                let _ = sender.send(Heard::Notice(channel.to_owned(), payload.to_owned()));
+            },
+            move || {
+                let _ = resync.send(Heard::Resync);
+            },
+        )
+    };
+    let mut listener = Listener::new(pool.clone());
+    listener.subscribe([channel_a.as_str()], subscriber(sender.clone()));
+    listener.subscribe([channel_a.as_str(), channel_b.as_str()], subscriber(sender));
+    let running = listener.start().await.unwrap();
+    let mut notifier = PgConnection::connect(&schema.url).await.unwrap();
+    let notify = |channel: String, payload: &'static str| {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+    };
+    let notice =
+        |channel: &str, payload: &str| Heard::Notice(channel.to_owned(), payload.to_owned());
+
+    notify(channel_a.clone(), "one")
+        .execute(&mut notifier)
+        .await
+        .unwrap();
+    // Both subscribers of channel a hear it; only the second hears b.
+    assert_eq!(next(&mut heard).await, notice(&channel_a, "one"));
+    assert_eq!(next(&mut heard).await, notice(&channel_a, "one"));
+    notify(channel_b.clone(), "two")
+        .execute(&mut notifier)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut heard).await, notice(&channel_b, "two"));
+
+    // Cut the listener's connection.
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&name)
+    .fetch_all(&mut notifier)
+    .await
+    .unwrap();
+    assert!(!cut.is_empty() && cut.iter().all(|ok| *ok));
+    // Each subscriber is told once (though one has two channels)…
+    assert_eq!(next(&mut heard).await, Heard::Resync);
+    assert_eq!(next(&mut heard).await, Heard::Resync);
+    // …and only once the new connection listens: a notice sent right after
+    // the resync arrives.
+    notify(channel_b.clone(), "three")
+        .execute(&mut notifier)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut heard).await, notice(&channel_b, "three"));
+    assert!(running.is_running());
+    running.stop();
 }

@@ -21,8 +21,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod builder;
 mod config;
 mod errors;
+mod module;
 mod pipeline;
 mod problem;
 mod request;
@@ -32,13 +34,15 @@ mod tenancy;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use builder::{SetupError, Stores, TenancyBuilder};
 pub use config::{CookieConfig, HttpConfig, TenantSource};
+pub use module::Module;
 pub use pipeline::{RequestContext, RequestHead};
 pub use problem::{FieldError, PROBLEM_JSON, Problem};
 pub use request::{ApiRequest, parse_json};
 pub use response::{json, no_content};
-pub use routes::{Access, Route, routes};
-pub use tenancy::{SetupError, Tenancy};
+pub use routes::{Access, Handler, Route, routes};
+pub use tenancy::Tenancy;
 
 pub use http;
 pub use tenancy_auth as auth;

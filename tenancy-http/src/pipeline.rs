@@ -250,14 +250,16 @@ impl Tenancy {
             .with_detail(format!("the tenant is {status}")));
         }
         let authz = self.authz_principal(&principal).await?;
-        Ok(RequestContext {
+        let context = RequestContext {
             tenancy: self.clone(),
             scope: TenantScope::assume_resolved(tenant_id),
             principal,
             authz: Arc::new(authz),
             ip: crate::request::client_ip(head.headers, head.peer, config),
             user_agent: head.headers.get(header::USER_AGENT).cloned(),
-        })
+        };
+        self.module_steps(&context).await?;
+        Ok(context)
     }
 
     async fn requested_tenant(
@@ -317,42 +319,27 @@ impl Tenancy {
     }
 
     async fn tenant_by_slug(&self, text: &str) -> Result<TenantId, Problem> {
-        let ticket = match self.lookups().slugs.get(&text.to_owned()) {
-            Ok(id) => return Ok(id),
-            Err(ticket) => ticket,
-        };
         let slug = Slug::new(text).map_err(|_| Problem::not_found())?;
-        let tenant = self
-            .directory()
-            .backend()
+        self.directory_cache()
             .find_tenant_by_slug(&slug)
             .await
             .map_err(|e| errors::store(&e))?
-            .ok_or_else(Problem::not_found)?;
-        self.lookups()
-            .slugs
-            .insert(text.to_owned(), tenant.id, ticket);
-        Ok(tenant.id)
+            .map(|tenant| tenant.id)
+            .ok_or_else(Problem::not_found)
     }
 
     async fn tenant_status(&self, tenant: TenantId) -> Result<TenantStatus, Problem> {
-        let ticket = match self.lookups().tenant_status.get(&tenant) {
-            Ok(status) => return Ok(status),
-            Err(ticket) => ticket,
-        };
-        let status = match self.directory().backend().get_tenant(tenant).await {
-            Ok(found) => found.status,
-            Err(StoreError::NotFound(_)) => return Err(Problem::not_found()),
-            Err(other) => return Err(errors::store(&other)),
-        };
-        self.lookups().tenant_status.insert(tenant, status, ticket);
-        Ok(status)
+        match self.directory_cache().get_tenant(tenant).await {
+            Ok(found) => Ok(found.status),
+            Err(StoreError::NotFound(_)) => Err(Problem::not_found()),
+            Err(other) => Err(errors::store(&other)),
+        }
     }
 
     /// Forgets what the pipeline cached about `tenant` (its status, the
     /// slugs that led to it), after a change made through this process.
     pub fn forget_tenant(&self, tenant: TenantId) {
-        self.lookups().forget_tenant(tenant);
+        self.directory_cache().forget_tenant(tenant);
     }
 
     /// Forgets what the pipeline cached about `user`'s membership of
@@ -360,15 +347,14 @@ impl Tenancy {
     /// The SDK's member routes call it; call it after changing memberships
     /// through the `Directory` yourself.
     pub fn forget_member(&self, tenant: TenantId, user: UserId) {
-        self.lookups().forget_member(tenant, user);
+        self.directory_cache().forget_member(tenant, user);
     }
 
     /// Forgets every cached tenant status, slug and membership: for hosts
-    /// that assemble a [`Tenancy`] over Postgres stores with
-    /// [`Tenancy::new`] and relay change notices themselves, when notices
-    /// may have been missed.
+    /// that assemble a [`Tenancy`] over stores of their own and relay
+    /// change notices themselves, when notices may have been missed.
     pub fn forget_all(&self) {
-        self.lookups().forget_all();
+        self.directory_cache().forget_all();
     }
 
     /// The caller as the authorization engine sees it, with the roles of
@@ -428,22 +414,13 @@ impl Tenancy {
         tenant: TenantId,
         user: UserId,
     ) -> Result<Option<RoleSet>, Problem> {
-        let ticket = match self.lookups().member_roles.get(&(tenant, user)) {
-            Ok(roles) => return Ok(roles),
-            Err(ticket) => ticket,
-        };
-        let roles = self
-            .directory()
-            .backend()
+        Ok(self
+            .directory_cache()
             .find_membership(tenant, user)
             .await
             .map_err(|e| errors::store(&e))?
             .filter(|m| m.status == MembershipStatus::Active)
-            .map(|m| m.roles);
-        self.lookups()
-            .member_roles
-            .insert((tenant, user), roles.clone(), ticket);
-        Ok(roles)
+            .map(|m| m.roles))
     }
 }
 

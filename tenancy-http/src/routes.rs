@@ -41,14 +41,17 @@ pub enum Access {
     Permission(&'static str),
 }
 
-type Handler =
+/// A route's handler: the services, the request, and its context when the
+/// route's [`Access`] authenticated the caller. A plain `fn` (write an
+/// `async fn` and wrap it with [`route!`](crate::route)).
+pub type Handler =
     for<'a> fn(
         &'a Tenancy,
         &'a ApiRequest,
         Option<&'a RequestContext>,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Bytes>, Problem>> + Send + 'a>>;
 
-/// One SDK route.
+/// One route: the SDK's own, or a [`crate::Module`]'s.
 #[derive(Clone)]
 pub struct Route {
     /// The method.
@@ -60,20 +63,50 @@ pub struct Route {
     handler: Handler,
 }
 
+impl Route {
+    /// A route serving `method path` with `handler`, after the pipeline
+    /// `access` asks for. Usually written with [`route!`](crate::route).
+    pub fn new(method: Method, path: &'static str, access: Access, handler: Handler) -> Self {
+        Self {
+            method,
+            path,
+            access,
+            handler,
+        }
+    }
+}
+
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {} ({:?})", self.method, self.path, self.access)
     }
 }
 
+/// A [`Route`] from a method, a path, an [`Access`] and an `async fn
+/// (&Tenancy, &ApiRequest, Option<&RequestContext>) -> Result<Response<Bytes>, Problem>`.
+///
+/// ```
+/// use tenancy_http::{Access, ApiRequest, Problem, RequestContext, Tenancy, route};
+/// use tenancy_http::http::{Response, StatusCode};
+///
+/// async fn hello(
+///     _: &Tenancy,
+///     _: &ApiRequest,
+///     context: Option<&RequestContext>,
+/// ) -> Result<Response<bytes::Bytes>, Problem> {
+///     let tenant = context.map(|c| c.tenant_id().to_string()).unwrap_or_default();
+///     Ok(tenancy_http::json(StatusCode::OK, &serde_json::json!({ "tenant": tenant }))?)
+/// }
+///
+/// let route = route!(GET "/hello", Access::Authenticated, hello);
+/// assert_eq!(route.path, "/hello");
+/// ```
+#[macro_export]
 macro_rules! route {
-    ($method:ident $path:literal, $access:expr, $handler:ident) => {
-        Route {
-            method: Method::$method,
-            path: $path,
-            access: $access,
-            handler: |t, r, c| Box::pin($handler(t, r, c)),
-        }
+    ($method:ident $path:literal, $access:expr, $handler:path) => {
+        $crate::Route::new($crate::http::Method::$method, $path, $access, |t, r, c| {
+            ::std::boxed::Box::pin($handler(t, r, c))
+        })
     };
 }
 

@@ -39,9 +39,7 @@ pub const EPOCH_CHANNEL: &str = "tenancy_authz_epoch";
 /// versions are ignored, so other crates' migrations in the same database
 /// do not stop it. Run [`tenancy_core::postgres::migrator`] first.
 pub fn migrator() -> Migrator {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
+    tenancy_core::postgres::tenancy_migrator(sqlx::migrate!("./migrations"))
 }
 
 /// Roles and policies in Postgres. Cheap to clone: clones share the pool.
@@ -95,8 +93,11 @@ impl PgAuthzStore {
 
     /// Applies tenancy-core's migrations, then tenancy-authz's.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        tenancy_core::postgres::migrator().run(&self.pool).await?;
-        migrator().run(&self.pool).await
+        tenancy_core::postgres::migrate_all(
+            &self.pool,
+            [tenancy_core::postgres::migrator(), migrator()],
+        )
+        .await
     }
 
     /// The pool.

@@ -1,11 +1,12 @@
 //! Tenant and membership changes announced by the core migration's
 //! triggers, for replicas that cache what they read.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 
-use crate::id::{TenantId, UserId};
+use super::listener::{FnSubscriber, Listener, RunningListener, Subscriber};
+use crate::cache::{CachingStore, DirectoryChange};
 
 /// The channel a tenant's status or slug change is announced on, with the
 /// tenant id as payload.
@@ -14,18 +15,6 @@ pub const TENANT_CHANGED_CHANNEL: &str = "tenancy_tenant_changed";
 /// The channel a membership's creation, change or removal is announced on,
 /// with `<tenant id>:<user id>` as payload.
 pub const MEMBER_CHANGED_CHANNEL: &str = "tenancy_member_changed";
-
-/// What a replica should forget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DirectoryChange {
-    /// A tenant's status or slug changed.
-    Tenant(TenantId),
-    /// A user's membership of a tenant was created, changed or removed.
-    Member(TenantId, UserId),
-    /// Notices may have been missed (the listener reconnected): forget
-    /// everything.
-    Unknown,
-}
 
 impl DirectoryChange {
     /// Reads a notification; `None` for another channel or a payload that
@@ -42,77 +31,59 @@ impl DirectoryChange {
     }
 }
 
+/// The channels tenancy-core announces changes on.
+pub const DIRECTORY_CHANNELS: [&str; 2] = [TENANT_CHANGED_CHANNEL, MEMBER_CHANGED_CHANNEL];
+
+/// A [`CachingStore`] forgets what each announced change made stale, and
+/// everything after a reconnection: register it on a [`Listener`] for
+/// [`DIRECTORY_CHANNELS`].
+impl Subscriber for CachingStore {
+    fn notify(&self, channel: &str, payload: &str) {
+        match DirectoryChange::parse(channel, payload) {
+            Some(change) => self.apply(change),
+            None => tracing::warn!(channel, "ignoring an unreadable directory change notice"),
+        }
+    }
+
+    fn resync(&self) {
+        self.forget_all();
+    }
+}
+
 /// Calls `on_change` for every tenant and membership change as it commits,
-/// from any process writing to the database. A lost connection is
-/// reported as [`DirectoryChange::Unknown`] (notices sent meanwhile are
-/// gone) and re-established. Returns once listening; abort the handle to
-/// stop.
+/// from any process writing to the database, over a connection of its own;
+/// a lost connection is reported as [`DirectoryChange::Unknown`] once the
+/// new one listens. To share one connection with other modules, register
+/// on a [`Listener`] instead.
 ///
 /// Errors: the first connection or subscription failed.
 pub async fn listen_directory_changes<F>(
     pool: &PgPool,
     on_change: F,
-) -> Result<tokio::task::JoinHandle<()>, sqlx::Error>
+) -> Result<RunningListener, sqlx::Error>
 where
-    F: Fn(DirectoryChange) + Send + 'static,
+    F: Fn(DirectoryChange) + Send + Sync + 'static,
 {
-    let listener = subscribe(pool).await?;
-    Ok(tokio::spawn(relay(pool.clone(), listener, on_change)))
-}
-
-async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener
-        .listen_all([TENANT_CHANGED_CHANNEL, MEMBER_CHANGED_CHANNEL])
-        .await?;
-    Ok(listener)
-}
-
-async fn relay<F>(pool: PgPool, mut listener: PgListener, on_change: F)
-where
-    F: Fn(DirectoryChange) + Send + 'static,
-{
-    loop {
-        match listener.try_recv().await {
-            Ok(Some(notification)) => {
-                match DirectoryChange::parse(notification.channel(), notification.payload()) {
-                    Some(change) => on_change(change),
-                    None => tracing::warn!(
-                        channel = notification.channel(),
-                        "ignoring an unreadable directory change notice"
-                    ),
-                }
-            }
-            // The connection dropped and was re-established: whatever was
-            // announced in between is gone.
-            Ok(None) => {
-                tracing::warn!("directory change listener reconnected; forgetting everything");
-                on_change(DirectoryChange::Unknown);
-            }
-            Err(sqlx::Error::PoolClosed) => return,
-            // Reconnecting failed. Subscribe afresh, and only then forget:
-            // what is read before the subscription holds must not outlive it.
-            Err(error) => {
-                tracing::warn!(%error, "directory change listener lost its connection");
-                listener = loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    match subscribe(&pool).await {
-                        Ok(listener) => break listener,
-                        Err(sqlx::Error::PoolClosed) => return,
-                        Err(error) => {
-                            tracing::warn!(%error, "directory change listener cannot resubscribe");
-                        }
-                    }
-                };
-                on_change(DirectoryChange::Unknown);
-            }
-        }
-    }
+    let on_change = Arc::new(on_change);
+    let on_notice = on_change.clone();
+    let mut listener = Listener::new(pool.clone());
+    listener.subscribe(
+        DIRECTORY_CHANNELS,
+        FnSubscriber::new(
+            move |channel, payload| match DirectoryChange::parse(channel, payload) {
+                Some(change) => on_notice(change),
+                None => tracing::warn!(channel, "ignoring an unreadable directory change notice"),
+            },
+            move || on_change(DirectoryChange::Unknown),
+        ),
+    );
+    listener.start().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::{TenantId, UserId};
 
     #[test]
     fn parses_only_its_own_notices() {

@@ -3,10 +3,14 @@
 //! - [`PgBackend`] implements every store with the same semantics as the
 //!   in-memory backend; the shared conformance suites prove it.
 //! - Migrations are embedded ([`migrator`]) and numbered 1000–1999, so the
-//!   other tenancy crates add theirs to the same database.
+//!   other tenancy crates add theirs to the same database; they are recorded
+//!   in a table of their own ([`MIGRATIONS_TABLE`]), so a host's own
+//!   `sqlx::migrate!()` on that database is not disturbed. [`migrate_all`]
+//!   runs several crates' migrations as one.
 //! - Tenant status and membership changes are announced as they commit
-//!   ([`listen_directory_changes`]), so replicas that cache them can forget
-//!   at once.
+//!   ([`DIRECTORY_CHANNELS`]), so replicas that cache them
+//!   ([`crate::CachingStore`]) forget at once; one [`Listener`] connection
+//!   carries these and every other module's notices.
 //! - Tenant-owned tables (memberships, invitations, audit) have row-level
 //!   security keyed on the transaction setting `tenancy.tenant_id`, with
 //!   `FORCE ROW LEVEL SECURITY`, so a query that forgets its `tenant_id`
@@ -39,14 +43,20 @@
 //! ```
 
 mod changes;
+mod listener;
+mod migrations;
 mod rows;
 
 /// The sqlx this backend is built on, so hosts share one version.
 pub use sqlx;
 
+pub use migrations::{MIGRATIONS_TABLE, migrate_all, tenancy_migrator};
+
+pub use crate::cache::DirectoryChange;
 pub use changes::{
-    DirectoryChange, MEMBER_CHANGED_CHANNEL, TENANT_CHANGED_CHANNEL, listen_directory_changes,
+    DIRECTORY_CHANNELS, MEMBER_CHANGED_CHANNEL, TENANT_CHANGED_CHANNEL, listen_directory_changes,
 };
+pub use listener::{FnSubscriber, Listener, RunningListener, Subscriber};
 
 use std::fmt;
 
@@ -79,12 +89,11 @@ use rows::{
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The embedded tenancy-core migrations. Missing versions are ignored, so
-/// migrations of other crates in the same database do not stop it.
+/// The embedded tenancy-core migrations (versions 1000–1999), recorded in
+/// [`MIGRATIONS_TABLE`]; the other tenancy crates' versions in the same
+/// database are ignored. Run several crates' at once with [`migrate_all`].
 pub fn migrator() -> Migrator {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
+    tenancy_migrator(sqlx::migrate!("./migrations"))
 }
 
 /// Opens a transaction scoped to `tenant_id`: row-level security then shows
@@ -169,9 +178,9 @@ impl PgBackend {
         Ok(Self::new(pool))
     }
 
-    /// Applies the embedded migrations.
+    /// Applies the embedded migrations (see [`migrate_all`]).
     pub async fn migrate(&self) -> Result<(), MigrateError> {
-        migrator().run(&self.pool).await
+        migrate_all(&self.pool, [migrator()]).await
     }
 
     /// The pool.

@@ -18,10 +18,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tenancy_auth::{Argon2Config, Auth, AuthConfig, AuthStore};
-use tenancy_authz::{Catalog, Engine, PolicyCache, PolicyStore, RoleStore};
-use tenancy_core::{Backend, ManualClock};
+use tenancy_auth::{Argon2Config, AuthConfig};
+use tenancy_authz::Catalog;
+use tenancy_core::ManualClock;
 
+use crate::TenancyBuilder;
 use crate::config::{CookieConfig, HttpConfig, TenantSource};
 use crate::tenancy::Tenancy;
 
@@ -40,14 +41,6 @@ pub enum Stores {
 /// Starts serving `tenancy` (SDK routes) and `projects` (at `/projects`,
 /// behind the integration's middleware) on `127.0.0.1`, returning the address.
 pub type Start = fn(Tenancy, Arc<Projects>) -> Pin<Box<dyn Future<Output = SocketAddr> + Send>>;
-
-/// Every store an app needs.
-type StoreSet = (
-    Arc<dyn Backend>,
-    Arc<dyn AuthStore>,
-    Arc<dyn RoleStore>,
-    Arc<dyn PolicyStore>,
-);
 
 /// A running app under test.
 pub struct TestApp {
@@ -98,31 +91,20 @@ pub fn scenario_config() -> (Catalog, AuthConfig, HttpConfig) {
 }
 
 impl TestApp {
-    /// Builds the stores, the services and the app, and starts it. `None`
-    /// when Postgres is asked for and no database is configured (outside CI).
+    /// Builds the services with [`Tenancy::builder`] (as a host would) and
+    /// the app, and starts it. `None` when Postgres is asked for and no
+    /// database is configured (outside CI).
     pub async fn launch(stores: Stores, start: Start) -> Option<Self> {
-        let (backend, store, roles, policies): StoreSet = match stores {
-            Stores::Memory => {
-                let backend: Arc<dyn Backend> = Arc::new(tenancy_core::MemoryBackend::new());
-                let authz = Arc::new(tenancy_authz::MemoryAuthzStore::new(backend.clone()));
-                (
-                    backend,
-                    Arc::new(tenancy_auth::MemoryAuthStore::new()),
-                    authz.clone(),
-                    authz,
-                )
-            }
-            Stores::Postgres => postgres_stores().await?,
-        };
         let (catalog, auth_config, http) = scenario_config();
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-        let auth = Auth::builder(backend, store, auth_config)
-            .clock(clock.clone())
-            .build()
-            .await
-            .unwrap();
-        let cache = Arc::new(PolicyCache::new(Engine::new(catalog), roles, policies));
-        let tenancy = Tenancy::new(auth, cache, http);
+        let builder = Tenancy::builder(catalog, auth_config)
+            .http(http)
+            .clock(clock.clone());
+        let builder = match stores {
+            Stores::Memory => builder,
+            Stores::Postgres => on_postgres(builder).await?,
+        };
+        let tenancy = builder.build().await.unwrap();
         let address = start(tenancy.clone(), Arc::new(Projects::new())).await;
         Some(Self {
             base: format!("http://{address}"),
@@ -171,24 +153,15 @@ impl TestApp {
     }
 }
 
+/// `builder` on a fresh Postgres schema.
 #[cfg(feature = "postgres")]
-async fn postgres_stores() -> Option<StoreSet> {
+async fn on_postgres(builder: TenancyBuilder) -> Option<TenancyBuilder> {
     let schema = tenancy_core::testkit::postgres::TestSchema::create().await?;
-    let store = tenancy_auth::postgres::PgAuthStore::new(schema.pool.clone());
-    store.migrate().await.unwrap();
-    let authz = tenancy_authz::store::postgres::PgAuthzStore::new(schema.pool.clone());
-    authz.migrate().await.unwrap();
-    let authz = Arc::new(authz);
-    Some((
-        Arc::new(tenancy_core::postgres::PgBackend::new(schema.pool)),
-        Arc::new(store),
-        authz.clone(),
-        authz,
-    ))
+    Some(builder.postgres(schema.pool))
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn postgres_stores() -> Option<StoreSet> {
+async fn on_postgres(_: TenancyBuilder) -> Option<TenancyBuilder> {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("the Postgres scenarios need the `postgres` feature under CI");
     }
