@@ -25,6 +25,7 @@ use crate::text::{Metadata, bounded_text};
 /// Who performed an audited action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", content = "id", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Actor {
     /// A signed-in user.
     User(UserId),
