@@ -26,6 +26,12 @@ pub enum ValidationError {
     /// A slug starting or ending with `-`.
     #[error("slug may not start or end with '-'")]
     SlugHyphenEdge,
+    /// A slug with `--` as third and fourth characters: DNS reserves such
+    /// labels for encodings (`xn--` is punycode).
+    #[error(
+        "slug may not have '--' as third and fourth characters (reserved for encoded names such as xn--)"
+    )]
+    SlugReservedHyphens,
     /// A slug on the reserved list (see [`crate::RESERVED_SLUGS`]).
     #[error("slug {slug:?} is reserved")]
     SlugReserved {

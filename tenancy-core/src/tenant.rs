@@ -36,16 +36,20 @@ pub const RESERVED_SLUGS: &[&str] = &[
 ];
 
 /// A tenant's unique, URL-safe name: 3 to 63 characters of `a-z`, `0-9` and
-/// `-`, not starting or ending with `-`, and not in [`RESERVED_SLUGS`].
+/// `-`, not starting or ending with `-`, without `--` as third and fourth
+/// characters, and not in [`RESERVED_SLUGS`].
 ///
 /// The rules make a slug usable as a DNS label, so hosts can resolve tenants
-/// by subdomain.
+/// by subdomain, and keep out the labels DNS reserves for encodings
+/// (`xn--…` is punycode: a browser would show `xn--80ak6aa92e` as a Unicode
+/// lookalike of another name).
 ///
 /// ```
 /// use tenancy_core::Slug;
 /// assert!(Slug::new("acme-corp").is_ok());
 /// assert!(Slug::new("Acme").is_err());
 /// assert!(Slug::new("www").is_err());
+/// assert!(Slug::new("xn--80ak6aa92e").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -68,6 +72,12 @@ impl Slug {
         }
         if raw.starts_with('-') || raw.ends_with('-') {
             return Err(ValidationError::SlugHyphenEdge);
+        }
+        // RFC 5891 §4.2.3.1 / RFC 5890 §2.3.1: labels with "--" here are
+        // reserved, `xn--` for punycode, which browsers show as Unicode (a
+        // lookalike of another tenant's name in subdomain mode).
+        if raw.get(2..4) == Some("--") {
+            return Err(ValidationError::SlugReservedHyphens);
         }
         if RESERVED_SLUGS.contains(&raw.as_str()) {
             return Err(ValidationError::SlugReserved { slug: raw });
@@ -274,6 +284,21 @@ mod tests {
     #[test]
     fn slug_rules() {
         assert_eq!(Slug::new("acme").unwrap().as_str(), "acme");
+        for encoded in ["xn--80ak6aa92e", "xn--acme", "ac--me", "ab--"] {
+            assert!(
+                matches!(
+                    Slug::new(encoded),
+                    Err(ValidationError::SlugReservedHyphens | ValidationError::SlugHyphenEdge)
+                ),
+                "{encoded}"
+            );
+        }
+        assert_eq!(
+            Slug::new("xn--acme").unwrap_err(),
+            ValidationError::SlugReservedHyphens
+        );
+        // Elsewhere a double hyphen is an ordinary DNS label.
+        assert!(Slug::new("acme--corp").is_ok());
         assert_eq!(Slug::new("a-1").unwrap().as_str(), "a-1");
         assert_eq!(Slug::new("x".repeat(63)).unwrap().as_str().len(), 63);
 

@@ -13,13 +13,21 @@ proptest! {
             && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !raw.starts_with('-')
             && !raw.ends_with('-')
+            && raw.get(2..4) != Some("--")
             && !RESERVED_SLUGS.contains(&raw.as_str());
         prop_assert_eq!(Slug::new(raw.clone()).is_ok(), valid);
     }
 
     #[test]
+    fn encoded_labels_are_refused(prefix in "[a-z0-9]{2}", rest in "[a-z0-9-]{0,58}[a-z0-9]") {
+        let raw = format!("{prefix}--{rest}");
+        prop_assert!(Slug::new(raw).is_err());
+    }
+
+    #[test]
     fn generated_slugs_are_accepted(raw in "[a-z0-9][a-z0-9-]{1,61}[a-z0-9]") {
         prop_assume!(!RESERVED_SLUGS.contains(&raw.as_str()));
+        prop_assume!(raw.get(2..4) != Some("--"));
         let slug = Slug::new(raw.clone()).unwrap();
         prop_assert_eq!(slug.as_str(), raw.as_str());
     }
