@@ -170,9 +170,9 @@ where
 /// ```
 pub struct CachingStore {
     backend: Arc<dyn Backend>,
-    tenants: Expiring<TenantId, Tenant>,
+    tenants: Expiring<TenantId, Arc<Tenant>>,
     slugs: Expiring<Slug, TenantId>,
-    members: Expiring<(TenantId, UserId), Option<Membership>>,
+    members: Expiring<(TenantId, UserId), Option<Arc<Membership>>>,
 }
 
 impl std::fmt::Debug for CachingStore {
@@ -203,6 +203,34 @@ impl CachingStore {
     /// The backend underneath.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// The tenant `id`, shared: what [`TenantStore::get_tenant`] answers,
+    /// without copying the record (the request pipeline's read).
+    pub async fn tenant(&self, id: TenantId) -> Result<Arc<Tenant>, StoreError> {
+        self.tenants
+            .get_or_load(&id, async {
+                self.backend.get_tenant(id).await.map(Arc::new)
+            })
+            .await
+    }
+
+    /// `user`'s membership of `tenant`, shared: what
+    /// [`MembershipStore::find_membership`] answers, without copying it.
+    pub async fn membership(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<Arc<Membership>>, StoreError> {
+        self.members
+            .get_or_load(&(tenant, user), async {
+                Ok(self
+                    .backend
+                    .find_membership(tenant, user)
+                    .await?
+                    .map(Arc::new))
+            })
+            .await
     }
 
     /// Forgets what a committed change made stale.
@@ -242,9 +270,7 @@ impl TenantStore for CachingStore {
     }
 
     async fn get_tenant(&self, id: TenantId) -> Result<Tenant, StoreError> {
-        self.tenants
-            .get_or_load(&id, self.backend.get_tenant(id))
-            .await
+        self.tenant(id).await.map(Arc::unwrap_or_clone)
     }
 
     async fn lock_tenant(&self, id: TenantId) -> Result<Tenant, StoreError> {
@@ -267,7 +293,7 @@ impl TenantStore for CachingStore {
             Err(Ok(NoSuchSlug)) => return Ok(None),
             Err(Err(error)) => return Err(error),
         };
-        let tenant = match self.get_tenant(id).await {
+        let tenant = match self.tenant(id).await {
             Ok(tenant) => tenant,
             Err(StoreError::NotFound(_)) => {
                 self.slugs.forget(slug);
@@ -276,7 +302,7 @@ impl TenantStore for CachingStore {
             Err(other) => return Err(other),
         };
         if &tenant.slug == slug {
-            Ok(Some(tenant))
+            Ok(Some(Arc::unwrap_or_clone(tenant)))
         } else {
             // Renamed since the slug was cached: ask again.
             self.slugs.forget(slug);
@@ -316,12 +342,10 @@ impl MembershipStore for CachingStore {
         tenant_id: TenantId,
         user_id: UserId,
     ) -> Result<Option<Membership>, StoreError> {
-        self.members
-            .get_or_load(
-                &(tenant_id, user_id),
-                self.backend.find_membership(tenant_id, user_id),
-            )
-            .await
+        Ok(self
+            .membership(tenant_id, user_id)
+            .await?
+            .map(Arc::unwrap_or_clone))
     }
 
     async fn update_membership(&self, membership: &Membership) -> Result<(), StoreError> {

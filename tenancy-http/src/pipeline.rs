@@ -9,8 +9,8 @@ use http::{HeaderMap, Method, StatusCode, Uri, header};
 use tenancy_auth::{Credentials, Principal, Subject};
 use tenancy_authz::{Attributes, AuthzRequest, Explanation, PermissionPattern, Resource};
 use tenancy_core::{
-    Actor, AuditContext, MembershipStatus, MembershipStore, RoleName, RoleSet, Slug, StoreError,
-    TenantId, TenantScope, TenantStatus, TenantStore, UserId,
+    Actor, AuditContext, MembershipStatus, RoleName, RoleSet, Slug, StoreError, TenantId,
+    TenantScope, TenantStatus, TenantStore, UserId,
 };
 
 use crate::config::TenantSource;
@@ -320,8 +320,7 @@ impl Tenancy {
 
     async fn tenant_by_slug(&self, text: &str) -> Result<TenantId, Problem> {
         let slug = Slug::new(text).map_err(|_| Problem::not_found())?;
-        self.directory_cache()
-            .find_tenant_by_slug(&slug)
+        TenantStore::find_tenant_by_slug(&**self.directory_cache(), &slug)
             .await
             .map_err(|e| errors::store(&e))?
             .map(|tenant| tenant.id)
@@ -329,7 +328,7 @@ impl Tenancy {
     }
 
     async fn tenant_status(&self, tenant: TenantId) -> Result<TenantStatus, Problem> {
-        match self.directory_cache().get_tenant(tenant).await {
+        match self.directory_cache().tenant(tenant).await {
             Ok(found) => Ok(found.status),
             Err(StoreError::NotFound(_)) => Err(Problem::not_found()),
             Err(other) => Err(errors::store(&other)),
@@ -416,11 +415,11 @@ impl Tenancy {
     ) -> Result<Option<RoleSet>, Problem> {
         Ok(self
             .directory_cache()
-            .find_membership(tenant, user)
+            .membership(tenant, user)
             .await
             .map_err(|e| errors::store(&e))?
             .filter(|m| m.status == MembershipStatus::Active)
-            .map(|m| m.roles))
+            .map(|m| m.roles.clone()))
     }
 }
 
