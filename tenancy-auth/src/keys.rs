@@ -21,6 +21,7 @@ use crate::store::KeyStore;
 
 /// A JWS algorithm tenancy signs access tokens with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum KeyAlgorithm {
     /// Ed25519 (the default): small keys, fast, no parameter pitfalls.
     EdDsa,

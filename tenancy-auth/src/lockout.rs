@@ -43,6 +43,7 @@ impl fmt::Debug for ThrottleKey {
 
 /// How many failures within a window lock a key, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ThrottleRule {
     /// Failures that trigger the lock.
     pub max_failures: u32,
@@ -52,8 +53,21 @@ pub struct ThrottleRule {
     pub lock_for: Duration,
 }
 
-/// Lockout settings: one rule per account, one per client.
+impl ThrottleRule {
+    /// `max_failures` (at least 1) within `window` lock the key for `lock_for`.
+    pub fn new(max_failures: u32, window: Duration, lock_for: Duration) -> Self {
+        Self {
+            max_failures: max_failures.max(1),
+            window,
+            lock_for,
+        }
+    }
+}
+
+/// Lockout settings: one rule per account, one per client. Start from
+/// [`LockoutPolicy::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockoutPolicy {
     /// Per account: 5 failures in 15 minutes lock it for 15 minutes.
     pub account: ThrottleRule,
@@ -65,17 +79,23 @@ pub struct LockoutPolicy {
 impl Default for LockoutPolicy {
     fn default() -> Self {
         Self {
-            account: ThrottleRule {
-                max_failures: 5,
-                window: Duration::minutes(15),
-                lock_for: Duration::minutes(15),
-            },
-            client: ThrottleRule {
-                max_failures: 20,
-                window: Duration::minutes(15),
-                lock_for: Duration::minutes(15),
-            },
+            account: ThrottleRule::new(5, Duration::minutes(15), Duration::minutes(15)),
+            client: ThrottleRule::new(20, Duration::minutes(15), Duration::minutes(15)),
         }
+    }
+}
+
+impl LockoutPolicy {
+    /// Replaces the per-account rule.
+    pub fn with_account(mut self, rule: ThrottleRule) -> Self {
+        self.account = rule;
+        self
+    }
+
+    /// Replaces the per-client rule.
+    pub fn with_client(mut self, rule: ThrottleRule) -> Self {
+        self.client = rule;
+        self
     }
 }
 

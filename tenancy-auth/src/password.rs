@@ -154,6 +154,7 @@ impl PasswordPolicy {
 /// argon2id cost parameters. The default is OWASP's first recommendation:
 /// 19 MiB of memory, 2 iterations, 1 lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Argon2Config {
     /// Memory in KiB.
     pub memory_kib: u32,
@@ -161,6 +162,18 @@ pub struct Argon2Config {
     pub iterations: u32,
     /// Lanes.
     pub parallelism: u32,
+}
+
+impl Argon2Config {
+    /// Costs of `memory_kib` KiB, `iterations` passes and `parallelism`
+    /// lanes (checked when a hasher is built).
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Self {
+        Self {
+            memory_kib,
+            iterations,
+            parallelism,
+        }
+    }
 }
 
 impl Default for Argon2Config {

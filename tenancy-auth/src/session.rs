@@ -35,8 +35,9 @@ impl ClientInfo {
     }
 }
 
-/// Session lifetimes and limits.
+/// Session lifetimes and limits. Start from [`SessionConfig::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// A session unused this long ends (default 14 days); each refresh extends it.
     pub idle_timeout: Duration,
@@ -53,6 +54,26 @@ impl Default for SessionConfig {
             absolute_timeout: Duration::days(30),
             max_per_user: 20,
         }
+    }
+}
+
+impl SessionConfig {
+    /// Sets how long an unused session lives.
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets how long a session lives at most.
+    pub fn with_absolute_timeout(mut self, absolute_timeout: Duration) -> Self {
+        self.absolute_timeout = absolute_timeout;
+        self
+    }
+
+    /// Sets the most live sessions per user (at least 1).
+    pub fn with_max_per_user(mut self, max_per_user: u32) -> Self {
+        self.max_per_user = max_per_user.max(1);
+        self
     }
 }
 

@@ -42,12 +42,8 @@ async fn host_claims_travel_in_the_token() {
         }
     }
 
-    let mut config = AuthConfig::new("https://claims.test", "claims");
-    config.argon2 = Argon2Config {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
+    let config =
+        AuthConfig::new("https://claims.test", "claims").with_argon2(Argon2Config::new(1024, 1, 1));
     let auth = Auth::builder(
         Arc::new(MemoryBackend::new()),
         Arc::new(MemoryAuthStore::new()),

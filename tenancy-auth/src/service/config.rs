@@ -9,8 +9,10 @@ use crate::password::{Argon2Config, PasswordPolicy};
 use crate::session::SessionConfig;
 use crate::token::TokenConfig;
 
-/// Settings of [`Auth`]. Start from [`AuthConfig::new`] and change fields.
+/// Settings of [`Auth`]. Start from [`AuthConfig::new`] and change what
+/// differs with the `with_*` setters (or assign the fields).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AuthConfig {
     /// Access tokens.
     pub tokens: TokenConfig,
@@ -46,6 +48,61 @@ impl AuthConfig {
             api_key_prefix: "tnc_live".to_owned(),
             token_cache_capacity: Authenticator::DEFAULT_CACHE_CAPACITY,
         }
+    }
+
+    /// Replaces the access-token settings.
+    pub fn with_tokens(mut self, tokens: TokenConfig) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// Replaces the session settings.
+    pub fn with_sessions(mut self, sessions: SessionConfig) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    /// Replaces the failed-login limits.
+    pub fn with_lockout(mut self, lockout: LockoutPolicy) -> Self {
+        self.lockout = lockout;
+        self
+    }
+
+    /// Replaces the rules for new passwords.
+    pub fn with_password_policy(mut self, password: PasswordPolicy) -> Self {
+        self.password = password;
+        self
+    }
+
+    /// Replaces the argon2id costs.
+    pub fn with_argon2(mut self, argon2: Argon2Config) -> Self {
+        self.argon2 = argon2;
+        self
+    }
+
+    /// Signs new keys with `algorithm`. HS256 also needs
+    /// [`AuthConfig::with_hs256_allowed`].
+    pub fn with_algorithm(mut self, algorithm: KeyAlgorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// Allows HS256, a shared secret every verifier must hold.
+    pub fn with_hs256_allowed(mut self, allowed: bool) -> Self {
+        self.allow_hs256 = allowed;
+        self
+    }
+
+    /// Sets the API key prefix, such as `tnc_test` (checked when building).
+    pub fn with_api_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.api_key_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the verified-token cache capacity (0 turns it off).
+    pub fn with_token_cache_capacity(mut self, capacity: usize) -> Self {
+        self.token_cache_capacity = capacity;
+        self
     }
 }
 

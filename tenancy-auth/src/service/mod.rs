@@ -170,8 +170,8 @@ struct Inner {
 /// use tenancy_auth::*;
 /// use tenancy_core::{Email, MemoryBackend, NewTenant, NewUser, Slug, TenantName};
 ///
-/// let mut config = AuthConfig::new("https://app.example", "app");
-/// config.argon2 = Argon2Config { memory_kib: 1024, iterations: 1, parallelism: 1 }; // fast, for the example
+/// let config = AuthConfig::new("https://app.example", "app")
+///     .with_argon2(Argon2Config::new(1024, 1, 1)); // fast, for the example
 /// let auth = Auth::builder(Arc::new(MemoryBackend::new()), Arc::new(MemoryAuthStore::new()), config)
 ///     .build()
 ///     .await?;

@@ -78,11 +78,7 @@ pub const SCENARIO_EXPORT_LIMIT: usize = 16 * 1024;
 /// audit exports of at most [`SCENARIO_EXPORT_LIMIT`] bytes.
 pub fn scenario_config() -> (Catalog, AuthConfig, HttpConfig) {
     let mut auth = AuthConfig::new("https://scenarios.test", "scenarios");
-    auth.argon2 = Argon2Config {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
+    auth.argon2 = Argon2Config::new(1024, 1, 1);
     let http = HttpConfig {
         tenant_source: TenantSource::Header(http::HeaderName::from_static("x-tenant-id")),
         cookies: CookieConfig {
