@@ -61,14 +61,15 @@ pub use principal::{AuthMethod, Principal, Subject};
 pub use revocation::RevocationSet;
 pub use secret::SecretToken;
 pub use service::{
-    Auth, AuthBuilder, AuthConfig, ConfigError, LoginRequest, LoginSuccess, Registration, actions,
+    Auth, AuthBuilder, AuthConfig, ConfigError, InvitationAcceptor, LoginRequest, LoginSuccess,
+    Registration, actions,
 };
 pub use session::{
     ClientInfo, RefreshRecord, RefreshToken, RefreshTokenOwner, Revocation, RevokeReason,
     RotateOutcome, Session, SessionConfig,
 };
 pub use store::{
-    ApiKeyStore, AuthStore, CredentialStore, KeyStore, LockoutStore, OneTimeTokenStore,
-    SessionStore,
+    ApiKeyStore, AuthStore, AuthTransaction, AuthTransactions, CredentialStore, KeyStore,
+    LockoutStore, OneTimeTokenStore, SessionStore,
 };
 pub use token::{AccessToken, ClaimsHook, TokenConfig};

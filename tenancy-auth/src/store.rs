@@ -1,16 +1,20 @@
 //! Store traits for credentials, lockout counters, signing keys, sessions,
-//! API keys and one-time tokens. [`AuthStore`] is all six at once, which is
-//! what [`crate::Auth`] holds.
+//! API keys and one-time tokens. [`AuthStore`] is all six at once, plus
+//! [`AuthTransactions`], which is what [`crate::Auth`] holds.
 //!
 //! Each multi-row change (rotating a refresh token, activating a key,
 //! creating a session past the per-user limit) is one atomic call, so every
-//! backend keeps the same guarantees under concurrency. Tenant-owned reads
-//! take the tenant; lookups by credential (API key id, token hash) do not,
-//! because the credential names its tenant.
+//! backend keeps the same guarantees under concurrency. Workflows that
+//! change several stores (registration: tenant, user, membership, password,
+//! session, audit) run in one [`AuthTransaction`] spanning the auth records
+//! and tenancy-core's. Tenant-owned reads take the tenant; lookups by
+//! credential (API key id, token hash) do not, because the credential names
+//! its tenant.
 
 use async_trait::async_trait;
 use tenancy_core::{
-    ApiKeyId, Page, PageRequest, SessionId, StoreError, TenantId, TokenHash, UserId,
+    ApiKeyId, Backend, Page, PageRequest, SessionId, StoreError, TenantId, TokenHash, Transaction,
+    UserId,
 };
 use time::OffsetDateTime;
 
@@ -211,9 +215,103 @@ pub trait OneTimeTokenStore: Send + Sync {
     ) -> Result<Option<OneTimeToken>, StoreError>;
 }
 
+/// Writes to auth records that commit together with tenancy-core's
+/// (tenants, users, memberships, audit) on [`AuthTransaction::commit`], or
+/// not at all: dropping the transaction uncommitted discards every change.
+///
+/// Each write means what the store method of the same name means. After a
+/// write fails, drop the transaction: a database may refuse anything more,
+/// and [`AuthTransaction::commit`] answers
+/// [`StoreError::TransactionAborted`].
+#[async_trait]
+pub trait AuthTransaction: Send + Sync {
+    /// The tenancy-core stores inside this transaction.
+    fn core(&self) -> &dyn Transaction;
+
+    /// See [`CredentialStore::set_password_hash`].
+    async fn set_password_hash(
+        &self,
+        user_id: UserId,
+        hash: &PasswordHashString,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// See [`LockoutStore::clear_throttle`].
+    async fn clear_throttle(&self, key: &ThrottleKey) -> Result<(), StoreError>;
+
+    /// See [`SessionStore::create_session`].
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: &RefreshRecord,
+        max_per_user: u32,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// See [`SessionStore::revoke_session`].
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        reason: RevokeReason,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// See [`SessionStore::revoke_user_sessions`].
+    async fn revoke_user_sessions(
+        &self,
+        user_id: UserId,
+        tenant_id: Option<TenantId>,
+        reason: RevokeReason,
+        at: OffsetDateTime,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// See [`ApiKeyStore::insert_api_key`].
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+
+    /// See [`ApiKeyStore::revoke_api_key`].
+    async fn revoke_api_key(
+        &self,
+        tenant_id: TenantId,
+        id: ApiKeyId,
+        at: OffsetDateTime,
+    ) -> Result<ApiKey, StoreError>;
+
+    /// See [`OneTimeTokenStore::consume_one_time_token`].
+    async fn consume_one_time_token(
+        &self,
+        hash: &TokenHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<OneTimeToken>, StoreError>;
+
+    /// Makes every change of the transaction durable and visible, auth
+    /// and core alike.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Opens [`AuthTransaction`]s.
+#[async_trait]
+pub trait AuthTransactions: Send + Sync {
+    /// Opens a transaction over this store and `backend`, the core records.
+    ///
+    /// A store in a database runs both in one database transaction; its
+    /// `backend` must then be the same database (the auth tables' foreign
+    /// keys to users and tenants require that anyway), and the store may
+    /// open the transaction on its own connections. A store in memory
+    /// opens one on `backend` and installs its own changes only once that
+    /// one has committed.
+    async fn begin(&self, backend: &dyn Backend) -> Result<Box<dyn AuthTransaction>, StoreError>;
+}
+
 /// Every auth store in one object.
 pub trait AuthStore:
-    CredentialStore + LockoutStore + KeyStore + SessionStore + ApiKeyStore + OneTimeTokenStore + 'static
+    CredentialStore
+    + LockoutStore
+    + KeyStore
+    + SessionStore
+    + ApiKeyStore
+    + OneTimeTokenStore
+    + AuthTransactions
+    + 'static
 {
 }
 
@@ -224,6 +322,7 @@ impl<T> AuthStore for T where
         + SessionStore
         + ApiKeyStore
         + OneTimeTokenStore
+        + AuthTransactions
         + 'static
 {
 }

@@ -606,7 +606,11 @@ async fn finish_reset(
 ) -> Result<Response<Bytes>, Problem> {
     let input: ResetBody = body(t, r)?;
     t.auth()
-        .finish_password_reset(&input.token, &Password::new(input.password))
+        .finish_password_reset(
+            &input.token,
+            &Password::new(input.password),
+            &r.client(t.config()),
+        )
         .await
         .map_err(|e| auth_error(t, &e))?;
     Ok(no_content())

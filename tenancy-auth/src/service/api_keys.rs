@@ -2,16 +2,18 @@
 
 use serde_json::json;
 use tenancy_core::{
-    ApiKeyId, AuditContext, Page, PageRequest, TenantScope, ValidationError, truncate_to_micros,
+    ApiKeyId, AuditContext, DirectoryError, Entity, Page, PageRequest, StoreError, TenantScope,
+    ValidationError, truncate_to_micros,
 };
 
 use crate::api_key::{ApiKey, ApiKeySecret, NewApiKey};
 
-use super::{Auth, Result, actions};
+use super::{Auth, Result, actions, ensure_active};
 
 impl Auth {
     /// Creates an API key in the scope's tenant. The secret is returned here
-    /// only; the store keeps its hash.
+    /// only; the store keeps its hash. The key and its audit event are one
+    /// transaction.
     ///
     /// Errors: [`Error::InvalidInput`] for an empty or over-long name or an
     /// expiry in the past; [`Error::Directory`] if the tenant is not active.
@@ -26,7 +28,16 @@ impl Auth {
         if new.expires_at.is_some_and(|at| at <= now) {
             return Err(ValidationError::TimeRange.into());
         }
-        self.inner.directory.scope(scope.tenant_id()).await?;
+        let tx = self.begin().await?;
+        // Locked, so a concurrent suspension cannot slip in before the key.
+        let tenant = tx
+            .core()
+            .lock_tenant(scope.tenant_id())
+            .await
+            .map_err(DirectoryError::from)?;
+        ensure_active(&tenant).map_err(|_| DirectoryError::TenantNotActive {
+            status: tenant.status,
+        })?;
         let id = ApiKeyId::new();
         let (secret, secret_hash) = self.inner.prefix.generate(id);
         let mut scopes = new.scopes;
@@ -44,16 +55,18 @@ impl Auth {
             last_used_at: None,
             revoked_at: None,
         };
-        self.inner.store.insert_api_key(&key).await?;
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
-        self.audit(
+        self.audit_in(
+            tx.core(),
             key.tenant_id,
             context,
             actions::API_KEY_CREATED,
             ("api_key", id.to_string()),
             json!({ "name": key.name, "scopes": scopes }),
         )
-        .await;
+        .await?;
+        tx.insert_api_key(&key).await?;
+        tx.commit().await?;
         Ok((key, secret))
     }
 
@@ -70,26 +83,33 @@ impl Auth {
             .await?)
     }
 
-    /// Revokes one of the scope's API keys; it is refused from now on.
+    /// Revokes one of the scope's API keys; it is refused from now on. The
+    /// revocation and its audit event are one transaction.
+    ///
+    /// Errors: [`Error::Store`](crate::Error::Store) with
+    /// `NotFound(ApiKey)` for a key of another tenant or none.
     pub async fn revoke_api_key(
         &self,
         scope: &TenantScope,
         id: ApiKeyId,
         context: &AuditContext,
     ) -> Result<ApiKey> {
-        let key = self
-            .inner
-            .store
-            .revoke_api_key(scope.tenant_id(), id, self.now())
-            .await?;
-        self.audit(
-            key.tenant_id,
+        let current = self.inner.store.get_api_key(id).await?;
+        if current.tenant_id != scope.tenant_id() {
+            return Err(StoreError::NotFound(Entity::ApiKey).into());
+        }
+        let tx = self.begin().await?;
+        self.audit_in(
+            tx.core(),
+            current.tenant_id,
             context,
             actions::API_KEY_REVOKED,
             ("api_key", id.to_string()),
-            json!({ "name": key.name }),
+            json!({ "name": current.name }),
         )
-        .await;
+        .await?;
+        let key = tx.revoke_api_key(scope.tenant_id(), id, self.now()).await?;
+        tx.commit().await?;
         Ok(key)
     }
 }

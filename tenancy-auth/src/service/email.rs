@@ -1,5 +1,6 @@
 //! Email verification and password reset.
 
+use serde_json::json;
 use tenancy_core::{Email, User, UserId, UserStatus, UserStore};
 
 use crate::error::Error;
@@ -7,9 +8,9 @@ use crate::lockout::ThrottleKey;
 use crate::one_time::{Mail, OneTimeToken, TokenPurpose};
 use crate::password::Password;
 use crate::secret::SecretToken;
-use crate::session::RevokeReason;
+use crate::session::{ClientInfo, RevokeReason};
 
-use super::{Auth, Result};
+use super::{Auth, Result, actions};
 
 impl Auth {
     async fn send_token(&self, user: &User, purpose: TokenPurpose) -> Result<()> {
@@ -73,11 +74,18 @@ impl Auth {
     }
 
     /// Sets a new password with a reset token, ends every session of the
-    /// user and clears their lockout. The password is checked before the
-    /// token is spent, so a refused password leaves the link usable.
+    /// user and clears their lockout, with an audit event in each of the
+    /// user's tenants: one transaction, so a failure leaves the link usable
+    /// and the old password in place. The password is checked before the
+    /// token is spent, so a refused password leaves the link usable too.
     ///
     /// Errors: [`Error::InvalidOneTimeToken`], [`Error::WeakPassword`].
-    pub async fn finish_password_reset(&self, token: &str, password: &Password) -> Result<()> {
+    pub async fn finish_password_reset(
+        &self,
+        token: &str,
+        password: &Password,
+        client: &ClientInfo,
+    ) -> Result<()> {
         let parsed = SecretToken::parse(TokenPurpose::PasswordReset.prefix(), token)
             .ok_or(Error::InvalidOneTimeToken)?;
         let pending = self
@@ -92,26 +100,32 @@ impl Auth {
             .password
             .check(password, Some(&pending.email))?;
         let hash = self.inner.hasher.hash(password).await?;
-        let record = self.consume(token, TokenPurpose::PasswordReset).await?;
-        self.inner
-            .store
-            .set_password_hash(record.user_id, &hash, self.now())
+        let now = self.now();
+        let tx = self.begin().await?;
+        let record = tx
+            .consume_one_time_token(&parsed.hash(), TokenPurpose::PasswordReset, now)
+            .await?
+            .ok_or(Error::InvalidOneTimeToken)?;
+        tx.set_password_hash(record.user_id, &hash, now).await?;
+        let ended = tx
+            .revoke_user_sessions(record.user_id, None, RevokeReason::PasswordChanged, now)
             .await?;
-        self.inner
-            .store
-            .clear_throttle(&ThrottleKey::account(&record.email))
+        tx.clear_throttle(&ThrottleKey::account(&record.email))
             .await?;
-        self.revoke_many(
-            self.inner
-                .store
-                .revoke_user_sessions(
-                    record.user_id,
-                    None,
-                    RevokeReason::PasswordChanged,
-                    self.now(),
-                )
-                .await?,
-        )?;
+        let context = Self::context(record.user_id, client);
+        for tenant in Self::user_tenant_ids_in(tx.core(), record.user_id).await? {
+            self.audit_in(
+                tx.core(),
+                tenant,
+                &context,
+                actions::PASSWORD_RESET,
+                ("user", record.user_id.to_string()),
+                json!({ "sessions_ended": ended.len() }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.revoke_many(ended)?;
         Ok(())
     }
 

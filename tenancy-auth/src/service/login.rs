@@ -1,10 +1,9 @@
-//! Registration, login, lockout and passwords.
+//! Login, lockout and passwords.
 
 use serde_json::json;
 use tenancy_core::{
-    Actor, AuditContext, Email, Entity, Membership, MembershipStatus, MembershipStore, NewTenant,
-    NewUser, Owner, PageRequest, PageSize, StoreError, TenantId, TenantStatus, TenantStore, User,
-    UserId, UserStatus, UserStore,
+    Actor, AuditContext, Email, Entity, Membership, MembershipStatus, MembershipStore, PageRequest,
+    PageSize, StoreError, TenantId, TenantStatus, TenantStore, User, UserId, UserStatus, UserStore,
 };
 use time::OffsetDateTime;
 
@@ -42,17 +41,6 @@ pub struct LoginRequest {
     pub tenant: Option<TenantId>,
 }
 
-/// What a registration presents: a new user and their first tenant.
-#[derive(Debug, Clone)]
-pub struct Registration {
-    /// The new user.
-    pub user: NewUser,
-    /// Their password.
-    pub password: Password,
-    /// The tenant they will own.
-    pub tenant: NewTenant,
-}
-
 impl Auth {
     /// Checks `password` against the policy and stores its hash for `user`.
     /// Returns [`Error::WeakPassword`] for a refused password.
@@ -67,45 +55,6 @@ impl Auth {
             .set_password_hash(user.id, &hash, self.now())
             .await?;
         Ok(())
-    }
-
-    /// Creates a user, their password and their first tenant (which they
-    /// own), and logs them in there. The password is checked and hashed
-    /// before anything is written.
-    ///
-    /// Errors: [`Error::WeakPassword`], [`Error::Directory`] (slug or email taken…).
-    #[tracing::instrument(skip_all, err)]
-    pub async fn register(
-        &self,
-        registration: Registration,
-        client: &ClientInfo,
-    ) -> Result<LoginSuccess> {
-        let Registration {
-            user,
-            password,
-            tenant,
-        } = registration;
-        self.inner
-            .config
-            .password
-            .check(&password, Some(&user.email))?;
-        let hash = self.inner.hasher.hash(&password).await?;
-        let context = AuditContext {
-            actor: Actor::System,
-            ip: client.ip,
-            user_agent: client.user_agent.clone(),
-        };
-        let created = self
-            .inner
-            .directory
-            .create_tenant(tenant, Owner::New(user), &context)
-            .await?;
-        self.inner
-            .store
-            .set_password_hash(created.owner.id, &hash, self.now())
-            .await?;
-        self.open_session(&created.owner, &created.membership, client)
-            .await
     }
 
     /// Logs a user in with email and password.
@@ -239,9 +188,15 @@ impl Auth {
     }
 
     async fn user_tenant_ids(&self, user: UserId) -> Result<Vec<TenantId>> {
-        let page = self
-            .inner
-            .backend
+        Self::user_tenant_ids_in(&*self.inner.backend, user).await
+    }
+
+    /// The tenants `user` belongs to (the first thousand), read from `store`.
+    pub(super) async fn user_tenant_ids_in(
+        store: &(impl MembershipStore + ?Sized),
+        user: UserId,
+    ) -> Result<Vec<TenantId>> {
+        let page = store
             .list_user_tenants(user, &PageRequest::first(PageSize::MAX))
             .await?;
         Ok(page.items.into_iter().map(|ut| ut.tenant.id).collect())

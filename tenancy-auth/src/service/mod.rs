@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use tenancy_core::{
     Actor, AuditAction, AuditContext, AuditLog, Backend, Clock, Directory, Metadata, NewAuditEvent,
-    StoreError, SystemClock, Target, Tenant, TenantId, TenantStatus, UserId, ValidationError,
-    truncate_to_micros,
+    StoreError, SystemClock, Target, Tenant, TenantId, TenantStatus, Transaction, UserId,
+    ValidationError, truncate_to_micros,
 };
 use time::OffsetDateTime;
 
@@ -25,7 +25,7 @@ use crate::one_time::{Mailer, NoMailer};
 use crate::password::PasswordHasher;
 use crate::revocation::RevocationSet;
 use crate::session::ClientInfo;
-use crate::store::AuthStore;
+use crate::store::{AuthStore, AuthTransaction};
 use crate::token::ClaimsHook;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -36,10 +36,12 @@ mod email;
 mod login;
 mod maintenance;
 mod members;
+mod registration;
 mod sessions;
 
 pub use config::{AuthConfig, ConfigError};
-pub use login::{LoginRequest, LoginSuccess, Registration};
+pub use login::{LoginRequest, LoginSuccess};
+pub use registration::{InvitationAcceptor, Registration};
 
 /// The audit actions [`Auth`] records.
 pub mod actions {
@@ -57,6 +59,8 @@ pub mod actions {
     pub const API_KEY_CREATED: &str = "api_key.created";
     /// An API key was revoked.
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
+    /// A password was set with a reset link; the user's sessions ended.
+    pub const PASSWORD_RESET: &str = "auth.password_reset";
 }
 
 /// Builds [`Auth`].
@@ -258,6 +262,45 @@ impl Auth {
         self.inner.keys.jwks()
     }
 
+    /// Opens a transaction over the auth store and the core backend.
+    async fn begin(&self) -> Result<Box<dyn AuthTransaction>> {
+        Ok(self.inner.store.begin(&*self.inner.backend).await?)
+    }
+
+    fn audit_event(
+        &self,
+        context: &AuditContext,
+        action: &str,
+        target: (&str, String),
+        metadata: serde_json::Value,
+    ) -> Result<NewAuditEvent, ValidationError> {
+        Ok(NewAuditEvent::new(
+            context,
+            AuditAction::new(action)?,
+            Target::new(target.0, target.1)?,
+            Metadata::new(metadata)?,
+            self.now(),
+        ))
+    }
+
+    /// Records an event as part of `tx`: it commits with the change it
+    /// describes, or neither does.
+    async fn audit_in(
+        &self,
+        tx: &dyn Transaction,
+        tenant_id: TenantId,
+        context: &AuditContext,
+        action: &str,
+        target: (&str, String),
+        metadata: serde_json::Value,
+    ) -> Result<()> {
+        let event = self.audit_event(context, action, target, metadata)?;
+        tx.append_audit(tenant_id, event).await?;
+        Ok(())
+    }
+
+    /// Records an event on its own, logging a failure: for events about
+    /// attempts (failed logins, lockouts) that must not fail the answer.
     async fn audit(
         &self,
         tenant_id: TenantId,
@@ -266,16 +309,7 @@ impl Auth {
         target: (&str, String),
         metadata: serde_json::Value,
     ) {
-        let event = (|| {
-            Ok::<_, ValidationError>(NewAuditEvent::new(
-                context,
-                AuditAction::new(action)?,
-                Target::new(target.0, target.1)?,
-                Metadata::new(metadata)?,
-                self.now(),
-            ))
-        })();
-        let result = match event {
+        let result = match self.audit_event(context, action, target, metadata) {
             Ok(event) => self
                 .inner
                 .backend

@@ -13,17 +13,42 @@ use crate::secret::SecretToken;
 use crate::session::{
     ClientInfo, REFRESH_PREFIX, RefreshRecord, RevokeReason, RotateOutcome, Session,
 };
+use crate::store::AuthTransaction;
 use crate::token::{self, AccessToken, Grant};
 
 use super::{Auth, LoginSuccess, Result, actions};
 
+/// A session written in a transaction not yet committed, with the
+/// sessions its creation evicted.
+pub(super) struct OpenedSession {
+    success: LoginSuccess,
+    evicted: Vec<SessionId>,
+}
+
 impl Auth {
+    /// Opens a session (with its login event) in a transaction of its own.
     pub(super) async fn open_session(
         &self,
         user: &User,
         membership: &Membership,
         client: &ClientInfo,
     ) -> Result<LoginSuccess> {
+        let tx = self.begin().await?;
+        let opened = self.open_session_in(&*tx, user, membership, client).await?;
+        tx.commit().await?;
+        Ok(self.opened(opened))
+    }
+
+    /// Writes a session, its first refresh token and its login event as
+    /// part of `tx`, and issues the access token. Call
+    /// [`Auth::opened`] once `tx` has committed.
+    pub(super) async fn open_session_in(
+        &self,
+        tx: &dyn AuthTransaction,
+        user: &User,
+        membership: &Membership,
+        client: &ClientInfo,
+    ) -> Result<OpenedSession> {
         let now = self.now();
         let sessions = self.inner.config.sessions;
         let refresh_token = SecretToken::generate(REFRESH_PREFIX);
@@ -46,32 +71,39 @@ impl Auth {
             session_id: session.id,
             issued_at: now,
         };
-        let evicted = self
-            .inner
-            .store
+        let access_token = self.issue(user, membership, session.id, now)?;
+        let evicted = tx
             .create_session(&session, &record, sessions.max_per_user)
             .await?;
-        for id in evicted {
-            self.inner
-                .revocations
-                .insert(id, now + sessions.absolute_timeout);
-        }
-        let access_token = self.issue(user, membership, session.id, now)?;
-        self.audit(
+        self.audit_in(
+            tx.core(),
             membership.tenant_id,
             &Self::context(user.id, client),
             actions::LOGIN,
             ("session", session.id.to_string()),
             json!({}),
         )
-        .await;
-        Ok(LoginSuccess {
-            user: user.clone(),
-            membership: membership.clone(),
-            session,
-            access_token,
-            refresh_token,
+        .await?;
+        Ok(OpenedSession {
+            success: LoginSuccess {
+                user: user.clone(),
+                membership: membership.clone(),
+                session,
+                access_token,
+                refresh_token,
+            },
+            evicted,
         })
+    }
+
+    /// After the session's transaction committed: the sessions it evicted
+    /// are refused from now on.
+    pub(super) fn opened(&self, opened: OpenedSession) -> LoginSuccess {
+        let until = self.now() + self.inner.config.sessions.absolute_timeout;
+        for id in opened.evicted {
+            self.inner.revocations.insert(id, until);
+        }
+        opened.success
     }
 
     fn issue(
@@ -246,22 +278,24 @@ impl Auth {
         .await;
     }
 
-    /// Revokes `session` as a logout and audits it.
+    /// Revokes `session` as a logout, with its audit event.
     async fn end_session(&self, session: &Session, client: &ClientInfo) -> Result<()> {
-        self.revoke(
-            session.id,
-            RevokeReason::Logout,
-            session.absolute_expires_at,
-        )
-        .await?;
-        self.audit(
+        let tx = self.begin().await?;
+        tx.revoke_session(session.id, RevokeReason::Logout, self.now())
+            .await?;
+        self.audit_in(
+            tx.core(),
             session.tenant_id,
             &Self::context(session.user_id, client),
             actions::LOGOUT,
             ("session", session.id.to_string()),
             json!({}),
         )
-        .await;
+        .await?;
+        tx.commit().await?;
+        self.inner
+            .revocations
+            .insert(session.id, session.absolute_expires_at);
         Ok(())
     }
 

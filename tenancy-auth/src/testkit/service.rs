@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tenancy_core::{
     ActionFilter, AuditContext, AuditLog, AuditQuery, BoxError, Email, ManualClock, NewTenant,
     NewUser, PageRequest, PageSize, RoleName, RoleSet, Slug, TenantId, TenantName, TenantStatus,
-    UserStatus, UserStore,
+    TenantStore, UserStatus, UserStore,
 };
 use time::Duration;
 
@@ -993,24 +993,24 @@ pub async fn service_email_flows(f: Fixture) {
     );
     assert_err!(
         h.auth
-            .finish_password_reset(token, &Password::new("password"))
+            .finish_password_reset(token, &Password::new("password"), &client())
             .await,
         Error::WeakPassword(_)
     );
     let new_password = "a much better passphrase";
     h.auth
-        .finish_password_reset(token, &Password::new(new_password))
+        .finish_password_reset(token, &Password::new(new_password), &client())
         .await
         .unwrap();
     assert_err!(
         h.auth
-            .finish_password_reset(token, &Password::new(new_password))
+            .finish_password_reset(token, &Password::new(new_password), &client())
             .await,
         Error::InvalidOneTimeToken
     );
     assert_err!(
         h.auth
-            .finish_password_reset("pr_nonsense", &Password::new(new_password))
+            .finish_password_reset("pr_nonsense", &Password::new(new_password), &client())
             .await,
         Error::InvalidOneTimeToken
     );
@@ -1040,7 +1040,8 @@ pub async fn service_email_flows(f: Fixture) {
         h.auth
             .finish_password_reset(
                 late.token.expose_secret(),
-                &Password::new("yet another passphrase")
+                &Password::new("yet another passphrase"),
+                &client(),
             )
             .await,
         Error::InvalidOneTimeToken
@@ -1301,4 +1302,195 @@ pub async fn service_key_rotation(f: Fixture) {
             .all(|k| k["kid"] != hs_kid.as_str())
     );
     let _ = TokenConfig::new("x", "y");
+}
+
+/// A write that fails mid-workflow leaves nothing half-written: each
+/// workflow's records and its audit event commit together or not at all.
+pub async fn service_atomic_workflows(f: Fixture) {
+    let store = super::InstrumentedStore::new(f.store.clone());
+    let h = harness(Fixture {
+        backend: f.backend.clone(),
+        store: Arc::new(store.clone()),
+    })
+    .await;
+    let backend = &h.fixture.backend;
+    let registration = || Registration {
+        user: NewUser::new(Email::new("ada@atomic.test").unwrap()),
+        password: Password::new(PASSWORD),
+        tenant: NewTenant::new(
+            Slug::new("atomic").unwrap(),
+            TenantName::new("Atomic").unwrap(),
+        ),
+    };
+
+    // Registration: the password or the session fails after the tenant,
+    // the user and the membership were written.
+    for failing in ["set_password_hash", "create_session"] {
+        store.fail_next(failing);
+        assert_err!(
+            h.auth.register(registration(), &client()).await,
+            Error::Store(tenancy_core::StoreError::Unavailable(_))
+        );
+        assert_eq!(
+            backend
+                .find_user_by_email(&Email::new("ada@atomic.test").unwrap())
+                .await
+                .unwrap(),
+            None,
+            "{failing}: the user stayed"
+        );
+        assert_eq!(
+            backend
+                .find_tenant_by_slug(&Slug::new("atomic").unwrap())
+                .await
+                .unwrap(),
+            None,
+            "{failing}: the tenant stayed"
+        );
+    }
+    // The address and the slug are free: registering works.
+    let ada = h.auth.register(registration(), &client()).await.unwrap();
+    let tenant = ada.membership.tenant_id;
+    assert_eq!(actions_in(&h, tenant, actions::LOGIN).await, 1);
+    assert_eq!(
+        actions_in(&h, tenant, tenancy_core::actions::TENANT_CREATED).await,
+        1
+    );
+
+    // API key creation: the key fails after its audit event was written.
+    let scope = h.auth.directory().scope(tenant).await.unwrap();
+    let as_ada = AuditContext::user(ada.user.id);
+    let new_key = || NewApiKey {
+        name: "deploy".into(),
+        scopes: vec![],
+        expires_at: None,
+    };
+    store.fail_next("insert_api_key");
+    assert!(
+        h.auth
+            .create_api_key(&scope, new_key(), &as_ada)
+            .await
+            .is_err()
+    );
+    assert_eq!(actions_in(&h, tenant, actions::API_KEY_CREATED).await, 0);
+    assert!(
+        h.auth
+            .list_api_keys(&scope, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let (key, secret) = h
+        .auth
+        .create_api_key(&scope, new_key(), &as_ada)
+        .await
+        .unwrap();
+    assert_eq!(actions_in(&h, tenant, actions::API_KEY_CREATED).await, 1);
+
+    // API key revocation: the revocation fails after its audit event.
+    store.fail_next("revoke_api_key");
+    assert!(
+        h.auth
+            .revoke_api_key(&scope, key.id, &as_ada)
+            .await
+            .is_err()
+    );
+    assert_eq!(actions_in(&h, tenant, actions::API_KEY_REVOKED).await, 0);
+    h.auth
+        .authenticator()
+        .verify_api_key(secret.expose_secret(), None)
+        .await
+        .unwrap();
+    h.auth
+        .revoke_api_key(&scope, key.id, &as_ada)
+        .await
+        .unwrap();
+    assert_eq!(actions_in(&h, tenant, actions::API_KEY_REVOKED).await, 1);
+
+    // Password reset: a write after the token was spent fails; the link,
+    // the old password and the sessions all stay.
+    let link = reset_link(&h, "ada@atomic.test").await;
+    let new_password = Password::new("an entirely new passphrase");
+    for failing in [
+        "set_password_hash",
+        "revoke_user_sessions",
+        "clear_throttle",
+    ] {
+        store.fail_next(failing);
+        assert!(
+            h.auth
+                .finish_password_reset(&link, &new_password, &client())
+                .await
+                .is_err(),
+            "{failing}"
+        );
+        verify(&h, &ada.access_token.token).await.unwrap();
+        assert_eq!(actions_in(&h, tenant, actions::PASSWORD_RESET).await, 0);
+    }
+    login(&h, "ada@atomic.test", None).await;
+    h.auth
+        .finish_password_reset(&link, &new_password, &client())
+        .await
+        .unwrap();
+    assert_eq!(actions_in(&h, tenant, actions::PASSWORD_RESET).await, 1);
+    assert_eq!(
+        token_rejection(verify(&h, &ada.access_token.token).await),
+        TokenRejection::Revoked
+    );
+
+    // Accepting an invitation as a new user: the password fails after the
+    // user, the membership and the accepted invitation were written.
+    let invited = h
+        .auth
+        .directory()
+        .invite(
+            &scope,
+            Email::new("cy@atomic.test").unwrap(),
+            RoleSet::single(RoleName::MEMBER),
+            &as_ada,
+        )
+        .await
+        .unwrap();
+    let as_new_user = || crate::InvitationAcceptor::NewUser {
+        display_name: None,
+        password: Some(Password::new(PASSWORD)),
+    };
+    store.fail_next("set_password_hash");
+    assert!(
+        h.auth
+            .accept_invitation(&invited.token, as_new_user(), &client())
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        backend
+            .find_user_by_email(&Email::new("cy@atomic.test").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        actions_in(&h, tenant, tenancy_core::actions::MEMBER_JOINED).await,
+        0
+    );
+    let accepted = h
+        .auth
+        .accept_invitation(&invited.token, as_new_user(), &client())
+        .await
+        .unwrap();
+    assert!(accepted.user_created);
+    login(&h, "cy@atomic.test", Some(tenant)).await;
+}
+
+/// Starts a password reset for `email` and returns the mailed token.
+async fn reset_link(h: &Harness, email: &str) -> String {
+    h.auth.start_password_reset(email).await.unwrap();
+    h.outbox
+        .take()
+        .pop()
+        .expect("a reset mail")
+        .token
+        .expose_secret()
+        .to_owned()
 }

@@ -1,0 +1,146 @@
+//! Registration and accepting invitations: the ways an account comes to be.
+
+use tenancy_core::{
+    Acceptance, Acceptor, Actor, AuditContext, DirectoryError, DisplayName, InvitationStore,
+    InvitationToken, NewTenant, NewUser, Owner, UserId,
+};
+
+use crate::password::Password;
+use crate::session::ClientInfo;
+
+use super::{Auth, LoginSuccess, Result};
+
+/// What a registration presents: a new user and their first tenant.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The new user.
+    pub user: NewUser,
+    /// Their password.
+    pub password: Password,
+    /// The tenant they will own.
+    pub tenant: NewTenant,
+}
+
+/// Who accepts an invitation through [`Auth::accept_invitation`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum InvitationAcceptor {
+    /// A signed-in user (the caller authenticated them); their email must
+    /// be the invited address.
+    User(UserId),
+    /// Someone without an account: one is created for the invited address,
+    /// marked verified since the token reached it, with `password` as its
+    /// password when given.
+    NewUser {
+        /// How the new user is shown to others.
+        display_name: Option<DisplayName>,
+        /// The new account's password.
+        password: Option<Password>,
+    },
+}
+
+impl Auth {
+    /// Creates a user, their password and their first tenant (which they
+    /// own), and logs them in there: the tenant, the user, the owner
+    /// membership, the password, the session and their audit events are
+    /// one transaction. The password is checked and hashed before anything
+    /// is written.
+    ///
+    /// Errors: [`Error::WeakPassword`](crate::Error::WeakPassword),
+    /// [`Error::Directory`](crate::Error::Directory) (slug or email taken…).
+    #[tracing::instrument(skip_all, err)]
+    pub async fn register(
+        &self,
+        registration: Registration,
+        client: &ClientInfo,
+    ) -> Result<LoginSuccess> {
+        let Registration {
+            user,
+            password,
+            tenant,
+        } = registration;
+        self.inner
+            .config
+            .password
+            .check(&password, Some(&user.email))?;
+        let hash = self.inner.hasher.hash(&password).await?;
+        let context = Self::system_context(client);
+        let tx = self.begin().await?;
+        let created = self
+            .inner
+            .directory
+            .create_tenant_in(tx.core(), tenant, Owner::New(user), &context)
+            .await?;
+        tx.set_password_hash(created.owner.id, &hash, self.now())
+            .await?;
+        let opened = self
+            .open_session_in(&*tx, &created.owner, &created.membership, client)
+            .await?;
+        tx.commit().await?;
+        Ok(self.opened(opened))
+    }
+
+    /// Redeems an invitation (see [`tenancy_core::Directory::accept_invitation`]).
+    /// A new user's account, membership and password are one transaction,
+    /// so a failure leaves neither an account without its password nor a
+    /// spent invitation. The password is checked (against the invited
+    /// address) and hashed before anything is written.
+    ///
+    /// Errors: [`Error::WeakPassword`](crate::Error::WeakPassword),
+    /// [`Error::Directory`](crate::Error::Directory) (unknown, used,
+    /// revoked or expired invitation, account exists…).
+    #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err)]
+    pub async fn accept_invitation(
+        &self,
+        token: &InvitationToken,
+        acceptor: InvitationAcceptor,
+        client: &ClientInfo,
+    ) -> Result<Acceptance> {
+        let (acceptor, password) = match acceptor {
+            InvitationAcceptor::User(id) => (Acceptor::User(id), None),
+            InvitationAcceptor::NewUser {
+                display_name,
+                password,
+            } => (Acceptor::NewUser { display_name }, password),
+        };
+        let hash = match &password {
+            Some(password) => {
+                let invitation = self
+                    .inner
+                    .backend
+                    .find_invitation_by_token(token.tenant_id(), token.hash())
+                    .await?
+                    .ok_or(DirectoryError::InvitationNotFound)?;
+                self.inner
+                    .config
+                    .password
+                    .check(password, Some(&invitation.email))?;
+                Some(self.inner.hasher.hash(password).await?)
+            }
+            None => None,
+        };
+        let tx = self.begin().await?;
+        let accepted = self
+            .inner
+            .directory
+            .accept_invitation_in(tx.core(), token, acceptor, &Self::system_context(client))
+            .await?;
+        if let Some(hash) = &hash
+            && accepted.user_created
+        {
+            tx.set_password_hash(accepted.user.id, hash, self.now())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    /// The audit context of an anonymous request from `client`.
+    pub(super) fn system_context(client: &ClientInfo) -> AuditContext {
+        AuditContext {
+            actor: Actor::System,
+            ip: client.ip,
+            user_agent: client.user_agent.clone(),
+        }
+    }
+}
