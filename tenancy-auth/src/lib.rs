@@ -27,6 +27,7 @@
 mod api_key;
 mod authenticator;
 mod error;
+pub mod key_encryption;
 mod keys;
 mod lockout;
 #[cfg(feature = "memory")]
@@ -48,6 +49,7 @@ mod token;
 pub use api_key::{ApiKey, ApiKeyPrefix, ApiKeySecret, NewApiKey, Scope};
 pub use authenticator::{Authenticator, Credentials};
 pub use error::{ApiKeyRejection, AuthError, Error, TokenRejection};
+pub use key_encryption::{EncryptedJwk, KeyEncryption, KeyEncryptionKey, StoredPrivateKey};
 pub use keys::{KeyAlgorithm, KeyError, KeyRing, PrivateJwk, StoredKey};
 pub use lockout::{LockoutPolicy, ThrottleKey, ThrottleRule, ThrottleState};
 #[cfg(feature = "memory")]

@@ -12,6 +12,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::api_key::ApiKey;
+use crate::key_encryption::{KeyEncryptionKey, StoredPrivateKey};
 use crate::keys::StoredKey;
 use crate::lockout::{ThrottleKey, ThrottleRule, ThrottleState};
 use crate::one_time::{OneTimeToken, TokenPurpose};
@@ -34,10 +35,24 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// ends and works on a copy (persistent maps make the copy O(1)); on commit
 /// it commits the core backend's transaction first and then installs the
 /// copy, which cannot fail, so both sides change or neither does.
-#[derive(Default)]
+///
+/// Signing keys are encrypted like in any store; unless the configuration
+/// names a key-encryption key, under one this store generates and keeps
+/// for its lifetime ([`KeyStore::process_encryption_key`]).
 pub struct MemoryAuthStore {
     state: Arc<AsyncMutex<State>>,
     holder: Arc<Mutex<Option<Holder>>>,
+    process_key: KeyEncryptionKey,
+}
+
+impl Default for MemoryAuthStore {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            holder: Arc::default(),
+            process_key: KeyEncryptionKey::random("process"),
+        }
+    }
 }
 
 impl std::fmt::Debug for MemoryAuthStore {
@@ -352,6 +367,21 @@ impl KeyStore for MemoryAuthStore {
             state.keys.remove(kid);
         }
         Ok(old.len() as u64)
+    }
+
+    async fn replace_private_key(&self, kid: &str, private_key: &StoredPrivateKey) -> Result<()> {
+        let mut state = self.state().await?;
+        let key = state
+            .keys
+            .get_mut(kid)
+            .ok_or(StoreError::NotFound(Entity::SigningKey))?;
+        key.private_key = private_key.clone();
+        Ok(())
+    }
+
+    /// Keys in memory end with the process, and so does this key.
+    fn process_encryption_key(&self) -> Option<KeyEncryptionKey> {
+        Some(self.process_key.clone())
     }
 }
 

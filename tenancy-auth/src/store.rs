@@ -19,6 +19,7 @@ use tenancy_core::{
 use time::OffsetDateTime;
 
 use crate::api_key::ApiKey;
+use crate::key_encryption::{KeyEncryptionKey, StoredPrivateKey};
 use crate::keys::StoredKey;
 use crate::lockout::{ThrottleKey, ThrottleRule, ThrottleState};
 use crate::one_time::{OneTimeToken, TokenPurpose};
@@ -84,6 +85,23 @@ pub trait KeyStore: Send + Sync {
         &self,
         cutoff: OffsetDateTime,
     ) -> Result<u64, StoreError>;
+
+    /// Replaces the stored private key of `kid` (to encrypt it, or
+    /// re-encrypt it under another key-encryption key). `NotFound` if no
+    /// key has that id.
+    async fn replace_private_key(
+        &self,
+        kid: &str,
+        private_key: &StoredPrivateKey,
+    ) -> Result<(), StoreError>;
+
+    /// For a store whose keys end with the process (in memory): a
+    /// key-encryption key of the same lifetime, used when none is
+    /// configured. `None` (the default) for stores that outlive the
+    /// process, which then need one configured.
+    fn process_encryption_key(&self) -> Option<KeyEncryptionKey> {
+        None
+    }
 }
 
 /// Sessions and their refresh-token families.

@@ -82,3 +82,44 @@ async fn host_claims_travel_in_the_token() {
     assert_eq!(principal.tenant_id, registered.membership.tenant_id);
     assert!(principal.extra.get("tid").is_none());
 }
+
+/// In memory, with no key-encryption key configured, signing keys are
+/// encrypted under a key made for the process; plaintext is an explicit
+/// choice.
+#[tokio::test]
+async fn memory_stores_encrypt_under_a_process_key() {
+    use tenancy_auth::{Auth, AuthConfig, KeyEncryption, KeyStore as _, StoredPrivateKey};
+    for (encryption, encrypted) in [
+        (KeyEncryption::Unconfigured, true),
+        (KeyEncryption::InsecurePlaintext, false),
+    ] {
+        let store = Arc::new(MemoryAuthStore::new());
+        let auth = Auth::builder(
+            Arc::new(MemoryBackend::new()),
+            store.clone(),
+            AuthConfig::new("https://mem.test", "mem").with_key_encryption(encryption),
+        )
+        .build()
+        .await
+        .unwrap();
+        auth.rotate_signing_key().await.unwrap();
+        for key in store.list_signing_keys().await.unwrap() {
+            assert_eq!(
+                matches!(key.private_key, StoredPrivateKey::Encrypted(_)),
+                encrypted
+            );
+        }
+    }
+    // The process key belongs to the store: another Auth over it reads its keys.
+    let (backend, store) = (
+        Arc::new(MemoryBackend::new()),
+        Arc::new(MemoryAuthStore::new()),
+    );
+    let config = AuthConfig::new("https://mem.test", "mem");
+    let first = Auth::builder(backend.clone(), store.clone(), config.clone())
+        .build()
+        .await
+        .unwrap();
+    let second = Auth::builder(backend, store, config).build().await.unwrap();
+    assert_eq!(first.keys().active_kid(), second.keys().active_kid());
+}

@@ -1,9 +1,11 @@
 //! Postgres auth stores (feature `postgres`).
 //!
 //! Migrations are numbered 2000–2999 and reference tenancy-core's tables;
-//! [`PgAuthStore::migrate`] runs core's migrations first. Signing keys are
-//! stored as JWK in the database: protect it (encryption at rest, narrow
-//! access) as you would any private key.
+//! [`PgAuthStore::migrate`] runs core's migrations first. Private signing
+//! keys are stored as JWE, encrypted under a key-encryption key the host
+//! provides and the database never sees (see [`crate::key_encryption`]);
+//! [`crate::Auth`] refuses to start on Postgres without one unless told
+//! otherwise.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tenancy_core::{
 use time::{Duration, OffsetDateTime};
 
 use crate::api_key::{ApiKey, Scope};
+use crate::key_encryption::{EncryptedJwk, StoredPrivateKey};
 use crate::keys::{KeyAlgorithm, PrivateJwk, StoredKey};
 use crate::lockout::{ThrottleKey, ThrottleRule, ThrottleState};
 use crate::one_time::{OneTimeToken, TokenPurpose};
@@ -208,16 +211,22 @@ pub use transaction::PgAuthTransaction;
 
 fn key_from_row(row: &PgRow) -> Result<StoredKey> {
     let algorithm: String = get(row, "algorithm")?;
-    let private: Value = get(row, "private_jwk")?;
+    let plaintext: Option<Value> = get(row, "private_jwk")?;
+    let encrypted: Option<String> = get(row, "private_jwe")?;
     let public: Option<Value> = get(row, "public_jwk")?;
     let as_map = |value: Value| match value {
         Value::Object(map) => Ok(map),
         _ => Err(corrupt("signing key")),
     };
+    let private_key = match (encrypted, plaintext) {
+        (Some(jwe), None) => StoredPrivateKey::Encrypted(EncryptedJwk::from_compact(jwe)),
+        (None, Some(jwk)) => StoredPrivateKey::Plaintext(PrivateJwk::from_map(as_map(jwk)?)),
+        _ => return Err(corrupt("signing key")),
+    };
     Ok(StoredKey {
         kid: get(row, "kid")?,
         algorithm: KeyAlgorithm::from_str(&algorithm).map_err(|_| corrupt("key algorithm"))?,
-        private_jwk: PrivateJwk::from_map(as_map(private)?),
+        private_key,
         public_jwk: public.map(as_map).transpose()?,
         created_at: get(row, "created_at")?,
         retired_at: get(row, "retired_at")?,
@@ -319,7 +328,7 @@ impl LockoutStore for PgAuthStore {
 impl KeyStore for PgAuthStore {
     async fn list_signing_keys(&self) -> Result<Vec<StoredKey>> {
         let rows = sqlx::query(
-            "SELECT kid, algorithm, private_jwk, public_jwk, created_at, retired_at \
+            "SELECT kid, algorithm, private_jwk, private_jwe, public_jwk, created_at, retired_at \
              FROM tenancy_signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(&self.pool)
@@ -335,13 +344,15 @@ impl KeyStore for PgAuthStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        let (plaintext, encrypted) = private_columns(&key.private_key);
         sqlx::query(
-            "INSERT INTO tenancy_signing_keys (kid, algorithm, private_jwk, public_jwk, created_at, retired_at) \
-             VALUES ($1, $2, $3, $4, $5, NULL)",
+            "INSERT INTO tenancy_signing_keys (kid, algorithm, private_jwk, private_jwe, public_jwk, created_at, retired_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
         )
         .bind(&key.kid)
         .bind(key.algorithm.as_str())
-        .bind(Value::Object(key.private_jwk.expose_secret().clone()))
+        .bind(plaintext)
+        .bind(encrypted)
         .bind(key.public_jwk.clone().map(Value::Object))
         .bind(key.created_at)
         .execute(&mut *tx)
@@ -357,6 +368,33 @@ impl KeyStore for PgAuthStore {
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected())
+    }
+
+    async fn replace_private_key(&self, kid: &str, private_key: &StoredPrivateKey) -> Result<()> {
+        let (plaintext, encrypted) = private_columns(private_key);
+        let done = sqlx::query(
+            "UPDATE tenancy_signing_keys SET private_jwk = $2, private_jwe = $3 WHERE kid = $1",
+        )
+        .bind(kid)
+        .bind(plaintext)
+        .bind(encrypted)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(Entity::SigningKey));
+        }
+        Ok(())
+    }
+}
+
+/// The `private_jwk` and `private_jwe` columns of a private key: one is set.
+fn private_columns(key: &StoredPrivateKey) -> (Option<Value>, Option<&str>) {
+    match key {
+        StoredPrivateKey::Encrypted(jwe) => (None, Some(jwe.as_compact())),
+        StoredPrivateKey::Plaintext(jwk) => {
+            (Some(Value::Object(jwk.expose_secret().clone())), None)
+        }
     }
 }
 

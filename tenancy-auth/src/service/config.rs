@@ -3,6 +3,7 @@
 use tenancy_core::{StoreError, ValidationError};
 
 use crate::authenticator::Authenticator;
+use crate::key_encryption::KeyEncryption;
 use crate::keys::KeyAlgorithm;
 use crate::lockout::LockoutPolicy;
 use crate::password::{Argon2Config, PasswordPolicy};
@@ -28,6 +29,10 @@ pub struct AuthConfig {
     pub algorithm: KeyAlgorithm,
     /// Must be set to sign with HS256, a shared secret.
     pub allow_hs256: bool,
+    /// How private signing keys are protected at rest (see
+    /// [`crate::key_encryption`]). Required for stores that outlive the
+    /// process.
+    pub key_encryption: KeyEncryption,
     /// The API key prefix, such as `tnc_live`.
     pub api_key_prefix: String,
     /// Capacity of the verified-token cache (default 10,000 tokens; 0 turns it off).
@@ -45,6 +50,7 @@ impl AuthConfig {
             argon2: Argon2Config::default(),
             algorithm: KeyAlgorithm::EdDsa,
             allow_hs256: false,
+            key_encryption: KeyEncryption::Unconfigured,
             api_key_prefix: "tnc_live".to_owned(),
             token_cache_capacity: Authenticator::DEFAULT_CACHE_CAPACITY,
         }
@@ -93,6 +99,13 @@ impl AuthConfig {
         self
     }
 
+    /// Sets how private signing keys are protected at rest, such as
+    /// `KeyEncryption::key(KeyEncryptionKey::from_base64("2026-05", &secret)?)`.
+    pub fn with_key_encryption(mut self, key_encryption: KeyEncryption) -> Self {
+        self.key_encryption = key_encryption;
+        self
+    }
+
     /// Sets the API key prefix, such as `tnc_test` (checked when building).
     pub fn with_api_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.api_key_prefix = prefix.into();
@@ -113,6 +126,12 @@ pub enum ConfigError {
     /// HS256 was chosen without `allow_hs256`.
     #[error("HS256 signs with a shared secret; set allow_hs256 to use it")]
     Hs256NotAllowed,
+    /// The store keeps signing keys beyond this process and no
+    /// key-encryption key is configured: set
+    /// [`AuthConfig::key_encryption`] (or, knowingly,
+    /// `KeyEncryption::InsecurePlaintext`).
+    #[error("a key-encryption key is required to store private signing keys beyond this process")]
+    KeyEncryptionRequired,
     /// The API key prefix is invalid.
     #[error(transparent)]
     ApiKeyPrefix(ValidationError),

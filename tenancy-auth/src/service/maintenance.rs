@@ -16,6 +16,14 @@ impl Auth {
         Ok(kid)
     }
 
+    /// Re-encrypts every stored private signing key under the current
+    /// key-encryption key, and returns how many were rewritten: step 2 of
+    /// rotating that key (see [`crate::key_encryption`]). Keys stored in
+    /// plaintext are encrypted too.
+    pub async fn reencrypt_signing_keys(&self) -> Result<usize> {
+        Ok(self.inner.keys.reencrypt().await?)
+    }
+
     /// Reads sessions revoked elsewhere into the revocation set.
     pub async fn sync_revocations(&self) -> Result<usize> {
         let lookback = self.inner.config.sessions.absolute_timeout;

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use crate::api_key::ApiKeyPrefix;
 use crate::authenticator::Authenticator;
 use crate::error::Error;
+use crate::key_encryption::KeyEncryption;
 use crate::keys::{KeyAlgorithm, KeyRing};
 use crate::one_time::{Mailer, NoMailer};
 use crate::password::PasswordHasher;
@@ -104,10 +105,20 @@ impl AuthBuilder {
             ApiKeyPrefix::new(&config.api_key_prefix).map_err(ConfigError::ApiKeyPrefix)?;
         let hasher = PasswordHasher::new(config.argon2).map_err(ConfigError::Argon2)?;
         let now = truncate_to_micros(self.clock.now());
+        if matches!(config.key_encryption, KeyEncryption::Unconfigured)
+            && self.store.process_encryption_key().is_none()
+        {
+            return Err(ConfigError::KeyEncryptionRequired);
+        }
         let keys = Arc::new(
-            KeyRing::load(self.store.clone(), config.algorithm, now)
-                .await
-                .map_err(ConfigError::Keys)?,
+            KeyRing::load(
+                self.store.clone(),
+                config.algorithm,
+                &config.key_encryption,
+                now,
+            )
+            .await
+            .map_err(ConfigError::Keys)?,
         );
         let revocations = Arc::new(RevocationSet::new());
         revocations

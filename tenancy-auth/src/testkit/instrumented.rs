@@ -13,6 +13,7 @@ use tenancy_core::{
 use time::{Duration, OffsetDateTime};
 
 use crate::api_key::ApiKey;
+use crate::key_encryption::{KeyEncryptionKey, StoredPrivateKey};
 use crate::keys::StoredKey;
 use crate::lockout::{ThrottleKey, ThrottleRule, ThrottleState};
 use crate::one_time::{OneTimeToken, TokenPurpose};
@@ -151,6 +152,15 @@ impl KeyStore for InstrumentedStore {
     async fn delete_signing_keys_retired_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
         self.probe.hit("delete_signing_keys_retired_before")?;
         self.inner.delete_signing_keys_retired_before(cutoff).await
+    }
+
+    async fn replace_private_key(&self, kid: &str, private_key: &StoredPrivateKey) -> Result<()> {
+        self.probe.hit("replace_private_key")?;
+        self.inner.replace_private_key(kid, private_key).await
+    }
+
+    fn process_encryption_key(&self) -> Option<KeyEncryptionKey> {
+        self.inner.process_encryption_key()
     }
 }
 

@@ -17,7 +17,8 @@ use super::{Fixture, now};
 use crate::api_key::{NewApiKey, Scope};
 use crate::authenticator::Credentials;
 use crate::error::{ApiKeyRejection, AuthError, Error, TokenRejection};
-use crate::keys::KeyAlgorithm;
+use crate::key_encryption::{KeyEncryption, KeyEncryptionKey, StoredPrivateKey};
+use crate::keys::{KeyAlgorithm, KeyError, StoredKey};
 use crate::one_time::{Mail, Mailer, TokenPurpose};
 use crate::password::{Argon2Config, Password, PasswordHasher, PasswordRejected};
 use crate::principal::{AuthMethod, Subject};
@@ -54,14 +55,16 @@ struct Harness {
 
 const PASSWORD: &str = "correct horse battery";
 
+/// The key-encryption key every harness of a suite shares, so replicas
+/// read each other's signing keys.
+fn suite_kek() -> KeyEncryptionKey {
+    KeyEncryptionKey::new("suite-1", [7; 32]).unwrap()
+}
+
 fn config() -> AuthConfig {
-    let mut config = AuthConfig::new("https://auth.test", "tenancy-tests");
-    config.argon2 = Argon2Config {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
-    config
+    AuthConfig::new("https://auth.test", "tenancy-tests")
+        .with_argon2(Argon2Config::new(1024, 1, 1))
+        .with_key_encryption(KeyEncryption::key(suite_kek()))
 }
 
 async fn harness_with(fixture: Fixture, tweak: impl FnOnce(&mut AuthConfig)) -> Harness {
@@ -1493,4 +1496,112 @@ async fn reset_link(h: &Harness, email: &str) -> String {
         .token
         .expose_secret()
         .to_owned()
+}
+
+/// Private signing keys are stored encrypted under the configured
+/// key-encryption key; that key rotates (add the new one, re-encrypt,
+/// drop the old one); plaintext rows are encrypted on start; and a store
+/// that outlives the process refuses to start without a key.
+pub async fn service_key_encryption(f: Fixture) {
+    let k1 = suite_kek();
+    let k2 = KeyEncryptionKey::new("suite-2", [9; 32]).unwrap();
+    let under = |kek: &str| {
+        let store = f.store.clone();
+        let kek = kek.to_owned();
+        async move {
+            for key in store.list_signing_keys().await.unwrap() {
+                match &key.private_key {
+                    StoredPrivateKey::Encrypted(jwe) => assert_eq!(
+                        jwe.key_encryption_key_id().as_deref(),
+                        Some(kek.as_str()),
+                        "{}",
+                        key.kid
+                    ),
+                    other => panic!("{} stored as {other:?}", key.kid),
+                }
+            }
+        }
+    };
+    let with = |encryption: KeyEncryption| {
+        let f = f.clone();
+        async move {
+            Auth::builder(
+                f.backend.clone(),
+                f.store.clone(),
+                config().with_key_encryption(encryption),
+            )
+            .build()
+            .await
+        }
+    };
+
+    let h = harness(f.clone()).await;
+    let ada = register(&h, "sealed", "ada@sealed.test").await;
+    under("suite-1").await;
+
+    // Rotation: the new key encrypts, the old one still decrypts...
+    let both = with(KeyEncryption::key(k2.clone()).with_previous(k1.clone()))
+        .await
+        .unwrap();
+    assert_eq!(both.reencrypt_signing_keys().await.unwrap(), 1);
+    under("suite-2").await;
+    assert_eq!(both.reencrypt_signing_keys().await.unwrap(), 0);
+    // ...and once re-encrypted the old key can go.
+    let rotated = with(KeyEncryption::key(k2.clone())).await.unwrap();
+    rotated
+        .authenticator()
+        .verify_access_token(&ada.access_token.token)
+        .await
+        .unwrap();
+    rotated.rotate_signing_key().await.unwrap();
+    under("suite-2").await;
+    // A replica with only the old key cannot read them, and says which key it lacks.
+    match with(KeyEncryption::key(k1.clone())).await {
+        Err(ConfigError::Keys(KeyError::EncryptionKeyMissing {
+            key_encryption_key, ..
+        })) => assert_eq!(key_encryption_key.as_deref(), Some("suite-2")),
+        other => panic!("expected a missing key-encryption key, got {other:?}"),
+    }
+    // Neither can one that stores keys in plaintext.
+    assert!(matches!(
+        with(KeyEncryption::InsecurePlaintext).await,
+        Err(ConfigError::Keys(KeyError::EncryptionKeyMissing { .. }))
+    ));
+
+    // A key stored in plaintext (before encryption was configured) is
+    // encrypted on start, and still signs.
+    let legacy = StoredKey::generate(KeyAlgorithm::EdDsa, now()).unwrap();
+    f.store.activate_signing_key(&legacy, now()).await.unwrap();
+    let started = with(KeyEncryption::key(k2)).await.unwrap();
+    under("suite-2").await;
+    assert_eq!(
+        started.keys().active_kid().as_deref(),
+        Some(legacy.kid.as_str())
+    );
+    let signed = started
+        .login(login_request("ada@sealed.test", PASSWORD, None), &client())
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(&signed.access_token.token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(legacy.kid.as_str()));
+    started
+        .authenticator()
+        .verify_access_token(&signed.access_token.token)
+        .await
+        .unwrap();
+
+    // No key configured: refused where keys outlive the process, a key
+    // for this process otherwise.
+    let unconfigured = with(KeyEncryption::Unconfigured).await;
+    if f.store.process_encryption_key().is_none() {
+        assert!(matches!(
+            unconfigured,
+            Err(ConfigError::KeyEncryptionRequired)
+        ));
+    } else {
+        assert!(matches!(
+            unconfigured,
+            Err(ConfigError::Keys(KeyError::EncryptionKeyMissing { .. }))
+        ));
+    }
 }

@@ -10,6 +10,7 @@ use time::Duration;
 
 use super::{Fixture, now, seed};
 use crate::api_key::{ApiKey, Scope};
+use crate::key_encryption::{EncryptedJwk, StoredPrivateKey};
 use crate::keys::{KeyAlgorithm, StoredKey};
 use crate::lockout::{ThrottleKey, ThrottleRule};
 use crate::one_time::{OneTimeToken, TokenPurpose};
@@ -101,7 +102,7 @@ pub async fn key_store(f: Fixture) {
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0].kid, first.kid);
     assert_eq!(keys[0].retired_at, Some(t0 + Duration::minutes(1)));
-    assert_eq!(keys[0].private_jwk, first.private_jwk);
+    assert_eq!(keys[0].private_key, first.private_key);
     assert_eq!(keys[1].kid, second.kid);
     assert_eq!(keys[1].retired_at, None);
     assert_eq!(keys[1].public_jwk, second.public_jwk);
@@ -126,6 +127,26 @@ pub async fn key_store(f: Fixture) {
     let keys = f.store.list_signing_keys().await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].kid, second.kid);
+
+    // The private key is replaced in place: encrypted, and back.
+    let sealed = StoredPrivateKey::Encrypted(EncryptedJwk::from_compact(
+        "eyJlbmMiOiJBMjU2R0NNIiwia2lkIjoiazEiLCJhbGciOiJkaXIifQ..aXY.Y2lwaGVy.dGFn",
+    ));
+    for private_key in [sealed, second.private_key.clone()] {
+        f.store
+            .replace_private_key(&second.kid, &private_key)
+            .await
+            .unwrap();
+        let stored = f.store.list_signing_keys().await.unwrap();
+        assert_eq!(stored[0].private_key, private_key);
+        assert_eq!(stored[0].public_jwk, second.public_jwk);
+    }
+    assert!(matches!(
+        f.store
+            .replace_private_key("no-such-key", &second.private_key)
+            .await,
+        Err(StoreError::NotFound(Entity::SigningKey))
+    ));
 }
 
 /// Replicas rotating at once: at most one key is ever active.

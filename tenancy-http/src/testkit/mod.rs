@@ -79,6 +79,10 @@ pub const SCENARIO_EXPORT_LIMIT: usize = 16 * 1024;
 pub fn scenario_config() -> (Catalog, AuthConfig, HttpConfig) {
     let mut auth = AuthConfig::new("https://scenarios.test", "scenarios");
     auth.argon2 = Argon2Config::new(1024, 1, 1);
+    // One fixed key, so replicas on one database read each other's signing keys.
+    auth.key_encryption = tenancy_auth::KeyEncryption::key(
+        tenancy_auth::KeyEncryptionKey::new("scenarios-1", [5; 32]).unwrap(),
+    );
     let http = HttpConfig {
         tenant_source: TenantSource::Header(http::HeaderName::from_static("x-tenant-id")),
         cookies: CookieConfig {
