@@ -41,9 +41,18 @@ pub enum TokenRejection {
     /// Before its `nbf` (minus leeway).
     #[error("token not yet valid")]
     NotYetValid,
-    /// Its session was revoked (logout, reuse detection, removal).
+    /// Its session was revoked (logout, reuse detection, removal) or has
+    /// ended.
     #[error("token session revoked")]
     Revoked,
+    /// Its `sid` names no session: the token was minted outside this
+    /// service (a leaked signing key), or its session was purged.
+    #[error("token names no session")]
+    UnknownSession,
+    /// Its `sid` names a session of another user or tenant: minted outside
+    /// this service.
+    #[error("token session belongs to another user or tenant")]
+    SessionMismatch,
     /// Required claims are missing or malformed.
     #[error("token claims invalid")]
     InvalidClaims,

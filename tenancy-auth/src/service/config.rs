@@ -37,6 +37,11 @@ pub struct AuthConfig {
     pub api_key_prefix: String,
     /// Capacity of the verified-token cache (default 10,000 tokens; 0 turns it off).
     pub token_cache_capacity: usize,
+    /// How many sessions the authenticator remembers, so tokens of a known
+    /// session are checked against it without a store read (default
+    /// 100,000, about 64 bytes each; 0 reads the store at each token's
+    /// first verification).
+    pub session_cache_capacity: usize,
 }
 
 impl AuthConfig {
@@ -53,6 +58,7 @@ impl AuthConfig {
             key_encryption: KeyEncryption::Unconfigured,
             api_key_prefix: "tnc_live".to_owned(),
             token_cache_capacity: Authenticator::DEFAULT_CACHE_CAPACITY,
+            session_cache_capacity: Authenticator::DEFAULT_SESSION_CACHE_CAPACITY,
         }
     }
 
@@ -115,6 +121,12 @@ impl AuthConfig {
     /// Sets the verified-token cache capacity (0 turns it off).
     pub fn with_token_cache_capacity(mut self, capacity: usize) -> Self {
         self.token_cache_capacity = capacity;
+        self
+    }
+
+    /// Sets how many sessions the authenticator remembers (0 turns it off).
+    pub fn with_session_cache_capacity(mut self, capacity: usize) -> Self {
+        self.session_cache_capacity = capacity;
         self
     }
 }

@@ -129,10 +129,12 @@ impl AuthBuilder {
             keys.clone(),
             config.tokens.clone(),
             self.store.clone(),
+            self.store.clone(),
             prefix.clone(),
             revocations.clone(),
             self.clock.clone(),
             config.token_cache_capacity,
+            config.session_cache_capacity,
         );
         let directory = Directory::new(self.backend.clone()).with_clock(self.clock.clone());
         Ok(Auth {

@@ -103,6 +103,9 @@ impl Auth {
         for id in opened.evicted {
             self.inner.revocations.insert(id, until);
         }
+        self.inner
+            .authenticator
+            .remember_session(&opened.success.session);
         opened.success
     }
 
@@ -190,6 +193,7 @@ impl Auth {
             }
         };
         let access_token = self.issue(&user, &membership, session.id, now)?;
+        self.inner.authenticator.remember_session(&session);
         Ok(LoginSuccess {
             user,
             membership,

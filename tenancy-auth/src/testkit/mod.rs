@@ -25,7 +25,8 @@ pub use instrumented::InstrumentedStore;
 pub use service::{
     service_api_keys, service_atomic_workflows, service_email_flows, service_key_encryption,
     service_key_rotation, service_login_and_lockout, service_refresh_and_sessions,
-    service_refresh_race, service_tenant_access, service_token_rejections,
+    service_refresh_race, service_session_bound_tokens, service_tenant_access,
+    service_token_rejections,
 };
 pub use stores::{
     api_key_store, credential_store, key_store, key_store_concurrent_activation, lockout_store,
@@ -57,7 +58,8 @@ macro_rules! auth_conformance_tests {
             session_store, session_store_refresh_race, api_key_store, one_time_token_store,
             service_login_and_lockout, service_refresh_and_sessions, service_refresh_race,
             service_tenant_access, service_api_keys, service_email_flows, service_token_rejections,
-            service_key_rotation, service_atomic_workflows, service_key_encryption
+            service_key_rotation, service_atomic_workflows, service_key_encryption,
+            service_session_bound_tokens
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {

@@ -1605,3 +1605,95 @@ pub async fn service_key_encryption(f: Fixture) {
         ));
     }
 }
+
+/// An access token must name a live session of its own user in its own
+/// tenant; the check costs one store read per session per replica (on the
+/// first token verified), not one per request, and revocations still
+/// apply at once.
+pub async fn service_session_bound_tokens(f: Fixture) {
+    let store = super::InstrumentedStore::new(f.store.clone());
+    let f = Fixture {
+        backend: f.backend.clone(),
+        store: Arc::new(store.clone()),
+    };
+    let h = harness(f.clone()).await;
+    let ada = register(&h, "bound", "ada@bound.test").await;
+    let bob = register(&h, "other", "bob@bound.test").await;
+    let claims = |sub: tenancy_core::UserId, tid: TenantId, sid: tenancy_core::SessionId| {
+        let now = h.clock_now().unix_timestamp();
+        json!({
+            "iss": "https://auth.test", "aud": "tenancy-tests", "sub": sub, "tid": tid,
+            "sid": sid, "jti": "j", "iat": now, "nbf": now, "exp": now + 600, "roles": ["owner"]
+        })
+    };
+    let (ada_tenant, bob_tenant) = (ada.membership.tenant_id, bob.membership.tenant_id);
+    // A well-signed token naming no session, another user's session, or
+    // its own session in another tenant is refused.
+    for (claims, why) in [
+        (
+            claims(ada.user.id, ada_tenant, tenancy_core::SessionId::new()),
+            "no such session",
+        ),
+        (
+            claims(ada.user.id, ada_tenant, bob.session.id),
+            "another user's session",
+        ),
+        (
+            claims(ada.user.id, bob_tenant, ada.session.id),
+            "another tenant",
+        ),
+    ] {
+        let forged = sign(&h, header(&h), &claims);
+        let expected = if why == "no such session" {
+            TokenRejection::UnknownSession
+        } else {
+            TokenRejection::SessionMismatch
+        };
+        assert_eq!(
+            token_rejection(verify(&h, &forged).await),
+            expected,
+            "{why}"
+        );
+    }
+    let genuine = sign(
+        &h,
+        header(&h),
+        &claims(ada.user.id, ada_tenant, ada.session.id),
+    );
+    verify(&h, &genuine).await.unwrap();
+
+    // Sessions opened by this replica are known: no read for their tokens.
+    let reads = || store.calls("get_session");
+    let before = reads();
+    let fresh = login(&h, "ada@bound.test", None).await;
+    verify(&h, &fresh.access_token.token).await.unwrap();
+    assert_eq!(reads(), before);
+    // Another replica reads a session once, on its first token; the next
+    // tokens of that session, and repeats, cost nothing.
+    let replica = harness(f.clone()).await;
+    let before = reads();
+    verify(&replica, &fresh.access_token.token).await.unwrap();
+    assert_eq!(reads(), before + 1);
+    let renewed = h
+        .auth
+        .refresh(fresh.refresh_token.expose_secret(), &client())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        verify(&replica, &renewed.access_token.token).await.unwrap();
+        verify(&replica, &fresh.access_token.token).await.unwrap();
+    }
+    assert_eq!(reads(), before + 1);
+    // A revocation applies at once to cached tokens and known sessions.
+    let principal = verify(&h, &renewed.access_token.token).await.unwrap();
+    h.auth.logout(&principal, &client()).await.unwrap();
+    assert_eq!(
+        token_rejection(verify(&h, &renewed.access_token.token).await),
+        TokenRejection::Revoked
+    );
+    replica.auth.sync_revocations().await.unwrap();
+    assert_eq!(
+        token_rejection(verify(&replica, &renewed.access_token.token).await),
+        TokenRejection::Revoked
+    );
+}
