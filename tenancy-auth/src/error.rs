@@ -163,6 +163,28 @@ pub enum Error {
         /// When logins are allowed again (for `Retry-After`).
         until: OffsetDateTime,
     },
+    /// Too many attempts of this kind from this client, or for this
+    /// address: logins (of any outcome), registrations, reset or
+    /// verification mail.
+    #[error("too many requests; retry after {until}")]
+    RateLimited {
+        /// When to try again (for `Retry-After`).
+        until: OffsetDateTime,
+    },
+    /// The service is saturated (password hashing or the mail queue is
+    /// full): not the caller's fault, try again shortly (answer 503).
+    #[error("too busy; retry after {until}")]
+    Overloaded {
+        /// When to try again (for `Retry-After`).
+        until: OffsetDateTime,
+    },
+    /// Registration is closed: no new accounts, neither by registering nor
+    /// by accepting an invitation.
+    #[error("registration is closed")]
+    RegistrationClosed,
+    /// Registration is by invitation only: accept an invitation instead.
+    #[error("registration is by invitation only")]
+    InvitationRequired,
     /// The user account is disabled.
     #[error("account disabled")]
     AccountDisabled,

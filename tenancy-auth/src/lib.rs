@@ -29,6 +29,7 @@ mod authenticator;
 mod error;
 pub mod key_encryption;
 mod keys;
+mod limits;
 mod lockout;
 #[cfg(feature = "memory")]
 mod memory;
@@ -51,6 +52,7 @@ pub use authenticator::{Authenticator, Credentials};
 pub use error::{ApiKeyRejection, AuthError, Error, TokenRejection};
 pub use key_encryption::{EncryptedJwk, KeyEncryption, KeyEncryptionKey, StoredPrivateKey};
 pub use keys::{KeyAlgorithm, KeyError, KeyRing, PrivateJwk, StoredKey};
+pub use limits::AbuseLimits;
 pub use lockout::{LockoutPolicy, ThrottleKey, ThrottleRule, ThrottleState};
 #[cfg(feature = "memory")]
 pub use memory::MemoryAuthStore;
@@ -64,7 +66,7 @@ pub use revocation::RevocationSet;
 pub use secret::SecretToken;
 pub use service::{
     Auth, AuthBuilder, AuthConfig, ConfigError, InvitationAcceptor, LoginRequest, LoginSuccess,
-    Registration, actions,
+    Registration, RegistrationMode, actions,
 };
 pub use session::{
     ClientInfo, RefreshRecord, RefreshToken, RefreshTokenOwner, Revocation, RevokeReason,

@@ -257,12 +257,22 @@ impl State {
         purpose: TokenPurpose,
         now: OffsetDateTime,
     ) -> Option<OneTimeToken> {
+        let now = truncate_to_micros(now);
         let token = self.one_time.get_mut(hash.as_bytes())?;
         if token.purpose != purpose || token.used_at.is_some() || token.expires_at <= now {
             return None;
         }
-        token.used_at = Some(truncate_to_micros(now));
-        Some(token.clone())
+        token.used_at = Some(now);
+        let used = token.clone();
+        for (_, sibling) in self.one_time.iter_mut() {
+            if sibling.user_id == used.user_id
+                && sibling.purpose == purpose
+                && sibling.used_at.is_none()
+            {
+                sibling.used_at = Some(now);
+            }
+        }
+        Some(used)
     }
 }
 
@@ -604,16 +614,28 @@ impl ApiKeyStore for MemoryAuthStore {
 
 #[async_trait]
 impl OneTimeTokenStore for MemoryAuthStore {
-    async fn insert_one_time_token(&self, token: &OneTimeToken) -> Result<()> {
+    async fn insert_one_time_token(
+        &self,
+        token: &OneTimeToken,
+        cooldown_since: OffsetDateTime,
+    ) -> Result<bool> {
         let mut state = self.state().await?;
-        state.one_time.retain(|_, t| {
-            !(t.user_id == token.user_id && t.purpose == token.purpose && t.used_at.is_none())
+        let now = token.created_at;
+        let recent = state.one_time.values().any(|t| {
+            t.user_id == token.user_id
+                && t.purpose == token.purpose
+                && t.used_at.is_none()
+                && t.expires_at > now
+                && t.created_at >= cooldown_since
         });
+        if recent {
+            return Ok(false);
+        }
         let mut stored = token.clone();
         stored.created_at = truncate_to_micros(stored.created_at);
         stored.expires_at = truncate_to_micros(stored.expires_at);
         state.one_time.insert(*token.token_hash.as_bytes(), stored);
-        Ok(())
+        Ok(true)
     }
 
     async fn find_one_time_token(&self, hash: &TokenHash) -> Result<Option<OneTimeToken>> {

@@ -213,8 +213,16 @@ pub trait ApiKeyStore: Send + Sync {
 /// Single-use tokens.
 #[async_trait]
 pub trait OneTimeTokenStore: Send + Sync {
-    /// Stores a token, discarding the user's unused tokens of the same purpose.
-    async fn insert_one_time_token(&self, token: &OneTimeToken) -> Result<(), StoreError>;
+    /// Stores `token`, atomically, unless the user already holds an unused,
+    /// unexpired token of the same purpose issued at or after
+    /// `cooldown_since` (then nothing changes); returns whether it was
+    /// stored. The user's earlier tokens stay valid: a new request never
+    /// spoils a link already sent.
+    async fn insert_one_time_token(
+        &self,
+        token: &OneTimeToken,
+        cooldown_since: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 
     /// Reads a token without using it.
     async fn find_one_time_token(
@@ -223,7 +231,8 @@ pub trait OneTimeTokenStore: Send + Sync {
     ) -> Result<Option<OneTimeToken>, StoreError>;
 
     /// Marks a token used, atomically, if it exists, has `purpose`, is unused
-    /// and unexpired at `now`; returns it then, else `None`. Of concurrent
+    /// and unexpired at `now`; returns it then, else `None`. The user's
+    /// other unused tokens of that purpose are spent with it. Of concurrent
     /// calls with one token, at most one gets it.
     async fn consume_one_time_token(
         &self,

@@ -690,14 +690,36 @@ impl ApiKeyStore for PgAuthStore {
 
 #[async_trait]
 impl OneTimeTokenStore for PgAuthStore {
-    async fn insert_one_time_token(&self, token: &OneTimeToken) -> Result<()> {
+    async fn insert_one_time_token(
+        &self,
+        token: &OneTimeToken,
+        cooldown_since: OffsetDateTime,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query("DELETE FROM tenancy_one_time_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL")
-            .bind(token.user_id.as_uuid())
-            .bind(token.purpose.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        // One issuer at a time per user and purpose, so the cooldown holds
+        // under concurrency.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('tenancy.one_time:' || $1::text || ':' || $2, 0))",
+        )
+        .bind(token.user_id.as_uuid())
+        .bind(token.purpose.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let recent: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tenancy_one_time_tokens WHERE user_id = $1 AND purpose = $2 \
+             AND used_at IS NULL AND expires_at > $3 AND created_at >= $4)",
+        )
+        .bind(token.user_id.as_uuid())
+        .bind(token.purpose.as_str())
+        .bind(token.created_at)
+        .bind(cooldown_since)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if recent {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO tenancy_one_time_tokens (token_hash, purpose, user_id, email, created_at, expires_at, used_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -712,7 +734,8 @@ impl OneTimeTokenStore for PgAuthStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 
     async fn find_one_time_token(&self, hash: &TokenHash) -> Result<Option<OneTimeToken>> {
@@ -734,8 +757,10 @@ impl OneTimeTokenStore for PgAuthStore {
         purpose: TokenPurpose,
         now: OffsetDateTime,
     ) -> Result<Option<OneTimeToken>> {
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        writes::consume_one_time_token(&mut conn, hash, purpose, now).await
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let used = writes::consume_one_time_token(&mut tx, hash, purpose, now).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(used)
     }
 }
 

@@ -201,6 +201,7 @@ pub(super) async fn revoke_api_key(
         .ok_or(StoreError::NotFound(Entity::ApiKey))
 }
 
+/// Two statements: run it inside a transaction.
 pub(super) async fn consume_one_time_token(
     conn: &mut PgConnection,
     hash: &TokenHash,
@@ -215,8 +216,22 @@ pub(super) async fn consume_one_time_token(
     .bind(hash.as_bytes().as_slice())
     .bind(purpose.as_str())
     .bind(now)
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
-    row.as_ref().map(one_time_from_row).transpose()
+    let Some(used) = row.as_ref().map(one_time_from_row).transpose()? else {
+        return Ok(None);
+    };
+    // One link used ends the others of its kind.
+    sqlx::query(
+        "UPDATE tenancy_one_time_tokens SET used_at = $3 WHERE user_id = $1 AND purpose = $2 \
+         AND used_at IS NULL",
+    )
+    .bind(used.user_id.as_uuid())
+    .bind(purpose.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(Some(used))
 }

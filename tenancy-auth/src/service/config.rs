@@ -1,16 +1,17 @@
-//! Settings of [`Auth`] and the mistakes [`AuthBuilder::build`] refuses.
+//! Settings of [`Auth`](crate::Auth) and the mistakes [`AuthBuilder::build`](crate::AuthBuilder::build) refuses.
 
 use tenancy_core::{StoreError, ValidationError};
 
 use crate::authenticator::Authenticator;
 use crate::key_encryption::KeyEncryption;
 use crate::keys::KeyAlgorithm;
+use crate::limits::AbuseLimits;
 use crate::lockout::LockoutPolicy;
 use crate::password::{Argon2Config, PasswordPolicy};
 use crate::session::SessionConfig;
 use crate::token::TokenConfig;
 
-/// Settings of [`Auth`]. Start from [`AuthConfig::new`] and change what
+/// Settings of [`Auth`](crate::Auth). Start from [`AuthConfig::new`] and change what
 /// differs with the `with_*` setters (or assign the fields).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -21,6 +22,11 @@ pub struct AuthConfig {
     pub sessions: SessionConfig,
     /// Failed-login limits.
     pub lockout: LockoutPolicy,
+    /// Limits on registrations, account mail, login rate and the password
+    /// hashing queue.
+    pub limits: AbuseLimits,
+    /// Who may create accounts (default [`RegistrationMode::Open`]).
+    pub registration: RegistrationMode,
     /// Rules for new passwords.
     pub password: PasswordPolicy,
     /// argon2id costs.
@@ -51,6 +57,8 @@ impl AuthConfig {
             tokens: TokenConfig::new(issuer, audience),
             sessions: SessionConfig::default(),
             lockout: LockoutPolicy::default(),
+            limits: AbuseLimits::default(),
+            registration: RegistrationMode::Open,
             password: PasswordPolicy::default(),
             argon2: Argon2Config::default(),
             algorithm: KeyAlgorithm::EdDsa,
@@ -77,6 +85,18 @@ impl AuthConfig {
     /// Replaces the failed-login limits.
     pub fn with_lockout(mut self, lockout: LockoutPolicy) -> Self {
         self.lockout = lockout;
+        self
+    }
+
+    /// Replaces the limits on account flows.
+    pub fn with_limits(mut self, limits: AbuseLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets who may create accounts.
+    pub fn with_registration(mut self, registration: RegistrationMode) -> Self {
+        self.registration = registration;
         self
     }
 
@@ -131,7 +151,26 @@ impl AuthConfig {
     }
 }
 
-/// A configuration mistake found when building [`Auth`].
+/// Who may create an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RegistrationMode {
+    /// Anyone may register (rate-limited per client, see
+    /// [`AbuseLimits::registration`]), and invitees without an account get
+    /// one on accepting.
+    #[default]
+    Open,
+    /// [`Auth::register`](crate::Auth::register) answers
+    /// [`Error::InvitationRequired`](crate::Error::InvitationRequired);
+    /// accepting an invitation still creates the invitee's account.
+    InviteOnly,
+    /// No new accounts: registering and accepting an invitation as a new
+    /// user answer [`Error::RegistrationClosed`](crate::Error::RegistrationClosed).
+    /// Existing users still accept invitations.
+    Closed,
+}
+
+/// A configuration mistake found when building [`Auth`](crate::Auth).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {

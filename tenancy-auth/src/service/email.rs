@@ -1,7 +1,10 @@
 //! Email verification and password reset.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use tenancy_core::{Email, User, UserId, UserStatus, UserStore};
+use time::Duration;
 
 use crate::error::Error;
 use crate::lockout::ThrottleKey;
@@ -12,7 +15,17 @@ use crate::session::{ClientInfo, RevokeReason};
 
 use super::{Auth, Result, actions};
 
+/// Account mail to prepare and send in the background.
+enum MailJob {
+    /// A reset link for the account of this address, if it has one.
+    Reset(Email),
+    /// A verification link for this user.
+    Verify(User),
+}
+
 impl Auth {
+    /// Issues a token for `user` unless one was issued within the cooldown
+    /// (the link already sent stands), and mails it.
     async fn send_token(&self, user: &User, purpose: TokenPurpose) -> Result<()> {
         let now = self.now();
         let token = SecretToken::generate(purpose.prefix());
@@ -25,7 +38,15 @@ impl Auth {
             expires_at: now + purpose.lifetime(),
             used_at: None,
         };
-        self.inner.store.insert_one_time_token(&record).await?;
+        let cooldown_since = now - self.inner.config.limits.mail_cooldown;
+        if !self
+            .inner
+            .store
+            .insert_one_time_token(&record, cooldown_since)
+            .await?
+        {
+            return Ok(());
+        }
         self.inner
             .mailer
             .send(Mail {
@@ -37,11 +58,91 @@ impl Auth {
             .map_err(Error::Mail)
     }
 
-    /// Mails `user` a link to prove their address (valid 24 hours).
-    pub async fn start_email_verification(&self, user: UserId) -> Result<()> {
+    /// Counts a mail request against the client and the address; past
+    /// either limit, [`Error::RateLimited`].
+    async fn count_mail_request(
+        &self,
+        purpose: TokenPurpose,
+        email: Option<&Email>,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let limits = &self.inner.config.limits;
+        if let Some(ip) = client.ip {
+            self.count_attempt(
+                &ThrottleKey::mail_from(&ip.to_string()),
+                &limits.mail_per_client,
+            )
+            .await?;
+        }
+        if let Some(email) = email {
+            self.count_attempt(
+                &ThrottleKey::mail_to(purpose.as_str(), email),
+                &limits.mail_per_address,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `job` in the background, so the caller's answer never waits for
+    /// (or reveals) the lookup, the token or the mailer. A full queue
+    /// answers [`Error::Overloaded`].
+    fn queue_mail(&self, job: MailJob) -> Result<()> {
+        let permit = Arc::clone(&self.inner.mail_queue)
+            .try_acquire_owned()
+            .map_err(|_| Error::Overloaded {
+                until: self.now() + Duration::SECOND,
+            })?;
+        let auth = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let purpose = match &job {
+                MailJob::Reset(_) => TokenPurpose::PasswordReset,
+                MailJob::Verify(_) => TokenPurpose::EmailVerification,
+            };
+            if let Err(error) = auth.run_mail(job).await {
+                tracing::warn!(purpose = purpose.as_str(), %error, "account mail failed");
+            }
+        });
+        Ok(())
+    }
+
+    async fn run_mail(&self, job: MailJob) -> Result<()> {
+        match job {
+            MailJob::Reset(email) => match self.inner.backend.find_user_by_email(&email).await? {
+                Some(user) if user.status == UserStatus::Active => {
+                    self.send_token(&user, TokenPurpose::PasswordReset).await
+                }
+                _ => Ok(()),
+            },
+            MailJob::Verify(user) => {
+                self.send_token(&user, TokenPurpose::EmailVerification)
+                    .await
+            }
+        }
+    }
+
+    /// Waits until every account mail flow started so far has finished:
+    /// for graceful shutdown, and for tests.
+    pub async fn wait_for_mail(&self) {
+        let queue = &self.inner.mail_queue;
+        let all = u32::try_from(self.inner.config.limits.mail_queue.max(1)).unwrap_or(u32::MAX);
+        if let Ok(permits) = queue.acquire_many(all).await {
+            drop(permits);
+        }
+    }
+
+    /// Mails `user` a link to prove their address (valid 24 hours), in the
+    /// background (see [`Auth::start_password_reset`] for the limits and
+    /// the cooldown, which apply alike).
+    ///
+    /// Errors: [`Error::RateLimited`], [`Error::Overloaded`],
+    /// [`Error::Store`] with `NotFound(User)`.
+    pub async fn start_email_verification(&self, user: UserId, client: &ClientInfo) -> Result<()> {
         let user = self.inner.backend.get_user(user).await?;
-        self.send_token(&user, TokenPurpose::EmailVerification)
-            .await
+        self.count_mail_request(TokenPurpose::EmailVerification, Some(&user.email), client)
+            .await?;
+        self.queue_mail(MailJob::Verify(user))
     }
 
     /// Redeems an email-verification token and marks the address verified.
@@ -60,16 +161,24 @@ impl Auth {
     }
 
     /// Mails a password-reset link (valid 1 hour) if `email` has an
-    /// account. Answers the same either way, so it reveals nothing.
-    pub async fn start_password_reset(&self, email: &str) -> Result<()> {
-        let Ok(email) = Email::new(email) else {
-            return Ok(());
-        };
-        match self.inner.backend.find_user_by_email(&email).await? {
-            Some(user) if user.status == UserStatus::Active => {
-                self.send_token(&user, TokenPurpose::PasswordReset).await
-            }
-            _ => Ok(()),
+    /// active account. Answers at once and alike either way: the lookup,
+    /// the token and the mail run in the background, so neither the answer
+    /// nor its timing reveals whether the account exists.
+    ///
+    /// Each request counts against the client and the address
+    /// ([`AbuseLimits`](crate::AbuseLimits)); past either limit the answer
+    /// is [`Error::RateLimited`] with the time to retry, whether or not the
+    /// address has an account. Within the cooldown after a link is sent,
+    /// requests send nothing more, and a new link never ends the earlier
+    /// ones: a request by someone else cannot spoil the link the owner
+    /// holds. [`Error::Overloaded`] when the background queue is full.
+    pub async fn start_password_reset(&self, email: &str, client: &ClientInfo) -> Result<()> {
+        let email = Email::new(email).ok();
+        self.count_mail_request(TokenPurpose::PasswordReset, email.as_ref(), client)
+            .await?;
+        match email {
+            Some(email) => self.queue_mail(MailJob::Reset(email)),
+            None => Ok(()),
         }
     }
 
@@ -99,7 +208,7 @@ impl Auth {
             .config
             .password
             .check(password, Some(&pending.email))?;
-        let hash = self.inner.hasher.hash(password).await?;
+        let hash = self.hash_password(password).await?;
         let now = self.now();
         let tx = self.begin().await?;
         let record = tx

@@ -49,7 +49,7 @@ impl Auth {
             .config
             .password
             .check(password, Some(&user.email))?;
-        let hash = self.inner.hasher.hash(password).await?;
+        let hash = self.hash_password(password).await?;
         self.inner
             .store
             .set_password_hash(user.id, &hash, self.now())
@@ -63,12 +63,22 @@ impl Auth {
     /// answer [`Error::InvalidCredentials`]. Failures count against the
     /// account and the client ([`ClientInfo::ip`]); past the limits the
     /// answer is [`Error::AccountLocked`] or [`Error::ClientThrottled`], with
-    /// the unlock time. Other errors: [`Error::AccountDisabled`],
-    /// [`Error::NotAMember`], [`Error::TenantNotActive`].
+    /// the unlock time. Every login, whatever its outcome, also counts
+    /// against the client's rate and concurrency in this process
+    /// ([`AbuseLimits`](crate::AbuseLimits)): past them,
+    /// [`Error::RateLimited`]. When password hashing is saturated the answer
+    /// is [`Error::Overloaded`] at once, for any account. Other errors:
+    /// [`Error::AccountDisabled`], [`Error::NotAMember`],
+    /// [`Error::TenantNotActive`].
     #[tracing::instrument(skip_all, fields(tenant_id = ?request.tenant), err)]
     pub async fn login(&self, request: LoginRequest, client: &ClientInfo) -> Result<LoginSuccess> {
         let store = &self.inner.store;
         let now = self.now();
+        let _permit = self
+            .inner
+            .logins
+            .admit(client.ip, now)
+            .map_err(|until| Error::RateLimited { until })?;
         let client_key = client.ip.map(|ip| ThrottleKey::client(&ip.to_string()));
         if let Some(key) = &client_key
             && let Some(until) = store
@@ -102,8 +112,8 @@ impl Auth {
             None => None,
         };
         let verification = match &stored {
-            Some(hash) => self.inner.hasher.verify(&request.password, hash).await?,
-            None => self.inner.hasher.verify_dummy(&request.password).await?,
+            Some(hash) => self.verify_password(&request.password, hash).await?,
+            None => self.verify_dummy(&request.password).await?,
         };
         let (user, needs_rehash) = match (user, verification) {
             (Some(user), Verification::Valid { needs_rehash }) => (user, needs_rehash),
@@ -126,7 +136,7 @@ impl Auth {
             store.clear_throttle(key).await?;
         }
         if needs_rehash {
-            let fresh = self.inner.hasher.hash(&request.password).await?;
+            let fresh = self.hash_password(&request.password).await?;
             store.set_password_hash(user.id, &fresh, now).await?;
         }
         let membership = self.membership_for(&user, request.tenant).await?;

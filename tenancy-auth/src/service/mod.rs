@@ -16,14 +16,17 @@ use tenancy_core::{
     ValidationError, truncate_to_micros,
 };
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 use crate::api_key::ApiKeyPrefix;
 use crate::authenticator::Authenticator;
 use crate::error::Error;
 use crate::key_encryption::KeyEncryption;
 use crate::keys::{KeyAlgorithm, KeyRing};
+use crate::limits::LoginGate;
+use crate::lockout::{ThrottleKey, ThrottleRule};
 use crate::one_time::{Mailer, NoMailer};
-use crate::password::PasswordHasher;
+use crate::password::{HashError, Password, PasswordHashString, PasswordHasher, Verification};
 use crate::revocation::RevocationSet;
 use crate::session::ClientInfo;
 use crate::store::{AuthStore, AuthTransaction};
@@ -40,7 +43,7 @@ mod members;
 mod registration;
 mod sessions;
 
-pub use config::{AuthConfig, ConfigError};
+pub use config::{AuthConfig, ConfigError, RegistrationMode};
 pub use login::{LoginRequest, LoginSuccess};
 pub use registration::{InvitationAcceptor, Registration};
 
@@ -103,7 +106,12 @@ impl AuthBuilder {
         install_crypto_provider();
         let prefix =
             ApiKeyPrefix::new(&config.api_key_prefix).map_err(ConfigError::ApiKeyPrefix)?;
-        let hasher = PasswordHasher::new(config.argon2).map_err(ConfigError::Argon2)?;
+        let hasher = PasswordHasher::with_limits(
+            config.argon2,
+            config.limits.hash_concurrency,
+            config.limits.hash_queue,
+        )
+        .map_err(ConfigError::Argon2)?;
         let now = truncate_to_micros(self.clock.now());
         if matches!(config.key_encryption, KeyEncryption::Unconfigured)
             && self.store.process_encryption_key().is_none()
@@ -143,7 +151,6 @@ impl AuthBuilder {
                 backend: self.backend,
                 store: self.store,
                 hasher,
-                config,
                 prefix,
                 keys,
                 authenticator,
@@ -151,6 +158,9 @@ impl AuthBuilder {
                 mailer: self.mailer,
                 hook: self.hook,
                 clock: self.clock,
+                logins: LoginGate::new(&config.limits),
+                mail_queue: Arc::new(Semaphore::new(config.limits.mail_queue.max(1))),
+                config,
             }),
         })
     }
@@ -177,6 +187,9 @@ struct Inner {
     mailer: Arc<dyn Mailer>,
     hook: Option<Arc<dyn ClaimsHook>>,
     clock: Arc<dyn Clock>,
+    logins: LoginGate,
+    /// One permit per account mail flow waiting or running in the background.
+    mail_queue: Arc<Semaphore>,
 }
 
 /// Identity for a multi-tenant app. Cheap to clone: clones share everything.
@@ -273,6 +286,51 @@ impl Auth {
     /// The JWKS document to publish at `/.well-known/jwks.json`.
     pub fn jwks(&self) -> Arc<serde_json::Value> {
         self.inner.keys.jwks()
+    }
+
+    /// Hashes a new password; a full hashing queue answers
+    /// [`Error::Overloaded`].
+    async fn hash_password(&self, password: &Password) -> Result<PasswordHashString> {
+        let hashed = self.inner.hasher.hash(password).await;
+        hashed.map_err(|e| self.hash_error(e))
+    }
+
+    async fn verify_password(
+        &self,
+        password: &Password,
+        stored: &PasswordHashString,
+    ) -> Result<Verification> {
+        let verified = self.inner.hasher.verify(password, stored).await;
+        verified.map_err(|e| self.hash_error(e))
+    }
+
+    async fn verify_dummy(&self, password: &Password) -> Result<Verification> {
+        let verified = self.inner.hasher.verify_dummy(password).await;
+        verified.map_err(|e| self.hash_error(e))
+    }
+
+    fn hash_error(&self, error: HashError) -> Error {
+        match error {
+            HashError::Overloaded { retry_after } => Error::Overloaded {
+                until: self.now() + retry_after,
+            },
+            other => Error::Hashing(other),
+        }
+    }
+
+    /// Counts one attempt against `key` under `rule`; past the rule,
+    /// [`Error::RateLimited`] with the time the key is free again.
+    async fn count_attempt(&self, key: &ThrottleKey, rule: &ThrottleRule) -> Result<()> {
+        let now = self.now();
+        let state = self
+            .inner
+            .store
+            .record_login_failure(key, rule, now)
+            .await?;
+        match state.locked_at(now) {
+            Some(until) => Err(Error::RateLimited { until }),
+            None => Ok(()),
+        }
     }
 
     /// Opens a transaction over the auth store and the core backend.

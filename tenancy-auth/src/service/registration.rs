@@ -5,10 +5,12 @@ use tenancy_core::{
     InvitationToken, NewTenant, NewUser, Owner, UserId,
 };
 
+use crate::error::Error;
+use crate::lockout::ThrottleKey;
 use crate::password::Password;
 use crate::session::ClientInfo;
 
-use super::{Auth, LoginSuccess, Result};
+use super::{Auth, LoginSuccess, RegistrationMode, Result};
 
 /// What a registration presents: a new user and their first tenant.
 #[derive(Debug, Clone)]
@@ -46,14 +48,31 @@ impl Auth {
     /// one transaction. The password is checked and hashed before anything
     /// is written.
     ///
-    /// Errors: [`Error::WeakPassword`](crate::Error::WeakPassword),
-    /// [`Error::Directory`](crate::Error::Directory) (slug or email taken…).
+    /// Only while registration is [`RegistrationMode::Open`]; each attempt
+    /// counts against the client's allowance
+    /// ([`AbuseLimits::registration`](crate::AbuseLimits::registration)).
+    ///
+    /// Errors: [`Error::InvitationRequired`], [`Error::RegistrationClosed`],
+    /// [`Error::RateLimited`], [`Error::WeakPassword`],
+    /// [`Error::Directory`] (slug or email taken…).
     #[tracing::instrument(skip_all, err)]
     pub async fn register(
         &self,
         registration: Registration,
         client: &ClientInfo,
     ) -> Result<LoginSuccess> {
+        match self.inner.config.registration {
+            RegistrationMode::Open => {}
+            RegistrationMode::InviteOnly => return Err(Error::InvitationRequired),
+            RegistrationMode::Closed => return Err(Error::RegistrationClosed),
+        }
+        if let Some(ip) = client.ip {
+            self.count_attempt(
+                &ThrottleKey::registrations(&ip.to_string()),
+                &self.inner.config.limits.registration,
+            )
+            .await?;
+        }
         let Registration {
             user,
             password,
@@ -63,7 +82,7 @@ impl Auth {
             .config
             .password
             .check(&password, Some(&user.email))?;
-        let hash = self.inner.hasher.hash(&password).await?;
+        let hash = self.hash_password(&password).await?;
         let context = Self::system_context(client);
         let tx = self.begin().await?;
         let created = self
@@ -86,9 +105,12 @@ impl Auth {
     /// spent invitation. The password is checked (against the invited
     /// address) and hashed before anything is written.
     ///
-    /// Errors: [`Error::WeakPassword`](crate::Error::WeakPassword),
-    /// [`Error::Directory`](crate::Error::Directory) (unknown, used,
-    /// revoked or expired invitation, account exists…).
+    /// A new user is refused while registration is
+    /// [`RegistrationMode::Closed`]; an invitation works in the other modes.
+    ///
+    /// Errors: [`Error::RegistrationClosed`], [`Error::WeakPassword`],
+    /// [`Error::Directory`] (unknown, used, revoked or expired invitation,
+    /// account exists…).
     #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err)]
     pub async fn accept_invitation(
         &self,
@@ -98,6 +120,11 @@ impl Auth {
     ) -> Result<Acceptance> {
         let (acceptor, password) = match acceptor {
             InvitationAcceptor::User(id) => (Acceptor::User(id), None),
+            InvitationAcceptor::NewUser { .. }
+                if self.inner.config.registration == RegistrationMode::Closed =>
+            {
+                return Err(Error::RegistrationClosed);
+            }
             InvitationAcceptor::NewUser {
                 display_name,
                 password,
@@ -115,7 +142,7 @@ impl Auth {
                     .config
                     .password
                     .check(password, Some(&invitation.email))?;
-                Some(self.inner.hasher.hash(password).await?)
+                Some(self.hash_password(password).await?)
             }
             None => None,
         };

@@ -293,9 +293,15 @@ impl ApiKeyStore for InstrumentedStore {
 
 #[async_trait]
 impl OneTimeTokenStore for InstrumentedStore {
-    async fn insert_one_time_token(&self, token: &OneTimeToken) -> Result<()> {
+    async fn insert_one_time_token(
+        &self,
+        token: &OneTimeToken,
+        cooldown_since: OffsetDateTime,
+    ) -> Result<bool> {
         self.probe.hit("insert_one_time_token")?;
-        self.inner.insert_one_time_token(token).await
+        self.inner
+            .insert_one_time_token(token, cooldown_since)
+            .await
     }
 
     async fn find_one_time_token(&self, hash: &TokenHash) -> Result<Option<OneTimeToken>> {

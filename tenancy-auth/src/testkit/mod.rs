@@ -24,8 +24,9 @@ use crate::store::AuthStore;
 pub use instrumented::InstrumentedStore;
 pub use service::{
     service_api_keys, service_atomic_workflows, service_email_flows, service_key_encryption,
-    service_key_rotation, service_login_and_lockout, service_refresh_and_sessions,
-    service_refresh_race, service_session_bound_tokens, service_tenant_access,
+    service_key_rotation, service_login_and_lockout, service_login_limits, service_mail_limits,
+    service_refresh_and_sessions, service_refresh_race, service_registration_modes,
+    service_reset_reveals_nothing_by_timing, service_session_bound_tokens, service_tenant_access,
     service_token_rejections,
 };
 pub use stores::{
@@ -59,7 +60,8 @@ macro_rules! auth_conformance_tests {
             service_login_and_lockout, service_refresh_and_sessions, service_refresh_race,
             service_tenant_access, service_api_keys, service_email_flows, service_token_rejections,
             service_key_rotation, service_atomic_workflows, service_key_encryption,
-            service_session_bound_tokens
+            service_session_bound_tokens, service_reset_reveals_nothing_by_timing, service_mail_limits,
+            service_registration_modes, service_login_limits
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {

@@ -19,6 +19,8 @@ use crate::authenticator::Credentials;
 use crate::error::{ApiKeyRejection, AuthError, Error, TokenRejection};
 use crate::key_encryption::{KeyEncryption, KeyEncryptionKey, StoredPrivateKey};
 use crate::keys::{KeyAlgorithm, KeyError, StoredKey};
+use crate::limits::AbuseLimits;
+use crate::lockout::ThrottleRule;
 use crate::one_time::{Mail, Mailer, TokenPurpose};
 use crate::password::{Argon2Config, Password, PasswordHasher, PasswordRejected};
 use crate::principal::{AuthMethod, Subject};
@@ -962,7 +964,11 @@ pub async fn service_email_flows(f: Fixture) {
     let h = harness(f).await;
     let ada = register(&h, "mailing", "ada@mail.test").await;
     assert!(!ada.user.email_verified);
-    h.auth.start_email_verification(ada.user.id).await.unwrap();
+    h.auth
+        .start_email_verification(ada.user.id, &client())
+        .await
+        .unwrap();
+    h.auth.wait_for_mail().await;
     let mail = h.outbox.take().pop().unwrap();
     assert_eq!(mail.purpose, TokenPurpose::EmailVerification);
     assert_eq!(mail.to, ada.user.email);
@@ -981,12 +987,20 @@ pub async fn service_email_flows(f: Fixture) {
     );
 
     h.auth
-        .start_password_reset("nobody@mail.test")
+        .start_password_reset("nobody@mail.test", &client())
         .await
         .unwrap();
-    h.auth.start_password_reset("not an address").await.unwrap();
+    h.auth
+        .start_password_reset("not an address", &client())
+        .await
+        .unwrap();
+    h.auth.wait_for_mail().await;
     assert!(h.outbox.take().is_empty());
-    h.auth.start_password_reset("ADA@mail.test").await.unwrap();
+    h.auth
+        .start_password_reset("ADA@mail.test", &client())
+        .await
+        .unwrap();
+    h.auth.wait_for_mail().await;
     let reset = h.outbox.take().pop().unwrap();
     assert_eq!(reset.purpose, TokenPurpose::PasswordReset);
     let token = reset.token.expose_secret();
@@ -1036,7 +1050,11 @@ pub async fn service_email_flows(f: Fixture) {
         .await
         .unwrap();
 
-    h.auth.start_password_reset("ada@mail.test").await.unwrap();
+    h.auth
+        .start_password_reset("ada@mail.test", &client())
+        .await
+        .unwrap();
+    h.auth.wait_for_mail().await;
     let late = h.outbox.take().pop().unwrap();
     h.clock.advance(Duration::hours(1) + Duration::seconds(1));
     assert_err!(
@@ -1488,7 +1506,8 @@ pub async fn service_atomic_workflows(f: Fixture) {
 
 /// Starts a password reset for `email` and returns the mailed token.
 async fn reset_link(h: &Harness, email: &str) -> String {
-    h.auth.start_password_reset(email).await.unwrap();
+    h.auth.start_password_reset(email, &client()).await.unwrap();
+    h.auth.wait_for_mail().await;
     h.outbox
         .take()
         .pop()
@@ -1696,4 +1715,370 @@ pub async fn service_session_bound_tokens(f: Fixture) {
         token_rejection(verify(&replica, &renewed.access_token.token).await),
         TokenRejection::Revoked
     );
+}
+
+/// A mailer that holds every mail until the test lets it through.
+struct GatedMailer {
+    sent: Outbox,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Default for GatedMailer {
+    fn default() -> Self {
+        Self {
+            sent: Outbox::default(),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Mailer for GatedMailer {
+    async fn send(&self, mail: Mail) -> Result<(), BoxError> {
+        self.gate.acquire().await?.forget();
+        self.sent.send(mail).await
+    }
+}
+
+/// Starting a password reset answers at once, with the same work, whether
+/// or not the address has an account: the lookup, the token and the mail
+/// happen in the background (like the login path's equal work).
+pub async fn service_reset_reveals_nothing_by_timing(f: Fixture) {
+    let store = super::InstrumentedStore::new(f.store.clone());
+    let mailer = Arc::new(GatedMailer::default());
+    let auth = Auth::builder(f.backend.clone(), Arc::new(store.clone()), config())
+        .mailer(mailer.clone())
+        .build()
+        .await
+        .unwrap();
+    auth.register(
+        Registration {
+            user: NewUser::new(Email::new("ada@timing.test").unwrap()),
+            password: Password::new(PASSWORD),
+            tenant: NewTenant::new(Slug::new("timing").unwrap(), TenantName::new("T").unwrap()),
+        },
+        &client(),
+    )
+    .await
+    .unwrap();
+    let mut slowest = [std::time::Duration::ZERO; 2];
+    for round in 0..3 {
+        for (i, email) in ["ada@timing.test", "nobody@timing.test"].iter().enumerate() {
+            let from =
+                ClientInfo::from_ip(format!("198.51.100.{}", round * 2 + i).parse().unwrap());
+            let counted = store.calls("record_login_failure");
+            let started = std::time::Instant::now();
+            // The mailer hangs: an answer that waited on it never comes.
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                auth.start_password_reset(email, &from),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{email}: the answer waited for the mailer"))
+            .unwrap();
+            slowest[i] = slowest[i].max(started.elapsed());
+            // One count for the client, one for the address, either way.
+            assert_eq!(store.calls("record_login_failure"), counted + 2, "{email}");
+        }
+    }
+    for (email, took) in ["existing", "unknown"].iter().zip(slowest) {
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "{email}: {took:?}"
+        );
+    }
+    // The existing address got its mail (one: the cooldown holds the rest).
+    mailer.gate.add_permits(100);
+    auth.wait_for_mail().await;
+    let sent = mailer.sent.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to.as_str(), "ada@timing.test");
+}
+
+/// Reset and verification mail are limited per address and per client,
+/// answering a typed error with the retry time; within the cooldown no
+/// new mail goes out, and a link already sent stays valid throughout.
+pub async fn service_mail_limits(f: Fixture) {
+    let ten_minutes = ThrottleRule::new(4, Duration::minutes(10), Duration::minutes(10));
+    let h = harness_with(f, |c| {
+        c.limits = AbuseLimits::default()
+            .with_mail_per_address(ten_minutes)
+            .with_mail_per_client(ThrottleRule::new(6, Duration::hours(1), Duration::hours(1)));
+    })
+    .await;
+    let ada = register(&h, "flood", "ada@flood.test").await;
+    let many = |i: u32| ClientInfo::from_ip(format!("198.51.100.{i}").parse().unwrap());
+
+    // 300 requests for one address, from many clients: three accepted,
+    // one mail sent, the rest refused until the window's lock ends.
+    for email in ["ada@flood.test", "nobody@flood.test"] {
+        let mut refused = 0;
+        for i in 0..300 {
+            match h.auth.start_password_reset(email, &many(i % 200)).await {
+                Ok(()) => {}
+                Err(Error::RateLimited { until }) => {
+                    assert_eq!(until, h.clock_now() + Duration::minutes(10));
+                    refused += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(refused, 297, "{email}");
+    }
+    h.auth.wait_for_mail().await;
+    let mut sent = h.outbox.take();
+    assert_eq!(sent.len(), 1);
+    let first = sent.pop().unwrap().token.expose_secret().to_owned();
+
+    // After the cooldown and the lock, a new link is sent; the first one
+    // still works, and using it ends the other.
+    h.clock.advance(Duration::minutes(11));
+    h.auth
+        .start_password_reset("ada@flood.test", &many(250))
+        .await
+        .unwrap();
+    h.auth.wait_for_mail().await;
+    let second = h.outbox.take().pop().expect("a second mail");
+    h.auth
+        .finish_password_reset(
+            &first,
+            &Password::new("the first link still works"),
+            &client(),
+        )
+        .await
+        .unwrap();
+    assert_err!(
+        h.auth
+            .finish_password_reset(
+                second.token.expose_secret(),
+                &Password::new("the second one ended with it"),
+                &client()
+            )
+            .await,
+        Error::InvalidOneTimeToken
+    );
+
+    // One client asking for many addresses: the 6th request is refused.
+    let noisy = ClientInfo::from_ip("203.0.113.66".parse().unwrap());
+    for i in 0..5 {
+        h.auth
+            .start_password_reset(&format!("probe{i}@flood.test"), &noisy)
+            .await
+            .unwrap();
+    }
+    assert_err!(
+        h.auth
+            .start_password_reset("probe9@flood.test", &noisy)
+            .await,
+        Error::RateLimited { .. }
+    );
+
+    // Verification: one mail within the cooldown, limited per address too.
+    for i in 0..3 {
+        h.auth
+            .start_email_verification(ada.user.id, &many(i))
+            .await
+            .unwrap();
+    }
+    assert_err!(
+        h.auth.start_email_verification(ada.user.id, &many(4)).await,
+        Error::RateLimited { .. }
+    );
+    h.auth.wait_for_mail().await;
+    let sent = h.outbox.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].purpose, TokenPurpose::EmailVerification);
+}
+
+/// Registration is open (throttled per client), invite-only, or closed,
+/// each answering a typed error a host can act on.
+pub async fn service_registration_modes(f: Fixture) {
+    let h = harness_with(f.clone(), |c| {
+        c.limits = AbuseLimits::default().with_registration(ThrottleRule::new(
+            3,
+            Duration::hours(1),
+            Duration::hours(1),
+        ));
+    })
+    .await;
+    let from = ClientInfo::from_ip("198.51.100.7".parse().unwrap());
+    let sign_up = |n: u32| Registration {
+        user: NewUser::new(Email::new(&format!("user{n}@modes.test")).unwrap()),
+        password: Password::new(PASSWORD),
+        tenant: NewTenant::new(
+            Slug::new(format!("modes-{n}")).unwrap(),
+            TenantName::new("Modes").unwrap(),
+        ),
+    };
+    let owner = h.auth.register(sign_up(1), &from).await.unwrap();
+    h.auth.register(sign_up(2), &from).await.unwrap();
+    // The third registration from one client within the hour is refused.
+    assert_err!(
+        h.auth.register(sign_up(3), &from).await,
+        Error::RateLimited { until } if until == h.clock_now() + Duration::hours(1)
+    );
+    h.auth.register(sign_up(3), &client()).await.unwrap();
+
+    let scope = h
+        .auth
+        .directory()
+        .scope(owner.membership.tenant_id)
+        .await
+        .unwrap();
+    let invite = |email: &str| {
+        let directory = h.auth.directory().clone();
+        let email = Email::new(email).unwrap();
+        async move {
+            directory
+                .invite(
+                    &scope,
+                    email,
+                    RoleSet::single(RoleName::MEMBER),
+                    &AuditContext::system(),
+                )
+                .await
+                .unwrap()
+                .token
+        }
+    };
+    let as_new_user = || crate::InvitationAcceptor::NewUser {
+        display_name: None,
+        password: Some(Password::new(PASSWORD)),
+    };
+
+    // Invite-only: registering is refused, accepting creates the account.
+    let invite_only = harness_with(f.clone(), |c| {
+        c.registration = crate::RegistrationMode::InviteOnly;
+    })
+    .await;
+    assert_err!(
+        invite_only.auth.register(sign_up(4), &client()).await,
+        Error::InvitationRequired
+    );
+    let token = invite("ivy@modes.test").await;
+    invite_only
+        .auth
+        .accept_invitation(&token, as_new_user(), &client())
+        .await
+        .unwrap();
+    login(&invite_only, "ivy@modes.test", None).await;
+
+    // Closed: no new accounts either way; existing users still join.
+    let closed = harness_with(f, |c| c.registration = crate::RegistrationMode::Closed).await;
+    assert_err!(
+        closed.auth.register(sign_up(5), &client()).await,
+        Error::RegistrationClosed
+    );
+    let token = invite("cleo@modes.test").await;
+    assert_err!(
+        closed
+            .auth
+            .accept_invitation(&token, as_new_user(), &client())
+            .await,
+        Error::RegistrationClosed
+    );
+    let existing = closed
+        .auth
+        .register(sign_up(6), &client())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(existing, Error::RegistrationClosed));
+    let token = invite("user2@modes.test").await;
+    let user2 = h
+        .fixture
+        .backend
+        .find_user_by_email(&Email::new("user2@modes.test").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    closed
+        .auth
+        .accept_invitation(&token, crate::InvitationAcceptor::User(user2.id), &client())
+        .await
+        .unwrap();
+}
+
+/// A storm of logins from one client, even with valid credentials, is
+/// limited in rate and concurrency (a typed error with the retry time)
+/// while other clients log in; and when password hashing is saturated the
+/// answer is a typed overload with a retry time, not an endless queue.
+pub async fn service_login_limits(f: Fixture) {
+    let h = harness_with(f.clone(), |c| {
+        c.limits = AbuseLimits::default()
+            .with_login_rate(60, 5)
+            .with_login_concurrency(2);
+    })
+    .await;
+    register(&h, "storm", "mallory@storm.test").await;
+    register(&h, "calm", "bob@storm.test").await;
+    let storm = ClientInfo::from_ip("203.0.113.50".parse().unwrap());
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let auth = h.auth.clone();
+            let storm = storm.clone();
+            tokio::spawn(async move {
+                auth.login(login_request("mallory@storm.test", PASSWORD, None), &storm)
+                    .await
+            })
+        })
+        .collect();
+    let (mut admitted, mut limited) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => admitted += 1,
+            Err(Error::RateLimited { until }) => {
+                assert!(until > h.clock_now());
+                limited += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!((1..=5).contains(&admitted), "{admitted} admitted");
+    assert_eq!(admitted + limited, 50);
+    // Other clients are not held back, and the storm's client recovers.
+    login(&h, "bob@storm.test", None).await;
+    h.clock.advance(Duration::seconds(2));
+    h.auth
+        .login(login_request("mallory@storm.test", PASSWORD, None), &storm)
+        .await
+        .unwrap();
+
+    // One hash at a time and one waiting: the rest are told to come back,
+    // known and unknown accounts alike.
+    let h = harness_with(f, |c| {
+        c.argon2 = Argon2Config::new(8192, 2, 1);
+        c.limits = AbuseLimits::default().with_hash_queue(1, 1);
+    })
+    .await;
+    register(&h, "busy", "ada@busy.test").await;
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let auth = h.auth.clone();
+            let email = if i % 2 == 0 {
+                "ada@busy.test"
+            } else {
+                "nobody@busy.test"
+            };
+            let from = ClientInfo::from_ip(format!("198.51.100.{i}").parse().unwrap());
+            tokio::spawn(async move {
+                auth.login(login_request(email, PASSWORD, None), &from)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    let mut overloaded = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) | Err(Error::InvalidCredentials) => {}
+            Err(Error::Overloaded { until }) => {
+                assert!(until > h.clock_now());
+                overloaded += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(overloaded >= 1, "the queue never filled");
+    assert!(overloaded <= 10, "{overloaded}: two hashes always get in");
 }

@@ -524,7 +524,8 @@ pub async fn api_key_store(f: Fixture) {
 }
 
 /// One-time tokens: consumed once, only for their purpose, only before
-/// expiry; a new token replaces the user's unused one; races have one winner.
+/// expiry; none issued within the cooldown; earlier ones kept until one is
+/// used; races have one winner.
 pub async fn one_time_token_store(f: Fixture) {
     let (_, user) = seed(&*f.backend, "once", "once@example.com", &["owner"]).await;
     let t0 = now();
@@ -538,7 +539,12 @@ pub async fn one_time_token_store(f: Fixture) {
         used_at: None,
     };
     let reset = token(TokenPurpose::PasswordReset);
-    f.store.insert_one_time_token(&reset).await.unwrap();
+    assert!(
+        f.store
+            .insert_one_time_token(&reset, t0 - Duration::minutes(5))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         f.store
             .find_one_time_token(&reset.token_hash)
@@ -579,30 +585,77 @@ pub async fn one_time_token_store(f: Fixture) {
         None
     );
 
-    // A newer token of a purpose replaces the unused older one.
+    // Within the cooldown no second token is issued; after it one is, and
+    // the older one stays valid until one of them is used.
     let older = token(TokenPurpose::EmailVerification);
-    let newer = token(TokenPurpose::EmailVerification);
-    f.store.insert_one_time_token(&older).await.unwrap();
-    f.store.insert_one_time_token(&newer).await.unwrap();
+    let mut within = token(TokenPurpose::EmailVerification);
+    within.created_at = t0 + Duration::minutes(1);
+    let mut newer = token(TokenPurpose::EmailVerification);
+    newer.created_at = t0 + Duration::minutes(10);
+    let cooldown = Duration::minutes(5);
+    assert!(
+        f.store
+            .insert_one_time_token(&older, older.created_at - cooldown)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .insert_one_time_token(&within, within.created_at - cooldown)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         f.store
-            .find_one_time_token(&older.token_hash)
+            .find_one_time_token(&within.token_hash)
             .await
             .unwrap(),
         None
     );
     assert!(
         f.store
-            .find_one_time_token(&reset.token_hash)
+            .insert_one_time_token(&newer, newer.created_at - cooldown)
+            .await
+            .unwrap()
+    );
+    for kept in [&older, &newer, &reset] {
+        assert!(
+            f.store
+                .find_one_time_token(&kept.token_hash)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    // Using the older one spends the newer one, not the reset token.
+    assert!(
+        f.store
+            .consume_one_time_token(&older.token_hash, TokenPurpose::EmailVerification, t0)
             .await
             .unwrap()
             .is_some()
     );
+    assert!(
+        f.store
+            .find_one_time_token(&newer.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at
+            .is_some()
+    );
 
+    let racing = token(TokenPurpose::EmailVerification);
+    assert!(
+        f.store
+            .insert_one_time_token(&racing, racing.created_at - cooldown)
+            .await
+            .unwrap()
+    );
     let tasks: Vec<_> = (0..5)
         .map(|_| {
             let store = Arc::clone(&f.store);
-            let hash = newer.token_hash;
+            let hash = racing.token_hash;
             tokio::spawn(async move {
                 store
                     .consume_one_time_token(&hash, TokenPurpose::EmailVerification, t0)
