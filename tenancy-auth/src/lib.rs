@@ -66,11 +66,11 @@ pub use revocation::RevocationSet;
 pub use secret::SecretToken;
 pub use service::{
     Auth, AuthBuilder, AuthConfig, ConfigError, InvitationAcceptor, LoginRequest, LoginSuccess,
-    Registration, RegistrationMode, actions,
+    PurgeReport, Registration, RegistrationMode, actions,
 };
 pub use session::{
-    ClientInfo, RefreshRecord, RefreshToken, RefreshTokenOwner, Revocation, RevokeReason,
-    RotateOutcome, Session, SessionConfig,
+    ClientInfo, RefreshRecord, RefreshToken, RefreshTokenOwner, Retention, Revocation,
+    RevokeReason, RotateOutcome, Session, SessionConfig, SessionPurge,
 };
 pub use store::{
     ApiKeyStore, AuthStore, AuthTransaction, AuthTransactions, CredentialStore, KeyStore,

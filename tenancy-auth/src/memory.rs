@@ -19,6 +19,7 @@ use crate::one_time::{OneTimeToken, TokenPurpose};
 use crate::password::PasswordHashString;
 use crate::session::{
     RefreshRecord, RefreshTokenOwner, Revocation, RevokeReason, RotateOutcome, Session,
+    SessionPurge,
 };
 use crate::store::{
     ApiKeyStore, AuthTransaction, AuthTransactions, CredentialStore, KeyStore, LockoutStore,
@@ -107,6 +108,7 @@ struct State {
 struct RefreshEntry {
     session_id: SessionId,
     rotated: bool,
+    rotated_at: Option<OffsetDateTime>,
 }
 
 impl MemoryAuthStore {
@@ -180,6 +182,7 @@ impl State {
             RefreshEntry {
                 session_id: session.id,
                 rotated: false,
+                rotated_at: None,
             },
         );
         let mut live: Vec<(OffsetDateTime, SessionId)> = self
@@ -326,6 +329,16 @@ impl LockoutStore for MemoryAuthStore {
     async fn clear_throttle(&self, key: &ThrottleKey) -> Result<()> {
         self.state().await?.clear_throttle(key);
         Ok(())
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64> {
+        let cutoff = now - keep;
+        let mut state = self.state().await?;
+        let before = state.throttles.len();
+        state.throttles.retain(|_, throttle| {
+            throttle.window_started >= cutoff || throttle.locked_until.is_some_and(|t| t >= cutoff)
+        });
+        Ok((before - state.throttles.len()) as u64)
     }
 }
 
@@ -481,12 +494,14 @@ impl SessionStore for MemoryAuthStore {
         }
         if let Some(spent) = state.refresh.get_mut(presented.as_bytes()) {
             spent.rotated = true;
+            spent.rotated_at = Some(now);
         }
         state.refresh.insert(
             *next.as_bytes(),
             RefreshEntry {
                 session_id: session.id,
                 rotated: false,
+                rotated_at: None,
             },
         );
         let updated = match state.sessions.get_mut(&session.id) {
@@ -555,6 +570,37 @@ impl SessionStore for MemoryAuthStore {
             .collect();
         found.sort_by_key(|r| (r.revoked_at, r.session_id));
         Ok(found)
+    }
+
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        keep_ended: Duration,
+        keep_spent: Duration,
+    ) -> Result<SessionPurge> {
+        let (ended_before, spent_before) = (now - keep_ended, now - keep_spent);
+        let mut state = self.state().await?;
+        let ended: std::collections::HashSet<SessionId> = state
+            .sessions
+            .values()
+            .filter(|s| {
+                s.revoked_at.is_some_and(|at| at < ended_before)
+                    || s.idle_expires_at.min(s.absolute_expires_at) < ended_before
+            })
+            .map(|s| s.id)
+            .collect();
+        for id in &ended {
+            state.sessions.remove(id);
+        }
+        let before = state.refresh.len();
+        state.refresh.retain(|_, entry| {
+            !ended.contains(&entry.session_id)
+                && entry.rotated_at.is_none_or(|at| at >= spent_before)
+        });
+        Ok(SessionPurge::new(
+            ended.len() as u64,
+            (before - state.refresh.len()) as u64,
+        ))
     }
 }
 
@@ -652,6 +698,16 @@ impl OneTimeTokenStore for MemoryAuthStore {
             .state()
             .await?
             .consume_one_time_token(hash, purpose, now))
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64> {
+        let cutoff = now - keep;
+        let mut state = self.state().await?;
+        let before = state.one_time.len();
+        state
+            .one_time
+            .retain(|_, t| t.expires_at >= cutoff && t.used_at.is_none_or(|at| at >= cutoff));
+        Ok((before - state.one_time.len()) as u64)
     }
 }
 

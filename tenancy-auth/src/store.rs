@@ -16,7 +16,7 @@ use tenancy_core::{
     ApiKeyId, Backend, Page, PageRequest, SessionId, StoreError, TenantId, TokenHash, Transaction,
     UserId,
 };
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::api_key::ApiKey;
 use crate::key_encryption::{KeyEncryptionKey, StoredPrivateKey};
@@ -26,6 +26,7 @@ use crate::one_time::{OneTimeToken, TokenPurpose};
 use crate::password::PasswordHashString;
 use crate::session::{
     RefreshRecord, RefreshTokenOwner, Revocation, RevokeReason, RotateOutcome, Session,
+    SessionPurge,
 };
 
 /// Password hashes, one per user.
@@ -63,6 +64,11 @@ pub trait LockoutStore: Send + Sync {
 
     /// Forgets `key`'s failures and lock.
     async fn clear_throttle(&self, key: &ThrottleKey) -> Result<(), StoreError>;
+
+    /// Deletes counters whose window and lock both ended before
+    /// `now - keep` (keep at least the longest rule's window); returns how
+    /// many went.
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64, StoreError>;
 }
 
 /// Token-signing keys. At most one is active.
@@ -144,7 +150,7 @@ pub trait SessionStore: Send + Sync {
         presented: &TokenHash,
         next: &TokenHash,
         now: OffsetDateTime,
-        idle_timeout: time::Duration,
+        idle_timeout: Duration,
     ) -> Result<RotateOutcome, StoreError>;
 
     /// Revokes one session; `false` if it was already revoked.
@@ -180,6 +186,17 @@ pub trait SessionStore: Send + Sync {
         since: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Deletes sessions that ended (revoked, idle or past their absolute
+    /// expiry) before `now - keep_ended`, with their refresh tokens, and
+    /// refresh tokens spent before `now - keep_spent`; returns how many of
+    /// each went. Live sessions and their current tokens stay.
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        keep_ended: Duration,
+        keep_spent: Duration,
+    ) -> Result<SessionPurge, StoreError>;
 }
 
 /// API keys.
@@ -240,6 +257,10 @@ pub trait OneTimeTokenStore: Send + Sync {
         purpose: TokenPurpose,
         now: OffsetDateTime,
     ) -> Result<Option<OneTimeToken>, StoreError>;
+
+    /// Deletes tokens used or expired before `now - keep`; returns how
+    /// many went.
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64, StoreError>;
 }
 
 /// Writes to auth records that commit together with tenancy-core's

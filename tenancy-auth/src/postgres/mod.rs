@@ -30,6 +30,7 @@ use crate::password::PasswordHashString;
 use crate::revocation::RevocationSet;
 use crate::session::{
     RefreshRecord, RefreshTokenOwner, Revocation, RevokeReason, RotateOutcome, Session,
+    SessionPurge,
 };
 use crate::store::{
     ApiKeyStore, CredentialStore, KeyStore, LockoutStore, OneTimeTokenStore, SessionStore,
@@ -321,6 +322,18 @@ impl LockoutStore for PgAuthStore {
     async fn clear_throttle(&self, key: &ThrottleKey) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         writes::clear_throttle(&mut conn, key).await
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM tenancy_login_throttle WHERE window_started < $1 \
+             AND (locked_until IS NULL OR locked_until < $1)",
+        )
+        .bind(now - keep)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected())
     }
 }
 
@@ -614,6 +627,36 @@ impl SessionStore for PgAuthStore {
             })
             .collect())
     }
+
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        keep_ended: Duration,
+        keep_spent: Duration,
+    ) -> Result<SessionPurge> {
+        // One statement: the refresh tokens go with their sessions, and the
+        // foreign key is checked once both are gone.
+        let (sessions, tokens): (i64, i64) = sqlx::query_as(
+            "WITH ended AS ( \
+                 SELECT id FROM tenancy_sessions \
+                 WHERE revoked_at < $1 OR LEAST(idle_expires_at, absolute_expires_at) < $1 \
+             ), tokens AS ( \
+                 DELETE FROM tenancy_refresh_tokens \
+                 WHERE session_id IN (SELECT id FROM ended) OR rotated_at < $2 RETURNING 1 \
+             ), sessions AS ( \
+                 DELETE FROM tenancy_sessions WHERE id IN (SELECT id FROM ended) RETURNING 1 \
+             ) SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM tokens)",
+        )
+        .bind(now - keep_ended)
+        .bind(now - keep_spent)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(SessionPurge::new(
+            u64::try_from(sessions).unwrap_or_default(),
+            u64::try_from(tokens).unwrap_or_default(),
+        ))
+    }
 }
 
 #[async_trait]
@@ -761,6 +804,17 @@ impl OneTimeTokenStore for PgAuthStore {
         let used = writes::consume_one_time_token(&mut tx, hash, purpose, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(used)
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM tenancy_one_time_tokens WHERE expires_at < $1 OR used_at < $1",
+        )
+        .bind(now - keep)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -8,7 +8,7 @@ use crate::keys::KeyAlgorithm;
 use crate::limits::AbuseLimits;
 use crate::lockout::LockoutPolicy;
 use crate::password::{Argon2Config, PasswordPolicy};
-use crate::session::SessionConfig;
+use crate::session::{Retention, SessionConfig};
 use crate::token::TokenConfig;
 
 /// Settings of [`Auth`](crate::Auth). Start from [`AuthConfig::new`] and change what
@@ -27,6 +27,9 @@ pub struct AuthConfig {
     pub limits: AbuseLimits,
     /// Who may create accounts (default [`RegistrationMode::Open`]).
     pub registration: RegistrationMode,
+    /// How long ended records are kept before
+    /// [`Auth::purge_expired`](crate::Auth::purge_expired) deletes them.
+    pub retention: Retention,
     /// Rules for new passwords.
     pub password: PasswordPolicy,
     /// argon2id costs.
@@ -59,6 +62,7 @@ impl AuthConfig {
             lockout: LockoutPolicy::default(),
             limits: AbuseLimits::default(),
             registration: RegistrationMode::Open,
+            retention: Retention::default(),
             password: PasswordPolicy::default(),
             argon2: Argon2Config::default(),
             algorithm: KeyAlgorithm::EdDsa,
@@ -97,6 +101,12 @@ impl AuthConfig {
     /// Sets who may create accounts.
     pub fn with_registration(mut self, registration: RegistrationMode) -> Self {
         self.registration = registration;
+        self
+    }
+
+    /// Replaces how long ended records are kept.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
         self
     }
 

@@ -1,6 +1,24 @@
-//! Background upkeep: signing-key rotation and revocation sync.
+//! Background upkeep: signing-key rotation, revocation sync, retention.
+
+use time::Duration;
+
+use crate::store::{LockoutStore, OneTimeTokenStore, SessionStore};
 
 use super::{Auth, Result};
+
+/// What [`Auth::purge_expired`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PurgeReport {
+    /// Ended sessions.
+    pub sessions: u64,
+    /// Refresh tokens of ended sessions, and spent ones.
+    pub refresh_tokens: u64,
+    /// Throttle counters whose window and lock ended.
+    pub throttles: u64,
+    /// Used or expired one-time tokens.
+    pub one_time_tokens: u64,
+}
 
 impl Auth {
     /// Rotates the signing key, then deletes keys retired for longer than
@@ -49,6 +67,54 @@ impl Auth {
                     tracing::warn!(%error, "revocation sync failed");
                 }
             }
+        })
+    }
+
+    /// Deletes what is past [`AuthConfig::retention`](crate::AuthConfig::retention):
+    /// ended sessions and their refresh tokens, spent refresh tokens,
+    /// ended throttle counters, used or expired one-time tokens; live ones
+    /// stay. Returns how many of each went. Run it periodically (any
+    /// replica; running it on several at once is harmless).
+    ///
+    /// Ended sessions are kept at least an access token's lifetime (and
+    /// leeway), so a token is never refused for its session's absence
+    /// before it expires; throttle counters at least the longest rule's
+    /// window.
+    pub async fn purge_expired(&self) -> Result<PurgeReport> {
+        let now = self.now();
+        let config = &self.inner.config;
+        let retention = config.retention;
+        let token_life = config.tokens.ttl + config.tokens.leeway;
+        let limits = &config.limits;
+        let longest_window = [
+            config.lockout.account,
+            config.lockout.client,
+            limits.registration,
+            limits.mail_per_address,
+            limits.mail_per_client,
+        ]
+        .iter()
+        .map(|rule| rule.window.max(rule.lock_for))
+        .max()
+        .unwrap_or(Duration::ZERO);
+        let store = &self.inner.store;
+        let sessions = SessionStore::purge_expired(
+            &**store,
+            now,
+            retention.ended_sessions.max(token_life),
+            retention.spent_refresh_tokens,
+        )
+        .await?;
+        let throttles =
+            LockoutStore::purge_expired(&**store, now, retention.throttles.max(longest_window))
+                .await?;
+        let one_time_tokens =
+            OneTimeTokenStore::purge_expired(&**store, now, retention.one_time_tokens).await?;
+        Ok(PurgeReport {
+            sessions: sessions.sessions,
+            refresh_tokens: sessions.refresh_tokens,
+            throttles,
+            one_time_tokens,
         })
     }
 }

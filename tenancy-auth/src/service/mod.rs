@@ -45,6 +45,7 @@ mod sessions;
 
 pub use config::{AuthConfig, ConfigError, RegistrationMode};
 pub use login::{LoginRequest, LoginSuccess};
+pub use maintenance::PurgeReport;
 pub use registration::{InvitationAcceptor, Registration};
 
 /// The audit actions [`Auth`] records.

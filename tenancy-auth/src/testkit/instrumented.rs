@@ -20,6 +20,7 @@ use crate::one_time::{OneTimeToken, TokenPurpose};
 use crate::password::PasswordHashString;
 use crate::session::{
     RefreshRecord, RefreshTokenOwner, Revocation, RevokeReason, RotateOutcome, Session,
+    SessionPurge,
 };
 use crate::store::{
     ApiKeyStore, AuthStore, AuthTransaction, AuthTransactions, CredentialStore, KeyStore,
@@ -134,6 +135,11 @@ impl LockoutStore for InstrumentedStore {
     async fn clear_throttle(&self, key: &ThrottleKey) -> Result<()> {
         self.probe.hit("clear_throttle")?;
         self.inner.clear_throttle(key).await
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64> {
+        self.probe.hit("purge_throttles")?;
+        LockoutStore::purge_expired(&*self.inner, now, keep).await
     }
 }
 
@@ -256,6 +262,16 @@ impl SessionStore for InstrumentedStore {
         self.probe.hit("revocations_since")?;
         self.inner.revocations_since(since, now).await
     }
+
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        keep_ended: Duration,
+        keep_spent: Duration,
+    ) -> Result<SessionPurge> {
+        self.probe.hit("purge_sessions")?;
+        SessionStore::purge_expired(&*self.inner, now, keep_ended, keep_spent).await
+    }
 }
 
 #[async_trait]
@@ -317,6 +333,11 @@ impl OneTimeTokenStore for InstrumentedStore {
     ) -> Result<Option<OneTimeToken>> {
         self.probe.hit("consume_one_time_token")?;
         self.inner.consume_one_time_token(hash, purpose, now).await
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64> {
+        self.probe.hit("purge_one_time_tokens")?;
+        OneTimeTokenStore::purge_expired(&*self.inner, now, keep).await
     }
 }
 

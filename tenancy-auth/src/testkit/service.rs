@@ -2082,3 +2082,56 @@ pub async fn service_login_limits(f: Fixture) {
     assert!(overloaded >= 1, "the queue never filled");
     assert!(overloaded <= 10, "{overloaded}: two hashes always get in");
 }
+
+/// `Auth::purge_expired` runs every store's purge with the configured
+/// retention, never deleting a session while its access tokens may live.
+pub async fn service_retention(f: Fixture) {
+    let h = harness_with(f, |c| {
+        c.retention = crate::Retention::default()
+            .with_ended_sessions(Duration::ZERO)
+            .with_spent_refresh_tokens(Duration::hours(1))
+            .with_one_time_tokens(Duration::ZERO);
+    })
+    .await;
+    let ada = register(&h, "retained", "ada@retained.test").await;
+    let other = login(&h, "ada@retained.test", None).await;
+    let principal = verify(&h, &other.access_token.token).await.unwrap();
+    h.auth.logout(&principal, &client()).await.unwrap();
+    let renewed = h
+        .auth
+        .refresh(ada.refresh_token.expose_secret(), &client())
+        .await
+        .unwrap();
+    reset_link(&h, "ada@retained.test").await;
+    // Nothing is old enough yet: the logged-out session is kept for as
+    // long as its access tokens live.
+    assert_eq!(
+        h.auth.purge_expired().await.unwrap(),
+        crate::PurgeReport::default()
+    );
+    h.clock.advance(Duration::minutes(16));
+    let report = h.auth.purge_expired().await.unwrap();
+    assert_eq!((report.sessions, report.refresh_tokens), (1, 1));
+    assert_eq!(report.one_time_tokens, 0);
+    // The live session, with its current token, stays.
+    let renewed = h
+        .auth
+        .refresh(renewed.refresh_token.expose_secret(), &client())
+        .await
+        .unwrap();
+    // Spent tokens go after an hour; the reset link when it expires.
+    h.clock.advance(Duration::hours(2));
+    let report = h.auth.purge_expired().await.unwrap();
+    assert_eq!(
+        (
+            report.sessions,
+            report.refresh_tokens,
+            report.one_time_tokens
+        ),
+        (0, 2, 1)
+    );
+    h.auth
+        .refresh(renewed.refresh_token.expose_secret(), &client())
+        .await
+        .unwrap();
+}

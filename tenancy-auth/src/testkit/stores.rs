@@ -17,6 +17,7 @@ use crate::one_time::{OneTimeToken, TokenPurpose};
 use crate::password::PasswordHashString;
 use crate::secret::random_256;
 use crate::session::{RefreshRecord, RevokeReason, RotateOutcome, Session};
+use crate::store::{LockoutStore, OneTimeTokenStore, SessionStore};
 
 fn hash() -> TokenHash {
     TokenHash::of(&random_256())
@@ -670,4 +671,198 @@ pub async fn one_time_token_store(f: Fixture) {
         }
     }
     assert_eq!(winners, 1);
+}
+
+/// Retention: what ended before the cutoff goes (sessions with their
+/// refresh tokens, spent refresh tokens, throttle counters, used or
+/// expired one-time tokens); what is live or recent stays.
+pub async fn store_retention(f: Fixture) {
+    let (tenant, user) = seed(&*f.backend, "purge", "purge@example.com", &["owner"]).await;
+    let t0 = now();
+    let (keep, keep_spent) = (Duration::minutes(30), Duration::hours(1));
+    let created = |at| {
+        let s = session(tenant.id, user.id, at);
+        let h = hash();
+        (s, h)
+    };
+    let (live, first) = created(t0 - Duration::hours(3));
+    let (revoked_old, revoked_old_token) = created(t0 - Duration::hours(2));
+    let (revoked_recent, _) = created(t0 - Duration::hours(2));
+    let (idle_ended, idle_token) = created(t0 - Duration::days(2));
+    for (s, h) in [
+        (&live, first),
+        (&revoked_old, revoked_old_token),
+        (&revoked_recent, hash()),
+        (&idle_ended, idle_token),
+    ] {
+        f.store.create_session(s, &record(s, h), 100).await.unwrap();
+    }
+    f.store
+        .revoke_session(
+            revoked_old.id,
+            RevokeReason::Logout,
+            t0 - Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    f.store
+        .revoke_session(
+            revoked_recent.id,
+            RevokeReason::Logout,
+            t0 - Duration::minutes(10),
+        )
+        .await
+        .unwrap();
+    // The live session's family: one token spent long ago, one lately.
+    let (second, current) = (hash(), hash());
+    for (presented, next, at) in [
+        (first, second, t0 - Duration::hours(2)),
+        (second, current, t0 - Duration::minutes(5)),
+    ] {
+        assert!(matches!(
+            f.store
+                .rotate_refresh_token(&presented, &next, at, Duration::days(1))
+                .await
+                .unwrap(),
+            RotateOutcome::Rotated(_)
+        ));
+    }
+    let purged = SessionStore::purge_expired(&*f.store, t0, keep, keep_spent)
+        .await
+        .unwrap();
+    assert_eq!((purged.sessions, purged.refresh_tokens), (2, 3));
+    for gone in [revoked_old.id, idle_ended.id] {
+        assert!(matches!(
+            f.store.get_session(gone).await,
+            Err(StoreError::NotFound(Entity::Session))
+        ));
+    }
+    for kept in [live.id, revoked_recent.id] {
+        f.store.get_session(kept).await.unwrap();
+    }
+    for (token, kept) in [
+        (first, false),
+        (revoked_old_token, false),
+        (second, true),
+        (current, true),
+    ] {
+        assert_eq!(
+            f.store
+                .find_session_by_refresh_token(&token)
+                .await
+                .unwrap()
+                .is_some(),
+            kept
+        );
+    }
+    // Reuse of the recently spent token is still caught.
+    assert!(matches!(
+        f.store
+            .rotate_refresh_token(&second, &hash(), t0, Duration::days(1))
+            .await
+            .unwrap(),
+        RotateOutcome::Reused(_)
+    ));
+    assert_eq!(
+        SessionStore::purge_expired(&*f.store, t0, keep, keep_spent)
+            .await
+            .unwrap(),
+        crate::session::SessionPurge::default()
+    );
+
+    // Throttle counters: a window long over goes; a recent one and a lock
+    // still running stay.
+    let rule = ThrottleRule {
+        max_failures: 1,
+        window: Duration::minutes(15),
+        lock_for: Duration::minutes(70),
+    };
+    let wide = ThrottleRule {
+        max_failures: 100,
+        ..rule
+    };
+    let (old, recent, locked) = (
+        ThrottleKey::client("old"),
+        ThrottleKey::client("recent"),
+        ThrottleKey::client("locked"),
+    );
+    f.store
+        .record_login_failure(&old, &wide, t0 - Duration::hours(2))
+        .await
+        .unwrap();
+    f.store
+        .record_login_failure(&recent, &wide, t0 - Duration::minutes(5))
+        .await
+        .unwrap();
+    f.store
+        .record_login_failure(&locked, &rule, t0 - Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        LockoutStore::purge_expired(&*f.store, t0, keep)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(f.store.throttle_state(&old).await.unwrap(), None);
+    for kept in [&recent, &locked] {
+        assert!(f.store.throttle_state(kept).await.unwrap().is_some());
+    }
+
+    // One-time tokens: used or expired before the cutoff go.
+    let one_time = |created: time::OffsetDateTime, lifetime: Duration| OneTimeToken {
+        token_hash: hash(),
+        purpose: TokenPurpose::PasswordReset,
+        user_id: user.id,
+        email: user.email.clone(),
+        created_at: created,
+        expires_at: created + lifetime,
+        used_at: None,
+    };
+    let used_long_ago = one_time(t0 - Duration::hours(3), Duration::hours(5));
+    let expired = one_time(t0 - Duration::hours(3), Duration::hours(1));
+    let used_lately = one_time(t0 - Duration::minutes(20), Duration::hours(1));
+    let live_token = one_time(t0, Duration::hours(1));
+    // Issued and used in turn (using one spends the unused others).
+    for (token, used_at) in [
+        (&used_long_ago, Some(t0 - Duration::hours(2))),
+        (&expired, None),
+        (&used_lately, Some(t0 - Duration::minutes(10))),
+        (&live_token, None),
+    ] {
+        assert!(
+            f.store
+                .insert_one_time_token(token, token.created_at)
+                .await
+                .unwrap()
+        );
+        if let Some(at) = used_at {
+            f.store
+                .consume_one_time_token(&token.token_hash, TokenPurpose::PasswordReset, at)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        OneTimeTokenStore::purge_expired(&*f.store, t0, keep)
+            .await
+            .unwrap(),
+        2
+    );
+    for (token, kept) in [
+        (&used_long_ago, false),
+        (&expired, false),
+        (&used_lately, true),
+        (&live_token, true),
+    ] {
+        assert_eq!(
+            f.store
+                .find_one_time_token(&token.token_hash)
+                .await
+                .unwrap()
+                .is_some(),
+            kept
+        );
+    }
 }
