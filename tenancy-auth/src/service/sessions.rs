@@ -137,6 +137,11 @@ impl Auth {
     /// when the token was already spent (the session is then revoked and a
     /// security event recorded); [`Error::SessionInactive`] when the session
     /// ended, the membership is no longer active or the tenant is suspended.
+    ///
+    /// Of two concurrent refreshes with one token exactly one wins; the
+    /// other is a reuse like any other ([`Error::RefreshTokenReused`]), so
+    /// the session ends, the winner's new tokens with it. Clients must not
+    /// refresh in parallel (share one refresh across tabs).
     #[tracing::instrument(skip_all, err)]
     pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo) -> Result<LoginSuccess> {
         let presented =

@@ -600,28 +600,52 @@ pub async fn service_refresh_and_sessions(f: Fixture) {
     );
 }
 
-/// Two clients refresh with the same token at once: at most one succeeds.
+/// Two clients refresh with the same token at once: exactly one wins; the
+/// other is answered as the documented reuse, which revokes the session
+/// (the winner's new tokens with it) and is audited.
 pub async fn service_refresh_race(f: Fixture) {
     let h = harness(f).await;
-    register(&h, "racers", "ada@race.test").await;
-    for _ in 0..3 {
+    let ada = register(&h, "racers", "ada@race.test").await;
+    let tenant = ada.membership.tenant_id;
+    for round in 1..=5 {
         let session = login(&h, "ada@race.test", None).await;
-        let tasks: Vec<_> = (0..4)
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let tasks: Vec<_> = (0..2)
             .map(|_| {
                 let auth = h.auth.clone();
+                let barrier = Arc::clone(&barrier);
                 let token = session.refresh_token.expose_secret().to_owned();
-                tokio::spawn(async move { auth.refresh(&token, &client()).await })
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    auth.refresh(&token, &client()).await
+                })
             })
             .collect();
-        let mut succeeded = 0;
+        let mut winners = Vec::new();
+        let mut losers = 0;
         for task in tasks {
             match task.await.unwrap() {
-                Ok(_) => succeeded += 1,
-                Err(Error::RefreshTokenReused | Error::SessionInactive) => {}
+                Ok(success) => winners.push(success),
+                Err(Error::RefreshTokenReused) => losers += 1,
                 Err(other) => panic!("unexpected error {other:?}"),
             }
         }
-        assert!(succeeded <= 1, "{succeeded} refreshes succeeded");
+        assert_eq!((winners.len(), losers), (1, 1), "round {round}");
+        let winner = winners.pop().unwrap();
+        assert_eq!(
+            token_rejection(verify(&h, &winner.access_token.token).await),
+            TokenRejection::Revoked
+        );
+        assert_err!(
+            h.auth
+                .refresh(winner.refresh_token.expose_secret(), &client())
+                .await,
+            Error::SessionInactive
+        );
+        assert_eq!(
+            actions_in(&h, tenant, actions::REFRESH_TOKEN_REUSED).await,
+            round
+        );
     }
 }
 
