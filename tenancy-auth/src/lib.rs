@@ -4,7 +4,9 @@
 //! and Postgres adapters.
 //!
 //! - [`Auth`] runs the account workflows: register, login, refresh, logout,
-//!   sessions, tenant switching, API keys, email verification, password reset.
+//!   sessions, tenant switching, API keys, invitations, email verification,
+//!   password reset. Each workflow that writes is one transaction with its
+//!   audit event ([`AuthTransaction`]), across the auth and core stores.
 //! - [`Authenticator`] turns a request's `Authorization` header (or cookie)
 //!   into a [`Principal`], or an [`AuthError`] that knows its
 //!   `WWW-Authenticate` answer. Framework integrations call only this.
@@ -12,8 +14,18 @@
 //!   a NIST SP 800-63B policy with a 10,000-entry blocklist, equal work for
 //!   unknown accounts, rehash on login when parameters grow.
 //! - Tokens: EdDSA by default (ES256, RS256; HS256 by explicit opt-in),
-//!   verified with the algorithm pinned to the key named by `kid`, checked
-//!   against a revocation set and cached once verified.
+//!   verified with the algorithm pinned to the key named by `kid`, bound to
+//!   a live session of their own user and tenant, checked against a
+//!   revocation set and cached once verified.
+//! - Signing keys: private halves stored as JWE under a key-encryption key
+//!   the host holds ([`key_encryption`]), rotatable.
+//! - Abuse limits ([`AbuseLimits`]): registration switch and throttle,
+//!   per-address and per-client limits and a cooldown on reset and
+//!   verification mail (sent in the background, so the answer reveals no
+//!   account), per-client login rate and concurrency, a bounded hashing
+//!   queue that answers [`Error::Overloaded`] instead of queueing.
+//! - Retention: [`Auth::purge_expired`] deletes ended sessions, spent
+//!   refresh tokens, old counters and used one-time tokens.
 //!
 //! # Features
 //!

@@ -342,7 +342,7 @@ impl PasswordHasher {
         .map_err(|_| HashError::Params)?;
         let lanes = match concurrency {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            lanes => lanes,
+            lanes => lanes.min(Semaphore::MAX_PERMITS),
         };
         Ok(Self {
             config,

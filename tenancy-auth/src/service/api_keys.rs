@@ -15,8 +15,8 @@ impl Auth {
     /// only; the store keeps its hash. The key and its audit event are one
     /// transaction.
     ///
-    /// Errors: [`Error::InvalidInput`] for an empty or over-long name or an
-    /// expiry in the past; [`Error::Directory`] if the tenant is not active.
+    /// Errors: [`Error::InvalidInput`](crate::Error::InvalidInput) for an empty or over-long name or an
+    /// expiry in the past; [`Error::Directory`](crate::Error::Directory) if the tenant is not active.
     pub async fn create_api_key(
         &self,
         scope: &TenantScope,

@@ -59,7 +59,7 @@ impl Auth {
     }
 
     /// Counts a mail request against the client and the address; past
-    /// either limit, [`Error::RateLimited`].
+    /// either limit, [`Error::RateLimited`](crate::Error::RateLimited).
     async fn count_mail_request(
         &self,
         purpose: TokenPurpose,
@@ -86,7 +86,7 @@ impl Auth {
 
     /// Runs `job` in the background, so the caller's answer never waits for
     /// (or reveals) the lookup, the token or the mailer. A full queue
-    /// answers [`Error::Overloaded`].
+    /// answers [`Error::Overloaded`](crate::Error::Overloaded).
     fn queue_mail(&self, job: MailJob) -> Result<()> {
         let permit = Arc::clone(&self.inner.mail_queue)
             .try_acquire_owned()
@@ -126,8 +126,7 @@ impl Auth {
     /// for graceful shutdown, and for tests.
     pub async fn wait_for_mail(&self) {
         let queue = &self.inner.mail_queue;
-        let all = u32::try_from(self.inner.config.limits.mail_queue.max(1)).unwrap_or(u32::MAX);
-        if let Ok(permits) = queue.acquire_many(all).await {
+        if let Ok(permits) = queue.acquire_many(self.inner.mail_capacity).await {
             drop(permits);
         }
     }
@@ -136,8 +135,8 @@ impl Auth {
     /// background (see [`Auth::start_password_reset`] for the limits and
     /// the cooldown, which apply alike).
     ///
-    /// Errors: [`Error::RateLimited`], [`Error::Overloaded`],
-    /// [`Error::Store`] with `NotFound(User)`.
+    /// Errors: [`Error::RateLimited`](crate::Error::RateLimited), [`Error::Overloaded`](crate::Error::Overloaded),
+    /// [`Error::Store`](crate::Error::Store) with `NotFound(User)`.
     pub async fn start_email_verification(&self, user: UserId, client: &ClientInfo) -> Result<()> {
         let user = self.inner.backend.get_user(user).await?;
         self.count_mail_request(TokenPurpose::EmailVerification, Some(&user.email), client)
@@ -146,7 +145,7 @@ impl Auth {
     }
 
     /// Redeems an email-verification token and marks the address verified.
-    /// [`Error::InvalidOneTimeToken`] if it is unknown, used or expired, or
+    /// [`Error::InvalidOneTimeToken`](crate::Error::InvalidOneTimeToken) if it is unknown, used or expired, or
     /// the user's address changed since it was sent.
     pub async fn finish_email_verification(&self, token: &str) -> Result<User> {
         let record = self.consume(token, TokenPurpose::EmailVerification).await?;
@@ -167,11 +166,11 @@ impl Auth {
     ///
     /// Each request counts against the client and the address
     /// ([`AbuseLimits`](crate::AbuseLimits)); past either limit the answer
-    /// is [`Error::RateLimited`] with the time to retry, whether or not the
+    /// is [`Error::RateLimited`](crate::Error::RateLimited) with the time to retry, whether or not the
     /// address has an account. Within the cooldown after a link is sent,
     /// requests send nothing more, and a new link never ends the earlier
     /// ones: a request by someone else cannot spoil the link the owner
-    /// holds. [`Error::Overloaded`] when the background queue is full.
+    /// holds. [`Error::Overloaded`](crate::Error::Overloaded) when the background queue is full.
     pub async fn start_password_reset(&self, email: &str, client: &ClientInfo) -> Result<()> {
         let email = Email::new(email).ok();
         self.count_mail_request(TokenPurpose::PasswordReset, email.as_ref(), client)
@@ -188,7 +187,7 @@ impl Auth {
     /// and the old password in place. The password is checked before the
     /// token is spent, so a refused password leaves the link usable too.
     ///
-    /// Errors: [`Error::InvalidOneTimeToken`], [`Error::WeakPassword`].
+    /// Errors: [`Error::InvalidOneTimeToken`](crate::Error::InvalidOneTimeToken), [`Error::WeakPassword`](crate::Error::WeakPassword).
     pub async fn finish_password_reset(
         &self,
         token: &str,

@@ -43,7 +43,7 @@ pub struct LoginRequest {
 
 impl Auth {
     /// Checks `password` against the policy and stores its hash for `user`.
-    /// Returns [`Error::WeakPassword`] for a refused password.
+    /// Returns [`Error::WeakPassword`](crate::Error::WeakPassword) for a refused password.
     pub async fn set_password(&self, user: &User, password: &Password) -> Result<()> {
         self.inner
             .config
@@ -60,16 +60,16 @@ impl Auth {
     /// Logs a user in with email and password.
     ///
     /// Unknown emails and wrong passwords do the same argon2 work and both
-    /// answer [`Error::InvalidCredentials`]. Failures count against the
+    /// answer [`Error::InvalidCredentials`](crate::Error::InvalidCredentials). Failures count against the
     /// account and the client ([`ClientInfo::ip`]); past the limits the
-    /// answer is [`Error::AccountLocked`] or [`Error::ClientThrottled`], with
+    /// answer is [`Error::AccountLocked`](crate::Error::AccountLocked) or [`Error::ClientThrottled`](crate::Error::ClientThrottled), with
     /// the unlock time. Every login, whatever its outcome, also counts
     /// against the client's rate and concurrency in this process
     /// ([`AbuseLimits`](crate::AbuseLimits)): past them,
-    /// [`Error::RateLimited`]. When password hashing is saturated the answer
-    /// is [`Error::Overloaded`] at once, for any account. Other errors:
-    /// [`Error::AccountDisabled`], [`Error::NotAMember`],
-    /// [`Error::TenantNotActive`].
+    /// [`Error::RateLimited`](crate::Error::RateLimited). When password hashing is saturated the answer
+    /// is [`Error::Overloaded`](crate::Error::Overloaded) at once, for any account. Other errors:
+    /// [`Error::AccountDisabled`](crate::Error::AccountDisabled), [`Error::NotAMember`](crate::Error::NotAMember),
+    /// [`Error::TenantNotActive`](crate::Error::TenantNotActive).
     #[tracing::instrument(skip_all, fields(tenant_id = ?request.tenant), err)]
     pub async fn login(&self, request: LoginRequest, client: &ClientInfo) -> Result<LoginSuccess> {
         let store = &self.inner.store;

@@ -146,6 +146,9 @@ impl AuthBuilder {
             config.session_cache_capacity,
         );
         let directory = Directory::new(self.backend.clone()).with_clock(self.clock.clone());
+        let mail_capacity = u32::try_from(config.limits.mail_queue)
+            .unwrap_or(u32::MAX)
+            .clamp(1, u32::MAX >> 3);
         Ok(Auth {
             inner: Arc::new(Inner {
                 directory,
@@ -160,7 +163,8 @@ impl AuthBuilder {
                 hook: self.hook,
                 clock: self.clock,
                 logins: LoginGate::new(&config.limits),
-                mail_queue: Arc::new(Semaphore::new(config.limits.mail_queue.max(1))),
+                mail_queue: Arc::new(Semaphore::new(mail_capacity as usize)),
+                mail_capacity,
                 config,
             }),
         })
@@ -191,6 +195,7 @@ struct Inner {
     logins: LoginGate,
     /// One permit per account mail flow waiting or running in the background.
     mail_queue: Arc<Semaphore>,
+    mail_capacity: u32,
 }
 
 /// Identity for a multi-tenant app. Cheap to clone: clones share everything.
@@ -290,7 +295,7 @@ impl Auth {
     }
 
     /// Hashes a new password; a full hashing queue answers
-    /// [`Error::Overloaded`].
+    /// [`Error::Overloaded`](crate::Error::Overloaded).
     async fn hash_password(&self, password: &Password) -> Result<PasswordHashString> {
         let hashed = self.inner.hasher.hash(password).await;
         hashed.map_err(|e| self.hash_error(e))
@@ -320,7 +325,7 @@ impl Auth {
     }
 
     /// Counts one attempt against `key` under `rule`; past the rule,
-    /// [`Error::RateLimited`] with the time the key is free again.
+    /// [`Error::RateLimited`](crate::Error::RateLimited) with the time the key is free again.
     async fn count_attempt(&self, key: &ThrottleKey, rule: &ThrottleRule) -> Result<()> {
         let now = self.now();
         let state = self

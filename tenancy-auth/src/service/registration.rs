@@ -52,9 +52,9 @@ impl Auth {
     /// counts against the client's allowance
     /// ([`AbuseLimits::registration`](crate::AbuseLimits::registration)).
     ///
-    /// Errors: [`Error::InvitationRequired`], [`Error::RegistrationClosed`],
-    /// [`Error::RateLimited`], [`Error::WeakPassword`],
-    /// [`Error::Directory`] (slug or email taken…).
+    /// Errors: [`Error::InvitationRequired`](crate::Error::InvitationRequired), [`Error::RegistrationClosed`](crate::Error::RegistrationClosed),
+    /// [`Error::RateLimited`](crate::Error::RateLimited), [`Error::WeakPassword`](crate::Error::WeakPassword),
+    /// [`Error::Directory`](crate::Error::Directory) (slug or email taken…).
     #[tracing::instrument(skip_all, err)]
     pub async fn register(
         &self,
@@ -108,8 +108,8 @@ impl Auth {
     /// A new user is refused while registration is
     /// [`RegistrationMode::Closed`]; an invitation works in the other modes.
     ///
-    /// Errors: [`Error::RegistrationClosed`], [`Error::WeakPassword`],
-    /// [`Error::Directory`] (unknown, used, revoked or expired invitation,
+    /// Errors: [`Error::RegistrationClosed`](crate::Error::RegistrationClosed), [`Error::WeakPassword`](crate::Error::WeakPassword),
+    /// [`Error::Directory`](crate::Error::Directory) (unknown, used, revoked or expired invitation,
     /// account exists…).
     #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err)]
     pub async fn accept_invitation(

@@ -133,13 +133,13 @@ impl Auth {
     /// Trades a refresh token for a new access token and a new refresh
     /// token. The roles in the new access token are read afresh.
     ///
-    /// Errors: [`Error::InvalidRefreshToken`]; [`Error::RefreshTokenReused`]
+    /// Errors: [`Error::InvalidRefreshToken`](crate::Error::InvalidRefreshToken); [`Error::RefreshTokenReused`](crate::Error::RefreshTokenReused)
     /// when the token was already spent (the session is then revoked and a
-    /// security event recorded); [`Error::SessionInactive`] when the session
+    /// security event recorded); [`Error::SessionInactive`](crate::Error::SessionInactive) when the session
     /// ended, the membership is no longer active or the tenant is suspended.
     ///
     /// Of two concurrent refreshes with one token exactly one wins; the
-    /// other is a reuse like any other ([`Error::RefreshTokenReused`]), so
+    /// other is a reuse like any other ([`Error::RefreshTokenReused`](crate::Error::RefreshTokenReused)), so
     /// the session ends, the winner's new tokens with it. Clients must not
     /// refresh in parallel (share one refresh across tabs).
     #[tracing::instrument(skip_all, err)]
@@ -242,8 +242,8 @@ impl Auth {
     /// holds no valid access token (a browser whose access cookie expired).
     /// A session that already ended is left as it is.
     ///
-    /// Errors: [`Error::InvalidRefreshToken`] when the token is malformed or
-    /// unknown; [`Error::RefreshTokenReused`] when it was already spent: the
+    /// Errors: [`Error::InvalidRefreshToken`](crate::Error::InvalidRefreshToken) when the token is malformed or
+    /// unknown; [`Error::RefreshTokenReused`](crate::Error::RefreshTokenReused) when it was already spent: the
     /// session still ends, as a detected reuse, and the security event is
     /// recorded as [`Auth::refresh`] would.
     pub async fn logout_with_refresh_token(
@@ -317,7 +317,7 @@ impl Auth {
             .await?)
     }
 
-    /// Ends one of `user`'s sessions. [`Error::SessionNotFound`] if it is
+    /// Ends one of `user`'s sessions. [`Error::SessionNotFound`](crate::Error::SessionNotFound) if it is
     /// not theirs.
     pub async fn revoke_session(&self, user: UserId, session: SessionId) -> Result<()> {
         let found = match self.inner.store.get_session(session).await {
@@ -351,7 +351,7 @@ impl Auth {
     /// Opens a session in another tenant for the calling user, who must
     /// hold an active membership there in a tenant that is active.
     ///
-    /// Errors: [`Error::UserRequired`], [`Error::NotAMember`], [`Error::TenantNotActive`].
+    /// Errors: [`Error::UserRequired`](crate::Error::UserRequired), [`Error::NotAMember`](crate::Error::NotAMember), [`Error::TenantNotActive`](crate::Error::TenantNotActive).
     pub async fn switch_tenant(
         &self,
         principal: &Principal,
