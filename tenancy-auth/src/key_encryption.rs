@@ -375,6 +375,13 @@ mod tests {
             key.key
         );
         assert!(!format!("{key:?}").contains(&text));
+        let config = crate::AuthConfig::new("https://x.test", "x")
+            .with_key_encryption(KeyEncryption::key(key.clone()).with_previous(again.clone()));
+        let debug = format!("{config:?}");
+        assert!(
+            debug.contains("kek-2026") && !debug.contains(&text),
+            "{debug}"
+        );
         for bad in ["", "c2hvcnQ=", "not base64!"] {
             assert!(KeyEncryptionKey::from_base64("x", bad).is_err(), "{bad:?}");
         }
