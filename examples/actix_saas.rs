@@ -79,6 +79,7 @@ async fn services() -> Result<(Tenancy, Projects), Box<dyn Error>> {
     #[cfg(feature = "postgres")]
     if let Ok(url) = std::env::var("DATABASE_URL") {
         let pool = tenancy::postgres::sqlx::PgPool::connect(&url).await?;
+        let auth = auth.with_key_encryption(projects::key_encryption_from_env()?);
         let tenancy = Tenancy::postgres(pool.clone(), catalog, auth, http).await?;
         return Ok((tenancy, Projects::postgres(pool).await?));
     }

@@ -4,16 +4,20 @@
 //!
 //! ```text
 //! cargo run --example auth --features auth
-//! DATABASE_URL=postgres://… cargo run --example auth --features auth,postgres
+//! DATABASE_URL=postgres://… KEY_ENCRYPTION_KEY=… cargo run --example auth --features auth,postgres
 //! ```
+//!
+//! On Postgres the signing keys are stored encrypted under
+//! `KEY_ENCRYPTION_KEY` (32 bytes in base64, `openssl rand -base64 32`;
+//! keep the same one between runs).
 
 use std::error::Error;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tenancy::auth::{
-    Auth, AuthConfig, AuthStore, ClientInfo, Credentials, LoginRequest, Mail, Mailer,
-    MemoryAuthStore, NewApiKey, Password, Registration, Scope,
+    Auth, AuthConfig, AuthStore, ClientInfo, Credentials, KeyEncryption, KeyEncryptionKey,
+    LoginRequest, Mail, Mailer, MemoryAuthStore, NewApiKey, Password, Registration, Scope,
 };
 use tenancy::{
     AuditContext, Backend, BoxError, Email, MemoryBackend, NewTenant, NewUser, Slug, TenantName,
@@ -37,14 +41,15 @@ impl Mailer for PrintingMailer {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let (backend, store) = stores().await?;
-    let auth = Auth::builder(
-        backend,
-        store,
-        AuthConfig::new("https://app.example", "app"),
-    )
-    .mailer(Arc::new(PrintingMailer))
-    .build()
-    .await?;
+    let mut config = AuthConfig::new("https://app.example", "app");
+    if let Ok(key) = std::env::var("KEY_ENCRYPTION_KEY") {
+        let key = KeyEncryptionKey::from_base64("example-1", &key)?;
+        config = config.with_key_encryption(KeyEncryption::key(key));
+    }
+    let auth = Auth::builder(backend, store, config)
+        .mailer(Arc::new(PrintingMailer))
+        .build()
+        .await?;
     let run = tenancy::TenantId::new().to_string()[28..].to_owned();
     let client = ClientInfo::from_ip("203.0.113.7".parse()?).with_user_agent("example/1.0");
     let email = format!("ada-{run}@acme.example");
@@ -153,7 +158,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
         key.id, machine.scopes
     );
 
-    auth.start_email_verification(registered.user.id).await?;
+    auth.start_email_verification(registered.user.id, &client)
+        .await?;
+    // The mail goes out in the background: let it finish before exiting.
+    auth.wait_for_mail().await;
     auth.logout(&principal, &client).await?;
     println!(
         "logged out; JWKS publishes {} key(s)",

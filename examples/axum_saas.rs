@@ -101,6 +101,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         #[cfg(feature = "postgres")]
         Ok(url) => {
             let pool = tenancy::postgres::sqlx::PgPool::connect(&url).await?;
+            let auth = auth.with_key_encryption(projects::key_encryption_from_env()?);
             let tenancy = Tenancy::postgres(pool.clone(), catalog, auth, http).await?;
             (tenancy, Projects::postgres(pool).await?)
         }

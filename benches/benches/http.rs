@@ -27,11 +27,7 @@ use tower::ServiceExt;
 
 async fn tenancy(cache: usize) -> (Tenancy, String) {
     let mut auth = AuthConfig::new("https://bench.example", "bench");
-    auth.argon2 = Argon2Config {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
+    auth.argon2 = Argon2Config::new(1024, 1, 1);
     auth.token_cache_capacity = cache;
     let tenancy = Tenancy::in_memory(
         Catalog::new(["projects:read"]).expect("catalog"),

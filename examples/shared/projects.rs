@@ -271,3 +271,18 @@ async fn scoped(
         .await
         .map_err(|e| Problem::unavailable(&e))
 }
+
+/// The key that encrypts the signing keys stored in Postgres, from
+/// `KEY_ENCRYPTION_KEY`: 32 bytes in base64 (`openssl rand -base64 32`),
+/// kept outside the database.
+#[cfg(feature = "postgres")]
+pub(crate) fn key_encryption_from_env()
+-> Result<tenancy::http::auth::KeyEncryption, Box<dyn std::error::Error>> {
+    use tenancy::http::auth::{KeyEncryption, KeyEncryptionKey};
+    let text = std::env::var("KEY_ENCRYPTION_KEY")
+        .map_err(|_| "set KEY_ENCRYPTION_KEY (openssl rand -base64 32) to run on Postgres")?;
+    Ok(KeyEncryption::key(KeyEncryptionKey::from_base64(
+        "example-1",
+        &text,
+    )?))
+}

@@ -755,7 +755,7 @@ impl FromRequest for ApiKey {
         ready(
             context_of(request).and_then(|context| match context.principal().subject {
                 Subject::ApiKey(id) => Ok(ApiKey(id)),
-                Subject::User(_) => Err(Problem::forbidden("this route needs an API key").into()),
+                _ => Err(Problem::forbidden("this route needs an API key").into()),
             }),
         )
     }
@@ -781,11 +781,7 @@ mod tests {
 
     async fn tenancy(body_limit: usize) -> Tenancy {
         let mut auth = AuthConfig::new("https://unit.test", "unit");
-        auth.argon2 = Argon2Config {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
+        auth.argon2 = Argon2Config::new(1024, 1, 1);
         let config = HttpConfig {
             body_limit,
             ..HttpConfig::default()

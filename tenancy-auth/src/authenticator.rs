@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tenancy_core::{ApiKeyId, Clock, Entity, StoreError, TenantId};
+use tenancy_core::{ApiKeyId, Clock, Entity, SessionId, StoreError, TenantId, UserId};
 use time::{Duration, OffsetDateTime};
 
 use crate::api_key::ApiKeyPrefix;
@@ -13,7 +13,8 @@ use crate::keys::KeyRing;
 use crate::principal::{AuthMethod, Principal, Subject};
 use crate::revocation::RevocationSet;
 use crate::secret::hashes_equal;
-use crate::store::ApiKeyStore;
+use crate::session::Session;
+use crate::store::{ApiKeyStore, SessionStore};
 use crate::token::{self, TokenConfig, VerifiedCache};
 
 /// The credentials of one request.
@@ -50,15 +51,31 @@ const TOUCH_INTERVAL: Duration = Duration::minutes(1);
 /// bounded cache of verified tokens makes repeat requests cheap; a cached
 /// token is still refused once expired or revoked. API keys are looked up by
 /// their id and their secret compared in constant time.
+///
+/// A token must also name a session of its own user in its own tenant, so
+/// one signed outside the service is refused. That is checked when a token
+/// is first verified, against a bounded cache of known sessions (those this
+/// process opened or refreshed, and those it has read): one store read per
+/// session and process, not per request or per token.
 pub struct Authenticator {
     keys: Arc<KeyRing>,
     config: TokenConfig,
     api_keys: Arc<dyn ApiKeyStore>,
+    sessions: Arc<dyn SessionStore>,
     prefix: ApiKeyPrefix,
     revocations: Arc<RevocationSet>,
     cache: VerifiedCache,
+    known_sessions: Option<quick_cache::sync::Cache<SessionId, KnownSession>>,
     clock: Arc<dyn Clock>,
     touched: Mutex<HashMap<ApiKeyId, OffsetDateTime>>,
+}
+
+/// What a token is checked against: whose session it is, and until when.
+#[derive(Debug, Clone, Copy)]
+struct KnownSession {
+    user_id: UserId,
+    tenant_id: TenantId,
+    expires_at: OffsetDateTime,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -74,25 +91,96 @@ impl Authenticator {
     /// Capacity of the verified-token cache unless configured.
     pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
+    /// Capacity of the known-session cache unless configured.
+    pub const DEFAULT_SESSION_CACHE_CAPACITY: usize = 100_000;
+
+    #[allow(clippy::too_many_arguments)] // crate-internal; Auth's builder assembles it
     pub(crate) fn new(
         keys: Arc<KeyRing>,
         config: TokenConfig,
         api_keys: Arc<dyn ApiKeyStore>,
+        sessions: Arc<dyn SessionStore>,
         prefix: ApiKeyPrefix,
         revocations: Arc<RevocationSet>,
         clock: Arc<dyn Clock>,
         cache_capacity: usize,
+        session_cache_capacity: usize,
     ) -> Self {
         Self {
             keys,
             config,
             api_keys,
+            sessions,
             prefix,
             revocations,
             cache: VerifiedCache::new(cache_capacity),
+            known_sessions: (session_cache_capacity > 0)
+                .then(|| quick_cache::sync::Cache::new(session_cache_capacity)),
             clock,
             touched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records a session this process opened or refreshed, so its tokens
+    /// are checked without reading the store.
+    pub(crate) fn remember_session(&self, session: &Session) {
+        if let Some(known) = &self.known_sessions {
+            known.insert(
+                session.id,
+                KnownSession {
+                    user_id: session.user_id,
+                    tenant_id: session.tenant_id,
+                    expires_at: session.absolute_expires_at,
+                },
+            );
+        }
+    }
+
+    /// Checks that the principal's session exists, is its own user's in
+    /// its own tenant, and has not ended: from the cache of known sessions,
+    /// or (once per session) from the store.
+    async fn check_session(
+        &self,
+        principal: &Principal,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthError> {
+        let (Some(user_id), Some(session_id)) = (principal.user_id(), principal.session_id) else {
+            return Ok(());
+        };
+        let cached = self
+            .known_sessions
+            .as_ref()
+            .and_then(|known| known.get(&session_id));
+        let known = match cached {
+            Some(known) => known,
+            None => {
+                let session = match self.sessions.get_session(session_id).await {
+                    Ok(session) => session,
+                    Err(StoreError::NotFound(Entity::Session)) => {
+                        return Err(AuthError::InvalidToken(TokenRejection::UnknownSession));
+                    }
+                    Err(other) => return Err(AuthError::Unavailable(Box::new(other))),
+                };
+                if session.revoked_at.is_some() {
+                    self.revocations
+                        .insert(session.id, session.absolute_expires_at);
+                    return Err(AuthError::InvalidToken(TokenRejection::Revoked));
+                }
+                self.remember_session(&session);
+                KnownSession {
+                    user_id: session.user_id,
+                    tenant_id: session.tenant_id,
+                    expires_at: session.absolute_expires_at,
+                }
+            }
+        };
+        if known.user_id != user_id || known.tenant_id != principal.tenant_id {
+            return Err(AuthError::InvalidToken(TokenRejection::SessionMismatch));
+        }
+        if known.expires_at <= now {
+            return Err(AuthError::InvalidToken(TokenRejection::Revoked));
+        }
+        Ok(())
     }
 
     /// Authenticates a request: the `Authorization` header if present,
@@ -142,6 +230,7 @@ impl Authenticator {
             .map_err(|e| AuthError::Unavailable(Box::new(e)))?
             .map_err(AuthError::InvalidToken)?;
         let principal = self.still_valid(Arc::new(principal), now)?;
+        Box::pin(self.check_session(&principal, now)).await?;
         self.cache.insert(token, principal.clone());
         Ok(principal)
     }

@@ -41,9 +41,18 @@ pub enum TokenRejection {
     /// Before its `nbf` (minus leeway).
     #[error("token not yet valid")]
     NotYetValid,
-    /// Its session was revoked (logout, reuse detection, removal).
+    /// Its session was revoked (logout, reuse detection, removal) or has
+    /// ended.
     #[error("token session revoked")]
     Revoked,
+    /// Its `sid` names no session: the token was minted outside this
+    /// service (a leaked signing key), or its session was purged.
+    #[error("token names no session")]
+    UnknownSession,
+    /// Its `sid` names a session of another user or tenant: minted outside
+    /// this service.
+    #[error("token session belongs to another user or tenant")]
+    SessionMismatch,
     /// Required claims are missing or malformed.
     #[error("token claims invalid")]
     InvalidClaims,
@@ -154,6 +163,28 @@ pub enum Error {
         /// When logins are allowed again (for `Retry-After`).
         until: OffsetDateTime,
     },
+    /// Too many attempts of this kind from this client, or for this
+    /// address: logins (of any outcome), registrations, reset or
+    /// verification mail.
+    #[error("too many requests; retry after {until}")]
+    RateLimited {
+        /// When to try again (for `Retry-After`).
+        until: OffsetDateTime,
+    },
+    /// The service is saturated (password hashing or the mail queue is
+    /// full): not the caller's fault, try again shortly (answer 503).
+    #[error("too busy; retry after {until}")]
+    Overloaded {
+        /// When to try again (for `Retry-After`).
+        until: OffsetDateTime,
+    },
+    /// Registration is closed: no new accounts, neither by registering nor
+    /// by accepting an invitation.
+    #[error("registration is closed")]
+    RegistrationClosed,
+    /// Registration is by invitation only: accept an invitation instead.
+    #[error("registration is by invitation only")]
+    InvitationRequired,
     /// The user account is disabled.
     #[error("account disabled")]
     AccountDisabled,

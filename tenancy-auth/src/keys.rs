@@ -1,5 +1,6 @@
 //! Token-signing keys: generated as JWK with josekit, kept in a
-//! [`KeyStore`](crate::KeyStore), rotated, and published as a JWKS.
+//! [`KeyStore`](crate::KeyStore) with the private half encrypted (see
+//! [`crate::key_encryption`]), rotated, and published as a JWKS.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,10 +18,12 @@ use serde_json::{Map, Value, json};
 use tenancy_core::{Conflict, StoreError};
 use time::{Duration, OffsetDateTime};
 
+use crate::key_encryption::{KeyEncryption, Sealer, StoredPrivateKey};
 use crate::store::KeyStore;
 
 /// A JWS algorithm tenancy signs access tokens with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum KeyAlgorithm {
     /// Ed25519 (the default): small keys, fast, no parameter pitfalls.
     EdDsa,
@@ -103,8 +106,8 @@ pub struct StoredKey {
     pub kid: String,
     /// Its algorithm.
     pub algorithm: KeyAlgorithm,
-    /// The private key.
-    pub private_jwk: PrivateJwk,
+    /// The private key, encrypted unless configured otherwise.
+    pub private_key: StoredPrivateKey,
     /// The public key (`None` for HS256, which has none to publish).
     pub public_jwk: Option<Map<String, Value>>,
     /// When it was created.
@@ -135,13 +138,43 @@ pub enum KeyError {
     /// Signing a token failed.
     #[error("signing failed")]
     Sign,
+    /// A key-encryption key is malformed (its id, or not 32 bytes).
+    #[error(
+        "a key-encryption key must be 32 bytes, with an id of 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+    )]
+    InvalidEncryptionKey,
+    /// A stored key is encrypted under a key-encryption key that is not
+    /// configured (or none is): add it to the configuration.
+    #[error(
+        "signing key {kid} is encrypted under key-encryption key {key_encryption_key:?}, which is not configured"
+    )]
+    EncryptionKeyMissing {
+        /// The signing key's id.
+        kid: String,
+        /// The key-encryption key its header names.
+        key_encryption_key: Option<String>,
+    },
+    /// A stored key does not decrypt with the key-encryption key its
+    /// header names: the ciphertext was altered, or the key differs.
+    #[error("signing key {kid} does not decrypt")]
+    Undecryptable {
+        /// The signing key's id.
+        kid: String,
+    },
+    /// No key-encryption key is configured, and the store keeps keys
+    /// beyond this process: configure one (or, knowingly,
+    /// `KeyEncryption::InsecurePlaintext`).
+    #[error("private signing keys need a key-encryption key for a store that outlives the process")]
+    EncryptionRequired,
     /// The key store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl StoredKey {
-    /// Generates a new key pair for `algorithm`, with a fresh `kid`.
+    /// Generates a new key pair for `algorithm`, with a fresh `kid`. The
+    /// private key is in plaintext until sealed for storage (the
+    /// [`KeyRing`] encrypts the keys it creates).
     pub fn generate(algorithm: KeyAlgorithm, now: OffsetDateTime) -> Result<Self, KeyError> {
         let kid = uuid::Uuid::now_v7().simple().to_string();
         let mut jwk = match algorithm {
@@ -167,7 +200,7 @@ impl StoredKey {
         Ok(Self {
             kid,
             algorithm,
-            private_jwk: PrivateJwk(jwk.into()),
+            private_key: StoredPrivateKey::Plaintext(PrivateJwk(jwk.into())),
             public_jwk,
             created_at: now,
             retired_at: None,
@@ -180,20 +213,16 @@ impl StoredKey {
         }
     }
 
-    fn josekit_jwk(&self) -> Result<Jwk, KeyError> {
-        Jwk::from_map(self.private_jwk.0.clone()).map_err(|_| self.unusable())
-    }
-
-    pub(crate) fn encoding_key(&self) -> Result<EncodingKey, KeyError> {
-        let jwk = self.josekit_jwk()?;
+    /// The signing key, from its private JWK `jwk` (opened by a [`Sealer`]).
+    pub(crate) fn encoding_key(&self, jwk: &Jwk) -> Result<EncodingKey, KeyError> {
         let pem = match self.algorithm {
             KeyAlgorithm::Hs256 => {
                 let secret = jwk.key_value().ok_or_else(|| self.unusable())?;
                 return Ok(EncodingKey::from_secret(&secret));
             }
-            KeyAlgorithm::EdDsa => EdKeyPair::from_jwk(&jwk).map(|k| k.to_pem_private_key()),
-            KeyAlgorithm::Es256 => EcKeyPair::from_jwk(&jwk).map(|k| k.to_pem_private_key()),
-            KeyAlgorithm::Rs256 => RsaKeyPair::from_jwk(&jwk).map(|k| k.to_pem_private_key()),
+            KeyAlgorithm::EdDsa => EdKeyPair::from_jwk(jwk).map(|k| k.to_pem_private_key()),
+            KeyAlgorithm::Es256 => EcKeyPair::from_jwk(jwk).map(|k| k.to_pem_private_key()),
+            KeyAlgorithm::Rs256 => RsaKeyPair::from_jwk(jwk).map(|k| k.to_pem_private_key()),
         }
         .map_err(|_| self.unusable())?;
         match self.algorithm {
@@ -204,11 +233,13 @@ impl StoredKey {
         .map_err(|_| self.unusable())
     }
 
-    pub(crate) fn decoding_key(&self) -> Result<DecodingKey, KeyError> {
+    /// The verifying key: the public JWK, or for HS256 (which has none)
+    /// the secret, opened with `sealer`.
+    pub(crate) fn decoding_key(&self, sealer: &Sealer) -> Result<DecodingKey, KeyError> {
         match &self.public_jwk {
             None => {
-                let secret = self
-                    .josekit_jwk()?
+                let secret = sealer
+                    .open(&self.kid, &self.private_key)?
                     .key_value()
                     .ok_or_else(|| self.unusable())?;
                 Ok(DecodingKey::from_secret(&secret))
@@ -255,9 +286,14 @@ struct RingState {
 /// token lifetime. A token with an unknown `kid` makes the ring reload from
 /// the store (at most once a second), so replicas pick up another replica's
 /// rotation on first sight of its tokens.
+///
+/// Private keys are stored encrypted under the configured key-encryption
+/// keys ([`KeyEncryption`]); only the keys that sign (and HS256 keys, which
+/// verify with their secret) are decrypted, in memory.
 pub struct KeyRing {
     store: Arc<dyn KeyStore>,
     algorithm: KeyAlgorithm,
+    sealer: Sealer,
     state: RwLock<Arc<RingState>>,
     last_reload: Mutex<Option<Instant>>,
 }
@@ -266,29 +302,82 @@ impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
             .field("algorithm", &self.algorithm)
+            .field("encryption", &self.sealer)
             .finish_non_exhaustive()
     }
 }
 
 impl KeyRing {
     /// Loads the keys of `store`, creating an active `algorithm` key if
-    /// there is none.
+    /// there is none. Keys stored in plaintext are encrypted on the way
+    /// (when `encryption` holds a key).
+    ///
+    /// [`KeyEncryption::Unconfigured`] is refused
+    /// ([`KeyError::EncryptionRequired`]) unless the store offers a key of
+    /// its own lifetime ([`KeyStore::process_encryption_key`], in memory).
     pub async fn load(
         store: Arc<dyn KeyStore>,
         algorithm: KeyAlgorithm,
+        encryption: &KeyEncryption,
         now: OffsetDateTime,
     ) -> Result<Self, KeyError> {
+        let sealer = match encryption {
+            KeyEncryption::Keys { current, previous } => {
+                Sealer::new(current.clone(), previous.clone())
+            }
+            KeyEncryption::InsecurePlaintext => Sealer::Plaintext,
+            KeyEncryption::Unconfigured => match store.process_encryption_key() {
+                Some(key) => Sealer::new(key, Vec::new()),
+                None => return Err(KeyError::EncryptionRequired),
+            },
+        };
         let ring = Self {
             store,
             algorithm,
+            sealer,
             state: RwLock::new(Arc::new(RingState::default())),
             last_reload: Mutex::new(None),
         };
+        let sealed = ring.reseal(false).await?;
+        if sealed > 0 {
+            tracing::info!(keys = sealed, "encrypted signing keys stored in plaintext");
+        }
         ring.reload().await?;
         if ring.current().signer.is_none() {
             ring.activate_new(now).await?;
         }
         Ok(ring)
+    }
+
+    /// Rewrites stored keys under the current key-encryption key: the
+    /// plaintext ones, and with `older` also those under an older key.
+    /// Returns how many were rewritten.
+    async fn reseal(&self, older: bool) -> Result<usize, KeyError> {
+        let mut count = 0;
+        for key in self.store.list_signing_keys().await? {
+            let plaintext = matches!(key.private_key, StoredPrivateKey::Plaintext(_));
+            if !self.sealer.is_stale(&key.private_key) || !(plaintext || older) {
+                continue;
+            }
+            let jwk = PrivateJwk(self.sealer.open(&key.kid, &key.private_key)?.into());
+            let sealed = self.sealer.seal(&key.kid, &jwk)?;
+            match self.store.replace_private_key(&key.kid, &sealed).await {
+                Ok(()) => count += 1,
+                // Pruned meanwhile.
+                Err(StoreError::NotFound(_)) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Re-encrypts every stored key under the current key-encryption key
+    /// (step 2 of a key-encryption key rotation, see
+    /// [`crate::key_encryption`]). Returns how many keys were rewritten.
+    pub async fn reencrypt(&self) -> Result<usize, KeyError> {
+        let count = self.reseal(true).await?;
+        self.reload().await?;
+        Ok(count)
     }
 
     fn current(&self) -> Arc<RingState> {
@@ -308,14 +397,15 @@ impl KeyRing {
                 key.kid.clone(),
                 Verifier {
                     algorithm: key.algorithm,
-                    key: key.decoding_key()?,
+                    key: key.decoding_key(&self.sealer)?,
                 },
             );
             if key.retired_at.is_none() {
+                let jwk = self.sealer.open(&key.kid, &key.private_key)?;
                 state.signer = Some(Signer {
                     kid: key.kid.clone(),
                     algorithm: key.algorithm,
-                    key: key.encoding_key()?,
+                    key: key.encoding_key(&jwk)?,
                 });
             }
             if let Some(public) = &key.public_jwk {
@@ -332,7 +422,10 @@ impl KeyRing {
     }
 
     async fn activate_new(&self, now: OffsetDateTime) -> Result<String, KeyError> {
-        let key = StoredKey::generate(self.algorithm, now)?;
+        let mut key = StoredKey::generate(self.algorithm, now)?;
+        if let StoredPrivateKey::Plaintext(jwk) = &key.private_key {
+            key.private_key = self.sealer.seal(&key.kid, jwk)?;
+        }
         match self.store.activate_signing_key(&key, now).await {
             // Another replica rotated at the same moment: use its key.
             Ok(()) | Err(StoreError::Conflict(Conflict::ActiveSigningKey)) => {}
@@ -421,17 +514,19 @@ mod tests {
             KeyAlgorithm::Hs256,
         ] {
             let key = StoredKey::generate(algorithm, OffsetDateTime::now_utc()).unwrap();
+            let sealer = Sealer::Plaintext;
+            let jwk = sealer.open(&key.kid, &key.private_key).unwrap();
             let mut header = jsonwebtoken::Header::new(algorithm.jwt());
             header.kid = Some(key.kid.clone());
             let token = jsonwebtoken::encode(
                 &header,
                 &json!({ "sub": "x", "exp": 4_000_000_000u64 }),
-                &key.encoding_key().unwrap(),
+                &key.encoding_key(&jwk).unwrap(),
             )
             .unwrap();
             let mut validation = jsonwebtoken::Validation::new(algorithm.jwt());
             validation.validate_aud = false;
-            jsonwebtoken::decode::<Value>(&token, &key.decoding_key().unwrap(), &validation)
+            jsonwebtoken::decode::<Value>(&token, &key.decoding_key(&sealer).unwrap(), &validation)
                 .unwrap();
             match (&key.public_jwk, algorithm) {
                 (None, KeyAlgorithm::Hs256) => {}
@@ -449,7 +544,9 @@ mod tests {
             }
             let debug = format!("{key:?}");
             assert!(debug.contains("PrivateJwk([redacted])"));
-            if let Some(Value::String(d)) = key.private_jwk.expose_secret().get("d") {
+            if let StoredPrivateKey::Plaintext(private) = &key.private_key
+                && let Some(Value::String(d)) = private.expose_secret().get("d")
+            {
                 assert!(!debug.contains(d.as_str()));
             }
         }

@@ -4,7 +4,9 @@
 //! and Postgres adapters.
 //!
 //! - [`Auth`] runs the account workflows: register, login, refresh, logout,
-//!   sessions, tenant switching, API keys, email verification, password reset.
+//!   sessions, tenant switching, API keys, invitations, email verification,
+//!   password reset. Each workflow that writes is one transaction with its
+//!   audit event ([`AuthTransaction`]), across the auth and core stores.
 //! - [`Authenticator`] turns a request's `Authorization` header (or cookie)
 //!   into a [`Principal`], or an [`AuthError`] that knows its
 //!   `WWW-Authenticate` answer. Framework integrations call only this.
@@ -12,8 +14,18 @@
 //!   a NIST SP 800-63B policy with a 10,000-entry blocklist, equal work for
 //!   unknown accounts, rehash on login when parameters grow.
 //! - Tokens: EdDSA by default (ES256, RS256; HS256 by explicit opt-in),
-//!   verified with the algorithm pinned to the key named by `kid`, checked
-//!   against a revocation set and cached once verified.
+//!   verified with the algorithm pinned to the key named by `kid`, bound to
+//!   a live session of their own user and tenant, checked against a
+//!   revocation set and cached once verified.
+//! - Signing keys: private halves stored as JWE under a key-encryption key
+//!   the host holds ([`key_encryption`]), rotatable.
+//! - Abuse limits ([`AbuseLimits`]): registration switch and throttle,
+//!   per-address and per-client limits and a cooldown on reset and
+//!   verification mail (sent in the background, so the answer reveals no
+//!   account), per-client login rate and concurrency, a bounded hashing
+//!   queue that answers [`Error::Overloaded`] instead of queueing.
+//! - Retention: [`Auth::purge_expired`] deletes ended sessions, spent
+//!   refresh tokens, old counters and used one-time tokens.
 //!
 //! # Features
 //!
@@ -27,7 +39,9 @@
 mod api_key;
 mod authenticator;
 mod error;
+pub mod key_encryption;
 mod keys;
+mod limits;
 mod lockout;
 #[cfg(feature = "memory")]
 mod memory;
@@ -48,7 +62,9 @@ mod token;
 pub use api_key::{ApiKey, ApiKeyPrefix, ApiKeySecret, NewApiKey, Scope};
 pub use authenticator::{Authenticator, Credentials};
 pub use error::{ApiKeyRejection, AuthError, Error, TokenRejection};
+pub use key_encryption::{EncryptedJwk, KeyEncryption, KeyEncryptionKey, StoredPrivateKey};
 pub use keys::{KeyAlgorithm, KeyError, KeyRing, PrivateJwk, StoredKey};
+pub use limits::AbuseLimits;
 pub use lockout::{LockoutPolicy, ThrottleKey, ThrottleRule, ThrottleState};
 #[cfg(feature = "memory")]
 pub use memory::MemoryAuthStore;
@@ -61,14 +77,15 @@ pub use principal::{AuthMethod, Principal, Subject};
 pub use revocation::RevocationSet;
 pub use secret::SecretToken;
 pub use service::{
-    Auth, AuthBuilder, AuthConfig, ConfigError, LoginRequest, LoginSuccess, Registration, actions,
+    Auth, AuthBuilder, AuthConfig, ConfigError, InvitationAcceptor, LoginRequest, LoginSuccess,
+    PurgeReport, Registration, RegistrationMode, actions,
 };
 pub use session::{
-    ClientInfo, RefreshRecord, RefreshToken, RefreshTokenOwner, Revocation, RevokeReason,
-    RotateOutcome, Session, SessionConfig,
+    ClientInfo, RefreshRecord, RefreshToken, RefreshTokenOwner, Retention, Revocation,
+    RevokeReason, RotateOutcome, Session, SessionConfig, SessionPurge,
 };
 pub use store::{
-    ApiKeyStore, AuthStore, CredentialStore, KeyStore, LockoutStore, OneTimeTokenStore,
-    SessionStore,
+    ApiKeyStore, AuthStore, AuthTransaction, AuthTransactions, CredentialStore, KeyStore,
+    LockoutStore, OneTimeTokenStore, SessionStore,
 };
 pub use token::{AccessToken, ClaimsHook, TokenConfig};

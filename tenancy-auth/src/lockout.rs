@@ -1,15 +1,17 @@
-//! Failed-login counting, account lockout and client throttling.
+//! Failed-login counting, account lockout and client throttling; the same
+//! counters limit registrations and account mail (see [`crate::AbuseLimits`]).
 
 use std::fmt;
 
 use tenancy_core::Email;
 use time::{Duration, OffsetDateTime};
 
-/// What failed logins are counted against.
+/// What failed logins (and other limited attempts) are counted against.
 ///
 /// Accounts are keyed by normalized email, not user id, so an address with
 /// no account locks exactly like one with an account: lockout reveals
-/// nothing about which addresses exist.
+/// nothing about which addresses exist. Each kind of attempt has its own
+/// prefix, so one kind never uses up another's allowance.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ThrottleKey(String);
 
@@ -22,6 +24,22 @@ impl ThrottleKey {
     /// A client, identified by the host (usually its IP address).
     pub fn client(identifier: &str) -> Self {
         Self(format!("client:{identifier}"))
+    }
+
+    /// Registrations from a client.
+    pub fn registrations(client: &str) -> Self {
+        Self(format!("register:{client}"))
+    }
+
+    /// Account mail (`purpose` is `password_reset` or
+    /// `email_verification`) asked for the address `email`.
+    pub fn mail_to(purpose: &str, email: &Email) -> Self {
+        Self(format!("mail:{purpose}:{}", email.unique_key()))
+    }
+
+    /// Account mail asked by a client.
+    pub fn mail_from(client: &str) -> Self {
+        Self(format!("mail-client:{client}"))
     }
 
     /// The stored key.
@@ -41,8 +59,10 @@ impl fmt::Debug for ThrottleKey {
     }
 }
 
-/// How many failures within a window lock a key, and for how long.
+/// How many failures (or attempts) within a window lock a key, and for how
+/// long. The attempt that reaches `max_failures` is itself refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ThrottleRule {
     /// Failures that trigger the lock.
     pub max_failures: u32,
@@ -52,8 +72,21 @@ pub struct ThrottleRule {
     pub lock_for: Duration,
 }
 
-/// Lockout settings: one rule per account, one per client.
+impl ThrottleRule {
+    /// `max_failures` (at least 1) within `window` lock the key for `lock_for`.
+    pub fn new(max_failures: u32, window: Duration, lock_for: Duration) -> Self {
+        Self {
+            max_failures: max_failures.max(1),
+            window,
+            lock_for,
+        }
+    }
+}
+
+/// Lockout settings: one rule per account, one per client. Start from
+/// [`LockoutPolicy::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockoutPolicy {
     /// Per account: 5 failures in 15 minutes lock it for 15 minutes.
     pub account: ThrottleRule,
@@ -65,17 +98,23 @@ pub struct LockoutPolicy {
 impl Default for LockoutPolicy {
     fn default() -> Self {
         Self {
-            account: ThrottleRule {
-                max_failures: 5,
-                window: Duration::minutes(15),
-                lock_for: Duration::minutes(15),
-            },
-            client: ThrottleRule {
-                max_failures: 20,
-                window: Duration::minutes(15),
-                lock_for: Duration::minutes(15),
-            },
+            account: ThrottleRule::new(5, Duration::minutes(15), Duration::minutes(15)),
+            client: ThrottleRule::new(20, Duration::minutes(15), Duration::minutes(15)),
         }
+    }
+}
+
+impl LockoutPolicy {
+    /// Replaces the per-account rule.
+    pub fn with_account(mut self, rule: ThrottleRule) -> Self {
+        self.account = rule;
+        self
+    }
+
+    /// Replaces the per-client rule.
+    pub fn with_client(mut self, rule: ThrottleRule) -> Self {
+        self.client = rule;
+        self
     }
 }
 

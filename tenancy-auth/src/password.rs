@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use argon2::password_hash::phc::PasswordHash;
@@ -154,6 +155,7 @@ impl PasswordPolicy {
 /// argon2id cost parameters. The default is OWASP's first recommendation:
 /// 19 MiB of memory, 2 iterations, 1 lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Argon2Config {
     /// Memory in KiB.
     pub memory_kib: u32,
@@ -161,6 +163,18 @@ pub struct Argon2Config {
     pub iterations: u32,
     /// Lanes.
     pub parallelism: u32,
+}
+
+impl Argon2Config {
+    /// Costs of `memory_kib` KiB, `iterations` passes and `parallelism`
+    /// lanes (checked when a hasher is built).
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Self {
+        Self {
+            memory_kib,
+            iterations,
+            parallelism,
+        }
+    }
 }
 
 impl Default for Argon2Config {
@@ -211,6 +225,13 @@ pub enum HashError {
     /// argon2 reported an error.
     #[error("password hashing failed")]
     Argon2,
+    /// Too many hashes are already waiting for a CPU: try again later.
+    #[error("password hashing is overloaded; retry in {retry_after:?}")]
+    Overloaded {
+        /// A fair wait before trying again: the queue ahead, at the
+        /// recent pace.
+        retry_after: std::time::Duration,
+    },
 }
 
 /// The outcome of checking a password against its hash.
@@ -227,14 +248,64 @@ pub enum Verification {
 }
 
 /// argon2id hashing on tokio's blocking pool, at most as many at once as
-/// there are CPUs, so logins never stall the async runtime.
+/// there are CPUs (or as configured), so logins never stall the async
+/// runtime. The queue of hashes waiting for a CPU is bounded: past it a
+/// hash fails at once with [`HashError::Overloaded`] rather than making
+/// every caller wait longer.
 #[derive(Clone)]
 pub struct PasswordHasher {
     config: Argon2Config,
     params: Params,
     permits: Arc<Semaphore>,
+    queue: Arc<HashQueue>,
     dummy: Arc<OnceCell<PasswordHashString>>,
-    verifications: Arc<std::sync::atomic::AtomicU64>,
+    verifications: Arc<AtomicU64>,
+}
+
+/// Admission to the hasher: how many callers are waiting or running, and
+/// how long a hash has recently taken.
+struct HashQueue {
+    lanes: usize,
+    max_waiting: usize,
+    inside: AtomicUsize,
+    recent_nanos: AtomicU64,
+}
+
+/// A caller admitted to the hasher; leaving (however it ends) frees its place.
+struct Admitted<'a>(&'a HashQueue);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.inside.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl HashQueue {
+    fn admit(&self) -> Result<Admitted<'_>, HashError> {
+        let before = self.inside.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(self);
+        if before >= self.lanes.saturating_add(self.max_waiting) {
+            // The queue ahead, at the recent pace, at least a second.
+            let rounds = (before / self.lanes.max(1)) as u32 + 1;
+            let each = std::time::Duration::from_nanos(self.recent_nanos.load(Ordering::Relaxed));
+            let retry_after = (each * rounds).max(std::time::Duration::from_secs(1));
+            drop(admitted);
+            return Err(HashError::Overloaded { retry_after });
+        }
+        Ok(admitted)
+    }
+
+    /// Folds one hash's duration into the recent pace (weight 1/8).
+    fn record(&self, took: std::time::Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.recent_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            took
+        } else {
+            old - old / 8 + took / 8
+        };
+        self.recent_nanos.store(new, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -246,8 +317,22 @@ impl fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// A hasher with `config`.
+    /// Hashes waiting for a CPU, beyond those running, unless configured.
+    pub const DEFAULT_QUEUE: usize = 64;
+
+    /// A hasher with `config`: one hash per CPU at once, and
+    /// [`PasswordHasher::DEFAULT_QUEUE`] waiting.
     pub fn new(config: Argon2Config) -> Result<Self, HashError> {
+        Self::with_limits(config, 0, Self::DEFAULT_QUEUE)
+    }
+
+    /// A hasher with `config` running `concurrency` hashes at once (0: one
+    /// per CPU) with at most `queue` more waiting.
+    pub fn with_limits(
+        config: Argon2Config,
+        concurrency: usize,
+        queue: usize,
+    ) -> Result<Self, HashError> {
         let params = Params::new(
             config.memory_kib,
             config.iterations,
@@ -255,13 +340,22 @@ impl PasswordHasher {
             None,
         )
         .map_err(|_| HashError::Params)?;
-        let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lanes = match concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            lanes => lanes.min(Semaphore::MAX_PERMITS),
+        };
         Ok(Self {
             config,
             params,
             permits: Arc::new(Semaphore::new(lanes)),
+            queue: Arc::new(HashQueue {
+                lanes,
+                max_waiting: queue,
+                inside: AtomicUsize::new(0),
+                recent_nanos: AtomicU64::new(0),
+            }),
             dummy: Arc::new(OnceCell::new()),
-            verifications: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            verifications: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -273,8 +367,7 @@ impl PasswordHasher {
     /// How many argon2 verifications this hasher (and its clones) has run,
     /// real or dummy: for metrics, and for tests proving equal work.
     pub fn verifications(&self) -> u64 {
-        self.verifications
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.verifications.load(Ordering::Relaxed)
     }
 
     fn argon2(params: Params) -> Argon2<'static> {
@@ -285,10 +378,14 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
+        let _admitted = self.queue.admit()?;
         let _permit = self.permits.acquire().await.map_err(|_| HashError::Task)?;
-        tokio::task::spawn_blocking(work)
+        let started = std::time::Instant::now();
+        let out = tokio::task::spawn_blocking(work)
             .await
-            .map_err(|_| HashError::Task)
+            .map_err(|_| HashError::Task);
+        self.queue.record(started.elapsed());
+        out
     }
 
     /// Hashes `password` with a fresh random salt.
@@ -316,7 +413,7 @@ impl PasswordHasher {
         let wanted = self.config;
         let counter = Arc::clone(&self.verifications);
         self.blocking(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counter.fetch_add(1, Ordering::Relaxed);
             let parsed = PasswordHash::new(&phc).map_err(|_| HashError::MalformedHash)?;
             let needs_rehash = weaker_than(&parsed, wanted);
             match Argon2::default().verify_password(secret.as_bytes(), &parsed) {
@@ -415,6 +512,31 @@ mod tests {
             PasswordRejected::TooShort { min: 10 }.to_string(),
             "password must be at least 10 characters long"
         );
+    }
+
+    #[test]
+    fn the_queue_admits_lanes_plus_waiting_then_refuses() {
+        let queue = HashQueue {
+            lanes: 1,
+            max_waiting: 1,
+            inside: AtomicUsize::new(0),
+            recent_nanos: AtomicU64::new(0),
+        };
+        queue.record(std::time::Duration::from_secs(3));
+        let running = queue.admit().unwrap();
+        let waiting = queue.admit().unwrap();
+        match queue.admit() {
+            Err(HashError::Overloaded { retry_after }) => {
+                // Two ahead of it, and its own: three hashes of three seconds.
+                assert_eq!(retry_after, std::time::Duration::from_secs(9));
+            }
+            other => panic!("expected overload, got {:?}", other.err()),
+        }
+        assert_eq!(queue.inside.load(Ordering::Acquire), 2);
+        drop(running);
+        let next = queue.admit().unwrap();
+        drop((waiting, next));
+        assert_eq!(queue.inside.load(Ordering::Acquire), 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::api_key::Scope;
 /// How the caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuthMethod {
     /// A bearer access token (JWT) in the `Authorization` header.
     AccessToken,
@@ -23,6 +24,7 @@ pub enum AuthMethod {
 /// The caller itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "type", content = "id", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Subject {
     /// A signed-in user.
     User(UserId),

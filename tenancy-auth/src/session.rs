@@ -35,8 +35,9 @@ impl ClientInfo {
     }
 }
 
-/// Session lifetimes and limits.
+/// Session lifetimes and limits. Start from [`SessionConfig::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// A session unused this long ends (default 14 days); each refresh extends it.
     pub idle_timeout: Duration,
@@ -53,6 +54,26 @@ impl Default for SessionConfig {
             absolute_timeout: Duration::days(30),
             max_per_user: 20,
         }
+    }
+}
+
+impl SessionConfig {
+    /// Sets how long an unused session lives.
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets how long a session lives at most.
+    pub fn with_absolute_timeout(mut self, absolute_timeout: Duration) -> Self {
+        self.absolute_timeout = absolute_timeout;
+        self
+    }
+
+    /// Sets the most live sessions per user (at least 1).
+    pub fn with_max_per_user(mut self, max_per_user: u32) -> Self {
+        self.max_per_user = max_per_user.max(1);
+        self
     }
 }
 
@@ -196,4 +217,81 @@ pub struct Revocation {
     pub revoked_at: OffsetDateTime,
     /// When it would have expired anyway; the revocation can be forgotten after.
     pub expires_at: OffsetDateTime,
+}
+
+/// What [`SessionStore::purge_expired`](crate::SessionStore::purge_expired) deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionPurge {
+    /// Ended sessions.
+    pub sessions: u64,
+    /// Refresh tokens: those of the ended sessions, and spent ones.
+    pub refresh_tokens: u64,
+}
+
+impl SessionPurge {
+    /// Counts of `sessions` and `refresh_tokens`.
+    pub fn new(sessions: u64, refresh_tokens: u64) -> Self {
+        Self {
+            sessions,
+            refresh_tokens,
+        }
+    }
+}
+
+/// How long ended records are kept before
+/// [`Auth::purge_expired`](crate::Auth::purge_expired) deletes them.
+/// Start from [`Retention::default`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Ended sessions (revoked, idle, past their absolute expiry) and
+    /// their refresh tokens, after they ended (default 7 days, and never
+    /// less than an access token's lifetime and leeway).
+    pub ended_sessions: Duration,
+    /// Spent refresh tokens of live sessions, after they were spent, so a
+    /// replay is still caught as reuse (default 14 days).
+    pub spent_refresh_tokens: Duration,
+    /// Throttle counters, after their window and lock ended (default 1
+    /// day, and never less than the longest rule's window).
+    pub throttles: Duration,
+    /// Used or expired one-time tokens (default 1 day).
+    pub one_time_tokens: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            ended_sessions: Duration::days(7),
+            spent_refresh_tokens: Duration::days(14),
+            throttles: Duration::days(1),
+            one_time_tokens: Duration::days(1),
+        }
+    }
+}
+
+impl Retention {
+    /// Sets how long ended sessions are kept.
+    pub fn with_ended_sessions(mut self, keep: Duration) -> Self {
+        self.ended_sessions = keep;
+        self
+    }
+
+    /// Sets how long spent refresh tokens are kept.
+    pub fn with_spent_refresh_tokens(mut self, keep: Duration) -> Self {
+        self.spent_refresh_tokens = keep;
+        self
+    }
+
+    /// Sets how long ended throttle counters are kept.
+    pub fn with_throttles(mut self, keep: Duration) -> Self {
+        self.throttles = keep;
+        self
+    }
+
+    /// Sets how long used or expired one-time tokens are kept.
+    pub fn with_one_time_tokens(mut self, keep: Duration) -> Self {
+        self.one_time_tokens = keep;
+        self
+    }
 }

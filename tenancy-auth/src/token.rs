@@ -16,8 +16,9 @@ use crate::error::TokenRejection;
 use crate::keys::{KeyError, KeyRing};
 use crate::principal::{AuthMethod, Principal, Subject};
 
-/// Access-token settings.
+/// Access-token settings. Start from [`TokenConfig::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TokenConfig {
     /// The `iss` claim issued and required.
     pub issuer: String,
@@ -42,6 +43,24 @@ impl TokenConfig {
             leeway: Duration::seconds(30),
             max_len: 8 * 1024,
         }
+    }
+
+    /// Sets how long an access token lives.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the clock skew tolerated on `exp` and `nbf`.
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Sets the longest token accepted, in bytes.
+    pub fn with_max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
     }
 }
 

@@ -107,3 +107,43 @@ async fn tenancy_auth_seed(fixture: &Fixture) -> (tenancy_core::TenantId, tenanc
         .unwrap();
     (created.tenant.id, created.owner.id)
 }
+
+/// Whoever reads the signing-key table finds no private key material; and
+/// with no key-encryption key configured, Auth refuses to start.
+#[tokio::test]
+async fn private_signing_keys_are_not_stored_in_plaintext() {
+    use tenancy_auth::{Auth, AuthConfig, ConfigError, KeyEncryption, KeyEncryptionKey};
+    let Some((backend, store)) = stores().await else {
+        return;
+    };
+    let pool = store.pool().clone();
+    let (backend, store) = (Arc::new(backend), Arc::new(store));
+    let config = AuthConfig::new("https://rest.test", "rest");
+    assert!(matches!(
+        Auth::builder(backend.clone(), store.clone(), config.clone())
+            .build()
+            .await,
+        Err(ConfigError::KeyEncryptionRequired)
+    ));
+    let kek = KeyEncryptionKey::generate("rest-1").unwrap();
+    Auth::builder(
+        backend,
+        store,
+        config.with_key_encryption(KeyEncryption::key(kek)),
+    )
+    .build()
+    .await
+    .unwrap();
+    let rows: Vec<(Option<serde_json::Value>, Option<String>)> =
+        sqlx::query_as("SELECT private_jwk, private_jwe FROM tenancy_signing_keys")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    let (plaintext, encrypted) = &rows[0];
+    assert_eq!(plaintext, &None);
+    let encrypted = encrypted.as_deref().unwrap();
+    // A compact JWE: five parts, the header naming dir, A256GCM and the key.
+    assert_eq!(encrypted.split('.').count(), 5);
+    assert!(!encrypted.contains("\"d\""));
+}

@@ -427,7 +427,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
             <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await?;
         match principal.subject {
             Subject::ApiKey(id) => Ok(ApiKey(id)),
-            Subject::User(_) => Err(Rejection(Problem::forbidden("this route needs an API key"))),
+            _ => Err(Rejection(Problem::forbidden("this route needs an API key"))),
         }
     }
 }

@@ -284,9 +284,24 @@ impl Directory {
     /// Creates a tenant with its first owner: the tenant, the owner (if
     /// new), the owner's membership and a `tenant.created` event, in one
     /// transaction.
-    #[tracing::instrument(skip_all, fields(tenant_id = tracing::field::Empty), err(Debug))]
     pub async fn create_tenant(
         &self,
+        new: NewTenant,
+        owner: Owner,
+        context: &AuditContext,
+    ) -> Result<CreatedTenant> {
+        let tx = self.backend.begin().await?;
+        let created = self.create_tenant_in(&*tx, new, owner, context).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// [`Directory::create_tenant`] as part of `tx`, which the caller
+    /// commits (or drops, undoing it), so other writes can join it.
+    #[tracing::instrument(skip_all, fields(tenant_id = tracing::field::Empty), err(Debug))]
+    pub async fn create_tenant_in(
+        &self,
+        tx: &dyn Transaction,
         new: NewTenant,
         owner: Owner,
         context: &AuditContext,
@@ -302,7 +317,6 @@ impl Directory {
             updated_at: now,
         };
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
-        let tx = self.backend.begin().await?;
         tx.insert_tenant(&tenant).await?;
         let owner = match owner {
             Owner::Existing(id) => tx.get_user(id).await?,
@@ -332,7 +346,6 @@ impl Directory {
             json!({ "slug": tenant.slug, "name": tenant.name, "owner_id": owner.id }),
         )?;
         tx.append_audit(tenant.id, event).await?;
-        tx.commit().await?;
         Ok(CreatedTenant {
             tenant,
             owner,
@@ -574,15 +587,32 @@ impl Directory {
     /// used, was revoked, has expired, was sent to another address than the
     /// signed-in user's, or names an address that already has an account
     /// while no user is signed in.
-    #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err(Debug))]
     pub async fn accept_invitation(
         &self,
         token: &InvitationToken,
         acceptor: Acceptor,
         context: &AuditContext,
     ) -> Result<Acceptance> {
-        let tenant_id = token.tenant_id();
         let tx = self.backend.begin().await?;
+        let accepted = self
+            .accept_invitation_in(&*tx, token, acceptor, context)
+            .await?;
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    /// [`Directory::accept_invitation`] as part of `tx`, which the caller
+    /// commits (or drops, undoing it), so other writes (such as the new
+    /// user's password) can join it.
+    #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err(Debug))]
+    pub async fn accept_invitation_in(
+        &self,
+        tx: &dyn Transaction,
+        token: &InvitationToken,
+        acceptor: Acceptor,
+        context: &AuditContext,
+    ) -> Result<Acceptance> {
+        let tenant_id = token.tenant_id();
         // Find the invitation before locking anything, so forged tokens
         // cannot queue up behind a tenant's workflows.
         let found = tx
@@ -661,7 +691,6 @@ impl Directory {
             json!({ "invitation_id": invitation.id, "user_id": user.id, "roles": membership.roles }),
         )?;
         tx.append_audit(tenant_id, event).await?;
-        tx.commit().await?;
         Ok(Acceptance {
             user,
             membership,

@@ -514,6 +514,57 @@ async fn host_transactions_compose_with_tenancy_writes() {
     ));
 }
 
+/// A workflow joined to a transaction with `Directory::create_tenant_in`
+/// and statements of another crate on `PgTransaction::connection` see each
+/// other, and commit together or not at all.
+#[tokio::test]
+async fn workflows_and_other_statements_share_one_transaction() {
+    let Some((_schema, backend, directory)) = migrated().await else {
+        return;
+    };
+    for commit in [false, true] {
+        let tx =
+            tenancy_core::postgres::PgTransaction::from_sqlx(backend.pool().begin().await.unwrap());
+        let created = directory
+            .create_tenant_in(
+                &tx,
+                NewTenant::new(
+                    Slug::new("joined").unwrap(),
+                    TenantName::new("Joined").unwrap(),
+                ),
+                Owner::New(NewUser::new(Email::new("ann@joined.test").unwrap())),
+                &AuditContext::system(),
+            )
+            .await
+            .unwrap();
+        {
+            let mut conn = tx.connection().await.unwrap();
+            let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_users WHERE id = $1")
+                .bind(created.owner.id.as_uuid())
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(seen, 1);
+        }
+        let stored = if commit {
+            Box::new(tx).commit().await.unwrap();
+            true
+        } else {
+            drop(tx);
+            false
+        };
+        assert_eq!(backend.get_tenant(created.tenant.id).await.is_ok(), stored);
+        assert_eq!(
+            backend
+                .find_user_by_email(&created.owner.email)
+                .await
+                .unwrap()
+                .is_some(),
+            stored
+        );
+    }
+}
+
 /// A connection whose `search_path` is the test's schema.
 async fn connect_in(schema: &TestSchema) -> PgConnection {
     let mut conn = PgConnection::connect(&schema.url).await.unwrap();

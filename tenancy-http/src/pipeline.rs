@@ -405,6 +405,8 @@ impl Tenancy {
                     key, tenant, roles, scopes,
                 ))
             }
+            // A kind of caller this pipeline does not know has no powers.
+            _ => Err(invalid()),
         }
     }
 
@@ -433,11 +435,7 @@ mod tests {
 
     async fn tenancy(source: TenantSource) -> Tenancy {
         let mut auth = AuthConfig::new("https://pipeline.test", "pipeline");
-        auth.argon2 = Argon2Config {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
+        auth.argon2 = Argon2Config::new(1024, 1, 1);
         let http = HttpConfig {
             tenant_source: source,
             ..HttpConfig::default()

@@ -575,12 +575,12 @@ async fn switch_tenant(
 
 async fn start_verification(
     t: &Tenancy,
-    _: &ApiRequest,
+    r: &ApiRequest,
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let user = user_id(ctx(c)?)?;
     t.auth()
-        .start_email_verification(user)
+        .start_email_verification(user, &r.client(t.config()))
         .await
         .map_err(|e| auth_error(t, &e))?;
     json(StatusCode::ACCEPTED, &json!({}))
@@ -619,7 +619,7 @@ async fn start_reset(
 ) -> Result<Response<Bytes>, Problem> {
     let input: EmailBody = body(t, r)?;
     t.auth()
-        .start_password_reset(&input.email)
+        .start_password_reset(&input.email, &r.client(t.config()))
         .await
         .map_err(|e| auth_error(t, &e))?;
     json(StatusCode::ACCEPTED, &json!({}))
@@ -639,7 +639,11 @@ async fn finish_reset(
 ) -> Result<Response<Bytes>, Problem> {
     let input: ResetBody = body(t, r)?;
     t.auth()
-        .finish_password_reset(&input.token, &Password::new(input.password))
+        .finish_password_reset(
+            &input.token,
+            &Password::new(input.password),
+            &r.client(t.config()),
+        )
         .await
         .map_err(|e| auth_error(t, &e))?;
     Ok(no_content())

@@ -6,6 +6,7 @@
 //! through [`auth_conformance_tests!`](crate::auth_conformance_tests).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod instrumented;
 mod service;
 mod stores;
 
@@ -20,14 +21,17 @@ use time::OffsetDateTime;
 
 use crate::store::AuthStore;
 
+pub use instrumented::InstrumentedStore;
 pub use service::{
-    service_api_keys, service_email_flows, service_key_rotation, service_login_and_lockout,
-    service_refresh_and_sessions, service_refresh_race, service_tenant_access,
-    service_token_rejections,
+    service_api_keys, service_atomic_workflows, service_email_flows, service_key_encryption,
+    service_key_rotation, service_login_and_lockout, service_login_limits, service_mail_limits,
+    service_refresh_and_sessions, service_refresh_race, service_registration_modes,
+    service_reset_reveals_nothing_by_timing, service_retention, service_session_bound_tokens,
+    service_tenant_access, service_token_rejections,
 };
 pub use stores::{
     api_key_store, credential_store, key_store, key_store_concurrent_activation, lockout_store,
-    one_time_token_store, session_store, session_store_refresh_race,
+    one_time_token_store, session_store, session_store_refresh_race, store_retention,
 };
 
 /// A core backend and an auth store over the same data.
@@ -52,10 +56,12 @@ macro_rules! auth_conformance_tests {
     ($fixture:expr) => {
         $crate::auth_conformance_tests!(@suites $fixture;
             credential_store, lockout_store, key_store, key_store_concurrent_activation,
-            session_store, session_store_refresh_race, api_key_store, one_time_token_store,
+            session_store, session_store_refresh_race, api_key_store, one_time_token_store, store_retention,
             service_login_and_lockout, service_refresh_and_sessions, service_refresh_race,
             service_tenant_access, service_api_keys, service_email_flows, service_token_rejections,
-            service_key_rotation
+            service_key_rotation, service_atomic_workflows, service_key_encryption,
+            service_session_bound_tokens, service_reset_reveals_nothing_by_timing, service_mail_limits,
+            service_registration_modes, service_login_limits, service_retention
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {

@@ -10,12 +10,14 @@ use time::Duration;
 
 use super::{Fixture, now, seed};
 use crate::api_key::{ApiKey, Scope};
+use crate::key_encryption::{EncryptedJwk, StoredPrivateKey};
 use crate::keys::{KeyAlgorithm, StoredKey};
 use crate::lockout::{ThrottleKey, ThrottleRule};
 use crate::one_time::{OneTimeToken, TokenPurpose};
 use crate::password::PasswordHashString;
 use crate::secret::random_256;
 use crate::session::{RefreshRecord, RevokeReason, RotateOutcome, Session};
+use crate::store::{LockoutStore, OneTimeTokenStore, SessionStore};
 
 fn hash() -> TokenHash {
     TokenHash::of(&random_256())
@@ -101,7 +103,7 @@ pub async fn key_store(f: Fixture) {
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0].kid, first.kid);
     assert_eq!(keys[0].retired_at, Some(t0 + Duration::minutes(1)));
-    assert_eq!(keys[0].private_jwk, first.private_jwk);
+    assert_eq!(keys[0].private_key, first.private_key);
     assert_eq!(keys[1].kid, second.kid);
     assert_eq!(keys[1].retired_at, None);
     assert_eq!(keys[1].public_jwk, second.public_jwk);
@@ -126,6 +128,26 @@ pub async fn key_store(f: Fixture) {
     let keys = f.store.list_signing_keys().await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].kid, second.kid);
+
+    // The private key is replaced in place: encrypted, and back.
+    let sealed = StoredPrivateKey::Encrypted(EncryptedJwk::from_compact(
+        "eyJlbmMiOiJBMjU2R0NNIiwia2lkIjoiazEiLCJhbGciOiJkaXIifQ..aXY.Y2lwaGVy.dGFn",
+    ));
+    for private_key in [sealed, second.private_key.clone()] {
+        f.store
+            .replace_private_key(&second.kid, &private_key)
+            .await
+            .unwrap();
+        let stored = f.store.list_signing_keys().await.unwrap();
+        assert_eq!(stored[0].private_key, private_key);
+        assert_eq!(stored[0].public_jwk, second.public_jwk);
+    }
+    assert!(matches!(
+        f.store
+            .replace_private_key("no-such-key", &second.private_key)
+            .await,
+        Err(StoreError::NotFound(Entity::SigningKey))
+    ));
 }
 
 /// Replicas rotating at once: at most one key is ever active.
@@ -380,7 +402,9 @@ pub async fn session_store(f: Fixture) {
     );
 }
 
-/// Two clients present one refresh token at once: at most one rotates.
+/// Clients present one refresh token at once: exactly one rotates, the
+/// next finds it spent (reuse: the session is revoked), any later one
+/// finds the session ended.
 pub async fn session_store_refresh_race(f: Fixture) {
     let (tenant, user) = seed(&*f.backend, "sess-race", "race@example.com", &["owner"]).await;
     for _ in 0..5 {
@@ -400,15 +424,16 @@ pub async fn session_store_refresh_race(f: Fixture) {
                 })
             })
             .collect();
-        let mut rotated = 0;
+        let (mut rotated, mut reused, mut inactive) = (0, 0, 0);
         for task in tasks {
             match task.await.unwrap().unwrap() {
                 RotateOutcome::Rotated(_) => rotated += 1,
-                RotateOutcome::Reused(_) | RotateOutcome::Inactive(_) => {}
+                RotateOutcome::Reused(_) => reused += 1,
+                RotateOutcome::Inactive(_) => inactive += 1,
                 RotateOutcome::Unknown => panic!("token unknown"),
             }
         }
-        assert!(rotated <= 1, "{rotated} rotations");
+        assert_eq!((rotated, reused, inactive), (1, 1, 2));
         assert!(
             f.store
                 .get_session(s.id)
@@ -503,7 +528,8 @@ pub async fn api_key_store(f: Fixture) {
 }
 
 /// One-time tokens: consumed once, only for their purpose, only before
-/// expiry; a new token replaces the user's unused one; races have one winner.
+/// expiry; none issued within the cooldown; earlier ones kept until one is
+/// used; races have one winner.
 pub async fn one_time_token_store(f: Fixture) {
     let (_, user) = seed(&*f.backend, "once", "once@example.com", &["owner"]).await;
     let t0 = now();
@@ -517,7 +543,12 @@ pub async fn one_time_token_store(f: Fixture) {
         used_at: None,
     };
     let reset = token(TokenPurpose::PasswordReset);
-    f.store.insert_one_time_token(&reset).await.unwrap();
+    assert!(
+        f.store
+            .insert_one_time_token(&reset, t0 - Duration::minutes(5))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         f.store
             .find_one_time_token(&reset.token_hash)
@@ -558,30 +589,77 @@ pub async fn one_time_token_store(f: Fixture) {
         None
     );
 
-    // A newer token of a purpose replaces the unused older one.
+    // Within the cooldown no second token is issued; after it one is, and
+    // the older one stays valid until one of them is used.
     let older = token(TokenPurpose::EmailVerification);
-    let newer = token(TokenPurpose::EmailVerification);
-    f.store.insert_one_time_token(&older).await.unwrap();
-    f.store.insert_one_time_token(&newer).await.unwrap();
+    let mut within = token(TokenPurpose::EmailVerification);
+    within.created_at = t0 + Duration::minutes(1);
+    let mut newer = token(TokenPurpose::EmailVerification);
+    newer.created_at = t0 + Duration::minutes(10);
+    let cooldown = Duration::minutes(5);
+    assert!(
+        f.store
+            .insert_one_time_token(&older, older.created_at - cooldown)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .insert_one_time_token(&within, within.created_at - cooldown)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         f.store
-            .find_one_time_token(&older.token_hash)
+            .find_one_time_token(&within.token_hash)
             .await
             .unwrap(),
         None
     );
     assert!(
         f.store
-            .find_one_time_token(&reset.token_hash)
+            .insert_one_time_token(&newer, newer.created_at - cooldown)
+            .await
+            .unwrap()
+    );
+    for kept in [&older, &newer, &reset] {
+        assert!(
+            f.store
+                .find_one_time_token(&kept.token_hash)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    // Using the older one spends the newer one, not the reset token.
+    assert!(
+        f.store
+            .consume_one_time_token(&older.token_hash, TokenPurpose::EmailVerification, t0)
             .await
             .unwrap()
             .is_some()
     );
+    assert!(
+        f.store
+            .find_one_time_token(&newer.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at
+            .is_some()
+    );
 
+    let racing = token(TokenPurpose::EmailVerification);
+    assert!(
+        f.store
+            .insert_one_time_token(&racing, racing.created_at - cooldown)
+            .await
+            .unwrap()
+    );
     let tasks: Vec<_> = (0..5)
         .map(|_| {
             let store = Arc::clone(&f.store);
-            let hash = newer.token_hash;
+            let hash = racing.token_hash;
             tokio::spawn(async move {
                 store
                     .consume_one_time_token(&hash, TokenPurpose::EmailVerification, t0)
@@ -596,4 +674,198 @@ pub async fn one_time_token_store(f: Fixture) {
         }
     }
     assert_eq!(winners, 1);
+}
+
+/// Retention: what ended before the cutoff goes (sessions with their
+/// refresh tokens, spent refresh tokens, throttle counters, used or
+/// expired one-time tokens); what is live or recent stays.
+pub async fn store_retention(f: Fixture) {
+    let (tenant, user) = seed(&*f.backend, "purge", "purge@example.com", &["owner"]).await;
+    let t0 = now();
+    let (keep, keep_spent) = (Duration::minutes(30), Duration::hours(1));
+    let created = |at| {
+        let s = session(tenant.id, user.id, at);
+        let h = hash();
+        (s, h)
+    };
+    let (live, first) = created(t0 - Duration::hours(3));
+    let (revoked_old, revoked_old_token) = created(t0 - Duration::hours(2));
+    let (revoked_recent, _) = created(t0 - Duration::hours(2));
+    let (idle_ended, idle_token) = created(t0 - Duration::days(2));
+    for (s, h) in [
+        (&live, first),
+        (&revoked_old, revoked_old_token),
+        (&revoked_recent, hash()),
+        (&idle_ended, idle_token),
+    ] {
+        f.store.create_session(s, &record(s, h), 100).await.unwrap();
+    }
+    f.store
+        .revoke_session(
+            revoked_old.id,
+            RevokeReason::Logout,
+            t0 - Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    f.store
+        .revoke_session(
+            revoked_recent.id,
+            RevokeReason::Logout,
+            t0 - Duration::minutes(10),
+        )
+        .await
+        .unwrap();
+    // The live session's family: one token spent long ago, one lately.
+    let (second, current) = (hash(), hash());
+    for (presented, next, at) in [
+        (first, second, t0 - Duration::hours(2)),
+        (second, current, t0 - Duration::minutes(5)),
+    ] {
+        assert!(matches!(
+            f.store
+                .rotate_refresh_token(&presented, &next, at, Duration::days(1))
+                .await
+                .unwrap(),
+            RotateOutcome::Rotated(_)
+        ));
+    }
+    let purged = SessionStore::purge_expired(&*f.store, t0, keep, keep_spent)
+        .await
+        .unwrap();
+    assert_eq!((purged.sessions, purged.refresh_tokens), (2, 3));
+    for gone in [revoked_old.id, idle_ended.id] {
+        assert!(matches!(
+            f.store.get_session(gone).await,
+            Err(StoreError::NotFound(Entity::Session))
+        ));
+    }
+    for kept in [live.id, revoked_recent.id] {
+        f.store.get_session(kept).await.unwrap();
+    }
+    for (token, kept) in [
+        (first, false),
+        (revoked_old_token, false),
+        (second, true),
+        (current, true),
+    ] {
+        assert_eq!(
+            f.store
+                .find_session_by_refresh_token(&token)
+                .await
+                .unwrap()
+                .is_some(),
+            kept
+        );
+    }
+    // Reuse of the recently spent token is still caught.
+    assert!(matches!(
+        f.store
+            .rotate_refresh_token(&second, &hash(), t0, Duration::days(1))
+            .await
+            .unwrap(),
+        RotateOutcome::Reused(_)
+    ));
+    assert_eq!(
+        SessionStore::purge_expired(&*f.store, t0, keep, keep_spent)
+            .await
+            .unwrap(),
+        crate::session::SessionPurge::default()
+    );
+
+    // Throttle counters: a window long over goes; a recent one and a lock
+    // still running stay.
+    let rule = ThrottleRule {
+        max_failures: 1,
+        window: Duration::minutes(15),
+        lock_for: Duration::minutes(70),
+    };
+    let wide = ThrottleRule {
+        max_failures: 100,
+        ..rule
+    };
+    let (old, recent, locked) = (
+        ThrottleKey::client("old"),
+        ThrottleKey::client("recent"),
+        ThrottleKey::client("locked"),
+    );
+    f.store
+        .record_login_failure(&old, &wide, t0 - Duration::hours(2))
+        .await
+        .unwrap();
+    f.store
+        .record_login_failure(&recent, &wide, t0 - Duration::minutes(5))
+        .await
+        .unwrap();
+    f.store
+        .record_login_failure(&locked, &rule, t0 - Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        LockoutStore::purge_expired(&*f.store, t0, keep)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(f.store.throttle_state(&old).await.unwrap(), None);
+    for kept in [&recent, &locked] {
+        assert!(f.store.throttle_state(kept).await.unwrap().is_some());
+    }
+
+    // One-time tokens: used or expired before the cutoff go.
+    let one_time = |created: time::OffsetDateTime, lifetime: Duration| OneTimeToken {
+        token_hash: hash(),
+        purpose: TokenPurpose::PasswordReset,
+        user_id: user.id,
+        email: user.email.clone(),
+        created_at: created,
+        expires_at: created + lifetime,
+        used_at: None,
+    };
+    let used_long_ago = one_time(t0 - Duration::hours(3), Duration::hours(5));
+    let expired = one_time(t0 - Duration::hours(3), Duration::hours(1));
+    let used_lately = one_time(t0 - Duration::minutes(20), Duration::hours(1));
+    let live_token = one_time(t0, Duration::hours(1));
+    // Issued and used in turn (using one spends the unused others).
+    for (token, used_at) in [
+        (&used_long_ago, Some(t0 - Duration::hours(2))),
+        (&expired, None),
+        (&used_lately, Some(t0 - Duration::minutes(10))),
+        (&live_token, None),
+    ] {
+        assert!(
+            f.store
+                .insert_one_time_token(token, token.created_at)
+                .await
+                .unwrap()
+        );
+        if let Some(at) = used_at {
+            f.store
+                .consume_one_time_token(&token.token_hash, TokenPurpose::PasswordReset, at)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        OneTimeTokenStore::purge_expired(&*f.store, t0, keep)
+            .await
+            .unwrap(),
+        2
+    );
+    for (token, kept) in [
+        (&used_long_ago, false),
+        (&expired, false),
+        (&used_lately, true),
+        (&live_token, true),
+    ] {
+        assert_eq!(
+            f.store
+                .find_one_time_token(&token.token_hash)
+                .await
+                .unwrap()
+                .is_some(),
+            kept
+        );
+    }
 }

@@ -64,7 +64,7 @@ use async_trait::async_trait;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
-use tokio::sync::Mutex;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::audit::{
     ActionFilter, AuditEvent, AuditQuery, ChainEntry, ChainHash, ChainHead, NewAuditEvent,
@@ -242,6 +242,18 @@ impl PgTransaction {
     /// Returns the sqlx transaction, uncommitted.
     pub fn into_sqlx(self) -> sqlx::Transaction<'static, Postgres> {
         self.inner.into_inner().tx
+    }
+
+    /// The transaction's connection, for statements on other tables (such
+    /// as another crate's) that must commit with tenancy's writes. Calls on
+    /// this transaction wait while the guard is held: drop it before the
+    /// next one. A failed statement aborts the transaction in Postgres, so
+    /// the caller must then drop it rather than commit.
+    /// [`StoreError::TransactionAborted`] if a call on it already failed.
+    pub async fn connection(&self) -> Result<MappedMutexGuard<'_, PgConnection>> {
+        let mut inner = self.inner.lock().await;
+        inner.unscoped()?;
+        Ok(MutexGuard::map(inner, |inner| &mut *inner.tx))
     }
 }
 

@@ -71,11 +71,11 @@ pub const SCENARIO_EXPORT_LIMIT: usize = 16 * 1024;
 /// audit exports of at most [`SCENARIO_EXPORT_LIMIT`] bytes.
 pub fn scenario_config() -> (Catalog, AuthConfig, HttpConfig) {
     let mut auth = AuthConfig::new("https://scenarios.test", "scenarios");
-    auth.argon2 = Argon2Config {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
+    auth.argon2 = Argon2Config::new(1024, 1, 1);
+    // One fixed key, so replicas on one database read each other's signing keys.
+    auth.key_encryption = tenancy_auth::KeyEncryption::key(
+        tenancy_auth::KeyEncryptionKey::new("scenarios-1", [5; 32]).unwrap(),
+    );
     let http = HttpConfig {
         tenant_source: TenantSource::Header(http::HeaderName::from_static("x-tenant-id")),
         cookies: CookieConfig {

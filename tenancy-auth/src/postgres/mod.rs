@@ -1,9 +1,11 @@
 //! Postgres auth stores (feature `postgres`).
 //!
 //! Migrations are numbered 2000–2999 and reference tenancy-core's tables;
-//! [`PgAuthStore::migrate`] runs core's migrations first. Signing keys are
-//! stored as JWK in the database: protect it (encryption at rest, narrow
-//! access) as you would any private key.
+//! [`PgAuthStore::migrate`] runs core's migrations first. Private signing
+//! keys are stored as JWE, encrypted under a key-encryption key the host
+//! provides and the database never sees (see [`crate::key_encryption`]);
+//! [`crate::Auth`] refuses to start on Postgres without one unless told
+//! otherwise.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tenancy_core::{
 use time::{Duration, OffsetDateTime};
 
 use crate::api_key::{ApiKey, Scope};
+use crate::key_encryption::{EncryptedJwk, StoredPrivateKey};
 use crate::keys::{KeyAlgorithm, PrivateJwk, StoredKey};
 use crate::lockout::{ThrottleKey, ThrottleRule, ThrottleState};
 use crate::one_time::{OneTimeToken, TokenPurpose};
@@ -27,6 +30,7 @@ use crate::password::PasswordHashString;
 use crate::revocation::RevocationSet;
 use crate::session::{
     RefreshRecord, RefreshTokenOwner, Revocation, RevokeReason, RotateOutcome, Session,
+    SessionPurge,
 };
 use crate::store::{
     ApiKeyStore, CredentialStore, KeyStore, LockoutStore, OneTimeTokenStore, SessionStore,
@@ -202,18 +206,29 @@ fn one_time_from_row(row: &PgRow) -> Result<OneTimeToken> {
     })
 }
 
+mod transaction;
+mod writes;
+
+pub use transaction::PgAuthTransaction;
+
 fn key_from_row(row: &PgRow) -> Result<StoredKey> {
     let algorithm: String = get(row, "algorithm")?;
-    let private: Value = get(row, "private_jwk")?;
+    let plaintext: Option<Value> = get(row, "private_jwk")?;
+    let encrypted: Option<String> = get(row, "private_jwe")?;
     let public: Option<Value> = get(row, "public_jwk")?;
     let as_map = |value: Value| match value {
         Value::Object(map) => Ok(map),
         _ => Err(corrupt("signing key")),
     };
+    let private_key = match (encrypted, plaintext) {
+        (Some(jwe), None) => StoredPrivateKey::Encrypted(EncryptedJwk::from_compact(jwe)),
+        (None, Some(jwk)) => StoredPrivateKey::Plaintext(PrivateJwk::from_map(as_map(jwk)?)),
+        _ => return Err(corrupt("signing key")),
+    };
     Ok(StoredKey {
         kid: get(row, "kid")?,
         algorithm: KeyAlgorithm::from_str(&algorithm).map_err(|_| corrupt("key algorithm"))?,
-        private_jwk: PrivateJwk::from_map(as_map(private)?),
+        private_key,
         public_jwk: public.map(as_map).transpose()?,
         created_at: get(row, "created_at")?,
         retired_at: get(row, "retired_at")?,
@@ -237,17 +252,8 @@ impl CredentialStore for PgAuthStore {
         hash: &PasswordHashString,
         at: OffsetDateTime,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tenancy_password_credentials (user_id, phc, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id) DO UPDATE SET phc = EXCLUDED.phc, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(user_id.as_uuid())
-        .bind(hash.as_str())
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        writes::set_password_hash(&mut conn, user_id, hash, at).await
     }
 
     async fn password_hash(&self, user_id: UserId) -> Result<Option<PasswordHashString>> {
@@ -315,12 +321,20 @@ impl LockoutStore for PgAuthStore {
     }
 
     async fn clear_throttle(&self, key: &ThrottleKey) -> Result<()> {
-        sqlx::query("DELETE FROM tenancy_login_throttle WHERE key = $1")
-            .bind(key.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        writes::clear_throttle(&mut conn, key).await
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM tenancy_login_throttle WHERE window_started < $1 \
+             AND (locked_until IS NULL OR locked_until < $1)",
+        )
+        .bind(now - keep)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected())
     }
 }
 
@@ -328,7 +342,7 @@ impl LockoutStore for PgAuthStore {
 impl KeyStore for PgAuthStore {
     async fn list_signing_keys(&self) -> Result<Vec<StoredKey>> {
         let rows = sqlx::query(
-            "SELECT kid, algorithm, private_jwk, public_jwk, created_at, retired_at \
+            "SELECT kid, algorithm, private_jwk, private_jwe, public_jwk, created_at, retired_at \
              FROM tenancy_signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(&self.pool)
@@ -344,13 +358,15 @@ impl KeyStore for PgAuthStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        let (plaintext, encrypted) = private_columns(&key.private_key);
         sqlx::query(
-            "INSERT INTO tenancy_signing_keys (kid, algorithm, private_jwk, public_jwk, created_at, retired_at) \
-             VALUES ($1, $2, $3, $4, $5, NULL)",
+            "INSERT INTO tenancy_signing_keys (kid, algorithm, private_jwk, private_jwe, public_jwk, created_at, retired_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
         )
         .bind(&key.kid)
         .bind(key.algorithm.as_str())
-        .bind(Value::Object(key.private_jwk.expose_secret().clone()))
+        .bind(plaintext)
+        .bind(encrypted)
         .bind(key.public_jwk.clone().map(Value::Object))
         .bind(key.created_at)
         .execute(&mut *tx)
@@ -367,6 +383,33 @@ impl KeyStore for PgAuthStore {
             .map_err(db_error)?;
         Ok(done.rows_affected())
     }
+
+    async fn replace_private_key(&self, kid: &str, private_key: &StoredPrivateKey) -> Result<()> {
+        let (plaintext, encrypted) = private_columns(private_key);
+        let done = sqlx::query(
+            "UPDATE tenancy_signing_keys SET private_jwk = $2, private_jwe = $3 WHERE kid = $1",
+        )
+        .bind(kid)
+        .bind(plaintext)
+        .bind(encrypted)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(Entity::SigningKey));
+        }
+        Ok(())
+    }
+}
+
+/// The `private_jwk` and `private_jwe` columns of a private key: one is set.
+fn private_columns(key: &StoredPrivateKey) -> (Option<Value>, Option<&str>) {
+    match key {
+        StoredPrivateKey::Encrypted(jwe) => (None, Some(jwe.as_compact())),
+        StoredPrivateKey::Plaintext(jwk) => {
+            (Some(Value::Object(jwk.expose_secret().clone())), None)
+        }
+    }
 }
 
 #[async_trait]
@@ -378,56 +421,8 @@ impl SessionStore for PgAuthStore {
         max_per_user: u32,
     ) -> Result<Vec<SessionId>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // One login at a time per user, so the limit holds under concurrency.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('tenancy.sessions:' || $1::text, 0))",
-        )
-        .bind(session.user_id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO tenancy_sessions (id, user_id, tenant_id, user_agent, ip, created_at, last_seen_at, \
-             idle_expires_at, absolute_expires_at) VALUES ($1, $2, $3, $4, $5::inet, $6, $7, $8, $9)",
-        )
-        .bind(session.id.as_uuid())
-        .bind(session.user_id.as_uuid())
-        .bind(session.tenant_id.as_uuid())
-        .bind(session.user_agent.as_deref())
-        .bind(session.ip.map(|ip| ip.to_string()))
-        .bind(session.created_at)
-        .bind(session.last_seen_at)
-        .bind(session.idle_expires_at)
-        .bind(session.absolute_expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query("INSERT INTO tenancy_refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, $2, $3)")
-            .bind(refresh.token_hash.as_bytes().as_slice())
-            .bind(session.id.as_uuid())
-            .bind(refresh.issued_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let now = session.created_at;
-        let evicted: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "UPDATE tenancy_sessions SET revoked_at = $2, revoke_reason = 'evicted' WHERE id IN ( \
-                 SELECT id FROM tenancy_sessions WHERE user_id = $1 AND revoked_at IS NULL \
-                 AND idle_expires_at > $2 AND absolute_expires_at > $2 \
-                 ORDER BY created_at, id \
-                 LIMIT GREATEST((SELECT count(*) FROM tenancy_sessions WHERE user_id = $1 \
-                     AND revoked_at IS NULL AND idle_expires_at > $2 AND absolute_expires_at > $2) - $3, 0)) \
-             RETURNING id",
-        )
-        .bind(session.user_id.as_uuid())
-        .bind(now)
-        .bind(i64::from(max_per_user.max(1)))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        let evicted = writes::create_session(&mut tx, session, refresh, max_per_user).await?;
         tx.commit().await.map_err(db_error)?;
-        let mut evicted: Vec<SessionId> = evicted.into_iter().map(SessionId::from_uuid).collect();
-        evicted.sort();
         Ok(evicted)
     }
 
@@ -574,19 +569,8 @@ impl SessionStore for PgAuthStore {
         reason: RevokeReason,
         at: OffsetDateTime,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE tenancy_sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id.as_uuid())
-        .bind(at)
-        .bind(reason.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        if done.rows_affected() > 0 {
-            return Ok(true);
-        }
-        self.get_session(id).await.map(|_| false)
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        writes::revoke_session(&mut conn, id, reason, at).await
     }
 
     async fn revoke_user_sessions(
@@ -596,21 +580,8 @@ impl SessionStore for PgAuthStore {
         reason: RevokeReason,
         at: OffsetDateTime,
     ) -> Result<Vec<SessionId>> {
-        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "UPDATE tenancy_sessions SET revoked_at = $3, revoke_reason = $4 \
-             WHERE user_id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) AND revoked_at IS NULL \
-             AND absolute_expires_at > $3 RETURNING id",
-        )
-        .bind(user_id.as_uuid())
-        .bind(tenant_id.map(|t| t.as_uuid()))
-        .bind(at)
-        .bind(reason.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let mut ids: Vec<SessionId> = ids.into_iter().map(SessionId::from_uuid).collect();
-        ids.sort();
-        Ok(ids)
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        writes::revoke_user_sessions(&mut conn, user_id, tenant_id, reason, at).await
     }
 
     async fn revoke_tenant_sessions(
@@ -657,31 +628,43 @@ impl SessionStore for PgAuthStore {
             })
             .collect())
     }
+
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        keep_ended: Duration,
+        keep_spent: Duration,
+    ) -> Result<SessionPurge> {
+        // One statement: the refresh tokens go with their sessions, and the
+        // foreign key is checked once both are gone.
+        let (sessions, tokens): (i64, i64) = sqlx::query_as(
+            "WITH ended AS ( \
+                 SELECT id FROM tenancy_sessions \
+                 WHERE revoked_at < $1 OR LEAST(idle_expires_at, absolute_expires_at) < $1 \
+             ), tokens AS ( \
+                 DELETE FROM tenancy_refresh_tokens \
+                 WHERE session_id IN (SELECT id FROM ended) OR rotated_at < $2 RETURNING 1 \
+             ), sessions AS ( \
+                 DELETE FROM tenancy_sessions WHERE id IN (SELECT id FROM ended) RETURNING 1 \
+             ) SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM tokens)",
+        )
+        .bind(now - keep_ended)
+        .bind(now - keep_spent)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(SessionPurge::new(
+            u64::try_from(sessions).unwrap_or_default(),
+            u64::try_from(tokens).unwrap_or_default(),
+        ))
+    }
 }
 
 #[async_trait]
 impl ApiKeyStore for PgAuthStore {
     async fn insert_api_key(&self, key: &ApiKey) -> Result<()> {
-        let scopes: Vec<&str> = key.scopes.iter().map(Scope::as_str).collect();
-        sqlx::query(
-            "INSERT INTO tenancy_api_keys (id, tenant_id, name, scopes, secret_hash, created_by_kind, created_by_id, \
-             created_at, expires_at, last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(key.id.as_uuid())
-        .bind(key.tenant_id.as_uuid())
-        .bind(&key.name)
-        .bind(scopes)
-        .bind(key.secret_hash.as_bytes().as_slice())
-        .bind(key.created_by.kind())
-        .bind(key.created_by.id())
-        .bind(key.created_at)
-        .bind(key.expires_at)
-        .bind(key.last_used_at)
-        .bind(key.revoked_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        writes::insert_api_key(&mut conn, key).await
     }
 
     async fn get_api_key(&self, id: ApiKeyId) -> Result<ApiKey> {
@@ -729,21 +712,8 @@ impl ApiKeyStore for PgAuthStore {
         id: ApiKeyId,
         at: OffsetDateTime,
     ) -> Result<ApiKey> {
-        let row = sqlx::query(concat!(
-            "UPDATE tenancy_api_keys SET revoked_at = COALESCE(revoked_at, $3) \
-             WHERE tenant_id = $1 AND id = $2 RETURNING ",
-            api_key_columns!()
-        ))
-        .bind(tenant_id.as_uuid())
-        .bind(id.as_uuid())
-        .bind(at)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        row.as_ref()
-            .map(api_key_from_row)
-            .transpose()?
-            .ok_or(StoreError::NotFound(Entity::ApiKey))
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        writes::revoke_api_key(&mut conn, tenant_id, id, at).await
     }
 
     async fn touch_api_key(&self, id: ApiKeyId, at: OffsetDateTime) -> Result<()> {
@@ -764,14 +734,36 @@ impl ApiKeyStore for PgAuthStore {
 
 #[async_trait]
 impl OneTimeTokenStore for PgAuthStore {
-    async fn insert_one_time_token(&self, token: &OneTimeToken) -> Result<()> {
+    async fn insert_one_time_token(
+        &self,
+        token: &OneTimeToken,
+        cooldown_since: OffsetDateTime,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query("DELETE FROM tenancy_one_time_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL")
-            .bind(token.user_id.as_uuid())
-            .bind(token.purpose.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        // One issuer at a time per user and purpose, so the cooldown holds
+        // under concurrency.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('tenancy.one_time:' || $1::text || ':' || $2, 0))",
+        )
+        .bind(token.user_id.as_uuid())
+        .bind(token.purpose.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let recent: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tenancy_one_time_tokens WHERE user_id = $1 AND purpose = $2 \
+             AND used_at IS NULL AND expires_at > $3 AND created_at >= $4)",
+        )
+        .bind(token.user_id.as_uuid())
+        .bind(token.purpose.as_str())
+        .bind(token.created_at)
+        .bind(cooldown_since)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if recent {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO tenancy_one_time_tokens (token_hash, purpose, user_id, email, created_at, expires_at, used_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -786,7 +778,8 @@ impl OneTimeTokenStore for PgAuthStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 
     async fn find_one_time_token(&self, hash: &TokenHash) -> Result<Option<OneTimeToken>> {
@@ -808,15 +801,21 @@ impl OneTimeTokenStore for PgAuthStore {
         purpose: TokenPurpose,
         now: OffsetDateTime,
     ) -> Result<Option<OneTimeToken>> {
-        let row = sqlx::query(concat!("UPDATE tenancy_one_time_tokens SET used_at = $3 WHERE token_hash = $1 AND purpose = $2 \
-             AND used_at IS NULL AND expires_at > $3 RETURNING ", one_time_columns!()))
-        .bind(hash.as_bytes().as_slice())
-        .bind(purpose.as_str())
-        .bind(now)
-        .fetch_optional(&self.pool)
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let used = writes::consume_one_time_token(&mut tx, hash, purpose, now).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(used)
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, keep: Duration) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM tenancy_one_time_tokens WHERE expires_at < $1 OR used_at < $1",
+        )
+        .bind(now - keep)
+        .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        row.as_ref().map(one_time_from_row).transpose()
+        Ok(done.rows_affected())
     }
 }
 
