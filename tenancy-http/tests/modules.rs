@@ -99,11 +99,7 @@ fn request(path: &str, token: &str) -> ApiRequest {
 #[tokio::test]
 async fn a_module_brings_routes_a_request_step_and_tasks() {
     let mut auth = AuthConfig::new("https://modules.test", "modules");
-    auth.argon2 = Argon2Config {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
+    auth.argon2 = Argon2Config::new(1024, 1, 1);
     let task_running = Arc::new(AtomicBool::new(false));
     let tenancy = Tenancy::builder(Catalog::new(["projects:read"]).unwrap(), auth)
         .module(Greeter {
