@@ -181,10 +181,17 @@ async fn migrations_rerun_cleanly() {
     };
     let store = store::postgres::PgAuthzStore::new(schema.pool.clone());
     store.migrate().await.unwrap();
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&schema.pool)
-            .await
-            .unwrap();
-    assert_eq!(versions, vec![1001, 1002, 3001]);
+    let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM {} ORDER BY version",
+        tenancy_core::postgres::MIGRATIONS_TABLE
+    )))
+    .fetch_all(&schema.pool)
+    .await
+    .unwrap();
+    let expected: Vec<i64> = tenancy_core::postgres::migrator()
+        .iter()
+        .chain(store::postgres::migrator().iter())
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, expected);
 }

@@ -92,6 +92,7 @@ pub struct TenancyBuilder {
     directory_cache: Option<CacheConfig>,
     policy_freshness: Freshness,
     revocation_sync: Option<Duration>,
+    purge_every: Option<Duration>,
     modules: Vec<Registered>,
 }
 
@@ -110,6 +111,7 @@ impl std::fmt::Debug for TenancyBuilder {
             .field("http", &self.http)
             .field("policy_freshness", &self.policy_freshness)
             .field("revocation_sync", &self.revocation_sync)
+            .field("purge_every", &self.purge_every)
             .field(
                 "modules",
                 &self
@@ -139,6 +141,7 @@ impl Tenancy {
             directory_cache: None,
             policy_freshness: Freshness::MaxAge(Duration::from_secs(1)),
             revocation_sync: Some(Duration::from_secs(30)),
+            purge_every: Some(Duration::from_secs(3600)),
             modules: Vec::new(),
         }
     }
@@ -276,6 +279,16 @@ impl TenancyBuilder {
         self
     }
 
+    /// How often a background task deletes what is past retention: ended
+    /// sessions, spent refresh tokens, old throttle counters, used or
+    /// expired one-time tokens (see `Auth::purge_expired`; default every
+    /// hour, first at start; `None` turns it off, for hosts that schedule
+    /// the purge themselves).
+    pub fn purge_every(mut self, interval: Option<Duration>) -> Self {
+        self.purge_every = interval;
+        self
+    }
+
     /// Adds an optional module: its routes, pipeline step, migrations,
     /// listener channels and background tasks (see [`Module`]).
     pub fn module<M: Module>(mut self, module: M) -> Self {
@@ -358,6 +371,9 @@ impl TenancyBuilder {
                 background.tasks.push(auth.spawn_revocation_sync(interval));
             }
         }
+        if let Some(interval) = self.purge_every {
+            background.tasks.push(spawn_purge(auth.clone(), interval));
+        }
         let tenancy = Tenancy::assemble(
             auth,
             policies,
@@ -393,6 +409,21 @@ impl TenancyBuilder {
             .await
             .map_err(|e| SetupError::Migrate(Box::new(e)))
     }
+}
+
+/// Purges what is past retention every `interval`, logging what went.
+fn spawn_purge(auth: Auth, interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match auth.purge_expired().await {
+                Ok(report) => tracing::debug!(?report, "purged expired records"),
+                Err(error) => tracing::warn!(%error, "purging expired records failed"),
+            }
+        }
+    })
 }
 
 fn memory_stores() -> Stores {

@@ -66,6 +66,10 @@ pub trait Module: Any + Send + Sync {
         let _ = tenancy;
         Vec::new()
     }
+
+    /// Finishes what must not be lost when the process stops (flush
+    /// buffered work); called by [`Tenancy::shutdown`].
+    async fn shutdown(&self) {}
 }
 
 /// A registered module, held twice: as the trait the builder and the

@@ -98,6 +98,24 @@ impl Tenancy {
             .extend(tasks);
     }
 
+    /// Stops cleanly, once the server has stopped taking requests: each
+    /// module finishes its work ([`crate::Module::shutdown`], such as
+    /// flushing buffered usage), queued mail is delivered, and the
+    /// background tasks (listener, syncs, purges, modules' tasks) stop.
+    /// Dropping every clone stops the tasks too, but without the first two.
+    pub async fn shutdown(&self) {
+        for registered in self.modules() {
+            registered.module.shutdown().await;
+        }
+        self.inner.auth.wait_for_mail().await;
+        let mut background = self
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *background = Background::default();
+    }
+
     pub(crate) fn modules(&self) -> &[Registered] {
         &self.inner.modules
     }
