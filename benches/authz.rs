@@ -653,7 +653,7 @@ fn abac(c: &mut Criterion) {
     let time_key = AttrKey::new("time").unwrap();
     let roles = RoleSet::parse(["contractor"]).unwrap();
     let ann = Principal::new(PrincipalKind::User, "ann", tenant, roles.clone())
-        .with_attribute(suspended, false);
+        .with_attribute(suspended.clone(), false);
     let sam =
         Principal::new(PrincipalKind::User, "sam", tenant, roles).with_attribute(suspended, true);
     let project = Resource::new("project")

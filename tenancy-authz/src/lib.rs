@@ -35,5 +35,5 @@ pub use role::{RoleDefinition, RoleError};
 pub use store::MemoryAuthzStore;
 pub use store::{AuthzStoreError, Epoch, PolicyStore, RoleStore, Versioned};
 pub use value::{
-    AttrKey, AttrNameError, Attributes, Cidr, CidrParseError, MAX_ATTRIBUTE_NAMES, Value,
+    AttrKey, AttrNameError, Attributes, Cidr, CidrParseError, MAX_ATTRIBUTE_NAME_LEN, Value,
 };
