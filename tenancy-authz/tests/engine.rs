@@ -418,3 +418,60 @@ fn one_tenants_attribute_names_do_not_affect_another() {
     assert!(allowed(&a, &ann, "projects:update", &mine));
     assert!(!allowed(&a, &ann, "projects:update", &theirs));
 }
+
+/// Break-glass: no deny statement takes reading or managing policies and
+/// roles from a principal holding `owner`, even a deny-all; everything
+/// else stays denied, and other roles are bound as usual.
+#[test]
+fn deny_statements_never_lock_owners_out_of_policies_and_roles() {
+    let tenant = TenantId::new();
+    let lockdown = Policy::from_json(
+        r#"{"id": "lockdown", "statements": [{"sid": "all", "effect": "deny", "actions": ["*"]}]}"#,
+        &catalog(),
+    )
+    .unwrap();
+    let a = Engine::new(catalog())
+        .compile(tenant, &[], &[lockdown])
+        .unwrap();
+    let owner = user(tenant, &["owner"]);
+    let admin = user(tenant, &["admin"]);
+    let anything = Resource::new("policy").in_tenant(tenant);
+    for action in [
+        "policies:read",
+        "policies:manage",
+        "roles:read",
+        "roles:manage",
+    ] {
+        let decision = a.check(&AuthzRequest::new(&owner, action, &anything));
+        assert_eq!(
+            (decision.allowed(), decision.reason()),
+            (true, Reason::OwnerBreakGlass),
+            "{action}"
+        );
+        assert!(allowed(&a, &owner, action, &anything), "{action}");
+        assert!(!allowed(&a, &admin, action, &anything), "{action}");
+    }
+    let request = AuthzRequest::new(&owner, "roles:manage", &anything);
+    assert_eq!(
+        a.explain(&request).to_string(),
+        "allowed: `roles:manage` granted to an owner although policy `lockdown` statement `all` denies it: no deny statement applies to owners reading or managing policies and roles (break-glass)"
+    );
+    for action in ["members:read", "projects:read", "tenant:delete"] {
+        let decision = a.check(&AuthzRequest::new(&owner, action, &anything));
+        assert_eq!(
+            (decision.allowed(), decision.reason()),
+            (false, Reason::DenyStatement),
+            "{action}"
+        );
+    }
+    // A key of the owner keeps its scopes: break-glass does not widen them.
+    let key = Principal::api_key(
+        ApiKeyId::new(),
+        tenant,
+        RoleSet::single(RoleName::OWNER),
+        ["policies:read".parse().unwrap()],
+    );
+    assert!(allowed(&a, &key, "policies:read", &anything));
+    let decision = a.check(&AuthzRequest::new(&key, "policies:manage", &anything));
+    assert_eq!(decision.reason(), Reason::OutsideScopes);
+}

@@ -89,6 +89,9 @@ pub struct Authorizer {
     pub(super) words: usize,
     pub(super) permission_count: usize,
     pub(super) owner: Option<u32>,
+    /// What no deny statement takes from an owner: `policies:read`,
+    /// `policies:manage`, `roles:read` and `roles:manage`.
+    pub(super) break_glass: Bits,
     pub(super) policies: Vec<Policy>,
     pub(super) statements: Vec<CompiledStatement>,
     pub(super) deny: Buckets,

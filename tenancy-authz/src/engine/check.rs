@@ -1,6 +1,6 @@
 //! The hot path: [`Authorizer::check`] and its interned-id form.
 
-use tenancy_core::RoleSet;
+use tenancy_core::{RoleName, RoleSet};
 
 use super::authorizer::{Authorizer, CompiledStatement};
 use super::decision::{Decision, PreparedPrincipal, Reason};
@@ -20,9 +20,10 @@ impl Authorizer {
     ///
     /// Order: a principal or resource of another tenant is denied; an
     /// action outside the catalog is denied; an API key's scopes must
-    /// include the action; any matching deny statement denies; then a role
-    /// of the principal or a matching allow statement allows; otherwise
-    /// nothing grants, and the answer is deny.
+    /// include the action; any matching deny statement denies (except that
+    /// none denies an owner reading or managing policies and roles: the
+    /// break-glass rule); then a role of the principal or a matching allow
+    /// statement allows; otherwise nothing grants, and the answer is deny.
     #[inline]
     pub fn check(&self, request: &AuthzRequest<'_>) -> Decision {
         let principal = request.principal;
@@ -46,17 +47,46 @@ impl Authorizer {
             return Decision::deny(Reason::OutsideScopes, 0);
         }
         let a = action.index();
-        if let Some(decision) = self.denied(a, principal, request.resource, request.context) {
-            return decision;
-        }
-        for role in principal.roles.iter() {
-            if let Some(r) = self.role_index.get(role.as_str())
-                && self.flat_has(r, a)
-            {
-                return Decision::allow(Reason::Role, r);
+        let granted = || {
+            for role in principal.roles.iter() {
+                if let Some(r) = self.role_index.get(role.as_str())
+                    && self.flat_has(r, a)
+                {
+                    return Decision::allow(Reason::Role, r);
+                }
             }
+            self.allowed_by_statement(a, principal, request.resource, request.context)
+        };
+        if let Some(denied) = self.denied(a, principal, request.resource, request.context) {
+            let owner = self.owner.is_some() && principal.roles.contains(&RoleName::OWNER);
+            return self.unless_break_glass(denied, a, owner, granted);
         }
-        self.allowed_by_statement(a, principal, request.resource, request.context)
+        granted()
+    }
+
+    /// A deny statement applied: it decides, unless the principal holds
+    /// `owner` and the action is one of the break-glass permissions
+    /// (reading and managing policies and roles), which no deny statement
+    /// takes from an owner. Then the roles and allow statements decide
+    /// alone, and an allow says the rule was used.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn unless_break_glass(
+        &self,
+        denied: Decision,
+        a: usize,
+        owner: bool,
+        granted: impl FnOnce() -> Decision,
+    ) -> Decision {
+        if !owner || !self.break_glass.get(a) {
+            return denied;
+        }
+        let decision = granted();
+        if decision.allowed {
+            Decision::allow(Reason::OwnerBreakGlass, denied.detail)
+        } else {
+            decision
+        }
     }
 
     #[inline]
@@ -245,20 +275,22 @@ impl PreparedPrincipal<'_> {
         {
             return Decision::deny(Reason::OutsideScopes, 0);
         }
-        if let Some(decision) = authorizer.denied(a, principal, resource, context) {
-            return decision;
+        let held = self.held.get(..self.held_len).unwrap_or_default();
+        let granted = || {
+            if self.permissions.get(a) {
+                let role = held
+                    .iter()
+                    .copied()
+                    .find(|&r| authorizer.flat_has(r, a))
+                    .unwrap_or(0);
+                return Decision::allow(Reason::Role, role);
+            }
+            authorizer.allowed_by_statement(a, principal, resource, context)
+        };
+        if let Some(denied) = authorizer.denied(a, principal, resource, context) {
+            let owner = authorizer.owner.is_some_and(|owner| held.contains(&owner));
+            return authorizer.unless_break_glass(denied, a, owner, granted);
         }
-        if self.permissions.get(a) {
-            let role = self
-                .held
-                .get(..self.held_len)
-                .unwrap_or_default()
-                .iter()
-                .copied()
-                .find(|&r| authorizer.flat_has(r, a))
-                .unwrap_or(0);
-            return Decision::allow(Reason::Role, role);
-        }
-        authorizer.allowed_by_statement(a, principal, resource, context)
+        granted()
     }
 }

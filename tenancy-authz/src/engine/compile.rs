@@ -8,10 +8,19 @@ use tenancy_core::{RoleName, TenantId};
 
 use super::Engine;
 use super::authorizer::{Authorizer, Buckets, CompiledRole, CompiledStatement};
-use crate::permission::Bits;
+use crate::permission::{Bits, sdk};
 use crate::policy::{Effect, Policy};
 use crate::role::{RoleDefinition, RoleError};
 use crate::table::StrTable;
+
+/// The permissions no deny statement takes from an owner, so that an owner
+/// can always see and undo any policy or role (break-glass).
+pub(crate) const BREAK_GLASS: [&str; 4] = [
+    sdk::POLICIES_READ,
+    sdk::POLICIES_MANAGE,
+    sdk::ROLES_READ,
+    sdk::ROLES_MANAGE,
+];
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -136,6 +145,12 @@ pub(super) fn compile(
         }
     }
     let owner = role_index.get(RoleName::OWNER.as_str()).copied();
+    let mut break_glass = Bits::new(words);
+    for permission in BREAK_GLASS {
+        if let Some(id) = catalog.id(permission) {
+            break_glass.set(id.index());
+        }
+    }
     let permission_count = catalog.len();
     let mut flat = Vec::with_capacity(roles.len() * words);
     for role in &roles {
@@ -158,6 +173,7 @@ pub(super) fn compile(
         words,
         permission_count,
         owner,
+        break_glass,
         policies: policies.to_vec(),
         statements,
         resource_types,

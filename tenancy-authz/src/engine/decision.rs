@@ -16,6 +16,10 @@ pub enum Reason {
     AllowStatement,
     /// A deny statement matched, or its condition could not be evaluated.
     DenyStatement,
+    /// A deny statement matched, but the principal holds `owner` and the
+    /// action reads or manages policies or roles: no deny statement takes
+    /// those from an owner (break-glass), and its roles allow it.
+    OwnerBreakGlass,
     /// Nothing grants the action: the default.
     NothingGrants,
     /// The action is not a permission of the catalog.

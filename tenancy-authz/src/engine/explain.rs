@@ -53,6 +53,18 @@ pub enum Explain {
         /// For a deny whose condition failed to evaluate: the error.
         error: Option<String>,
     },
+    /// A deny statement matched, but does not apply: the principal holds
+    /// `owner`, and no deny statement takes reading or managing policies
+    /// and roles from an owner (break-glass, so an owner can always undo a
+    /// policy that locks everyone out). The owner's roles allow it.
+    OwnerBreakGlass {
+        /// The permission.
+        permission: String,
+        /// The policy of the deny statement set aside.
+        policy: PolicyId,
+        /// Its sid, or `#position`.
+        statement: String,
+    },
     /// Nothing grants the permission.
     NothingGrants {
         /// The action.
@@ -131,6 +143,14 @@ impl fmt::Display for Explain {
                     None => f.write_str(" (deny overrides allow)"),
                 }
             }
+            Explain::OwnerBreakGlass {
+                permission,
+                policy,
+                statement,
+            } => write!(
+                f,
+                "`{permission}` granted to an owner although policy `{policy}` statement `{statement}` denies it: no deny statement applies to owners reading or managing policies and roles (break-glass)"
+            ),
             Explain::NothingGrants {
                 action,
                 resource_type,
@@ -190,6 +210,14 @@ impl Authorizer {
             Reason::Role => self.role_path(decision.detail, &action),
             Reason::AllowStatement | Reason::DenyStatement => {
                 self.statement_detail(decision.detail, request, action)
+            }
+            Reason::OwnerBreakGlass => {
+                let (policy, statement) = self.statement_name(decision.detail);
+                Explain::OwnerBreakGlass {
+                    permission: action,
+                    policy,
+                    statement,
+                }
             }
             Reason::NothingGrants => {
                 if let Some(id) = self.catalog.id(request.action) {
@@ -256,7 +284,8 @@ impl Authorizer {
         }
     }
 
-    fn statement_detail(&self, s: u32, request: &AuthzRequest<'_>, action: String) -> Explain {
+    /// The policy of statement `s`, and the statement's sid or `#position`.
+    fn statement_name(&self, s: u32) -> (PolicyId, String) {
         let statement = &self.statements[s as usize];
         let policy = &self.policies[statement.policy as usize];
         let name = policy
@@ -266,6 +295,12 @@ impl Authorizer {
             .map_or_else(String::new, |doc| {
                 statement_name(doc, statement.index as usize)
             });
+        (policy.id().clone(), name)
+    }
+
+    fn statement_detail(&self, s: u32, request: &AuthzRequest<'_>, action: String) -> Explain {
+        let statement = &self.statements[s as usize];
+        let (policy, name) = self.statement_name(s);
         let error = statement.condition.as_ref().and_then(|expr| {
             let ctx = EvalCtx {
                 principal: request.principal,
@@ -275,7 +310,7 @@ impl Authorizer {
             expr.eval_bool(&ctx).err().map(|e: EvalError| e.to_string())
         });
         Explain::Statement {
-            policy: policy.id().clone(),
+            policy,
             statement: name,
             effect: statement.effect,
             permission: action,
