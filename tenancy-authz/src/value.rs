@@ -229,6 +229,7 @@ impl fmt::Display for Cidr {
 /// `{"ip": "10.1.2.3"}`, `{"cidr": "10.0.0.0/8"}`,
 /// `{"time": "2030-01-01T09:00:00Z"}`.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Value {
     /// `true` or `false`.
     Bool(bool),

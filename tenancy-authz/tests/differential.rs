@@ -766,32 +766,28 @@ proptest! {
         let engine = Engine::new(catalog.clone());
         let custom: Vec<RoleDefinition> = role_models
             .iter()
-            .map(|r| RoleDefinition {
-                name: RoleName::new(r.name).unwrap(),
-                description: None,
-                permissions: r.patterns.iter().map(|p| p.parse().unwrap()).collect(),
-                inherits: r.inherits.iter().map(|p| RoleName::new(*p).unwrap()).collect(),
+            .map(|r| {
+                let mut role = RoleDefinition::new(RoleName::new(r.name).unwrap());
+                role.permissions = r.patterns.iter().map(|p| p.parse().unwrap()).collect();
+                role.inherits = r.inherits.iter().map(|p| RoleName::new(*p).unwrap()).collect();
+                role
             })
             .collect();
         let policies: Vec<Policy> = policy_models
             .iter()
             .enumerate()
             .map(|(i, statements)| {
-                let document = PolicyDocument {
-                    id: PolicyId::new(format!("p{i}")).unwrap(),
-                    description: None,
-                    statements: statements
-                        .iter()
-                        .map(|s| StatementDocument {
-                            sid: None,
-                            effect: if s.allow { Effect::Allow } else { Effect::Deny },
-                            actions: s.actions.iter().map(|a| a.parse().unwrap()).collect(),
-                            resource_types: s.types.iter().map(|t| (*t).to_owned()).collect(),
-                            roles: s.roles.iter().map(|r| RoleName::new(*r).unwrap()).collect(),
-                            condition: s.condition.as_ref().map(render),
-                        })
-                        .collect(),
-                };
+                let mut document = PolicyDocument::new(PolicyId::new(format!("p{i}")).unwrap());
+                for s in statements {
+                    let mut statement = StatementDocument::new(
+                        if s.allow { Effect::Allow } else { Effect::Deny },
+                        s.actions.iter().map(|a| a.parse().unwrap()),
+                    )
+                    .with_resource_types(s.types.iter().copied())
+                    .with_roles(s.roles.iter().map(|r| RoleName::new(*r).unwrap()));
+                    statement.condition = s.condition.as_ref().map(render);
+                    document = document.with_statement(statement);
+                }
                 Policy::new(document, &catalog).unwrap()
             })
             .collect();

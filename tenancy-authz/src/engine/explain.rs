@@ -14,6 +14,7 @@ use crate::request::AuthzRequest;
 /// The full answer of [`Authorizer::explain`]. Its `Display` reads as one
 /// sentence, such as "denied: nothing grants `projects:delete` on `project`".
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Explanation {
     /// Whether the action is allowed.
     pub allowed: bool,
