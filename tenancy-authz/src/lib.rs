@@ -7,6 +7,7 @@ mod cache;
 pub mod condition;
 mod engine;
 pub mod harness;
+mod limits;
 mod permission;
 mod policy;
 mod request;
@@ -18,11 +19,12 @@ pub mod testkit;
 mod value;
 
 pub use admin::{AdminError, AuthzAdmin};
-pub use cache::{CacheError, Freshness, PolicyCache};
+pub use cache::{CacheConfig, CacheError, Freshness, MalformedNotification, PolicyCache};
 pub use condition::{Condition, ConditionError, EvalError};
 pub use engine::{
     Authorizer, Decision, Engine, EngineBuilder, Explain, Explanation, PreparedPrincipal, Reason,
 };
+pub use limits::{LimitError, Limits};
 pub use permission::{
     Catalog, Permission, PermissionEnum, PermissionError, PermissionId, PermissionPattern, sdk,
 };

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use tenancy_core::TenantId;
 
+use crate::limits::Limits;
 use crate::permission::Catalog;
 use crate::policy::Policy;
 use crate::role::{RoleDefinition, RoleError, default_built_ins};
@@ -45,6 +46,7 @@ struct EngineInner {
     catalog: Catalog,
     built_ins: Vec<RoleDefinition>,
     owners_exempt: bool,
+    limits: Limits,
 }
 
 impl fmt::Debug for Engine {
@@ -52,6 +54,7 @@ impl fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("permissions", &self.inner.catalog.len())
             .field("owners_exempt", &self.inner.owners_exempt)
+            .field("limits", &self.inner.limits)
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +65,7 @@ pub struct EngineBuilder {
     catalog: Catalog,
     built_ins: Vec<RoleDefinition>,
     owners_exempt: bool,
+    limits: Limits,
 }
 
 impl EngineBuilder {
@@ -91,6 +95,13 @@ impl EngineBuilder {
         self
     }
 
+    /// How much policy one tenant may hold (see [`Limits`] for the
+    /// defaults).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         Engine {
@@ -98,6 +109,7 @@ impl EngineBuilder {
                 catalog: self.catalog,
                 built_ins: self.built_ins,
                 owners_exempt: self.owners_exempt,
+                limits: self.limits,
             }),
         }
     }
@@ -109,12 +121,13 @@ impl Engine {
         Self::builder(catalog).build()
     }
 
-    /// A builder, to override built-in roles.
+    /// A builder, to override built-in roles or settings.
     pub fn builder(catalog: Catalog) -> EngineBuilder {
         EngineBuilder {
             built_ins: default_built_ins(&catalog),
             catalog,
             owners_exempt: true,
+            limits: Limits::default(),
         }
     }
 
@@ -133,9 +146,16 @@ impl Engine {
         self.inner.owners_exempt
     }
 
+    /// How much policy one tenant may hold.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
     /// Compiles `tenant_id`'s custom roles and policies. Fails on a cycle,
     /// an unknown inherited role, a redefined built-in, a duplicate, or a
-    /// permission outside the catalog.
+    /// permission outside the catalog. The [`Limits`] are not checked here
+    /// (they bound what tenants store): [`crate::PolicyCache`] and
+    /// [`crate::AuthzAdmin`] check them.
     pub fn compile(
         &self,
         tenant_id: TenantId,

@@ -12,7 +12,10 @@
 //!   the transaction commits.
 //! - [`listen_for_epochs`] subscribes to those notifications and tells a
 //!   [`PolicyCache`] on every replica, which recompiles the tenant on its
-//!   next use.
+//!   next use. A listener shared with other channels does the same with
+//!   [`PolicyCache::apply_notification`] for each payload on
+//!   [`EPOCH_CHANNEL`], and [`PolicyCache::forget_all`] when its
+//!   connection was lost.
 //! - Migrations are embedded ([`migrator`]), numbered 3000–3999; run
 //!   tenancy-core's migrator first.
 
@@ -473,27 +476,20 @@ pub async fn listen_for_epochs(
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
-                    let parsed = notification.payload().split_once(':').and_then(|(t, e)| {
-                        Some((t.parse::<TenantId>().ok()?, e.parse::<u64>().ok()?))
-                    });
-                    match parsed {
-                        Some((tenant, epoch)) => cache.observe_epoch(tenant, Epoch(epoch)),
-                        None => tracing::warn!(
-                            payload = notification.payload(),
-                            "ignoring malformed authz epoch notification"
-                        ),
+                    if let Err(error) = cache.apply_notification(notification.payload()) {
+                        tracing::warn!(%error, "ignoring malformed authz epoch notification");
                     }
                 }
                 Ok(None) => {
                     tracing::warn!(
                         "authz epoch listener reconnected; invalidating cached policies"
                     );
-                    cache.invalidate_all();
+                    cache.forget_all();
                 }
                 Err(sqlx::Error::PoolClosed) => return,
                 Err(error) => {
                     tracing::warn!(%error, "authz epoch listener failed; retrying");
-                    cache.invalidate_all();
+                    cache.forget_all();
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }

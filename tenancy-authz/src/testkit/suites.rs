@@ -17,7 +17,7 @@ use crate::request::{AuthzRequest, Principal, Resource};
 use crate::role::RoleDefinition;
 use crate::store::{AuthzStoreError, Epoch};
 
-fn role(name: &str, permissions: &[&str], inherits: &[&str]) -> RoleDefinition {
+pub(super) fn role(name: &str, permissions: &[&str], inherits: &[&str]) -> RoleDefinition {
     RoleDefinition {
         name: RoleName::new(name).unwrap(),
         description: Some(format!("the {name} role")),
@@ -474,7 +474,7 @@ pub async fn audit_trail(f: Fixture) {
     assert!(f.backend.verify_chain(tenant).await.unwrap().is_intact());
 }
 
-fn catalog() -> Catalog {
+pub(super) fn catalog() -> Catalog {
     Catalog::new([
         "projects:read",
         "projects:create",
