@@ -15,10 +15,10 @@
 //! - **Compiles run off the async workers**, on the blocking pool, at most
 //!   [`CacheConfig::compile_concurrency`] at once and one per tenant at a
 //!   time, so a tenant with a huge policy set delays only its own requests.
-//! - **Tickets** make invalidation safe against racing reads: a load takes
-//!   a ticket before it reads the store, and what it compiled is cached
-//!   only if the tenant was not invalidated meanwhile and is no older than
-//!   any epoch announced since.
+//! - **Tickets** make invalidation safe against racing reads: a load (or a
+//!   write through [`crate::AuthzAdmin`]) takes a ticket before it reads
+//!   the store, and what it compiled is cached only if the tenant was not
+//!   invalidated meanwhile and is no older than any epoch announced since.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,7 @@ use tokio::sync::{OwnedMutexGuard, Semaphore, watch};
 use crate::engine::{Authorizer, Engine};
 use crate::limits::LimitError;
 use crate::policy::{Policy, PolicyError};
-use crate::role::RoleError;
+use crate::role::{RoleDefinition, RoleError};
 use crate::store::{AuthzStoreError, Epoch, PolicyStore, RoleStore};
 
 /// How a [`PolicyCache`] decides that a cached authorizer is still current.
@@ -476,6 +476,46 @@ impl PolicyCache {
     pub fn cached_tenants(&self) -> usize {
         self.shared.entries.len()
     }
+
+    /// The authorizer of `tenant_id` at the epoch the store holds now
+    /// (whatever the configured freshness), for writes that must be based
+    /// on the current state.
+    pub(crate) async fn current(&self, tenant_id: TenantId) -> Result<Arc<Authorizer>, CacheError> {
+        self.shared.authorizer(tenant_id, Freshness::Verify).await
+    }
+
+    /// A ticket for a write about to read `tenant_id`'s state.
+    pub(crate) fn ticket(&self, tenant_id: TenantId) -> Ticket {
+        self.shared.ticket(tenant_id)
+    }
+
+    /// Compiles `tenant_id`'s roles and policies on the blocking pool, in
+    /// the tenant's turn.
+    pub(crate) async fn compile(
+        &self,
+        tenant_id: TenantId,
+        roles: Vec<RoleDefinition>,
+        policies: Vec<Policy>,
+    ) -> Result<Result<Authorizer, RoleError>, CacheError> {
+        self.shared
+            .run_compile(tenant_id, move |engine| {
+                engine.compile(tenant_id, &roles, &policies)
+            })
+            .await
+    }
+
+    /// Caches `authorizer`, compiled from what was written at `epoch`,
+    /// unless the tenant was invalidated since `ticket` was taken (then the
+    /// tenant is invalidated, so nothing older stays cached).
+    pub(crate) fn install(&self, ticket: Ticket, authorizer: Authorizer, epoch: Epoch) {
+        let tenant = ticket.tenant;
+        if !self
+            .shared
+            .settle(ticket, Arc::new(authorizer.with_epoch(epoch)), epoch)
+        {
+            self.invalidate(tenant);
+        }
+    }
 }
 
 impl Shared {
@@ -662,6 +702,20 @@ impl Shared {
         })
         .await
         .map_err(|_| CacheError::Interrupted)
+    }
+
+    fn ticket(self: &Arc<Self>, tenant_id: TenantId) -> Ticket {
+        let mut state = self.state();
+        let all = state.generation;
+        let tenant = state.tenants.entry(tenant_id).or_default();
+        tenant.tickets += 1;
+        Ticket {
+            shared: Arc::clone(self),
+            tenant: tenant_id,
+            generation: tenant.generation,
+            all,
+            settled: false,
+        }
     }
 
     /// Caches `authorizer` (read at `epoch`) if `ticket` is still good: no

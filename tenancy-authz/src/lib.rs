@@ -7,6 +7,7 @@ mod cache;
 pub mod condition;
 mod engine;
 pub mod harness;
+mod holders;
 mod limits;
 mod permission;
 mod policy;
@@ -18,12 +19,13 @@ mod table;
 pub mod testkit;
 mod value;
 
-pub use admin::{AdminError, AuthzAdmin};
+pub use admin::{AdminError, AuthzAdmin, RoleUse};
 pub use cache::{CacheConfig, CacheError, Freshness, MalformedNotification, PolicyCache};
 pub use condition::{Condition, ConditionError, EvalError};
 pub use engine::{
     Authorizer, Decision, Engine, EngineBuilder, Explain, Explanation, PreparedPrincipal, Reason,
 };
+pub use holders::{DirectoryRoleHolders, RoleHolders};
 pub use limits::{LimitError, Limits};
 pub use permission::{
     Catalog, Permission, PermissionEnum, PermissionError, PermissionId, PermissionPattern, sdk,

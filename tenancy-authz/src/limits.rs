@@ -3,9 +3,11 @@
 
 use crate::policy::{Policy, PolicyDocument};
 
-/// How much policy one tenant may hold. Checked when a tenant's policies
-/// are loaded into a [`crate::PolicyCache`] (a tenant over the limits, for
-/// example after they were lowered, fails to load with
+/// How much policy one tenant may hold. Checked when a policy is written
+/// through [`crate::AuthzAdmin`] (refused with
+/// [`crate::AdminError::Limit`]) and when a tenant's policies are loaded
+/// into a [`crate::PolicyCache`] (a tenant over the limits, for example
+/// after they were lowered, fails to load with
 /// [`crate::CacheError::Limit`] until its policies are trimmed).
 ///
 /// Set them with [`crate::EngineBuilder::limits`].

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tenancy_auth::{Auth, AuthConfig, AuthStore};
 use tenancy_authz::{
-    AuthzAdmin, AuthzStoreError, Catalog, Engine, Freshness, PolicyCache, PolicyDocument,
-    PolicyStore, RoleStore,
+    AuthzAdmin, AuthzStoreError, Catalog, DirectoryRoleHolders, Engine, Freshness, PolicyCache,
+    PolicyDocument, PolicyStore, RoleStore,
 };
 use tenancy_core::{AuditContext, Backend, Directory, TenantId};
 
@@ -204,7 +204,12 @@ impl Tenancy {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                admin: AuthzAdmin::new(authz.clone()),
+                admin: AuthzAdmin::new(
+                    authz.clone(),
+                    Arc::new(DirectoryRoleHolders::new(Arc::clone(
+                        auth.directory().backend(),
+                    ))),
+                ),
                 auth,
                 authz,
                 config,

@@ -210,4 +210,17 @@ impl Authorizer {
                 .owner
                 .is_some_and(|_| principal.roles.contains(&RoleName::OWNER))
     }
+
+    /// The tenant's custom roles (the built-in ones are the engine's).
+    pub(crate) fn custom_roles(&self) -> Vec<RoleDefinition> {
+        self.roles()
+            .filter(|r| !r.name.is_built_in())
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the tenant defines `name`, or it is built in.
+    pub(crate) fn defines(&self, name: &RoleName) -> bool {
+        self.role(name).is_some()
+    }
 }
