@@ -30,6 +30,8 @@ pub enum AdminError {
     },
     /// The change would grant permissions the actor does not hold, or
     /// deny (through a deny statement) permissions the actor does not hold.
+    /// Replacing or deleting a role or policy counts as writing its old
+    /// content: one may undo only what one could have written.
     #[error("privilege escalation: the change would {} {} which the actor does not hold", verb(*effect), quoted(missing))]
     Escalation {
         /// What the change would do with the missing permissions:

@@ -146,8 +146,8 @@ pub enum CacheError {
     /// limits were lowered).
     #[error("the tenant's stored policies exceed a limit")]
     Limit(#[from] LimitError),
-    /// The compile did not finish: the runtime is shutting down.
-    #[error("compiling the tenant's policies was interrupted")]
+    /// The load or compile did not finish (the runtime is shutting down).
+    #[error("loading the tenant's policies was interrupted")]
     Interrupted,
 }
 
@@ -568,15 +568,17 @@ impl Shared {
         tenant_id: TenantId,
         floor: Epoch,
     ) -> Result<Arc<Authorizer>, CacheError> {
-        loop {
-            let mut result = {
+        // A load ends without a result only if its task was dropped (the
+        // runtime is going away) or failed: start another, a few times.
+        for _ in 0..3 {
+            let (mut result, start) = {
                 let mut state = self.state();
                 self.sweep(&mut state);
                 let all = state.generation;
                 let tenant = state.tenants.entry(tenant_id).or_default();
                 tenant.floor = tenant.floor.max(floor);
                 match &tenant.flight {
-                    Some(flight) if flight.floor >= floor => flight.result.clone(),
+                    Some(flight) if flight.floor >= floor => (flight.result.clone(), None),
                     _ => {
                         let (sender, receiver) = watch::channel(None);
                         tenant.flight = Some(Flight {
@@ -591,13 +593,13 @@ impl Shared {
                             all,
                             settled: false,
                         };
-                        tokio::spawn(Arc::clone(self).fly(ticket, sender, receiver.clone()));
-                        receiver
+                        (receiver.clone(), Some((ticket, sender, receiver)))
                     }
                 }
             };
-            // The load is a task of its own: if it ended without a result
-            // (its runtime is going away), try again.
+            if let Some((ticket, sender, mine)) = start {
+                tokio::spawn(Arc::clone(self).fly(ticket, sender, mine));
+            }
             let loaded = match result.wait_for(Option::is_some).await {
                 Ok(loaded) => loaded.clone(),
                 Err(_) => None,
@@ -606,6 +608,7 @@ impl Shared {
                 return loaded;
             }
         }
+        Err(CacheError::Interrupted)
     }
 
     /// The load task: reads, compiles, caches (ticket permitting) and
