@@ -66,8 +66,9 @@ pub struct ConditionError {
     pub found: String,
 }
 
-/// A parsed condition, ready to evaluate. Attribute names are interned, and
-/// constants (networks, times, lists) are built once here.
+/// A parsed condition, ready to evaluate. Attribute names are validated and
+/// hashed ([`AttrKey`]), and constants (networks, times, lists) are built
+/// once here.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     source: Arc<str>,

@@ -62,9 +62,10 @@ fn name_hash(name: &str) -> u64 {
 /// A validated attribute name, such as `owner` or `address.country`.
 ///
 /// Build keys once (when a request or a condition is built), not while a
-/// decision is made: a key carries its name's hash, so a lookup compares
-/// integers and confirms a match with one short string comparison. Cloning
-/// one is cheap (the name is shared).
+/// decision is made: a key carries its name's hash, and names up to 22
+/// bytes in place, so a lookup compares integers and confirms a match by
+/// comparing two small arrays. Cloning one is cheap (a longer name is
+/// shared).
 ///
 /// ```
 /// use tenancy_authz::AttrKey;
@@ -74,10 +75,46 @@ fn name_hash(name: &str) -> u64 {
 /// assert!(AttrKey::new("Owner").is_err());
 /// # Ok::<(), tenancy_authz::AttrNameError>(())
 /// ```
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AttrKey {
     hash: u64,
-    name: Arc<str>,
+    name: Name,
+}
+
+/// Most bytes of a name kept in place.
+const INLINE: usize = 22;
+
+/// A name, in place when short (almost always), so comparing two compares
+/// two small arrays: no pointer to follow, no allocation, no reference
+/// count to touch when a key is cloned.
+#[derive(Clone, PartialEq, Eq)]
+enum Name {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
+
+impl Name {
+    fn new(name: &str) -> Self {
+        let mut bytes = [0; INLINE];
+        match (bytes.get_mut(..name.len()), u8::try_from(name.len())) {
+            (Some(prefix), Ok(len)) => {
+                prefix.copy_from_slice(name.as_bytes());
+                Name::Inline { len, bytes }
+            }
+            _ => Name::Shared(name.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Names are ASCII, so any prefix is valid UTF-8.
+            Name::Inline { len, bytes } => bytes
+                .get(..usize::from(*len))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            Name::Shared(name) => name,
+        }
+    }
 }
 
 impl AttrKey {
@@ -90,30 +127,21 @@ impl AttrKey {
         }
         Ok(Self {
             hash: name_hash(name),
-            name: name.into(),
+            name: Name::new(name),
         })
     }
 
     /// The name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
 
     /// Whether this key names `name`, without building a key.
     #[inline]
     fn is(&self, hash: u64, name: &str) -> bool {
-        self.hash == hash && *self.name == *name
+        self.hash == hash && self.name.as_str() == name
     }
 }
-
-impl PartialEq for AttrKey {
-    #[inline]
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && (Arc::ptr_eq(&self.name, &other.name) || self.name == other.name)
-    }
-}
-
-impl Eq for AttrKey {}
 
 impl Hash for AttrKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -129,7 +157,7 @@ impl PartialOrd for AttrKey {
 
 impl Ord for AttrKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.name.cmp(&other.name)
+        self.name().cmp(other.name())
     }
 }
 
@@ -142,13 +170,13 @@ impl FromStr for AttrKey {
 
 impl fmt::Debug for AttrKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AttrKey({})", self.name)
+        write!(f, "AttrKey({})", self.name())
     }
 }
 
 impl fmt::Display for AttrKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
+        f.write_str(self.name())
     }
 }
 
@@ -576,6 +604,19 @@ mod tests {
         assert_eq!(attrs.get_named("owner"), Some(&Value::Int(3)));
         assert_eq!(attrs.get(&c), Some(&Value::Int(2)));
         assert_eq!(attrs.get_named("own"), None);
+        // Short names are kept in place, longer ones shared: both compare
+        // by name.
+        for len in [21, 22, 23, 64] {
+            let name = "a".repeat(len);
+            let key = AttrKey::new(&name).unwrap();
+            assert_eq!(key.name(), name);
+            assert_eq!(key, AttrKey::new(&name).unwrap());
+            assert_eq!(key, key.clone());
+            assert_ne!(key, AttrKey::new(&"a".repeat(len - 1)).unwrap());
+            let attrs = Attributes::new().with(key.clone(), len as i64);
+            assert_eq!(attrs.get(&key), Some(&Value::Int(len as i64)));
+            assert_eq!(attrs.get_named(&name), Some(&Value::Int(len as i64)));
+        }
     }
 
     #[test]

@@ -47,38 +47,49 @@ impl Authorizer {
             return Decision::deny(Reason::OutsideScopes, 0);
         }
         let a = action.index();
-        let granted = || {
-            for role in principal.roles.iter() {
-                if let Some(r) = self.role_index.get(role.as_str())
-                    && self.flat_has(r, a)
-                {
-                    return Decision::allow(Reason::Role, r);
-                }
-            }
-            self.allowed_by_statement(a, principal, request.resource, request.context)
-        };
         if let Some(denied) = self.denied(a, principal, request.resource, request.context) {
+            if !self.break_glass.get(a) {
+                return denied;
+            }
             let owner = self.owner.is_some() && principal.roles.contains(&RoleName::OWNER);
-            return self.unless_break_glass(denied, a, owner, granted);
+            return Self::unless_owner(denied, owner, || {
+                self.granted(a, principal, request.resource, request.context)
+            });
         }
-        granted()
+        self.granted(a, principal, request.resource, request.context)
     }
 
-    /// A deny statement applied: it decides, unless the principal holds
-    /// `owner` and the action is one of the break-glass permissions
-    /// (reading and managing policies and roles), which no deny statement
-    /// takes from an owner. Then the roles and allow statements decide
-    /// alone, and an allow says the rule was used.
+    /// What the principal's roles or the allow statements grant.
+    #[inline]
+    fn granted(
+        &self,
+        a: usize,
+        principal: &Principal,
+        resource: &Resource,
+        context: &Attributes,
+    ) -> Decision {
+        for role in principal.roles.iter() {
+            if let Some(r) = self.role_index.get(role.as_str())
+                && self.flat_has(r, a)
+            {
+                return Decision::allow(Reason::Role, r);
+            }
+        }
+        self.allowed_by_statement(a, principal, resource, context)
+    }
+
+    /// A deny statement applied to a break-glass permission (reading or
+    /// managing policies and roles): it decides, unless the principal holds
+    /// `owner`, from whom no deny statement takes those. Then its roles and
+    /// allow statements decide alone, and an allow says the rule was used.
     #[cold]
     #[inline(never)]
-    pub(super) fn unless_break_glass(
-        &self,
+    pub(super) fn unless_owner(
         denied: Decision,
-        a: usize,
         owner: bool,
         granted: impl FnOnce() -> Decision,
     ) -> Decision {
-        if !owner || !self.break_glass.get(a) {
+        if !owner {
             return denied;
         }
         let decision = granted();
@@ -275,22 +286,44 @@ impl PreparedPrincipal<'_> {
         {
             return Decision::deny(Reason::OutsideScopes, 0);
         }
-        let held = self.held.get(..self.held_len).unwrap_or_default();
-        let granted = || {
-            if self.permissions.get(a) {
-                let role = held
-                    .iter()
-                    .copied()
-                    .find(|&r| authorizer.flat_has(r, a))
-                    .unwrap_or(0);
-                return Decision::allow(Reason::Role, role);
-            }
-            authorizer.allowed_by_statement(a, principal, resource, context)
-        };
         if let Some(denied) = authorizer.denied(a, principal, resource, context) {
-            let owner = authorizer.owner.is_some_and(|owner| held.contains(&owner));
-            return authorizer.unless_break_glass(denied, a, owner, granted);
+            if !authorizer.break_glass.get(a) {
+                return denied;
+            }
+            let owner = authorizer
+                .owner
+                .is_some_and(|owner| self.held().contains(&owner));
+            return Authorizer::unless_owner(denied, owner, || {
+                self.granted(authorizer, a, resource, context)
+            });
         }
-        granted()
+        self.granted(authorizer, a, resource, context)
+    }
+
+    /// The role indexes the principal holds.
+    #[inline]
+    fn held(&self) -> &[u32] {
+        self.held.get(..self.held_len).unwrap_or_default()
+    }
+
+    /// What the principal's roles or the allow statements grant.
+    #[inline]
+    fn granted(
+        &self,
+        authorizer: &Authorizer,
+        a: usize,
+        resource: &Resource,
+        context: &Attributes,
+    ) -> Decision {
+        if self.permissions.get(a) {
+            let role = self
+                .held()
+                .iter()
+                .copied()
+                .find(|&r| authorizer.flat_has(r, a))
+                .unwrap_or(0);
+            return Decision::allow(Reason::Role, role);
+        }
+        authorizer.allowed_by_statement(a, self.principal, resource, context)
     }
 }

@@ -8,7 +8,8 @@
 //! - each role is flattened through inheritance into a permission bitset;
 //! - statements are bucketed by permission (deny and allow apart) and
 //!   filtered by interned resource type and a role bitmask;
-//! - conditions are parsed into trees with interned attribute names.
+//! - conditions are parsed into trees whose attribute names carry their
+//!   hash (see [`crate::AttrKey`]).
 //!
 //! [`Authorizer::check`] then does a few hash lookups (the action, the
 //! principal's roles) and bit tests, consults only the statements of the
