@@ -5,7 +5,7 @@ use tenancy_core::{RoleSet, TenantId};
 use crate::permission::Bits;
 use crate::request::Principal;
 
-/// Why a decision went the way it did, in brief; [`Authorizer::explain`]
+/// Why a decision went the way it did, in brief; [`Authorizer::explain`](crate::Authorizer::explain)
 /// gives the details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -33,7 +33,7 @@ pub enum Reason {
 }
 
 /// An authorization answer: allowed or not, and in brief why. It is `Copy`
-/// and costs nothing to build; ask [`Authorizer::explain`] for the full
+/// and costs nothing to build; ask [`Authorizer::explain`](crate::Authorizer::explain) for the full
 /// explanation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decision {
@@ -73,9 +73,9 @@ impl Decision {
     }
 }
 
-/// A principal resolved against one [`Authorizer`]: its roles as indexes
+/// A principal resolved against one [`Authorizer`](crate::Authorizer): its roles as indexes
 /// and its permissions as a bitset, for the interned-id API
-/// ([`Authorizer::check_prepared`]). Build it once per request or session.
+/// ([`Authorizer::check_prepared`](crate::Authorizer::check_prepared)). Build it once per request or session.
 #[derive(Debug, Clone)]
 pub struct PreparedPrincipal<'p> {
     pub(super) serial: u64,
