@@ -146,17 +146,17 @@ impl Ours {
                     .roles
                     .iter()
                     .enumerate()
-                    .map(|(i, (grants, inherits))| RoleDefinition {
-                        name: RoleName::new(role_name(i)).unwrap(),
-                        description: None,
-                        permissions: grants
+                    .map(|(i, (grants, inherits))| {
+                        let mut role = RoleDefinition::new(RoleName::new(role_name(i)).unwrap());
+                        role.permissions = grants
                             .iter()
                             .map(|&g| actions[g].parse().unwrap())
-                            .collect(),
-                        inherits: inherits
+                            .collect();
+                        role.inherits = inherits
                             .iter()
                             .map(|&p| RoleName::new(role_name(p)).unwrap())
-                            .collect(),
+                            .collect();
+                        role
                     })
                     .collect();
                 engine.compile(tenant, &roles, &[]).unwrap()
@@ -653,7 +653,7 @@ fn abac(c: &mut Criterion) {
     let time_key = AttrKey::new("time").unwrap();
     let roles = RoleSet::parse(["contractor"]).unwrap();
     let ann = Principal::new(PrincipalKind::User, "ann", tenant, roles.clone())
-        .with_attribute(suspended, false);
+        .with_attribute(suspended.clone(), false);
     let sam =
         Principal::new(PrincipalKind::User, "sam", tenant, roles).with_attribute(suspended, true);
     let project = Resource::new("project")

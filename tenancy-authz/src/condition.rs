@@ -66,8 +66,9 @@ pub struct ConditionError {
     pub found: String,
 }
 
-/// A parsed condition, ready to evaluate. Attribute names are interned, and
-/// constants (networks, times, lists) are built once here.
+/// A parsed condition, ready to evaluate. Attribute names are validated and
+/// hashed ([`AttrKey`]), and constants (networks, times, lists) are built
+/// once here.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     source: Arc<str>,
@@ -279,7 +280,7 @@ pub(crate) enum Expr {
 }
 
 /// Why a condition could not be evaluated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EvalError {
     /// The request lacks an attribute the condition reads.
@@ -402,10 +403,15 @@ impl Expr {
                     Scope::Resource => &ctx.resource.attributes,
                     Scope::Context => ctx.context,
                 };
-                V::of(attrs.get(*key).ok_or(EvalError::Missing {
-                    scope: *scope,
-                    key: *key,
-                })?)
+                match attrs.get(key) {
+                    Some(value) => V::of(value),
+                    None => {
+                        return Err(EvalError::Missing {
+                            scope: *scope,
+                            key: key.clone(),
+                        });
+                    }
+                }
             }
             Expr::Builtin(b) => builtin(*b, ctx)?,
             Expr::Has(scope, key) => {
@@ -414,7 +420,7 @@ impl Expr {
                     Scope::Resource => &ctx.resource.attributes,
                     Scope::Context => ctx.context,
                 };
-                V::Bool(attrs.get(*key).is_some())
+                V::Bool(attrs.get(key).is_some())
             }
             Expr::HasBuiltin(b) => V::Bool(builtin(*b, ctx).is_ok()),
             Expr::Not(inner) => match inner.eval(ctx)? {

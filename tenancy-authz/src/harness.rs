@@ -101,6 +101,7 @@ pub enum HarnessError {
 /// A catalog, custom roles and policies, as one JSON or TOML file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PolicySet {
     /// The host permissions (the SDK's own are added).
     pub permissions: Vec<String>,
@@ -113,6 +114,28 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
+    /// A set of the host permissions `permissions`, without custom roles
+    /// or policies.
+    pub fn new<S: Into<String>>(permissions: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            permissions: permissions.into_iter().map(Into::into).collect(),
+            roles: Vec::new(),
+            policies: Vec::new(),
+        }
+    }
+
+    /// Adds a custom role.
+    pub fn with_role(mut self, role: RoleDefinition) -> Self {
+        self.roles.push(role);
+        self
+    }
+
+    /// Adds a policy.
+    pub fn with_policy(mut self, policy: PolicyDocument) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
     /// Parses a JSON policy set.
     pub fn from_json(text: &str) -> Result<Self, HarnessError> {
         serde_json::from_str(text).map_err(|e| HarnessError::Syntax {
@@ -257,6 +280,7 @@ impl TestTable {
 
 /// A case whose decision or explanation was not the expected one.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Mismatch {
     /// The case.
     pub name: String,

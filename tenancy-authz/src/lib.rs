@@ -7,6 +7,8 @@ mod cache;
 pub mod condition;
 mod engine;
 pub mod harness;
+mod holders;
+mod limits;
 mod permission;
 mod policy;
 mod request;
@@ -17,12 +19,14 @@ mod table;
 pub mod testkit;
 mod value;
 
-pub use admin::{AdminError, AuthzAdmin};
-pub use cache::{CacheError, Freshness, PolicyCache};
+pub use admin::{AdminError, AuthzAdmin, RoleUse};
+pub use cache::{CacheConfig, CacheError, Freshness, MalformedNotification, PolicyCache};
 pub use condition::{Condition, ConditionError, EvalError};
 pub use engine::{
     Authorizer, Decision, Engine, EngineBuilder, Explain, Explanation, PreparedPrincipal, Reason,
 };
+pub use holders::{DirectoryRoleHolders, RoleHolders};
+pub use limits::{LimitError, Limits};
 pub use permission::{
     Catalog, Permission, PermissionEnum, PermissionError, PermissionId, PermissionPattern, sdk,
 };
@@ -35,5 +39,5 @@ pub use role::{RoleDefinition, RoleError};
 pub use store::MemoryAuthzStore;
 pub use store::{AuthzStoreError, Epoch, PolicyStore, RoleStore, Versioned};
 pub use value::{
-    AttrKey, AttrNameError, Attributes, Cidr, CidrParseError, MAX_ATTRIBUTE_NAMES, Value,
+    AttrKey, AttrNameError, Attributes, Cidr, CidrParseError, MAX_ATTRIBUTE_NAME_LEN, Value,
 };

@@ -114,8 +114,19 @@ impl fmt::Display for Effect {
 }
 
 /// One statement of a policy document, as written.
+///
+/// ```
+/// use tenancy_authz::{Effect, StatementDocument};
+/// let statement = StatementDocument::new(Effect::Allow, ["projects:update".parse()?])
+///     .with_sid("edit-own")
+///     .with_resource_types(["project"])
+///     .with_condition("resource.owner == principal.id");
+/// assert_eq!(statement.sid.as_deref(), Some("edit-own"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StatementDocument {
     /// A name for explanations; the 1-based position is used without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,8 +148,21 @@ pub struct StatementDocument {
 }
 
 /// A policy document, as written in JSON or TOML and as stored.
+///
+/// ```
+/// use tenancy_authz::{Effect, PolicyDocument, PolicyId, StatementDocument};
+/// let document = PolicyDocument::new(PolicyId::new("guard")?)
+///     .with_description("nobody acts while suspended")
+///     .with_statement(
+///         StatementDocument::new(Effect::Deny, ["*".parse()?])
+///             .with_condition("has(principal.suspended) && principal.suspended"),
+///     );
+/// assert_eq!(document.statements.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PolicyDocument {
     /// Its id.
     pub id: PolicyId,
@@ -148,6 +172,71 @@ pub struct PolicyDocument {
     /// Its statements, in order.
     #[serde(default)]
     pub statements: Vec<StatementDocument>,
+}
+
+impl StatementDocument {
+    /// A statement of `effect` over `actions`, for every resource type and
+    /// principal, without a condition.
+    pub fn new(effect: Effect, actions: impl IntoIterator<Item = PermissionPattern>) -> Self {
+        Self {
+            sid: None,
+            effect,
+            actions: actions.into_iter().collect(),
+            resource_types: Vec::new(),
+            roles: Vec::new(),
+            condition: None,
+        }
+    }
+
+    /// Sets the statement id.
+    pub fn with_sid(mut self, sid: impl Into<String>) -> Self {
+        self.sid = Some(sid.into());
+        self
+    }
+
+    /// Limits the statement to these resource types.
+    pub fn with_resource_types<S: Into<String>>(
+        mut self,
+        types: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.resource_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Limits the statement to principals holding one of these roles.
+    pub fn with_roles(mut self, roles: impl IntoIterator<Item = RoleName>) -> Self {
+        self.roles = roles.into_iter().collect();
+        self
+    }
+
+    /// Sets the condition (checked when the policy is validated).
+    pub fn with_condition(mut self, condition: impl Into<String>) -> Self {
+        self.condition = Some(condition.into());
+        self
+    }
+}
+
+impl PolicyDocument {
+    /// A policy without statements.
+    pub fn new(id: PolicyId) -> Self {
+        Self {
+            id,
+            description: None,
+            statements: Vec::new(),
+        }
+    }
+
+    /// Sets the description.
+    pub fn with_description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+
+    /// Appends a statement.
+    pub fn with_statement(mut self, statement: StatementDocument) -> Self {
+        self.statements.push(statement);
+        self
+    }
 }
 
 /// A validated policy: every action is in the catalog and every condition

@@ -25,6 +25,7 @@ pub const MAX_DESCRIPTION: usize = 512;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RoleDefinition {
     /// The role name (as memberships hold it).
     pub name: RoleName,

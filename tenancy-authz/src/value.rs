@@ -1,21 +1,29 @@
-//! Attribute values and interned attribute names.
+//! Attribute values and attribute names.
 //!
 //! Conditions read attributes of the principal, the resource and the
-//! request context. Attribute names are interned once into an [`AttrKey`]
-//! (a small integer), so evaluating a condition compares integers, never
-//! strings, and takes no lock.
+//! request context. An attribute name is validated once into an [`AttrKey`]
+//! that carries its hash, so looking an attribute up compares one integer
+//! and, on a match, a short string: no string is hashed and no lock is
+//! taken while a decision is made.
+//!
+//! There is no process-wide table of names: a key owns its name, and the
+//! names a tenant's policies use live in that tenant's compiled
+//! conditions and go with them. Tenants can write any number of attribute
+//! names without affecting one another.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Most distinct attribute names one process may intern.
-pub const MAX_ATTRIBUTE_NAMES: usize = 65_536;
+/// Longest attribute name, in bytes.
+pub const MAX_ATTRIBUTE_NAME_LEN: usize = 64;
 
 /// An attribute name that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,17 +38,11 @@ pub enum AttrNameError {
         /// The rejected name.
         name: String,
     },
-    /// The process already interned [`MAX_ATTRIBUTE_NAMES`] names.
-    #[error("too many distinct attribute names (at most {max})")]
-    TooMany {
-        /// The limit.
-        max: usize,
-    },
 }
 
 /// Whether `name` is a valid attribute name.
 pub(crate) fn valid_attr_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
+    (1..=MAX_ATTRIBUTE_NAME_LEN).contains(&name.len())
         && name.split('.').all(|segment| {
             let mut chars = segment.chars();
             chars
@@ -50,27 +52,20 @@ pub(crate) fn valid_attr_name(name: &str) -> bool {
         })
 }
 
-struct Interner {
-    ids: std::collections::HashMap<&'static str, u32, foldhash::fast::RandomState>,
-    names: Vec<&'static str>,
+/// The hash every key carries: fixed, so keys built anywhere agree.
+/// Equal hashes are confirmed by comparing the names, so a collision costs
+/// a string comparison, never a wrong match.
+fn name_hash(name: &str) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x7465_6e61_6e63_7921).hash_one(name)
 }
 
-fn interner() -> &'static RwLock<Interner> {
-    static INTERNER: OnceLock<RwLock<Interner>> = OnceLock::new();
-    INTERNER.get_or_init(|| {
-        RwLock::new(Interner {
-            ids: Default::default(),
-            names: Vec::new(),
-        })
-    })
-}
-
-/// An interned attribute name, such as `owner` or `address.country`.
+/// A validated attribute name, such as `owner` or `address.country`.
 ///
-/// Interning happens when a request or a condition is built, never while a
-/// decision is made. Names live for the rest of the process (at most
-/// [`MAX_ATTRIBUTE_NAMES`]), so build keys from names your code defines,
-/// not from client input.
+/// Build keys once (when a request or a condition is built), not while a
+/// decision is made: a key carries its name's hash, and names up to 22
+/// bytes in place, so a lookup compares integers and confirms a match by
+/// comparing two small arrays. Cloning one is cheap (a longer name is
+/// shared).
 ///
 /// ```
 /// use tenancy_authz::AttrKey;
@@ -80,46 +75,96 @@ fn interner() -> &'static RwLock<Interner> {
 /// assert!(AttrKey::new("Owner").is_err());
 /// # Ok::<(), tenancy_authz::AttrNameError>(())
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AttrKey(u32);
+#[derive(Clone, PartialEq, Eq)]
+pub struct AttrKey {
+    hash: u64,
+    name: Name,
+}
+
+/// Most bytes of a name kept in place.
+const INLINE: usize = 22;
+
+/// A name, in place when short (almost always), so comparing two compares
+/// two small arrays: no pointer to follow, no allocation, no reference
+/// count to touch when a key is cloned.
+#[derive(Clone, PartialEq, Eq)]
+enum Name {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
+
+impl Name {
+    fn new(name: &str) -> Self {
+        let mut bytes = [0; INLINE];
+        match (bytes.get_mut(..name.len()), u8::try_from(name.len())) {
+            (Some(prefix), Ok(len)) => {
+                prefix.copy_from_slice(name.as_bytes());
+                Name::Inline { len, bytes }
+            }
+            _ => Name::Shared(name.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Names are ASCII, so any prefix is valid UTF-8.
+            Name::Inline { len, bytes } => bytes
+                .get(..usize::from(*len))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            Name::Shared(name) => name,
+        }
+    }
+}
 
 impl AttrKey {
-    /// Interns `name`, validating it.
+    /// Validates `name`.
     pub fn new(name: &str) -> Result<Self, AttrNameError> {
         if !valid_attr_name(name) {
             return Err(AttrNameError::Invalid {
                 name: name.to_owned(),
             });
         }
-        {
-            let read = interner().read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(&id) = read.ids.get(name) {
-                return Ok(Self(id));
-            }
-        }
-        let mut write = interner().write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(&id) = write.ids.get(name) {
-            return Ok(Self(id));
-        }
-        if write.names.len() >= MAX_ATTRIBUTE_NAMES {
-            return Err(AttrNameError::TooMany {
-                max: MAX_ATTRIBUTE_NAMES,
-            });
-        }
-        let id = u32::try_from(write.names.len()).map_err(|_| AttrNameError::TooMany {
-            max: MAX_ATTRIBUTE_NAMES,
-        })?;
-        // Leaked on purpose: names are few, bounded and live as long as the process.
-        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-        write.names.push(leaked);
-        write.ids.insert(leaked, id);
-        Ok(Self(id))
+        Ok(Self {
+            hash: name_hash(name),
+            name: Name::new(name),
+        })
     }
 
     /// The name.
-    pub fn name(self) -> &'static str {
-        let read = interner().read().unwrap_or_else(PoisonError::into_inner);
-        read.names.get(self.0 as usize).copied().unwrap_or("?")
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Whether this key names `name`, without building a key.
+    #[inline]
+    fn is(&self, hash: u64, name: &str) -> bool {
+        self.hash == hash && self.name.as_str() == name
+    }
+}
+
+impl Hash for AttrKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for AttrKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AttrKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl FromStr for AttrKey {
+    type Err = AttrNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
     }
 }
 
@@ -212,6 +257,7 @@ impl fmt::Display for Cidr {
 /// `{"ip": "10.1.2.3"}`, `{"cidr": "10.0.0.0/8"}`,
 /// `{"time": "2030-01-01T09:00:00Z"}`.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Value {
     /// `true` or `false`.
     Bool(bool),
@@ -417,7 +463,7 @@ impl TryFrom<serde_json::Value> for Value {
 
 /// The attributes of a principal, a resource or a request context: a small
 /// map from [`AttrKey`] to [`Value`], searched linearly (attribute sets are
-/// small, and integer comparison beats hashing at that size).
+/// small, and comparing the keys' hashes beats a hash map at that size).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Attributes(Vec<(AttrKey, Value)>);
 
@@ -449,13 +495,22 @@ impl Attributes {
 
     /// The value of `key`.
     #[inline]
-    pub fn get(&self, key: AttrKey) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    pub fn get(&self, key: &AttrKey) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The value of the attribute called `name`.
+    pub fn get_named(&self, name: &str) -> Option<&Value> {
+        let hash = name_hash(name);
+        self.0
+            .iter()
+            .find(|(k, _)| k.is(hash, name))
+            .map(|(_, v)| v)
     }
 
     /// Every attribute, in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = (AttrKey, &Value)> {
-        self.0.iter().map(|(k, v)| (*k, v))
+    pub fn iter(&self) -> impl Iterator<Item = (&AttrKey, &Value)> {
+        self.0.iter().map(|(k, v)| (k, v))
     }
 
     /// How many attributes there are.
@@ -528,11 +583,39 @@ mod tests {
 
     #[test]
     fn attr_names() {
-        for ok in ["owner", "address.country", "_x", "a1_b"] {
+        for ok in ["owner", "address.country", "_x", "a1_b", &"a".repeat(64)] {
             assert_eq!(AttrKey::new(ok).unwrap().name(), ok);
         }
         for bad in ["", "Owner", "1a", "a..b", "a.", "a-b", &"a".repeat(65)] {
             assert!(AttrKey::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_compare_by_name() {
+        let a = AttrKey::new("owner").unwrap();
+        let b = AttrKey::new("owner").unwrap();
+        let c = AttrKey::new("owners").unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a < c);
+        let attrs = Attributes::new().with(a, 1).with(c.clone(), 2).with(b, 3);
+        assert_eq!(attrs.len(), 2, "an equal key replaces");
+        assert_eq!(attrs.get_named("owner"), Some(&Value::Int(3)));
+        assert_eq!(attrs.get(&c), Some(&Value::Int(2)));
+        assert_eq!(attrs.get_named("own"), None);
+        // Short names are kept in place, longer ones shared: both compare
+        // by name.
+        for len in [21, 22, 23, 64] {
+            let name = "a".repeat(len);
+            let key = AttrKey::new(&name).unwrap();
+            assert_eq!(key.name(), name);
+            assert_eq!(key, AttrKey::new(&name).unwrap());
+            assert_eq!(key, key.clone());
+            assert_ne!(key, AttrKey::new(&"a".repeat(len - 1)).unwrap());
+            let attrs = Attributes::new().with(key.clone(), len as i64);
+            assert_eq!(attrs.get(&key), Some(&Value::Int(len as i64)));
+            assert_eq!(attrs.get_named(&name), Some(&Value::Int(len as i64)));
         }
     }
 

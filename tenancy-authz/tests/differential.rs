@@ -43,7 +43,7 @@ const PATTERNS: [&str; 12] = [
     "*:delete",
     "members:read",
 ];
-const ACTIONS: [&str; 9] = [
+const ACTIONS: [&str; 10] = [
     "projects:read",
     "projects:create",
     "projects:update",
@@ -51,8 +51,16 @@ const ACTIONS: [&str; 9] = [
     "invoices:read",
     "invoices:pay",
     "roles:manage",
+    "policies:read",
     "billing:read",
     "projects:archive", // not in the catalog
+];
+/// What no deny statement takes from an owner.
+const BREAK_GLASS: [&str; 4] = [
+    "policies:read",
+    "policies:manage",
+    "roles:read",
+    "roles:manage",
 ];
 const CUSTOM: [&str; 5] = ["r0", "r1", "r2", "r3", "r4"];
 const BUILT_IN: [&str; 5] = ["owner", "admin", "member", "billing", "readonly"];
@@ -577,6 +585,7 @@ impl Reference<'_> {
                         .iter()
                         .any(|held| s.roles.iter().any(|target| self.reaches(held, target))))
         };
+        let mut set_aside = false;
         for statement in self.policies.iter().flatten() {
             if !statement.allow
                 && applies(statement)
@@ -585,11 +594,24 @@ impl Reference<'_> {
                     .as_ref()
                     .is_none_or(|c| eval(c, req) != Ok(false))
             {
+                // Break-glass: no deny statement keeps an owner from
+                // reading or managing policies and roles.
+                if req.roles.contains(&"owner") && BREAK_GLASS.contains(&req.action) {
+                    set_aside = true;
+                    break;
+                }
                 return (false, Reason::DenyStatement);
             }
         }
+        let allowed = |reason| {
+            if set_aside {
+                (true, Reason::OwnerBreakGlass)
+            } else {
+                (true, reason)
+            }
+        };
         if req.roles.iter().any(|r| self.grants(r, req.action)) {
-            return (true, Reason::Role);
+            return allowed(Reason::Role);
         }
         for statement in self.policies.iter().flatten() {
             if statement.allow
@@ -599,7 +621,7 @@ impl Reference<'_> {
                     .as_ref()
                     .is_none_or(|c| eval(c, req) == Ok(true))
             {
-                return (true, Reason::AllowStatement);
+                return allowed(Reason::AllowStatement);
             }
         }
         (false, Reason::NothingGrants)
@@ -744,32 +766,28 @@ proptest! {
         let engine = Engine::new(catalog.clone());
         let custom: Vec<RoleDefinition> = role_models
             .iter()
-            .map(|r| RoleDefinition {
-                name: RoleName::new(r.name).unwrap(),
-                description: None,
-                permissions: r.patterns.iter().map(|p| p.parse().unwrap()).collect(),
-                inherits: r.inherits.iter().map(|p| RoleName::new(*p).unwrap()).collect(),
+            .map(|r| {
+                let mut role = RoleDefinition::new(RoleName::new(r.name).unwrap());
+                role.permissions = r.patterns.iter().map(|p| p.parse().unwrap()).collect();
+                role.inherits = r.inherits.iter().map(|p| RoleName::new(*p).unwrap()).collect();
+                role
             })
             .collect();
         let policies: Vec<Policy> = policy_models
             .iter()
             .enumerate()
             .map(|(i, statements)| {
-                let document = PolicyDocument {
-                    id: PolicyId::new(format!("p{i}")).unwrap(),
-                    description: None,
-                    statements: statements
-                        .iter()
-                        .map(|s| StatementDocument {
-                            sid: None,
-                            effect: if s.allow { Effect::Allow } else { Effect::Deny },
-                            actions: s.actions.iter().map(|a| a.parse().unwrap()).collect(),
-                            resource_types: s.types.iter().map(|t| (*t).to_owned()).collect(),
-                            roles: s.roles.iter().map(|r| RoleName::new(*r).unwrap()).collect(),
-                            condition: s.condition.as_ref().map(render),
-                        })
-                        .collect(),
-                };
+                let mut document = PolicyDocument::new(PolicyId::new(format!("p{i}")).unwrap());
+                for s in statements {
+                    let mut statement = StatementDocument::new(
+                        if s.allow { Effect::Allow } else { Effect::Deny },
+                        s.actions.iter().map(|a| a.parse().unwrap()),
+                    )
+                    .with_resource_types(s.types.iter().copied())
+                    .with_roles(s.roles.iter().map(|r| RoleName::new(*r).unwrap()));
+                    statement.condition = s.condition.as_ref().map(render);
+                    document = document.with_statement(statement);
+                }
                 Policy::new(document, &catalog).unwrap()
             })
             .collect();

@@ -277,12 +277,13 @@ fn deny_overrides_allow_and_conditions_decide() {
     let suspended = AttrKey::new("suspended").unwrap();
     let owner_key = AttrKey::new("owner").unwrap();
     let ip = AttrKey::new("ip").unwrap();
-    let ann = user(tenant, &["member"]).with_attribute(suspended, false);
+    let ann = user(tenant, &["member"]).with_attribute(suspended.clone(), false);
     let lead = user(tenant, &["lead"]).with_attribute(suspended, false);
     let own = Resource::new("project")
         .in_tenant(tenant)
-        .with_attribute(owner_key, ann.id());
-    let office = Attributes::new().with(ip, "10.0.0.7".parse::<std::net::IpAddr>().unwrap());
+        .with_attribute(owner_key.clone(), ann.id());
+    let office =
+        Attributes::new().with(ip.clone(), "10.0.0.7".parse::<std::net::IpAddr>().unwrap());
     let home = Attributes::new().with(ip, "192.168.0.7".parse::<std::net::IpAddr>().unwrap());
     let ask = |p: &Principal, action: &'static str, r: &Resource, c: &Attributes| {
         let request = AuthzRequest::new(p, action, r).with_context(c);
@@ -336,7 +337,7 @@ fn deny_overrides_allow_and_conditions_decide() {
     // Role filters follow inheritance: a lead is a member.
     let lead_own = Resource::new("project")
         .in_tenant(tenant)
-        .with_attribute(owner_key, lead.id());
+        .with_attribute(owner_key.clone(), lead.id());
     let (d, _) = ask(&lead, "projects:update", &lead_own, &office);
     assert!(d.allowed());
     // Other resource types are out of the statement.
@@ -371,4 +372,106 @@ fn decisions_are_small_and_copy() {
     fn share<T: Send + Sync>() {}
     share::<Authorizer>();
     share::<PolicyCache>();
+}
+
+/// Attribute names belong to the compiled conditions that use them: one
+/// tenant writing a great many names (more than a process-wide table of
+/// 65,536 would hold) changes nothing for another tenant's compile.
+#[test]
+fn one_tenants_attribute_names_do_not_affect_another() {
+    let engine = Engine::new(catalog());
+    let noisy = TenantId::new();
+    for chunk in 0..70 {
+        let statements: Vec<String> = (0..1000)
+            .map(|i| {
+                format!(
+                    r#"{{"effect": "deny", "actions": ["projects:delete"], "condition": "has(resource.n{chunk}_{i})"}}"#
+                )
+            })
+            .collect();
+        let policy = Policy::from_json(
+            &format!(
+                r#"{{"id": "p{chunk}", "statements": [{}]}}"#,
+                statements.join(",")
+            ),
+            &catalog(),
+        )
+        .unwrap();
+        engine.compile(noisy, &[], &[policy]).unwrap();
+    }
+    let quiet = TenantId::new();
+    let policy = Policy::from_json(
+        r#"{"id": "own", "statements": [{"effect": "allow", "actions": ["projects:update"],
+            "condition": "resource.steward == principal.id"}]}"#,
+        &catalog(),
+    )
+    .unwrap();
+    let a = engine.compile(quiet, &[], &[policy]).unwrap();
+    let ann = user(quiet, &["member"]);
+    let steward = AttrKey::new("steward").unwrap();
+    let mine = Resource::new("project")
+        .in_tenant(quiet)
+        .with_attribute(steward.clone(), ann.id());
+    let theirs = Resource::new("project")
+        .in_tenant(quiet)
+        .with_attribute(steward, "someone else");
+    assert!(allowed(&a, &ann, "projects:update", &mine));
+    assert!(!allowed(&a, &ann, "projects:update", &theirs));
+}
+
+/// Break-glass: no deny statement takes reading or managing policies and
+/// roles from a principal holding `owner`, even a deny-all; everything
+/// else stays denied, and other roles are bound as usual.
+#[test]
+fn deny_statements_never_lock_owners_out_of_policies_and_roles() {
+    let tenant = TenantId::new();
+    let lockdown = Policy::from_json(
+        r#"{"id": "lockdown", "statements": [{"sid": "all", "effect": "deny", "actions": ["*"]}]}"#,
+        &catalog(),
+    )
+    .unwrap();
+    let a = Engine::new(catalog())
+        .compile(tenant, &[], &[lockdown])
+        .unwrap();
+    let owner = user(tenant, &["owner"]);
+    let admin = user(tenant, &["admin"]);
+    let anything = Resource::new("policy").in_tenant(tenant);
+    for action in [
+        "policies:read",
+        "policies:manage",
+        "roles:read",
+        "roles:manage",
+    ] {
+        let decision = a.check(&AuthzRequest::new(&owner, action, &anything));
+        assert_eq!(
+            (decision.allowed(), decision.reason()),
+            (true, Reason::OwnerBreakGlass),
+            "{action}"
+        );
+        assert!(allowed(&a, &owner, action, &anything), "{action}");
+        assert!(!allowed(&a, &admin, action, &anything), "{action}");
+    }
+    let request = AuthzRequest::new(&owner, "roles:manage", &anything);
+    assert_eq!(
+        a.explain(&request).to_string(),
+        "allowed: `roles:manage` granted to an owner although policy `lockdown` statement `all` denies it: no deny statement applies to owners reading or managing policies and roles (break-glass)"
+    );
+    for action in ["members:read", "projects:read", "tenant:delete"] {
+        let decision = a.check(&AuthzRequest::new(&owner, action, &anything));
+        assert_eq!(
+            (decision.allowed(), decision.reason()),
+            (false, Reason::DenyStatement),
+            "{action}"
+        );
+    }
+    // A key of the owner keeps its scopes: break-glass does not widen them.
+    let key = Principal::api_key(
+        ApiKeyId::new(),
+        tenant,
+        RoleSet::single(RoleName::OWNER),
+        ["policies:read".parse().unwrap()],
+    );
+    assert!(allowed(&a, &key, "policies:read", &anything));
+    let decision = a.check(&AuthzRequest::new(&key, "policies:manage", &anything));
+    assert_eq!(decision.reason(), Reason::OutsideScopes);
 }

@@ -139,15 +139,18 @@ async fn another_replica_learns_of_epoch_bumps() {
     );
 
     let owner = Principal::user(UserId::new(), tenant, RoleSet::single(RoleName::OWNER));
-    AuthzAdmin::new(Arc::clone(&one))
-        .put_role(
-            &tenancy_core::TenantScope::assume_resolved(tenant),
-            &owner,
-            editor(),
-            &AuditContext::system(),
-        )
-        .await
-        .unwrap();
+    AuthzAdmin::new(
+        Arc::clone(&one),
+        Arc::new(DirectoryRoleHolders::new(Arc::clone(&f.backend))),
+    )
+    .put_role(
+        &tenancy_core::TenantScope::assume_resolved(tenant),
+        &owner,
+        editor(),
+        &AuditContext::system(),
+    )
+    .await
+    .unwrap();
     assert!(
         one.authorizer(tenant)
             .await
@@ -169,7 +172,7 @@ async fn another_replica_learns_of_epoch_bumps() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    listener.abort();
+    listener.stop();
     assert!(learned, "replica two never learned of the new epoch");
     assert_eq!(two.cached_epoch(tenant), Some(Epoch(1)));
 }

@@ -351,7 +351,7 @@ impl TenancyBuilder {
                 );
                 listener.subscribe(
                     [tenancy_authz::store::postgres::EPOCH_CHANNEL],
-                    Arc::new(listeners::Epochs(policies.clone())),
+                    policies.clone(),
                 );
                 listener.subscribe(
                     [listeners::REVOCATION_CHANNEL],
@@ -453,34 +453,12 @@ fn postgres_stores(pool: &tenancy_core::postgres::sqlx::PgPool) -> Stores {
 /// What the shared listener tells the identity and authorization caches.
 #[cfg(feature = "postgres")]
 mod listeners {
-    use std::sync::Arc;
-
     use tenancy_auth::Auth;
-    use tenancy_authz::{Epoch, PolicyCache};
+    use tenancy_core::SessionId;
     use tenancy_core::postgres::Subscriber;
-    use tenancy_core::{SessionId, TenantId};
 
     /// The channel the auth migration's trigger announces revoked sessions on.
     pub(super) const REVOCATION_CHANNEL: &str = "tenancy_session_revoked";
-
-    /// Policy epochs: `<tenant id>:<epoch>`.
-    pub(super) struct Epochs(pub(super) Arc<PolicyCache>);
-
-    impl Subscriber for Epochs {
-        fn notify(&self, _channel: &str, payload: &str) {
-            let parsed = payload.split_once(':').and_then(|(tenant, epoch)| {
-                Some((tenant.parse::<TenantId>().ok()?, epoch.parse::<u64>().ok()?))
-            });
-            match parsed {
-                Some((tenant, epoch)) => self.0.observe_epoch(tenant, Epoch(epoch)),
-                None => tracing::warn!(payload, "ignoring a malformed policy epoch notice"),
-            }
-        }
-
-        fn resync(&self) {
-            self.0.invalidate_all();
-        }
-    }
 
     /// Revoked sessions: the session id.
     pub(super) struct Revocations(pub(super) Auth);

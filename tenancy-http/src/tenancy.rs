@@ -3,7 +3,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tenancy_auth::Auth;
-use tenancy_authz::{AuthzAdmin, AuthzStoreError, PolicyCache, PolicyDocument};
+use tenancy_authz::{
+    AuthzAdmin, AuthzStoreError, DirectoryRoleHolders, PolicyCache, PolicyDocument,
+};
 use tenancy_core::{AuditContext, CachingStore, Directory, TenantId};
 
 use crate::config::HttpConfig;
@@ -76,7 +78,12 @@ impl Tenancy {
         let request_steps = modules.iter().any(|m| m.module.has_request_step());
         Self {
             inner: Arc::new(Inner {
-                admin: AuthzAdmin::new(authz.clone()),
+                admin: AuthzAdmin::new(
+                    authz.clone(),
+                    Arc::new(DirectoryRoleHolders::new(Arc::clone(
+                        auth.directory().backend(),
+                    ))),
+                ),
                 auth,
                 authz,
                 directory_cache,

@@ -10,18 +10,22 @@
 //!   [`PgTransaction`] and sends
 //!   `NOTIFY tenancy_authz_epoch, '<tenant>:<epoch>'`, delivered only if
 //!   the transaction commits.
-//! - [`listen_for_epochs`] subscribes to those notifications and tells a
-//!   [`PolicyCache`] on every replica, which recompiles the tenant on its
-//!   next use.
-//! - Migrations are embedded ([`migrator`]), numbered 3000–3999; run
-//!   tenancy-core's migrator first.
+//! - A [`PolicyCache`] registered on the shared
+//!   [`tenancy_core::postgres::Listener`] for [`EPOCH_CHANNEL`] (or
+//!   [`listen_for_epochs`] on a connection of its own) hears of them on
+//!   every replica and recompiles the tenant on its next use; after a lost
+//!   connection it forgets every tenant.
+//! - Migrations are embedded ([`migrator`]), numbered 3000–3999, recorded
+//!   with the other tenancy crates' (see
+//!   [`tenancy_core::postgres::migrate_all`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Postgres};
+use tenancy_core::postgres::{Listener, RunningListener, Subscriber};
 use tenancy_core::postgres::{PgTransaction, set_transaction_tenant};
 use tenancy_core::{AuditContext, AuditLog, Clock, RoleName, StoreError, SystemClock, TenantId};
 
@@ -450,54 +454,45 @@ impl PolicyStore for PgAuthzStore {
     }
 }
 
-/// Listens for epoch notifications on a connection of `pool` and tells
-/// `cache` about each, so every replica recompiles a tenant soon after any
-/// replica changed its roles or policies. If the connection drops,
-/// notifications sent meanwhile are lost, so the whole cache is marked
-/// stale when it reconnects. Runs until the returned task is aborted or
-/// the pool closes.
+/// A [`PolicyCache`] learns of other replicas' role and policy changes
+/// from [`EPOCH_CHANNEL`]: register it on the shared
+/// [`tenancy_core::postgres::Listener`]. After a lost connection it forgets
+/// every authorizer (and caches nothing read before), so a change announced
+/// meanwhile cannot be missed.
 ///
 /// ```no_run
 /// # async fn demo(pool: sqlx::PgPool, cache: std::sync::Arc<tenancy_authz::PolicyCache>) -> Result<(), sqlx::Error> {
-/// let listener = tenancy_authz::store::postgres::listen_for_epochs(&pool, cache).await?;
-/// // ... on shutdown:
-/// listener.abort();
-/// # Ok(()) }
+/// use tenancy_authz::store::postgres::EPOCH_CHANNEL;
+/// use tenancy_core::postgres::Listener;
+///
+/// let mut listener = Listener::new(pool);
+/// listener.subscribe([EPOCH_CHANNEL], cache);
+/// let running = listener.start().await?; // stops when dropped
+/// # drop(running); Ok(()) }
 /// ```
+impl Subscriber for PolicyCache {
+    fn notify(&self, _channel: &str, payload: &str) {
+        if let Err(error) = self.apply_notification(payload) {
+            tracing::warn!(%error, "ignoring malformed authz epoch notification");
+        }
+    }
+
+    fn resync(&self) {
+        self.forget_all();
+    }
+}
+
+/// Listens for [`EPOCH_CHANNEL`] on a connection of its own and tells
+/// `cache` (see the [`Subscriber`] impl of [`PolicyCache`]); to share one
+/// connection with the other modules, register the cache on a
+/// [`Listener`] instead. Stops when the returned handle is dropped.
+///
+/// Errors: the first connection or subscription failed.
 pub async fn listen_for_epochs(
     pool: &PgPool,
     cache: Arc<PolicyCache>,
-) -> Result<tokio::task::JoinHandle<()>, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(EPOCH_CHANNEL).await?;
-    Ok(tokio::spawn(async move {
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(notification)) => {
-                    let parsed = notification.payload().split_once(':').and_then(|(t, e)| {
-                        Some((t.parse::<TenantId>().ok()?, e.parse::<u64>().ok()?))
-                    });
-                    match parsed {
-                        Some((tenant, epoch)) => cache.observe_epoch(tenant, Epoch(epoch)),
-                        None => tracing::warn!(
-                            payload = notification.payload(),
-                            "ignoring malformed authz epoch notification"
-                        ),
-                    }
-                }
-                Ok(None) => {
-                    tracing::warn!(
-                        "authz epoch listener reconnected; invalidating cached policies"
-                    );
-                    cache.invalidate_all();
-                }
-                Err(sqlx::Error::PoolClosed) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "authz epoch listener failed; retrying");
-                    cache.invalidate_all();
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }))
+) -> Result<RunningListener, sqlx::Error> {
+    let mut listener = Listener::new(pool.clone());
+    listener.subscribe([EPOCH_CHANNEL], cache);
+    listener.start().await
 }

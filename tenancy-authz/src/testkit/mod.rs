@@ -5,8 +5,12 @@
 //! tenancy-core backend holding tenants and the audit log) and checks,
 //! through the public traits only: round trips, epochs and stale writes,
 //! not-found, isolation between tenants, concurrent writers, audit events,
-//! the cache following epochs, and that [`AuthzAdmin`](crate::AuthzAdmin) refuses privilege
-//! escalation. The memory and Postgres adapters run the identical suites;
+//! the cache following epochs (and not caching reads that raced a change,
+//! and loading each tenant once), and that [`AuthzAdmin`](crate::AuthzAdmin)
+//! refuses privilege escalation, deny statements beyond the writer's own
+//! permissions, roles that do not exist or are still held, and policies
+//! past the limits, while owners keep managing policies and roles whatever
+//! is stored. The memory and Postgres adapters run the identical suites;
 //! a third-party store proves itself the same way:
 //!
 //! ```ignore
@@ -17,8 +21,11 @@
 //! Suites panic on the first failed check, like any test assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
+mod cache;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod probe;
 mod suites;
 
 use std::sync::Arc;
@@ -32,6 +39,11 @@ use tenancy_core::{
 use crate::store::MemoryAuthzStore;
 use crate::store::{PolicyStore, RoleStore};
 
+pub use admin::{
+    admin_enforces_limits, admin_write_compiles_once, owners_cannot_be_locked_out,
+    roles_must_exist_to_be_held,
+};
+pub use cache::{cache_loads_once_per_tenant, cache_skips_raced_reads};
 pub use suites::{
     admin_prevents_escalation, audit_trail, cache_follows_epochs, concurrent_writers, policy_store,
     role_store, shared_epoch, tenant_isolation,
@@ -74,7 +86,9 @@ macro_rules! conformance_tests {
     ($fixture:expr) => {
         $crate::conformance_tests!(@suites $fixture;
             role_store, policy_store, shared_epoch, tenant_isolation, concurrent_writers,
-            audit_trail, cache_follows_epochs, admin_prevents_escalation
+            audit_trail, cache_follows_epochs, admin_prevents_escalation,
+            owners_cannot_be_locked_out, roles_must_exist_to_be_held, admin_enforces_limits,
+            cache_skips_raced_reads, cache_loads_once_per_tenant, admin_write_compiles_once
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {

@@ -11,13 +11,14 @@ use super::{Fixture, create_tenant};
 use crate::admin::{AdminError, AuthzAdmin};
 use crate::cache::{Freshness, PolicyCache};
 use crate::engine::Engine;
+use crate::holders::{DirectoryRoleHolders, RoleHolders};
 use crate::permission::Catalog;
 use crate::policy::{Effect, PolicyDocument, PolicyId, StatementDocument};
 use crate::request::{AuthzRequest, Principal, Resource};
 use crate::role::RoleDefinition;
 use crate::store::{AuthzStoreError, Epoch};
 
-fn role(name: &str, permissions: &[&str], inherits: &[&str]) -> RoleDefinition {
+pub(super) fn role(name: &str, permissions: &[&str], inherits: &[&str]) -> RoleDefinition {
     RoleDefinition {
         name: RoleName::new(name).unwrap(),
         description: Some(format!("the {name} role")),
@@ -46,6 +47,11 @@ fn policy(id: &str, effect: Effect, actions: &[&str], condition: Option<&str>) -
 
 fn ctx() -> AuditContext {
     AuditContext::system()
+}
+
+/// Who holds roles, read from the fixture's directory.
+pub(super) fn holders(f: &Fixture) -> Arc<dyn RoleHolders> {
+    Arc::new(DirectoryRoleHolders::new(Arc::clone(&f.backend)))
 }
 
 fn assert_stale<T: std::fmt::Debug>(
@@ -474,7 +480,7 @@ pub async fn audit_trail(f: Fixture) {
     assert!(f.backend.verify_chain(tenant).await.unwrap().is_intact());
 }
 
-fn catalog() -> Catalog {
+pub(super) fn catalog() -> Catalog {
     Catalog::new([
         "projects:read",
         "projects:create",
@@ -545,7 +551,7 @@ pub async fn admin_prevents_escalation(f: Fixture) {
         Arc::clone(&f.roles),
         Arc::clone(&f.policies),
     ));
-    let admin = AuthzAdmin::new(Arc::clone(&cache));
+    let admin = AuthzAdmin::new(Arc::clone(&cache), holders(&f));
     let owner = Principal::user(owner_id, tenant, RoleSet::single(RoleName::OWNER));
     let audit = AuditContext::user(owner_id);
 
@@ -585,7 +591,10 @@ pub async fn admin_prevents_escalation(f: Fixture) {
     let plain = Principal::user(UserId::new(), tenant, RoleSet::single(RoleName::MEMBER));
 
     let escalation = |result: Result<Epoch, AdminError>, missing: &[&str]| match result {
-        Err(AdminError::Escalation { missing: m }) => assert_eq!(m, missing),
+        Err(AdminError::Escalation {
+            effect: Effect::Allow,
+            missing: m,
+        }) => assert_eq!(m, missing),
         other => panic!("expected escalation refused, got {other:?}"),
     };
     // Within their own permissions: fine.
@@ -760,11 +769,36 @@ pub async fn admin_prevents_escalation(f: Fixture) {
             .await,
         &["projects:update"],
     );
-    admin
+    // Deny statements too: only over what the actor holds.
+    let err = admin
         .put_policy(
             &scope,
             &policy_manager,
             policy("p", Effect::Deny, &["*"], Some("principal.suspended")),
+            &audit,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            AdminError::Escalation {
+                effect: Effect::Deny,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    admin
+        .put_policy(
+            &scope,
+            &policy_manager,
+            policy(
+                "p",
+                Effect::Deny,
+                &["projects:read"],
+                Some("principal.suspended"),
+            ),
             &audit,
         )
         .await
