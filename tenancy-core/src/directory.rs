@@ -16,7 +16,7 @@ use crate::error::{Conflict, Entity, StoreError};
 use crate::id::{InvitationId, MembershipId, TenantId, UserId};
 use crate::invitation::{Invitation, InvitationStatus, InvitationToken};
 use crate::membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};
-use crate::page::{Page, PageRequest};
+use crate::page::{Page, PageRequest, PageSize};
 use crate::scope::TenantScope;
 use crate::store::{
     AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, Transaction, UserStore,
@@ -808,8 +808,36 @@ impl Directory {
             json!({ "user_id": user_id, "roles": membership.roles }),
         )?;
         tx.append_audit(membership.tenant_id, event).await?;
+        // What they sent goes with them: an invitation must not grant, after
+        // its sender left, roles nobody in the tenant chose to grant.
+        for mut invitation in pending_sent_by(&*tx, membership.tenant_id, user_id).await? {
+            invitation.status = InvitationStatus::Revoked;
+            invitation.updated_at = self.now();
+            tx.update_invitation(&invitation).await?;
+            let event = self.event(
+                context,
+                actions::INVITATION_REVOKED,
+                ("invitation", &invitation.id),
+                json!({ "email": invitation.email, "reason": "sender_removed" }),
+            )?;
+            tx.append_audit(membership.tenant_id, event).await?;
+        }
         tx.commit().await?;
         Ok(membership)
+    }
+
+    /// The scope's pending invitations sent by `user`, oldest first: what a
+    /// host re-checks when the sender's powers shrink (the SDK's role
+    /// change route revokes those the sender could no longer send).
+    pub async fn pending_invitations_sent_by(
+        &self,
+        scope: &TenantScope,
+        user: UserId,
+    ) -> Result<Vec<Invitation>> {
+        let tx = self.backend.begin().await?;
+        let pending = pending_sent_by(&*tx, scope.tenant_id(), user).await?;
+        tx.commit().await?;
+        Ok(pending)
     }
 
     async fn locked_member(
@@ -915,6 +943,27 @@ fn ensure_pending(invitation: &Invitation) -> Result<()> {
 
 /// Fails if `membership` is the tenant's only active owner. Callers hold the
 /// tenant lock, so no concurrent change can slip between count and write.
+/// Every pending invitation of `tenant` sent by `user`.
+async fn pending_sent_by(
+    tx: &dyn Transaction,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Vec<Invitation>> {
+    let mut found = Vec::new();
+    let mut page = PageRequest::first(PageSize::MAX);
+    loop {
+        let listed = tx.list_invitations(tenant, &page).await?;
+        found.extend(listed.items.into_iter().filter(|invitation| {
+            invitation.status == InvitationStatus::Pending
+                && invitation.invited_by == audit::Actor::User(user)
+        }));
+        match listed.next {
+            Some(cursor) => page.after = Some(cursor),
+            None => return Ok(found),
+        }
+    }
+}
+
 async fn ensure_not_last_owner(tx: &dyn Transaction, membership: &Membership) -> Result<()> {
     if membership.is_active_owner()
         && tx

@@ -582,6 +582,100 @@ pub async fn directory_invitation_races(backend: Arc<dyn Backend>) {
 
 /// Role changes, suspension and removal, guarded so a tenant always keeps
 /// an active owner; and no scope reaches another tenant's members.
+/// A removed member's pending invitations are revoked with them, in the
+/// same transaction, each audited; others' invitations, and invitations
+/// already accepted, stay as they are.
+pub async fn directory_invitations_leave_with_their_sender(backend: Arc<dyn Backend>) {
+    let (directory, _) = directory(backend.clone());
+    let system = AuditContext::system();
+    let created = directory
+        .create_tenant(new_tenant("senders"), owner("ann@example.com"), &system)
+        .await
+        .unwrap();
+    let scope = directory.scope(created.tenant.id).await.unwrap();
+    let ann = created.owner.id;
+    let bob = join(&directory, &scope, "bob@example.com", &["admin"])
+        .await
+        .user
+        .id;
+    let as_bob = AuditContext::new(Actor::User(bob));
+    let as_ann = AuditContext::new(Actor::User(ann));
+    let mut sent_by_bob = Vec::new();
+    for name in ["x", "y"] {
+        let issued = directory
+            .invite(
+                &scope,
+                email(&format!("{name}@example.com")),
+                roles(&["admin"]),
+                &as_bob,
+            )
+            .await
+            .unwrap();
+        sent_by_bob.push(issued);
+    }
+    let accepted_before = directory
+        .invite(&scope, email("z@example.com"), roles(&["member"]), &as_bob)
+        .await
+        .unwrap();
+    directory
+        .accept_invitation(&accepted_before.token, new_user(), &system)
+        .await
+        .unwrap();
+    let sent_by_ann = directory
+        .invite(&scope, email("w@example.com"), roles(&["member"]), &as_ann)
+        .await
+        .unwrap();
+    let pending = directory
+        .pending_invitations_sent_by(&scope, bob)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+
+    directory.remove_member(&scope, bob, &as_ann).await.unwrap();
+    for issued in &sent_by_bob {
+        let stored = backend
+            .get_invitation(scope.tenant_id(), issued.invitation.id)
+            .await
+            .unwrap();
+        assert_eq!(stored.status, InvitationStatus::Revoked);
+        assert_err!(
+            directory
+                .accept_invitation(&issued.token, new_user(), &system)
+                .await,
+            DirectoryError::InvitationRevoked
+        );
+    }
+    assert!(
+        directory
+            .pending_invitations_sent_by(&scope, bob)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let kept = backend
+        .get_invitation(scope.tenant_id(), sent_by_ann.invitation.id)
+        .await
+        .unwrap();
+    assert_eq!(kept.status, InvitationStatus::Pending);
+    let accepted = backend
+        .get_invitation(scope.tenant_id(), accepted_before.invitation.id)
+        .await
+        .unwrap();
+    assert_eq!(accepted.status, InvitationStatus::Accepted);
+    let revoked = backend
+        .query_audit(
+            scope.tenant_id(),
+            &AuditQuery::all().action(ActionFilter::parse(actions::INVITATION_REVOKED).unwrap()),
+            &PageRequest::first(PageSize::MAX),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.items.len(), 2);
+    assert!(revoked.items.iter().all(|event| {
+        event.actor == Actor::User(ann) && event.metadata.as_map()["reason"] == "sender_removed"
+    }));
+}
+
 pub async fn directory_members(backend: Arc<dyn Backend>) {
     let (directory, _) = directory(backend.clone());
     let system = AuditContext::system();
