@@ -580,8 +580,6 @@ pub async fn directory_invitation_races(backend: Arc<dyn Backend>) {
     assert_eq!(members.items.len(), 2);
 }
 
-/// Role changes, suspension and removal, guarded so a tenant always keeps
-/// an active owner; and no scope reaches another tenant's members.
 /// A removed member's pending invitations are revoked with them, in the
 /// same transaction, each audited; others' invitations, and invitations
 /// already accepted, stay as they are.
@@ -676,6 +674,8 @@ pub async fn directory_invitations_leave_with_their_sender(backend: Arc<dyn Back
     }));
 }
 
+/// Role changes, suspension and removal, guarded so a tenant always keeps
+/// an active owner; and no scope reaches another tenant's members.
 pub async fn directory_members(backend: Arc<dyn Backend>) {
     let (directory, _) = directory(backend.clone());
     let system = AuditContext::system();
