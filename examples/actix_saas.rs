@@ -29,13 +29,13 @@ use projects::{ProjectInput, Projects};
 
 type Reply = Result<HttpResponse, Rejection>;
 
-/// `GET /projects`, behind `require("projects:read")`.
+/// `GET /projects`, behind `require(projects:read)`.
 async fn list(ctx: Context, projects: web::Data<Projects>) -> Reply {
     let items = projects.list(ctx.tenant_id()).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
-/// `POST /projects`, behind `require("projects:create")`.
+/// `POST /projects`, behind `require(projects:create)`.
 async fn create(ctx: Context, projects: web::Data<Projects>, input: Json<ProjectInput>) -> Reply {
     let name = projects::valid_name(&input.name)?;
     projects::seed_policy(ctx.tenancy(), ctx.tenant_id()).await?;
@@ -80,11 +80,15 @@ async fn services() -> Result<(Tenancy, Projects), Box<dyn Error>> {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         let pool = tenancy::postgres::sqlx::PgPool::connect(&url).await?;
         let auth = auth.with_key_encryption(projects::key_encryption_from_env()?);
-        let tenancy = Tenancy::postgres(pool.clone(), catalog, auth, http).await?;
+        let tenancy = Tenancy::builder(catalog, auth)
+            .http(http)
+            .postgres(pool.clone())
+            .build()
+            .await?;
         return Ok((tenancy, Projects::postgres(pool).await?));
     }
     Ok((
-        Tenancy::in_memory(catalog, auth, http).await?,
+        Tenancy::builder(catalog, auth).http(http).build().await?,
         Projects::memory(),
     ))
 }
@@ -92,6 +96,9 @@ async fn services() -> Result<(Tenancy, Projects), Box<dyn Error>> {
 async fn serve() -> Result<(), Box<dyn Error>> {
     let (tenancy, projects) = services().await?;
     let projects = web::Data::new(projects);
+    // Permissions are checked against the catalog here, at startup.
+    let read = tenancy.permission("projects:read")?;
+    let create_permission = tenancy.permission("projects:create")?;
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -108,8 +115,8 @@ async fn serve() -> Result<(), Box<dyn Error>> {
                 web::scope("/projects")
                     .service(
                         web::resource("")
-                            .route(web::get().to(list).wrap(require("projects:read")))
-                            .route(web::post().to(create).wrap(require("projects:create"))),
+                            .route(web::get().to(list).wrap(require(read)))
+                            .route(web::post().to(create).wrap(require(create_permission))),
                     )
                     .service(
                         web::resource("/{id}")
@@ -119,6 +126,8 @@ async fn serve() -> Result<(), Box<dyn Error>> {
                     )
                     .wrap(TenancyMiddleware::new(tenancy.clone())),
             )
+            // Unknown paths answer a problem too.
+            .default_service(web::to(tenancy::actix::not_found))
     })
     .bind(("127.0.0.1", port))?;
     for address in server.addrs() {

@@ -39,13 +39,13 @@ struct App {
 
 type Reply<T> = Result<T, Rejection>;
 
-/// `GET /projects`, behind `require("projects:read")`.
+/// `GET /projects`, behind `require(projects:read)`.
 async fn list(State(app): State<App>, ctx: Context) -> Reply<Json<Value>> {
     let items = app.projects.list(ctx.tenant_id()).await?;
     Ok(Json(json!({ "items": items })))
 }
 
-/// `POST /projects`, behind `require("projects:create")`: the permission is
+/// `POST /projects`, behind `require(projects:create)`: the permission is
 /// checked before the body is read.
 async fn create(
     State(app): State<App>,
@@ -102,27 +102,35 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Ok(url) => {
             let pool = tenancy::postgres::sqlx::PgPool::connect(&url).await?;
             let auth = auth.with_key_encryption(projects::key_encryption_from_env()?);
-            let tenancy = Tenancy::postgres(pool.clone(), catalog, auth, http).await?;
+            let tenancy = Tenancy::builder(catalog, auth)
+                .http(http)
+                .postgres(pool.clone())
+                .build()
+                .await?;
             (tenancy, Projects::postgres(pool).await?)
         }
         _ => (
-            Tenancy::in_memory(catalog, auth, http).await?,
+            Tenancy::builder(catalog, auth).http(http).build().await?,
             Projects::memory(),
         ),
     };
     let app = App {
         projects: Arc::new(projects),
     };
+    // Permissions are checked against the catalog here, at startup.
+    let read = tenancy.permission("projects:read")?;
+    let create = tenancy.permission("projects:create")?;
     let router = Router::new()
         .route(
             "/projects",
-            get(list.layer(require("projects:read")))
-                .post(create.layer(require("projects:create"))),
+            get(list.layer(require(read))).post(self::create.layer(require(create))),
         )
         .route("/projects/{id}", get(show).put(update).delete(remove))
         .layer(TenancyLayer::new(tenancy.clone()))
         .with_state(app)
-        .merge(tenancy::axum::router(tenancy));
+        .merge(tenancy::axum::router(tenancy))
+        // Unknown paths answer a problem too.
+        .fallback(tenancy::axum::not_found);
     let port = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())

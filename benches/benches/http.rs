@@ -60,7 +60,12 @@ async fn ping() -> &'static str {
 
 fn guarded(tenancy: Tenancy) -> Router {
     Router::new()
-        .route("/ping", get(ping).layer(require("projects:read")))
+        .route(
+            "/ping",
+            get(ping).layer(require(
+                tenancy.permission("projects:read").expect("declared"),
+            )),
+        )
         .layer(TenancyLayer::new(tenancy))
 }
 
@@ -138,7 +143,9 @@ fn actix_pipeline(c: &mut Criterion) {
         App::new().service(
             web::resource("/ping")
                 .route(web::get().to(ping))
-                .wrap(require("projects:read"))
+                .wrap(require(
+                    tenancy.permission("projects:read").expect("declared"),
+                ))
                 .wrap(TenancyMiddleware::new(tenancy)),
         )
     };

@@ -37,13 +37,14 @@
 //!     HttpConfig::default(),
 //! )
 //! .await?;
+//! let read = tenancy.permission("projects:read")?;
 //! HttpServer::new(move || {
 //!     App::new()
 //!         .configure(tenancy_actix::configure(tenancy.clone()))
 //!         .service(
 //!             web::scope("/projects")
 //!                 .route("", web::get().to(projects))
-//!                 .wrap(require("projects:read"))
+//!                 .wrap(require(read))
 //!                 .wrap(TenancyMiddleware::new(tenancy.clone())),
 //!         )
 //! })
@@ -77,7 +78,10 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseErr
 use bytes::Bytes;
 use tenancy_http::auth::{Principal, Subject};
 use tenancy_http::core::{ApiKeyId, SessionId, TenantScope};
-use tenancy_http::{ApiRequest, Problem, RequestContext, RequestHead, Route, Tenancy};
+use tenancy_http::{
+    ApiRequest, Problem, RequestContext, RequestHead, Route, RoutePermission, Tenancy,
+};
+use tracing::Instrument;
 
 /// The actix-web crate this integration is built against.
 pub use actix_web;
@@ -114,6 +118,8 @@ fn head_of(request: &HttpRequest) -> Result<Head, Rejection> {
         uri,
         headers,
         peer: request.peer_addr().map(|address| address.ip()),
+        // Whether this server's listener is TLS; never from request headers.
+        tls: request.app_config().secure(),
     })
 }
 
@@ -123,16 +129,12 @@ struct Head {
     uri: http::Uri,
     headers: http::HeaderMap,
     peer: Option<std::net::IpAddr>,
+    tls: bool,
 }
 
 impl Head {
     fn borrowed(&self) -> RequestHead<'_> {
-        RequestHead {
-            method: &self.method,
-            uri: &self.uri,
-            headers: &self.headers,
-            peer: self.peer,
-        }
+        RequestHead::new(&self.method, &self.uri, &self.headers, self.peer).with_tls(self.tls)
     }
 }
 
@@ -230,16 +232,12 @@ async fn api_request(
         uri,
         headers,
         peer,
+        tls,
     } = head_of(request)?;
     let body = read_body(request, payload, limit).await?;
-    Ok(ApiRequest {
-        method,
-        uri,
-        headers,
-        peer,
-        body,
-        params: params_of(request),
-    })
+    Ok(ApiRequest::new(method, uri, headers, peer, body)
+        .with_params(params_of(request))
+        .with_tls(tls))
 }
 
 // ---------------------------------------------------------------------------
@@ -250,8 +248,8 @@ async fn api_request(
 /// authorizes itself: do not wrap them in [`TenancyMiddleware`].
 ///
 /// Bodies are limited to [`HttpConfig::body_limit`](tenancy_http::HttpConfig::body_limit)
-/// (`413` past it); the client address is the TCP peer (or
-/// `X-Forwarded-For` when [`HttpConfig::trust_forwarded_for`](tenancy_http::HttpConfig::trust_forwarded_for)).
+/// (`413` past it); the client address is the TCP peer (or the client a
+/// trusted proxy names: [`HttpConfig::trusted_proxies`](tenancy_http::HttpConfig::trusted_proxies)).
 pub fn configure(tenancy: Tenancy) -> impl FnOnce(&mut ServiceConfig) {
     move |config| {
         // One resource per path with a route per method: actix picks the
@@ -266,7 +264,18 @@ pub fn configure(tenancy: Tenancy) -> impl FnOnce(&mut ServiceConfig) {
         }
         by_path.sort_by(|(a, _), (b, _)| literal_first(a).cmp(&literal_first(b)));
         for (path, routes) in by_path {
-            let mut resource = web::resource(path);
+            let mut allow: Vec<http::Method> = Vec::new();
+            for route in &routes {
+                allow.push(route.method.clone());
+                if route.method == http::Method::GET {
+                    allow.push(http::Method::HEAD);
+                }
+            }
+            let not_allowed = Problem::method_not_allowed(&allow);
+            let mut resource = web::resource(path).default_service(web::to(move || {
+                let problem = not_allowed.clone();
+                async move { Rejection::from(problem).error_response() }
+            }));
             for route in routes {
                 let Ok(method) = Method::from_bytes(route.method.as_str().as_bytes()) else {
                     continue;
@@ -289,6 +298,46 @@ pub fn configure(tenancy: Tenancy) -> impl FnOnce(&mut ServiceConfig) {
     }
 }
 
+/// The app's default service for paths no route serves: `404` as a
+/// problem. Mount it with
+/// `App::new().default_service(web::to(tenancy_actix::not_found))`.
+pub async fn not_found() -> HttpResponse {
+    Rejection::from(Problem::not_found().with_detail("no route serves this path")).error_response()
+}
+
+/// Path parameters, deserialized like `actix_web::web::Path`, rejecting
+/// like the SDK's routes: a `400` problem naming what did not parse.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Path<T>(pub T);
+
+impl<T> Path<T> {
+    /// The parameters.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Path<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Path<T> {
+    type Error = Rejection;
+    type Future = std::future::Ready<Result<Self, Rejection>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let parsed = <web::Path<T> as FromRequest>::from_request(request, payload).into_inner();
+        std::future::ready(parsed.map(|path| Path(path.into_inner())).map_err(|error| {
+            Rejection::from(Problem::bad_request(format!(
+                "invalid path parameter: {error}"
+            )))
+        }))
+    }
+}
+
 /// A sort key ordering paths segment by segment, literal segments before
 /// `{parameters}`.
 fn literal_first(path: &str) -> Vec<(bool, &str)> {
@@ -303,10 +352,15 @@ async fn serve(
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    match api_request(&request, payload, tenancy.config().body_limit).await {
-        Ok(api) => into_actix(tenancy.dispatch(&route, api).await),
-        Err(rejection) => rejection.error_response(),
+    let span = tenancy_http::trace::request_span(request.method().as_str(), request.path());
+    async move {
+        match api_request(&request, payload, tenancy.config().body_limit).await {
+            Ok(api) => into_actix(tenancy.dispatch(&route, api).await),
+            Err(rejection) => rejection.error_response(),
+        }
     }
+    .instrument(span)
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -374,19 +428,23 @@ where
     fn call(&self, request: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
         let tenancy = self.tenancy.clone();
-        Box::pin(async move {
-            let outcome = match head_of(request.request()) {
-                Ok(head) => tenancy
-                    .authenticate(head.borrowed())
-                    .await
-                    .map_err(Rejection::from),
-                Err(rejection) => Err(rejection),
-            };
-            let outcome = outcome.map(|context| {
-                request.extensions_mut().insert(context);
-            });
-            forward(&*service, request, outcome).await
-        })
+        let span = tenancy_http::trace::request_span(request.method().as_str(), request.path());
+        Box::pin(
+            async move {
+                let outcome = match head_of(request.request()) {
+                    Ok(head) => tenancy
+                        .authenticate(head.borrowed())
+                        .await
+                        .map_err(Rejection::from),
+                    Err(rejection) => Err(rejection),
+                };
+                let outcome = outcome.map(|context| {
+                    request.extensions_mut().insert(context);
+                });
+                forward(&*service, request, outcome).await
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -411,15 +469,17 @@ where
 /// Middleware requiring `permission` (checked against the tenant's roles and
 /// policies) on the resources or scope it wraps. It needs the context of a
 /// [`TenancyMiddleware`] running before it, so register it first:
-/// `.wrap(require("projects:write")).wrap(TenancyMiddleware::new(tenancy))`.
-pub fn require(permission: &'static str) -> Require {
+/// `.wrap(require(read)).wrap(TenancyMiddleware::new(tenancy))`, where
+/// `read` comes from [`Tenancy::permission`], which checks the catalog
+/// declares it when the app is assembled.
+pub fn require(permission: RoutePermission) -> Require {
     Require { permission }
 }
 
 /// See [`require`].
 #[derive(Clone, Copy, Debug)]
 pub struct Require {
-    permission: &'static str,
+    permission: RoutePermission,
 }
 
 impl<S, B> Transform<S, ServiceRequest> for Require
@@ -444,7 +504,7 @@ where
 /// The service of [`Require`].
 pub struct RequireService<S> {
     service: Rc<S>,
-    permission: &'static str,
+    permission: RoutePermission,
 }
 
 impl<S> fmt::Debug for RequireService<S> {
@@ -472,7 +532,10 @@ where
         Box::pin(async move {
             let context = request.extensions().get::<RequestContext>().cloned();
             let outcome = match context {
-                Some(context) => context.require(permission).await.map_err(Rejection::from),
+                Some(context) => context
+                    .require(permission.as_str())
+                    .await
+                    .map_err(Rejection::from),
                 None => Err(Rejection::missing_middleware()),
             };
             forward(&*service, request, outcome).await
@@ -782,10 +845,7 @@ mod tests {
     async fn tenancy(body_limit: usize) -> Tenancy {
         let mut auth = AuthConfig::new("https://unit.test", "unit");
         auth.argon2 = Argon2Config::new(1024, 1, 1);
-        let config = HttpConfig {
-            body_limit,
-            ..HttpConfig::default()
-        };
+        let config = HttpConfig::default().with_body_limit(body_limit);
         Tenancy::in_memory(Catalog::new(["projects:read"]).unwrap(), auth, config)
             .await
             .unwrap()
@@ -1101,7 +1161,7 @@ mod tests {
                     .service(
                         web::scope("/unguarded")
                             .route("", web::get().to(whoami))
-                            .wrap(require("projects:read")),
+                            .wrap(require(tenancy.permission("projects:read").unwrap())),
                     )
                     .service(
                         web::scope("/app")
@@ -1111,7 +1171,7 @@ mod tests {
                             .service(
                                 web::scope("/read")
                                     .route("", web::get().to(whoami))
-                                    .wrap(require("projects:read")),
+                                    .wrap(require(tenancy.permission("projects:read").unwrap())),
                             )
                             .wrap(TenancyMiddleware::new(tenancy.clone())),
                     ),
@@ -1188,6 +1248,50 @@ mod tests {
                 json_of(response).await["type"],
                 "urn:tenancy:problem:forbidden"
             );
+        });
+    }
+
+    #[test]
+    fn unknown_paths_methods_and_bad_path_parameters_are_problems() {
+        run(async {
+            async fn item(Path(id): Path<u64>) -> String {
+                id.to_string()
+            }
+            let tenancy = tenancy(64 * 1024).await;
+            let app = actix_web::test::init_service(
+                App::new()
+                    .route("/items/{id}", web::get().to(item))
+                    .configure(configure(tenancy))
+                    .default_service(web::to(not_found)),
+            )
+            .await;
+            for (method, uri, status, kind) in [
+                ("GET", "/nowhere", 404, "not-found"),
+                ("DELETE", "/auth/login", 405, "method-not-allowed"),
+                ("GET", "/items/%ff%fe", 400, "bad-request"),
+                ("GET", "/items/not-a-number", 400, "bad-request"),
+            ] {
+                let request = TestRequest::default()
+                    .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+                    .uri(uri)
+                    .to_request();
+                let response = actix_web::test::call_service(&app, request).await;
+                assert_eq!(response.status().as_u16(), status, "{method} {uri}");
+                assert_eq!(
+                    header(&response, "content-type").as_deref(),
+                    Some(PROBLEM_JSON),
+                    "{method} {uri}"
+                );
+                if status == 405 {
+                    assert_eq!(header(&response, "allow").as_deref(), Some("POST"));
+                }
+                let body = json_of(response).await;
+                assert_eq!(
+                    body["type"],
+                    format!("urn:tenancy:problem:{kind}"),
+                    "{method} {uri}"
+                );
+            }
         });
     }
 }

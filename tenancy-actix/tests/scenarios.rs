@@ -55,6 +55,7 @@ fn start(
                             .route("/{id}", web::to(projects))
                             .wrap(TenancyMiddleware::new(tenancy.clone())),
                     )
+                    .default_service(web::to(tenancy_actix::not_found))
             })
             .workers(1)
             .disable_signals()
@@ -70,3 +71,4 @@ fn start(
 }
 
 tenancy_http::http_scenarios!(start);
+tenancy_http::http_log_test!(start);

@@ -29,7 +29,7 @@
 //! )
 //! .await?;
 //! let app: Router = Router::new()
-//!     .route("/projects", get(projects).layer(require("projects:read")))
+//!     .route("/projects", get(projects).layer(require(tenancy.permission("projects:read")?)))
 //!     .layer(TenancyLayer::new(tenancy.clone()))
 //!     .merge(tenancy_axum::router(tenancy));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
@@ -63,10 +63,12 @@ use serde::de::DeserializeOwned;
 use tenancy_http::auth::{Principal, Subject};
 use tenancy_http::core::{ApiKeyId, SessionId, TenantScope};
 use tenancy_http::{
-    ApiRequest, HttpConfig, Problem, RequestContext, RequestHead, Route, Tenancy, parse_json,
+    ApiRequest, HttpConfig, Problem, ProblemKind, RequestContext, RequestHead, Route,
+    RoutePermission, Tenancy, parse_json,
 };
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument;
 
 /// A [`Problem`] as an axum response.
 #[derive(Debug, Clone)]
@@ -99,18 +101,15 @@ fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
 /// before any `nest` stripped a prefix, so path segments count alike under
 /// axum and actix.
 fn head_of_request(request: &Request) -> RequestHead<'_> {
-    RequestHead {
-        method: request.method(),
-        uri: request
-            .extensions()
-            .get::<OriginalUri>()
-            .map_or(request.uri(), |OriginalUri(uri)| uri),
-        headers: request.headers(),
-        peer: request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip()),
-    }
+    let uri = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or(request.uri(), |OriginalUri(uri)| uri);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    RequestHead::new(request.method(), uri, request.headers(), peer)
 }
 
 /// The SDK's routes as a router, ready to merge into your app. For the
@@ -139,6 +138,30 @@ where
         .fold(Router::new(), |router, (path, methods)| {
             router.route(path, methods)
         })
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The app's fallback for paths no route serves: `404` as a problem.
+/// Mount it on your own router (the SDK's [`router`] leaves the fallback
+/// to you, since axum refuses to merge two routers that both have one):
+///
+/// ```
+/// use axum::Router;
+/// let app: Router = Router::new()
+///     .fallback(tenancy_axum::not_found)
+///     .method_not_allowed_fallback(tenancy_axum::method_not_allowed);
+/// ```
+pub async fn not_found() -> Response {
+    Rejection(Problem::not_found().with_detail("no route serves this path")).into_response()
+}
+
+/// A `405` problem for a path served with other methods (axum adds the
+/// `Allow` header). [`router`] installs it on the SDK's routes; call
+/// `Router::method_not_allowed_fallback` with it after adding your own.
+pub async fn method_not_allowed(method: http::Method) -> Response {
+    let problem = Problem::of(ProblemKind::MethodNotAllowed)
+        .with_detail(format!("this path does not answer {method}"));
+    Rejection(problem).into_response()
 }
 
 /// The body, at most `limit` bytes: a declared `Content-Length` past the
@@ -166,6 +189,13 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Pro
 }
 
 async fn serve(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Response {
+    let span = tenancy_http::trace::request_span(request.method().as_str(), request.uri().path());
+    serve_in_span(tenancy, route, request)
+        .instrument(span)
+        .await
+}
+
+async fn serve_in_span(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let body = match read_body(&parts, body, tenancy.config().body_limit).await {
         Ok(body) => body,
@@ -180,14 +210,8 @@ async fn serve(tenancy: Tenancy, route: Arc<Route>, request: Request) -> Respons
             Err(_) => HashMap::new(),
         };
     let peer = peer(&parts);
-    let request = ApiRequest {
-        method: parts.method,
-        uri: parts.uri,
-        headers: parts.headers,
-        peer,
-        body,
-        params,
-    };
+    let request =
+        ApiRequest::new(parts.method, parts.uri, parts.headers, peer, body).with_params(params);
     into_axum(tenancy.dispatch(&route, request).await)
 }
 
@@ -244,28 +268,35 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let tenancy = self.tenancy.clone();
-        Box::pin(async move {
-            match tenancy.authenticate(head_of_request(&request)).await {
-                Ok(context) => {
-                    request.extensions_mut().insert(context);
-                    inner.call(request).await
+        let span =
+            tenancy_http::trace::request_span(request.method().as_str(), request.uri().path());
+        Box::pin(
+            async move {
+                match tenancy.authenticate(head_of_request(&request)).await {
+                    Ok(context) => {
+                        request.extensions_mut().insert(context);
+                        inner.call(request).await
+                    }
+                    Err(problem) => Ok(Rejection(problem).into_response()),
                 }
-                Err(problem) => Ok(Rejection(problem).into_response()),
             }
-        })
+            .instrument(span),
+        )
     }
 }
 
 /// A layer requiring `permission` (checked against the tenant's roles and
 /// policies) on the routes it wraps; place it inside a [`TenancyLayer`].
-pub fn require(permission: &'static str) -> RequireLayer {
+/// The permission comes from [`Tenancy::permission`], which checks the
+/// catalog declares it when the app is assembled.
+pub fn require(permission: RoutePermission) -> RequireLayer {
     RequireLayer { permission }
 }
 
 /// See [`require`].
 #[derive(Clone, Copy, Debug)]
 pub struct RequireLayer {
-    permission: &'static str,
+    permission: RoutePermission,
 }
 
 impl<S> Layer<S> for RequireLayer {
@@ -283,7 +314,7 @@ impl<S> Layer<S> for RequireLayer {
 #[derive(Clone, Debug)]
 pub struct RequireService<S> {
     inner: S,
-    permission: &'static str,
+    permission: RoutePermission,
 }
 
 impl<S> Service<Request> for RequireService<S>
@@ -305,7 +336,7 @@ where
         let permission = self.permission;
         Box::pin(async move {
             let allowed = match request.extensions().get::<RequestContext>() {
-                Some(context) => context.require(permission).await,
+                Some(context) => context.require(permission.as_str()).await,
                 None => Err(missing_layer()),
             };
             match allowed {
@@ -479,6 +510,45 @@ where
     }
 }
 
+/// Path parameters, deserialized like `axum::extract::Path`, rejecting
+/// like the SDK's routes: a problem (`400` naming what did not parse, or a
+/// path that is not UTF-8) instead of a plain-text answer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Path<T>(pub T);
+
+impl<T> std::ops::Deref for Path<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::PathRejection;
+        match <axum::extract::Path<T> as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+        {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => Err(Rejection(
+                Problem::bad_request(format!("invalid path parameter: {}", error.body_text())),
+            )),
+            Err(PathRejection::MissingPathParams(_)) => {
+                // A handler asking for parameters its route does not have.
+                tracing::error!("a handler asked for path parameters its route does not declare");
+                Err(Rejection(Problem::of(ProblemKind::Internal)))
+            }
+            Err(other) => Err(Rejection(Problem::bad_request(other.body_text()))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,7 +624,8 @@ mod tests {
             .route("/key", get(key_only))
             .route(
                 "/guarded",
-                get(|| async { "ok" }).layer(require("projects:delete")),
+                get(|| async { "ok" })
+                    .layer(require(tenancy.permission("projects:delete").unwrap())),
             )
             .layer(TenancyLayer::new(tenancy.clone()));
 
@@ -613,26 +684,26 @@ mod tests {
         let app = Router::new()
             .route(
                 "/read",
-                get(|| async { "ok" }).layer(require("projects:read")),
+                get(|| async { "ok" }).layer(require(tenancy.permission("projects:read").unwrap())),
             )
             .route(
                 "/delete",
-                get(|| async { "ok" }).layer(require("projects:delete")),
+                get(|| async { "ok" })
+                    .layer(require(tenancy.permission("projects:delete").unwrap())),
             )
-            .route(
-                "/unknown",
-                get(|| async { "ok" }).layer(require("reports:export")),
-            )
-            .layer(TenancyLayer::new(tenancy));
+            .layer(TenancyLayer::new(tenancy.clone()));
         let (status, _, _) = send(&app, get_with("/read", Some(&key))).await;
         assert_eq!(status, StatusCode::OK);
         let (status, _, body) = send(&app, get_with("/delete", Some(&key))).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["errors"][0]["field"], "permission");
         assert_eq!(body["errors"][0]["message"], "projects:delete");
-        // Outside the catalog nothing is granted, not even to an owner.
-        let (status, _, _) = send(&app, get_with("/unknown", Some(&token))).await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
+        // A permission outside the catalog is refused when the app is
+        // assembled, not answered `403` to everyone.
+        let unknown = tenancy.permission("reports:export").unwrap_err();
+        assert_eq!(unknown.name(), "reports:export");
+        let (status, _, _) = send(&app, get_with("/read", Some(&token))).await;
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]
@@ -702,5 +773,60 @@ mod tests {
             .unwrap();
         let (status, _, _) = send(&app, broken).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_methods_and_bad_path_parameters_are_problems() {
+        async fn item(Path(id): Path<u64>) -> String {
+            id.to_string()
+        }
+        let tenancy = tenancy().await;
+        let app: Router = Router::new()
+            .route("/items/{id}", get(item))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .merge(router(tenancy));
+        let request = |method: &str, uri: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap()
+        };
+        for (method, uri, status, kind) in [
+            ("GET", "/nowhere", 404, "not-found"),
+            ("DELETE", "/auth/login", 405, "method-not-allowed"),
+            ("POST", "/items/7", 405, "method-not-allowed"),
+            ("GET", "/items/%ff%fe", 400, "bad-request"),
+            ("GET", "/items/not-a-number", 400, "bad-request"),
+        ] {
+            let response = app.clone().oneshot(request(method, uri)).await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{method} {uri}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                tenancy_http::PROBLEM_JSON
+            );
+            if status == 405 {
+                assert!(
+                    response.headers().contains_key(header::ALLOW),
+                    "{method} {uri}"
+                );
+            }
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                body["type"],
+                format!("urn:tenancy:problem:{kind}"),
+                "{method} {uri}"
+            );
+        }
+        let allow = app
+            .clone()
+            .oneshot(request("DELETE", "/auth/login"))
+            .await
+            .unwrap();
+        assert_eq!(allow.headers()[header::ALLOW], "POST");
     }
 }

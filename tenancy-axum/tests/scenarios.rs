@@ -31,6 +31,7 @@ fn app(tenancy: Tenancy, projects: Arc<Projects>) -> Router {
         .route("/projects/{id}", any(one))
         .layer(TenancyLayer::new(tenancy.clone()))
         .merge(tenancy_axum::router(tenancy))
+        .fallback(tenancy_axum::not_found)
 }
 
 fn into(response: axum::http::Response<Bytes>) -> Response {
@@ -53,3 +54,4 @@ fn start(
 }
 
 tenancy_http::http_scenarios!(start);
+tenancy_http::http_log_test!(start);

@@ -302,8 +302,20 @@ impl TenancyBuilder {
     ///
     /// Errors: an invalid configuration ([`SetupError::Auth`]), a failed
     /// migration ([`SetupError::Migrate`]), a listener that could not start
-    /// ([`SetupError::Listen`]).
+    /// ([`SetupError::Listen`]), a module route requiring a permission the
+    /// catalog lacks ([`SetupError::UnknownPermission`]).
     pub async fn build(self) -> Result<Tenancy, SetupError> {
+        for registered in &self.modules {
+            for route in registered.module.routes() {
+                if let crate::routes::Access::Permission(name) = route.access
+                    && !self.permissions.contains(name)
+                {
+                    return Err(SetupError::UnknownPermission(
+                        crate::permission::UnknownPermission::new(name),
+                    ));
+                }
+            }
+        }
         let stores = match &self.storage {
             Storage::Memory => memory_stores(),
             #[cfg(feature = "postgres")]
@@ -503,4 +515,7 @@ pub enum SetupError {
     /// The shared `LISTEN` connection could not be started.
     #[error("listening for changes failed")]
     Listen(#[source] tenancy_core::BoxError),
+    /// A module's route requires a permission the catalog does not declare.
+    #[error(transparent)]
+    UnknownPermission(crate::permission::UnknownPermission),
 }

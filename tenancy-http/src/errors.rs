@@ -6,7 +6,7 @@ use tenancy_auth::{AuthError, Error as AuthServiceError};
 use tenancy_core::{Conflict, DirectoryError, StoreError};
 use time::OffsetDateTime;
 
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// The realm named in `WWW-Authenticate`.
 pub(crate) fn unauthorized(error: &AuthError, realm: &str) -> Problem {
@@ -99,20 +99,18 @@ pub(crate) fn auth_service(error: &AuthServiceError, now: OffsetDateTime) -> Pro
             "Invalid credentials",
         )
         .with_detail("invalid email or password"),
-        E::AccountLocked { until } => Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "account-locked",
-            "Account locked",
-        )
-        .with_detail("too many failed logins; try again later")
-        .retry_after(*until, now),
-        E::ClientThrottled { until } => Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "throttled",
-            "Too many failed logins",
-        )
-        .with_detail("too many failed logins from this client; try again later")
-        .retry_after(*until, now),
+        E::AccountLocked { until } => Problem::of(ProblemKind::AccountLocked)
+            .with_detail("too many failed logins; try again later")
+            .retry_after(*until, now),
+        E::ClientThrottled { until } => Problem::of(ProblemKind::Throttled)
+            .with_detail("too many failed attempts from this client; try again later")
+            .retry_after(*until, now),
+        E::RateLimited { until } => Problem::rate_limited(*until, now),
+        E::Overloaded { until } => Problem::overloaded(*until, now),
+        E::RegistrationClosed => Problem::of(ProblemKind::RegistrationClosed)
+            .with_detail("this app does not accept new registrations"),
+        E::InvitationRequired => Problem::of(ProblemKind::InvitationRequired)
+            .with_detail("registration needs an invitation; accept yours instead"),
         E::AccountDisabled => Problem::forbidden("account disabled"),
         E::NotAMember => Problem::not_found().with_detail("no active membership in this tenant"),
         E::TenantNotActive { status } => Problem::new(

@@ -24,7 +24,10 @@
 mod builder;
 mod config;
 mod errors;
+mod forwarded;
 mod module;
+mod origin;
+mod permission;
 mod pipeline;
 mod problem;
 mod request;
@@ -33,12 +36,16 @@ mod routes;
 mod tenancy;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod trace;
 
 pub use builder::{SetupError, Stores, TenancyBuilder};
 pub use config::{CookieConfig, HttpConfig, TenantSource};
+pub use forwarded::{ForwardedHeader, IpNet, TrustedProxies};
 pub use module::Module;
+pub use origin::{InvalidOrigin, Origin};
+pub use permission::{RoutePermission, UnknownPermission};
 pub use pipeline::{RequestContext, RequestHead};
-pub use problem::{FieldError, PROBLEM_JSON, Problem};
+pub use problem::{FieldError, PROBLEM_JSON, Problem, ProblemKind};
 pub use request::{ApiRequest, parse_json};
 pub use response::{json, no_content};
 pub use routes::{Access, Handler, Route, routes};

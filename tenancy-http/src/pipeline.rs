@@ -21,6 +21,7 @@ use crate::tenancy::Tenancy;
 /// What the pipeline reads of a request, borrowed: no body, no copies.
 /// `Debug` redacts credentials.
 #[derive(Clone, Copy)]
+#[non_exhaustive]
 pub struct RequestHead<'a> {
     /// The method.
     pub method: &'a Method,
@@ -30,6 +31,9 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
     /// The peer's address.
     pub peer: Option<IpAddr>,
+    /// Whether the connection to the app is TLS, when the integration can
+    /// tell (actix can; axum only for HTTP/2 `https` URIs).
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for RequestHead<'_> {
@@ -39,11 +43,35 @@ impl std::fmt::Debug for RequestHead<'_> {
             .field("uri", self.uri)
             .field("headers", &crate::request::RedactedHeaders(self.headers))
             .field("peer", &self.peer)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl<'a> RequestHead<'a> {
+    /// A request head received from `peer` over a connection that is not
+    /// known to be TLS; see [`Self::with_tls`].
+    pub fn new(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Self {
+        Self {
+            method,
+            uri,
+            headers,
+            peer,
+            tls: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
+        }
+    }
+
+    /// Marks the connection as TLS (or not).
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// A cookie's value.
     pub fn cookie(&self, name: &str) -> Option<&'a str> {
         crate::request::cookie(self.headers, name)
@@ -146,7 +174,10 @@ impl RequestContext {
         if let Some(context) = context {
             request = request.with_context(context);
         }
-        if authorizer.check(&request).allowed() {
+        let allowed = authorizer.check(&request).allowed();
+        crate::trace::record("permission", &action);
+        crate::trace::record("decision", &if allowed { "allow" } else { "deny" });
+        if allowed {
             Ok(())
         } else {
             Err(Problem::forbidden(format!("`{action}` is not allowed"))
@@ -235,6 +266,8 @@ impl Tenancy {
             })
             .await
             .map_err(|e| errors::unauthorized(&e, &config.realm))?;
+        crate::trace::record("tenant", &tracing::field::display(principal.tenant_id));
+        crate::trace::record("principal", &tracing::field::debug(&principal.subject));
         let requested = self.requested_tenant(&head, path_tenant).await?;
         let tenant_id = principal.tenant_id;
         if requested.is_some_and(|requested| requested != tenant_id) {
@@ -481,12 +514,7 @@ mod tests {
                 value.parse().unwrap(),
             );
         }
-        let head = RequestHead {
-            method: &Method::GET,
-            uri: &uri,
-            headers: &map,
-            peer: None,
-        };
+        let head = RequestHead::new(&Method::GET, &uri, &map, None);
         tenancy
             .authenticate(head)
             .await
@@ -603,12 +631,7 @@ mod tests {
         let uri: Uri = "/auth/me".parse().unwrap();
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, token.parse().unwrap());
-        let head = RequestHead {
-            method: &Method::GET,
-            uri: &uri,
-            headers: &headers,
-            peer: None,
-        };
+        let head = RequestHead::new(&Method::GET, &uri, &headers, None);
         let context = tenancy.authenticate_with(head, false).await.unwrap();
         assert_eq!(context.tenant_id(), tenant);
         for path in [

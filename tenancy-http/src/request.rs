@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use tenancy_auth::ClientInfo;
 
 use crate::config::HttpConfig;
+use crate::origin::Origin;
 use crate::pipeline::RequestHead;
 use crate::problem::Problem;
 
@@ -16,6 +17,7 @@ use crate::problem::Problem;
 /// hand over. `Debug` redacts credentials (`Authorization`, cookies) and
 /// shows only the body's length: bodies carry passwords and tokens.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ApiRequest {
     /// The method.
     pub method: Method,
@@ -29,6 +31,8 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// Path parameters by name (`{id}` → `id`).
     pub params: HashMap<String, String>,
+    /// Whether the connection to the app is TLS; see [`RequestHead::tls`].
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for ApiRequest {
@@ -40,6 +44,7 @@ impl std::fmt::Debug for ApiRequest {
             .field("peer", &self.peer)
             .field("body_len", &self.body.len())
             .field("params", &self.params)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -68,14 +73,42 @@ impl std::fmt::Debug for RedactedHeaders<'_> {
 }
 
 impl ApiRequest {
+    /// A request with no path parameters, over a connection not known to
+    /// be TLS (an `https` URI counts as TLS).
+    pub fn new(
+        method: Method,
+        uri: http::Uri,
+        headers: HeaderMap,
+        peer: Option<IpAddr>,
+        body: Bytes,
+    ) -> Self {
+        let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        Self {
+            method,
+            uri,
+            headers,
+            peer,
+            body,
+            params: HashMap::new(),
+            tls,
+        }
+    }
+
+    /// Sets the path parameters.
+    pub fn with_params(mut self, params: HashMap<String, String>) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Marks the connection as TLS (or not).
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// The request head, borrowed, for the pipeline.
     pub fn head(&self) -> RequestHead<'_> {
-        RequestHead {
-            method: &self.method,
-            uri: &self.uri,
-            headers: &self.headers,
-            peer: self.peer,
-        }
+        RequestHead::new(&self.method, &self.uri, &self.headers, self.peer).with_tls(self.tls)
     }
 
     /// A path parameter.
@@ -108,8 +141,8 @@ impl ApiRequest {
         cookie(&self.headers, name)
     }
 
-    /// Who is calling: address (peer, or `X-Forwarded-For` when trusted)
-    /// and user agent.
+    /// Who is calling: address (the peer, or the client a trusted proxy
+    /// names; see [`HttpConfig::trusted_proxies`]) and user agent.
     pub fn client(&self, config: &HttpConfig) -> ClientInfo {
         let mut client = ClientInfo {
             ip: client_ip(&self.headers, self.peer, config),
@@ -139,28 +172,20 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
         })
 }
 
-/// The client address: the peer, or the first `X-Forwarded-For` hop when trusted.
+/// The client address: the peer, or the client a trusted proxy names.
 pub(crate) fn client_ip(
     headers: &HeaderMap,
     peer: Option<IpAddr>,
     config: &HttpConfig,
 ) -> Option<IpAddr> {
-    let forwarded = config
-        .trust_forwarded_for
-        .then(|| {
-            headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|ip| ip.trim().parse().ok())
-        })
-        .flatten();
-    forwarded.or(peer)
+    crate::forwarded::resolve(headers, peer, &config.trusted_proxies).ip
 }
 
 /// Refuses a cookie-authenticated, state-changing request that does not
-/// come from the app's own origin (CSRF): its `Origin` (or `Referer`) must
-/// be the request's host or one of [`HttpConfig::allowed_origins`].
+/// come from the app's own origin (CSRF): its `Origin` (or, without one,
+/// its `Referer`) must be the same origin (scheme, host and port) as
+/// [`HttpConfig::public_origin`], or as the request itself (see there), or
+/// one of [`HttpConfig::allowed_origins`].
 pub(crate) fn check_origin(head: RequestHead<'_>, config: &HttpConfig) -> Result<(), Problem> {
     if matches!(*head.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
@@ -175,30 +200,41 @@ pub(crate) fn check_origin(head: RequestHead<'_>, config: &HttpConfig) -> Result
             "cross-site request refused: no Origin or Referer",
         ));
     };
-    let origin: String = source.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-    // HTTP/1.1 names the host in `Host`; HTTP/2 and absolute-form requests
-    // in the URI's authority.
-    let host = head
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| head.uri.authority().map(|a| a.as_str()));
-    let same_host = origin
-        .split_once("://")
-        .zip(host)
-        .is_some_and(|((_, authority), host)| authority.eq_ignore_ascii_case(host));
-    if same_host
-        || config
-            .allowed_origins
-            .iter()
-            .any(|allowed| allowed == &origin)
-    {
+    let refused = || Problem::forbidden("cross-site request refused: origin not allowed");
+    let source: Origin = source.parse().map_err(|_| refused())?;
+    if config.allowed_origins.contains(&source) {
+        return Ok(());
+    }
+    let own = match &config.public_origin {
+        Some(origin) => Some(origin.clone()),
+        None => request_origin(head, config),
+    };
+    if own.as_ref() == Some(&source) {
         Ok(())
     } else {
-        Err(Problem::forbidden(
-            "cross-site request refused: origin not allowed",
-        ))
+        Err(refused())
     }
+}
+
+/// The origin a request was sent to, as far as it can be known: scheme and
+/// host from a trusted proxy, else the connection and `Host` (HTTP/1.1) or
+/// the URI's authority (HTTP/2).
+fn request_origin(head: RequestHead<'_>, config: &HttpConfig) -> Option<Origin> {
+    let forwarded = crate::forwarded::resolve(head.headers, head.peer, &config.trusted_proxies);
+    let scheme = forwarded.proto.as_deref().unwrap_or(if head.tls {
+        "https"
+    } else {
+        head.uri.scheme_str().unwrap_or("http")
+    });
+    let host = match forwarded.host.as_deref() {
+        Some(host) => host,
+        None => head
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| head.uri.authority().map(|a| a.as_str()))?,
+    };
+    Origin::from_parts(scheme, host).ok()
 }
 
 /// A JSON request body as `T`, the way the SDK's routes read theirs: `415`
@@ -217,6 +253,17 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
     if !is_json {
         return Err(Problem::unsupported_media_type());
     }
+    // A key given twice would mean whatever the parser keeps (the last,
+    // in serde_json): a parser differential. Refused at any depth, naming
+    // where it is.
+    let mut checker = serde_json::Deserializer::from_slice(body);
+    if let Err(error) = serde_path_to_error::deserialize::<_, UniqueKeys>(&mut checker)
+        && error.inner().is_data()
+    {
+        let path = error.path().to_string();
+        let field = if path == "." { "body" } else { path.as_str() };
+        return Err(Problem::invalid(field, error.inner().to_string()));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
     let value = parsed.map_err(|error| {
@@ -228,6 +275,61 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
         .end()
         .map_err(|error| Problem::from_json_error("body", &error))?;
     Ok(value)
+}
+
+/// Any JSON document, accepted only if no object in it repeats a key.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            map.next_value::<UniqueKeys>()?;
+            seen.insert(key);
+        }
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
 }
 
 fn percent_decode(text: &str) -> String {
@@ -286,6 +388,8 @@ pub(crate) fn set_cookie(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forwarded::{ForwardedHeader, TrustedProxies};
+    use serde_json::Value;
 
     fn request(method: Method, headers: &[(&str, &str)], body: &str) -> ApiRequest {
         let mut map = HeaderMap::new();
@@ -302,6 +406,7 @@ mod tests {
             peer: Some("10.0.0.1".parse().unwrap()),
             body: Bytes::from(body.to_owned()),
             params: HashMap::new(),
+            tls: false,
         }
     }
 
@@ -338,6 +443,31 @@ mod tests {
         );
         let trailing = request(Method::POST, &json, r#"{"email":"a@b.co","roles":[]} x"#);
         assert_eq!(trailing.json::<Body>(1024).unwrap_err().status(), 400);
+        // Duplicate keys, at the top or deep inside, whatever `T` is.
+        let twice = request(
+            Method::POST,
+            &json,
+            r#"{"email":"a@b.co","email":"c@d.co","roles":[]}"#,
+        );
+        let problem = twice.json::<Body>(1024).unwrap_err();
+        assert_eq!(problem.status(), 422);
+        assert!(
+            problem.errors()[0]
+                .message
+                .contains("duplicate key `email`"),
+            "{problem:?}"
+        );
+        let deep = request(
+            Method::POST,
+            &json,
+            r#"{"statements":[{"effect":"allow"},{"effect":"allow","effect":"deny"}]}"#,
+        );
+        let problem = deep.json::<Value>(1024).unwrap_err();
+        assert_eq!(problem.status(), 422);
+        assert_eq!(problem.errors()[0].field, "statements[1]", "{problem:?}");
+        assert!(problem.errors()[0].message.contains("`effect`"));
+        let fine = request(Method::POST, &json, r#"{"a":{"x":1},"b":{"x":[{"x":1}]}}"#);
+        assert!(fine.json::<Value>(1024).is_ok());
     }
 
     #[test]
@@ -374,62 +504,124 @@ mod tests {
 
     #[test]
     fn origin_checks() {
-        let config = HttpConfig {
-            allowed_origins: vec!["https://app.example".into()],
-            ..HttpConfig::default()
-        };
+        let config =
+            HttpConfig::default().with_allowed_origin("https://app.example".parse().unwrap());
+        let check = |r: &ApiRequest| check_origin(r.head(), &config);
         let same = request(
+            Method::POST,
+            &[("host", "api.example"), ("origin", "http://api.example")],
+            "",
+        );
+        assert!(check(&same).is_ok());
+        // Same host, other scheme or port: another origin.
+        let https = request(
             Method::POST,
             &[("host", "api.example"), ("origin", "https://api.example")],
             "",
         );
-        assert!(check_origin(same.head(), &config).is_ok());
+        assert_eq!(check(&https).unwrap_err().status(), 403);
+        let port = request(
+            Method::POST,
+            &[
+                ("host", "api.example"),
+                ("origin", "http://api.example:8080"),
+            ],
+            "",
+        );
+        assert!(check(&port).is_err());
+        // Over TLS the https origin is the request's own.
+        assert!(check(&https.clone().with_tls(true)).is_ok());
+        assert!(check(&same.clone().with_tls(true)).is_err());
         let allowed = request(
             Method::POST,
             &[("host", "api.example"), ("origin", "https://app.example")],
             "",
         );
-        assert!(check_origin(allowed.head(), &config).is_ok());
+        assert!(check(&allowed).is_ok());
+        let allowed_http = request(
+            Method::POST,
+            &[("host", "api.example"), ("origin", "http://app.example")],
+            "",
+        );
+        assert!(check(&allowed_http).is_err());
         let referer = request(
             Method::DELETE,
             &[
                 ("host", "api.example"),
-                ("referer", "https://api.example/page?x"),
+                ("referer", "http://api.example/page?x"),
             ],
             "",
         );
-        assert!(check_origin(referer.head(), &config).is_ok());
+        assert!(check(&referer).is_ok());
         let evil = request(
             Method::POST,
-            &[("host", "api.example"), ("origin", "https://evil.example")],
+            &[("host", "api.example"), ("origin", "http://evil.example")],
             "",
         );
-        assert_eq!(
-            check_origin(evil.head(), &config).unwrap_err().status(),
-            403
+        assert_eq!(check(&evil).unwrap_err().status(), 403);
+        let null = request(
+            Method::POST,
+            &[("host", "api.example"), ("origin", "null")],
+            "",
         );
+        assert!(check(&null).is_err());
         let bare = request(Method::PUT, &[("host", "api.example")], "");
-        assert_eq!(
-            check_origin(bare.head(), &config).unwrap_err().status(),
-            403
-        );
+        assert_eq!(check(&bare).unwrap_err().status(), 403);
         let read = request(Method::GET, &[], "");
-        assert!(check_origin(read.head(), &config).is_ok());
+        assert!(check(&read).is_ok());
         let mixed_case = request(
             Method::POST,
-            &[("host", "API.example"), ("origin", "https://api.EXAMPLE")],
+            &[("host", "API.example"), ("origin", "http://api.EXAMPLE")],
             "",
         );
-        assert!(check_origin(mixed_case.head(), &config).is_ok());
-        // HTTP/2: no `Host`, the authority is in the URI.
+        assert!(check(&mixed_case).is_ok());
+        // HTTP/2: no `Host`, the authority (and scheme) are in the URI.
         let mut h2 = request(Method::POST, &[("origin", "https://api.example")], "");
         h2.uri = "https://api.example/x".parse().unwrap();
-        assert!(check_origin(h2.head(), &config).is_ok());
+        assert!(check(&h2).is_ok());
         let mut h2_evil = request(Method::POST, &[("origin", "https://evil.example")], "");
         h2_evil.uri = "https://api.example/x".parse().unwrap();
-        assert!(check_origin(h2_evil.head(), &config).is_err());
+        assert!(check(&h2_evil).is_err());
         let nowhere = request(Method::POST, &[("origin", "https://api.example")], "");
-        assert!(check_origin(nowhere.head(), &config).is_err());
+        assert!(check(&nowhere).is_err());
+    }
+
+    #[test]
+    fn origin_behind_proxies_and_configured() {
+        // The public origin, when set, is the only own origin.
+        let public =
+            HttpConfig::default().with_public_origin("https://app.example".parse().unwrap());
+        let r = request(
+            Method::POST,
+            &[("host", "internal:8080"), ("origin", "https://app.example")],
+            "",
+        );
+        assert!(check_origin(r.head(), &public).is_ok());
+        let r = request(
+            Method::POST,
+            &[
+                ("host", "internal:8080"),
+                ("origin", "http://internal:8080"),
+            ],
+            "",
+        );
+        assert!(check_origin(r.head(), &public).is_err());
+        // A TLS-terminating proxy that is trusted names the scheme and host.
+        let proxied = HttpConfig::default()
+            .with_trusted_proxies(TrustedProxies::count(1, ForwardedHeader::XForwardedFor));
+        let r = request(
+            Method::POST,
+            &[
+                ("host", "internal:8080"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "app.example"),
+                ("origin", "https://app.example"),
+            ],
+            "",
+        );
+        assert!(check_origin(r.head(), &proxied).is_ok());
+        // The same headers from an untrusted peer change nothing.
+        assert!(check_origin(r.head(), &HttpConfig::default()).is_err());
     }
 
     #[test]
@@ -446,12 +638,11 @@ mod tests {
             r.client(&HttpConfig::default()).ip,
             Some("10.0.0.1".parse().unwrap())
         );
-        let trusting = HttpConfig {
-            trust_forwarded_for: true,
-            ..HttpConfig::default()
-        };
-        let client = r.client(&trusting);
-        assert_eq!(client.ip, Some("203.0.113.9".parse().unwrap()));
+        let one_proxy = HttpConfig::default()
+            .with_trusted_proxies(TrustedProxies::count(1, ForwardedHeader::XForwardedFor));
+        let client = r.client(&one_proxy);
+        // The hop the proxy appended, not what the client wrote before it.
+        assert_eq!(client.ip, Some("10.0.0.2".parse().unwrap()));
         assert_eq!(client.user_agent.as_deref(), Some("curl/8"));
     }
 }

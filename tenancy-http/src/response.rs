@@ -6,14 +6,19 @@ use serde::Serialize;
 
 use crate::problem::Problem;
 
-/// A JSON answer.
+/// A JSON answer, with `X-Content-Type-Options: nosniff`.
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Result<Response<Bytes>, Problem> {
     let bytes = serde_json::to_vec(body).map_err(|e| Problem::internal(&e))?;
     let mut response = Response::new(Bytes::from(bytes));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     Ok(response)
 }

@@ -174,7 +174,19 @@ impl Tenancy {
             (route.handler)(self, &request, context.as_ref()).await
         }
         .await;
-        outcome.unwrap_or_else(|problem| problem.to_response())
+        let mut response = outcome.unwrap_or_else(|problem| problem.to_response());
+        // Answers carry personal or tenant data, credentials, or problems
+        // about them: no cache keeps them unless a route says otherwise
+        // (the public JWKS).
+        let headers = response.headers_mut();
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if !headers.contains_key(header::CACHE_CONTROL) {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        response
     }
 }
 
@@ -772,6 +784,10 @@ fn admin_error(error: &AdminError) -> Problem {
             Problem::forbidden(error.to_string())
         }
         AdminError::Role(_) | AdminError::Policy(_) => Problem::invalid("body", error.to_string()),
+        AdminError::UnknownRole { .. } => Problem::invalid("roles", error.to_string()),
+        AdminError::Limit(_) => {
+            Problem::of(crate::ProblemKind::LimitExceeded).with_detail(error.to_string())
+        }
         AdminError::RoleInUse { .. } => Problem::conflict(error.to_string()),
         other => Problem::unavailable(other),
     }

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -86,14 +85,13 @@ fn request(path: &str, token: &str) -> ApiRequest {
         header::AUTHORIZATION,
         format!("Bearer {token}").parse().unwrap(),
     );
-    ApiRequest {
-        method: Method::GET,
-        uri: path.parse().unwrap(),
+    ApiRequest::new(
+        Method::GET,
+        path.parse().unwrap(),
         headers,
-        peer: None,
-        body: Bytes::new(),
-        params: HashMap::new(),
-    }
+        None,
+        Bytes::new(),
+    )
 }
 
 #[tokio::test]
@@ -175,4 +173,35 @@ async fn a_module_brings_routes_a_request_step_and_tasks() {
         tokio::task::yield_now().await;
     }
     panic!("the module's task outlived the Tenancy");
+}
+
+/// A module whose route requires a permission nobody declared.
+struct Misspelled;
+
+#[async_trait]
+impl Module for Misspelled {
+    fn name(&self) -> &'static str {
+        "misspelled"
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        vec![route!(GET "/reports", Access::Permission("report:read"), greet)]
+    }
+}
+
+#[tokio::test]
+async fn a_module_route_needing_an_undeclared_permission_fails_the_build() {
+    let mut auth = AuthConfig::new("https://modules.test", "modules");
+    auth.argon2 = Argon2Config::new(1024, 1, 1);
+    let built = Tenancy::builder(Catalog::new(["reports:read"]).unwrap(), auth)
+        .module(Misspelled)
+        .build()
+        .await;
+    match built {
+        Err(tenancy_http::SetupError::UnknownPermission(unknown)) => {
+            assert_eq!(unknown.name(), "report:read");
+        }
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("the build must fail"),
+    }
 }

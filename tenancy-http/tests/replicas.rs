@@ -31,12 +31,7 @@ async fn status_of(tenancy: &Tenancy, authorization: &str, permission: &str) -> 
         header::AUTHORIZATION,
         HeaderValue::from_str(authorization).unwrap(),
     );
-    let head = RequestHead {
-        method: &Method::GET,
-        uri: &uri,
-        headers: &headers,
-        peer: None,
-    };
+    let head = RequestHead::new(&Method::GET, &uri, &headers, None);
     let outcome = match tenancy.authenticate(head).await {
         Ok(context) => context.require(permission).await,
         Err(problem) => Err(problem),

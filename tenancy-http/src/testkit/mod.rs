@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod json_bodies;
+mod logs;
 pub mod projects;
 mod scenarios;
 
@@ -24,8 +25,10 @@ use tenancy_core::ManualClock;
 
 use crate::TenancyBuilder;
 use crate::config::{CookieConfig, HttpConfig, TenantSource};
+use crate::forwarded::{ForwardedHeader, TrustedProxies};
 use crate::tenancy::Tenancy;
 
+pub use logs::{CapturedLogs, assert_logs_hold_no_secrets, capture_logs};
 pub use projects::Projects;
 pub use scenarios::*;
 
@@ -51,6 +54,7 @@ pub struct TestApp {
     /// The app's services, for what has no route (suspending a tenant).
     pub tenancy: Tenancy,
     client: reqwest::Client,
+    secrets: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for TestApp {
@@ -68,7 +72,8 @@ pub const SCENARIO_EXPORT_LIMIT: usize = 16 * 1024;
 /// The scenario apps' settings: the projects catalog, fast hashing, the
 /// tenant taken from `X-Tenant-Id` when sent, cookies without `Secure`
 /// (plain `http://127.0.0.1`), a 64 KiB body limit, no status caching,
-/// audit exports of at most [`SCENARIO_EXPORT_LIMIT`] bytes.
+/// audit exports of at most [`SCENARIO_EXPORT_LIMIT`] bytes, and one
+/// trusted proxy appending to `X-Forwarded-For`.
 pub fn scenario_config() -> (Catalog, AuthConfig, HttpConfig) {
     let mut auth = AuthConfig::new("https://scenarios.test", "scenarios");
     auth.argon2 = Argon2Config::new(1024, 1, 1);
@@ -76,16 +81,15 @@ pub fn scenario_config() -> (Catalog, AuthConfig, HttpConfig) {
     auth.key_encryption = tenancy_auth::KeyEncryption::key(
         tenancy_auth::KeyEncryptionKey::new("scenarios-1", [5; 32]).unwrap(),
     );
-    let http = HttpConfig {
-        tenant_source: TenantSource::Header(http::HeaderName::from_static("x-tenant-id")),
-        cookies: CookieConfig {
-            secure: false,
-            ..CookieConfig::default()
-        },
-        tenant_status_ttl: std::time::Duration::ZERO,
-        export_limit: SCENARIO_EXPORT_LIMIT,
-        ..HttpConfig::default()
-    };
+    // The scenario client stands in for one proxy in front of the app.
+    let http = HttpConfig::default()
+        .with_tenant_source(TenantSource::Header(http::HeaderName::from_static(
+            "x-tenant-id",
+        )))
+        .with_cookies(CookieConfig::default().with_secure(false))
+        .with_tenant_status_ttl(std::time::Duration::ZERO)
+        .with_export_limit(SCENARIO_EXPORT_LIMIT)
+        .with_trusted_proxies(TrustedProxies::count(1, ForwardedHeader::XForwardedFor));
     let catalog = Catalog::new(projects::PERMISSIONS).unwrap();
     (catalog, auth, http)
 }
@@ -111,7 +115,14 @@ impl TestApp {
             clock,
             tenancy,
             client: reqwest::Client::new(),
+            secrets: std::sync::Mutex::new(vec![scenarios::PASSWORD.to_owned()]),
         })
+    }
+
+    /// Every secret the app has handed out so far (tokens, keys), and the
+    /// scenario password.
+    pub fn secrets(&self) -> Vec<String> {
+        self.secrets.lock().unwrap().clone()
     }
 
     /// A request to `path`.
@@ -126,6 +137,7 @@ impl TestApp {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        collect_secrets(&json, &mut self.secrets.lock().unwrap());
         Reply {
             status,
             headers,
@@ -205,6 +217,7 @@ impl Reply {
             self.text
         );
         assert_eq!(self.json["status"], status);
+        assert_eq!(self.header("x-content-type-options"), Some("nosniff"));
     }
 }
 
@@ -217,7 +230,8 @@ macro_rules! http_scenarios {
             permission_denied_is_a_problem, api_key_lifecycle, members_and_roles,
             roles_policies_and_explain, audit_query_and_export, malformed_and_oversized_bodies,
             missing_or_garbage_authorization, expired_token, suspended_tenant, cookies_and_csrf,
-            jwks_and_password_reset
+            jwks_and_password_reset, forwarded_client_address, security_headers,
+            unknown_routes_and_lookalike_slugs
         );
     };
     (@stores $start:ident; $($scenario:ident),+ $(,)?) => {
@@ -241,6 +255,49 @@ macro_rules! http_scenarios {
                     }
                 }
             )+
+        }
+    };
+}
+
+/// Secrets in an answer: the values of token, key and secret fields.
+fn collect_secrets(value: &Value, into: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                let secret_field = key.ends_with("token") || key == "secret" || key == "key";
+                match value {
+                    Value::String(text) if secret_field && text.len() >= 16 => {
+                        into.push(text.clone());
+                    }
+                    other => collect_secrets(other, into),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_secrets(item, into)),
+        _ => {}
+    }
+}
+
+/// A test, `logs_hold_no_secrets`, that runs the credential-heavy
+/// scenarios on the in-memory stores with every tenancy log captured, and
+/// asserts no token, key or password the scenarios saw was logged and the
+/// request span carried its fields. Invoke it beside [`http_scenarios!`](crate::http_scenarios).
+#[macro_export]
+macro_rules! http_log_test {
+    ($start:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn logs_hold_no_secrets() {
+            let logs = $crate::testkit::capture_logs();
+            let app = $crate::testkit::TestApp::launch($crate::testkit::Stores::Memory, $start)
+                .await
+                .expect("memory app");
+            $crate::testkit::register_login_and_me(&app).await;
+            $crate::testkit::refresh_and_reuse_detection(&app).await;
+            $crate::testkit::api_key_lifecycle(&app).await;
+            $crate::testkit::permission_denied_is_a_problem(&app).await;
+            $crate::testkit::cookies_and_csrf(&app).await;
+            $crate::testkit::jwks_and_password_reset(&app).await;
+            $crate::testkit::assert_logs_hold_no_secrets(&logs, &app.secrets());
         }
     };
 }

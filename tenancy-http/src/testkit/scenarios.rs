@@ -6,7 +6,7 @@ use tenancy_core::{AuditContext, TenantId};
 
 use super::{Reply, TestApp};
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// A registered account: an owner of their own tenant.
 #[derive(Debug, Clone)]
@@ -750,10 +750,22 @@ pub async fn roles_policies_and_explain(app: &TestApp) {
         )
         .await;
     assert_eq!(policy.status, 200, "{}", policy.text);
+    // A key given twice is refused, not read as whichever came last.
+    let twice = app
+        .send(
+            app.request(Method::PUT, "/policies/twice")
+                .bearer_auth(&ada.token)
+                .header("content-type", "application/json")
+                .body(r#"{"statements":[{"effect":"deny","effect":"allow","actions":["projects:read"]}]}"#),
+        )
+        .await;
+    twice.assert_problem(422, "validation");
+    assert!(twice.text.contains("duplicate key"), "{}", twice.text);
     let policies = app
         .call(Method::GET, "/policies", Some(&ada.token), None)
         .await;
     assert!(policies.text.contains("keep-archive"));
+    assert!(!policies.text.contains("twice"));
     assert_eq!(
         app.call(
             Method::DELETE,
@@ -1189,6 +1201,27 @@ pub async fn cookies_and_csrf(app: &TestApp) {
         )
         .await;
     assert_eq!(same_site.status, 201, "{}", same_site.text);
+    // Same host and port, other scheme: another origin.
+    let other_scheme = app
+        .send(
+            app.request(Method::POST, "/projects")
+                .header("cookie", &access_value)
+                .header("origin", format!("https://{host}"))
+                .json(&json!({ "name": "x" })),
+        )
+        .await;
+    other_scheme.assert_problem(403, "forbidden");
+    // Behind the trusted TLS-terminating proxy, https is the app's scheme.
+    let proxied = app
+        .send(
+            app.request(Method::POST, "/projects")
+                .header("cookie", &access_value)
+                .header("x-forwarded-proto", "https")
+                .header("origin", format!("https://{host}"))
+                .json(&json!({ "name": "x" })),
+        )
+        .await;
+    assert_eq!(proxied.status, 201, "{}", proxied.text);
     let refreshed = app
         .send(
             app.request(Method::POST, "/auth/refresh")
@@ -1313,4 +1346,118 @@ pub async fn jwks_and_password_reset(app: &TestApp) {
     )
     .await
     .assert_problem(400, "invalid-token");
+}
+
+/// The client address comes from the trusted proxy's hop of
+/// `X-Forwarded-For` (the scenario client plays that proxy), never from
+/// what the client wrote before it: the audit log records the proxy's
+/// hop, and forging other hops does not escape the per-client throttle.
+pub async fn forwarded_client_address(app: &TestApp) {
+    let ada = app.register("forwarded", "ada@forwarded.test").await;
+    let login = app
+        .send(
+            app.request(Method::POST, "/auth/login")
+                .header("x-forwarded-for", "6.6.6.6, 198.51.100.23")
+                .json(&json!({ "email": "ada@forwarded.test", "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    let logins = app
+        .call(
+            Method::GET,
+            "/audit?action=auth.login",
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert_eq!(logins.status, 200, "{}", logins.text);
+    let ips: Vec<&str> = logins.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|event| event["ip"].as_str())
+        .collect();
+    assert!(ips.contains(&"198.51.100.23"), "{ips:?}");
+    assert!(!ips.contains(&"6.6.6.6"), "{ips:?}");
+
+    // Failed logins from one client, each with a different forged hop,
+    // end in the per-client throttle all the same.
+    let mut throttled = None;
+    for attempt in 0..200 {
+        let reply = app
+            .send(
+                app.request(Method::POST, "/auth/login")
+                    .header("x-forwarded-for", format!("10.9.{}.{}, 203.0.113.77", attempt / 250, attempt % 250))
+                    .json(&json!({ "email": format!("nobody{attempt}@forwarded.test"), "password": "wrong password here" })),
+            )
+            .await;
+        if reply.status == 429 {
+            throttled = Some(reply);
+            break;
+        }
+        reply.assert_problem(401, "invalid-credentials");
+    }
+    let throttled = throttled.expect("the per-client throttle applies to the proxy-named client");
+    assert!(throttled.header("retry-after").is_some());
+    // Another client behind the same proxy is not affected.
+    let other = app
+        .send(
+            app.request(Method::POST, "/auth/login")
+                .header("x-forwarded-for", "203.0.113.78")
+                .json(&json!({ "email": "ada@forwarded.test", "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(other.status, 200, "{}", other.text);
+}
+
+/// Every answer of the SDK's routes says `nosniff`; those with personal
+/// or tenant data, and problems, say `no-store`; the public JWKS may be
+/// cached.
+pub async fn security_headers(app: &TestApp) {
+    let ada = app.register("headers", "ada@headers.test").await;
+    for path in ["/auth/me", "/members", "/audit", "/auth/sessions", "/roles"] {
+        let reply = app.call(Method::GET, path, Some(&ada.token), None).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+        assert_eq!(reply.header("cache-control"), Some("no-store"), "{path}");
+        assert_eq!(
+            reply.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+    let anonymous = app.call(Method::GET, "/auth/me", None, None).await;
+    anonymous.assert_problem(401, "unauthorized");
+    assert_eq!(anonymous.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(anonymous.header("cache-control"), Some("no-store"));
+    let jwks = app
+        .call(Method::GET, "/.well-known/jwks.json", None, None)
+        .await;
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.header("x-content-type-options"), Some("nosniff"));
+    assert_ne!(jwks.header("cache-control"), Some("no-store"));
+}
+
+/// Unknown paths and wrong methods answer problems, not empty bodies; a
+/// lookalike (punycode) or double-hyphen slug is refused at registration.
+pub async fn unknown_routes_and_lookalike_slugs(app: &TestApp) {
+    let nowhere = app.call(Method::GET, "/no/such/route", None, None).await;
+    nowhere.assert_problem(404, "not-found");
+    let wrong_method = app.call(Method::DELETE, "/auth/login", None, None).await;
+    wrong_method.assert_problem(405, "method-not-allowed");
+    assert_eq!(wrong_method.header("allow"), Some("POST"));
+    for slug in ["xn--80ak6aa92e", "xn--acme", "ac--me"] {
+        let reply = app
+            .call(
+                Method::POST,
+                "/auth/register",
+                None,
+                Some(json!({
+                    "email": format!("{slug}@slugs.test"), "password": PASSWORD,
+                    "display_name": "Owner",
+                    "tenant": { "slug": slug, "name": "Lookalike" }
+                })),
+            )
+            .await;
+        reply.assert_problem(422, "validation");
+    }
 }
