@@ -254,6 +254,23 @@ pub async fn cross_tenant_access_is_not_found(app: &TestApp) {
         200
     );
 
+    // What the victim sees, before and after each refused attempt.
+    let victim_view = || async {
+        let mut view = Vec::new();
+        for path in [
+            "/projects",
+            "/members",
+            "/api-keys",
+            "/invitations",
+            "/policies",
+        ] {
+            let reply = app.call(Method::GET, path, Some(&ada.token), None).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+            view.push(reply.json["items"].clone());
+        }
+        view
+    };
+    let before = victim_view().await;
     for method in [Method::GET, Method::DELETE] {
         app.call(
             method,
@@ -264,6 +281,16 @@ pub async fn cross_tenant_access_is_not_found(app: &TestApp) {
         .await
         .assert_problem(404, "not-found");
     }
+    let renamed = app
+        .call(
+            Method::PUT,
+            &format!("/projects/{project}"),
+            Some(&bob.token),
+            Some(json!({ "name": "hijacked" })),
+        )
+        .await;
+    renamed.assert_problem(404, "not-found");
+    assert_eq!(victim_view().await, before);
     let listed = app
         .call(Method::GET, "/projects", Some(&bob.token), None)
         .await;
@@ -296,6 +323,15 @@ pub async fn cross_tenant_access_is_not_found(app: &TestApp) {
     )
     .await
     .assert_problem(404, "not-found");
+    app.call(
+        Method::PUT,
+        &format!("/members/{}/roles", ada.user),
+        Some(&bob.token),
+        Some(json!({ "roles": ["member"] })),
+    )
+    .await
+    .assert_problem(404, "not-found");
+    assert_eq!(victim_view().await, before);
     let key = app
         .call(
             Method::POST,
@@ -305,6 +341,7 @@ pub async fn cross_tenant_access_is_not_found(app: &TestApp) {
         )
         .await;
     let key_id = key.json["api_key"]["id"].as_str().unwrap();
+    let with_key = victim_view().await;
     app.call(
         Method::DELETE,
         &format!("/api-keys/{key_id}"),
@@ -313,6 +350,7 @@ pub async fn cross_tenant_access_is_not_found(app: &TestApp) {
     )
     .await
     .assert_problem(404, "not-found");
+    assert_eq!(victim_view().await, with_key);
     // A switch to a tenant one is not a member of is not found.
     app.call(
         Method::POST,
@@ -322,6 +360,7 @@ pub async fn cross_tenant_access_is_not_found(app: &TestApp) {
     )
     .await
     .assert_problem(404, "not-found");
+    assert_eq!(victim_view().await, with_key);
 }
 
 /// Missing permissions answer 403 with a problem naming the permission.
