@@ -403,6 +403,19 @@ impl TenancyBuilder {
         Ok(tenancy)
     }
 
+    /// Runs every crate's and this builder's modules' migrations on `pool`
+    /// and returns, for apps that migrate as the tables' owner and then run
+    /// as a role that does not own them (`.migrate(false)` on the builder
+    /// they serve with): that role cannot switch off the audit trigger or
+    /// rewrite history.
+    #[cfg(feature = "postgres")]
+    pub async fn migrate_with(
+        &self,
+        owner: &tenancy_core::postgres::sqlx::PgPool,
+    ) -> Result<(), SetupError> {
+        self.run_migrations(owner).await
+    }
+
     /// Every crate's and module's migrations, as one run.
     #[cfg(feature = "postgres")]
     async fn run_migrations(
