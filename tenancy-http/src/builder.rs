@@ -4,10 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenancy_auth::{Auth, AuthConfig, AuthStore, ClaimsHook, Mailer};
-use tenancy_authz::{Catalog, Engine, Freshness, PolicyCache, PolicyStore, RoleStore};
-use tenancy_core::{Backend, CacheConfig, CachingStore, Clock};
+use tenancy_authz::{
+    AuthzAdmin, Catalog, DirectoryRoleHolders, Engine, Freshness, PolicyCache, PolicyStore,
+    RoleStore,
+};
+use tenancy_core::{Backend, CacheConfig, CachingStore, Clock, SystemClock};
 
 use crate::config::HttpConfig;
+use crate::grants::SenderPowers;
 use crate::module::{Module, Registered};
 use crate::tenancy::{Background, Tenancy};
 
@@ -315,17 +319,6 @@ impl TenancyBuilder {
             }
             Storage::Custom(stores) => stores.clone(),
         };
-        let mut auth = Auth::builder(stores.backend.clone(), stores.auth.clone(), self.auth);
-        if let Some(mailer) = self.mailer {
-            auth = auth.mailer(mailer);
-        }
-        if let Some(hook) = self.claims_hook {
-            auth = auth.claims_hook(hook);
-        }
-        if let Some(clock) = self.clock {
-            auth = auth.clock(clock);
-        }
-        let auth = auth.build().await.map_err(SetupError::Auth)?;
         let policies = Arc::new(
             PolicyCache::new(
                 Engine::new(self.permissions),
@@ -334,6 +327,25 @@ impl TenancyBuilder {
             )
             .with_freshness(self.policy_freshness),
         );
+        let admin = AuthzAdmin::new(
+            policies.clone(),
+            Arc::new(DirectoryRoleHolders::new(stores.backend.clone())),
+        );
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let mut auth = Auth::builder(stores.backend.clone(), stores.auth.clone(), self.auth)
+            .clock(clock.clone())
+            .grant_check(Arc::new(SenderPowers {
+                admin: admin.clone(),
+                keys: stores.auth.clone(),
+                clock,
+            }));
+        if let Some(mailer) = self.mailer {
+            auth = auth.mailer(mailer);
+        }
+        if let Some(hook) = self.claims_hook {
+            auth = auth.claims_hook(hook);
+        }
+        let auth = auth.build().await.map_err(SetupError::Auth)?;
         let cache_config = self
             .directory_cache
             .unwrap_or_else(|| CacheConfig::default().with_ttl(self.http.tenant_status_ttl));
@@ -377,6 +389,7 @@ impl TenancyBuilder {
         let tenancy = Tenancy::assemble(
             auth,
             policies,
+            admin,
             directory_cache,
             self.http,
             self.modules,

@@ -24,6 +24,7 @@
 mod builder;
 mod config;
 mod errors;
+mod grants;
 mod module;
 mod pipeline;
 mod problem;

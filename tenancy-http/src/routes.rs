@@ -9,15 +9,17 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tenancy_auth::{LoginRequest, LoginSuccess, NewApiKey, Password, Registration, Scope};
+use tenancy_auth::{
+    InvitationAcceptor, LoginRequest, LoginSuccess, NewApiKey, Password, Registration, Scope,
+};
 use tenancy_authz::{
     AdminError, Attributes, PolicyDocument, PolicyId, Resource, RoleDefinition, sdk,
 };
 use tenancy_core::{
-    Acceptor, ActionFilter, Actor, ApiKeyId, AuditQuery, Cursor, DisplayName, Email, ExportFormat,
-    InvitationId, InvitationStore, InvitationToken, MembershipStore, NewTenant, NewUser, Page,
-    PageRequest, PageSize, RoleName, RoleSet, SessionId, Slug, TargetType, TenantId, TenantName,
-    UserId, UserStore,
+    ActionFilter, Actor, ApiKeyId, AuditQuery, Cursor, DisplayName, Email, ExportFormat,
+    InvitationId, InvitationToken, MembershipStore, NewTenant, NewUser, Page, PageRequest,
+    PageSize, RoleName, RoleSet, SessionId, Slug, TargetType, TenantId, TenantName, UserId,
+    UserStore,
 };
 use time::OffsetDateTime;
 
@@ -925,61 +927,32 @@ struct AcceptBody {
 
 /// Accepts an invitation: as the signed-in caller if credentials are sent,
 /// otherwise creating an account for the invited address (with `password`,
-/// checked against the policy before anything is written).
+/// checked against the policy before anything is written, and set in the
+/// transaction that creates the account). Refused, and the invitation
+/// revoked, when its sender can no longer grant its roles.
 async fn accept_invitation(
     t: &Tenancy,
     r: &ApiRequest,
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let input: AcceptBody = body(t, r)?;
-    let not_found = || Problem::not_found().with_detail("invitation not found");
-    let token = InvitationToken::parse(&input.token).map_err(|_| not_found())?;
-    let signed_in = c.and_then(RequestContext::user_id);
-    let password = match (&input.password, signed_in) {
-        (Some(password), None) => {
-            let invitation = t
-                .directory()
-                .backend()
-                .find_invitation_by_token(token.tenant_id(), token.hash())
-                .await
-                .map_err(|e| errors::store(&e))?
-                .ok_or_else(not_found)?;
-            let password = Password::new(password.clone());
-            t.auth()
-                .config()
-                .password
-                .check(&password, Some(&invitation.email))
-                .map_err(|rejected| Problem::invalid("password", rejected.to_string()))?;
-            Some(password)
-        }
-        _ => None,
-    };
-    let acceptor = match signed_in {
-        Some(user) => Acceptor::User(user),
-        None => Acceptor::NewUser {
+    let token = InvitationToken::parse(&input.token)
+        .map_err(|_| Problem::not_found().with_detail("invitation not found"))?;
+    let acceptor = match c.and_then(RequestContext::user_id) {
+        Some(user) => InvitationAcceptor::User(user),
+        None => InvitationAcceptor::NewUser {
             display_name: input
                 .display_name
                 .map(|name| field("display_name", DisplayName::new(&name)))
                 .transpose()?,
+            password: input.password.map(Password::new),
         },
     };
-    let client = r.client(t.config());
-    let audit = tenancy_core::AuditContext {
-        actor: Actor::System,
-        ip: client.ip,
-        user_agent: client.user_agent,
-    };
     let accepted = t
-        .directory()
-        .accept_invitation(&token, acceptor, &audit)
+        .auth()
+        .accept_invitation(&token, acceptor, &r.client(t.config()))
         .await
-        .map_err(|e| errors::directory(&e))?;
-    if let Some(password) = password {
-        t.auth()
-            .set_password(&accepted.user, &password)
-            .await
-            .map_err(|e| auth_error(t, &e))?;
-    }
+        .map_err(|e| auth_error(t, &e))?;
     t.forget_member(accepted.membership.tenant_id, accepted.membership.user_id);
     json(
         StatusCode::OK,

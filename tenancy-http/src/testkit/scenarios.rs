@@ -1314,3 +1314,135 @@ pub async fn jwks_and_password_reset(app: &TestApp) {
     .await
     .assert_problem(400, "invalid-token");
 }
+
+impl TestApp {
+    /// Sends an invitation as `by`; returns its token.
+    pub async fn invite(&self, by: &Account, email: &str, roles: &[&str]) -> String {
+        let invited = self
+            .call(
+                Method::POST,
+                "/invitations",
+                Some(&by.token),
+                Some(json!({ "email": email, "roles": roles })),
+            )
+            .await;
+        assert_eq!(invited.status, 201, "{}", invited.text);
+        invited.json["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Accepts invitation `token` as a new user with the scenario password.
+    pub async fn accept(&self, token: &str) -> Reply {
+        self.call(
+            Method::POST,
+            "/invitations/accept",
+            None,
+            Some(json!({ "token": token, "password": PASSWORD })),
+        )
+        .await
+    }
+}
+
+/// An invitation is only as good as its sender's powers: demoting or
+/// removing the admin who sent it revokes it, and one whose sender lost
+/// the power otherwise (their role redefined) is refused at acceptance
+/// with its own problem, revoked and audited; nobody joins either way.
+pub async fn invitations_follow_their_sender(app: &TestApp) {
+    let ada = app.register("senders", "ada@senders.test").await;
+    let alex = app.add_member(&ada, "alex@senders.test", &["admin"]).await;
+    let as_admin = app.invite(&alex, "x@senders.test", &["admin"]).await;
+    let as_member = app.invite(&alex, "y@senders.test", &["member"]).await;
+    let demoted = app
+        .call(
+            Method::PUT,
+            &format!("/members/{}/roles", alex.user),
+            Some(&ada.token),
+            Some(json!({ "roles": ["member"] })),
+        )
+        .await;
+    assert_eq!(demoted.status, 200, "{}", demoted.text);
+    for token in [&as_admin, &as_member] {
+        app.accept(token)
+            .await
+            .assert_problem(410, "invitation-unusable");
+    }
+
+    let bea = app.add_member(&ada, "bea@senders.test", &["admin"]).await;
+    let from_bea = app.invite(&bea, "z@senders.test", &["admin"]).await;
+    let removed = app
+        .call(
+            Method::DELETE,
+            &format!("/members/{}", bea.user),
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, 204, "{}", removed.text);
+    app.accept(&from_bea)
+        .await
+        .assert_problem(410, "invitation-unusable");
+
+    // A manager loses `members:manage` through a change to their role, not
+    // to their membership: the acceptance itself finds out.
+    let manager = |permissions: &[&str]| json!({ "permissions": permissions });
+    let defined = app
+        .call(
+            Method::PUT,
+            "/roles/manager",
+            Some(&ada.token),
+            Some(manager(&[
+                "members:manage",
+                "members:read",
+                "roles:read",
+                "projects:read",
+                "projects:create",
+            ])),
+        )
+        .await;
+    assert_eq!(defined.status, 200, "{}", defined.text);
+    let max = app.add_member(&ada, "max@senders.test", &["manager"]).await;
+    let from_max = app.invite(&max, "v@senders.test", &["member"]).await;
+    let redefined = app
+        .call(
+            Method::PUT,
+            "/roles/manager",
+            Some(&ada.token),
+            Some(manager(&["members:read", "roles:read", "projects:read"])),
+        )
+        .await;
+    assert_eq!(redefined.status, 200, "{}", redefined.text);
+    let refused = app.accept(&from_max).await;
+    refused.assert_problem(410, "inviter-lacks-power");
+    app.accept(&from_max)
+        .await
+        .assert_problem(410, "invitation-unusable");
+
+    let members = app
+        .call(Method::GET, "/members", Some(&ada.token), None)
+        .await;
+    assert_eq!(members.status, 200, "{}", members.text);
+    assert_eq!(members.json["items"].as_array().unwrap().len(), 3);
+    let revoked = app
+        .call(
+            Method::GET,
+            "/audit?action=invitation.revoked",
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    let reasons: Vec<&str> = revoked.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["metadata"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "sender_demoted",
+            "sender_demoted",
+            "sender_removed",
+            "inviter_lacks_power"
+        ]
+    );
+}
