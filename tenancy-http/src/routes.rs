@@ -13,7 +13,8 @@ use tenancy_auth::{
     InvitationAcceptor, LoginRequest, LoginSuccess, NewApiKey, Password, Registration, Scope,
 };
 use tenancy_authz::{
-    AdminError, Attributes, PolicyDocument, PolicyId, Resource, RoleDefinition, sdk,
+    AdminError, Attributes, PermissionPattern, PolicyDocument, PolicyId, Resource, RoleDefinition,
+    sdk,
 };
 use tenancy_core::{
     ActionFilter, Actor, ApiKeyId, AuditQuery, Cursor, DisplayName, Email, ExportFormat,
@@ -688,16 +689,34 @@ async fn create_api_key(
         return Err(Problem::forbidden("API keys cannot create API keys"));
     }
     let input: ApiKeyBody = body(t, r)?;
+    let catalog = t.authz().engine().catalog();
     let mut scopes = Vec::with_capacity(input.scopes.len());
     for (i, scope) in input.scopes.into_iter().enumerate() {
-        let scope = field(&format!("scopes[{i}]"), Scope::new(scope))?;
-        // A key may carry only what its creator holds.
-        c.require(scope.as_str()).await.map_err(|_| {
-            Problem::forbidden(format!(
-                "cannot grant `{scope}`: the creator does not hold it"
+        let name = format!("scopes[{i}]");
+        let scope = field(&name, Scope::new(scope))?;
+        // A scope names permissions of the catalog: one, or (`projects:*`,
+        // `*:read`, `*`) every one it matches.
+        let pattern = field(&name, PermissionPattern::new(scope.as_str()))?;
+        field(&name, catalog.check_pattern(&pattern))?;
+        // A key may carry only what its creator holds: all of it.
+        let mut missing = Vec::new();
+        for permission in catalog.expand(&pattern).filter_map(|id| catalog.get(id)) {
+            match c.require(permission.as_str()).await {
+                Ok(()) => {}
+                Err(refused) if refused.status() == StatusCode::FORBIDDEN => {
+                    missing.push(format!("`{}`", permission.as_str()));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if !missing.is_empty() {
+            missing.truncate(20);
+            return Err(Problem::forbidden(format!(
+                "cannot grant `{scope}`: the creator does not hold {}",
+                missing.join(", ")
             ))
-            .with_field(format!("scopes[{i}]"), "not held by the creator")
-        })?;
+            .with_field(name, "not held by the creator"));
+        }
         scopes.push(scope);
     }
     let (key, secret) = t

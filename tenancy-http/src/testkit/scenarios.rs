@@ -1446,3 +1446,84 @@ pub async fn invitations_follow_their_sender(app: &TestApp) {
         ]
     );
 }
+
+/// Wildcard scopes (`projects:*`, `*:read`, `*`) mint when the creator
+/// holds every permission they match, and are refused with `403` naming
+/// what is missing otherwise; a scope that names nothing in the catalog is
+/// a `422`.
+pub async fn wildcard_api_key_scopes(app: &TestApp) {
+    let ada = app.register("wild", "ada@wild.test").await;
+    let mint = |by: &Account, scopes: Value| {
+        let token = by.token.clone();
+        async move {
+            app.call(
+                Method::POST,
+                "/api-keys",
+                Some(&token),
+                Some(json!({ "name": "wild", "scopes": scopes })),
+            )
+            .await
+        }
+    };
+    let all_projects = mint(&ada, json!(["projects:*"])).await;
+    assert_eq!(all_projects.status, 201, "{}", all_projects.text);
+    assert_eq!(
+        all_projects.json["api_key"]["scopes"],
+        json!(["projects:*"])
+    );
+    let key = all_projects.json["secret"].as_str().unwrap().to_owned();
+    let project = app.create_project(&key, "by a wildcard key").await;
+    let deleted = app
+        .call(
+            Method::DELETE,
+            &format!("/projects/{project}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert!(deleted.status < 300, "{}", deleted.text);
+    app.call(Method::GET, "/members", Some(&key), None)
+        .await
+        .assert_problem(403, "forbidden");
+    let everything = mint(&ada, json!(["*"])).await;
+    assert_eq!(everything.status, 201, "{}", everything.text);
+    let everything = everything.json["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.call(Method::GET, "/members", Some(&everything), None)
+            .await
+            .status,
+        200
+    );
+
+    // A deployer holds some projects permissions, not all of them.
+    let defined = app
+        .call(
+            Method::PUT,
+            "/roles/deployer",
+            Some(&ada.token),
+            Some(json!({ "permissions": ["api_keys:manage", "projects:read", "projects:create"] })),
+        )
+        .await;
+    assert_eq!(defined.status, 200, "{}", defined.text);
+    let dan = app.add_member(&ada, "dan@wild.test", &["deployer"]).await;
+    let refused = mint(&dan, json!(["projects:read", "projects:*"])).await;
+    refused.assert_problem(403, "forbidden");
+    let detail = refused.json["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`projects:update`") && detail.contains("`projects:delete`"),
+        "{detail}"
+    );
+    assert!(!detail.contains("`projects:read`"), "{detail}");
+    assert_eq!(refused.json["errors"][0]["field"], "scopes[1]");
+    mint(&dan, json!(["*:read"]))
+        .await
+        .assert_problem(403, "forbidden");
+    let held = mint(&dan, json!(["projects:read", "projects:create"])).await;
+    assert_eq!(held.status, 201, "{}", held.text);
+
+    for nothing in ["widgets:*", "projects:archive", "projects"] {
+        let invalid = mint(&ada, json!([nothing])).await;
+        invalid.assert_problem(422, "validation");
+        assert_eq!(invalid.json["errors"][0]["field"], "scopes[0]", "{nothing}");
+    }
+}
