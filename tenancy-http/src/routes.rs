@@ -149,6 +149,7 @@ pub fn routes() -> Vec<Route> {
         route!(POST "/authz/explain", Permission(sdk::POLICIES_READ), explain),
         route!(GET "/audit", Permission(sdk::AUDIT_READ), audit_events),
         route!(GET "/audit/export", Permission(sdk::AUDIT_READ), audit_export),
+        route!(GET "/audit/verify", Permission(sdk::AUDIT_READ), audit_verify),
     ]
 }
 
@@ -1266,6 +1267,37 @@ async fn audit_export(
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     Ok(response)
+}
+
+/// Re-verifies the tenant's audit hash chain from its first event to the
+/// recorded head: `ok`, how many events were `checked`, the `last_intact`
+/// link and the `first_broken` one (its sequence number, why, in words),
+/// so an owner or admin can see whether history was rewritten in the
+/// database behind the SDK's back. Reads the whole chain: it costs in
+/// proportion to the tenant's log.
+async fn audit_verify(
+    t: &Tenancy,
+    _: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let report = t
+        .directory()
+        .verify_audit_chain(c.tenant_id())
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    let first_broken = report.first_broken.map(|broken| {
+        json!({ "seq": broken.seq, "reason": broken.reason, "detail": broken.reason.to_string() })
+    });
+    json(
+        StatusCode::OK,
+        &json!({
+            "ok": report.is_intact(),
+            "checked": report.events_checked,
+            "last_intact": report.last_intact,
+            "first_broken": first_broken,
+        }),
+    )
 }
 
 /// An in-memory export that refuses to grow past `limit` bytes.

@@ -217,7 +217,8 @@ macro_rules! http_scenarios {
             permission_denied_is_a_problem, api_key_lifecycle, members_and_roles,
             roles_policies_and_explain, audit_query_and_export, malformed_and_oversized_bodies,
             missing_or_garbage_authorization, expired_token, suspended_tenant, cookies_and_csrf,
-            jwks_and_password_reset, invitations_follow_their_sender, wildcard_api_key_scopes
+            jwks_and_password_reset, invitations_follow_their_sender, wildcard_api_key_scopes,
+            audit_chain_verifies
         );
     };
     (@stores $start:ident; $($scenario:ident),+ $(,)?) => {

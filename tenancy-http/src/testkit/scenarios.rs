@@ -1527,3 +1527,32 @@ pub async fn wildcard_api_key_scopes(app: &TestApp) {
         assert_eq!(invalid.json["errors"][0]["field"], "scopes[0]", "{nothing}");
     }
 }
+
+/// `GET /audit/verify` re-checks the tenant's whole hash chain, for owners
+/// and admins only: an intact log answers `ok` with every event counted.
+pub async fn audit_chain_verifies(app: &TestApp) {
+    let ada = app.register("verified", "ada@verified.test").await;
+    let alex = app.add_member(&ada, "alex@verified.test", &["admin"]).await;
+    let mia = app
+        .add_member(&alex, "mia@verified.test", &["member"])
+        .await;
+    let events = app
+        .call(Method::GET, "/audit?limit=100", Some(&ada.token), None)
+        .await;
+    assert_eq!(events.status, 200, "{}", events.text);
+    let count = events.json["items"].as_array().unwrap().len();
+    assert!(count >= 5, "{}", events.text);
+    for by in [&ada, &alex] {
+        let verified = app
+            .call(Method::GET, "/audit/verify", Some(&by.token), None)
+            .await;
+        assert_eq!(verified.status, 200, "{}", verified.text);
+        assert_eq!(verified.json["ok"], true, "{}", verified.text);
+        assert_eq!(verified.json["checked"], count, "{}", verified.text);
+        assert_eq!(verified.json["first_broken"], Value::Null);
+        assert_eq!(verified.json["last_intact"]["seq"], count);
+    }
+    app.call(Method::GET, "/audit/verify", Some(&mia.token), None)
+        .await
+        .assert_problem(403, "forbidden");
+}
