@@ -6,7 +6,7 @@ use std::time::Duration;
 use tenancy_auth::{Auth, AuthConfig, AuthStore, ClaimsHook, Mailer};
 use tenancy_authz::{
     AuthzAdmin, Catalog, DirectoryRoleHolders, Engine, Freshness, PolicyCache, PolicyStore,
-    RoleStore,
+    RoleStore, WriteRate,
 };
 use tenancy_core::{Backend, CacheConfig, CachingStore, Clock, SystemClock};
 
@@ -95,6 +95,7 @@ pub struct TenancyBuilder {
     clock: Option<Arc<dyn Clock>>,
     directory_cache: Option<CacheConfig>,
     policy_freshness: Freshness,
+    policy_write_rate: Option<WriteRate>,
     revocation_sync: Option<Duration>,
     purge_every: Option<Duration>,
     modules: Vec<Registered>,
@@ -114,6 +115,7 @@ impl std::fmt::Debug for TenancyBuilder {
             .field("listen", &self.listen)
             .field("http", &self.http)
             .field("policy_freshness", &self.policy_freshness)
+            .field("policy_write_rate", &self.policy_write_rate)
             .field("revocation_sync", &self.revocation_sync)
             .field("purge_every", &self.purge_every)
             .field(
@@ -144,6 +146,7 @@ impl Tenancy {
             clock: None,
             directory_cache: None,
             policy_freshness: Freshness::MaxAge(Duration::from_secs(1)),
+            policy_write_rate: Some(WriteRate::default()),
             revocation_sync: Some(Duration::from_secs(30)),
             purge_every: Some(Duration::from_secs(3600)),
             modules: Vec::new(),
@@ -275,6 +278,15 @@ impl TenancyBuilder {
         self
     }
 
+    /// How fast each tenant may change its policies (`PUT` and `DELETE
+    /// /policies/{id}`, and `AuthzAdmin` calls): default a burst of 30,
+    /// then one a second, per tenant and process; past it the routes answer
+    /// `429 rate-limited` with `Retry-After`. `None` lifts the limit.
+    pub fn policy_write_rate(mut self, rate: Option<WriteRate>) -> Self {
+        self.policy_write_rate = rate;
+        self
+    }
+
     /// How often to re-read revoked sessions from the store, behind the
     /// listener (default every 30 s on Postgres; `None` turns it off). In
     /// memory there is nothing to sync and no task is started.
@@ -330,7 +342,8 @@ impl TenancyBuilder {
         let admin = AuthzAdmin::new(
             policies.clone(),
             Arc::new(DirectoryRoleHolders::new(stores.backend.clone())),
-        );
+        )
+        .with_write_rate(self.policy_write_rate);
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let mut auth = Auth::builder(stores.backend.clone(), stores.auth.clone(), self.auth)
             .clock(clock.clone())

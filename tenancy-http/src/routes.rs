@@ -795,6 +795,16 @@ fn admin_error(error: &AdminError) -> Problem {
         }
         AdminError::Role(_) | AdminError::Policy(_) => Problem::invalid("body", error.to_string()),
         AdminError::RoleInUse { .. } => Problem::conflict(error.to_string()),
+        AdminError::RateLimited { retry_after } => {
+            let now = now();
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            )
+            .with_detail(error.to_string())
+            .retry_after(now + *retry_after, now)
+        }
         other => Problem::unavailable(other),
     }
 }

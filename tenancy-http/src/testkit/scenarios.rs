@@ -1556,3 +1556,61 @@ pub async fn audit_chain_verifies(app: &TestApp) {
         .await
         .assert_problem(403, "forbidden");
 }
+
+/// Policy writes are rate-limited per tenant (the builder's default: a
+/// burst of 30, then one a second): past it `PUT` and `DELETE
+/// /policies/{id}` answer `429` with `Retry-After`, while reads and other
+/// tenants' writes go on.
+pub async fn policy_writes_are_rate_limited(app: &TestApp) {
+    let ada = app.register("busy", "ada@busy.test").await;
+    let bob = app.register("quiet", "bob@quiet.test").await;
+    let policy = json!({ "statements": [{ "effect": "deny", "actions": ["projects:delete"], "condition": "resource.archived == true" }] });
+    let put = |by: &Account, n: usize| {
+        let token = by.token.clone();
+        let policy = policy.clone();
+        async move {
+            app.call(
+                Method::PUT,
+                &format!("/policies/p{n}"),
+                Some(&token),
+                Some(policy),
+            )
+            .await
+        }
+    };
+    let mut written = 0;
+    let refused = loop {
+        let reply = put(&ada, written).await;
+        if reply.status != 200 {
+            break reply;
+        }
+        written += 1;
+        assert!(written <= 60, "no write was ever refused");
+    };
+    assert!(
+        written >= 30,
+        "refused after {written} writes: {}",
+        refused.text
+    );
+    refused.assert_problem(429, "rate-limited");
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    app.call(Method::DELETE, "/policies/p0", Some(&ada.token), None)
+        .await
+        .assert_problem(429, "rate-limited");
+
+    let read = app
+        .call(Method::GET, "/policies", Some(&ada.token), None)
+        .await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.json["items"].as_array().unwrap().len(), written);
+    let other = put(&bob, 0).await;
+    assert_eq!(other.status, 200, "{}", other.text);
+
+    // One write comes back each second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let deleted = app
+        .call(Method::DELETE, "/policies/p0", Some(&ada.token), None)
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+}
