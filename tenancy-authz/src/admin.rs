@@ -8,7 +8,7 @@ use tenancy_core::{AuditContext, RoleName, RoleSet, TenantScope};
 use crate::cache::{CacheError, PolicyCache, Ticket};
 use crate::engine::Authorizer;
 use crate::holders::RoleHolders;
-use crate::limits::LimitError;
+use crate::limits::{LimitError, WriteRate, WriteThrottle};
 use crate::permission::{Bits, sdk};
 use crate::policy::{Effect, Policy, PolicyDocument, PolicyError, PolicyId};
 use crate::request::{AuthzRequest, Principal, Resource};
@@ -72,6 +72,13 @@ pub enum AdminError {
     /// [`crate::Limits`] (the error names which).
     #[error(transparent)]
     Limit(#[from] LimitError),
+    /// The tenant changed its policies faster than the admin's
+    /// [`WriteRate`] allows; retry after `retry_after`.
+    #[error("too many policy changes in this tenant; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// How long until a write is allowed again.
+        retry_after: std::time::Duration,
+    },
     /// The store failed (including [`AuthzStoreError::StaleEpoch`] after
     /// several retries under heavy concurrent editing).
     #[error(transparent)]
@@ -146,6 +153,10 @@ fn quoted(names: &[String]) -> String {
 /// the engine says so ([`crate::EngineBuilder::owners_exempt`], default
 /// yes).
 ///
+/// Policy writes are rate-limited per tenant ([`WriteRate`], default a
+/// burst of 30 then one a second; [`AuthzAdmin::with_write_rate`]):
+/// each compiles the tenant's whole policy set.
+///
 /// Writes are based on the epoch they were checked at and retried if
 /// another write moved it, so checks and write cannot interleave with a
 /// concurrent change. Each write compiles the tenant's new roles and
@@ -155,6 +166,7 @@ fn quoted(names: &[String]) -> String {
 pub struct AuthzAdmin {
     cache: Arc<PolicyCache>,
     holders: Arc<dyn RoleHolders>,
+    policy_writes: Option<Arc<WriteThrottle>>,
 }
 
 impl fmt::Debug for AuthzAdmin {
@@ -169,7 +181,28 @@ impl AuthzAdmin {
     /// An admin writing through `cache`'s stores, asking `holders` whether
     /// a role is still held before deleting it.
     pub fn new(cache: Arc<PolicyCache>, holders: Arc<dyn RoleHolders>) -> Self {
-        Self { cache, holders }
+        Self {
+            cache,
+            holders,
+            policy_writes: Some(Arc::new(WriteThrottle::new(WriteRate::default()))),
+        }
+    }
+
+    /// Limits each tenant's policy writes (puts and deletes) to `rate`;
+    /// `None` lifts the limit.
+    pub fn with_write_rate(mut self, rate: Option<WriteRate>) -> Self {
+        self.policy_writes = rate.map(|rate| Arc::new(WriteThrottle::new(rate)));
+        self
+    }
+
+    /// Counts a policy write of `scope`'s tenant against the write rate.
+    fn admit_policy_write(&self, scope: &TenantScope) -> Result<(), AdminError> {
+        match &self.policy_writes {
+            Some(throttle) => throttle
+                .admit(scope.tenant_id(), std::time::Instant::now())
+                .map_err(|retry_after| AdminError::RateLimited { retry_after }),
+            None => Ok(()),
+        }
     }
 
     /// The cache it writes through.
@@ -401,7 +434,10 @@ impl AuthzAdmin {
 
     /// Creates or replaces a policy. Its allow statements may grant, and
     /// its deny statements may deny, only permissions the actor holds; a
-    /// policy it replaces must satisfy the same. Returns the new epoch.
+    /// policy it replaces must satisfy the same. Counts against the
+    /// tenant's [`WriteRate`] once the actor is known to hold
+    /// `policies:manage` ([`AdminError::RateLimited`] past it). Returns the
+    /// new epoch.
     pub async fn put_policy(
         &self,
         scope: &TenantScope,
@@ -414,6 +450,9 @@ impl AuthzAdmin {
         loop {
             let (ticket, current, epoch) = self.current(scope, actor).await?;
             Self::require(&current, actor, sdk::POLICIES_MANAGE, "policy")?;
+            if attempt == 0 {
+                self.admit_policy_write(scope)?;
+            }
             Self::may_write(&current, actor, policy.document())?;
             let mut policies = current.policies().to_vec();
             match policies.iter_mut().find(|p| p.id() == policy.id()) {
@@ -439,7 +478,8 @@ impl AuthzAdmin {
     }
 
     /// Deletes a policy. The actor must be one who could have written it
-    /// (its statements cover only permissions the actor holds).
+    /// (its statements cover only permissions the actor holds). Counts
+    /// against the tenant's [`WriteRate`] like [`AuthzAdmin::put_policy`].
     pub async fn delete_policy(
         &self,
         scope: &TenantScope,
@@ -451,6 +491,9 @@ impl AuthzAdmin {
         loop {
             let (ticket, current, epoch) = self.current(scope, actor).await?;
             Self::require(&current, actor, sdk::POLICIES_MANAGE, "policy")?;
+            if attempt == 0 {
+                self.admit_policy_write(scope)?;
+            }
             let mut policies = current.policies().to_vec();
             let Some(at) = policies.iter().position(|p| p.id() == id) else {
                 return Err(AuthzStoreError::PolicyNotFound(id.clone()).into());

@@ -26,7 +26,7 @@ pub use engine::{
     Authorizer, Decision, Engine, EngineBuilder, Explain, Explanation, PreparedPrincipal, Reason,
 };
 pub use holders::{DirectoryRoleHolders, RoleHolders};
-pub use limits::{LimitError, Limits};
+pub use limits::{LimitError, Limits, WriteRate};
 pub use permission::{
     Catalog, Permission, PermissionEnum, PermissionError, PermissionId, PermissionPattern, sdk,
 };

@@ -1,6 +1,12 @@
 //! Per-tenant bounds on policies, so that no tenant can make its compile
 //! (or every replica's memory) arbitrarily large.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tenancy_core::TenantId;
+
 use crate::policy::{Policy, PolicyDocument};
 
 /// How much policy one tenant may hold. Checked when a policy is written
@@ -204,5 +210,125 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("max_condition_bytes"));
+    }
+}
+
+/// How fast one tenant may change its policies through
+/// [`crate::AuthzAdmin`]: `burst` writes at once, then one more every
+/// `every` (a token bucket, per tenant, in this process). Each policy write
+/// compiles the tenant's whole policy set, so an unbounded stream of writes
+/// from one tenant would keep the compile pool busy for everyone. Past the
+/// rate a write is refused with [`crate::AdminError::RateLimited`], which
+/// says when to retry. The default allows a burst of 30, then one write a
+/// second.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenancy_authz::WriteRate;
+/// let rate = WriteRate::new(10, Duration::from_secs(2));
+/// assert_eq!(rate.burst, 10);
+/// assert_eq!(WriteRate::default().burst, 30);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteRate {
+    /// Writes allowed at once (at least 1).
+    pub burst: u32,
+    /// How long until one more write is allowed.
+    pub every: Duration,
+}
+
+impl WriteRate {
+    /// A burst of `burst` writes (at least 1), then one every `every`.
+    pub fn new(burst: u32, every: Duration) -> Self {
+        Self {
+            burst: burst.max(1),
+            every,
+        }
+    }
+}
+
+impl Default for WriteRate {
+    fn default() -> Self {
+        Self::new(30, Duration::from_secs(1))
+    }
+}
+
+/// Tenants tracked before idle ones are swept out.
+const SWEEP_AT: usize = 1024;
+
+/// Per-tenant [`WriteRate`] accounting (GCRA: each tenant's theoretical
+/// arrival time). A tenant whose bucket is full again holds no entry, so
+/// memory grows only with the tenants writing right now.
+#[derive(Debug)]
+pub(crate) struct WriteThrottle {
+    rate: WriteRate,
+    next: Mutex<HashMap<TenantId, Instant>>,
+}
+
+impl WriteThrottle {
+    pub(crate) fn new(rate: WriteRate) -> Self {
+        Self {
+            rate,
+            next: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a write of `tenant` at `now`, or says how long until one is
+    /// allowed.
+    pub(crate) fn admit(&self, tenant: TenantId, now: Instant) -> Result<(), Duration> {
+        let tolerance = self.rate.every.saturating_mul(self.rate.burst - 1);
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        if next.len() >= SWEEP_AT {
+            next.retain(|_, at| *at > now);
+        }
+        let at = next.get(&tenant).copied().map_or(now, |at| at.max(now));
+        let ahead = at - now;
+        if ahead > tolerance {
+            return Err(ahead - tolerance);
+        }
+        next.insert(tenant, at + self.rate.every);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod write_rate_tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_one_write_per_interval_per_tenant() {
+        let throttle = WriteThrottle::new(WriteRate::new(3, Duration::from_secs(2)));
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let start = Instant::now();
+        for _ in 0..3 {
+            throttle.admit(a, start).unwrap();
+        }
+        assert_eq!(throttle.admit(a, start), Err(Duration::from_secs(2)));
+        // Another tenant has its own allowance.
+        throttle.admit(b, start).unwrap();
+        let later = start + Duration::from_millis(1500);
+        assert_eq!(throttle.admit(a, later), Err(Duration::from_millis(500)));
+        throttle.admit(a, start + Duration::from_secs(2)).unwrap();
+        assert!(throttle.admit(a, start + Duration::from_secs(2)).is_err());
+        // Idle long enough, the whole burst is back.
+        let idle = start + Duration::from_secs(60);
+        for _ in 0..3 {
+            throttle.admit(a, idle).unwrap();
+        }
+        assert!(throttle.admit(a, idle).is_err());
+    }
+
+    #[test]
+    fn idle_tenants_are_swept() {
+        let throttle = WriteThrottle::new(WriteRate::new(1, Duration::from_secs(1)));
+        let start = Instant::now();
+        for _ in 0..SWEEP_AT {
+            throttle.admit(TenantId::new(), start).unwrap();
+        }
+        throttle
+            .admit(TenantId::new(), start + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(throttle.next.lock().unwrap().len(), 1);
     }
 }

@@ -13,6 +13,7 @@ use crate::audit::{
 };
 use crate::clock::{Clock, SystemClock, truncate_to_micros};
 use crate::error::{Conflict, Entity, StoreError};
+use crate::grants::{GrantCheck, Grantor};
 use crate::id::{InvitationId, MembershipId, TenantId, UserId};
 use crate::invitation::{Invitation, InvitationStatus, InvitationToken};
 use crate::membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};
@@ -105,6 +106,14 @@ pub enum DirectoryError {
     /// and accept as that user.
     #[error("an account already exists for this email address; sign in to accept")]
     AccountExists,
+    /// Whoever sent the invitation can no longer grant its roles: they are
+    /// no longer an active member, or (asked of the directory's
+    /// [`GrantCheck`]) they lost the power since. The acceptance is
+    /// refused and the invitation revoked; the invitee needs a new one.
+    #[error(
+        "the sender of this invitation can no longer grant its roles; ask for a new invitation"
+    )]
+    InviterLacksPower,
 }
 
 /// Who accepts an invitation.
@@ -195,12 +204,14 @@ pub struct Directory {
     backend: Arc<dyn Backend>,
     clock: Arc<dyn Clock>,
     invitation_ttl: Duration,
+    grants: Option<Arc<dyn GrantCheck>>,
 }
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Directory")
             .field("invitation_ttl", &self.invitation_ttl)
+            .field("grant_check", &self.grants.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -217,7 +228,20 @@ impl Directory {
             backend,
             clock: Arc::new(SystemClock),
             invitation_ttl: Self::DEFAULT_INVITATION_TTL,
+            grants: None,
         }
+    }
+
+    /// Re-checks invitations against their sender's current powers with
+    /// `check`: when one is accepted (refused with
+    /// [`DirectoryError::InviterLacksPower`] and revoked if the sender can
+    /// no longer grant its roles) and when the sender's roles change (what
+    /// they could no longer send is revoked in the same transaction).
+    /// Without a check, an acceptance still requires that a member who
+    /// sent the invitation be an active member.
+    pub fn with_grant_check(mut self, check: Arc<dyn GrantCheck>) -> Self {
+        self.grants = Some(check);
+        self
     }
 
     /// Uses `clock` for timestamps and expiry (tests use [`crate::ManualClock`]).
@@ -585,8 +609,10 @@ impl Directory {
     ///
     /// Fails with a distinct error when the token is unknown, was already
     /// used, was revoked, has expired, was sent to another address than the
-    /// signed-in user's, or names an address that already has an account
-    /// while no user is signed in.
+    /// signed-in user's, names an address that already has an account
+    /// while no user is signed in, or was sent by someone who can no longer
+    /// grant its roles ([`DirectoryError::InviterLacksPower`]; the
+    /// invitation is then revoked, audited).
     pub async fn accept_invitation(
         &self,
         token: &InvitationToken,
@@ -594,9 +620,17 @@ impl Directory {
         context: &AuditContext,
     ) -> Result<Acceptance> {
         let tx = self.backend.begin().await?;
-        let accepted = self
+        let accepted = match self
             .accept_invitation_in(&*tx, token, acceptor, context)
-            .await?;
+            .await
+        {
+            Err(DirectoryError::InviterLacksPower) => {
+                drop(tx);
+                self.withdraw_unbacked_invitation(token, context).await?;
+                return Err(DirectoryError::InviterLacksPower);
+            }
+            other => other?,
+        };
         tx.commit().await?;
         Ok(accepted)
     }
@@ -604,6 +638,10 @@ impl Directory {
     /// [`Directory::accept_invitation`] as part of `tx`, which the caller
     /// commits (or drops, undoing it), so other writes (such as the new
     /// user's password) can join it.
+    ///
+    /// On [`DirectoryError::InviterLacksPower`] nothing was written: drop
+    /// `tx`, then call [`Directory::withdraw_unbacked_invitation`] so the
+    /// invitation is revoked and the refusal audited.
     #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err(Debug))]
     pub async fn accept_invitation_in(
         &self,
@@ -629,6 +667,9 @@ impl Directory {
             return Err(DirectoryError::InvitationExpired {
                 expires_at: invitation.expires_at,
             });
+        }
+        if self.unbacked(tx, &invitation).await?.is_some() {
+            return Err(DirectoryError::InviterLacksPower);
         }
         let (user, user_created) = match acceptor {
             Acceptor::User(id) => {
@@ -698,8 +739,90 @@ impl Directory {
         })
     }
 
+    /// Revokes the invitation `token` names if it is still pending and its
+    /// sender can no longer grant its roles (the check
+    /// [`Directory::accept_invitation_in`] makes), audited with the reason
+    /// (`inviter_inactive` or `inviter_lacks_power`). Returns the revoked
+    /// invitation, or `None` when there was nothing to revoke.
+    #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err(Debug))]
+    pub async fn withdraw_unbacked_invitation(
+        &self,
+        token: &InvitationToken,
+        context: &AuditContext,
+    ) -> Result<Option<Invitation>> {
+        let tenant_id = token.tenant_id();
+        let tx = self.backend.begin().await?;
+        let Some(found) = tx.find_invitation_by_token(tenant_id, token.hash()).await? else {
+            return Ok(None);
+        };
+        tx.lock_tenant(tenant_id).await?;
+        let mut invitation = tx.get_invitation(tenant_id, found.id).await?;
+        if invitation.status != InvitationStatus::Pending {
+            return Ok(None);
+        }
+        let Some(reason) = self.unbacked(&*tx, &invitation).await? else {
+            return Ok(None);
+        };
+        invitation.status = InvitationStatus::Revoked;
+        invitation.updated_at = self.now();
+        tx.update_invitation(&invitation).await?;
+        let event = self.event(
+            context,
+            actions::INVITATION_REVOKED,
+            ("invitation", &invitation.id),
+            json!({ "email": invitation.email, "reason": reason }),
+        )?;
+        tx.append_audit(tenant_id, event).await?;
+        tx.commit().await?;
+        Ok(Some(invitation))
+    }
+
+    /// Why `invitation`'s sender no longer backs it, if they do not: a
+    /// member who sent it must still be an active member and (with a
+    /// [`GrantCheck`]) able to grant its roles; an API key that sent it is
+    /// asked of the check. Invitations the host sent as
+    /// [`audit::Actor::System`] are always backed.
+    async fn unbacked(
+        &self,
+        tx: &dyn Transaction,
+        invitation: &Invitation,
+    ) -> Result<Option<&'static str>> {
+        let tenant_id = invitation.tenant_id;
+        let grantor_roles;
+        let grantor = match invitation.invited_by {
+            audit::Actor::System => return Ok(None),
+            audit::Actor::User(user) => {
+                match tx
+                    .find_membership(tenant_id, user)
+                    .await?
+                    .filter(|m| m.status == MembershipStatus::Active)
+                {
+                    None => return Ok(Some("inviter_inactive")),
+                    Some(membership) => grantor_roles = membership.roles,
+                }
+                Grantor::Member {
+                    user,
+                    roles: &grantor_roles,
+                }
+            }
+            audit::Actor::ApiKey(key) => Grantor::ApiKey(key),
+        };
+        match &self.grants {
+            Some(check)
+                if !check
+                    .may_grant(tx, tenant_id, grantor, &invitation.roles)
+                    .await? =>
+            {
+                Ok(Some("inviter_lacks_power"))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Replaces a member's roles. Refuses to take the owner role from the
-    /// last active owner.
+    /// last active owner. With a [`GrantCheck`], the member's pending
+    /// invitations that their new roles could no longer send are revoked
+    /// in the same transaction, each audited (reason `sender_demoted`).
     #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id(), user_id = %user_id), err(Debug))]
     pub async fn change_roles(
         &self,
@@ -726,6 +849,30 @@ impl Directory {
             json!({ "user_id": user_id, "from": previous, "to": membership.roles }),
         )?;
         tx.append_audit(membership.tenant_id, event).await?;
+        if let Some(check) = &self.grants {
+            let grantor = Grantor::Member {
+                user: user_id,
+                roles: &membership.roles,
+            };
+            for mut invitation in pending_sent_by(&*tx, membership.tenant_id, user_id).await? {
+                if check
+                    .may_grant(&*tx, membership.tenant_id, grantor, &invitation.roles)
+                    .await?
+                {
+                    continue;
+                }
+                invitation.status = InvitationStatus::Revoked;
+                invitation.updated_at = self.now();
+                tx.update_invitation(&invitation).await?;
+                let event = self.event(
+                    context,
+                    actions::INVITATION_REVOKED,
+                    ("invitation", &invitation.id),
+                    json!({ "email": invitation.email, "reason": "sender_demoted" }),
+                )?;
+                tx.append_audit(membership.tenant_id, event).await?;
+            }
+        }
         tx.commit().await?;
         Ok(membership)
     }
@@ -827,8 +974,10 @@ impl Directory {
     }
 
     /// The scope's pending invitations sent by `user`, oldest first: what a
-    /// host re-checks when the sender's powers shrink (the SDK's role
-    /// change route revokes those the sender could no longer send).
+    /// host re-checks when the sender's powers shrink in ways the directory
+    /// does not see (with a [`GrantCheck`], [`Directory::change_roles`]
+    /// revokes those the sender could no longer send, and every acceptance
+    /// re-checks).
     pub async fn pending_invitations_sent_by(
         &self,
         scope: &TenantScope,
@@ -941,8 +1090,6 @@ fn ensure_pending(invitation: &Invitation) -> Result<()> {
     }
 }
 
-/// Fails if `membership` is the tenant's only active owner. Callers hold the
-/// tenant lock, so no concurrent change can slip between count and write.
 /// Every pending invitation of `tenant` sent by `user`.
 async fn pending_sent_by(
     tx: &dyn Transaction,
@@ -964,6 +1111,8 @@ async fn pending_sent_by(
     }
 }
 
+/// Fails if `membership` is the tenant's only active owner. Callers hold the
+/// tenant lock, so no concurrent change can slip between count and write.
 async fn ensure_not_last_owner(tx: &dyn Transaction, membership: &Membership) -> Result<()> {
     if membership.is_active_owner()
         && tx

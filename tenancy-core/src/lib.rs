@@ -30,6 +30,7 @@ mod cache;
 mod clock;
 mod directory;
 mod error;
+mod grants;
 mod id;
 mod invitation;
 mod membership;
@@ -58,6 +59,7 @@ pub use directory::{
     actions,
 };
 pub use error::{BoxError, Conflict, Entity, StoreError, ValidationError};
+pub use grants::{GrantCheck, Grantor};
 pub use id::{
     ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, SessionId, TenantId, UserId,
 };

@@ -4,10 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenancy_auth::{Auth, AuthConfig, AuthStore, ClaimsHook, Mailer};
-use tenancy_authz::{Catalog, Engine, Freshness, PolicyCache, PolicyStore, RoleStore};
-use tenancy_core::{Backend, CacheConfig, CachingStore, Clock};
+use tenancy_authz::{
+    AuthzAdmin, Catalog, DirectoryRoleHolders, Engine, Freshness, PolicyCache, PolicyStore,
+    RoleStore, WriteRate,
+};
+use tenancy_core::{Backend, CacheConfig, CachingStore, Clock, SystemClock};
 
 use crate::config::HttpConfig;
+use crate::grants::SenderPowers;
 use crate::module::{Module, Registered};
 use crate::tenancy::{Background, Tenancy};
 
@@ -91,6 +95,7 @@ pub struct TenancyBuilder {
     clock: Option<Arc<dyn Clock>>,
     directory_cache: Option<CacheConfig>,
     policy_freshness: Freshness,
+    policy_write_rate: Option<WriteRate>,
     revocation_sync: Option<Duration>,
     purge_every: Option<Duration>,
     modules: Vec<Registered>,
@@ -110,6 +115,7 @@ impl std::fmt::Debug for TenancyBuilder {
             .field("listen", &self.listen)
             .field("http", &self.http)
             .field("policy_freshness", &self.policy_freshness)
+            .field("policy_write_rate", &self.policy_write_rate)
             .field("revocation_sync", &self.revocation_sync)
             .field("purge_every", &self.purge_every)
             .field(
@@ -140,6 +146,7 @@ impl Tenancy {
             clock: None,
             directory_cache: None,
             policy_freshness: Freshness::MaxAge(Duration::from_secs(1)),
+            policy_write_rate: Some(WriteRate::default()),
             revocation_sync: Some(Duration::from_secs(30)),
             purge_every: Some(Duration::from_secs(3600)),
             modules: Vec::new(),
@@ -271,6 +278,15 @@ impl TenancyBuilder {
         self
     }
 
+    /// How fast each tenant may change its policies (`PUT` and `DELETE
+    /// /policies/{id}`, and `AuthzAdmin` calls): default a burst of 30,
+    /// then one a second, per tenant and process; past it the routes answer
+    /// `429 rate-limited` with `Retry-After`. `None` lifts the limit.
+    pub fn policy_write_rate(mut self, rate: Option<WriteRate>) -> Self {
+        self.policy_write_rate = rate;
+        self
+    }
+
     /// How often to re-read revoked sessions from the store, behind the
     /// listener (default every 30 s on Postgres; `None` turns it off). In
     /// memory there is nothing to sync and no task is started.
@@ -327,17 +343,6 @@ impl TenancyBuilder {
             }
             Storage::Custom(stores) => stores.clone(),
         };
-        let mut auth = Auth::builder(stores.backend.clone(), stores.auth.clone(), self.auth);
-        if let Some(mailer) = self.mailer {
-            auth = auth.mailer(mailer);
-        }
-        if let Some(hook) = self.claims_hook {
-            auth = auth.claims_hook(hook);
-        }
-        if let Some(clock) = self.clock {
-            auth = auth.clock(clock);
-        }
-        let auth = auth.build().await.map_err(SetupError::Auth)?;
         let policies = Arc::new(
             PolicyCache::new(
                 Engine::new(self.permissions),
@@ -346,6 +351,26 @@ impl TenancyBuilder {
             )
             .with_freshness(self.policy_freshness),
         );
+        let admin = AuthzAdmin::new(
+            policies.clone(),
+            Arc::new(DirectoryRoleHolders::new(stores.backend.clone())),
+        )
+        .with_write_rate(self.policy_write_rate);
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let mut auth = Auth::builder(stores.backend.clone(), stores.auth.clone(), self.auth)
+            .clock(clock.clone())
+            .grant_check(Arc::new(SenderPowers {
+                admin: admin.clone(),
+                keys: stores.auth.clone(),
+                clock,
+            }));
+        if let Some(mailer) = self.mailer {
+            auth = auth.mailer(mailer);
+        }
+        if let Some(hook) = self.claims_hook {
+            auth = auth.claims_hook(hook);
+        }
+        let auth = auth.build().await.map_err(SetupError::Auth)?;
         let cache_config = self
             .directory_cache
             .unwrap_or_else(|| CacheConfig::default().with_ttl(self.http.tenant_status_ttl));
@@ -389,6 +414,7 @@ impl TenancyBuilder {
         let tenancy = Tenancy::assemble(
             auth,
             policies,
+            admin,
             directory_cache,
             self.http,
             self.modules,

@@ -86,6 +86,12 @@ pub(crate) fn directory(error: &DirectoryError) -> Problem {
             .with_detail(error.to_string())
         }
         E::InvitationEmailMismatch => Problem::forbidden(error.to_string()),
+        E::InviterLacksPower => Problem::new(
+            StatusCode::GONE,
+            "inviter-lacks-power",
+            "Invitation no longer backed by its sender",
+        )
+        .with_detail(error.to_string()),
         other => Problem::internal(other),
     }
 }

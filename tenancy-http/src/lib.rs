@@ -25,6 +25,7 @@ mod builder;
 mod config;
 mod errors;
 mod forwarded;
+mod grants;
 mod module;
 mod origin;
 mod permission;

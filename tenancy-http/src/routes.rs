@@ -9,15 +9,18 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tenancy_auth::{LoginRequest, LoginSuccess, NewApiKey, Password, Registration, Scope};
+use tenancy_auth::{
+    InvitationAcceptor, LoginRequest, LoginSuccess, NewApiKey, Password, Registration, Scope,
+};
 use tenancy_authz::{
-    AdminError, Attributes, PolicyDocument, PolicyId, Resource, RoleDefinition, sdk,
+    AdminError, Attributes, PermissionPattern, PolicyDocument, PolicyId, Resource, RoleDefinition,
+    sdk,
 };
 use tenancy_core::{
-    Acceptor, ActionFilter, Actor, ApiKeyId, AuditQuery, Cursor, DisplayName, Email, ExportFormat,
-    InvitationId, InvitationStore, InvitationToken, MembershipStore, NewTenant, NewUser, Page,
-    PageRequest, PageSize, RoleName, RoleSet, SessionId, Slug, TargetType, TenantId, TenantName,
-    UserId, UserStore,
+    ActionFilter, Actor, ApiKeyId, AuditQuery, Cursor, DisplayName, Email, ExportFormat,
+    InvitationId, InvitationToken, MembershipStore, NewTenant, NewUser, Page, PageRequest,
+    PageSize, RoleName, RoleSet, SessionId, Slug, TargetType, TenantId, TenantName, UserId,
+    UserStore,
 };
 use time::OffsetDateTime;
 
@@ -146,6 +149,7 @@ pub fn routes() -> Vec<Route> {
         route!(POST "/authz/explain", Permission(sdk::POLICIES_READ), explain),
         route!(GET "/audit", Permission(sdk::AUDIT_READ), audit_events),
         route!(GET "/audit/export", Permission(sdk::AUDIT_READ), audit_export),
+        route!(GET "/audit/verify", Permission(sdk::AUDIT_READ), audit_verify),
     ]
 }
 
@@ -698,16 +702,34 @@ async fn create_api_key(
         return Err(Problem::forbidden("API keys cannot create API keys"));
     }
     let input: ApiKeyBody = body(t, r)?;
+    let catalog = t.authz().engine().catalog();
     let mut scopes = Vec::with_capacity(input.scopes.len());
     for (i, scope) in input.scopes.into_iter().enumerate() {
-        let scope = field(&format!("scopes[{i}]"), Scope::new(scope))?;
-        // A key may carry only what its creator holds.
-        c.require(scope.as_str()).await.map_err(|_| {
-            Problem::forbidden(format!(
-                "cannot grant `{scope}`: the creator does not hold it"
+        let name = format!("scopes[{i}]");
+        let scope = field(&name, Scope::new(scope))?;
+        // A scope names permissions of the catalog: one, or (`projects:*`,
+        // `*:read`, `*`) every one it matches.
+        let pattern = field(&name, PermissionPattern::new(scope.as_str()))?;
+        field(&name, catalog.check_pattern(&pattern))?;
+        // A key may carry only what its creator holds: all of it.
+        let mut missing = Vec::new();
+        for permission in catalog.expand(&pattern).filter_map(|id| catalog.get(id)) {
+            match c.require(permission.as_str()).await {
+                Ok(()) => {}
+                Err(refused) if refused.status() == StatusCode::FORBIDDEN => {
+                    missing.push(format!("`{}`", permission.as_str()));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if !missing.is_empty() {
+            missing.truncate(20);
+            return Err(Problem::forbidden(format!(
+                "cannot grant `{scope}`: the creator does not hold {}",
+                missing.join(", ")
             ))
-            .with_field(format!("scopes[{i}]"), "not held by the creator")
-        })?;
+            .with_field(name, "not held by the creator"));
+        }
         scopes.push(scope);
     }
     let (key, secret) = t
@@ -789,6 +811,16 @@ fn admin_error(error: &AdminError) -> Problem {
             Problem::of(crate::ProblemKind::LimitExceeded).with_detail(error.to_string())
         }
         AdminError::RoleInUse { .. } => Problem::conflict(error.to_string()),
+        AdminError::RateLimited { retry_after } => {
+            let now = now();
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            )
+            .with_detail(error.to_string())
+            .retry_after(now + *retry_after, now)
+        }
         other => Problem::unavailable(other),
     }
 }
@@ -941,61 +973,32 @@ struct AcceptBody {
 
 /// Accepts an invitation: as the signed-in caller if credentials are sent,
 /// otherwise creating an account for the invited address (with `password`,
-/// checked against the policy before anything is written).
+/// checked against the policy before anything is written, and set in the
+/// transaction that creates the account). Refused, and the invitation
+/// revoked, when its sender can no longer grant its roles.
 async fn accept_invitation(
     t: &Tenancy,
     r: &ApiRequest,
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let input: AcceptBody = body(t, r)?;
-    let not_found = || Problem::not_found().with_detail("invitation not found");
-    let token = InvitationToken::parse(&input.token).map_err(|_| not_found())?;
-    let signed_in = c.and_then(RequestContext::user_id);
-    let password = match (&input.password, signed_in) {
-        (Some(password), None) => {
-            let invitation = t
-                .directory()
-                .backend()
-                .find_invitation_by_token(token.tenant_id(), token.hash())
-                .await
-                .map_err(|e| errors::store(&e))?
-                .ok_or_else(not_found)?;
-            let password = Password::new(password.clone());
-            t.auth()
-                .config()
-                .password
-                .check(&password, Some(&invitation.email))
-                .map_err(|rejected| Problem::invalid("password", rejected.to_string()))?;
-            Some(password)
-        }
-        _ => None,
-    };
-    let acceptor = match signed_in {
-        Some(user) => Acceptor::User(user),
-        None => Acceptor::NewUser {
+    let token = InvitationToken::parse(&input.token)
+        .map_err(|_| Problem::not_found().with_detail("invitation not found"))?;
+    let acceptor = match c.and_then(RequestContext::user_id) {
+        Some(user) => InvitationAcceptor::User(user),
+        None => InvitationAcceptor::NewUser {
             display_name: input
                 .display_name
                 .map(|name| field("display_name", DisplayName::new(&name)))
                 .transpose()?,
+            password: input.password.map(Password::new),
         },
     };
-    let client = r.client(t.config());
-    let audit = tenancy_core::AuditContext {
-        actor: Actor::System,
-        ip: client.ip,
-        user_agent: client.user_agent,
-    };
     let accepted = t
-        .directory()
-        .accept_invitation(&token, acceptor, &audit)
+        .auth()
+        .accept_invitation(&token, acceptor, &r.client(t.config()))
         .await
-        .map_err(|e| errors::directory(&e))?;
-    if let Some(password) = password {
-        t.auth()
-            .set_password(&accepted.user, &password)
-            .await
-            .map_err(|e| auth_error(t, &e))?;
-    }
+        .map_err(|e| auth_error(t, &e))?;
     t.forget_member(accepted.membership.tenant_id, accepted.membership.user_id);
     json(
         StatusCode::OK,
@@ -1290,6 +1293,37 @@ async fn audit_export(
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     Ok(response)
+}
+
+/// Re-verifies the tenant's audit hash chain from its first event to the
+/// recorded head: `ok`, how many events were `checked`, the `last_intact`
+/// link and the `first_broken` one (its sequence number, why, in words),
+/// so an owner or admin can see whether history was rewritten in the
+/// database behind the SDK's back. Reads the whole chain: it costs in
+/// proportion to the tenant's log.
+async fn audit_verify(
+    t: &Tenancy,
+    _: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
+    let c = ctx(c)?;
+    let report = t
+        .directory()
+        .verify_audit_chain(c.tenant_id())
+        .await
+        .map_err(|e| errors::directory(&e))?;
+    let first_broken = report.first_broken.map(|broken| {
+        json!({ "seq": broken.seq, "reason": broken.reason, "detail": broken.reason.to_string() })
+    });
+    json(
+        StatusCode::OK,
+        &json!({
+            "ok": report.is_intact(),
+            "checked": report.events_checked,
+            "last_intact": report.last_intact,
+            "first_broken": first_broken,
+        }),
+    )
 }
 
 /// An in-memory export that refuses to grow past `limit` bytes.

@@ -3,9 +3,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tenancy_auth::Auth;
-use tenancy_authz::{
-    AuthzAdmin, AuthzStoreError, DirectoryRoleHolders, PolicyCache, PolicyDocument,
-};
+use tenancy_authz::{AuthzAdmin, AuthzStoreError, PolicyCache, PolicyDocument};
 use tenancy_core::{AuditContext, CachingStore, Directory, TenantId};
 
 use crate::config::HttpConfig;
@@ -70,6 +68,7 @@ impl Tenancy {
     pub(crate) fn assemble(
         auth: Auth,
         authz: Arc<PolicyCache>,
+        admin: AuthzAdmin,
         directory_cache: Arc<CachingStore>,
         config: HttpConfig,
         modules: Vec<Registered>,
@@ -78,12 +77,7 @@ impl Tenancy {
         let request_steps = modules.iter().any(|m| m.module.has_request_step());
         Self {
             inner: Arc::new(Inner {
-                admin: AuthzAdmin::new(
-                    authz.clone(),
-                    Arc::new(DirectoryRoleHolders::new(Arc::clone(
-                        auth.directory().backend(),
-                    ))),
-                ),
+                admin,
                 auth,
                 authz,
                 directory_cache,

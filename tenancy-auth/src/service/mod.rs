@@ -11,9 +11,9 @@
 use std::sync::Arc;
 
 use tenancy_core::{
-    Actor, AuditAction, AuditContext, AuditLog, Backend, Clock, Directory, Metadata, NewAuditEvent,
-    StoreError, SystemClock, Target, Tenant, TenantId, TenantStatus, Transaction, UserId,
-    ValidationError, truncate_to_micros,
+    Actor, AuditAction, AuditContext, AuditLog, Backend, Clock, Directory, GrantCheck, Metadata,
+    NewAuditEvent, StoreError, SystemClock, Target, Tenant, TenantId, TenantStatus, Transaction,
+    UserId, ValidationError, truncate_to_micros,
 };
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -76,9 +76,18 @@ pub struct AuthBuilder {
     mailer: Arc<dyn Mailer>,
     hook: Option<Arc<dyn ClaimsHook>>,
     clock: Arc<dyn Clock>,
+    grants: Option<Arc<dyn GrantCheck>>,
 }
 
 impl AuthBuilder {
+    /// Re-checks invitations against their sender's current powers when
+    /// they are accepted and when the sender's roles change (see
+    /// [`Directory::with_grant_check`]).
+    pub fn grant_check(mut self, check: Arc<dyn GrantCheck>) -> Self {
+        self.grants = Some(check);
+        self
+    }
+
     /// Delivers verification and reset mail through `mailer`.
     pub fn mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
         self.mailer = mailer;
@@ -145,7 +154,10 @@ impl AuthBuilder {
             config.token_cache_capacity,
             config.session_cache_capacity,
         );
-        let directory = Directory::new(self.backend.clone()).with_clock(self.clock.clone());
+        let mut directory = Directory::new(self.backend.clone()).with_clock(self.clock.clone());
+        if let Some(grants) = self.grants {
+            directory = directory.with_grant_check(grants);
+        }
         let mail_capacity = u32::try_from(config.limits.mail_queue)
             .unwrap_or(u32::MAX)
             .clamp(1, u32::MAX >> 3);
@@ -257,6 +269,7 @@ impl Auth {
             mailer: Arc::new(NoMailer),
             hook: None,
             clock: Arc::new(SystemClock),
+            grants: None,
         }
     }
 

@@ -110,7 +110,9 @@ impl Auth {
     ///
     /// Errors: [`Error::RegistrationClosed`](crate::Error::RegistrationClosed), [`Error::WeakPassword`](crate::Error::WeakPassword),
     /// [`Error::Directory`](crate::Error::Directory) (unknown, used, revoked or expired invitation,
-    /// account exists…).
+    /// account exists, a sender who can no longer grant its roles: then
+    /// the invitation is revoked, see
+    /// [`tenancy_core::Directory::withdraw_unbacked_invitation`]…).
     #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err)]
     pub async fn accept_invitation(
         &self,
@@ -146,12 +148,24 @@ impl Auth {
             }
             None => None,
         };
+        let context = Self::system_context(client);
         let tx = self.begin().await?;
-        let accepted = self
+        let accepted = match self
             .inner
             .directory
-            .accept_invitation_in(tx.core(), token, acceptor, &Self::system_context(client))
-            .await?;
+            .accept_invitation_in(tx.core(), token, acceptor, &context)
+            .await
+        {
+            Err(DirectoryError::InviterLacksPower) => {
+                drop(tx);
+                self.inner
+                    .directory
+                    .withdraw_unbacked_invitation(token, &context)
+                    .await?;
+                return Err(DirectoryError::InviterLacksPower.into());
+            }
+            other => other?,
+        };
         if let Some(hash) = &hash
             && accepted.user_created
         {

@@ -16,7 +16,7 @@ use super::{Fixture, create_tenant};
 use crate::admin::{AdminError, AuthzAdmin, RoleUse};
 use crate::cache::{CacheConfig, CacheError, Freshness, PolicyCache};
 use crate::engine::{Authorizer, Decision, Engine, Reason};
-use crate::limits::{LimitError, Limits};
+use crate::limits::{LimitError, Limits, WriteRate};
 use crate::policy::{Effect, PolicyDocument, PolicyId, StatementDocument};
 use crate::request::{AuthzRequest, Principal, Resource};
 use crate::store::Epoch;
@@ -499,4 +499,69 @@ pub async fn admin_write_compiles_once(f: Fixture) {
         reads,
         "writes read only the epoch, and nothing was loaded after them"
     );
+}
+
+/// Policy writes count against the tenant's [`WriteRate`]: puts and
+/// deletes alike, past the burst refused with how long to wait, nothing
+/// written; an actor without `policies:manage` is refused without using
+/// the tenant's allowance; other tenants keep theirs; `None` lifts it.
+pub async fn admin_rate_limits_policy_writes(f: Fixture) {
+    let (tenant, owner_id) = create_tenant(&f).await;
+    let (other, other_owner) = create_tenant(&f).await;
+    let cache = Arc::new(PolicyCache::new(
+        Engine::new(catalog()),
+        Arc::clone(&f.roles),
+        Arc::clone(&f.policies),
+    ));
+    let hour = std::time::Duration::from_secs(3600);
+    let admin = AuthzAdmin::new(Arc::clone(&cache), holders(&f))
+        .with_write_rate(Some(WriteRate::new(2, hour)));
+    let scope = TenantScope::assume_resolved(tenant);
+    let owner = Principal::user(owner_id, tenant, RoleSet::single(RoleName::OWNER));
+    let audit = AuditContext::user(owner_id);
+    let policy = |id: &str| statement_policy(id, Effect::Deny, &["projects:delete"]);
+    let outsider = Principal::user(UserId::new(), tenant, RoleSet::single(RoleName::MEMBER));
+    for _ in 0..3 {
+        assert!(matches!(
+            admin
+                .put_policy(&scope, &outsider, policy("x"), &audit)
+                .await,
+            Err(AdminError::Forbidden { .. })
+        ));
+    }
+    admin
+        .put_policy(&scope, &owner, policy("a"), &audit)
+        .await
+        .unwrap();
+    admin
+        .delete_policy(&scope, &owner, &PolicyId::new("a").unwrap(), &audit)
+        .await
+        .unwrap();
+    let epoch = f.policies.policies_epoch(tenant).await.unwrap();
+    match admin.put_policy(&scope, &owner, policy("b"), &audit).await {
+        Err(error @ AdminError::RateLimited { retry_after }) => {
+            assert!(retry_after > hour - std::time::Duration::from_secs(60));
+            assert!(error.to_string().contains("retry in"), "{error}");
+        }
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    assert!(matches!(
+        admin
+            .delete_policy(&scope, &owner, &PolicyId::new("b").unwrap(), &audit)
+            .await,
+        Err(AdminError::RateLimited { .. })
+    ));
+    assert_eq!(f.policies.policies_epoch(tenant).await.unwrap(), epoch);
+
+    let other_scope = TenantScope::assume_resolved(other);
+    let other_owner = Principal::user(other_owner, other, RoleSet::single(RoleName::OWNER));
+    admin
+        .put_policy(&other_scope, &other_owner, policy("b"), &audit)
+        .await
+        .unwrap();
+    let unlimited = admin.clone().with_write_rate(None);
+    unlimited
+        .put_policy(&scope, &owner, policy("b"), &audit)
+        .await
+        .unwrap();
 }

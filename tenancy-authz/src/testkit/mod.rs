@@ -40,8 +40,8 @@ use crate::store::MemoryAuthzStore;
 use crate::store::{PolicyStore, RoleStore};
 
 pub use admin::{
-    admin_enforces_limits, admin_write_compiles_once, owners_cannot_be_locked_out,
-    roles_must_exist_to_be_held,
+    admin_enforces_limits, admin_rate_limits_policy_writes, admin_write_compiles_once,
+    owners_cannot_be_locked_out, roles_must_exist_to_be_held,
 };
 pub use cache::{cache_loads_once_per_tenant, cache_skips_raced_reads};
 pub use suites::{
@@ -88,7 +88,8 @@ macro_rules! conformance_tests {
             role_store, policy_store, shared_epoch, tenant_isolation, concurrent_writers,
             audit_trail, cache_follows_epochs, admin_prevents_escalation,
             owners_cannot_be_locked_out, roles_must_exist_to_be_held, admin_enforces_limits,
-            cache_skips_raced_reads, cache_loads_once_per_tenant, admin_write_compiles_once
+            cache_skips_raced_reads, cache_loads_once_per_tenant, admin_write_compiles_once,
+            admin_rate_limits_policy_writes
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {

@@ -9,12 +9,15 @@ use crate::audit::{ActionFilter, Actor, AuditContext, AuditQuery, ExportFormat};
 use crate::clock::ManualClock;
 use crate::directory::{Acceptance, Acceptor, Directory, DirectoryError, Owner, actions};
 use crate::error::{Conflict, Entity, StoreError};
-use crate::id::{TenantId, UserId};
+use crate::grants::{GrantCheck, Grantor};
+use crate::id::{ApiKeyId, TenantId, UserId};
 use crate::invitation::{InvitationStatus, InvitationToken};
-use crate::membership::{MembershipStatus, RoleName};
+use crate::membership::{MembershipStatus, RoleName, RoleSet};
 use crate::page::{PageRequest, PageSize};
 use crate::scope::TenantScope;
-use crate::store::{AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, UserStore};
+use crate::store::{
+    AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, Transaction, UserStore,
+};
 use crate::tenant::{NewTenant, TenantName, TenantStatus, TenantUpdate};
 use crate::user::{DisplayName, NewUser, UserStatus};
 
@@ -672,6 +675,216 @@ pub async fn directory_invitations_leave_with_their_sender(backend: Arc<dyn Back
     assert!(revoked.items.iter().all(|event| {
         event.actor == Actor::User(ann) && event.metadata.as_map()["reason"] == "sender_removed"
     }));
+}
+
+/// A [`GrantCheck`] for the suites: owners grant anything, admins anything
+/// but `owner`, members only `member`; users in `stripped` (powers lost in
+/// ways the directory does not see, such as a role redefined) and keys
+/// outside `keys` grant nothing.
+#[derive(Default)]
+struct RoleLadder {
+    stripped: std::sync::Mutex<Vec<UserId>>,
+    keys: Vec<ApiKeyId>,
+}
+
+#[async_trait::async_trait]
+impl GrantCheck for RoleLadder {
+    async fn may_grant(
+        &self,
+        tx: &dyn Transaction,
+        tenant_id: TenantId,
+        grantor: Grantor<'_>,
+        roles: &RoleSet,
+    ) -> Result<bool, StoreError> {
+        // The tenant is readable through the transaction the check runs in.
+        tx.get_tenant(tenant_id).await?;
+        let held = match grantor {
+            Grantor::Member { user, roles } => {
+                if self.stripped.lock().unwrap().contains(&user) {
+                    return Ok(false);
+                }
+                roles.clone()
+            }
+            Grantor::ApiKey(key) if self.keys.contains(&key) => RoleSet::single(RoleName::ADMIN),
+            _ => return Ok(false),
+        };
+        Ok(roles.iter().all(|role| {
+            held.contains(&RoleName::OWNER)
+                || (held.contains(&RoleName::ADMIN) && *role != RoleName::OWNER)
+                || *role == RoleName::MEMBER
+        }))
+    }
+}
+
+/// Invitations follow their sender's powers: a role change revokes, in
+/// its transaction, the sender's pending invitations their new roles could
+/// not send (audited `sender_demoted`), and an acceptance is refused, the
+/// invitation revoked (audited), when the sender is no longer an active
+/// member or can no longer grant its roles, with nothing else written.
+/// The host's own invitations and those of keys that keep their powers
+/// are accepted.
+pub async fn directory_invitations_follow_their_senders_powers(backend: Arc<dyn Backend>) {
+    let kept_key = ApiKeyId::new();
+    let lost_key = ApiKeyId::new();
+    let ladder = Arc::new(RoleLadder {
+        keys: vec![kept_key],
+        ..RoleLadder::default()
+    });
+    let (directory, _) = directory(backend.clone());
+    let directory = directory.with_grant_check(ladder.clone());
+    let system = AuditContext::system();
+    let created = directory
+        .create_tenant(new_tenant("powers"), owner("ann@example.com"), &system)
+        .await
+        .unwrap();
+    let scope = directory.scope(created.tenant.id).await.unwrap();
+    let ann = created.owner.id;
+    let as_ann = AuditContext::new(Actor::User(ann));
+    let bob = join(&directory, &scope, "bob@example.com", &["admin"])
+        .await
+        .user
+        .id;
+    let carol = join(&directory, &scope, "carol@example.com", &["admin"])
+        .await
+        .user
+        .id;
+    let as_bob = AuditContext::new(Actor::User(bob));
+    let invite = |address: &'static str, role: &'static str, context: AuditContext| {
+        let directory = directory.clone();
+        async move {
+            directory
+                .invite(&scope, email(address), roles(&[role]), &context)
+                .await
+                .unwrap()
+        }
+    };
+    let bob_admin = invite("x@example.com", "admin", as_bob.clone()).await;
+    let bob_member = invite("y@example.com", "member", as_bob.clone()).await;
+    let carol_admin = invite(
+        "w@example.com",
+        "admin",
+        AuditContext::new(Actor::User(carol)),
+    )
+    .await;
+    let by_host = invite("h@example.com", "admin", system.clone()).await;
+    let by_kept_key = invite(
+        "k@example.com",
+        "admin",
+        AuditContext::new(Actor::ApiKey(kept_key)),
+    )
+    .await;
+    let by_lost_key = invite(
+        "l@example.com",
+        "admin",
+        AuditContext::new(Actor::ApiKey(lost_key)),
+    )
+    .await;
+    let status = |issued: &crate::IssuedInvitation| {
+        let backend = backend.clone();
+        let (tenant, id) = (scope.tenant_id(), issued.invitation.id);
+        async move { backend.get_invitation(tenant, id).await.unwrap().status }
+    };
+
+    // Demoting bob to member revokes what a member could not send, in the
+    // role change; what a member may send stays.
+    directory
+        .change_roles(&scope, bob, roles(&["member"]), &as_ann)
+        .await
+        .unwrap();
+    assert_eq!(status(&bob_admin).await, InvitationStatus::Revoked);
+    assert_eq!(status(&bob_member).await, InvitationStatus::Pending);
+    assert_eq!(status(&carol_admin).await, InvitationStatus::Pending);
+    assert_err!(
+        directory
+            .accept_invitation(&bob_admin.token, new_user(), &system)
+            .await,
+        DirectoryError::InvitationRevoked
+    );
+
+    // Bob loses even that in a way the directory does not see: accepting
+    // is refused, the invitation revoked, and nobody created.
+    ladder.stripped.lock().unwrap().push(bob);
+    assert_err!(
+        directory
+            .accept_invitation(&bob_member.token, new_user(), &system)
+            .await,
+        DirectoryError::InviterLacksPower
+    );
+    assert_eq!(status(&bob_member).await, InvitationStatus::Revoked);
+    assert!(
+        backend
+            .find_user_by_email(&email("y@example.com"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_err!(
+        directory
+            .accept_invitation(&bob_member.token, new_user(), &system)
+            .await,
+        DirectoryError::InvitationRevoked
+    );
+
+    // A suspended sender backs nothing.
+    directory
+        .suspend_member(&scope, carol, &as_ann)
+        .await
+        .unwrap();
+    assert_err!(
+        directory
+            .accept_invitation(&carol_admin.token, new_user(), &system)
+            .await,
+        DirectoryError::InviterLacksPower
+    );
+    assert_eq!(status(&carol_admin).await, InvitationStatus::Revoked);
+
+    // Keys are asked of the check; the host's invitations always hold.
+    assert_err!(
+        directory
+            .accept_invitation(&by_lost_key.token, new_user(), &system)
+            .await,
+        DirectoryError::InviterLacksPower
+    );
+    for issued in [&by_kept_key, &by_host] {
+        let accepted = directory
+            .accept_invitation(&issued.token, new_user(), &system)
+            .await
+            .unwrap();
+        assert_eq!(accepted.membership.roles, roles(&["admin"]));
+    }
+
+    let revoked = backend
+        .query_audit(
+            scope.tenant_id(),
+            &AuditQuery::all().action(ActionFilter::parse(actions::INVITATION_REVOKED).unwrap()),
+            &PageRequest::first(PageSize::MAX),
+        )
+        .await
+        .unwrap();
+    let reasons: Vec<(String, String)> = revoked
+        .items
+        .iter()
+        .map(|event| {
+            (
+                event.target.id.clone(),
+                event.metadata.as_map()["reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        (&bob_admin, "sender_demoted"),
+        (&bob_member, "inviter_lacks_power"),
+        (&carol_admin, "inviter_inactive"),
+        (&by_lost_key, "inviter_lacks_power"),
+    ]
+    .into_iter()
+    .map(|(issued, reason)| (issued.invitation.id.to_string(), reason.to_owned()))
+    .collect();
+    assert_eq!(reasons, expected);
+    assert_eq!(revoked.items[0].actor, Actor::User(ann));
 }
 
 /// Role changes, suspension and removal, guarded so a tenant always keeps

@@ -1500,3 +1500,303 @@ pub async fn unknown_routes_and_lookalike_slugs(app: &TestApp) {
         reply.assert_problem(422, "validation");
     }
 }
+
+impl TestApp {
+    /// Sends an invitation as `by`; returns its token.
+    pub async fn invite(&self, by: &Account, email: &str, roles: &[&str]) -> String {
+        let invited = self
+            .call(
+                Method::POST,
+                "/invitations",
+                Some(&by.token),
+                Some(json!({ "email": email, "roles": roles })),
+            )
+            .await;
+        assert_eq!(invited.status, 201, "{}", invited.text);
+        invited.json["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Accepts invitation `token` as a new user with the scenario password.
+    pub async fn accept(&self, token: &str) -> Reply {
+        self.call(
+            Method::POST,
+            "/invitations/accept",
+            None,
+            Some(json!({ "token": token, "password": PASSWORD })),
+        )
+        .await
+    }
+}
+
+/// An invitation is only as good as its sender's powers: demoting or
+/// removing the admin who sent it revokes it, and one whose sender lost
+/// the power otherwise (their role redefined) is refused at acceptance
+/// with its own problem, revoked and audited; nobody joins either way.
+pub async fn invitations_follow_their_sender(app: &TestApp) {
+    let ada = app.register("senders", "ada@senders.test").await;
+    let alex = app.add_member(&ada, "alex@senders.test", &["admin"]).await;
+    let as_admin = app.invite(&alex, "x@senders.test", &["admin"]).await;
+    let as_member = app.invite(&alex, "y@senders.test", &["member"]).await;
+    let demoted = app
+        .call(
+            Method::PUT,
+            &format!("/members/{}/roles", alex.user),
+            Some(&ada.token),
+            Some(json!({ "roles": ["member"] })),
+        )
+        .await;
+    assert_eq!(demoted.status, 200, "{}", demoted.text);
+    for token in [&as_admin, &as_member] {
+        app.accept(token)
+            .await
+            .assert_problem(410, "invitation-unusable");
+    }
+
+    let bea = app.add_member(&ada, "bea@senders.test", &["admin"]).await;
+    let from_bea = app.invite(&bea, "z@senders.test", &["admin"]).await;
+    let removed = app
+        .call(
+            Method::DELETE,
+            &format!("/members/{}", bea.user),
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, 204, "{}", removed.text);
+    app.accept(&from_bea)
+        .await
+        .assert_problem(410, "invitation-unusable");
+
+    // A manager loses `members:manage` through a change to their role, not
+    // to their membership: the acceptance itself finds out.
+    let manager = |permissions: &[&str]| json!({ "permissions": permissions });
+    let defined = app
+        .call(
+            Method::PUT,
+            "/roles/manager",
+            Some(&ada.token),
+            Some(manager(&[
+                "members:manage",
+                "members:read",
+                "roles:read",
+                "projects:read",
+                "projects:create",
+            ])),
+        )
+        .await;
+    assert_eq!(defined.status, 200, "{}", defined.text);
+    let max = app.add_member(&ada, "max@senders.test", &["manager"]).await;
+    let from_max = app.invite(&max, "v@senders.test", &["member"]).await;
+    let redefined = app
+        .call(
+            Method::PUT,
+            "/roles/manager",
+            Some(&ada.token),
+            Some(manager(&["members:read", "roles:read", "projects:read"])),
+        )
+        .await;
+    assert_eq!(redefined.status, 200, "{}", redefined.text);
+    let refused = app.accept(&from_max).await;
+    refused.assert_problem(410, "inviter-lacks-power");
+    app.accept(&from_max)
+        .await
+        .assert_problem(410, "invitation-unusable");
+
+    let members = app
+        .call(Method::GET, "/members", Some(&ada.token), None)
+        .await;
+    assert_eq!(members.status, 200, "{}", members.text);
+    assert_eq!(members.json["items"].as_array().unwrap().len(), 3);
+    let revoked = app
+        .call(
+            Method::GET,
+            "/audit?action=invitation.revoked",
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    let reasons: Vec<&str> = revoked.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["metadata"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "sender_demoted",
+            "sender_demoted",
+            "sender_removed",
+            "inviter_lacks_power"
+        ]
+    );
+}
+
+/// Wildcard scopes (`projects:*`, `*:read`, `*`) mint when the creator
+/// holds every permission they match, and are refused with `403` naming
+/// what is missing otherwise; a scope that names nothing in the catalog is
+/// a `422`.
+pub async fn wildcard_api_key_scopes(app: &TestApp) {
+    let ada = app.register("wild", "ada@wild.test").await;
+    let mint = |by: &Account, scopes: Value| {
+        let token = by.token.clone();
+        async move {
+            app.call(
+                Method::POST,
+                "/api-keys",
+                Some(&token),
+                Some(json!({ "name": "wild", "scopes": scopes })),
+            )
+            .await
+        }
+    };
+    let all_projects = mint(&ada, json!(["projects:*"])).await;
+    assert_eq!(all_projects.status, 201, "{}", all_projects.text);
+    assert_eq!(
+        all_projects.json["api_key"]["scopes"],
+        json!(["projects:*"])
+    );
+    let key = all_projects.json["secret"].as_str().unwrap().to_owned();
+    let project = app.create_project(&key, "by a wildcard key").await;
+    let deleted = app
+        .call(
+            Method::DELETE,
+            &format!("/projects/{project}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert!(deleted.status < 300, "{}", deleted.text);
+    app.call(Method::GET, "/members", Some(&key), None)
+        .await
+        .assert_problem(403, "forbidden");
+    let everything = mint(&ada, json!(["*"])).await;
+    assert_eq!(everything.status, 201, "{}", everything.text);
+    let everything = everything.json["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.call(Method::GET, "/members", Some(&everything), None)
+            .await
+            .status,
+        200
+    );
+
+    // A deployer holds some projects permissions, not all of them.
+    let defined = app
+        .call(
+            Method::PUT,
+            "/roles/deployer",
+            Some(&ada.token),
+            Some(json!({ "permissions": ["api_keys:manage", "projects:read", "projects:create"] })),
+        )
+        .await;
+    assert_eq!(defined.status, 200, "{}", defined.text);
+    let dan = app.add_member(&ada, "dan@wild.test", &["deployer"]).await;
+    let refused = mint(&dan, json!(["projects:read", "projects:*"])).await;
+    refused.assert_problem(403, "forbidden");
+    let detail = refused.json["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`projects:update`") && detail.contains("`projects:delete`"),
+        "{detail}"
+    );
+    assert!(!detail.contains("`projects:read`"), "{detail}");
+    assert_eq!(refused.json["errors"][0]["field"], "scopes[1]");
+    mint(&dan, json!(["*:read"]))
+        .await
+        .assert_problem(403, "forbidden");
+    let held = mint(&dan, json!(["projects:read", "projects:create"])).await;
+    assert_eq!(held.status, 201, "{}", held.text);
+
+    for nothing in ["widgets:*", "projects:archive", "projects"] {
+        let invalid = mint(&ada, json!([nothing])).await;
+        invalid.assert_problem(422, "validation");
+        assert_eq!(invalid.json["errors"][0]["field"], "scopes[0]", "{nothing}");
+    }
+}
+
+/// `GET /audit/verify` re-checks the tenant's whole hash chain, for owners
+/// and admins only: an intact log answers `ok` with every event counted.
+pub async fn audit_chain_verifies(app: &TestApp) {
+    let ada = app.register("verified", "ada@verified.test").await;
+    let alex = app.add_member(&ada, "alex@verified.test", &["admin"]).await;
+    let mia = app
+        .add_member(&alex, "mia@verified.test", &["member"])
+        .await;
+    let events = app
+        .call(Method::GET, "/audit?limit=100", Some(&ada.token), None)
+        .await;
+    assert_eq!(events.status, 200, "{}", events.text);
+    let count = events.json["items"].as_array().unwrap().len();
+    assert!(count >= 5, "{}", events.text);
+    for by in [&ada, &alex] {
+        let verified = app
+            .call(Method::GET, "/audit/verify", Some(&by.token), None)
+            .await;
+        assert_eq!(verified.status, 200, "{}", verified.text);
+        assert_eq!(verified.json["ok"], true, "{}", verified.text);
+        assert_eq!(verified.json["checked"], count, "{}", verified.text);
+        assert_eq!(verified.json["first_broken"], Value::Null);
+        assert_eq!(verified.json["last_intact"]["seq"], count);
+    }
+    app.call(Method::GET, "/audit/verify", Some(&mia.token), None)
+        .await
+        .assert_problem(403, "forbidden");
+}
+
+/// Policy writes are rate-limited per tenant (the builder's default: a
+/// burst of 30, then one a second): past it `PUT` and `DELETE
+/// /policies/{id}` answer `429` with `Retry-After`, while reads and other
+/// tenants' writes go on.
+pub async fn policy_writes_are_rate_limited(app: &TestApp) {
+    let ada = app.register("busy", "ada@busy.test").await;
+    let bob = app.register("quiet", "bob@quiet.test").await;
+    let policy = json!({ "statements": [{ "effect": "deny", "actions": ["projects:delete"], "condition": "resource.archived == true" }] });
+    let put = |by: &Account, n: usize| {
+        let token = by.token.clone();
+        let policy = policy.clone();
+        async move {
+            app.call(
+                Method::PUT,
+                &format!("/policies/p{n}"),
+                Some(&token),
+                Some(policy),
+            )
+            .await
+        }
+    };
+    let mut written = 0;
+    let refused = loop {
+        let reply = put(&ada, written).await;
+        if reply.status != 200 {
+            break reply;
+        }
+        written += 1;
+        assert!(written <= 60, "no write was ever refused");
+    };
+    assert!(
+        written >= 30,
+        "refused after {written} writes: {}",
+        refused.text
+    );
+    refused.assert_problem(429, "rate-limited");
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    app.call(Method::DELETE, "/policies/p0", Some(&ada.token), None)
+        .await
+        .assert_problem(429, "rate-limited");
+
+    let read = app
+        .call(Method::GET, "/policies", Some(&ada.token), None)
+        .await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.json["items"].as_array().unwrap().len(), written);
+    let other = put(&bob, 0).await;
+    assert_eq!(other.status, 200, "{}", other.text);
+
+    // One write comes back each second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let deleted = app
+        .call(Method::DELETE, "/policies/p0", Some(&ada.token), None)
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+}
