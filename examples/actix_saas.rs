@@ -78,14 +78,8 @@ async fn services() -> Result<(Tenancy, Projects), Box<dyn Error>> {
     http.cookies.secure = false;
     #[cfg(feature = "postgres")]
     if let Ok(url) = std::env::var("DATABASE_URL") {
-        let pool = tenancy::postgres::sqlx::PgPool::connect(&url).await?;
         let auth = auth.with_key_encryption(projects::key_encryption_from_env()?);
-        let tenancy = Tenancy::builder(catalog, auth)
-            .http(http)
-            .postgres(pool.clone())
-            .build()
-            .await?;
-        return Ok((tenancy, Projects::postgres(pool).await?));
+        return projects::on_postgres(Tenancy::builder(catalog, auth).http(http), &url).await;
     }
     Ok((
         Tenancy::builder(catalog, auth).http(http).build().await?,

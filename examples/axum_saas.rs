@@ -100,14 +100,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let (tenancy, projects) = match std::env::var("DATABASE_URL") {
         #[cfg(feature = "postgres")]
         Ok(url) => {
-            let pool = tenancy::postgres::sqlx::PgPool::connect(&url).await?;
             let auth = auth.with_key_encryption(projects::key_encryption_from_env()?);
-            let tenancy = Tenancy::builder(catalog, auth)
-                .http(http)
-                .postgres(pool.clone())
-                .build()
-                .await?;
-            (tenancy, Projects::postgres(pool).await?)
+            projects::on_postgres(Tenancy::builder(catalog, auth).http(http), &url).await?
         }
         _ => (
             Tenancy::builder(catalog, auth).http(http).build().await?,

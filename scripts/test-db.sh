@@ -13,9 +13,12 @@ host=${PGHOST:-127.0.0.1}
 port=${PGPORT:-5432}
 admin=${PGADMIN_USER:-postgres}
 role=${TENANCY_TEST_ROLE:-tenancy_test}
+# A second ordinary role the example apps can run as while $role owns the
+# tables (APP_DATABASE_URL): it gets rows, never the tables themselves.
+app_role=${TENANCY_APP_ROLE:-tenancy_app}
 db=${TENANCY_TEST_DB:-tenancy_test}
 
-for name in "$role" "$db" "$admin"; do
+for name in "$role" "$app_role" "$db" "$admin"; do
     [[ $name =~ ^[a-z_][a-z0-9_]*$ ]] || { echo "invalid identifier: $name" >&2; exit 2; }
 done
 
@@ -33,6 +36,14 @@ BEGIN
 END
 \$\$;
 ALTER ROLE $role NOSUPERUSER NOBYPASSRLS;
+DO \$\$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$app_role') THEN
+        CREATE ROLE $app_role LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE;
+    END IF;
+END
+\$\$;
+ALTER ROLE $app_role NOSUPERUSER NOBYPASSRLS;
 DROP DATABASE IF EXISTS $db WITH (FORCE);
 CREATE DATABASE $db OWNER $role;
 SQL

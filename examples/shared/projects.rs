@@ -103,22 +103,29 @@ impl Projects {
         Projects::Memory(Mutex::new(BTreeMap::new()))
     }
 
-    /// A `projects` table with tenant isolation: every query runs in a
-    /// transaction scoped to the caller's tenant.
+    /// Creates the `projects` table with tenant isolation (run as the
+    /// tables' owner): every query runs in a transaction scoped to the
+    /// caller's tenant.
     #[cfg(feature = "postgres")]
-    pub(crate) async fn postgres(
-        pool: tenancy::postgres::sqlx::PgPool,
-    ) -> Result<Self, Box<dyn std::error::Error>> {
+    pub(crate) async fn migrate(
+        owner: &tenancy::postgres::sqlx::PgPool,
+    ) -> Result<(), Box<dyn std::error::Error>> {
         use tenancy::postgres::sqlx;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS projects (id uuid PRIMARY KEY, tenant_id uuid NOT NULL, \
              name text NOT NULL, owner text NOT NULL)",
         )
-        .execute(&pool)
+        .execute(owner)
         .await?;
-        let mut conn = pool.acquire().await?;
+        let mut conn = owner.acquire().await?;
         tenancy::postgres::enable_tenant_rls(&mut conn, "projects", "tenant_id").await?;
-        Ok(Projects::Postgres(pool))
+        Ok(())
+    }
+
+    /// The projects on Postgres, read and written through `pool`.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(pool: tenancy::postgres::sqlx::PgPool) -> Self {
+        Projects::Postgres(pool)
     }
 
     fn rows(
@@ -285,4 +292,46 @@ pub(crate) fn key_encryption_from_env()
         "example-1",
         &text,
     )?))
+}
+
+/// On Postgres: migrates tenancy's tables and the projects table as the
+/// role of `DATABASE_URL` (their owner); when `APP_DATABASE_URL` names
+/// another role, grants it the rows it needs (never `UPDATE`, `DELETE` or
+/// `TRUNCATE` on the audit trail) and serves as that role, which cannot
+/// alter the tables, switch the audit trigger off or rewrite history.
+/// Returns the services and the projects.
+#[cfg(feature = "postgres")]
+pub(crate) async fn on_postgres(
+    builder: tenancy::http::TenancyBuilder,
+    owner_url: &str,
+) -> Result<(Tenancy, Projects), Box<dyn std::error::Error>> {
+    use tenancy::postgres::sqlx::{self, PgPool};
+    let owner = PgPool::connect(owner_url).await?;
+    let app_url = std::env::var("APP_DATABASE_URL").ok();
+    let Some(app_url) = app_url.filter(|url| url != owner_url) else {
+        // One role for everything: the builder migrates at startup.
+        Projects::migrate(&owner).await?;
+        let tenancy = builder.postgres(owner.clone()).build().await?;
+        return Ok((tenancy, Projects::postgres(owner)));
+    };
+    builder.migrate_with(&owner).await?;
+    Projects::migrate(&owner).await?;
+    let app = PgPool::connect(&app_url).await?;
+    let (role,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&app).await?;
+    let role = format!("\"{}\"", role.replace('"', "\"\""));
+    for statement in [
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        format!("REVOKE UPDATE, DELETE, TRUNCATE ON tenancy_audit_events FROM {role}"),
+        format!("REVOKE ALL ON _tenancy_migrations FROM {role}"),
+    ] {
+        // The role name comes from the database itself, quoted above.
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&owner)
+            .await?;
+    }
+    owner.close().await;
+    let tenancy = builder.migrate(false).postgres(app.clone()).build().await?;
+    Ok((tenancy, Projects::postgres(app)))
 }
