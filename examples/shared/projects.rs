@@ -317,7 +317,9 @@ pub(crate) async fn on_postgres(
     builder.migrate_with(&owner).await?;
     Projects::migrate(&owner).await?;
     let app = PgPool::connect(&app_url).await?;
-    let (role,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&app).await?;
+    let (role,): (String,) = sqlx::query_as("SELECT current_user::text")
+        .fetch_one(&app)
+        .await?;
     let role = format!("\"{}\"", role.replace('"', "\"\""));
     for statement in [
         format!("GRANT USAGE ON SCHEMA public TO {role}"),

@@ -145,3 +145,55 @@ pub(crate) fn auth_service(error: &AuthServiceError, now: OffsetDateTime) -> Pro
         other => Problem::internal(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abuse_errors_answer_with_their_status_and_retry_after() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let until = now + time::Duration::seconds(30);
+        for (error, status, kind) in [
+            (
+                AuthServiceError::RateLimited { until },
+                429,
+                ProblemKind::RateLimited,
+            ),
+            (
+                AuthServiceError::Overloaded { until },
+                503,
+                ProblemKind::Overloaded,
+            ),
+            (
+                AuthServiceError::ClientThrottled { until },
+                429,
+                ProblemKind::Throttled,
+            ),
+            (
+                AuthServiceError::AccountLocked { until },
+                429,
+                ProblemKind::AccountLocked,
+            ),
+        ] {
+            let problem = auth_service(&error, now);
+            assert_eq!(problem.status().as_u16(), status, "{error}");
+            assert_eq!(problem.problem_kind(), kind, "{error}");
+            assert_eq!(problem.retry_after_seconds(), Some(30), "{error}");
+        }
+        for (error, kind) in [
+            (
+                AuthServiceError::RegistrationClosed,
+                ProblemKind::RegistrationClosed,
+            ),
+            (
+                AuthServiceError::InvitationRequired,
+                ProblemKind::InvitationRequired,
+            ),
+        ] {
+            let problem = auth_service(&error, now);
+            assert_eq!(problem.status().as_u16(), 403, "{error}");
+            assert_eq!(problem.problem_kind(), kind, "{error}");
+        }
+    }
+}

@@ -232,7 +232,8 @@ macro_rules! http_scenarios {
             missing_or_garbage_authorization, expired_token, suspended_tenant, cookies_and_csrf,
             jwks_and_password_reset, forwarded_client_address, security_headers,
             unknown_routes_and_lookalike_slugs, invitations_follow_their_sender,
-            wildcard_api_key_scopes, audit_chain_verifies, policy_writes_are_rate_limited
+            wildcard_api_key_scopes, audit_chain_verifies, policy_writes_are_rate_limited,
+            floods_are_throttled
         );
     };
     (@stores $start:ident; $($scenario:ident),+ $(,)?) => {

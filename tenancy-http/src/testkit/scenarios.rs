@@ -1800,3 +1800,55 @@ pub async fn policy_writes_are_rate_limited(app: &TestApp) {
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text);
 }
+
+/// Floods answer `429` with `Retry-After`: reset mail for one address,
+/// whichever clients ask; a burst of successful logins from one client,
+/// while another client still logs in.
+pub async fn floods_are_throttled(app: &TestApp) {
+    app.register("floods", "ada@floods.test").await;
+    let mut refused = None;
+    for attempt in 0..10 {
+        let reply = app
+            .send(
+                app.request(Method::POST, "/auth/password-reset/start")
+                    .header("x-forwarded-for", format!("198.51.100.{}", attempt + 1))
+                    .json(&json!({ "email": "ada@floods.test" })),
+            )
+            .await;
+        if reply.status == 429 {
+            refused = Some((attempt, reply));
+            break;
+        }
+        assert_eq!(reply.status, 202, "{}", reply.text);
+    }
+    let (attempt, reply) = refused.expect("reset mail for one address is throttled");
+    assert!(attempt >= 3, "refused too early, at attempt {attempt}");
+    assert!(reply.header("retry-after").is_some());
+
+    let mut limited = None;
+    for _ in 0..40 {
+        let reply = app
+            .send(
+                app.request(Method::POST, "/auth/login")
+                    .header("x-forwarded-for", "203.0.113.50")
+                    .json(&json!({ "email": "ada@floods.test", "password": PASSWORD })),
+            )
+            .await;
+        if reply.status == 429 {
+            limited = Some(reply);
+            break;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let limited = limited.expect("a burst of logins from one client is limited");
+    limited.assert_problem(429, "rate-limited");
+    assert!(limited.header("retry-after").is_some());
+    let other = app
+        .send(
+            app.request(Method::POST, "/auth/login")
+                .header("x-forwarded-for", "203.0.113.51")
+                .json(&json!({ "email": "ada@floods.test", "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(other.status, 200, "{}", other.text);
+}
