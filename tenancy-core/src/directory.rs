@@ -619,6 +619,7 @@ impl Directory {
         acceptor: Acceptor,
         context: &AuditContext,
     ) -> Result<Acceptance> {
+        self.check_invitation_sender(token, context).await?;
         let tx = self.backend.begin().await?;
         let accepted = match self
             .accept_invitation_in(&*tx, token, acceptor, context)
@@ -638,6 +639,12 @@ impl Directory {
     /// [`Directory::accept_invitation`] as part of `tx`, which the caller
     /// commits (or drops, undoing it), so other writes (such as the new
     /// user's password) can join it.
+    ///
+    /// A member who sent the invitation is checked here, under the tenant's
+    /// lock. An API key that sent it is not: its powers live in other
+    /// stores, which may refuse reads while their own transaction (the
+    /// caller's) is open; run [`Directory::check_invitation_sender`] before
+    /// opening `tx`, as [`Directory::accept_invitation`] does.
     ///
     /// On [`DirectoryError::InviterLacksPower`] nothing was written: drop
     /// `tx`, then call [`Directory::withdraw_unbacked_invitation`] so the
@@ -668,7 +675,7 @@ impl Directory {
                 expires_at: invitation.expires_at,
             });
         }
-        if self.unbacked(tx, &invitation).await?.is_some() {
+        if self.unbacked(tx, &invitation, false).await?.is_some() {
             return Err(DirectoryError::InviterLacksPower);
         }
         let (user, user_created) = match acceptor {
@@ -739,11 +746,29 @@ impl Directory {
         })
     }
 
+    /// Fails with [`DirectoryError::InviterLacksPower`], revoking the
+    /// invitation (see [`Directory::withdraw_unbacked_invitation`]), if
+    /// the sender of the invitation `token` names can no longer grant its
+    /// roles, whether a member or an API key. Run it before the
+    /// transaction of [`Directory::accept_invitation_in`]; an unknown or
+    /// no longer pending invitation passes (the acceptance then says why it
+    /// cannot be used).
+    pub async fn check_invitation_sender(
+        &self,
+        token: &InvitationToken,
+        context: &AuditContext,
+    ) -> Result<()> {
+        match self.withdraw_unbacked_invitation(token, context).await? {
+            Some(_) => Err(DirectoryError::InviterLacksPower),
+            None => Ok(()),
+        }
+    }
+
     /// Revokes the invitation `token` names if it is still pending and its
-    /// sender can no longer grant its roles (the check
-    /// [`Directory::accept_invitation_in`] makes), audited with the reason
-    /// (`inviter_inactive` or `inviter_lacks_power`). Returns the revoked
-    /// invitation, or `None` when there was nothing to revoke.
+    /// sender, a member or an API key, can no longer grant its roles,
+    /// audited with the reason (`inviter_inactive` or
+    /// `inviter_lacks_power`). Returns the revoked invitation, or `None`
+    /// when there was nothing to revoke.
     #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err(Debug))]
     pub async fn withdraw_unbacked_invitation(
         &self,
@@ -760,7 +785,7 @@ impl Directory {
         if invitation.status != InvitationStatus::Pending {
             return Ok(None);
         }
-        let Some(reason) = self.unbacked(&*tx, &invitation).await? else {
+        let Some(reason) = self.unbacked(&*tx, &invitation, true).await? else {
             return Ok(None);
         };
         invitation.status = InvitationStatus::Revoked;
@@ -780,12 +805,13 @@ impl Directory {
     /// Why `invitation`'s sender no longer backs it, if they do not: a
     /// member who sent it must still be an active member and (with a
     /// [`GrantCheck`]) able to grant its roles; an API key that sent it is
-    /// asked of the check. Invitations the host sent as
-    /// [`audit::Actor::System`] are always backed.
+    /// asked of the check when `keys` (otherwise passed). Invitations the
+    /// host sent as [`audit::Actor::System`] are always backed.
     async fn unbacked(
         &self,
         tx: &dyn Transaction,
         invitation: &Invitation,
+        keys: bool,
     ) -> Result<Option<&'static str>> {
         let tenant_id = invitation.tenant_id;
         let grantor_roles;
@@ -805,7 +831,8 @@ impl Directory {
                     roles: &grantor_roles,
                 }
             }
-            audit::Actor::ApiKey(key) => Grantor::ApiKey(key),
+            audit::Actor::ApiKey(key) if keys => Grantor::ApiKey(key),
+            audit::Actor::ApiKey(_) => return Ok(None),
         };
         match &self.grants {
             Some(check)

@@ -29,7 +29,10 @@ pub enum Grantor<'a> {
         roles: &'a RoleSet,
     },
     /// An API key of the tenant; the check resolves its current powers
-    /// (whether it still works, its creator's roles, its scopes).
+    /// (whether it still works, its creator's roles, its scopes). Asked
+    /// only from [`crate::Directory::check_invitation_sender`] and
+    /// [`crate::Directory::withdraw_unbacked_invitation`], in a transaction
+    /// of the directory's own, so the check may read other stores.
     ApiKey(ApiKeyId),
 }
 

@@ -132,6 +132,13 @@ impl Auth {
                 password,
             } => (Acceptor::NewUser { display_name }, password),
         };
+        let context = Self::system_context(client);
+        // Before any transaction: an API key sender's powers are read from
+        // the auth store, which the acceptance's transaction holds.
+        self.inner
+            .directory
+            .check_invitation_sender(token, &context)
+            .await?;
         let hash = match &password {
             Some(password) => {
                 let invitation = self
@@ -148,7 +155,6 @@ impl Auth {
             }
             None => None,
         };
-        let context = Self::system_context(client);
         let tx = self.begin().await?;
         let accepted = match self
             .inner

@@ -1537,6 +1537,21 @@ pub async fn invitations_follow_their_sender(app: &TestApp) {
     let alex = app.add_member(&ada, "alex@senders.test", &["admin"]).await;
     let as_admin = app.invite(&alex, "x@senders.test", &["admin"]).await;
     let as_member = app.invite(&alex, "y@senders.test", &["member"]).await;
+    // A key alex minted sends one too: its powers are alex's, now.
+    let minted = app
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(&alex.token),
+            Some(json!({ "name": "inviter", "scopes": ["members:*", "roles:read", "projects:read", "projects:create"] })),
+        )
+        .await;
+    assert_eq!(minted.status, 201, "{}", minted.text);
+    let key = Account {
+        token: minted.json["secret"].as_str().unwrap().to_owned(),
+        ..alex.clone()
+    };
+    let by_key = app.invite(&key, "k@senders.test", &["member"]).await;
     let demoted = app
         .call(
             Method::PUT,
@@ -1551,6 +1566,9 @@ pub async fn invitations_follow_their_sender(app: &TestApp) {
             .await
             .assert_problem(410, "invitation-unusable");
     }
+    app.accept(&by_key)
+        .await
+        .assert_problem(410, "inviter-lacks-power");
 
     let bea = app.add_member(&ada, "bea@senders.test", &["admin"]).await;
     let from_bea = app.invite(&bea, "z@senders.test", &["admin"]).await;
@@ -1627,6 +1645,7 @@ pub async fn invitations_follow_their_sender(app: &TestApp) {
         [
             "sender_demoted",
             "sender_demoted",
+            "inviter_lacks_power",
             "sender_removed",
             "inviter_lacks_power"
         ]
