@@ -155,13 +155,21 @@ fn noisy_neighbour(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("GET /members of a quiet tenant");
     group.bench_function("alone", |b| {
-        b.to_async(&runtime)
-            .iter(|| async { app.clone().oneshot(members(&quiet)).await.expect("response") })
+        b.to_async(&runtime).iter(|| async {
+            app.clone()
+                .oneshot(members(&quiet))
+                .await
+                .expect("response")
+        })
     });
     writing.store(true, Ordering::Relaxed);
     group.bench_function("while another tenant rewrites large policies", |b| {
-        b.to_async(&runtime)
-            .iter(|| async { app.clone().oneshot(members(&quiet)).await.expect("response") })
+        b.to_async(&runtime).iter(|| async {
+            app.clone()
+                .oneshot(members(&quiet))
+                .await
+                .expect("response")
+        })
     });
     writing.store(false, Ordering::Relaxed);
     group.finish();

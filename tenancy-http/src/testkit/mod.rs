@@ -233,7 +233,7 @@ macro_rules! http_scenarios {
             jwks_and_password_reset, forwarded_client_address, security_headers,
             unknown_routes_and_lookalike_slugs, invitations_follow_their_sender,
             wildcard_api_key_scopes, audit_chain_verifies, policy_writes_are_rate_limited,
-            floods_are_throttled
+            floods_are_throttled, undefined_roles_are_refused
         );
     };
     (@stores $start:ident; $($scenario:ident),+ $(,)?) => {

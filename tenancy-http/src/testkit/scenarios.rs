@@ -1871,3 +1871,58 @@ pub async fn floods_are_throttled(app: &TestApp) {
         .await;
     assert_eq!(other.status, 200, "{}", other.text);
 }
+
+/// Role names that are neither built in nor defined are refused wherever
+/// they would be handed out (`422`), so nobody holds a role before it is
+/// defined; a role still held cannot be deleted (`409`).
+pub async fn undefined_roles_are_refused(app: &TestApp) {
+    let ada = app.register("undefined", "ada@undefined.test").await;
+    let mia = app
+        .add_member(&ada, "mia@undefined.test", &["member"])
+        .await;
+    let member_roles = format!("/members/{}/roles", mia.user);
+    let assign = |roles: Value| {
+        app.call(
+            Method::PUT,
+            &member_roles,
+            Some(&ada.token),
+            Some(json!({ "roles": roles })),
+        )
+    };
+    assign(json!(["superadmin"]))
+        .await
+        .assert_problem(422, "validation");
+    app.call(
+        Method::POST,
+        "/invitations",
+        Some(&ada.token),
+        Some(json!({ "email": "x@undefined.test", "roles": ["superadmin"] })),
+    )
+    .await
+    .assert_problem(422, "validation");
+    // Defined later, the name was never held by anyone.
+    let defined = app
+        .call(
+            Method::PUT,
+            "/roles/superadmin",
+            Some(&ada.token),
+            Some(json!({ "permissions": ["projects:delete"] })),
+        )
+        .await;
+    assert_eq!(defined.status, 200, "{}", defined.text);
+    let members = app
+        .call(Method::GET, "/members", Some(&ada.token), None)
+        .await;
+    assert!(!members.text.contains("superadmin"), "{}", members.text);
+    let assigned = assign(json!(["member", "superadmin"])).await;
+    assert_eq!(assigned.status, 200, "{}", assigned.text);
+    app.call(Method::DELETE, "/roles/superadmin", Some(&ada.token), None)
+        .await
+        .assert_problem(409, "conflict");
+    let dropped = assign(json!(["member"])).await;
+    assert_eq!(dropped.status, 200, "{}", dropped.text);
+    let deleted = app
+        .call(Method::DELETE, "/roles/superadmin", Some(&ada.token), None)
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+}
