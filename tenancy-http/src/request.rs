@@ -119,13 +119,13 @@ impl ApiRequest {
             .ok_or_else(|| Problem::bad_request(format!("missing path parameter {name}")))
     }
 
-    /// A query parameter, decoded.
+    /// A query parameter, decoded as `application/x-www-form-urlencoded`
+    /// (`+` is a space, `%XX` a byte; invalid UTF-8 is replaced).
     pub fn query(&self, name: &str) -> Option<String> {
         let query = self.uri.query()?;
-        query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key) == name).then(|| percent_decode(value))
-        })
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
     }
 
     /// The JSON body as `T`, limited to `limit` bytes; see [`parse_json`].
@@ -332,42 +332,8 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
     }
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => {
-                let decoded = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|hex| std::str::from_utf8(hex).ok())
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-                match decoded {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            other => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A `Set-Cookie` value.
+/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Lax`, on `path`, `Secure`
+/// unless turned off, expiring after `max_age` seconds when given.
 pub(crate) fn set_cookie(
     name: &str,
     value: &str,
@@ -375,14 +341,15 @@ pub(crate) fn set_cookie(
     max_age: Option<i64>,
     secure: bool,
 ) -> String {
-    let mut cookie = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
+    let mut cookie = cookie::Cookie::build((name, value))
+        .path(path)
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .secure(secure);
     if let Some(seconds) = max_age {
-        cookie.push_str(&format!("; Max-Age={seconds}"));
+        cookie = cookie.max_age(cookie::time::Duration::seconds(seconds));
     }
-    if secure {
-        cookie.push_str("; Secure");
-    }
-    cookie
+    cookie.build().to_string()
 }
 
 #[cfg(test)]
@@ -486,6 +453,24 @@ mod tests {
             assert!(shown.contains("curl/8"), "{shown}");
             assert!(shown.contains("[redacted]"), "{shown}");
         }
+    }
+
+    #[test]
+    fn set_cookie_headers() {
+        let set = set_cookie("tenancy_access", "abc", "/", Some(900), true);
+        let parsed = cookie::Cookie::parse(set.as_str()).unwrap();
+        assert_eq!(parsed.name(), "tenancy_access");
+        assert_eq!(parsed.value(), "abc");
+        assert_eq!(parsed.path(), Some("/"));
+        assert_eq!(parsed.http_only(), Some(true));
+        assert_eq!(parsed.secure(), Some(true));
+        assert_eq!(parsed.same_site(), Some(cookie::SameSite::Lax));
+        assert_eq!(parsed.max_age(), Some(cookie::time::Duration::seconds(900)));
+        let cleared = set_cookie("tenancy_refresh", "", "/auth", Some(0), false);
+        assert!(
+            cleared.contains("Max-Age=0") && !cleared.contains("Secure"),
+            "{cleared}"
+        );
     }
 
     #[test]
