@@ -26,6 +26,7 @@ struct Inner {
     authz: Arc<PolicyCache>,
     admin: AuthzAdmin,
     directory_cache: Arc<CachingStore>,
+    principals: crate::pipeline::PrincipalCache,
     config: HttpConfig,
     modules: Vec<Registered>,
     request_steps: bool,
@@ -86,6 +87,7 @@ impl Tenancy {
                 ),
                 auth,
                 authz,
+                principals: crate::pipeline::PrincipalCache::new(directory_cache.config()),
                 directory_cache,
                 config,
                 modules,
@@ -154,6 +156,11 @@ impl Tenancy {
     /// The HTTP settings.
     pub fn config(&self) -> &HttpConfig {
         &self.inner.config
+    }
+
+    /// Members as the authorization engine sees them, by membership.
+    pub(crate) fn principals(&self) -> &crate::pipeline::PrincipalCache {
+        &self.inner.principals
     }
 
     /// The tenant and membership reads of the pipeline, cached; changes
