@@ -118,6 +118,16 @@ fn axum_overhead() {
         pipeline_times.push(batch(&guarded, Some(&token)));
     }
     report("axum", bare_times, pipeline_times);
+    // `axum::serve` finalizes the router (`with_state(())`), so handlers and
+    // their route layers are built once, not on every request as when an
+    // unfinalized `Router` is called directly (as above and in `http.rs`).
+    let (bare, guarded) = (bare.with_state(()), guarded.with_state(()));
+    let (mut bare_times, mut pipeline_times) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        bare_times.push(batch(&bare, None));
+        pipeline_times.push(batch(&guarded, Some(&token)));
+    }
+    report("axum, finalized routers", bare_times, pipeline_times);
 }
 
 fn actix_overhead() {
