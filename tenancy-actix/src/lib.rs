@@ -100,11 +100,14 @@ type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 fn head_of(request: &HttpRequest) -> Result<Head, Rejection> {
     let method = http::Method::from_bytes(request.method().as_str().as_bytes())
         .map_err(|_| Rejection::from(Problem::bad_request("unsupported method")))?;
-    let uri: http::Uri = request
-        .uri()
-        .to_string()
-        .parse()
-        .map_err(|_| Rejection::from(Problem::bad_request("malformed request target")))?;
+    // A server sees origin-form targets (`/path?query`): converted from
+    // that text directly, without formatting the whole URI first.
+    let target = request.uri();
+    let uri = match (target.scheme(), target.path_and_query()) {
+        (None, Some(path_and_query)) => http::Uri::try_from(path_and_query.as_str()),
+        _ => http::Uri::try_from(target.to_string()),
+    }
+    .map_err(|_| Rejection::from(Problem::bad_request("malformed request target")))?;
     let mut headers = http::HeaderMap::with_capacity(request.headers().len());
     for (name, value) in request.headers() {
         let name = http::HeaderName::from_bytes(name.as_str().as_bytes());

@@ -100,8 +100,22 @@ where
         if self.ttl.is_zero() {
             return load.await;
         }
+        self.get_or_load_at(key, Instant::now(), load).await
+    }
+
+    /// [`Expiring::get_or_load`], judging freshness at `now`: callers that
+    /// read several entries for one request read the clock once. An entry
+    /// read after `now` counts as fresh.
+    async fn get_or_load_at<E, F>(&self, key: &K, now: Instant, load: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>>,
+    {
+        if self.ttl.is_zero() {
+            return load.await;
+        }
+        let fresh = |read_at: Instant| now.saturating_duration_since(read_at) < self.ttl;
         if let Some(hit) = self.entries.get(key) {
-            if hit.read_at.elapsed() < self.ttl {
+            if fresh(hit.read_at) {
                 return Ok(hit.value);
             }
             self.entries
@@ -170,6 +184,7 @@ where
 /// ```
 pub struct CachingStore {
     backend: Arc<dyn Backend>,
+    config: CacheConfig,
     tenants: Expiring<TenantId, Arc<Tenant>>,
     slugs: Expiring<Slug, TenantId>,
     members: Expiring<(TenantId, UserId), Option<Arc<Membership>>>,
@@ -197,7 +212,13 @@ impl CachingStore {
             slugs: Expiring::new(config.ttl, config.tenants),
             members: Expiring::new(config.ttl, config.memberships),
             backend,
+            config,
         }
+    }
+
+    /// The sizes and lifetime it was made with.
+    pub fn config(&self) -> CacheConfig {
+        self.config
     }
 
     /// The backend underneath.
@@ -208,8 +229,16 @@ impl CachingStore {
     /// The tenant `id`, shared: what [`TenantStore::get_tenant`] answers,
     /// without copying the record (the request pipeline's read).
     pub async fn tenant(&self, id: TenantId) -> Result<Arc<Tenant>, StoreError> {
+        self.tenant_at(id, Instant::now()).await
+    }
+
+    /// [`CachingStore::tenant`], with entries judged fresh as of `now`
+    /// (for a caller that reads the clock once per request and passes it
+    /// to each read). `now` should be a moment ago, not a stored one: an
+    /// old `now` keeps serving entries past their TTL.
+    pub async fn tenant_at(&self, id: TenantId, now: Instant) -> Result<Arc<Tenant>, StoreError> {
         self.tenants
-            .get_or_load(&id, async {
+            .get_or_load_at(&id, now, async {
                 self.backend.get_tenant(id).await.map(Arc::new)
             })
             .await
@@ -222,8 +251,21 @@ impl CachingStore {
         tenant: TenantId,
         user: UserId,
     ) -> Result<Option<Arc<Membership>>, StoreError> {
+        self.membership_at(tenant, user, Instant::now()).await
+    }
+
+    /// [`CachingStore::membership`], with entries judged fresh as of `now`
+    /// (see [`CachingStore::tenant_at`]). An entry stays the same `Arc`
+    /// until it is forgotten or expires, so a caller may key what it
+    /// derives from a membership on the `Arc` itself ([`Arc::ptr_eq`]).
+    pub async fn membership_at(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: Instant,
+    ) -> Result<Option<Arc<Membership>>, StoreError> {
         self.members
-            .get_or_load(&(tenant, user), async {
+            .get_or_load_at(&(tenant, user), now, async {
                 Ok(self
                     .backend
                     .find_membership(tenant, user)

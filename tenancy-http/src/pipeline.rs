@@ -4,13 +4,14 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use tenancy_auth::{Credentials, Principal, Subject};
 use tenancy_authz::{Attributes, AuthzRequest, Explanation, PermissionPattern, Resource};
 use tenancy_core::{
-    Actor, AuditContext, MembershipStatus, RoleName, RoleSet, Slug, StoreError, TenantId,
-    TenantScope, TenantStatus, TenantStore, UserId,
+    Actor, AuditContext, CacheConfig, Membership, MembershipStatus, RoleName, RoleSet, Slug,
+    StoreError, TenantId, TenantScope, TenantStatus, TenantStore, UserId,
 };
 
 use crate::config::TenantSource;
@@ -196,6 +197,73 @@ impl RequestContext {
     }
 }
 
+/// The authorization principal of each member, kept beside the membership
+/// it was built from. An entry serves only while the directory cache still
+/// holds that very membership (the same `Arc`): once the membership is
+/// forgotten (a change through this process, a directory notice, `forget_*`)
+/// or expires, the next request reads it again and builds a new principal,
+/// so a demoted or removed member loses the old roles exactly when the
+/// directory cache lets them go, as before.
+pub(crate) struct PrincipalCache {
+    entries: Option<quick_cache::sync::Cache<(TenantId, UserId), MemberPrincipal>>,
+}
+
+/// A principal and the membership it was built from.
+#[derive(Clone)]
+struct MemberPrincipal {
+    membership: Arc<Membership>,
+    principal: Arc<tenancy_authz::Principal>,
+}
+
+impl PrincipalCache {
+    /// As many entries as the directory cache keeps memberships; none if it
+    /// caches nothing (each read is then a new membership).
+    pub(crate) fn new(config: CacheConfig) -> Self {
+        Self {
+            entries: (!config.ttl.is_zero() && config.memberships > 0)
+                .then(|| quick_cache::sync::Cache::new(config.memberships)),
+        }
+    }
+
+    /// The principal of the active `membership`.
+    fn principal(&self, membership: &Arc<Membership>) -> Arc<tenancy_authz::Principal> {
+        let key = (membership.tenant_id, membership.user_id);
+        if let Some(entries) = &self.entries
+            && let Some(hit) = entries.get(&key)
+            && Arc::ptr_eq(&hit.membership, membership)
+        {
+            return hit.principal;
+        }
+        let principal = Arc::new(tenancy_authz::Principal::user(
+            membership.user_id,
+            membership.tenant_id,
+            membership.roles.clone(),
+        ));
+        if let Some(entries) = &self.entries {
+            entries.insert(
+                key,
+                MemberPrincipal {
+                    membership: membership.clone(),
+                    principal: principal.clone(),
+                },
+            );
+        }
+        principal
+    }
+
+    fn forget(&self, tenant: TenantId, user: UserId) {
+        if let Some(entries) = &self.entries {
+            entries.remove(&(tenant, user));
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(entries) = &self.entries {
+            entries.clear();
+        }
+    }
+}
+
 pub(crate) async fn explain_for(
     tenancy: &Tenancy,
     principal: &tenancy_authz::Principal,
@@ -273,7 +341,9 @@ impl Tenancy {
         if requested.is_some_and(|requested| requested != tenant_id) {
             return Err(Problem::not_found().with_detail("no such tenant for these credentials"));
         }
-        let status = self.tenant_status(tenant_id).await?;
+        // One clock read for the cached tenant and membership.
+        let now = Instant::now();
+        let status = self.tenant_status(tenant_id, now).await?;
         if status != TenantStatus::Active {
             return Err(Problem::new(
                 StatusCode::FORBIDDEN,
@@ -282,12 +352,12 @@ impl Tenancy {
             )
             .with_detail(format!("the tenant is {status}")));
         }
-        let authz = self.authz_principal(&principal).await?;
+        let authz = self.authz_principal(&principal, now).await?;
         let context = RequestContext {
             tenancy: self.clone(),
             scope: TenantScope::assume_resolved(tenant_id),
             principal,
-            authz: Arc::new(authz),
+            authz,
             ip: crate::request::client_ip(head.headers, head.peer, config),
             user_agent: head.headers.get(header::USER_AGENT).cloned(),
         };
@@ -360,8 +430,8 @@ impl Tenancy {
             .ok_or_else(Problem::not_found)
     }
 
-    async fn tenant_status(&self, tenant: TenantId) -> Result<TenantStatus, Problem> {
-        match self.directory_cache().tenant(tenant).await {
+    async fn tenant_status(&self, tenant: TenantId, now: Instant) -> Result<TenantStatus, Problem> {
+        match self.directory_cache().tenant_at(tenant, now).await {
             Ok(found) => Ok(found.status),
             Err(StoreError::NotFound(_)) => Err(Problem::not_found()),
             Err(other) => Err(errors::store(&other)),
@@ -380,6 +450,7 @@ impl Tenancy {
     /// through the `Directory` yourself.
     pub fn forget_member(&self, tenant: TenantId, user: UserId) {
         self.directory_cache().forget_member(tenant, user);
+        self.principals().forget(tenant, user);
     }
 
     /// Forgets every cached tenant status, slug and membership: for hosts
@@ -387,6 +458,7 @@ impl Tenancy {
     /// change notices themselves, when notices may have been missed.
     pub fn forget_all(&self) {
         self.directory_cache().forget_all();
+        self.principals().clear();
     }
 
     /// The caller as the authorization engine sees it, with the roles of
@@ -401,7 +473,8 @@ impl Tenancy {
     async fn authz_principal(
         &self,
         principal: &Principal,
-    ) -> Result<tenancy_authz::Principal, Problem> {
+        now: Instant,
+    ) -> Result<Arc<tenancy_authz::Principal>, Problem> {
         let tenant = principal.tenant_id;
         let invalid = || {
             errors::unauthorized(
@@ -411,7 +484,8 @@ impl Tenancy {
         };
         match principal.subject {
             Subject::User(user) => {
-                let roles = self.member_roles(tenant, user).await?.ok_or_else(|| {
+                let membership = self.active_membership(tenant, user, now).await?;
+                let membership = membership.ok_or_else(|| {
                     Problem::new(
                         StatusCode::FORBIDDEN,
                         "membership-inactive",
@@ -419,13 +493,15 @@ impl Tenancy {
                     )
                     .with_detail("you are no longer an active member of this tenant")
                 })?;
-                Ok(tenancy_authz::Principal::user(user, tenant, roles))
+                Ok(self.principals().principal(&membership))
             }
             Subject::ApiKey(key) => {
                 let roles = match principal.minted_by {
-                    Some(Actor::User(user)) => {
-                        self.member_roles(tenant, user).await?.ok_or_else(invalid)?
-                    }
+                    Some(Actor::User(user)) => self
+                        .active_membership(tenant, user, now)
+                        .await?
+                        .map(|m| m.roles.clone())
+                        .ok_or_else(invalid)?,
                     Some(Actor::System) => RoleSet::single(RoleName::OWNER),
                     // Made by another key, or by no one known: no powers.
                     _ => return Err(invalid()),
@@ -434,27 +510,27 @@ impl Tenancy {
                     .scopes
                     .iter()
                     .filter_map(|scope| PermissionPattern::new(scope.as_str()).ok());
-                Ok(tenancy_authz::Principal::api_key(
+                Ok(Arc::new(tenancy_authz::Principal::api_key(
                     key, tenant, roles, scopes,
-                ))
+                )))
             }
             // A kind of caller this pipeline does not know has no powers.
             _ => Err(invalid()),
         }
     }
 
-    async fn member_roles(
+    async fn active_membership(
         &self,
         tenant: TenantId,
         user: UserId,
-    ) -> Result<Option<RoleSet>, Problem> {
+        now: Instant,
+    ) -> Result<Option<Arc<Membership>>, Problem> {
         Ok(self
             .directory_cache()
-            .membership(tenant, user)
+            .membership_at(tenant, user, now)
             .await
             .map_err(|e| errors::store(&e))?
-            .filter(|m| m.status == MembershipStatus::Active)
-            .map(|m| m.roles.clone()))
+            .filter(|m| m.status == MembershipStatus::Active))
     }
 }
 
@@ -672,6 +748,52 @@ mod tests {
             .unwrap()
             .value;
         assert_eq!(stored, vec![policy]);
+    }
+
+    #[tokio::test]
+    async fn a_members_principal_is_reused_until_the_membership_is_forgotten() {
+        let tenancy = tenancy(TenantSource::Token).await;
+        let (token, tenant) = register(&tenancy, "acme").await;
+        let uri: Uri = "/x".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, token.parse().unwrap());
+        let head = RequestHead {
+            method: &Method::GET,
+            uri: &uri,
+            headers: &headers,
+            peer: None,
+        };
+        let first = tenancy.authenticate(head).await.unwrap();
+        let again = tenancy.authenticate(head).await.unwrap();
+        assert!(Arc::ptr_eq(&first.authz, &again.authz));
+        let user = first.user_id().unwrap();
+        // A notice reaching the directory cache alone (as from another
+        // replica) is enough: the principal follows the membership.
+        tenancy
+            .directory_cache()
+            .apply(tenancy_core::DirectoryChange::Member(tenant, user));
+        let after_notice = tenancy.authenticate(head).await.unwrap();
+        assert!(!Arc::ptr_eq(&first.authz, &after_notice.authz));
+        assert_eq!(after_notice.authz.roles(), first.authz.roles());
+        tenancy.forget_member(tenant, user);
+        let after_forget = tenancy.authenticate(head).await.unwrap();
+        assert!(!Arc::ptr_eq(&after_notice.authz, &after_forget.authz));
+        // Removed from the tenant: refused at once, once forgotten.
+        let membership = tenancy
+            .directory_cache()
+            .membership(tenant, user)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut suspended = (*membership).clone();
+        suspended.status = MembershipStatus::Suspended;
+        tenancy_core::MembershipStore::update_membership(&**tenancy.directory_cache(), &suspended)
+            .await
+            .unwrap();
+        assert_eq!(
+            tenancy.authenticate(head).await.unwrap_err().status(),
+            StatusCode::FORBIDDEN
+        );
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ struct Inner {
     authz: Arc<PolicyCache>,
     admin: AuthzAdmin,
     directory_cache: Arc<CachingStore>,
+    principals: crate::pipeline::PrincipalCache,
     config: HttpConfig,
     modules: Vec<Registered>,
     request_steps: bool,
@@ -80,6 +81,7 @@ impl Tenancy {
                 admin,
                 auth,
                 authz,
+                principals: crate::pipeline::PrincipalCache::new(directory_cache.config()),
                 directory_cache,
                 config,
                 modules,
@@ -148,6 +150,11 @@ impl Tenancy {
     /// The HTTP settings.
     pub fn config(&self) -> &HttpConfig {
         &self.inner.config
+    }
+
+    /// Members as the authorization engine sees them, by membership.
+    pub(crate) fn principals(&self) -> &crate::pipeline::PrincipalCache {
+        &self.inner.principals
     }
 
     /// The tenant and membership reads of the pipeline, cached; changes
