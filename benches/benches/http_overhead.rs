@@ -89,7 +89,12 @@ fn axum_overhead() {
     let (tenancy, token) = runtime.block_on(tenancy());
     let bare = Router::new().route("/ping", get(ping));
     let guarded = Router::new()
-        .route("/ping", get(ping).layer(require("projects:read")))
+        .route(
+            "/ping",
+            get(ping).layer(require(
+                tenancy.permission("projects:read").expect("declared"),
+            )),
+        )
         .layer(TenancyLayer::new(tenancy));
     let request = |authorization: Option<&HeaderValue>| {
         let mut builder = Request::builder().uri("/ping");
@@ -145,7 +150,9 @@ fn actix_overhead() {
         App::new().service(
             web::resource("/ping")
                 .route(web::get().to(ping))
-                .wrap(require("projects:read"))
+                .wrap(require(
+                    tenancy.permission("projects:read").expect("declared"),
+                ))
                 .wrap(TenancyMiddleware::new(tenancy)),
         ),
     ));

@@ -757,12 +757,7 @@ mod tests {
         let uri: Uri = "/x".parse().unwrap();
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, token.parse().unwrap());
-        let head = RequestHead {
-            method: &Method::GET,
-            uri: &uri,
-            headers: &headers,
-            peer: None,
-        };
+        let head = RequestHead::new(&Method::GET, &uri, &headers, None);
         let first = tenancy.authenticate(head).await.unwrap();
         let again = tenancy.authenticate(head).await.unwrap();
         assert!(Arc::ptr_eq(&first.authz, &again.authz));
