@@ -33,6 +33,7 @@ use crate::tenancy::Tenancy;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Access {
     /// Anyone.
     Public,
