@@ -196,32 +196,12 @@ fn params_of(request: &HttpRequest) -> HashMap<String, String> {
 }
 
 /// Decodes the escapes actix leaves in path segments (`%25`, `%2F`, `%2B`,
-/// and any others); a `%` not followed by two hex digits stays as it is.
+/// and any others); a `%` not followed by two hex digits stays as it is,
+/// and invalid UTF-8 is replaced.
 fn percent_decode(text: &str) -> String {
-    if !text.contains('%') {
-        return text.to_owned();
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The request as the shared route logic takes it.
