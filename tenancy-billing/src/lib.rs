@@ -3,12 +3,17 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod access;
+mod cache;
 pub mod catalog;
 mod entitlements;
 mod overrides;
+pub mod store;
 mod subscription;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use access::{Access, AccessPolicy};
+pub use cache::{DEFAULT_MAX_TENANTS, EntitlementCache, MalformedNotification};
 pub use catalog::{
     Catalog, CatalogDocument, CatalogError, Enforcement, Feature, FeatureDocument, FeatureId,
     FeatureKind, FeatureValue, KindDocument, Limit, Period, Plan, PlanDocument, ValueDocument,
@@ -17,6 +22,9 @@ pub use entitlements::{BillingState, Entitlements, Revision};
 pub use overrides::{
     MAX_OVERRIDES, MAX_REASON_CHARS, Override, OverrideChange, OverrideError, OverrideId,
 };
+#[cfg(feature = "memory")]
+pub use store::MemoryBillingStore;
+pub use store::{Applied, BillingStore, BillingStoreError, EventRecord};
 pub use subscription::{
     BillingAccount, CustomerId, EventId, InvalidProviderId, MAX_PROVIDER_ID_LEN, Subscription,
     SubscriptionId, SubscriptionStatus, UnknownStatus,
