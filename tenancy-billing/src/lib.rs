@@ -11,6 +11,7 @@ pub mod store;
 mod subscription;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod webhook;
 
 pub use access::{Access, AccessPolicy};
 pub use cache::{DEFAULT_MAX_TENANTS, EntitlementCache, MalformedNotification};
