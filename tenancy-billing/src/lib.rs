@@ -6,7 +6,10 @@ mod access;
 mod cache;
 pub mod catalog;
 mod entitlements;
+pub mod event;
 mod overrides;
+pub mod provider;
+mod service;
 pub mod store;
 mod subscription;
 #[cfg(feature = "testkit")]
@@ -22,6 +25,11 @@ pub use catalog::{
 pub use entitlements::{BillingState, Entitlements, Revision};
 pub use overrides::{
     MAX_OVERRIDES, MAX_REASON_CHARS, Override, OverrideChange, OverrideError, OverrideId,
+};
+pub use provider::{BillingProvider, CheckoutRequest, Proration, ProviderError};
+pub use service::{
+    BillingService, OverrideWriteError, ReconcileError, ReconcileReport, WebhookError,
+    WebhookOutcome,
 };
 #[cfg(feature = "memory")]
 pub use store::MemoryBillingStore;

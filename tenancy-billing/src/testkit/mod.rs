@@ -4,6 +4,8 @@
 //! Each suite takes a fresh [`Fixture`] (the store under test and the
 //! tenancy-core backend holding tenants and the audit log) and checks,
 //! through the public trait only: account links and their conflicts,
+//! webhooks delivered in every order with duplicates ending in the
+//! in-order state, reconciliation from a provider,
 //! subscription syncs applied once and never backwards (also under
 //! concurrent deliveries of one event), overrides and their limit,
 //! isolation between tenants, audit events, and the entitlement cache
@@ -20,7 +22,9 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod provider;
 mod suites;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -38,6 +42,7 @@ pub use suites::{
     accounts, audit_trail, cache_follows_revisions, concurrent_deliveries, overrides,
     subscriptions_apply_once_and_never_backwards, tenant_isolation,
 };
+pub use webhooks::{reconciliation_catches_up, webhooks_in_any_order};
 
 /// What a suite runs against.
 #[derive(Clone)]
@@ -46,6 +51,9 @@ pub struct Fixture {
     pub backend: Arc<dyn Backend>,
     /// The store under test.
     pub store: Arc<dyn BillingStore>,
+    /// [`webhooks_in_any_order`] tries every `sample_every`-th of the 5040
+    /// orders (1: all of them).
+    pub sample_every: usize,
 }
 
 impl std::fmt::Debug for Fixture {
@@ -59,7 +67,11 @@ impl std::fmt::Debug for Fixture {
 pub async fn memory() -> Option<Fixture> {
     let backend: Arc<dyn Backend> = Arc::new(tenancy_core::MemoryBackend::new());
     let store = Arc::new(MemoryBillingStore::new(Arc::clone(&backend)));
-    Some(Fixture { backend, store })
+    Some(Fixture {
+        backend,
+        store,
+        sample_every: 1,
+    })
 }
 
 /// Generates one `#[tokio::test]` per conformance suite. `$fixture` is an
@@ -70,7 +82,8 @@ macro_rules! conformance_tests {
     ($fixture:expr) => {
         $crate::conformance_tests!(@suites $fixture;
             accounts, subscriptions_apply_once_and_never_backwards, concurrent_deliveries,
-            overrides, tenant_isolation, audit_trail, cache_follows_revisions
+            overrides, tenant_isolation, audit_trail, cache_follows_revisions,
+            webhooks_in_any_order, reconciliation_catches_up
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {

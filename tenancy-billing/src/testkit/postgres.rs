@@ -22,6 +22,7 @@ pub async fn fixture_with_schema() -> Option<(TestSchema, Fixture)> {
     let fixture = Fixture {
         backend: Arc::new(PgBackend::new(schema.pool.clone())),
         store: Arc::new(store),
+        sample_every: 7,
     };
     Some((schema, fixture))
 }
