@@ -96,6 +96,9 @@ pub struct List<T> {
 /// A subscription item.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct SubscriptionItem {
+    /// `si_…` (needed to change the quantity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The price.
     pub price: Price,
     /// The quantity (seats).

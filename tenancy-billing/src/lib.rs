@@ -11,6 +11,8 @@ mod overrides;
 pub mod provider;
 mod service;
 pub mod store;
+#[cfg(feature = "stripe")]
+pub mod stripe;
 mod subscription;
 #[cfg(feature = "testkit")]
 pub mod testkit;

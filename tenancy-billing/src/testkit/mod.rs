@@ -20,6 +20,8 @@
 //! Suites panic on the first failed check, like any test assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "stripe")]
+pub mod fake_stripe;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod provider;

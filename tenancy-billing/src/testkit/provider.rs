@@ -96,6 +96,7 @@ pub fn subscription_object(
         trial_end: None,
         items: List {
             data: vec![SubscriptionItem {
+                id: Some(format!("si_{}", id.as_str().trim_start_matches("sub_"))),
                 price: Price {
                     id: format!("price_{lookup_key}"),
                     lookup_key: Some(lookup_key.into()),
