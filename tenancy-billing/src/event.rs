@@ -149,9 +149,51 @@ pub struct InvoiceObject {
     /// The customer.
     #[serde(default)]
     pub customer: Option<Expandable<CustomerId>>,
-    /// The subscription it bills (top level in older API versions).
+    /// The subscription it bills (API versions before 2025-03-31; since
+    /// then in `parent.subscription_details`).
     #[serde(default)]
     pub subscription: Option<Expandable<SubscriptionId>>,
+    /// What generated it (API versions from 2025-03-31).
+    #[serde(default)]
+    pub parent: Option<InvoiceParent>,
+}
+
+/// What generated an invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct InvoiceParent {
+    /// Set when a subscription did.
+    #[serde(default)]
+    pub subscription_details: Option<InvoiceSubscriptionDetails>,
+}
+
+/// The subscription behind an invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct InvoiceSubscriptionDetails {
+    /// The subscription.
+    pub subscription: Expandable<SubscriptionId>,
+    /// The subscription's metadata when the invoice was made.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl InvoiceObject {
+    /// The subscription it bills, wherever the API version puts it.
+    pub fn subscription_id(&self) -> Option<&SubscriptionId> {
+        self.parent
+            .as_ref()
+            .and_then(|p| p.subscription_details.as_ref())
+            .map(|d| d.subscription.id())
+            .or(self.subscription.as_ref().map(Expandable::id))
+    }
+
+    /// The tenant named in the subscription's metadata, if any.
+    pub fn tenant(&self) -> Option<TenantId> {
+        self.parent
+            .as_ref()
+            .and_then(|p| p.subscription_details.as_ref())
+            .and_then(|d| d.metadata.get(TENANT_METADATA_KEY))
+            .and_then(|t| t.parse().ok())
+    }
 }
 
 /// A subscription object could not be read as a [`Subscription`].
@@ -225,5 +267,72 @@ impl SubscriptionObject {
             past_due_since: None,
             observed_at: tenancy_core::truncate_to_micros(observed_at),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{CatalogDocument, PlanDocument};
+    use serde_json::json;
+
+    #[test]
+    fn invoices_name_their_subscription_in_either_shape() {
+        let basil: InvoiceObject = serde_json::from_value(json!({
+            "id": "in_1", "customer": "cus_1",
+            "parent": { "type": "subscription_details", "subscription_details": {
+                "subscription": "sub_1", "metadata": { "tenant_id": "0190a0b0-0000-7000-8000-000000000001" },
+            }},
+        }))
+        .unwrap();
+        assert_eq!(basil.subscription_id().unwrap().as_str(), "sub_1");
+        assert!(basil.tenant().is_some());
+        let legacy: InvoiceObject = serde_json::from_value(
+            json!({ "id": "in_2", "customer": "cus_1", "subscription": "sub_2" }),
+        )
+        .unwrap();
+        assert_eq!(legacy.subscription_id().unwrap().as_str(), "sub_2");
+        assert_eq!(legacy.tenant(), None);
+    }
+
+    #[test]
+    fn subscriptions_read_periods_from_items_or_top_level() {
+        let catalog = Catalog::from_document(
+            &CatalogDocument::new("free")
+                .plan("free", PlanDocument::default())
+                .plan("pro", PlanDocument::default().lookup_key("pro_monthly")),
+        )
+        .unwrap();
+        let basil: SubscriptionObject = serde_json::from_value(json!({
+            "id": "sub_1", "customer": { "id": "cus_1", "object": "customer" }, "status": "past_due",
+            "items": { "data": [{ "id": "si_1", "quantity": 4,
+                "price": { "id": "price_1", "lookup_key": "pro_monthly" },
+                "current_period_start": 1_900_000_000, "current_period_end": 1_902_592_000 }] },
+        }))
+        .unwrap();
+        let at = time::OffsetDateTime::from_unix_timestamp(1_900_000_100).unwrap();
+        let s = basil.to_subscription(&catalog, at).unwrap();
+        assert_eq!(
+            (s.plan.as_str(), s.quantity, s.status),
+            ("pro", 4, SubscriptionStatus::PastDue)
+        );
+        assert_eq!(s.customer_id.as_str(), "cus_1");
+        assert_eq!(s.current_period_start.unix_timestamp(), 1_900_000_000);
+        let mut legacy = basil.clone();
+        legacy.items.data[0].current_period_start = None;
+        legacy.items.data[0].current_period_end = None;
+        assert_eq!(
+            legacy.to_subscription(&catalog, at),
+            Err(ObjectError::NoPeriod)
+        );
+        legacy.current_period_start = Some(1);
+        legacy.current_period_end = Some(2);
+        assert!(legacy.to_subscription(&catalog, at).is_ok());
+        let mut odd = basil;
+        odd.status = "exploded".into();
+        assert_eq!(
+            odd.to_subscription(&catalog, at),
+            Err(ObjectError::UnknownStatus)
+        );
     }
 }

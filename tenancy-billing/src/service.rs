@@ -292,11 +292,10 @@ impl BillingService {
             "invoice.paid" | "invoice.payment_failed" => {
                 let invoice: InvoiceObject =
                     serde_json::from_value(object.clone()).map_err(WebhookError::Payload)?;
-                match (&self.provider, &invoice.subscription, &invoice.customer) {
+                match (&self.provider, invoice.subscription_id(), &invoice.customer) {
                     (Some(_), Some(subscription), Some(customer)) => {
-                        let tenant_id = self.tenant_of(None, customer.id()).await?;
-                        self.refetch(tenant_id, subscription.id(), Some(&record))
-                            .await
+                        let tenant_id = self.tenant_of(invoice.tenant(), customer.id()).await?;
+                        self.refetch(tenant_id, subscription, Some(&record)).await
                     }
                     _ => self.acknowledge(&record).await,
                 }

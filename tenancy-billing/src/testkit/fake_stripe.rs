@@ -258,8 +258,10 @@ impl FakeStripe {
         };
         let invoice = json!({
             "id": format!("in_{}", session["id"].as_str().unwrap_or_default()),
-            "object": "invoice", "customer": session["customer"],
-            "subscription": subscription["id"], "status": "paid",
+            "object": "invoice", "customer": session["customer"], "status": "paid",
+            "parent": { "type": "subscription_details", "subscription_details": {
+                "subscription": subscription["id"], "metadata": subscription["metadata"],
+            }},
         });
         let public = public_session(&session);
         vec![

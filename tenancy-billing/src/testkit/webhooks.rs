@@ -59,7 +59,14 @@ fn subscription_json(
 pub fn realistic_sequence(tenant: TenantId, base: i64) -> Vec<ProviderEvent> {
     let customer = CustomerId::new(unique_id("cus")).unwrap();
     let sub = SubscriptionId::new(unique_id("sub")).unwrap();
-    let invoice = |id: &str| json!({ "id": id, "customer": customer, "subscription": sub });
+    let invoice = |id: &str| {
+        json!({
+            "id": id, "object": "invoice", "customer": customer,
+            "parent": { "type": "subscription_details", "subscription_details": {
+                "subscription": sub, "metadata": { "tenant_id": tenant.to_string() },
+            }},
+        })
+    };
     let events = [
         (
             "checkout.session.completed",
