@@ -106,10 +106,9 @@ fn entitlements(c: &mut Criterion) {
         Ok(mut stream) => {
             stream.set_nodelay(true).ok();
             runtime.block_on(async {
-                stream
-                    .write_all(b"*3\r\n$3\r\nSET\r\n$20\r\nbench:tenant:1:sso\r\n$1\r\n1\r\n")
-                    .await
-                    .expect("set");
+                let key = "bench:tenant:1:sso";
+                let set = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\n1\r\n", key.len());
+                stream.write_all(set.as_bytes()).await.expect("set");
                 let mut buf = [0u8; 16];
                 let _ = stream.read(&mut buf).await.expect("ok");
             });
@@ -194,7 +193,11 @@ fn postgres_webhooks(c: &mut Criterion) {
                     &customer,
                     Some(tenant),
                     "pro_monthly",
-                    if n.is_multiple_of(2) { "active" } else { "past_due" },
+                    if n.is_multiple_of(2) {
+                        "active"
+                    } else {
+                        "past_due"
+                    },
                     1 + (n % 5) as u32,
                 );
                 object.cancel_at_period_end = n.is_multiple_of(3);

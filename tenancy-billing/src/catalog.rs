@@ -360,8 +360,8 @@ impl Catalog {
         &self.inner.default_plan
     }
 
-    /// The cheapest-sounding answer to "which plan grants `feature`": the
-    /// first plan, in key order, that grants it (for error messages).
+    /// The first plan, in key order, that grants `feature`: for messages
+    /// such as "upgrade to pro".
     pub fn plan_granting(&self, feature: FeatureId) -> Option<&Plan> {
         self.inner.plans.iter().find(|p| p.value(feature).grants())
     }
