@@ -15,6 +15,12 @@ pub use tenancy_auth as auth;
 #[doc(inline)]
 pub use tenancy_authz as authz;
 
+/// Billing (in progress): plans, entitlements, subscriptions, webhook
+/// verification and sync (feature `billing`).
+#[cfg(feature = "billing")]
+#[doc(inline)]
+pub use tenancy_billing as billing;
+
 /// The framework-agnostic HTTP pipeline and routes.
 #[cfg(feature = "http")]
 #[doc(inline)]
