@@ -15,6 +15,12 @@
 //! - [`Metering::usage`] answers a tenant's usage of one meter in windows of
 //!   one [`Granularity`], optionally grouped by kept dimensions;
 //!   [`write_csv`] and [`write_jsonl`] export it.
+//! - [`Quotas`] enforce per-period limits from a [`LimitSource`] (billing's
+//!   entitlements, wired by the builder): soft limits record and call
+//!   [`QuotaHook`]s at 80% and 100%, hard limits refuse through an atomic
+//!   check-and-consume in a [`QuotaStore`] (memory, Postgres's conditional
+//!   upsert, or Redis's Lua script with feature `redis`);
+//!   [`QuotaLeases`] lease quota in chunks per replica.
 //! - Stores implement [`MeteringStore`]: [`MemoryMeteringStore`] (feature
 //!   `memory`, default) and [`store::postgres::PgMeteringStore`] (feature
 //!   `postgres`: tenant-owned tables under row-level security, migrations
@@ -61,6 +67,9 @@ mod buffer;
 mod event;
 mod meter;
 mod metering;
+mod quota;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod rollup;
 pub mod store;
 #[cfg(feature = "testkit")]
@@ -79,6 +88,11 @@ pub use meter::{
     Meters,
 };
 pub use metering::{IngestError, Metering, UsageError};
+pub use quota::{
+    Consumption, Limit, LimitError, LimitKind, LimitSource, MAX_COUNTER, MemoryQuotaStore,
+    QuotaDecision, QuotaError, QuotaHook, QuotaKey, QuotaLeases, QuotaStore, QuotaStoreError,
+    Quotas, StaticLimits, ThresholdCrossed,
+};
 pub use rollup::{Aggregate, Granularity, Rollup, RollupBatch, RollupKey, TenantRollups};
 #[cfg(feature = "memory")]
 pub use store::MemoryMeteringStore;

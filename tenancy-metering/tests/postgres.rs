@@ -8,6 +8,10 @@
 
 tenancy_metering::conformance_tests!(tenancy_metering::testkit::postgres::fixture());
 
+mod quotas {
+    tenancy_metering::quota_conformance_tests!(tenancy_metering::testkit::postgres::quota_fixture());
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -11,6 +11,8 @@
 //!   counts once; a concurrent duplicate waits on the key and then sees it.
 //! - A batch of rollups is one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT
 //!   DO UPDATE` per table, whatever its size.
+//! - It is also a [`QuotaStore`]: counters per tenant, meter and period in
+//!   `tenancy_metering_quotas`, moved by one conditional upsert.
 //! - Migrations are embedded ([`migrator`]), numbered 5000–5999, recorded
 //!   with the other tenancy crates' (see
 //!   [`tenancy_core::postgres::migrate_all`]).
@@ -25,6 +27,7 @@ use time::OffsetDateTime;
 use super::{IngestStep, MeteringStore, MeteringStoreError, Recorded};
 use crate::event::{Dimensions, Event};
 use crate::meter::{Aggregation, DimensionName};
+use crate::quota::{Consumption, MAX_COUNTER, QuotaKey, QuotaStore, QuotaStoreError, check_range};
 use crate::rollup::{Rollup, RollupBatch};
 use crate::usage::{UsagePoint, UsageQuery, sort_points};
 
@@ -356,5 +359,120 @@ impl MeteringStore for PgMeteringStore {
             .collect::<Vec<_>>();
         sort_points(&mut points);
         Ok(points)
+    }
+}
+
+fn quota_error(error: sqlx::Error) -> QuotaStoreError {
+    match unavailable(error) {
+        MeteringStoreError::TenantNotFound => QuotaStoreError::TenantNotFound,
+        MeteringStoreError::Store(e) => QuotaStoreError::Store(e),
+        other => QuotaStoreError::Store(StoreError::unavailable(other)),
+    }
+}
+
+fn used_from_db(used: i64) -> Result<u64, QuotaStoreError> {
+    u64::try_from(used).map_err(|e| QuotaStoreError::Store(StoreError::Corrupt(Box::new(e))))
+}
+
+impl PgMeteringStore {
+    async fn quota_tx(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, QuotaStoreError> {
+        let mut tx = self.pool.begin().await.map_err(quota_error)?;
+        set_transaction_tenant(&mut tx, tenant_id)
+            .await
+            .map_err(quota_error)?;
+        Ok(tx)
+    }
+}
+
+/// Quota counters in `tenancy_metering_quotas`: a check-and-consume is one
+/// conditional upsert (`INSERT … ON CONFLICT DO UPDATE … WHERE used +
+/// amount <= cap`), atomic under the row's lock.
+#[async_trait]
+impl QuotaStore for PgMeteringStore {
+    async fn consume(
+        &self,
+        key: &QuotaKey,
+        amount: u64,
+        cap: u64,
+    ) -> Result<Consumption, QuotaStoreError> {
+        let amount_db = check_range(amount)?;
+        let cap_db = check_range(cap.min(MAX_COUNTER))?;
+        let mut tx = self.quota_tx(key.tenant_id).await?;
+        let after: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO tenancy_metering_quotas AS q (tenant_id, meter, period_start, used) \
+             SELECT $1, $2, $3, $4 WHERE $4 <= $5 \
+             ON CONFLICT (tenant_id, meter, period_start) DO UPDATE SET used = q.used + excluded.used \
+             WHERE q.used <= $5 - excluded.used \
+             RETURNING used",
+        )
+        .bind(key.tenant_id.as_uuid())
+        .bind(key.meter.as_str())
+        .bind(key.period_start)
+        .bind(amount_db)
+        .bind(cap_db)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(quota_error)?;
+        let consumption = match after {
+            Some(used) => Consumption {
+                admitted: true,
+                used: used_from_db(used)?,
+            },
+            None => {
+                let used: Option<i64> = sqlx::query_scalar(
+                    "SELECT used FROM tenancy_metering_quotas \
+                     WHERE tenant_id = $1 AND meter = $2 AND period_start = $3",
+                )
+                .bind(key.tenant_id.as_uuid())
+                .bind(key.meter.as_str())
+                .bind(key.period_start)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(quota_error)?;
+                Consumption {
+                    admitted: false,
+                    used: used_from_db(used.unwrap_or(0))?,
+                }
+            }
+        };
+        tx.commit().await.map_err(quota_error)?;
+        Ok(consumption)
+    }
+
+    async fn release(&self, key: &QuotaKey, amount: u64) -> Result<(), QuotaStoreError> {
+        let amount = check_range(amount.min(MAX_COUNTER))?;
+        let mut tx = self.quota_tx(key.tenant_id).await?;
+        sqlx::query(
+            "UPDATE tenancy_metering_quotas SET used = GREATEST(used - $4, 0) \
+             WHERE tenant_id = $1 AND meter = $2 AND period_start = $3",
+        )
+        .bind(key.tenant_id.as_uuid())
+        .bind(key.meter.as_str())
+        .bind(key.period_start)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await
+        .map_err(quota_error)?;
+        tx.commit().await.map_err(quota_error)?;
+        Ok(())
+    }
+
+    async fn used(&self, key: &QuotaKey) -> Result<u64, QuotaStoreError> {
+        let mut tx = self.quota_tx(key.tenant_id).await?;
+        let used: Option<i64> = sqlx::query_scalar(
+            "SELECT used FROM tenancy_metering_quotas \
+             WHERE tenant_id = $1 AND meter = $2 AND period_start = $3",
+        )
+        .bind(key.tenant_id.as_uuid())
+        .bind(key.meter.as_str())
+        .bind(key.period_start)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(quota_error)?;
+        tx.commit().await.map_err(quota_error)?;
+        used_from_db(used.unwrap_or(0))
     }
 }

@@ -21,6 +21,9 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod quota;
+#[cfg(all(feature = "redis", feature = "memory"))]
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -127,9 +130,14 @@ pub fn metering(fixture: &Fixture) -> Metering {
 
 /// Creates a tenant with a fresh owner in the fixture's backend.
 pub async fn create_tenant(fixture: &Fixture) -> TenantScope {
+    create_tenant_in(&fixture.backend).await
+}
+
+/// Creates a tenant with a fresh owner in `backend`.
+pub async fn create_tenant_in(backend: &Arc<dyn Backend>) -> TenantScope {
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let slug = format!("t-{}", &suffix[suffix.len() - 12..]);
-    let created = Directory::new(Arc::clone(&fixture.backend))
+    let created = Directory::new(Arc::clone(backend))
         .create_tenant(
             NewTenant::new(
                 Slug::new(slug.clone()).unwrap(),

@@ -32,3 +32,13 @@ pub async fn fixture_with_schema() -> Option<(TestSchema, Fixture)> {
 pub async fn fixture() -> Option<Fixture> {
     fixture_with_schema().await.map(|(_, fixture)| fixture)
 }
+
+/// A migrated Postgres quota fixture (the metering store is the quota
+/// store), or `None` when skipped.
+pub async fn quota_fixture() -> Option<super::quota::QuotaFixture> {
+    let (schema, fixture) = fixture_with_schema().await?;
+    Some(super::quota::QuotaFixture {
+        backend: fixture.backend,
+        store: Arc::new(PgMeteringStore::new(schema.pool.clone())),
+    })
+}
