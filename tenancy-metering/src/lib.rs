@@ -21,6 +21,10 @@
 //!   check-and-consume in a [`QuotaStore`] (memory, Postgres's conditional
 //!   upsert, or Redis's Lua script with feature `redis`);
 //!   [`QuotaLeases`] lease quota in chunks per replica.
+//! - [`RateLimiter`] applies GCRA limits per key through a
+//!   [`RateLimitStore`]: in process ([`MemoryRateLimitStore`]) or shared
+//!   in Redis (feature `redis`), failing open or closed per limit when the
+//!   store is down ([`OnStoreError`]).
 //! - Stores implement [`MeteringStore`]: [`MemoryMeteringStore`] (feature
 //!   `memory`, default) and [`store::postgres::PgMeteringStore`] (feature
 //!   `postgres`: tenant-owned tables under row-level security, migrations
@@ -68,6 +72,7 @@ mod event;
 mod meter;
 mod metering;
 mod quota;
+mod ratelimit;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod rollup;
@@ -92,6 +97,10 @@ pub use quota::{
     Consumption, Limit, LimitError, LimitKind, LimitSource, MAX_COUNTER, MemoryQuotaStore,
     QuotaDecision, QuotaError, QuotaHook, QuotaKey, QuotaLeases, QuotaStore, QuotaStoreError,
     Quotas, StaticLimits, ThresholdCrossed,
+};
+pub use ratelimit::{
+    MemoryRateLimitStore, OnStoreError, RateDecision, RateLimit, RateLimitError, RateLimitStore,
+    RateLimiter,
 };
 pub use rollup::{Aggregate, Granularity, Rollup, RollupBatch, RollupKey, TenantRollups};
 #[cfg(feature = "memory")]

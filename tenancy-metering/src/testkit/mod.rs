@@ -22,6 +22,7 @@
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod quota;
+pub mod ratelimit;
 #[cfg(all(feature = "redis", feature = "memory"))]
 pub mod redis;
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use super::quota::QuotaFixture;
-use crate::redis::{RedisQuotaStore, connect};
+use super::ratelimit::RateFixture;
+use crate::redis::{RedisQuotaStore, RedisRateLimitStore, connect};
 
 /// The Redis URL tests use.
 pub fn redis_url() -> String {
@@ -60,5 +61,13 @@ pub async fn quota_fixture() -> Option<QuotaFixture> {
                 .with_prefix(&unique_prefix())
                 .with_ttl(Duration::from_secs(600)),
         ),
+    })
+}
+
+/// A rate-limit fixture over Redis, or `None` when skipped.
+pub async fn rate_fixture() -> Option<RateFixture> {
+    let conn = connection().await?;
+    Some(RateFixture {
+        store: Arc::new(RedisRateLimitStore::new(conn).with_prefix(&unique_prefix())),
     })
 }
