@@ -21,6 +21,12 @@ pub use tenancy_authz as authz;
 #[doc(inline)]
 pub use tenancy_billing as billing;
 
+/// Usage metering: meters, events counted once, rollups, usage queries
+/// (feature `metering`; in progress).
+#[cfg(feature = "metering")]
+#[doc(inline)]
+pub use tenancy_metering as metering;
+
 /// The framework-agnostic HTTP pipeline and routes.
 #[cfg(feature = "http")]
 #[doc(inline)]
