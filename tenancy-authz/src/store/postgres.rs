@@ -60,10 +60,7 @@ impl std::fmt::Debug for PgAuthzStore {
 }
 
 fn unavailable(error: sqlx::Error) -> AuthzStoreError {
-    if let Some(db) = error.as_database_error()
-        && db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation
-        && db.constraint().is_some_and(|c| c.ends_with("_tenant_fkey"))
-    {
+    if tenancy_core::postgres::is_missing_tenant(&error) {
         return AuthzStoreError::TenantNotFound;
     }
     AuthzStoreError::Store(StoreError::unavailable(error))

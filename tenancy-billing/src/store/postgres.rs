@@ -59,10 +59,7 @@ impl std::fmt::Debug for PgBillingStore {
 }
 
 fn unavailable(error: sqlx::Error) -> BillingStoreError {
-    if let Some(db) = error.as_database_error()
-        && db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation
-        && db.constraint().is_some_and(|c| c.ends_with("_tenant_fkey"))
-    {
+    if tenancy_core::postgres::is_missing_tenant(&error) {
         return BillingStoreError::TenantNotFound;
     }
     BillingStoreError::Store(StoreError::unavailable(error))

@@ -132,6 +132,17 @@ pub async fn set_transaction_tenant(
     Ok(())
 }
 
+/// Whether `error` is a write naming a tenant that does not exist: a
+/// foreign key violation on a `*_tenant_fkey` constraint, which every
+/// tenant-owned table of the SDK declares. Stores of other crates map it
+/// to their own "tenant not found" error.
+pub fn is_missing_tenant(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|db| {
+        db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation
+            && db.constraint().is_some_and(|c| c.ends_with("_tenant_fkey"))
+    })
+}
+
 /// Enables tenant isolation on a host table: `ENABLE` and `FORCE ROW LEVEL
 /// SECURITY` and a policy admitting only rows whose `tenant_column` equals the
 /// transaction's tenant. Run it once, in a migration, as the table owner.
