@@ -520,6 +520,33 @@ impl Directory {
     }
 
     /// Locks the scope's tenant for the rest of `tx` and checks it is active.
+    /// Marks `invitation` revoked in `tx` and appends its audit event,
+    /// naming `reason` when the SDK revoked it rather than a person.
+    async fn revoke_in(
+        &self,
+        tx: &dyn Transaction,
+        tenant_id: TenantId,
+        invitation: &mut Invitation,
+        reason: Option<&str>,
+        context: &AuditContext,
+    ) -> Result<()> {
+        invitation.status = InvitationStatus::Revoked;
+        invitation.updated_at = self.now();
+        tx.update_invitation(invitation).await?;
+        let mut metadata = json!({ "email": invitation.email });
+        if let Some(reason) = reason {
+            metadata["reason"] = json!(reason);
+        }
+        let event = self.event(
+            context,
+            actions::INVITATION_REVOKED,
+            ("invitation", &invitation.id),
+            metadata,
+        )?;
+        tx.append_audit(tenant_id, event).await?;
+        Ok(())
+    }
+
     async fn lock_active(&self, tx: &dyn Transaction, tenant_id: TenantId) -> Result<Tenant> {
         let tenant = tx.lock_tenant(tenant_id).await?;
         ensure_active(&tenant)?;
@@ -590,16 +617,8 @@ impl Directory {
         let tenant = self.lock_active(&*tx, scope.tenant_id()).await?;
         let mut invitation = tx.get_invitation(tenant.id, invitation_id).await?;
         ensure_pending(&invitation)?;
-        invitation.status = InvitationStatus::Revoked;
-        invitation.updated_at = self.now();
-        tx.update_invitation(&invitation).await?;
-        let event = self.event(
-            context,
-            actions::INVITATION_REVOKED,
-            ("invitation", &invitation.id),
-            json!({ "email": invitation.email }),
-        )?;
-        tx.append_audit(tenant.id, event).await?;
+        self.revoke_in(&*tx, tenant.id, &mut invitation, None, context)
+            .await?;
         tx.commit().await?;
         Ok(invitation)
     }
@@ -788,16 +807,8 @@ impl Directory {
         let Some(reason) = self.unbacked(&*tx, &invitation, true).await? else {
             return Ok(None);
         };
-        invitation.status = InvitationStatus::Revoked;
-        invitation.updated_at = self.now();
-        tx.update_invitation(&invitation).await?;
-        let event = self.event(
-            context,
-            actions::INVITATION_REVOKED,
-            ("invitation", &invitation.id),
-            json!({ "email": invitation.email, "reason": reason }),
-        )?;
-        tx.append_audit(tenant_id, event).await?;
+        self.revoke_in(&*tx, tenant_id, &mut invitation, Some(reason), context)
+            .await?;
         tx.commit().await?;
         Ok(Some(invitation))
     }
@@ -888,16 +899,14 @@ impl Directory {
                 {
                     continue;
                 }
-                invitation.status = InvitationStatus::Revoked;
-                invitation.updated_at = self.now();
-                tx.update_invitation(&invitation).await?;
-                let event = self.event(
+                self.revoke_in(
+                    &*tx,
+                    membership.tenant_id,
+                    &mut invitation,
+                    Some("sender_demoted"),
                     context,
-                    actions::INVITATION_REVOKED,
-                    ("invitation", &invitation.id),
-                    json!({ "email": invitation.email, "reason": "sender_demoted" }),
-                )?;
-                tx.append_audit(membership.tenant_id, event).await?;
+                )
+                .await?;
             }
         }
         tx.commit().await?;
@@ -985,16 +994,14 @@ impl Directory {
         // What they sent goes with them: an invitation must not grant, after
         // its sender left, roles nobody in the tenant chose to grant.
         for mut invitation in pending_sent_by(&*tx, membership.tenant_id, user_id).await? {
-            invitation.status = InvitationStatus::Revoked;
-            invitation.updated_at = self.now();
-            tx.update_invitation(&invitation).await?;
-            let event = self.event(
+            self.revoke_in(
+                &*tx,
+                membership.tenant_id,
+                &mut invitation,
+                Some("sender_removed"),
                 context,
-                actions::INVITATION_REVOKED,
-                ("invitation", &invitation.id),
-                json!({ "email": invitation.email, "reason": "sender_removed" }),
-            )?;
-            tx.append_audit(membership.tenant_id, event).await?;
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(membership)
