@@ -79,7 +79,7 @@ use bytes::Bytes;
 use tenancy_http::auth::{Principal, Subject};
 use tenancy_http::core::{ApiKeyId, SessionId, TenantScope};
 use tenancy_http::{
-    ApiRequest, Problem, RequestContext, RequestHead, Route, RoutePermission, Tenancy,
+    ApiRequest, Guard, Problem, RequestContext, RequestHead, Route, RoutePermission, Tenancy,
 };
 use tracing::Instrument;
 
@@ -148,15 +148,20 @@ fn into_actix(response: http::Response<Bytes>) -> HttpResponse {
     let status =
         StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut answer = HttpResponse::with_body(status, body);
-    let headers = answer.headers_mut();
-    for (name, value) in &parts.headers {
+    append_headers(answer.headers_mut(), &parts.headers);
+    answer.map_into_boxed_body()
+}
+
+/// Appends every `http` 1 header of `from` (each value of repeated names)
+/// to an actix header map.
+fn append_headers(to: &mut header::HeaderMap, from: &http::HeaderMap) {
+    for (name, value) in from {
         let name = header::HeaderName::from_bytes(name.as_str().as_bytes());
         let value = header::HeaderValue::from_bytes(value.as_bytes());
         if let (Ok(name), Ok(value)) = (name, value) {
-            headers.append(name, value);
+            to.append(name, value);
         }
     }
-    answer.map_into_boxed_body()
 }
 
 /// The body, at most `limit` bytes: a declared `Content-Length` past the
@@ -522,6 +527,100 @@ where
                 None => Err(Rejection::missing_middleware()),
             };
             forward(&*service, request, outcome).await
+        })
+    }
+}
+
+/// Middleware running `guard` (an entitlement, a rate limit, a quota: see
+/// [`Guard`]) on the resources or scope it wraps. Like [`require`], it
+/// needs a [`TenancyMiddleware`] registered after it (so running before
+/// it). A refusal answers the guard's problem; an admission's headers are
+/// added to the handler's answer.
+pub fn guard(guard: impl Guard) -> GuardMiddleware {
+    GuardMiddleware {
+        guard: Arc::new(guard),
+    }
+}
+
+/// See [`guard`].
+#[derive(Clone)]
+pub struct GuardMiddleware {
+    guard: Arc<dyn Guard>,
+}
+
+impl fmt::Debug for GuardMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardMiddleware")
+            .field("guard", &self.guard.name())
+            .finish()
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for GuardMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = GuardService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(GuardService {
+            service: Rc::new(service),
+            guard: self.guard.clone(),
+        }))
+    }
+}
+
+/// The service of [`GuardMiddleware`].
+pub struct GuardService<S> {
+    service: Rc<S>,
+    guard: Arc<dyn Guard>,
+}
+
+impl<S> fmt::Debug for GuardService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardService")
+            .field("guard", &self.guard.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for GuardService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            let context = request.extensions().get::<RequestContext>().cloned();
+            let admitted = match context {
+                Some(context) => guard.check(&context).await.map_err(Rejection::from),
+                None => Err(Rejection::missing_middleware()),
+            };
+            match admitted {
+                Ok(admission) => {
+                    let mut response = service.call(request).await?.map_into_left_body();
+                    if let Some(headers) = admission.headers() {
+                        append_headers(response.headers_mut(), headers);
+                    }
+                    Ok(response)
+                }
+                Err(rejection) => Ok(request
+                    .into_response(rejection.error_response())
+                    .map_into_right_body()),
+            }
         })
     }
 }
@@ -1156,6 +1255,11 @@ mod tests {
                                     .route("", web::get().to(whoami))
                                     .wrap(require(tenancy.permission("projects:read").unwrap())),
                             )
+                            .service(
+                                web::scope("/counted")
+                                    .route("", web::get().to(whoami))
+                                    .wrap(guard(tenancy_http::testkit::Countdown::new(2))),
+                            )
                             .wrap(TenancyMiddleware::new(tenancy.clone())),
                     ),
             )
@@ -1216,6 +1320,27 @@ mod tests {
                 assert_eq!(response.status(), StatusCode::OK, "{path}");
                 assert_eq!(read_body(response).await, tenant.as_bytes(), "{path}");
             }
+            // A guard admits with its headers, then refuses with its problem.
+            for left in ["1", "0"] {
+                let request = TestRequest::get()
+                    .uri("/app/counted")
+                    .insert_header(bearer.clone())
+                    .to_request();
+                let response = call_service(&app, request).await;
+                assert_eq!(response.status(), StatusCode::OK);
+                assert_eq!(header(&response, "x-left").as_deref(), Some(left));
+            }
+            let request = TestRequest::get()
+                .uri("/app/counted")
+                .insert_header(bearer.clone())
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(header(&response, "x-left").as_deref(), Some("0"));
+            assert_eq!(
+                json_of(response).await["type"],
+                "urn:tenancy:problem:rate-limited"
+            );
             let request = TestRequest::get()
                 .uri("/app/maybe")
                 .insert_header(bearer.clone())

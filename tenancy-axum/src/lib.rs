@@ -63,7 +63,7 @@ use serde::de::DeserializeOwned;
 use tenancy_http::auth::{Principal, Subject};
 use tenancy_http::core::{ApiKeyId, SessionId, TenantScope};
 use tenancy_http::{
-    ApiRequest, HttpConfig, Problem, ProblemKind, RequestContext, RequestHead, Route,
+    ApiRequest, Guard, HttpConfig, Problem, ProblemKind, RequestContext, RequestHead, Route,
     RoutePermission, Tenancy, parse_json,
 };
 use tower_layer::Layer;
@@ -341,6 +341,90 @@ where
             };
             match allowed {
                 Ok(()) => inner.call(request).await,
+                Err(problem) => Ok(Rejection(problem).into_response()),
+            }
+        })
+    }
+}
+
+/// A layer running `guard` (an entitlement, a rate limit, a quota: see
+/// [`Guard`]) on the routes it wraps, after the [`TenancyLayer`] and any
+/// [`require`] placed outside it. A refusal answers the guard's problem;
+/// an admission's headers are added to the handler's answer.
+pub fn guard(guard: impl Guard) -> GuardLayer {
+    GuardLayer {
+        guard: Arc::new(guard),
+    }
+}
+
+/// See [`guard`].
+#[derive(Clone)]
+pub struct GuardLayer {
+    guard: Arc<dyn Guard>,
+}
+
+impl std::fmt::Debug for GuardLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardLayer")
+            .field("guard", &self.guard.name())
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = GuardService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GuardService {
+            inner,
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+/// The service of [`GuardLayer`].
+#[derive(Clone)]
+pub struct GuardService<S> {
+    inner: S,
+    guard: Arc<dyn Guard>,
+}
+
+impl<S> std::fmt::Debug for GuardService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardService")
+            .field("guard", &self.guard.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Service<Request> for GuardService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            let admitted = match request.extensions().get::<RequestContext>() {
+                Some(context) => guard.check(context).await,
+                None => Err(missing_layer()),
+            };
+            match admitted {
+                Ok(admission) => {
+                    let mut response = inner.call(request).await?;
+                    admission.apply(response.headers_mut());
+                    Ok(response)
+                }
                 Err(problem) => Ok(Rejection(problem).into_response()),
             }
         })
@@ -704,6 +788,30 @@ mod tests {
         assert_eq!(unknown.name(), "reports:export");
         let (status, _, _) = send(&app, get_with("/read", Some(&token))).await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_guard_admits_with_headers_and_refuses_with_its_problem() {
+        let tenancy = tenancy().await;
+        let token = owner_token(&tenancy).await;
+        let app = Router::new()
+            .route(
+                "/counted",
+                get(|| async { "ok" }).layer(guard(tenancy_http::testkit::Countdown::new(2))),
+            )
+            .layer(TenancyLayer::new(tenancy.clone()));
+        for left in ["1", "0"] {
+            let (status, headers, _) = send(&app, get_with("/counted", Some(&token))).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(headers["x-left"], left);
+        }
+        let (status, headers, body) = send(&app, get_with("/counted", Some(&token))).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers["x-left"], "0");
+        assert_eq!(body["type"], "urn:tenancy:problem:rate-limited");
+        // Unauthenticated requests never reach the guard.
+        let (status, _, _) = send(&app, get_with("/counted", None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ mod config;
 mod errors;
 mod forwarded;
 mod grants;
+mod guard;
 mod module;
 mod origin;
 mod permission;
@@ -42,6 +43,7 @@ pub mod trace;
 pub use builder::{SetupError, Stores, TenancyBuilder};
 pub use config::{CookieConfig, HttpConfig, TenantSource};
 pub use forwarded::{ForwardedHeader, IpNet, TrustedProxies};
+pub use guard::{Admission, Guard};
 pub use module::Module;
 pub use origin::{InvalidOrigin, Origin};
 pub use permission::{RoutePermission, UnknownPermission};
@@ -52,6 +54,8 @@ pub use response::{json, no_content};
 pub use routes::{Access, Handler, Route, routes};
 pub use tenancy::Tenancy;
 
+/// The attribute [`Guard`] and [`Module`] implementations are written with.
+pub use async_trait::async_trait;
 pub use http;
 pub use tenancy_auth as auth;
 pub use tenancy_authz as authz;

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -245,6 +245,8 @@ struct Body {
     retry_after: Option<u64>,
     #[serde(skip)]
     allow: Option<String>,
+    #[serde(skip)]
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl fmt::Display for Problem {
@@ -271,6 +273,7 @@ impl Problem {
             www_authenticate: None,
             retry_after: None,
             allow: None,
+            headers: Vec::new(),
         }))
     }
 
@@ -441,6 +444,18 @@ impl Problem {
             .retry_after(until, now)
     }
 
+    /// Adds `name: value` to the answer, for headers the problem's own
+    /// fields do not cover (`RateLimit`, `RateLimit-Policy`).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.0.headers.push((name, value));
+        self
+    }
+
+    /// The extra headers added with [`Problem::with_header`].
+    pub fn extra_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.0.headers
+    }
+
     /// The `Allow` value of a `405`, if any.
     pub fn allow(&self) -> Option<&str> {
         self.0.allow.as_deref()
@@ -482,6 +497,9 @@ impl Problem {
             .and_then(|v| HeaderValue::from_str(v).ok())
         {
             headers.insert(header::ALLOW, value);
+        }
+        for (name, value) in &self.0.headers {
+            headers.append(name.clone(), value.clone());
         }
         response
     }

@@ -8,6 +8,7 @@
 //! stores and on Postgres, with identical requests and assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod guards;
 pub mod json_bodies;
 mod logs;
 pub mod projects;
@@ -28,6 +29,7 @@ use crate::config::{CookieConfig, HttpConfig, TenantSource};
 use crate::forwarded::{ForwardedHeader, TrustedProxies};
 use crate::tenancy::Tenancy;
 
+pub use guards::Countdown;
 pub use logs::{CapturedLogs, assert_logs_hold_no_secrets, capture_logs};
 pub use projects::Projects;
 pub use scenarios::*;
