@@ -121,6 +121,12 @@ impl RequestContext {
         self.principal.user_id()
     }
 
+    /// The client's address (through the trusted proxies), if known: what
+    /// per-address rate limits key on.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
     /// The caller as the authorization engine sees it.
     pub fn authz_principal(&self) -> &tenancy_authz::Principal {
         &self.authz

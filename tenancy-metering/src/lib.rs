@@ -25,6 +25,12 @@
 //!   [`RateLimitStore`]: in process ([`MemoryRateLimitStore`]) or shared
 //!   in Redis (feature `redis`), failing open or closed per limit when the
 //!   store is down ([`OnStoreError`]).
+//! - [`PlanSource`] gives each tenant's plan (quotas and the billing
+//!   [`Cycle`] they reset on); [`PlanLimits`] makes it the quotas'
+//!   [`LimitSource`].
+//! - Feature `http`: [`http::MeteringModule`] (`GET /usage`,
+//!   `GET /usage/export`, background flush) and [`http::MeteringGuard`]
+//!   (rate limits, quotas and usage per route, with `RateLimit` headers).
 //! - Stores implement [`MeteringStore`]: [`MemoryMeteringStore`] (feature
 //!   `memory`, default) and [`store::postgres::PgMeteringStore`] (feature
 //!   `postgres`: tenant-owned tables under row-level security, migrations
@@ -69,8 +75,11 @@
 
 mod buffer;
 mod event;
+#[cfg(feature = "http")]
+pub mod http;
 mod meter;
 mod metering;
+mod period;
 mod quota;
 mod ratelimit;
 #[cfg(feature = "redis")]
@@ -93,6 +102,7 @@ pub use meter::{
     Meters,
 };
 pub use metering::{IngestError, Metering, UsageError};
+pub use period::{Cycle, Period, PlanLimits, PlanQuota, PlanSource, StaticPlans, TenantPlan};
 pub use quota::{
     Consumption, Limit, LimitError, LimitKind, LimitSource, MAX_COUNTER, MemoryQuotaStore,
     QuotaDecision, QuotaError, QuotaHook, QuotaKey, QuotaLeases, QuotaStore, QuotaStoreError,

@@ -10,6 +10,7 @@
 
 mod guards;
 pub mod json_bodies;
+mod launch;
 mod logs;
 pub mod projects;
 mod scenarios;
@@ -30,6 +31,7 @@ use crate::forwarded::{ForwardedHeader, TrustedProxies};
 use crate::tenancy::Tenancy;
 
 pub use guards::Countdown;
+pub use launch::Setup;
 pub use logs::{CapturedLogs, assert_logs_hold_no_secrets, capture_logs};
 pub use projects::Projects;
 pub use scenarios::*;

@@ -19,6 +19,8 @@
 //! Suites panic on the first failed check, like any test assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(all(feature = "http", feature = "memory"))]
+pub mod http;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod quota;
