@@ -4,18 +4,23 @@
 //! - [`BillingPlans`]: a tenant's plan quotas (billing's `metered`
 //!   features) and billing cycle (its subscription's period) as metering's
 //!   [`PlanSource`], so per-period limits reset with the billing period.
+//! - [`BillingUsageSink`]: billing's accounts and provider as metering's
+//!   [`UsageSink`], so [`tenancy_metering::UsageExporter`] reports usage
+//!   of metered features to the provider exactly once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tenancy_billing::store::MAX_ACCOUNTS_PAGE;
 use tenancy_billing::{
-    BillingService, Enforcement, Entitlements, FeatureKind, Limit as BillingLimit, Period,
-    Revision, Subscription,
+    BillingProvider, BillingService, CustomerId, Enforcement, Entitlements, FeatureKind,
+    Limit as BillingLimit, Period, ProviderError, Revision, Subscription,
 };
 use tenancy_core::TenantId;
 use tenancy_metering::tenancy_core::BoxError;
 use tenancy_metering::{
-    Cycle, LimitError, LimitKind, MeterName, PlanQuota, PlanSource, TenantPlan,
+    Cycle, LimitError, LimitKind, MeterName, PlanQuota, PlanSource, SinkError, TenantPlan,
+    UsageReport, UsageSink,
 };
 use time::OffsetDateTime;
 
@@ -151,5 +156,74 @@ impl PlanSource for BillingPlans {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(tenant_id, (entitlements.revision(), plan.clone()));
         Ok(Some(plan))
+    }
+}
+
+/// Metering's [`UsageSink`] over billing: the tenants with a billing
+/// account, and each usage report sent as a meter event through the
+/// provider (`BillingProvider::report_usage`, Stripe's
+/// `POST /v1/billing/meter_events` with the report's identifier). The
+/// meter's name is the provider's event name. Provider failures after
+/// its own retries (unavailable, rate limited, circuit open) are retried
+/// by the exporter; refusals park the report.
+pub struct BillingUsageSink {
+    billing: Arc<BillingService>,
+    provider: Arc<dyn BillingProvider>,
+}
+
+impl std::fmt::Debug for BillingUsageSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingUsageSink").finish_non_exhaustive()
+    }
+}
+
+impl BillingUsageSink {
+    /// Reports through `provider` for the accounts of `billing`.
+    pub fn new(billing: Arc<BillingService>, provider: Arc<dyn BillingProvider>) -> Self {
+        Self { billing, provider }
+    }
+}
+
+#[async_trait::async_trait]
+impl UsageSink for BillingUsageSink {
+    async fn customers(&self) -> Result<Vec<(TenantId, String)>, SinkError> {
+        let mut customers = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .billing
+                .store()
+                .list_accounts(after, MAX_ACCOUNTS_PAGE)
+                .await
+                .map_err(|e| SinkError::Retryable(Box::new(e)))?;
+            let full = page.len() == MAX_ACCOUNTS_PAGE;
+            after = page.last().map(|a| a.tenant_id);
+            customers.extend(
+                page.into_iter()
+                    .map(|a| (a.tenant_id, a.customer_id.as_str().to_owned())),
+            );
+            if !full {
+                return Ok(customers);
+            }
+        }
+    }
+
+    async fn send(&self, customer: &str, report: &UsageReport) -> Result<(), SinkError> {
+        let customer = CustomerId::new(customer).map_err(|e| SinkError::Rejected(Box::new(e)))?;
+        self.provider
+            .report_usage(
+                &customer,
+                report.meter.as_str(),
+                report.value,
+                &report.identifier,
+                report.timestamp,
+            )
+            .await
+            .map_err(|error| match error {
+                ProviderError::RateLimited
+                | ProviderError::Unavailable(_)
+                | ProviderError::CircuitOpen => SinkError::Retryable(Box::new(error)),
+                other => SinkError::Rejected(Box::new(other)),
+            })
     }
 }

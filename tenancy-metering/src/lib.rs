@@ -75,6 +75,7 @@
 
 mod buffer;
 mod event;
+mod export;
 #[cfg(feature = "http")]
 pub mod http;
 mod meter;
@@ -96,6 +97,10 @@ pub use buffer::{BufferConfig, BufferedIngest, FlushReport, Flusher};
 pub use event::{
     Dimensions, Event, EventError, IdempotencyKey, IngestWindow, MAX_DIMENSION_VALUE_LEN,
     MAX_KEY_LEN, NewEvent,
+};
+pub use export::{
+    ExportConfig, ExportReport, MemoryOutbox, OutboxStore, OutboxTotals, Reconciled, SinkError,
+    UsageExportError, UsageExporter, UsageReport, UsageSink, identifier,
 };
 pub use meter::{
     Aggregation, DimensionName, MAX_KEPT_DIMENSIONS, MAX_NAME_LEN, Meter, MeterError, MeterName,

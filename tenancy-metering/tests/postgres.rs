@@ -8,6 +8,12 @@
 
 tenancy_metering::conformance_tests!(tenancy_metering::testkit::postgres::fixture());
 
+mod outbox {
+    tenancy_metering::outbox_conformance_tests!(
+        tenancy_metering::testkit::postgres::outbox_fixture()
+    );
+}
+
 mod quotas {
     tenancy_metering::quota_conformance_tests!(tenancy_metering::testkit::postgres::quota_fixture());
 }

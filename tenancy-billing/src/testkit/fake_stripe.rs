@@ -187,7 +187,7 @@ impl FakeStripe {
         self.shared.state().problems.clone()
     }
 
-    /// The meter events received.
+    /// The meter events received, one per identifier (as Stripe counts them).
     pub fn meter_events(&self) -> Vec<Value> {
         self.shared.state().meter_events.clone()
     }
@@ -569,7 +569,14 @@ fn route_inner(
                     "value": require(state, form, path, "payload[value]")?,
                 },
             });
-            state.meter_events.push(event.clone());
+            // Stripe counts an identifier once (within its rolling window).
+            if !state
+                .meter_events
+                .iter()
+                .any(|seen| seen["identifier"] == event["identifier"])
+            {
+                state.meter_events.push(event.clone());
+            }
             Ok((200, event))
         }
         _ => Err(error(

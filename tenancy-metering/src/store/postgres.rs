@@ -17,6 +17,8 @@
 //!   with the other tenancy crates' (see
 //!   [`tenancy_core::postgres::migrate_all`]).
 
+mod outbox;
+
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnection, PgPool};

@@ -21,6 +21,7 @@
 
 #[cfg(all(feature = "http", feature = "memory"))]
 pub mod http;
+pub mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod quota;

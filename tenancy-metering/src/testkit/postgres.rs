@@ -42,3 +42,13 @@ pub async fn quota_fixture() -> Option<super::quota::QuotaFixture> {
         store: Arc::new(PgMeteringStore::new(schema.pool.clone())),
     })
 }
+
+/// A migrated Postgres outbox fixture (the metering store is the outbox),
+/// or `None` when skipped.
+pub async fn outbox_fixture() -> Option<super::outbox::OutboxFixture> {
+    let (schema, usage) = fixture_with_schema().await?;
+    Some(super::outbox::OutboxFixture {
+        usage,
+        outbox: Arc::new(PgMeteringStore::new(schema.pool.clone())),
+    })
+}
