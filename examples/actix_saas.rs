@@ -22,6 +22,8 @@ use tenancy::http::auth::AuthConfig;
 use tenancy::http::authz::Catalog;
 use tenancy::http::{HttpConfig, Tenancy};
 
+#[path = "shared/metering.rs"]
+mod metering;
 #[path = "shared/projects.rs"]
 mod projects;
 
@@ -70,8 +72,10 @@ async fn remove(ctx: Context, projects: web::Data<Projects>, id: web::Path<Strin
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn services() -> Result<(Tenancy, Projects), Box<dyn Error>> {
-    let catalog = Catalog::new(projects::PERMISSIONS)?;
+type Usage = tenancy_metering::http::MeteringModule;
+
+async fn services() -> Result<(Tenancy, Projects, Usage), Box<dyn Error>> {
+    let catalog = Catalog::new(metering::permissions(&projects::PERMISSIONS))?;
     let auth = AuthConfig::new("http://127.0.0.1", "projects-example");
     // Plain http on localhost: cookies without `Secure`.
     let mut http = HttpConfig::default();
@@ -79,16 +83,20 @@ async fn services() -> Result<(Tenancy, Projects), Box<dyn Error>> {
     #[cfg(feature = "postgres")]
     if let Ok(url) = std::env::var("DATABASE_URL") {
         let auth = auth.with_key_encryption(projects::key_encryption_from_env()?);
-        return projects::on_postgres(Tenancy::builder(catalog, auth).http(http), &url).await;
+        let builder = Tenancy::builder(catalog, auth).http(http);
+        let (builder, usage) = metering::with_metering(builder, Some(&url))?;
+        let (tenancy, projects) = projects::on_postgres(builder, &url).await?;
+        return Ok((tenancy, projects, usage));
     }
-    Ok((
-        Tenancy::builder(catalog, auth).http(http).build().await?,
-        Projects::memory(),
-    ))
+    let builder = Tenancy::builder(catalog, auth).http(http);
+    let (builder, usage) = metering::with_metering(builder, None)?;
+    Ok((builder.build().await?, Projects::memory(), usage))
 }
 
 async fn serve() -> Result<(), Box<dyn Error>> {
-    let (tenancy, projects) = services().await?;
+    let (tenancy, projects, usage) = services().await?;
+    // Every request to /projects counts one api_call (GET /usage).
+    let count_calls = metering::count_calls(&usage)?;
     let projects = web::Data::new(projects);
     // Permissions are checked against the catalog here, at startup.
     let read = tenancy.permission("projects:read")?;
@@ -118,6 +126,7 @@ async fn serve() -> Result<(), Box<dyn Error>> {
                             .route(web::put().to(update))
                             .route(web::delete().to(remove)),
                     )
+                    .wrap(tenancy::actix::guard(count_calls.clone()))
                     .wrap(TenancyMiddleware::new(tenancy.clone())),
             )
             // Unknown paths answer a problem too.

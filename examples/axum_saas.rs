@@ -27,6 +27,8 @@ use tenancy::http::auth::AuthConfig;
 use tenancy::http::authz::Catalog;
 use tenancy::http::{HttpConfig, Tenancy};
 
+#[path = "shared/metering.rs"]
+mod metering;
 #[path = "shared/projects.rs"]
 mod projects;
 
@@ -92,21 +94,26 @@ async fn remove(State(app): State<App>, ctx: Context, Path(id): Path<String>) ->
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let catalog = Catalog::new(projects::PERMISSIONS)?;
+    let catalog = Catalog::new(metering::permissions(&projects::PERMISSIONS))?;
     let auth = AuthConfig::new("http://127.0.0.1", "projects-example");
     // Plain http on localhost: cookies without `Secure`.
     let mut http = HttpConfig::default();
     http.cookies.secure = false;
-    let (tenancy, projects) = match std::env::var("DATABASE_URL") {
+    let database_url = std::env::var("DATABASE_URL").ok();
+    let (tenancy, projects, usage) = match database_url {
         #[cfg(feature = "postgres")]
-        Ok(url) => {
+        Some(url) => {
             let auth = auth.with_key_encryption(projects::key_encryption_from_env()?);
-            projects::on_postgres(Tenancy::builder(catalog, auth).http(http), &url).await?
+            let builder = Tenancy::builder(catalog, auth).http(http);
+            let (builder, usage) = metering::with_metering(builder, Some(&url))?;
+            let (tenancy, projects) = projects::on_postgres(builder, &url).await?;
+            (tenancy, projects, usage)
         }
-        _ => (
-            Tenancy::builder(catalog, auth).http(http).build().await?,
-            Projects::memory(),
-        ),
+        _ => {
+            let builder = Tenancy::builder(catalog, auth).http(http);
+            let (builder, usage) = metering::with_metering(builder, None)?;
+            (builder.build().await?, Projects::memory(), usage)
+        }
     };
     let app = App {
         projects: Arc::new(projects),
@@ -120,6 +127,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
             get(list.layer(require(read))).post(self::create.layer(require(create))),
         )
         .route("/projects/{id}", get(show).put(update).delete(remove))
+        // Every request to /projects counts one api_call (GET /usage).
+        .route_layer(tenancy::axum::guard(metering::count_calls(&usage)?))
         .layer(TenancyLayer::new(tenancy.clone()))
         .with_state(app)
         .merge(tenancy::axum::router(tenancy))

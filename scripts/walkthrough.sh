@@ -60,4 +60,10 @@ own=$(expect 201 -- "${json[@]}" -H "authorization: Bearer $carol" -X POST "$bas
     -d '{"name":"Carol'"'"'s"}' | jq -r .id)
 expect 204 -- -H "authorization: Bearer $carol" -X DELETE "$base/projects/$own"
 
+echo "7. Ada reads her tenant's usage: each request to /projects counted one api_call"
+calls=$(expect 200 -- -H "authorization: Bearer $token" "$base/usage?meter=api_calls&group_by=route" \
+    | jq -r '.meters[] | select(.meter == "api_calls") | .total')
+echo "api_calls this period: $calls"
+[[ $calls == 7 ]] || { echo "expected 7 api_calls, got $calls" >&2; exit 1; }
+
 echo "walk-through ok"

@@ -31,6 +31,11 @@
 //! - Feature `http`: [`http::MeteringModule`] (`GET /usage`,
 //!   `GET /usage/export`, background flush) and [`http::MeteringGuard`]
 //!   (rate limits, quotas and usage per route, with `RateLimit` headers).
+//! - [`UsageExporter`] reports `sum` and `count` meters to the billing
+//!   provider ([`UsageSink`]) exactly once through an [`OutboxStore`]
+//!   ([`MemoryOutbox`], or the Postgres store): rows per tenant, meter,
+//!   period and sequence with deterministic identifiers, sent with
+//!   backoff under a global rate, and reconciled against the rollups.
 //! - Stores implement [`MeteringStore`]: [`MemoryMeteringStore`] (feature
 //!   `memory`, default) and [`store::postgres::PgMeteringStore`] (feature
 //!   `postgres`: tenant-owned tables under row-level security, migrations

@@ -231,7 +231,9 @@ impl Meter {
 /// The meters a host declared, looked up by name on every event.
 #[derive(Debug, Clone, Default)]
 pub struct Meters {
-    by_name: HashMap<MeterName, Arc<Meter>>,
+    /// Hashed with foldhash: names are the host's, not an attacker's, and
+    /// the lookup is on every event.
+    by_name: HashMap<MeterName, Arc<Meter>, foldhash::fast::RandomState>,
 }
 
 impl Meters {
@@ -240,7 +242,7 @@ impl Meters {
     where
         I: IntoIterator<Item = Meter>,
     {
-        let mut by_name = HashMap::new();
+        let mut by_name = HashMap::default();
         for meter in meters {
             let name = meter.name.clone();
             if by_name.insert(name.clone(), Arc::new(meter)).is_some() {

@@ -418,7 +418,9 @@ impl Quotas {
 pub struct QuotaLeases {
     store: Arc<dyn QuotaStore>,
     chunk: u64,
-    held: Arc<Mutex<HashMap<QuotaKey, u64>>>,
+    /// foldhash: the local check is a hash lookup under a short lock, and
+    /// keys are the host's tenants and meters.
+    held: Arc<Mutex<HashMap<QuotaKey, u64, foldhash::fast::RandomState>>>,
 }
 
 impl std::fmt::Debug for QuotaLeases {

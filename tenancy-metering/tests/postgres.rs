@@ -52,7 +52,24 @@ async fn row_level_security_hides_other_tenants_rows() {
         .await
         .unwrap();
     assert_eq!(recorded, Recorded::Counted);
+    let outbox = PgMeteringStore::new(schema.pool.clone());
+    let report = UsageReport {
+        tenant_id: a.tenant_id(),
+        meter: MeterName::new("users").unwrap(),
+        period_start: NOW,
+        sequence: 1,
+        value: 7,
+        identifier: identifier(a.tenant_id(), &MeterName::new("users").unwrap(), NOW, 1),
+        timestamp: NOW,
+        attempts: 0,
+    };
+    assert!(outbox.insert(&report, 0).await.unwrap());
+    assert!(
+        !outbox.insert(&report, 0).await.unwrap(),
+        "a sequence is taken once"
+    );
     for (table, rows) in [
+        ("tenancy_metering_outbox", 1),
         ("tenancy_metering_events", 1),
         ("tenancy_metering_rollups", 3),
         ("tenancy_metering_uniques", 3),

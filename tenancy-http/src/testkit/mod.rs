@@ -25,7 +25,6 @@ use tenancy_auth::{Argon2Config, AuthConfig};
 use tenancy_authz::Catalog;
 use tenancy_core::ManualClock;
 
-use crate::TenancyBuilder;
 use crate::config::{CookieConfig, HttpConfig, TenantSource};
 use crate::forwarded::{ForwardedHeader, TrustedProxies};
 use crate::tenancy::Tenancy;
@@ -103,24 +102,7 @@ impl TestApp {
     /// the app, and starts it. `None` when Postgres is asked for and no
     /// database is configured (outside CI).
     pub async fn launch(stores: Stores, start: Start) -> Option<Self> {
-        let (catalog, auth_config, http) = scenario_config();
-        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-        let builder = Tenancy::builder(catalog, auth_config)
-            .http(http)
-            .clock(clock.clone());
-        let builder = match stores {
-            Stores::Memory => builder,
-            Stores::Postgres => on_postgres(builder).await?,
-        };
-        let tenancy = builder.build().await.unwrap();
-        let address = start(tenancy.clone(), Arc::new(Projects::new())).await;
-        Some(Self {
-            base: format!("http://{address}"),
-            clock,
-            tenancy,
-            client: reqwest::Client::new(),
-            secrets: std::sync::Mutex::new(vec![scenarios::PASSWORD.to_owned()]),
-        })
+        Self::launch_with(stores, start, &[], |builder, _| builder).await
     }
 
     /// Every secret the app has handed out so far (tokens, keys), and the
@@ -169,15 +151,8 @@ impl TestApp {
     }
 }
 
-/// `builder` on a fresh Postgres schema.
-#[cfg(feature = "postgres")]
-async fn on_postgres(builder: TenancyBuilder) -> Option<TenancyBuilder> {
-    let schema = tenancy_core::testkit::postgres::TestSchema::create().await?;
-    Some(builder.postgres(schema.pool))
-}
-
 #[cfg(not(feature = "postgres"))]
-async fn on_postgres(_: TenancyBuilder) -> Option<TenancyBuilder> {
+async fn on_postgres(_: crate::TenancyBuilder) -> Option<crate::TenancyBuilder> {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("the Postgres scenarios need the `postgres` feature under CI");
     }

@@ -34,6 +34,35 @@ pub enum Backing {
     Postgres,
     /// Usage in memory, quota counters in Redis.
     Redis,
+    /// Everything in memory but the quota counters, whose store is down.
+    QuotaStoreDown,
+}
+
+/// A quota store that cannot be reached (a Redis outage).
+struct DownQuotaStore;
+
+#[async_trait::async_trait]
+impl QuotaStore for DownQuotaStore {
+    async fn consume(
+        &self,
+        _: &crate::QuotaKey,
+        _: u64,
+        _: u64,
+    ) -> Result<crate::Consumption, crate::QuotaStoreError> {
+        Err(down())
+    }
+
+    async fn release(&self, _: &crate::QuotaKey, _: u64) -> Result<(), crate::QuotaStoreError> {
+        Err(down())
+    }
+
+    async fn used(&self, _: &crate::QuotaKey) -> Result<u64, crate::QuotaStoreError> {
+        Err(down())
+    }
+}
+
+fn down() -> crate::QuotaStoreError {
+    crate::QuotaStoreError::Store(tenancy_core::StoreError::unavailable("quota store down"))
 }
 
 /// A scenario app with its plans, to change a tenant's plan.
@@ -109,7 +138,7 @@ pub fn plan(name: &str, calls: u64, anchor: OffsetDateTime) -> TenantPlan {
 pub async fn launch(backing: Backing, start: Start) -> Option<MeteredApp> {
     let stores = match backing {
         Backing::Postgres => Stores::Postgres,
-        Backing::Memory | Backing::Redis => Stores::Memory,
+        Backing::Memory | Backing::Redis | Backing::QuotaStoreDown => Stores::Memory,
     };
     let quota_store: Option<Arc<dyn QuotaStore>> = match backing {
         #[cfg(all(feature = "redis", feature = "memory"))]
@@ -126,7 +155,8 @@ pub async fn launch(backing: Backing, start: Start) -> Option<MeteredApp> {
             eprintln!("built without the redis feature: skipping Redis scenario");
             return None;
         }
-        _ => None,
+        Backing::QuotaStoreDown => Some(Arc::new(DownQuotaStore)),
+        Backing::Memory | Backing::Postgres => None,
     };
     let plans = Arc::new(StaticPlans::new());
     let source = plans.clone();
@@ -392,6 +422,26 @@ pub async fn usage_equals_requests(app: &MeteredApp) {
         .assert_problem(403, "forbidden");
 }
 
+/// A quota that cannot be checked fails closed (the guard's choice for
+/// `api_calls`): `503` with `Retry-After: 1`, nothing recorded.
+pub async fn quota_store_down_fails_closed(app: &MeteredApp) {
+    let ada = app.app.register("down", "ada@down.test").await;
+    app.set_plan(&ada, plan("free", 10, app.now() - time::Duration::days(1)));
+    let refused = app.projects(&ada.token).await;
+    refused.assert_problem(503, "unavailable");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let usage = app
+        .app
+        .call(
+            Method::GET,
+            "/usage?meter=api_calls",
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert_eq!(usage.json["meters"][0]["total"], 0, "{}", usage.text);
+}
+
 /// Generates the metering scenarios for `$start`: on memory, Postgres and
 /// (quotas) Redis.
 #[macro_export]
@@ -405,6 +455,8 @@ macro_rules! metering_http_scenarios {
             usage_equals_requests);
         $crate::metering_http_scenarios!(@on $start; redis, Redis;
             hard_quota_until_reset_or_upgrade, usage_equals_requests);
+        $crate::metering_http_scenarios!(@on $start; quota_store_down, QuotaStoreDown;
+            quota_store_down_fails_closed);
     };
     (@on $start:ident; $module:ident, $backing:ident; $($scenario:ident),+ $(,)?) => {
         mod $module {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tenancy_core::{Clock, ManualClock, TenantId};
+use tenancy_core::{Clock, ManualClock, TenantId, TenantScope};
 
 use super::{Fixture, NOW, create_tenant, meters};
 use crate::{
@@ -130,35 +130,41 @@ impl UsageSink for FlakySink {
     }
 }
 
-fn exporter(
+/// A clock at [`NOW`], a sink billing a new tenant as `cus_1`, and an
+/// exporter of `calls` and `tokens` to it.
+async fn setup(
     f: &OutboxFixture,
-    clock: Arc<ManualClock>,
-    sink: Arc<FlakySink>,
-) -> (Metering, UsageExporter) {
-    let metering = Metering::new(meters(), Arc::clone(&f.usage.store)).with_clock(clock);
+) -> (
+    Arc<ManualClock>,
+    Arc<FlakySink>,
+    Metering,
+    UsageExporter,
+    TenantScope,
+) {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let sink = Arc::new(FlakySink::default());
+    let tenant = create_tenant(&f.usage).await;
+    sink.bill(tenant.tenant_id(), "cus_1");
+    let metering = Metering::new(meters(), Arc::clone(&f.usage.store)).with_clock(clock.clone());
     let exporter = UsageExporter::new(
         metering.clone(),
         &["calls", "tokens"],
         None,
         Arc::clone(&f.outbox),
-        sink,
+        sink.clone(),
         ExportConfig::default()
             .with_backoff(Duration::from_secs(1), Duration::from_secs(8))
             .with_calls_per_second(1_000),
     )
     .unwrap();
-    (metering, exporter)
+    (clock, sink, metering, exporter, tenant)
 }
 
 /// Usage flushed in several rounds, with failures and lost answers in
 /// between, reaches the sink exactly once: the totals received equal the
 /// rollups, and reconciliation shows everything sent.
 pub async fn usage_is_exported_exactly_once(f: OutboxFixture) {
-    let clock = Arc::new(ManualClock::new(NOW));
-    let sink = Arc::new(FlakySink::default());
-    let (metering, exporter) = exporter(&f, clock.clone(), sink.clone());
-    let tenant = create_tenant(&f.usage).await;
-    sink.bill(tenant.tenant_id(), "cus_1");
+    let (clock, sink, metering, exporter, tenant) = setup(&f).await;
     let ingest = metering.buffered(BufferConfig::default());
     let mut expected = (0, 0);
     for round in 0..6u32 {
@@ -198,11 +204,7 @@ pub async fn usage_is_exported_exactly_once(f: OutboxFixture) {
 
 /// Exporters racing over the same tenant enqueue each unit of usage once.
 pub async fn racing_exporters_enqueue_once(f: OutboxFixture) {
-    let clock = Arc::new(ManualClock::new(NOW));
-    let sink = Arc::new(FlakySink::default());
-    let (metering, exporter) = exporter(&f, clock.clone(), sink.clone());
-    let tenant = create_tenant(&f.usage).await;
-    sink.bill(tenant.tenant_id(), "cus_1");
+    let (clock, sink, metering, exporter, tenant) = setup(&f).await;
     let ingest = metering.buffered(BufferConfig::default());
     for _ in 0..50 {
         ingest
