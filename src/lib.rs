@@ -27,9 +27,6 @@ pub use tenancy_billing as billing;
 #[doc(inline)]
 pub use tenancy_metering as metering;
 
-/// Billing wired into metering: plans and billing cycles as metering's
-/// plan source, usage exported to the billing provider (features
-/// `billing` and `metering`).
 #[cfg(all(feature = "billing", feature = "metering"))]
 pub mod metering_billing;
 

@@ -136,7 +136,9 @@ struct QuotaRule {
 ///    `429` `urn:tenancy:problem:quota-exceeded` with `Retry-After` at the
 ///    period's end. When the quota or plan store fails, the quota's
 ///    [`OnStoreError`] decides: open admits the request uncounted
-///    (logged), closed answers `503` with `Retry-After: 1`.
+///    (logged), closed answers `503` with `Retry-After: 1`. With several
+///    quotas on one route, those consumed before a refusal stay consumed
+///    (the request counted against them): give a route one quota.
 /// 3. **Usage** ([`record`](Self::record)): added to the buffered ingest
 ///    with the route as the `route` dimension (kept if the meter keeps
 ///    it); it reaches the store with the next flush.
