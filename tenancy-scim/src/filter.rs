@@ -978,7 +978,8 @@ mod tests {
         let value_path = (path(), tree(false)).prop_map(|(mut path, filter)| {
             path.sub = None;
             Filter::ValuePath { path, filter: Box::new(filter) }
-        });
+        })
+        .boxed();
         prop_oneof![inner.clone(), value_path.clone(), (inner, value_path).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b)))].boxed()
     }
 

@@ -101,16 +101,22 @@ impl TestApp {
     /// the app, and starts it. `None` when Postgres is asked for and no
     /// database is configured (outside CI).
     pub async fn launch(stores: Stores, start: Start) -> Option<Self> {
+        Self::launch_with(stores, start, |builder, _| builder).await
+    }
+
+    /// [`TestApp::launch`], with `configure` adding to the builder (a
+    /// module, given the app's [`Backing`] to put its own stores on).
+    pub async fn launch_with(stores: Stores, start: Start, configure: Configure) -> Option<Self> {
         let (catalog, auth_config, http) = scenario_config();
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
         let builder = Tenancy::builder(catalog, auth_config)
             .http(http)
             .clock(clock.clone());
-        let builder = match stores {
-            Stores::Memory => builder,
+        let (builder, backing) = match stores {
+            Stores::Memory => (builder, Backing::Memory),
             Stores::Postgres => on_postgres(builder).await?,
         };
-        let tenancy = builder.build().await.unwrap();
+        let tenancy = configure(builder, &backing).build().await.unwrap();
         let address = start(tenancy.clone(), Arc::new(Projects::new())).await;
         Some(Self {
             base: format!("http://{address}"),
@@ -167,15 +173,30 @@ impl TestApp {
     }
 }
 
+/// Where a scenario app keeps its data, for modules with stores of their own.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Backing {
+    /// In memory.
+    Memory,
+    /// A fresh Postgres schema, through this pool.
+    #[cfg(feature = "postgres")]
+    Postgres(tenancy_core::postgres::sqlx::PgPool),
+}
+
+/// Adds to a scenario app's builder; see [`TestApp::launch_with`].
+pub type Configure = fn(TenancyBuilder, &Backing) -> TenancyBuilder;
+
 /// `builder` on a fresh Postgres schema.
 #[cfg(feature = "postgres")]
-async fn on_postgres(builder: TenancyBuilder) -> Option<TenancyBuilder> {
+async fn on_postgres(builder: TenancyBuilder) -> Option<(TenancyBuilder, Backing)> {
     let schema = tenancy_core::testkit::postgres::TestSchema::create().await?;
-    Some(builder.postgres(schema.pool))
+    let pool = schema.pool;
+    Some((builder.postgres(pool.clone()), Backing::Postgres(pool)))
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn on_postgres(_: TenancyBuilder) -> Option<TenancyBuilder> {
+async fn on_postgres(_: TenancyBuilder) -> Option<(TenancyBuilder, Backing)> {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("the Postgres scenarios need the `postgres` feature under CI");
     }
