@@ -82,7 +82,9 @@ async fn services() -> Result<(Tenancy, Projects), Box<dyn Error>> {
         return projects::on_postgres(Tenancy::builder(catalog, auth).http(http), &url).await;
     }
     Ok((
-        Tenancy::builder(catalog, auth).http(http).build().await?,
+        projects::with_scim(Tenancy::builder(catalog, auth).http(http))
+            .build()
+            .await?,
         Projects::memory(),
     ))
 }

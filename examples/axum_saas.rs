@@ -104,7 +104,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
             projects::on_postgres(Tenancy::builder(catalog, auth).http(http), &url).await?
         }
         _ => (
-            Tenancy::builder(catalog, auth).http(http).build().await?,
+            projects::with_scim(Tenancy::builder(catalog, auth).http(http))
+                .build()
+                .await?,
             Projects::memory(),
         ),
     };

@@ -282,7 +282,12 @@ impl Filter {
         self.matches_under(resource, None, rules)
     }
 
-    fn matches_under(&self, node: &Value, parent: Option<&AttrPath>, rules: &dyn CaseRules) -> bool {
+    fn matches_under(
+        &self,
+        node: &Value,
+        parent: Option<&AttrPath>,
+        rules: &dyn CaseRules,
+    ) -> bool {
         match self {
             Filter::And(a, b) => {
                 a.matches_under(node, parent, rules) && b.matches_under(node, parent, rules)
@@ -301,7 +306,9 @@ impl Filter {
                     // `ne null`-style tests on an absent attribute.
                     (CompareOp::Eq, CompValue::Null) => found.iter().all(|v| v.is_null()),
                     (CompareOp::Ne, CompValue::Null) => found.iter().any(|v| !v.is_null()),
-                    (CompareOp::Ne, _) => !found.iter().any(|v| compare(v, CompareOp::Eq, value, exact)),
+                    (CompareOp::Ne, _) => !found
+                        .iter()
+                        .any(|v| compare(v, CompareOp::Eq, value, exact)),
                     _ => found.iter().any(|v| compare(v, *op, value, exact)),
                 }
             }
@@ -368,8 +375,11 @@ fn is_empty(value: &Value) -> bool {
 /// A key of `object`, matched case-insensitively.
 pub(crate) fn get_ci<'a>(object: &'a Value, key: &str) -> Option<&'a Value> {
     let map = object.as_object()?;
-    map.get(key)
-        .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    map.get(key).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 /// The values `path` reaches in `node`, arrays flattened. With
@@ -392,10 +402,19 @@ fn values<'a>(node: &'a Value, path: &AttrPath, value_default: bool) -> Vec<&'a 
         other => vec![other],
     };
     match &path.sub {
-        Some(sub) => items.into_iter().filter_map(|item| get_ci(item, sub)).collect(),
+        Some(sub) => items
+            .into_iter()
+            .filter_map(|item| get_ci(item, sub))
+            .collect(),
         None if value_default => items
             .into_iter()
-            .map(|item| if item.is_object() { get_ci(item, "value").unwrap_or(&Value::Null) } else { item })
+            .map(|item| {
+                if item.is_object() {
+                    get_ci(item, "value").unwrap_or(&Value::Null)
+                } else {
+                    item
+                }
+            })
             .collect(),
         None => items,
     }
@@ -433,7 +452,10 @@ fn compare(found: &Value, op: CompareOp, literal: &CompValue, exact: bool) -> bo
 
 fn datetime(text: &str) -> Option<time::OffsetDateTime> {
     // Only strings shaped like a timestamp are compared as instants.
-    if text.len() < 20 || text.as_bytes().get(4) != Some(&b'-') || text.as_bytes().get(10) != Some(&b'T') {
+    if text.len() < 20
+        || text.as_bytes().get(4) != Some(&b'-')
+        || text.as_bytes().get(10) != Some(&b'T')
+    {
         return None;
     }
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
@@ -515,7 +537,9 @@ struct Parser<'a> {
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Result<Self, FilterError> {
         if text.len() > MAX_FILTER_LEN {
-            return Err(FilterError::TooLong { max: MAX_FILTER_LEN });
+            return Err(FilterError::TooLong {
+                max: MAX_FILTER_LEN,
+            });
         }
         if text.trim().is_empty() {
             return Err(FilterError::Empty);
@@ -738,7 +762,10 @@ impl<'a> Parser<'a> {
                 Some(_) => i += 1,
             }
         }
-        let literal = self.rest().get(..=i).ok_or(FilterError::InvalidLiteral { at })?;
+        let literal = self
+            .rest()
+            .get(..=i)
+            .ok_or(FilterError::InvalidLiteral { at })?;
         let text: String =
             serde_json::from_str(literal).map_err(|_| FilterError::InvalidLiteral { at })?;
         self.pos += i + 1;
@@ -778,7 +805,10 @@ impl<'a> Parser<'a> {
         } else {
             (None, 0)
         };
-        if uri.as_deref().is_some_and(|u| u.contains(char::is_whitespace)) {
+        if uri
+            .as_deref()
+            .is_some_and(|u| u.contains(char::is_whitespace))
+        {
             return Err(FilterError::Expected {
                 expected: "an attribute path",
                 at,
@@ -830,31 +860,56 @@ mod tests {
             "active EQ true",
         ] {
             let parsed = Filter::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert_eq!(Filter::parse(&parsed.to_string()).unwrap(), parsed, "{text}");
+            assert_eq!(
+                Filter::parse(&parsed.to_string()).unwrap(),
+                parsed,
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn refuses_malformed_filters_with_a_reason() {
-        let cases: [(&str, fn(&FilterError) -> bool); 9] = [
+        type Check = fn(&FilterError) -> bool;
+        let cases: [(&str, Check); 9] = [
             ("", |e| *e == FilterError::Empty),
             ("userName", |e| matches!(e, FilterError::Expected { .. })),
-            (r#"userName zz "x""#, |e| matches!(e, FilterError::UnknownOperator { .. })),
-            (r#"userName eq "x"#, |e| matches!(e, FilterError::UnterminatedString { .. })),
-            (r#"userName eq "x" junk"#, |e| matches!(e, FilterError::Trailing { .. })),
-            (r#"(userName eq "x""#, |e| matches!(e, FilterError::Expected { .. })),
-            (r#"emails[value[x eq 1]]"#, |e| matches!(e, FilterError::NestedValuePath { .. })),
-            ("age eq 1.2.3", |e| matches!(e, FilterError::InvalidLiteral { .. })),
-            (r#"userName eq "\q""#, |e| matches!(e, FilterError::InvalidLiteral { .. })),
+            (r#"userName zz "x""#, |e| {
+                matches!(e, FilterError::UnknownOperator { .. })
+            }),
+            (r#"userName eq "x"#, |e| {
+                matches!(e, FilterError::UnterminatedString { .. })
+            }),
+            (r#"userName eq "x" junk"#, |e| {
+                matches!(e, FilterError::Trailing { .. })
+            }),
+            (r#"(userName eq "x""#, |e| {
+                matches!(e, FilterError::Expected { .. })
+            }),
+            (r#"emails[value[x eq 1]]"#, |e| {
+                matches!(e, FilterError::NestedValuePath { .. })
+            }),
+            ("age eq 1.2.3", |e| {
+                matches!(e, FilterError::InvalidLiteral { .. })
+            }),
+            (r#"userName eq "\q""#, |e| {
+                matches!(e, FilterError::InvalidLiteral { .. })
+            }),
         ];
         for (text, check) in cases {
             let error = Filter::parse(text).unwrap_err();
             assert!(check(&error), "{text}: {error:?}");
         }
         let deep = format!("{}a pr{}", "(".repeat(40), ")".repeat(40));
-        assert_eq!(Filter::parse(&deep).unwrap_err(), FilterError::TooDeep { max: MAX_DEPTH });
+        assert_eq!(
+            Filter::parse(&deep).unwrap_err(),
+            FilterError::TooDeep { max: MAX_DEPTH }
+        );
         let long = format!("a eq \"{}\"", "x".repeat(MAX_FILTER_LEN));
-        assert!(matches!(Filter::parse(&long).unwrap_err(), FilterError::TooLong { .. }));
+        assert!(matches!(
+            Filter::parse(&long).unwrap_err(),
+            FilterError::TooLong { .. }
+        ));
     }
 
     #[test]
@@ -899,10 +954,16 @@ mod tests {
             r#"meta.lastModified lt "2026-01-01T00:00:00Z""#,
         ];
         for text in yes {
-            assert!(Filter::parse(text).unwrap().matches(&user, &Insensitive), "{text}");
+            assert!(
+                Filter::parse(text).unwrap().matches(&user, &Insensitive),
+                "{text}"
+            );
         }
         for text in no {
-            assert!(!Filter::parse(text).unwrap().matches(&user, &Insensitive), "{text}");
+            assert!(
+                !Filter::parse(text).unwrap().matches(&user, &Insensitive),
+                "{text}"
+            );
         }
     }
 
@@ -912,17 +973,39 @@ mod tests {
             ("active", false, None),
             ("name.givenName", false, None),
             (r#"emails[type eq "work"].value"#, true, Some("value")),
-            (r#"members[value eq "2819c223-7f76-453a-919d-413861904646"]"#, true, None),
-            (r#"addresses[type eq "work"].streetAddress"#, true, Some("streetAddress")),
-            ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", false, None),
-            ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value", false, None),
+            (
+                r#"members[value eq "2819c223-7f76-453a-919d-413861904646"]"#,
+                true,
+                None,
+            ),
+            (
+                r#"addresses[type eq "work"].streetAddress"#,
+                true,
+                Some("streetAddress"),
+            ),
+            (
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+                false,
+                None,
+            ),
+            (
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+                false,
+                None,
+            ),
         ] {
             let path = PatchPath::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(path.filter.is_some(), filtered, "{text}");
             assert_eq!(path.sub.as_deref(), sub, "{text}");
             assert_eq!(PatchPath::parse(&path.to_string()).unwrap(), path);
         }
-        for bad in ["", "emails[type eq \"work\"", "emails.value[type eq \"x\"]", "1abc", "a b"] {
+        for bad in [
+            "",
+            "emails[type eq \"work\"",
+            "emails.value[type eq \"x\"]",
+            "1abc",
+            "a b",
+        ] {
             assert!(PatchPath::parse(bad).is_err(), "{bad}");
         }
     }
@@ -959,7 +1042,11 @@ mod tests {
 
     fn leaf() -> impl Strategy<Value = Filter> {
         prop_oneof![
-            (path(), op(), value()).prop_map(|(path, op, value)| Filter::Compare { path, op, value }),
+            (path(), op(), value()).prop_map(|(path, op, value)| Filter::Compare {
+                path,
+                op,
+                value
+            }),
             path().prop_map(Filter::Present),
         ]
     }
@@ -975,12 +1062,21 @@ mod tests {
         if !value_paths {
             return inner.boxed();
         }
-        let value_path = (path(), tree(false)).prop_map(|(mut path, filter)| {
-            path.sub = None;
-            Filter::ValuePath { path, filter: Box::new(filter) }
-        })
-        .boxed();
-        prop_oneof![inner.clone(), value_path.clone(), (inner, value_path).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b)))].boxed()
+        let value_path = (path(), tree(false))
+            .prop_map(|(mut path, filter)| {
+                path.sub = None;
+                Filter::ValuePath {
+                    path,
+                    filter: Box::new(filter),
+                }
+            })
+            .boxed();
+        prop_oneof![
+            inner.clone(),
+            value_path.clone(),
+            (inner, value_path).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b)))
+        ]
+        .boxed()
     }
 
     proptest! {

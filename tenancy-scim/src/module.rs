@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde_json::json;
 use tenancy_auth::SecretToken;
 use tenancy_core::{
-    Actor, AuditAction, AuditLog, MembershipStore, UserStore, AuditContext, DirectoryError, Email, MembershipStatus, Metadata,
-    NewAuditEvent, PageRequest, RoleName, RoleSet, ScimTokenId, StoreError, Target, TenantId,
-    TenantScope, UserId,
+    Actor, AuditAction, AuditContext, AuditLog, DirectoryError, Email, MembershipStatus,
+    MembershipStore, Metadata, NewAuditEvent, PageRequest, RoleName, RoleSet, ScimTokenId,
+    StoreError, Target, TenantId, TenantScope, UserId, UserStore,
 };
 use tenancy_http::{Module, Route, Tenancy, async_trait};
 use time::OffsetDateTime;
@@ -158,7 +158,9 @@ pub(crate) fn now() -> OffsetDateTime {
 pub(crate) fn store_error(error: &ScimStoreError) -> ScimError {
     match error {
         ScimStoreError::NotFound | ScimStoreError::TenantNotFound => ScimError::not_found(),
-        ScimStoreError::Conflict => ScimError::uniqueness("userName is already taken in this tenant"),
+        ScimStoreError::Conflict => {
+            ScimError::uniqueness("userName is already taken in this tenant")
+        }
         ScimStoreError::VersionMismatch => ScimError::precondition_failed(),
         other => ScimError::unavailable(other),
     }
@@ -262,7 +264,10 @@ impl Scim {
             last_used_at: None,
             revoked_at: None,
         };
-        self.store.insert_token(&token).await.map_err(|e| store_error(&e))?;
+        self.store
+            .insert_token(&token)
+            .await
+            .map_err(|e| store_error(&e))?;
         audit(
             tenancy,
             scope.tenant_id(),
@@ -334,7 +339,10 @@ impl Scim {
             .last_used_at
             .is_none_or(|last| at - last >= time::Duration::MINUTE)
         {
-            self.store.touch_token(token.id, at).await.map_err(|e| store_error(&e))?;
+            self.store
+                .touch_token(token.id, at)
+                .await
+                .map_err(|e| store_error(&e))?;
         }
         let mut audit = AuditContext::new(Actor::ScimToken(token.id));
         if let Some(ip) = client.ip {
@@ -343,10 +351,7 @@ impl Scim {
         if let Some(agent) = &client.user_agent {
             audit = audit.with_user_agent(agent);
         }
-        Ok(Caller {
-            scope,
-            audit,
-        })
+        Ok(Caller { scope, audit })
     }
 
     /// Ends the user's access to the caller's tenant: the membership
@@ -363,19 +368,26 @@ impl Scim {
         let ended = if remove || self.config.deprovision == Deprovision::Remove {
             auth.remove_member(&caller.scope, user, &caller.audit).await
         } else {
-            auth.suspend_member(&caller.scope, user, &caller.audit).await
+            auth.suspend_member(&caller.scope, user, &caller.audit)
+                .await
         };
         match ended {
             Ok(_) => {}
             // Already gone: nothing left to end.
-            Err(tenancy_auth::Error::Directory(DirectoryError::Store(StoreError::NotFound(_)))) => {}
+            Err(tenancy_auth::Error::Directory(DirectoryError::Store(StoreError::NotFound(_)))) => {
+            }
             Err(error) => return Err(auth_error(&error)),
         }
         tenancy.forget_member(caller.tenant(), user);
         self.revoke_keys_of(tenancy, caller, user).await
     }
 
-    async fn revoke_keys_of(&self, tenancy: &Tenancy, caller: &Caller, user: UserId) -> Result<(), ScimError> {
+    async fn revoke_keys_of(
+        &self,
+        tenancy: &Tenancy,
+        caller: &Caller,
+        user: UserId,
+    ) -> Result<(), ScimError> {
         let auth = tenancy.auth();
         let mut page = PageRequest::default();
         let mut revoked = Vec::new();
@@ -485,7 +497,9 @@ impl Scim {
                     .find_user_by_email(&email)
                     .await
                     .map_err(|e| ScimError::unavailable(&e))?
-                    .ok_or_else(|| ScimError::new(http::StatusCode::CONFLICT, "a concurrent change won; retry"))?;
+                    .ok_or_else(|| {
+                        ScimError::new(http::StatusCode::CONFLICT, "a concurrent change won; retry")
+                    })?;
                 Ok((user.id, false))
             }
             Err(error) => Err(directory_error(&error)),

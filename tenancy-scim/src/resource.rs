@@ -8,12 +8,12 @@ use serde_json::{Map, Value, json};
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{ScimError, ScimType};
+use crate::filter::CaseRules;
 use crate::filter::{AttrPath, CompValue, CompareOp, Filter, PatchPath, get_ci};
 use crate::schema::{
     self, Attribute, ENTERPRISE_SCHEMA, Kind, Mutability, USER_SCHEMA, UserCaseRules,
 };
 use crate::store::UserRecord;
-use crate::filter::CaseRules;
 
 /// The weak entity tag of a record's version.
 pub(crate) fn etag(record: &UserRecord) -> String {
@@ -66,7 +66,10 @@ pub(crate) fn attribute_list(text: &str) -> Result<Vec<AttrPath>, ScimError> {
         .collect()
 }
 
-fn container<'a>(resource: &'a mut Map<String, Value>, path: &AttrPath) -> Option<&'a mut Map<String, Value>> {
+fn container<'a>(
+    resource: &'a mut Map<String, Value>,
+    path: &AttrPath,
+) -> Option<&'a mut Map<String, Value>> {
     match &path.uri {
         Some(uri) if uri.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) => {
             resource.get_mut(ENTERPRISE_SCHEMA)?.as_object_mut()
@@ -115,7 +118,6 @@ pub(crate) fn project(resource: Value, attributes: &[AttrPath], excluded: &[Attr
     Value::Object(full)
 }
 
-
 fn remove_sub(value: Option<&mut Value>, sub: &str) {
     match value {
         Some(Value::Object(object)) => {
@@ -123,14 +125,19 @@ fn remove_sub(value: Option<&mut Value>, sub: &str) {
                 object.remove(&key);
             }
         }
-        Some(Value::Array(items)) => items.iter_mut().for_each(|item| remove_sub(Some(item), sub)),
+        Some(Value::Array(items)) => items
+            .iter_mut()
+            .for_each(|item| remove_sub(Some(item), sub)),
         _ => {}
     }
 }
 
 fn copy_named(full: &Map<String, Value>, out: &mut Map<String, Value>, attributes: &[AttrPath]) {
     for path in attributes {
-        let enterprise = path.uri.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(ENTERPRISE_SCHEMA));
+        let enterprise = path
+            .uri
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(ENTERPRISE_SCHEMA));
         let source = if enterprise {
             match full.get(ENTERPRISE_SCHEMA) {
                 Some(Value::Object(source)) => source,
@@ -204,7 +211,11 @@ pub(crate) fn sort(resources: &mut [Value], path: &AttrPath, descending: bool) {
             (Some(_), None) => return Ordering::Less,
             (Some(a), Some(b)) => compare_values(a, b),
         };
-        if descending { ordering.reverse() } else { ordering }
+        if descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
     });
 }
 
@@ -222,7 +233,9 @@ fn compare_values(a: &Value, b: &Value) -> Ordering {
 
 fn first_value(resource: &Value, path: &AttrPath) -> Option<Value> {
     let base = match &path.uri {
-        Some(uri) if uri.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) => get_ci(resource, ENTERPRISE_SCHEMA)?,
+        Some(uri) if uri.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) => {
+            get_ci(resource, ENTERPRISE_SCHEMA)?
+        }
         _ => resource,
     };
     let top = get_ci(base, &path.name)?;
@@ -233,7 +246,11 @@ fn first_value(resource: &Value, path: &AttrPath) -> Option<Value> {
             .or_else(|| items.first())?,
         other => other,
     };
-    let sub = path.sub.as_deref().or(if item.is_object() { Some("value") } else { None });
+    let sub = path.sub.as_deref().or(if item.is_object() {
+        Some("value")
+    } else {
+        None
+    });
     match sub {
         Some(sub) => get_ci(item, sub).cloned(),
         None => Some(item.clone()),
@@ -292,13 +309,17 @@ fn writable(path: &AttrPath) -> Result<&'static Attribute, ScimError> {
     if let Some(sub) = &path.sub
         && schema::find(attribute.sub, sub).is_none()
     {
-        return Err(invalid_path(format!("`{path}` is not an attribute of the User schema")));
+        return Err(invalid_path(format!(
+            "`{path}` is not an attribute of the User schema"
+        )));
     }
     Ok(attribute)
 }
 
 fn enterprise(path: &AttrPath) -> bool {
-    path.uri.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(ENTERPRISE_SCHEMA))
+    path.uri
+        .as_deref()
+        .is_some_and(|u| u.eq_ignore_ascii_case(ENTERPRISE_SCHEMA))
 }
 
 /// Normalizes what an operation sets on `attribute`: a bare id for a
@@ -317,7 +338,10 @@ pub(crate) fn apply(
     let Some(path) = path.filter(|p| !p.trim().is_empty()) else {
         // No path: the value is an object of attributes (add, replace).
         if op == Op::Remove {
-            return Err(ScimError::bad_request(ScimType::NoTarget, "remove needs a path"));
+            return Err(ScimError::bad_request(
+                ScimType::NoTarget,
+                "remove needs a path",
+            ));
         }
         let Some(Value::Object(values)) = value else {
             return Err(ScimError::bad_request(
@@ -328,10 +352,18 @@ pub(crate) fn apply(
         for (key, value) in values {
             if key.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
                 let Value::Object(extension) = value else {
-                    return Err(ScimError::bad_request(ScimType::InvalidValue, "the extension must be an object"));
+                    return Err(ScimError::bad_request(
+                        ScimType::InvalidValue,
+                        "the extension must be an object",
+                    ));
                 };
                 for (name, value) in extension {
-                    apply(resource, op, Some(&format!("{ENTERPRISE_SCHEMA}:{name}")), Some(value))?;
+                    apply(
+                        resource,
+                        op,
+                        Some(&format!("{ENTERPRISE_SCHEMA}:{name}")),
+                        Some(value),
+                    )?;
                 }
                 continue;
             }
@@ -351,10 +383,15 @@ pub(crate) fn apply(
     if let Some(sub) = &path.sub
         && schema::find(attribute.sub, sub).is_none()
     {
-        return Err(invalid_path(format!("`{path}` is not an attribute of the User schema")));
+        return Err(invalid_path(format!(
+            "`{path}` is not an attribute of the User schema"
+        )));
     }
     if op != Op::Remove && value.is_none() {
-        return Err(ScimError::bad_request(ScimType::InvalidValue, format!("`{path}` needs a value")));
+        return Err(ScimError::bad_request(
+            ScimType::InvalidValue,
+            format!("`{path}` needs a value"),
+        ));
     }
     if enterprise(&path.attr) && !resource.contains_key(ENTERPRISE_SCHEMA) {
         resource.insert(ENTERPRISE_SCHEMA.into(), json!({}));
@@ -371,7 +408,11 @@ pub(crate) fn apply(
             let sub_key = sub_attribute.name;
             if attribute.multi {
                 let Some(Value::Array(items)) = map.get_mut(&key) else {
-                    return if op == Op::Replace { Err(no_target(&path)) } else { Ok(()) };
+                    return if op == Op::Replace {
+                        Err(no_target(&path))
+                    } else {
+                        Ok(())
+                    };
                 };
                 for item in items.iter_mut().filter_map(Value::as_object_mut) {
                     set_sub(item, sub_key, sub_attribute, op, value.clone())?;
@@ -435,7 +476,9 @@ fn whole(
                 }
             }
         }
-        (Op::Add | Op::Replace, Some(Value::Object(existing))) if attribute.kind == Kind::Complex && !attribute.multi => {
+        (Op::Add | Op::Replace, Some(Value::Object(existing)))
+            if attribute.kind == Kind::Complex && !attribute.multi =>
+        {
             if let Value::Object(new) = value {
                 existing.extend(new);
             }
@@ -457,7 +500,10 @@ fn filtered(
     value: Option<Value>,
 ) -> Result<(), ScimError> {
     if !attribute.multi {
-        return Err(invalid_path(format!("`{}` is not multi-valued", attribute.name)));
+        return Err(invalid_path(format!(
+            "`{}` is not multi-valued",
+            attribute.name
+        )));
     }
     let parent = AttrPath::new(attribute.name);
     let rules = Scoped(parent);
@@ -563,7 +609,11 @@ fn filtered(
 fn equalities(filter: &Filter, into: &mut Map<String, Value>) -> bool {
     match filter {
         Filter::And(a, b) => equalities(a, into) && equalities(b, into),
-        Filter::Compare { path, op: CompareOp::Eq, value } if path.sub.is_none() && path.uri.is_none() => {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value,
+        } if path.sub.is_none() && path.uri.is_none() => {
             let value = match value {
                 CompValue::String(s) => json!(s),
                 CompValue::Bool(b) => json!(b),
@@ -621,19 +671,40 @@ mod tests {
     #[test]
     fn okta_style_operations() {
         // Okta deactivates with a path-less replace.
-        let out = run(&[(Op::Replace, None, Some(json!({"active": false, "id": "ignored"})))]).unwrap();
+        let out = run(&[(
+            Op::Replace,
+            None,
+            Some(json!({"active": false, "id": "ignored"})),
+        )])
+        .unwrap();
         assert_eq!(out["active"], false);
         assert_eq!(out["id"], "1");
-        let out = run(&[(Op::Replace, None, Some(json!({"name": {"givenName": "Augusta"}})))]).unwrap();
-        assert_eq!(out["name"], json!({"givenName": "Augusta", "familyName": "Lovelace"}));
+        let out = run(&[(
+            Op::Replace,
+            None,
+            Some(json!({"name": {"givenName": "Augusta"}})),
+        )])
+        .unwrap();
+        assert_eq!(
+            out["name"],
+            json!({"givenName": "Augusta", "familyName": "Lovelace"})
+        );
     }
 
     #[test]
     fn entra_style_operations() {
         let out = run(&[
             (Op::Replace, Some("active"), Some(json!("False"))),
-            (Op::Add, Some(r#"emails[type eq "work"].value"#), Some(json!("ada@new.example"))),
-            (Op::Add, Some(r#"phoneNumbers[type eq "mobile"].value"#), Some(json!("+1 555"))),
+            (
+                Op::Add,
+                Some(r#"emails[type eq "work"].value"#),
+                Some(json!("ada@new.example")),
+            ),
+            (
+                Op::Add,
+                Some(r#"phoneNumbers[type eq "mobile"].value"#),
+                Some(json!("+1 555")),
+            ),
             (Op::Replace, Some("name.familyName"), Some(json!("King"))),
             (
                 Op::Add,
@@ -648,10 +719,19 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(out["active"], false);
-        assert_eq!(out["emails"], json!([{"value": "ada@new.example", "type": "work", "primary": true}]));
-        assert_eq!(out["phoneNumbers"], json!([{"type": "mobile", "value": "+1 555"}]));
+        assert_eq!(
+            out["emails"],
+            json!([{"value": "ada@new.example", "type": "work", "primary": true}])
+        );
+        assert_eq!(
+            out["phoneNumbers"],
+            json!([{"type": "mobile", "value": "+1 555"}])
+        );
         assert_eq!(out["name"]["familyName"], "King");
-        assert_eq!(out[ENTERPRISE_SCHEMA], json!({"manager": {"value": "boss-id"}, "department": "R&D"}));
+        assert_eq!(
+            out[ENTERPRISE_SCHEMA],
+            json!({"manager": {"value": "boss-id"}, "department": "R&D"})
+        );
     }
 
     #[test]
@@ -661,13 +741,35 @@ mod tests {
         let out = run(&[(Op::Remove, Some("name.givenName"), None)]).unwrap();
         assert_eq!(out["name"], json!({"familyName": "Lovelace"}));
         let kinds = [
-            (run(&[(Op::Replace, Some("id"), Some(json!("x")))]), ScimType::Mutability),
-            (run(&[(Op::Replace, Some("meta.version"), Some(json!("x")))]), ScimType::Mutability),
-            (run(&[(Op::Replace, Some("shoeSize"), Some(json!(4)))]), ScimType::InvalidPath),
-            (run(&[(Op::Replace, Some("emails[type eq"), Some(json!(4)))]), ScimType::InvalidPath),
+            (
+                run(&[(Op::Replace, Some("id"), Some(json!("x")))]),
+                ScimType::Mutability,
+            ),
+            (
+                run(&[(Op::Replace, Some("meta.version"), Some(json!("x")))]),
+                ScimType::Mutability,
+            ),
+            (
+                run(&[(Op::Replace, Some("shoeSize"), Some(json!(4)))]),
+                ScimType::InvalidPath,
+            ),
+            (
+                run(&[(Op::Replace, Some("emails[type eq"), Some(json!(4)))]),
+                ScimType::InvalidPath,
+            ),
             (run(&[(Op::Remove, None, None)]), ScimType::NoTarget),
-            (run(&[(Op::Replace, Some(r#"emails[type co "x"].value"#), Some(json!("a")))]), ScimType::NoTarget),
-            (run(&[(Op::Replace, Some("active"), Some(json!("perhaps")))]), ScimType::InvalidValue),
+            (
+                run(&[(
+                    Op::Replace,
+                    Some(r#"emails[type co "x"].value"#),
+                    Some(json!("a")),
+                )]),
+                ScimType::NoTarget,
+            ),
+            (
+                run(&[(Op::Replace, Some("active"), Some(json!("perhaps")))]),
+                ScimType::InvalidValue,
+            ),
         ];
         for (result, kind) in kinds {
             assert_eq!(result.unwrap_err().scim_type, Some(kind));
@@ -677,17 +779,36 @@ mod tests {
     #[test]
     fn projection_and_sorting() {
         let full = Value::Object(user());
-        let only = project(full.clone(), &attribute_list("userName,name.givenName").unwrap(), &[]);
+        let only = project(
+            full.clone(),
+            &attribute_list("userName,name.givenName").unwrap(),
+            &[],
+        );
         assert_eq!(
             only,
             json!({"schemas": [USER_SCHEMA], "id": "1", "userName": "ada@example.com", "name": {"givenName": "Ada"}})
         );
-        let without = project(full, &[], &attribute_list("emails,name.familyName,id").unwrap());
+        let without = project(
+            full,
+            &[],
+            &attribute_list("emails,name.familyName,id").unwrap(),
+        );
         assert!(without.get("emails").is_none());
         assert_eq!(without["name"], json!({"givenName": "Ada"}));
         assert_eq!(without["id"], "1");
-        let mut list = vec![json!({"userName": "b"}), json!({}), json!({"userName": "A"})];
+        let mut list = vec![
+            json!({"userName": "b"}),
+            json!({}),
+            json!({"userName": "A"}),
+        ];
         sort(&mut list, &AttrPath::new("userName"), false);
-        assert_eq!(list, vec![json!({"userName": "A"}), json!({"userName": "b"}), json!({})]);
+        assert_eq!(
+            list,
+            vec![
+                json!({"userName": "A"}),
+                json!({"userName": "b"}),
+                json!({})
+            ]
+        );
     }
 }

@@ -12,8 +12,8 @@ use tenancy_http::{Access, ApiRequest, Problem, RequestContext, Route, Tenancy, 
 use uuid::Uuid;
 
 use crate::error::{SCIM_JSON, ScimError, ScimType};
-use crate::filter::{AttrPath, CompareOp, CompValue, Filter};
-use crate::module::{Caller, Scim, audit, now, store_error, actions};
+use crate::filter::{AttrPath, CompValue, CompareOp, Filter};
+use crate::module::{Caller, Scim, actions, audit, now, store_error};
 use crate::resource::{self, Op};
 use crate::schema::{self, LIST_RESPONSE, PATCH_OP, USER_SCHEMA, UserCaseRules};
 use crate::store::UserRecord;
@@ -83,26 +83,38 @@ fn base(scim: &Scim, r: &ApiRequest) -> String {
 
 async fn caller(t: &Tenancy, r: &ApiRequest) -> Result<(&'static str, Caller), ScimError> {
     let scim = module(t)?;
-    let authorization = r.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = scim.authenticate(t, authorization, &r.client(t.config())).await?;
+    let authorization = r
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = scim
+        .authenticate(t, authorization, &r.client(t.config()))
+        .await?;
     Ok(("", caller))
 }
 
 /// The request body as JSON: `application/scim+json` or `application/json`.
 fn body(t: &Tenancy, r: &ApiRequest) -> Result<Value, ScimError> {
-    r.json::<Value>(t.config().body_limit).map_err(|problem| match problem.status() {
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ScimError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send application/scim+json or application/json",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => ScimError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large"),
-        _ => ScimError::bad_request(ScimType::InvalidSyntax, "the body is not valid JSON"),
-    })
+    r.json::<Value>(t.config().body_limit)
+        .map_err(|problem| match problem.status() {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ScimError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send application/scim+json or application/json",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ScimError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large")
+            }
+            _ => ScimError::bad_request(ScimType::InvalidSyntax, "the body is not valid JSON"),
+        })
 }
 
 // ---------------------------------------------------------------- discovery
 
-async fn service_provider_config(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
+async fn service_provider_config(
+    t: &Tenancy,
+    r: &ApiRequest,
+    _: Option<&RequestContext>,
+) -> Answer {
     answer((|| {
         let scim = module(t)?;
         let base = base(scim, r);
@@ -154,7 +166,10 @@ fn list(resources: Vec<Value>, total: usize, start: usize) -> Value {
 
 async fn resource_types(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
     answer(module(t).map(|scim| {
-        scim_json(StatusCode::OK, &list(vec![user_resource_type(&base(scim, r))], 1, 1))
+        scim_json(
+            StatusCode::OK,
+            &list(vec![user_resource_type(&base(scim, r))], 1, 1),
+        )
     }))
 }
 
@@ -164,7 +179,10 @@ async fn resource_type(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) 
         if r.param("id").ok() != Some("User") {
             return Err(ScimError::not_found());
         }
-        Ok(scim_json(StatusCode::OK, &user_resource_type(&base(scim, r))))
+        Ok(scim_json(
+            StatusCode::OK,
+            &user_resource_type(&base(scim, r)),
+        ))
     })())
 }
 
@@ -189,19 +207,26 @@ async fn one_schema(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> 
 }
 
 async fn not_implemented(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
-    answer(async {
-        caller(t, r).await?;
-        Err(ScimError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not supported by this service provider (see /ServiceProviderConfig)",
-        ))
-    }
-    .await)
+    answer(
+        async {
+            caller(t, r).await?;
+            Err(ScimError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not supported by this service provider (see /ServiceProviderConfig)",
+            ))
+        }
+        .await,
+    )
 }
 
 // ---------------------------------------------------------------- Users
 
-fn user_answer(status: StatusCode, record: &UserRecord, scim: &Scim, r: &ApiRequest) -> Response<Bytes> {
+fn user_answer(
+    status: StatusCode,
+    record: &UserRecord,
+    scim: &Scim,
+    r: &ApiRequest,
+) -> Response<Bytes> {
     let rendered = resource::render(record, &base(scim, r));
     let mut response = scim_json(status, &rendered);
     if let Ok(etag) = HeaderValue::from_str(&resource::etag(record)) {
@@ -216,7 +241,11 @@ fn user_answer(status: StatusCode, record: &UserRecord, scim: &Scim, r: &ApiRequ
     response
 }
 
-async fn find_record(scim: &Scim, caller: &Caller, r: &ApiRequest) -> Result<UserRecord, ScimError> {
+async fn find_record(
+    scim: &Scim,
+    caller: &Caller,
+    r: &ApiRequest,
+) -> Result<UserRecord, ScimError> {
     let id: Uuid = r
         .param("id")
         .ok()
@@ -231,7 +260,11 @@ async fn find_record(scim: &Scim, caller: &Caller, r: &ApiRequest) -> Result<Use
 
 /// `If-Match` (RFC 7232 §3.1, weak comparison as RFC 7644 §3.14 uses it).
 fn check_if_match(r: &ApiRequest, record: &UserRecord) -> Result<(), ScimError> {
-    let Some(header) = r.headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+    let Some(header) = r
+        .headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(());
     };
     let current = resource::etag(record);
@@ -252,28 +285,35 @@ fn not_modified(r: &ApiRequest, record: &UserRecord) -> bool {
     r.headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|h| h.split(',').any(|tag| tag.trim().trim_start_matches("W/") == current.trim_start_matches("W/")))
+        .is_some_and(|h| {
+            h.split(',')
+                .any(|tag| tag.trim().trim_start_matches("W/") == current.trim_start_matches("W/"))
+        })
 }
 
 async fn get_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
-    answer(async {
-        let (_, caller) = caller(t, r).await?;
-        let scim = module(t)?;
-        let record = find_record(scim, &caller, r).await?;
-        if not_modified(r, &record) {
-            let mut response = Response::new(Bytes::new());
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
-            return Ok(response);
+    answer(
+        async {
+            let (_, caller) = caller(t, r).await?;
+            let scim = module(t)?;
+            let record = find_record(scim, &caller, r).await?;
+            if not_modified(r, &record) {
+                let mut response = Response::new(Bytes::new());
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                return Ok(response);
+            }
+            let (attributes, excluded) =
+                projection(r.query("attributes"), r.query("excludedAttributes"))?;
+            let mut response = user_answer(StatusCode::OK, &record, scim, r);
+            if !attributes.is_empty() || !excluded.is_empty() {
+                let full = resource::render(&record, &base(scim, r));
+                *response.body_mut() =
+                    Bytes::from(resource::project(full, &attributes, &excluded).to_string());
+            }
+            Ok(response)
         }
-        let (attributes, excluded) = projection(r.query("attributes"), r.query("excludedAttributes"))?;
-        let mut response = user_answer(StatusCode::OK, &record, scim, r);
-        if !attributes.is_empty() || !excluded.is_empty() {
-            let full = resource::render(&record, &base(scim, r));
-            *response.body_mut() = Bytes::from(resource::project(full, &attributes, &excluded).to_string());
-        }
-        Ok(response)
-    }
-    .await)
+        .await,
+    )
 }
 
 fn projection(
@@ -281,8 +321,16 @@ fn projection(
     excluded: Option<String>,
 ) -> Result<(Vec<AttrPath>, Vec<AttrPath>), ScimError> {
     Ok((
-        attributes.as_deref().map(resource::attribute_list).transpose()?.unwrap_or_default(),
-        excluded.as_deref().map(resource::attribute_list).transpose()?.unwrap_or_default(),
+        attributes
+            .as_deref()
+            .map(resource::attribute_list)
+            .transpose()?
+            .unwrap_or_default(),
+        excluded
+            .as_deref()
+            .map(resource::attribute_list)
+            .transpose()?
+            .unwrap_or_default(),
     ))
 }
 
@@ -318,19 +366,21 @@ fn descending(text: Option<&str>) -> Result<bool, ScimError> {
 }
 
 async fn list_users(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
-    answer(async {
-        let query = Query {
-            filter: r.query("filter"),
-            start: integer("startIndex", r.query("startIndex"))?,
-            count: integer("count", r.query("count"))?,
-            sort_by: r.query("sortBy"),
-            descending: descending(r.query("sortOrder").as_deref())?,
-            attributes: r.query("attributes"),
-            excluded: r.query("excludedAttributes"),
-        };
-        run_list(t, r, query).await
-    }
-    .await)
+    answer(
+        async {
+            let query = Query {
+                filter: r.query("filter"),
+                start: integer("startIndex", r.query("startIndex"))?,
+                count: integer("count", r.query("count"))?,
+                sort_by: r.query("sortBy"),
+                descending: descending(r.query("sortOrder").as_deref())?,
+                attributes: r.query("attributes"),
+                excluded: r.query("excludedAttributes"),
+            };
+            run_list(t, r, query).await
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -350,27 +400,39 @@ struct SearchBody {
 }
 
 async fn search_users(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
-    answer(async {
-        caller(t, r).await?;
-        let input: SearchBody = serde_json::from_value(body(t, r)?).map_err(|e| {
-            ScimError::bad_request(ScimType::InvalidSyntax, format!("invalid search request: {e}"))
-        })?;
-        if !input.schemas.iter().any(|s| s == "urn:ietf:params:scim:api:messages:2.0:SearchRequest") {
-            return Err(ScimError::bad_request(ScimType::InvalidSyntax, "schemas must name the SearchRequest message"));
+    answer(
+        async {
+            caller(t, r).await?;
+            let input: SearchBody = serde_json::from_value(body(t, r)?).map_err(|e| {
+                ScimError::bad_request(
+                    ScimType::InvalidSyntax,
+                    format!("invalid search request: {e}"),
+                )
+            })?;
+            if !input
+                .schemas
+                .iter()
+                .any(|s| s == "urn:ietf:params:scim:api:messages:2.0:SearchRequest")
+            {
+                return Err(ScimError::bad_request(
+                    ScimType::InvalidSyntax,
+                    "schemas must name the SearchRequest message",
+                ));
+            }
+            let join = |list: Vec<String>| (!list.is_empty()).then(|| list.join(","));
+            let query = Query {
+                filter: input.filter,
+                start: input.start_index,
+                count: input.count,
+                sort_by: input.sort_by,
+                descending: descending(input.sort_order.as_deref())?,
+                attributes: join(input.attributes),
+                excluded: join(input.excluded_attributes),
+            };
+            run_list(t, r, query).await
         }
-        let join = |list: Vec<String>| (!list.is_empty()).then(|| list.join(","));
-        let query = Query {
-            filter: input.filter,
-            start: input.start_index,
-            count: input.count,
-            sort_by: input.sort_by,
-            descending: descending(input.sort_order.as_deref())?,
-            attributes: join(input.attributes),
-            excluded: join(input.excluded_attributes),
-        };
-        run_list(t, r, query).await
-    }
-    .await)
+        .await,
+    )
 }
 
 /// `userName eq "…"`: what identity providers ask before creating, served
@@ -395,7 +457,8 @@ async fn run_list(t: &Tenancy, r: &ApiRequest, query: Query) -> Result<Response<
         .sort_by
         .as_deref()
         .map(|text| {
-            AttrPath::parse(text).map_err(|e| ScimError::bad_request(ScimType::InvalidValue, format!("sortBy: {e}")))
+            AttrPath::parse(text)
+                .map_err(|e| ScimError::bad_request(ScimType::InvalidValue, format!("sortBy: {e}")))
         })
         .transpose()?;
     let records = match filter.as_ref().and_then(user_name_lookup) {
@@ -406,13 +469,21 @@ async fn run_list(t: &Tenancy, r: &ApiRequest, query: Query) -> Result<Response<
             .map_err(|e| store_error(&e))?
             .into_iter()
             .collect(),
-        None => scim.store.list_users(caller.tenant()).await.map_err(|e| store_error(&e))?,
+        None => scim
+            .store
+            .list_users(caller.tenant())
+            .await
+            .map_err(|e| store_error(&e))?,
     };
     let base = base(scim, r);
     let mut resources: Vec<Value> = records
         .iter()
         .map(|record| resource::render(record, &base))
-        .filter(|rendered| filter.as_ref().is_none_or(|f| f.matches(rendered, &UserCaseRules)))
+        .filter(|rendered| {
+            filter
+                .as_ref()
+                .is_none_or(|f| f.matches(rendered, &UserCaseRules))
+        })
         .collect();
     if let Some(path) = &sort_by {
         resource::sort(&mut resources, path, query.descending);
@@ -445,7 +516,10 @@ fn input(value: &Value) -> Result<Input, ScimError> {
     let user_name = match cleaned.remove("userName") {
         Some(Value::String(name)) if !name.trim().is_empty() => name,
         _ => {
-            return Err(ScimError::bad_request(ScimType::InvalidValue, "userName is required"));
+            return Err(ScimError::bad_request(
+                ScimType::InvalidValue,
+                "userName is required",
+            ));
         }
     };
     let external_id = match cleaned.remove("externalId") {
@@ -465,11 +539,19 @@ fn check_schemas(value: &Value) -> Result<(), ScimError> {
     let names_user = value
         .get("schemas")
         .and_then(Value::as_array)
-        .is_some_and(|schemas| schemas.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(USER_SCHEMA))));
+        .is_some_and(|schemas| {
+            schemas.iter().any(|s| {
+                s.as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(USER_SCHEMA))
+            })
+        });
     if names_user {
         Ok(())
     } else {
-        Err(ScimError::bad_request(ScimType::InvalidSyntax, format!("schemas must include {USER_SCHEMA}")))
+        Err(ScimError::bad_request(
+            ScimType::InvalidSyntax,
+            format!("schemas must include {USER_SCHEMA}"),
+        ))
     }
 }
 
@@ -485,7 +567,11 @@ fn account_email(input: &Input) -> Result<Email, ScimError> {
     let pick = emails
         .iter()
         .find(|e| e.get("primary") == Some(&Value::Bool(true)))
-        .or_else(|| emails.iter().find(|e| e.get("type").and_then(Value::as_str) == Some("work")))
+        .or_else(|| {
+            emails
+                .iter()
+                .find(|e| e.get("type").and_then(Value::as_str) == Some("work"))
+        })
         .or_else(|| emails.first())
         .and_then(|e| e.get("value"))
         .and_then(Value::as_str);
@@ -504,53 +590,80 @@ fn display_name(input: &Input) -> Option<DisplayName> {
         .attributes
         .get("displayName")
         .and_then(Value::as_str)
-        .or_else(|| input.attributes.get("name").and_then(|n| n.get("formatted")).and_then(Value::as_str))?;
+        .or_else(|| {
+            input
+                .attributes
+                .get("name")
+                .and_then(|n| n.get("formatted"))
+                .and_then(Value::as_str)
+        })?;
     DisplayName::new(text).ok()
 }
 
 async fn create_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
-    answer(async {
-        let (_, caller) = caller(t, r).await?;
-        let scim = module(t)?;
-        let value = body(t, r)?;
-        check_schemas(&value)?;
-        let input = input(&value)?;
-        let tenant = caller.tenant();
-        let taken = |_: ()| ScimError::uniqueness(format!("userName `{}` is already provisioned", input.user_name));
-        if scim.store.find_user_by_name(tenant, &input.user_name).await.map_err(|e| store_error(&e))?.is_some() {
-            return Err(taken(()));
-        }
-        let email = account_email(&input)?;
-        let (user, created) = scim.link(t, &caller, email, display_name(&input)).await?;
-        if scim.store.find_user_by_account(tenant, user).await.map_err(|e| store_error(&e))?.is_some() {
-            return Err(ScimError::uniqueness("this account is already provisioned under another userName"));
-        }
-        let at = now();
-        let record = UserRecord {
-            id: Uuid::now_v7(),
-            tenant_id: tenant,
-            user_id: user,
-            user_name: input.user_name.clone(),
-            external_id: input.external_id.clone(),
-            active: input.active,
-            attributes: input.attributes.clone(),
-            version: 1,
-            created_at: at,
-            updated_at: at,
-        };
-        if let Err(error) = scim.store.insert_user(&record).await {
-            // Lost a race for the userName: undo the membership this call made.
-            if created {
-                scim.deprovision(t, &caller, user, true).await?;
+    answer(
+        async {
+            let (_, caller) = caller(t, r).await?;
+            let scim = module(t)?;
+            let value = body(t, r)?;
+            check_schemas(&value)?;
+            let input = input(&value)?;
+            let tenant = caller.tenant();
+            let taken = |_: ()| {
+                ScimError::uniqueness(format!(
+                    "userName `{}` is already provisioned",
+                    input.user_name
+                ))
+            };
+            if scim
+                .store
+                .find_user_by_name(tenant, &input.user_name)
+                .await
+                .map_err(|e| store_error(&e))?
+                .is_some()
+            {
+                return Err(taken(()));
             }
-            return Err(store_error(&error));
+            let email = account_email(&input)?;
+            let (user, created) = scim.link(t, &caller, email, display_name(&input)).await?;
+            if scim
+                .store
+                .find_user_by_account(tenant, user)
+                .await
+                .map_err(|e| store_error(&e))?
+                .is_some()
+            {
+                return Err(ScimError::uniqueness(
+                    "this account is already provisioned under another userName",
+                ));
+            }
+            let at = now();
+            let record = UserRecord {
+                id: Uuid::now_v7(),
+                tenant_id: tenant,
+                user_id: user,
+                user_name: input.user_name.clone(),
+                external_id: input.external_id.clone(),
+                active: input.active,
+                attributes: input.attributes.clone(),
+                version: 1,
+                created_at: at,
+                updated_at: at,
+            };
+            if let Err(error) = scim.store.insert_user(&record).await {
+                // Lost a race for the userName: undo the membership this call made.
+                if created {
+                    scim.deprovision(t, &caller, user, true).await?;
+                }
+                return Err(store_error(&error));
+            }
+            if !record.active {
+                scim.deprovision(t, &caller, user, false).await?;
+            }
+            Ok(user_answer(StatusCode::CREATED, &record, scim, r))
         }
-        if !record.active {
-            scim.deprovision(t, &caller, user, false).await?;
-        }
-        Ok(user_answer(StatusCode::CREATED, &record, scim, r))
-    }
-    .await)
+        .await,
+    )
 }
 
 /// Stores `next` in place of `current` and makes the membership follow
@@ -570,7 +683,10 @@ async fn save(
             .map_err(|e| store_error(&e))?
         && other.id != current.id
     {
-        return Err(ScimError::uniqueness(format!("userName `{}` is already provisioned", next.user_name)));
+        return Err(ScimError::uniqueness(format!(
+            "userName `{}` is already provisioned",
+            next.user_name
+        )));
     }
     match (current.active, next.active) {
         (true, false) => scim.deprovision(t, caller, current.user_id, false).await?,
@@ -603,23 +719,28 @@ async fn save(
 }
 
 async fn replace_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
-    answer(async {
-        let (_, caller) = caller(t, r).await?;
-        let scim = module(t)?;
-        let current = find_record(scim, &caller, r).await?;
-        check_if_match(r, &current)?;
-        let value = body(t, r)?;
-        check_schemas(&value)?;
-        if let Some(id) = value.get("id").and_then(Value::as_str)
-            && id != current.id.to_string()
-        {
-            return Err(ScimError::bad_request(ScimType::Mutability, "id cannot change"));
+    answer(
+        async {
+            let (_, caller) = caller(t, r).await?;
+            let scim = module(t)?;
+            let current = find_record(scim, &caller, r).await?;
+            check_if_match(r, &current)?;
+            let value = body(t, r)?;
+            check_schemas(&value)?;
+            if let Some(id) = value.get("id").and_then(Value::as_str)
+                && id != current.id.to_string()
+            {
+                return Err(ScimError::bad_request(
+                    ScimType::Mutability,
+                    "id cannot change",
+                ));
+            }
+            let next = input(&value)?;
+            let record = save(t, scim, &caller, &current, next).await?;
+            Ok(user_answer(StatusCode::OK, &record, scim, r))
         }
-        let next = input(&value)?;
-        let record = save(t, scim, &caller, &current, next).await?;
-        Ok(user_answer(StatusCode::OK, &record, scim, r))
-    }
-    .await)
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -638,55 +759,70 @@ struct PatchOperation {
 }
 
 async fn patch_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
-    answer(async {
-        let (_, caller) = caller(t, r).await?;
-        let scim = module(t)?;
-        let current = find_record(scim, &caller, r).await?;
-        check_if_match(r, &current)?;
-        let patch: PatchBody = serde_json::from_value(body(t, r)?).map_err(|e| {
-            ScimError::bad_request(ScimType::InvalidSyntax, format!("invalid PATCH request: {e}"))
-        })?;
-        if !patch.schemas.iter().any(|s| s == PATCH_OP) {
-            return Err(ScimError::bad_request(ScimType::InvalidSyntax, format!("schemas must be [\"{PATCH_OP}\"]")));
+    answer(
+        async {
+            let (_, caller) = caller(t, r).await?;
+            let scim = module(t)?;
+            let current = find_record(scim, &caller, r).await?;
+            check_if_match(r, &current)?;
+            let patch: PatchBody = serde_json::from_value(body(t, r)?).map_err(|e| {
+                ScimError::bad_request(
+                    ScimType::InvalidSyntax,
+                    format!("invalid PATCH request: {e}"),
+                )
+            })?;
+            if !patch.schemas.iter().any(|s| s == PATCH_OP) {
+                return Err(ScimError::bad_request(
+                    ScimType::InvalidSyntax,
+                    format!("schemas must be [\"{PATCH_OP}\"]"),
+                ));
+            }
+            let Value::Object(mut resource) = resource::render(&current, "") else {
+                return Err(ScimError::unavailable(&"a rendered user is not an object"));
+            };
+            for operation in patch.operations {
+                resource::apply(
+                    &mut resource,
+                    Op::parse(&operation.op)?,
+                    operation.path.as_deref(),
+                    operation.value,
+                )?;
+            }
+            let next = input(&Value::Object(resource))?;
+            let record = save(t, scim, &caller, &current, next).await?;
+            Ok(user_answer(StatusCode::OK, &record, scim, r))
         }
-        let Value::Object(mut resource) = resource::render(&current, "") else {
-            return Err(ScimError::unavailable(&"a rendered user is not an object"));
-        };
-        for operation in patch.operations {
-            resource::apply(&mut resource, Op::parse(&operation.op)?, operation.path.as_deref(), operation.value)?;
-        }
-        let next = input(&Value::Object(resource))?;
-        let record = save(t, scim, &caller, &current, next).await?;
-        Ok(user_answer(StatusCode::OK, &record, scim, r))
-    }
-    .await)
+        .await,
+    )
 }
 
 async fn delete_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
-    answer(async {
-        let (_, caller) = caller(t, r).await?;
-        let scim = module(t)?;
-        let current = find_record(scim, &caller, r).await?;
-        check_if_match(r, &current)?;
-        scim.deprovision(t, &caller, current.user_id, true).await?;
-        scim.store
-            .delete_user(caller.tenant(), current.id)
-            .await
-            .map_err(|e| store_error(&e))?;
-        audit(
-            t,
-            caller.tenant(),
-            &caller.audit,
-            actions::USER_DELETED,
-            ("user", &current.user_id),
-            json!({ "scim_id": current.id }),
-        )
-        .await?;
-        let mut response = Response::new(Bytes::new());
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        Ok(response)
-    }
-    .await)
+    answer(
+        async {
+            let (_, caller) = caller(t, r).await?;
+            let scim = module(t)?;
+            let current = find_record(scim, &caller, r).await?;
+            check_if_match(r, &current)?;
+            scim.deprovision(t, &caller, current.user_id, true).await?;
+            scim.store
+                .delete_user(caller.tenant(), current.id)
+                .await
+                .map_err(|e| store_error(&e))?;
+            audit(
+                t,
+                caller.tenant(),
+                &caller.audit,
+                actions::USER_DELETED,
+                ("user", &current.user_id),
+                json!({ "scim_id": current.id }),
+            )
+            .await?;
+            let mut response = Response::new(Bytes::new());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            Ok(response)
+        }
+        .await,
+    )
 }
 
 // ---------------------------------------------------------------- tokens
@@ -695,7 +831,9 @@ fn problem(error: ScimError) -> Problem {
     match error.status {
         StatusCode::NOT_FOUND => Problem::not_found(),
         StatusCode::BAD_REQUEST => Problem::invalid("name", error.detail),
-        status => Problem::new(status, "unavailable", "Service unavailable").with_detail(error.detail),
+        status => {
+            Problem::new(status, "unavailable", "Service unavailable").with_detail(error.detail)
+        }
     }
 }
 

@@ -81,7 +81,11 @@ const TYPED_SUB: [Attribute; 4] = [
     string("value", "the value"),
     string("display", "a human-readable name"),
     string("type", "a label: work, home, other"),
-    attr("primary", Kind::Boolean, "whether this is the preferred value"),
+    attr(
+        "primary",
+        Kind::Boolean,
+        "whether this is the preferred value",
+    ),
 ];
 
 /// The core User attributes supported, `id` first.
@@ -90,16 +94,25 @@ pub(crate) static USER_ATTRIBUTES: [Attribute; 17] = [
         case_exact: true,
         mutability: Mutability::ReadOnly,
         unique: true,
-        ..string("id", "the service provider's identifier of the user in this tenant")
+        ..string(
+            "id",
+            "the service provider's identifier of the user in this tenant",
+        )
     },
     Attribute {
         case_exact: true,
-        ..string("externalId", "the identity provider's identifier of the user")
+        ..string(
+            "externalId",
+            "the identity provider's identifier of the user",
+        )
     },
     Attribute {
         required: true,
         unique: true,
-        ..string("userName", "unique identifier within the tenant, typically the sign-in email")
+        ..string(
+            "userName",
+            "unique identifier within the tenant, typically the sign-in email",
+        )
     },
     complex(
         "name",
@@ -119,7 +132,10 @@ pub(crate) static USER_ATTRIBUTES: [Attribute; 17] = [
     attr("profileUrl", Kind::Reference, "a URL of the user's profile"),
     string("title", "the user's title"),
     string("userType", "the relationship to the organization"),
-    string("preferredLanguage", "the preferred language (RFC 7231 Accept-Language)"),
+    string(
+        "preferredLanguage",
+        "the preferred language (RFC 7231 Accept-Language)",
+    ),
     string("locale", "the default location"),
     string("timezone", "the time zone (IANA name)"),
     attr(
@@ -146,7 +162,11 @@ pub(crate) static USER_ATTRIBUTES: [Attribute; 17] = [
             string("postalCode", "the postal code"),
             string("country", "the country (ISO 3166-1 alpha-2)"),
             string("type", "a label: work, home, other"),
-            attr("primary", Kind::Boolean, "whether this is the preferred address"),
+            attr(
+                "primary",
+                Kind::Boolean,
+                "whether this is the preferred address",
+            ),
         ],
     ),
     Attribute {
@@ -188,7 +208,9 @@ pub(crate) static ENTERPRISE_ATTRIBUTES: [Attribute; 6] = [
 ];
 
 pub(crate) fn find<'a>(attributes: &'a [Attribute], name: &str) -> Option<&'a Attribute> {
-    attributes.iter().find(|a| a.name.eq_ignore_ascii_case(name))
+    attributes
+        .iter()
+        .find(|a| a.name.eq_ignore_ascii_case(name))
 }
 
 /// The schema's attributes named by `uri` (`None`: the core schema).
@@ -236,8 +258,12 @@ fn clean_single(attribute: &Attribute, value: &Value, at: &str) -> Result<Value,
         (_, Value::Null) => Ok(Value::Null),
         (Kind::String | Kind::Reference, Value::String(_)) => Ok(value.clone()),
         (Kind::Boolean, Value::Bool(_)) => Ok(value.clone()),
-        (Kind::Boolean, Value::String(text)) if text.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
-        (Kind::Boolean, Value::String(text)) if text.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
+        (Kind::Boolean, Value::String(text)) if text.eq_ignore_ascii_case("true") => {
+            Ok(Value::Bool(true))
+        }
+        (Kind::Boolean, Value::String(text)) if text.eq_ignore_ascii_case("false") => {
+            Ok(Value::Bool(false))
+        }
         // A bare id where a complex `{value}` belongs (a manager, as some
         // identity providers send it).
         (Kind::Complex, Value::String(_)) if find(attribute.sub, "value").is_some() => {
@@ -274,8 +300,16 @@ pub(crate) fn clean_value(attribute: &Attribute, value: &Value) -> Result<Value,
                 out.push(cleaned);
             }
         }
-        if out.iter().filter(|item| get_ci(item, "primary") == Some(&Value::Bool(true))).count() > 1 {
-            return Err(invalid(format!("`{}` has more than one primary value", attribute.name)));
+        if out
+            .iter()
+            .filter(|item| get_ci(item, "primary") == Some(&Value::Bool(true)))
+            .count()
+            > 1
+        {
+            return Err(invalid(format!(
+                "`{}` has more than one primary value",
+                attribute.name
+            )));
         }
         Ok(Value::Array(out))
     } else {
@@ -379,7 +413,12 @@ pub(crate) fn schemas(base: &str) -> Vec<Value> {
         })
     };
     vec![
-        schema(USER_SCHEMA, "User", "a member of the tenant", &USER_ATTRIBUTES),
+        schema(
+            USER_SCHEMA,
+            "User",
+            "a member of the tenant",
+            &USER_ATTRIBUTES,
+        ),
         schema(
             ENTERPRISE_SCHEMA,
             "EnterpriseUser",

@@ -11,7 +11,11 @@ use tenancy_scim::testkit::store_suite;
 
 #[tokio::test]
 async fn memory_store_conforms() {
-    store_suite(Arc::new(MemoryBackend::new()), Arc::new(MemoryScimStore::new())).await;
+    store_suite(
+        Arc::new(MemoryBackend::new()),
+        Arc::new(MemoryScimStore::new()),
+    )
+    .await;
 }
 
 #[cfg(feature = "postgres")]
@@ -30,9 +34,12 @@ mod postgres {
 
     async fn migrated() -> Option<(TestSchema, PgBackend)> {
         let schema = TestSchema::create().await?;
-        migrate_all(&schema.pool, [tenancy_core::postgres::migrator(), migrator()])
-            .await
-            .unwrap();
+        migrate_all(
+            &schema.pool,
+            [tenancy_core::postgres::migrator(), migrator()],
+        )
+        .await
+        .unwrap();
         let backend = PgBackend::new(schema.pool.clone());
         Some((schema, backend))
     }
@@ -42,7 +49,11 @@ mod postgres {
         let Some((schema, backend)) = migrated().await else {
             return;
         };
-        store_suite(Arc::new(backend), Arc::new(PgScimStore::new(schema.pool.clone()))).await;
+        store_suite(
+            Arc::new(backend),
+            Arc::new(PgScimStore::new(schema.pool.clone())),
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -50,12 +61,16 @@ mod postgres {
         let Some((schema, backend)) = migrated().await else {
             return;
         };
-        let (superuser, bypass): (bool, bool) =
-            sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
-                .fetch_one(&schema.pool)
-                .await
-                .unwrap();
-        assert!(!superuser && !bypass, "connect as an ordinary role to test row-level security");
+        let (superuser, bypass): (bool, bool) = sqlx::query_as(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&schema.pool)
+        .await
+        .unwrap();
+        assert!(
+            !superuser && !bypass,
+            "connect as an ordinary role to test row-level security"
+        );
         let directory = Directory::new(Arc::new(backend));
         let mut tenants = Vec::new();
         for slug in ["rls-a", "rls-b"] {
@@ -118,6 +133,9 @@ mod postgres {
         .bind(json!({}))
         .execute(&mut *tx)
         .await;
-        assert!(forged.is_err(), "row-level security refuses a row of another tenant");
+        assert!(
+            forged.is_err(),
+            "row-level security refuses a row of another tenant"
+        );
     }
 }

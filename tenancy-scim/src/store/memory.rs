@@ -58,7 +58,11 @@ fn sorted(mut records: Vec<UserRecord>) -> Vec<UserRecord> {
 impl ScimStore for MemoryScimStore {
     async fn insert_token(&self, token: &ScimToken) -> Result<(), ScimStoreError> {
         let mut state = self.state()?;
-        if state.tokens.iter().any(|t| t.id == token.id || t.secret_hash == token.secret_hash) {
+        if state
+            .tokens
+            .iter()
+            .any(|t| t.id == token.id || t.secret_hash == token.secret_hash)
+        {
             return Err(ScimStoreError::Conflict);
         }
         state.tokens.push(token.clone());
@@ -66,7 +70,12 @@ impl ScimStore for MemoryScimStore {
     }
 
     async fn find_token(&self, hash: &TokenHash) -> Result<Option<ScimToken>, ScimStoreError> {
-        Ok(self.state()?.tokens.iter().find(|t| &t.secret_hash == hash).cloned())
+        Ok(self
+            .state()?
+            .tokens
+            .iter()
+            .find(|t| &t.secret_hash == hash)
+            .cloned())
     }
 
     async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<ScimToken>, ScimStoreError> {
@@ -109,11 +118,17 @@ impl ScimStore for MemoryScimStore {
         if clash(&state, record) || state.users.contains_key(&(record.tenant_id, record.id)) {
             return Err(ScimStoreError::Conflict);
         }
-        state.users.insert((record.tenant_id, record.id), record.clone());
+        state
+            .users
+            .insert((record.tenant_id, record.id), record.clone());
         Ok(())
     }
 
-    async fn get_user(&self, tenant: TenantId, id: Uuid) -> Result<Option<UserRecord>, ScimStoreError> {
+    async fn get_user(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<UserRecord>, ScimStoreError> {
         Ok(self.state()?.users.get(&(tenant, id)).cloned())
     }
 
@@ -166,7 +181,9 @@ impl ScimStore for MemoryScimStore {
         if clash(&state, record) {
             return Err(ScimStoreError::Conflict);
         }
-        state.users.insert((record.tenant_id, record.id), record.clone());
+        state
+            .users
+            .insert((record.tenant_id, record.id), record.clone());
         Ok(())
     }
 

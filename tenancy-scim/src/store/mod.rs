@@ -105,7 +105,11 @@ pub trait ScimStore: Send + Sync + 'static {
     async fn insert_user(&self, record: &UserRecord) -> Result<(), ScimStoreError>;
 
     /// A record of `tenant` by SCIM id.
-    async fn get_user(&self, tenant: TenantId, id: Uuid) -> Result<Option<UserRecord>, ScimStoreError>;
+    async fn get_user(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<UserRecord>, ScimStoreError>;
 
     /// The record of `tenant` with this `userName`, compared without case.
     async fn find_user_by_name(

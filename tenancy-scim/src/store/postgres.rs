@@ -45,8 +45,13 @@ impl PgScimStore {
         Self { pool }
     }
 
-    async fn tenant_tx(&self, tenant: TenantId) -> Result<Transaction<'static, Postgres>, ScimStoreError> {
-        begin_tenant_transaction(&self.pool, tenant).await.map_err(failed)
+    async fn tenant_tx(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Transaction<'static, Postgres>, ScimStoreError> {
+        begin_tenant_transaction(&self.pool, tenant)
+            .await
+            .map_err(failed)
     }
 }
 
@@ -136,7 +141,9 @@ impl PgScimStore {
 impl ScimStore for PgScimStore {
     async fn insert_token(&self, token: &ScimToken) -> Result<(), ScimStoreError> {
         sqlx::query(concat!(
-            "INSERT INTO tenancy_scim_tokens (", token_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO tenancy_scim_tokens (",
+            token_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(token.id.as_uuid())
         .bind(token.tenant_id.as_uuid())
@@ -155,7 +162,9 @@ impl ScimStore for PgScimStore {
 
     async fn find_token(&self, hash: &TokenHash) -> Result<Option<ScimToken>, ScimStoreError> {
         let row = sqlx::query(concat!(
-            "SELECT ", token_columns!(), " FROM tenancy_scim_tokens WHERE secret_hash = $1"
+            "SELECT ",
+            token_columns!(),
+            " FROM tenancy_scim_tokens WHERE secret_hash = $1"
         ))
         .bind(hash.as_bytes().as_slice())
         .fetch_optional(&self.pool)
@@ -166,7 +175,9 @@ impl ScimStore for PgScimStore {
 
     async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<ScimToken>, ScimStoreError> {
         let rows = sqlx::query(concat!(
-            "SELECT ", token_columns!(), " FROM tenancy_scim_tokens WHERE tenant_id = $1 ORDER BY created_at, id"
+            "SELECT ",
+            token_columns!(),
+            " FROM tenancy_scim_tokens WHERE tenant_id = $1 ORDER BY created_at, id"
         ))
         .bind(tenant.as_uuid())
         .fetch_all(&self.pool)
@@ -183,7 +194,9 @@ impl ScimStore for PgScimStore {
     ) -> Result<ScimToken, ScimStoreError> {
         let row = sqlx::query(concat!(
             "UPDATE tenancy_scim_tokens SET revoked_at = COALESCE(revoked_at, $3) \
-             WHERE tenant_id = $1 AND id = $2 RETURNING ", token_columns!(), ""
+             WHERE tenant_id = $1 AND id = $2 RETURNING ",
+            token_columns!(),
+            ""
         ))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
@@ -191,7 +204,10 @@ impl ScimStore for PgScimStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(failed)?;
-        row.as_ref().map(token_from).transpose()?.ok_or(ScimStoreError::NotFound)
+        row.as_ref()
+            .map(token_from)
+            .transpose()?
+            .ok_or(ScimStoreError::NotFound)
     }
 
     async fn touch_token(&self, id: ScimTokenId, at: OffsetDateTime) -> Result<(), ScimStoreError> {
@@ -207,7 +223,9 @@ impl ScimStore for PgScimStore {
     async fn insert_user(&self, record: &UserRecord) -> Result<(), ScimStoreError> {
         let mut tx = self.tenant_tx(record.tenant_id).await?;
         sqlx::query(concat!(
-            "INSERT INTO tenancy_scim_users (", user_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO tenancy_scim_users (",
+            user_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(record.tenant_id.as_uuid())
         .bind(record.id)
@@ -225,8 +243,16 @@ impl ScimStore for PgScimStore {
         tx.commit().await.map_err(failed)
     }
 
-    async fn get_user(&self, tenant: TenantId, id: Uuid) -> Result<Option<UserRecord>, ScimStoreError> {
-        let query = sqlx::query(concat!("SELECT ", user_columns!(), " FROM tenancy_scim_users WHERE id = $1"));
+    async fn get_user(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<UserRecord>, ScimStoreError> {
+        let query = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM tenancy_scim_users WHERE id = $1"
+        ));
         self.one_user(tenant, query.bind(id)).await
     }
 
@@ -240,7 +266,8 @@ impl ScimStore for PgScimStore {
             user_columns!(),
             " FROM tenancy_scim_users WHERE lower(user_name) = lower($1)"
         ));
-        self.one_user(tenant, query.bind(user_name.to_owned())).await
+        self.one_user(tenant, query.bind(user_name.to_owned()))
+            .await
     }
 
     async fn find_user_by_account(
@@ -248,14 +275,20 @@ impl ScimStore for PgScimStore {
         tenant: TenantId,
         user: UserId,
     ) -> Result<Option<UserRecord>, ScimStoreError> {
-        let query = sqlx::query(concat!("SELECT ", user_columns!(), " FROM tenancy_scim_users WHERE user_id = $1"));
+        let query = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM tenancy_scim_users WHERE user_id = $1"
+        ));
         self.one_user(tenant, query.bind(user.as_uuid())).await
     }
 
     async fn list_users(&self, tenant: TenantId) -> Result<Vec<UserRecord>, ScimStoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
         let rows = sqlx::query(concat!(
-            "SELECT ", user_columns!(), " FROM tenancy_scim_users ORDER BY created_at, id"
+            "SELECT ",
+            user_columns!(),
+            " FROM tenancy_scim_users ORDER BY created_at, id"
         ))
         .fetch_all(&mut *tx)
         .await

@@ -41,7 +41,9 @@ async fn tenant(directory: &Directory, slug: &str) -> (TenantId, UserId) {
     let created = directory
         .create_tenant(
             NewTenant::new(Slug::new(slug).unwrap(), TenantName::new(slug).unwrap()),
-            Owner::New(NewUser::new(Email::new(&format!("owner@{slug}.test")).unwrap())),
+            Owner::New(NewUser::new(
+                Email::new(&format!("owner@{slug}.test")).unwrap(),
+            )),
             &tenancy_core::AuditContext::system(),
         )
         .await
@@ -101,11 +103,30 @@ pub async fn store_suite(backend: Arc<dyn Backend>, store: Arc<dyn ScimStore>) {
     }
     let mut clash = token(b, "secret-one", 3);
     clash.name = "copy".into();
-    assert!(matches!(store.insert_token(&clash).await, Err(ScimStoreError::Conflict)));
-    let found = store.find_token(&TokenHash::of(b"secret-two")).await.unwrap().unwrap();
+    assert!(matches!(
+        store.insert_token(&clash).await,
+        Err(ScimStoreError::Conflict)
+    ));
+    let found = store
+        .find_token(&TokenHash::of(b"secret-two"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found, second);
-    assert!(store.find_token(&TokenHash::of(b"nope")).await.unwrap().is_none());
-    let listed: Vec<_> = store.list_tokens(a).await.unwrap().into_iter().map(|t| t.id).collect();
+    assert!(
+        store
+            .find_token(&TokenHash::of(b"nope"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let listed: Vec<_> = store
+        .list_tokens(a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
     assert_eq!(listed, vec![first.id, second.id]);
     assert!(matches!(
         store.revoke_token(b, first.id, at(10)).await,
@@ -114,18 +135,32 @@ pub async fn store_suite(backend: Arc<dyn Backend>, store: Arc<dyn ScimStore>) {
     let revoked = store.revoke_token(a, first.id, at(10)).await.unwrap();
     assert_eq!(revoked.revoked_at, Some(at(10)));
     let again = store.revoke_token(a, first.id, at(20)).await.unwrap();
-    assert_eq!(again.revoked_at, Some(at(10)), "the first revocation time stays");
+    assert_eq!(
+        again.revoked_at,
+        Some(at(10)),
+        "the first revocation time stays"
+    );
     store.touch_token(second.id, at(30)).await.unwrap();
-    let touched = store.find_token(&second.secret_hash).await.unwrap().unwrap();
+    let touched = store
+        .find_token(&second.secret_hash)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(touched.last_used_at, Some(at(30)));
 
     // User records.
     let ada = record(a, a_owner, "Ada@Example.test", 0);
     store.insert_user(&ada).await.unwrap();
     let same_name = record(a, UserId::new(), "ada@example.TEST", 1);
-    assert!(matches!(store.insert_user(&same_name).await, Err(ScimStoreError::Conflict)));
+    assert!(matches!(
+        store.insert_user(&same_name).await,
+        Err(ScimStoreError::Conflict)
+    ));
     let same_account = record(a, a_owner, "other@example.test", 1);
-    assert!(matches!(store.insert_user(&same_account).await, Err(ScimStoreError::Conflict)));
+    assert!(matches!(
+        store.insert_user(&same_account).await,
+        Err(ScimStoreError::Conflict)
+    ));
     // Another tenant may use the name and the account.
     let in_b = record(b, a_owner, "ada@example.test", 2);
     store.insert_user(&in_b).await.unwrap();
@@ -133,16 +168,34 @@ pub async fn store_suite(backend: Arc<dyn Backend>, store: Arc<dyn ScimStore>) {
     store.insert_user(&bob).await.unwrap();
 
     assert_eq!(store.get_user(a, ada.id).await.unwrap(), Some(ada.clone()));
-    assert_eq!(store.get_user(b, ada.id).await.unwrap(), None, "other tenant");
     assert_eq!(
-        store.find_user_by_name(a, "ADA@EXAMPLE.TEST").await.unwrap().map(|r| r.id),
+        store.get_user(b, ada.id).await.unwrap(),
+        None,
+        "other tenant"
+    );
+    assert_eq!(
+        store
+            .find_user_by_name(a, "ADA@EXAMPLE.TEST")
+            .await
+            .unwrap()
+            .map(|r| r.id),
         Some(ada.id)
     );
     assert_eq!(
-        store.find_user_by_account(b, a_owner).await.unwrap().map(|r| r.id),
+        store
+            .find_user_by_account(b, a_owner)
+            .await
+            .unwrap()
+            .map(|r| r.id),
         Some(in_b.id)
     );
-    let ids: Vec<_> = store.list_users(b).await.unwrap().into_iter().map(|r| r.id).collect();
+    let ids: Vec<_> = store
+        .list_users(b)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(ids, vec![in_b.id, bob.id]);
 
     let mut changed = ada.clone();
@@ -151,7 +204,10 @@ pub async fn store_suite(backend: Arc<dyn Backend>, store: Arc<dyn ScimStore>) {
     changed.updated_at = at(40);
     changed.attributes.insert("title".into(), json!("Countess"));
     store.update_user(&changed, 1).await.unwrap();
-    assert_eq!(store.get_user(a, ada.id).await.unwrap(), Some(changed.clone()));
+    assert_eq!(
+        store.get_user(a, ada.id).await.unwrap(),
+        Some(changed.clone())
+    );
     assert!(matches!(
         store.update_user(&changed, 1).await,
         Err(ScimStoreError::VersionMismatch)
@@ -167,12 +223,21 @@ pub async fn store_suite(backend: Arc<dyn Backend>, store: Arc<dyn ScimStore>) {
     let mut taken = carol.clone();
     taken.user_name = "ADA@example.test".into();
     taken.version = 2;
-    assert!(matches!(store.update_user(&taken, 1).await, Err(ScimStoreError::Conflict)));
+    assert!(matches!(
+        store.update_user(&taken, 1).await,
+        Err(ScimStoreError::Conflict)
+    ));
 
-    assert!(matches!(store.delete_user(b, ada.id).await, Err(ScimStoreError::NotFound)));
+    assert!(matches!(
+        store.delete_user(b, ada.id).await,
+        Err(ScimStoreError::NotFound)
+    ));
     store.delete_user(a, ada.id).await.unwrap();
     assert_eq!(store.get_user(a, ada.id).await.unwrap(), None);
-    assert!(matches!(store.delete_user(a, ada.id).await, Err(ScimStoreError::NotFound)));
+    assert!(matches!(
+        store.delete_user(a, ada.id).await,
+        Err(ScimStoreError::NotFound)
+    ));
     // The name is free again.
     let mut reuse = record(a, a_owner, "ada@example.test", 6);
     reuse.created_at += Duration::SECOND;
