@@ -378,6 +378,11 @@ pub(crate) fn apply(
         }
         return Ok(());
     };
+    if op == Op::Remove && path.trim().eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
+        // The whole extension.
+        resource.remove(ENTERPRISE_SCHEMA);
+        return Ok(());
+    }
     let path = PatchPath::parse(path).map_err(|e| invalid_path(format!("`{path}`: {e}")))?;
     let attribute = writable(&path.attr)?;
     if let Some(sub) = &path.sub
@@ -740,6 +745,16 @@ mod tests {
         assert!(out.get("emails").is_none());
         let out = run(&[(Op::Remove, Some("name.givenName"), None)]).unwrap();
         assert_eq!(out["name"], json!({"familyName": "Lovelace"}));
+        let out = run(&[
+            (
+                Op::Add,
+                Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
+                Some(json!("R&D")),
+            ),
+            (Op::Remove, Some(ENTERPRISE_SCHEMA), None),
+        ])
+        .unwrap();
+        assert!(out.get(ENTERPRISE_SCHEMA).is_none());
         let kinds = [
             (
                 run(&[(Op::Replace, Some("id"), Some(json!("x")))]),
