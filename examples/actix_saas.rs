@@ -88,7 +88,7 @@ async fn services() -> Result<(Tenancy, Projects, Usage), Box<dyn Error>> {
         let (tenancy, projects) = projects::on_postgres(builder, &url).await?;
         return Ok((tenancy, projects, usage));
     }
-    let builder = Tenancy::builder(catalog, auth).http(http);
+    let builder = projects::with_scim(Tenancy::builder(catalog, auth).http(http));
     let (builder, usage) = metering::with_metering(builder, None)?;
     Ok((builder.build().await?, Projects::memory(), usage))
 }

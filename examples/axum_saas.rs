@@ -110,7 +110,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             (tenancy, projects, usage)
         }
         _ => {
-            let builder = Tenancy::builder(catalog, auth).http(http);
+            let builder = projects::with_scim(Tenancy::builder(catalog, auth).http(http));
             let (builder, usage) = metering::with_metering(builder, None)?;
             (builder.build().await?, Projects::memory(), usage)
         }

@@ -44,3 +44,8 @@ pub use tenancy_axum as axum;
 #[cfg(feature = "actix")]
 #[doc(inline)]
 pub use tenancy_actix as actix;
+
+/// Inbound SCIM 2.0 provisioning: a module mounting `/scim/v2` (feature `scim`).
+#[cfg(feature = "scim")]
+#[doc(inline)]
+pub use tenancy_scim as scim;

@@ -294,6 +294,13 @@ pub(crate) fn key_encryption_from_env()
     )?))
 }
 
+/// Adds SCIM provisioning (`/scim/v2`, feature `scim`) on in-memory stores.
+pub(crate) fn with_scim(builder: tenancy::http::TenancyBuilder) -> tenancy::http::TenancyBuilder {
+    #[cfg(feature = "scim")]
+    let builder = builder.module(tenancy::scim::Scim::memory());
+    builder
+}
+
 /// On Postgres: migrates tenancy's tables and the projects table as the
 /// role of `DATABASE_URL` (their owner); when `APP_DATABASE_URL` names
 /// another role, grants it the rows it needs (never `UPDATE`, `DELETE` or
@@ -311,9 +318,16 @@ pub(crate) async fn on_postgres(
     let Some(app_url) = app_url.filter(|url| url != owner_url) else {
         // One role for everything: the builder migrates at startup.
         Projects::migrate(&owner).await?;
+        #[cfg(feature = "scim")]
+        let builder = builder.module(tenancy::scim::Scim::postgres(owner.clone()));
         let tenancy = builder.postgres(owner.clone()).build().await?;
         return Ok((tenancy, Projects::postgres(owner)));
     };
+    // SCIM provisioning keeps its records through the serving role.
+    #[cfg(feature = "scim")]
+    let builder = builder.module(tenancy::scim::Scim::postgres(PgPool::connect_lazy(
+        &app_url,
+    )?));
     builder.migrate_with(&owner).await?;
     Projects::migrate(&owner).await?;
     let app = PgPool::connect(&app_url).await?;

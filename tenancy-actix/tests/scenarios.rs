@@ -72,3 +72,4 @@ fn start(
 
 tenancy_http::http_scenarios!(start);
 tenancy_http::http_log_test!(start);
+tenancy_scim::scim_scenarios!(start);

@@ -50,15 +50,19 @@ pub struct SecretToken {
 }
 
 impl SecretToken {
-    pub(crate) fn generate(prefix: &'static str) -> Self {
+    /// A new token: `prefix` (which names its kind, such as `rt_`) and 256
+    /// random bits. Other crates mint their bearer secrets with it (SCIM
+    /// tokens) rather than with crypto of their own.
+    pub fn generate(prefix: &'static str) -> Self {
         Self {
             text: format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_256())),
             prefix,
         }
     }
 
-    /// Accepts `text` if it has the shape of a token of this kind.
-    pub(crate) fn parse(prefix: &'static str, text: &str) -> Option<Self> {
+    /// Accepts `text` if it has the shape of a token of this kind (the
+    /// secret itself is checked by comparing [`SecretToken::hash`]).
+    pub fn parse(prefix: &'static str, text: &str) -> Option<Self> {
         let body = text.strip_prefix(prefix)?;
         let decoded = (body.len() == 43)
             .then(|| URL_SAFE_NO_PAD.decode(body).ok())

@@ -283,9 +283,11 @@ pub mod sdk {
     pub const BILLING_MANAGE: &str = "billing:manage";
     /// Read the audit log.
     pub const AUDIT_READ: &str = "audit:read";
+    /// Issue, list and revoke the tenant's SCIM provisioning tokens.
+    pub const SCIM_MANAGE: &str = "scim:manage";
 
     /// All of the above.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         TENANT_MANAGE,
         TENANT_DELETE,
         MEMBERS_READ,
@@ -299,6 +301,7 @@ pub mod sdk {
         BILLING_READ,
         BILLING_MANAGE,
         AUDIT_READ,
+        SCIM_MANAGE,
     ];
 }
 

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::clock::truncate_to_micros;
 use crate::error::{StoreError, ValidationError};
-use crate::id::{ApiKeyId, AuditEventId, TenantId, UserId};
+use crate::id::{ApiKeyId, AuditEventId, ScimTokenId, TenantId, UserId};
 use crate::page::{PageRequest, PageSize};
 use crate::store::AuditLog;
 use crate::text::{Metadata, bounded_text};
@@ -33,23 +33,28 @@ pub enum Actor {
     ApiKey(ApiKeyId),
     /// The host application itself (jobs, webhooks, migrations).
     System,
+    /// A tenant's identity provider, through a SCIM provisioning token.
+    ScimToken(ScimTokenId),
 }
 
 impl Actor {
-    /// The lowercase kind used in storage: `user`, `api_key` or `system`.
+    /// The lowercase kind used in storage: `user`, `api_key`, `system` or
+    /// `scim_token`.
     pub const fn kind(&self) -> &'static str {
         match self {
             Actor::User(_) => "user",
             Actor::ApiKey(_) => "api_key",
             Actor::System => "system",
+            Actor::ScimToken(_) => "scim_token",
         }
     }
 
-    /// The id of the user or API key; `None` for [`Actor::System`].
+    /// The id of the user, API key or SCIM token; `None` for [`Actor::System`].
     pub fn id(&self) -> Option<uuid::Uuid> {
         match self {
             Actor::User(id) => Some(id.as_uuid()),
             Actor::ApiKey(id) => Some(id.as_uuid()),
+            Actor::ScimToken(id) => Some(id.as_uuid()),
             Actor::System => None,
         }
     }
@@ -60,6 +65,7 @@ impl Actor {
             ("user", Some(id)) => Some(Actor::User(UserId::from_uuid(id))),
             ("api_key", Some(id)) => Some(Actor::ApiKey(ApiKeyId::from_uuid(id))),
             ("system", None) => Some(Actor::System),
+            ("scim_token", Some(id)) => Some(Actor::ScimToken(ScimTokenId::from_uuid(id))),
             _ => None,
         }
     }
@@ -71,6 +77,7 @@ impl fmt::Display for Actor {
             Actor::User(id) => write!(f, "user:{id}"),
             Actor::ApiKey(id) => write!(f, "api_key:{id}"),
             Actor::System => f.write_str("system"),
+            Actor::ScimToken(id) => write!(f, "scim_token:{id}"),
         }
     }
 }

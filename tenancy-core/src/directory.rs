@@ -1,6 +1,8 @@
 //! [`Directory`]: the tenant, member and invitation workflows apps need, each
 //! atomic and audited.
 
+mod provision;
+
 use std::io::Write;
 use std::sync::Arc;
 
@@ -25,6 +27,8 @@ use crate::store::{
 use crate::tenant::{NewTenant, Tenant, TenantStatus, TenantUpdate};
 use crate::text::Metadata;
 use crate::user::{DisplayName, Email, NewUser, User, UserStatus};
+
+pub use provision::Provisioned;
 
 /// The audit actions [`Directory`] records, for filtering the log.
 pub mod actions {
@@ -52,6 +56,9 @@ pub mod actions {
     pub const MEMBER_REACTIVATED: &str = "member.reactivated";
     /// A member was removed.
     pub const MEMBER_REMOVED: &str = "member.removed";
+    /// A member was added without an invitation, by provisioning
+    /// ([`super::Directory::provision_member`]).
+    pub const MEMBER_PROVISIONED: &str = "member.provisioned";
 }
 
 /// What a [`Directory`] workflow can fail with.
@@ -827,7 +834,8 @@ impl Directory {
         let tenant_id = invitation.tenant_id;
         let grantor_roles;
         let grantor = match invitation.invited_by {
-            audit::Actor::System => return Ok(None),
+            // The host, or a tenant's identity provider, which invites no one.
+            audit::Actor::System | audit::Actor::ScimToken(_) => return Ok(None),
             audit::Actor::User(user) => {
                 match tx
                     .find_membership(tenant_id, user)

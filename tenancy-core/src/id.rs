@@ -113,6 +113,11 @@ define_id!(
     /// Identifies an API key (the public part of the key, never the secret).
     ApiKeyId, "api key"
 );
+define_id!(
+    /// Identifies a SCIM provisioning token (never the secret): the actor
+    /// of the changes a tenant's identity provider makes.
+    ScimTokenId, "scim token"
+);
 
 #[cfg(test)]
 mod tests {

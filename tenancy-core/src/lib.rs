@@ -56,12 +56,13 @@ pub use cache::{CacheConfig, CachingStore, DirectoryChange};
 pub use clock::{Clock, ManualClock, SystemClock, truncate_to_micros};
 pub use directory::{
     Acceptance, Acceptor, CreatedTenant, Directory, DirectoryError, IssuedInvitation, Owner,
-    actions,
+    Provisioned, actions,
 };
 pub use error::{BoxError, Conflict, Entity, StoreError, ValidationError};
 pub use grants::{GrantCheck, Grantor};
 pub use id::{
-    ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, SessionId, TenantId, UserId,
+    ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, ScimTokenId, SessionId,
+    TenantId, UserId,
 };
 pub use invitation::{Invitation, InvitationStatus, InvitationToken, MalformedToken, TokenHash};
 pub use membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};

@@ -1216,10 +1216,14 @@ fn audit_query(r: &ApiRequest) -> Result<AuditQuery, Problem> {
             None if actor == "system" => Some(Actor::System),
             Some(("user", id)) => id.parse().ok().map(Actor::User),
             Some(("api_key", id)) => id.parse().ok().map(Actor::ApiKey),
+            Some(("scim_token", id)) => id.parse().ok().map(Actor::ScimToken),
             _ => None,
         };
         query = query.actor(parsed.ok_or_else(|| {
-            Problem::invalid("actor", "expected system, user:<id> or api_key:<id>")
+            Problem::invalid(
+                "actor",
+                "expected system, user:<id>, api_key:<id> or scim_token:<id>",
+            )
         })?);
     }
     if let Some(target_type) = r.query("target_type") {
