@@ -19,6 +19,7 @@ use crate::invitation::{Invitation, InvitationStatus, InvitationToken};
 use crate::membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};
 use crate::page::{Page, PageRequest, PageSize};
 use crate::scope::TenantScope;
+use crate::seats::Seats;
 use crate::store::{
     AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, Transaction, UserStore,
 };
@@ -114,6 +115,15 @@ pub enum DirectoryError {
         "the sender of this invitation can no longer grant its roles; ask for a new invitation"
     )]
     InviterLacksPower,
+    /// Inviting would fill more seats (active members and pending
+    /// invitations) than the tenant's hard limit ([`crate::SeatLimit`]).
+    #[error(
+        "the tenant's plan allows {limit} seats and all are taken (members and pending invitations)"
+    )]
+    SeatLimitReached {
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// Who accepts an invitation.
@@ -205,6 +215,7 @@ pub struct Directory {
     clock: Arc<dyn Clock>,
     invitation_ttl: Duration,
     grants: Option<Arc<dyn GrantCheck>>,
+    seats: Option<Arc<dyn Seats>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -212,6 +223,7 @@ impl std::fmt::Debug for Directory {
         f.debug_struct("Directory")
             .field("invitation_ttl", &self.invitation_ttl)
             .field("grant_check", &self.grants.is_some())
+            .field("seat_limit", &self.seats.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -229,6 +241,7 @@ impl Directory {
             clock: Arc::new(SystemClock),
             invitation_ttl: Self::DEFAULT_INVITATION_TTL,
             grants: None,
+            seats: None,
         }
     }
 
@@ -242,6 +255,21 @@ impl Directory {
     pub fn with_grant_check(mut self, check: Arc<dyn GrantCheck>) -> Self {
         self.grants = Some(check);
         self
+    }
+
+    /// Refuses invitations past the tenant's seat limit, as `seats` says
+    /// ([`DirectoryError::SeatLimitReached`]), counted under the tenant's
+    /// lock so concurrent invitations cannot overshoot it; tells `seats`
+    /// when a tenant's active members change.
+    pub fn with_seats(mut self, seats: Arc<dyn Seats>) -> Self {
+        self.seats = Some(seats);
+        self
+    }
+
+    fn members_changed(&self, tenant_id: TenantId) {
+        if let Some(seats) = &self.seats {
+            seats.members_changed(tenant_id);
+        }
     }
 
     /// Uses `clock` for timestamps and expiry (tests use [`crate::ManualClock`]).
@@ -563,6 +591,10 @@ impl Directory {
         roles: RoleSet,
         context: &AuditContext,
     ) -> Result<IssuedInvitation> {
+        let limit = match &self.seats {
+            Some(seats) => seats.seat_limit(scope.tenant_id()).await?,
+            None => None,
+        };
         let tx = self.backend.begin().await?;
         let tenant = self.lock_active(&*tx, scope.tenant_id()).await?;
         if let Some(user) = tx.find_user_by_email(&email).await?
@@ -571,6 +603,11 @@ impl Directory {
             return Err(DirectoryError::AlreadyMember);
         }
         let now = self.now();
+        if let Some(limit) = limit
+            && crate::seats::seats_used(&*tx, tenant.id, now, limit).await? >= limit
+        {
+            return Err(DirectoryError::SeatLimitReached { limit });
+        }
         // An expired invitation no longer blocks a new one for the address.
         if let Some(mut stale) = tx.find_pending_invitation(tenant.id, &email).await?
             && stale.is_expired_at(now)
@@ -758,6 +795,7 @@ impl Directory {
             json!({ "invitation_id": invitation.id, "user_id": user.id, "roles": membership.roles }),
         )?;
         tx.append_audit(tenant_id, event).await?;
+        self.members_changed(tenant_id);
         Ok(Acceptance {
             user,
             membership,
@@ -967,6 +1005,7 @@ impl Directory {
         )?;
         tx.append_audit(membership.tenant_id, event).await?;
         tx.commit().await?;
+        self.members_changed(membership.tenant_id);
         Ok(membership)
     }
 
@@ -1004,6 +1043,7 @@ impl Directory {
             .await?;
         }
         tx.commit().await?;
+        self.members_changed(membership.tenant_id);
         Ok(membership)
     }
 

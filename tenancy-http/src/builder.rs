@@ -367,6 +367,9 @@ impl TenancyBuilder {
         if let Some(mailer) = self.mailer {
             auth = auth.mailer(mailer);
         }
+        if let Some(seats) = self.modules.iter().find_map(|m| m.module.seats()) {
+            auth = auth.seats(seats);
+        }
         if let Some(hook) = self.claims_hook {
             auth = auth.claims_hook(hook);
         }
