@@ -7,6 +7,8 @@ mod cache;
 pub mod catalog;
 mod entitlements;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 mod overrides;
 pub mod provider;
 mod service;
