@@ -266,7 +266,11 @@ impl Directory {
         self
     }
 
-    fn members_changed(&self, tenant_id: TenantId) {
+    /// Tells the directory's [`Seats`] that the tenant's active members
+    /// changed. The directory does so after each change it commits; a
+    /// caller of [`Directory::accept_invitation_in`] calls it after its
+    /// own commit.
+    pub fn members_changed(&self, tenant_id: TenantId) {
         if let Some(seats) = &self.seats {
             seats.members_changed(tenant_id);
         }
@@ -689,6 +693,7 @@ impl Directory {
             other => other?,
         };
         tx.commit().await?;
+        self.members_changed(accepted.membership.tenant_id);
         Ok(accepted)
     }
 
@@ -704,7 +709,8 @@ impl Directory {
     ///
     /// On [`DirectoryError::InviterLacksPower`] nothing was written: drop
     /// `tx`, then call [`Directory::withdraw_unbacked_invitation`] so the
-    /// invitation is revoked and the refusal audited.
+    /// invitation is revoked and the refusal audited. After committing,
+    /// call [`Directory::members_changed`].
     #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err(Debug))]
     pub async fn accept_invitation_in(
         &self,
@@ -795,7 +801,6 @@ impl Directory {
             json!({ "invitation_id": invitation.id, "user_id": user.id, "roles": membership.roles }),
         )?;
         tx.append_audit(tenant_id, event).await?;
-        self.members_changed(tenant_id);
         Ok(Acceptance {
             user,
             membership,

@@ -26,10 +26,8 @@ pub trait Seats: Send + Sync {
     async fn seat_limit(&self, tenant_id: TenantId) -> Result<Option<u64>, StoreError>;
 
     /// The tenant's active members may have changed (an acceptance, a
-    /// removal, a suspension or reactivation). A hint, called after the
-    /// directory's change (for [`crate::Directory::accept_invitation_in`],
-    /// before the caller commits): read the count again later rather than
-    /// trusting the moment of the call. Must not block.
+    /// removal, a suspension or reactivation), called once the change is
+    /// committed. A hint: read the count when acting on it. Must not block.
     fn members_changed(&self, tenant_id: TenantId) {
         let _ = tenant_id;
     }
