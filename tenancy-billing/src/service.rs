@@ -500,7 +500,13 @@ impl BillingService {
         let object = provider
             .update_quantity(&current.id, quantity, proration)
             .await?;
-        let subscription = object.to_subscription(&self.catalog, self.clock.now())?;
+        // The answer to our own change is newer than the snapshot it
+        // changed, even if the clock has not moved since that one.
+        let observed = self
+            .clock
+            .now()
+            .max(current.observed_at + time::Duration::microseconds(1));
+        let subscription = object.to_subscription(&self.catalog, observed)?;
         let applied = self
             .store
             .sync_subscription(tenant_id, &subscription, None, &AuditContext::system())
