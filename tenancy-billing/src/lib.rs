@@ -43,3 +43,5 @@ pub use subscription::{
     SubscriptionId, SubscriptionStatus, UnknownStatus,
 };
 pub use tenancy_core;
+#[cfg(feature = "http")]
+pub use tenancy_http;

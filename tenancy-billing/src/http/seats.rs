@@ -190,15 +190,12 @@ pub(crate) fn spawn_sync(
                     }
                 };
                 let quantity = u32::try_from(members.max(1)).unwrap_or(u32::MAX);
-                match module
+                if let Err(error) = module
                     .service()
                     .update_quantity(tenant_id, quantity, sync.proration)
                     .await
                 {
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(tenant = %tenant_id, %error, "seat sync failed; the next member change tries again");
-                    }
+                    tracing::warn!(tenant = %tenant_id, %error, "seat sync failed; the next member change tries again");
                 }
             }
         }

@@ -101,15 +101,36 @@ impl TestApp {
     /// the app, and starts it. `None` when Postgres is asked for and no
     /// database is configured (outside CI).
     pub async fn launch(stores: Stores, start: Start) -> Option<Self> {
+        Self::launch_with(stores, start, |builder, _| builder).await
+    }
+
+    /// [`TestApp::launch`] with `add` finishing the builder (adding a
+    /// module, whose store it builds over [`AppParts`]).
+    pub async fn launch_with(
+        stores: Stores,
+        start: Start,
+        add: impl FnOnce(TenancyBuilder, &AppParts) -> TenancyBuilder,
+    ) -> Option<Self> {
         let (catalog, auth_config, http) = scenario_config();
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
         let builder = Tenancy::builder(catalog, auth_config)
             .http(http)
             .clock(clock.clone());
-        let builder = match stores {
-            Stores::Memory => builder,
-            Stores::Postgres => on_postgres(builder).await?,
+        let mut parts = AppParts {
+            clock: clock.clone(),
+            backend: None,
+            #[cfg(feature = "postgres")]
+            pool: None,
         };
+        let builder = match stores {
+            Stores::Memory => {
+                let stores = crate::Stores::memory();
+                parts.backend = Some(stores.backend.clone());
+                builder.stores(stores)
+            }
+            Stores::Postgres => on_postgres(builder, &mut parts).await?,
+        };
+        let builder = add(builder, &parts);
         let tenancy = builder.build().await.unwrap();
         let address = start(tenancy.clone(), Arc::new(Projects::new())).await;
         Some(Self {
@@ -167,15 +188,37 @@ impl TestApp {
     }
 }
 
+/// What the app under test is built over, for [`TestApp::launch_with`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct AppParts {
+    /// The app's clock.
+    pub clock: Arc<ManualClock>,
+    /// The in-memory backend, on memory.
+    pub backend: Option<Arc<dyn tenancy_core::Backend>>,
+    /// The pool of the fresh schema, on Postgres.
+    #[cfg(feature = "postgres")]
+    pub pool: Option<tenancy_core::postgres::sqlx::PgPool>,
+}
+
+impl std::fmt::Debug for AppParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppParts")
+            .field("memory", &self.backend.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// `builder` on a fresh Postgres schema.
 #[cfg(feature = "postgres")]
-async fn on_postgres(builder: TenancyBuilder) -> Option<TenancyBuilder> {
+async fn on_postgres(builder: TenancyBuilder, parts: &mut AppParts) -> Option<TenancyBuilder> {
     let schema = tenancy_core::testkit::postgres::TestSchema::create().await?;
+    parts.pool = Some(schema.pool.clone());
     Some(builder.postgres(schema.pool))
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn on_postgres(_: TenancyBuilder) -> Option<TenancyBuilder> {
+async fn on_postgres(_: TenancyBuilder, _: &mut AppParts) -> Option<TenancyBuilder> {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("the Postgres scenarios need the `postgres` feature under CI");
     }
