@@ -89,7 +89,7 @@ struct UnknownFeature(String);
 /// `402 Payment Required`, type `urn:tenancy:problem:entitlement-required`:
 /// the tenant's plan does not include `feature`. The body names the
 /// feature (`feature`), the tenant's plan (`plan`) and the plans that
-/// include it (`plans`, in catalog order), so a client can offer the
+/// include it (`plans`, by key), so a client can offer the
 /// upgrade.
 pub fn entitlement_required(entitlements: &Entitlements, feature: &str) -> Problem {
     let catalog = entitlements.catalog();
@@ -155,7 +155,7 @@ mod tests {
         let problem = entitlement_required(&e, "sso");
         assert_eq!(problem.status(), StatusCode::PAYMENT_REQUIRED);
         assert_eq!(problem.kind(), "urn:tenancy:problem:entitlement-required");
-        assert_eq!(problem.extensions()["plans"], json!(["pro", "enterprise"]));
+        assert_eq!(problem.extensions()["plans"], json!(["enterprise", "pro"]));
         assert_eq!(problem.extensions()["plan"], "free");
         assert_eq!(problem.extensions()["feature"], "sso");
         let none = entitlement_required(&e, "nothing");
