@@ -70,7 +70,7 @@ pub use membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, Us
 pub use memory::MemoryBackend;
 pub use page::{Cursor, Page, PageRequest, PageSize};
 pub use scope::TenantScope;
-pub use seats::Seats;
+pub use seats::{Seats, active_members};
 pub use store::{
     AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, Transaction, UserStore,
 };

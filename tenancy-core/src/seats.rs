@@ -15,7 +15,7 @@ use crate::id::TenantId;
 use crate::invitation::InvitationStatus;
 use crate::membership::MembershipStatus;
 use crate::page::{PageRequest, PageSize};
-use crate::store::Transaction;
+use crate::store::{MembershipStore, Transaction};
 
 /// The hard seat limit of a tenant, and what follows its member count.
 #[async_trait]
@@ -33,29 +33,39 @@ pub trait Seats: Send + Sync {
     }
 }
 
+/// Active members of `tenant_id` in `store` (a backend, or a transaction
+/// for a count under the tenant's lock), counted up to `stop_at`: past it
+/// the exact number does not matter.
+pub async fn active_members<S: MembershipStore + ?Sized>(
+    store: &S,
+    tenant_id: TenantId,
+    stop_at: u64,
+) -> Result<u64, StoreError> {
+    let mut count = 0u64;
+    let mut page = PageRequest::first(PageSize::MAX);
+    loop {
+        let members = store.list_members(tenant_id, &page).await?;
+        count += members
+            .items
+            .iter()
+            .filter(|m| m.membership.status == MembershipStatus::Active)
+            .count() as u64;
+        match members.next {
+            Some(cursor) if count < stop_at => page = page.after(cursor),
+            _ => return Ok(count),
+        }
+    }
+}
+
 /// Seats `tenant_id` fills in `tx` (active members and pending invitations
-/// unexpired at `now`), counted up to `stop_at`: past it the exact number
-/// does not matter.
+/// unexpired at `now`), counted up to `stop_at`.
 pub(crate) async fn seats_used(
     tx: &dyn Transaction,
     tenant_id: TenantId,
     now: time::OffsetDateTime,
     stop_at: u64,
 ) -> Result<u64, StoreError> {
-    let mut used = 0u64;
-    let mut page = PageRequest::first(PageSize::MAX);
-    loop {
-        let members = tx.list_members(tenant_id, &page).await?;
-        used += members
-            .items
-            .iter()
-            .filter(|m| m.membership.status == MembershipStatus::Active)
-            .count() as u64;
-        match members.next {
-            Some(cursor) if used < stop_at => page = page.after(cursor),
-            _ => break,
-        }
-    }
+    let mut used = active_members(tx, tenant_id, stop_at).await?;
     let mut page = PageRequest::first(PageSize::MAX);
     while used < stop_at {
         let invitations = tx.list_invitations(tenant_id, &page).await?;

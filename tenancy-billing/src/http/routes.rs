@@ -9,10 +9,10 @@ use tenancy_http::{Access, ApiRequest, Problem, RequestContext, Route, Tenancy, 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{MANAGE, READ, module};
+use super::{BillingModule, MANAGE, READ, module};
 use crate::access::Access as PlanAccess;
 use crate::catalog::{FeatureKind, FeatureValue, Limit};
-use crate::entitlements::Entitlements;
+use crate::entitlements::{BillingState, Entitlements};
 use crate::provider::{CheckoutRequest, ProviderError};
 use crate::service::WebhookError;
 use crate::store::BillingStoreError;
@@ -51,6 +51,15 @@ fn store_problem(error: &BillingStoreError) -> Problem {
         BillingStoreError::Store(_) => Problem::unavailable(error),
         other => Problem::internal(other),
     }
+}
+
+/// The caller's tenant's billing state.
+async fn state(m: &BillingModule, c: &RequestContext) -> Result<BillingState, Problem> {
+    m.service()
+        .store()
+        .state(c.tenant_id())
+        .await
+        .map_err(|e| store_problem(&e))
 }
 
 fn provider_problem(error: &ProviderError) -> Problem {
@@ -99,10 +108,7 @@ async fn checkout(
         .ok_or_else(|| Problem::unavailable(&NoProvider))?;
     let tenant_id = c.tenant_id();
     let store = m.service().store();
-    let state = store
-        .state(tenant_id)
-        .await
-        .map_err(|e| store_problem(&e))?;
+    let state = state(m, c).await?;
     if state
         .subscription
         .as_ref()
@@ -114,9 +120,10 @@ async fn checkout(
     }
     let quantity = match (body.quantity, m.inner.seat_sync) {
         (_, Some(_)) => {
-            let members = super::seats::active_members(&**t.directory().backend(), tenant_id)
-                .await
-                .map_err(|e| Problem::unavailable(&e))?;
+            let members =
+                tenancy_core::active_members(&**t.directory().backend(), tenant_id, u64::MAX)
+                    .await
+                    .map_err(|e| Problem::unavailable(&e))?;
             u32::try_from(members.max(1)).unwrap_or(u32::MAX)
         }
         (Some(n), None) if (1..=MAX_QUANTITY).contains(&n) => n,
@@ -184,12 +191,7 @@ async fn portal(
     let provider = m
         .provider()
         .ok_or_else(|| Problem::unavailable(&NoProvider))?;
-    let state = m
-        .service()
-        .store()
-        .state(c.tenant_id())
-        .await
-        .map_err(|e| store_problem(&e))?;
+    let state = state(m, c).await?;
     let Some(account) = state.account else {
         return Err(Problem::conflict(
             "the tenant has no billing account yet; check out first",
@@ -234,12 +236,7 @@ async fn subscription(
 ) -> Result<Response<Bytes>, Problem> {
     let c = context(c)?;
     let m = module(t)?;
-    let state = m
-        .service()
-        .store()
-        .state(c.tenant_id())
-        .await
-        .map_err(|e| store_problem(&e))?;
+    let state = state(m, c).await?;
     let entitlements = m
         .entitlements(c.tenant_id())
         .await

@@ -5,9 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tenancy_core::{
-    Backend, MembershipStatus, MembershipStore, PageRequest, PageSize, StoreError, TenantId,
-};
+use tenancy_core::{Backend, StoreError, TenantId, active_members};
 use tenancy_http::async_trait;
 use tokio::sync::Notify;
 
@@ -148,27 +146,6 @@ impl tenancy_core::Seats for BillingSeats {
     }
 }
 
-/// Active members of `tenant_id`.
-pub(crate) async fn active_members(
-    backend: &dyn Backend,
-    tenant_id: TenantId,
-) -> Result<u64, StoreError> {
-    let mut count = 0u64;
-    let mut page = PageRequest::first(PageSize::MAX);
-    loop {
-        let members = backend.list_members(tenant_id, &page).await?;
-        count += members
-            .items
-            .iter()
-            .filter(|m| m.membership.status == MembershipStatus::Active)
-            .count() as u64;
-        match members.next {
-            Some(cursor) => page = page.after(cursor),
-            None => return Ok(count),
-        }
-    }
-}
-
 /// Waits for member changes, lets them settle for the debounce, then sets
 /// each changed tenant's subscription quantity to its member count.
 pub(crate) fn spawn_sync(
@@ -182,7 +159,7 @@ pub(crate) fn spawn_sync(
             seats.wake.notified().await;
             tokio::time::sleep(sync.debounce).await;
             for tenant_id in seats.take_dirty() {
-                let members = match active_members(&*backend, tenant_id).await {
+                let members = match active_members(&*backend, tenant_id, u64::MAX).await {
                     Ok(n) => n,
                     Err(error) => {
                         tracing::warn!(tenant = %tenant_id, %error, "seat sync could not count members");
