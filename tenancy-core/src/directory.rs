@@ -116,7 +116,7 @@ pub enum DirectoryError {
     )]
     InviterLacksPower,
     /// Inviting would fill more seats (active members and pending
-    /// invitations) than the tenant's hard limit ([`crate::SeatLimit`]).
+    /// invitations) than the tenant's hard limit ([`crate::Seats`]).
     #[error(
         "the tenant's plan allows {limit} seats and all are taken (members and pending invitations)"
     )]
