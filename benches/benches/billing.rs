@@ -154,6 +154,17 @@ fn webhooks(c: &mut Criterion) {
                 .expect("verifies")
         })
     });
+    // The worst case: no secret matches, so both are computed.
+    let stranger = WebhookSecret::new("whsec_not_configured")
+        .expect("secret")
+        .sign(time::OffsetDateTime::now_utc().unix_timestamp(), &body);
+    group.bench_function("refuse 4 KiB, two secrets, none matching", |b| {
+        b.iter(|| {
+            verifier
+                .verify(Some(black_box(&stranger)), black_box(&body))
+                .expect_err("refused")
+        })
+    });
     group.finish();
 }
 

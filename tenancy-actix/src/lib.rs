@@ -531,6 +531,16 @@ where
     }
 }
 
+/// Middleware admitting only tenants whose plan includes `feature` (a
+/// feature of the billing catalog): others get `402`
+/// `urn:tenancy:problem:entitlement-required` naming the feature and the
+/// plans that include it. [`guard`] over tenancy-billing's `Entitlement`;
+/// needs the `BillingModule` on the `Tenancy` (feature `billing`).
+#[cfg(feature = "billing")]
+pub fn require_entitlement(feature: impl Into<std::borrow::Cow<'static, str>>) -> GuardMiddleware {
+    guard(tenancy_billing::http::Entitlement::new(feature))
+}
+
 /// Middleware running `guard` (an entitlement, a rate limit, a quota: see
 /// [`Guard`]) on the resources or scope it wraps. Like [`require`], it
 /// needs a [`TenancyMiddleware`] registered after it (so running before

@@ -357,6 +357,16 @@ pub fn guard(guard: impl Guard) -> GuardLayer {
     }
 }
 
+/// A layer admitting only tenants whose plan includes `feature` (a
+/// feature of the billing catalog): others get `402`
+/// `urn:tenancy:problem:entitlement-required` naming the feature and the
+/// plans that include it. [`guard`] over tenancy-billing's `Entitlement`;
+/// needs the `BillingModule` on the `Tenancy` (feature `billing`).
+#[cfg(feature = "billing")]
+pub fn require_entitlement(feature: impl Into<std::borrow::Cow<'static, str>>) -> GuardLayer {
+    guard(tenancy_billing::http::Entitlement::new(feature))
+}
+
 /// See [`guard`].
 #[derive(Clone)]
 pub struct GuardLayer {

@@ -7,6 +7,8 @@ mod cache;
 pub mod catalog;
 mod entitlements;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 mod overrides;
 pub mod provider;
 mod service;
@@ -41,3 +43,5 @@ pub use subscription::{
     SubscriptionId, SubscriptionStatus, UnknownStatus,
 };
 pub use tenancy_core;
+#[cfg(feature = "http")]
+pub use tenancy_http;

@@ -15,7 +15,7 @@ use crate::event::{
     TENANT_METADATA_KEY,
 };
 use crate::overrides::{Override, OverrideError, OverrideId};
-use crate::provider::{BillingProvider, ProviderError};
+use crate::provider::{BillingProvider, Proration, ProviderError};
 use crate::store::{Applied, BillingStore, BillingStoreError, EventRecord, MAX_ACCOUNTS_PAGE};
 use crate::subscription::{CustomerId, SubscriptionId};
 use crate::webhook::{SignatureError, WebhookVerifier};
@@ -39,6 +39,12 @@ pub enum WebhookOutcome {
     Duplicate,
     /// An event type that changes no state here: recorded, acknowledged.
     Acknowledged,
+    /// Recorded but not applied: its customer is linked to another tenant
+    /// than the one it names (or the tenant to another customer). No retry
+    /// can fix that, so it is acknowledged (a non-2xx answer would make the
+    /// provider retry for days) and logged at `error` level for an
+    /// operator, who relinks and reconciles.
+    Misrouted,
 }
 
 /// Why a webhook was not applied.
@@ -264,6 +270,34 @@ impl BillingService {
         };
         let observed_at = OffsetDateTime::from_unix_timestamp(event.created)
             .map_err(|_| ObjectError::Timestamp)?;
+        let outcome = self.apply_new_event(event, &record, observed_at).await;
+        match outcome {
+            Err(WebhookError::Store(
+                error @ (BillingStoreError::CustomerTaken | BillingStoreError::AccountMismatch),
+            )) => {
+                tracing::error!(
+                    event = %event.id,
+                    event_type = %event.event_type,
+                    %error,
+                    "provider event names a customer linked to another tenant; acknowledged without applying"
+                );
+                Ok(if self.store.record_event(&record).await? {
+                    WebhookOutcome::Misrouted
+                } else {
+                    WebhookOutcome::Duplicate
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn apply_new_event(
+        &self,
+        event: &ProviderEvent,
+        record: &EventRecord,
+        observed_at: OffsetDateTime,
+    ) -> Result<WebhookOutcome, WebhookError> {
+        let record = record.clone();
         let object = &event.data.object;
         match event.event_type.as_str() {
             "checkout.session.completed" => {
@@ -443,6 +477,42 @@ impl BillingService {
             }
         }
         Ok(report)
+    }
+
+    /// Sets the quantity (seats) of the tenant's live subscription at the
+    /// provider to `quantity`, charged as `proration` says, and stores the
+    /// answer. A tenant without a live subscription, or already at that
+    /// quantity, is left as it is.
+    pub async fn update_quantity(
+        &self,
+        tenant_id: TenantId,
+        quantity: u32,
+        proration: Proration,
+    ) -> Result<Applied, ReconcileError> {
+        let provider = self.provider.as_ref().ok_or(ReconcileError::NoProvider)?;
+        let state = self.store.state(tenant_id).await?;
+        let Some(current) = state.subscription.filter(|s| !s.status.is_final()) else {
+            return Ok(Applied::Unchanged(state.revision));
+        };
+        if current.quantity == quantity {
+            return Ok(Applied::Unchanged(state.revision));
+        }
+        let object = provider
+            .update_quantity(&current.id, quantity, proration)
+            .await?;
+        // The answer to our own change is newer than the snapshot it
+        // changed, even if the clock has not moved since that one.
+        let observed = self
+            .clock
+            .now()
+            .max(current.observed_at + time::Duration::microseconds(1));
+        let subscription = object.to_subscription(&self.catalog, observed)?;
+        let applied = self
+            .store
+            .sync_subscription(tenant_id, &subscription, None, &AuditContext::system())
+            .await?;
+        self.changed(tenant_id, applied);
+        Ok(applied)
     }
 
     /// Validates `fields` against the catalog and adds it.

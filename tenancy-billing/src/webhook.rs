@@ -35,6 +35,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -55,8 +56,12 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// An endpoint's signing secret (`whsec_…`). `Debug` prints
 /// `[redacted]`.
+///
+/// It holds the HMAC state already keyed with the secret (the key
+/// schedule is done once, not per delivery); the secret's bytes themselves
+/// are not kept.
 #[derive(Clone)]
-pub struct WebhookSecret(Arc<[u8]>);
+pub struct WebhookSecret(Arc<HmacSha256>);
 
 impl fmt::Debug for WebhookSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -76,16 +81,15 @@ impl WebhookSecret {
         if secret.is_empty() {
             return Err(EmptySecret);
         }
-        Ok(Self(secret.as_bytes().into()))
+        // HMAC accepts keys of any length: this cannot fail.
+        let keyed = HmacSha256::new_from_slice(secret.as_bytes()).map_err(|_| EmptySecret)?;
+        Ok(Self(Arc::new(keyed)))
     }
 
     fn mac(&self, timestamp: i64, body: &[u8]) -> [u8; 32] {
-        // HMAC accepts keys of any length; `new_from_slice` cannot fail.
-        let mut mac = match HmacSha256::new_from_slice(&self.0) {
-            Ok(mac) => mac,
-            Err(_) => return [0; 32],
-        };
-        mac.update(timestamp.to_string().as_bytes());
+        let mut mac = (*self.0).clone();
+        let mut digits = [0u8; 20];
+        mac.update(decimal(timestamp, &mut digits));
         mac.update(b".");
         mac.update(body);
         mac.finalize().into_bytes().into()
@@ -96,6 +100,26 @@ impl WebhookSecret {
     pub fn sign(&self, timestamp: i64, body: &[u8]) -> String {
         format!("t={timestamp},v1={}", hex(&self.mac(timestamp, body)))
     }
+}
+
+/// `n` in decimal, written into `buffer` (no allocation).
+fn decimal(n: i64, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut at = buffer.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        // `rest % 10` is below 10.
+        buffer[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buffer[at] = b'-';
+    }
+    &buffer[at..]
 }
 
 /// Why a webhook was refused.
@@ -147,11 +171,18 @@ impl<'a> VerifiedPayload<'a> {
 }
 
 /// Verifies webhook signatures against one or more secrets.
+///
+/// Secrets are tried starting with the one that matched last: while an
+/// endpoint secret is rolled every delivery carries a signature by each
+/// secret, and otherwise one secret signs them all, so a delivery usually
+/// costs one HMAC. Which secret matched is not secret; each comparison
+/// stays constant-time.
 #[derive(Clone)]
 pub struct WebhookVerifier {
     secrets: Vec<WebhookSecret>,
     tolerance: Duration,
     clock: Arc<dyn Clock>,
+    last_match: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for WebhookVerifier {
@@ -177,11 +208,33 @@ impl SignatureHeader {
     /// Parses a `Stripe-Signature` header. Schemes other than `t` and `v1`
     /// (`v0`, future ones) are ignored.
     pub fn parse(header: &str) -> Result<Self, SignatureError> {
+        let parsed = ParsedHeader::parse(header)?;
+        Ok(Self {
+            timestamp: parsed.timestamp,
+            signatures: parsed.signatures().to_vec(),
+        })
+    }
+}
+
+/// [`SignatureHeader`] without allocating, for [`WebhookVerifier::verify`].
+struct ParsedHeader {
+    timestamp: i64,
+    signatures: [[u8; 32]; MAX_SIGNATURES],
+    len: usize,
+}
+
+impl ParsedHeader {
+    fn signatures(&self) -> &[[u8; 32]] {
+        &self.signatures[..self.len]
+    }
+
+    fn parse(header: &str) -> Result<Self, SignatureError> {
         if header.len() > MAX_HEADER_LEN {
             return Err(SignatureError::Malformed);
         }
         let mut timestamp = None;
-        let mut signatures = Vec::new();
+        let mut signatures = [[0u8; 32]; MAX_SIGNATURES];
+        let mut len = 0usize;
         let mut v1_seen = 0usize;
         for item in header.split(',') {
             let (key, value) = item
@@ -201,8 +254,9 @@ impl SignatureHeader {
                     if v1_seen > MAX_SIGNATURES {
                         return Err(SignatureError::NoSignature);
                     }
-                    if let Some(sig) = unhex32(value) {
-                        signatures.push(sig);
+                    if let (Some(sig), Some(slot)) = (unhex32(value), signatures.get_mut(len)) {
+                        *slot = sig;
+                        len += 1;
                     }
                 }
                 _ => {}
@@ -215,6 +269,7 @@ impl SignatureHeader {
         Ok(Self {
             timestamp,
             signatures,
+            len,
         })
     }
 }
@@ -227,6 +282,7 @@ impl WebhookVerifier {
             secrets: secrets.into_iter().take(MAX_SECRETS).collect(),
             tolerance: DEFAULT_TOLERANCE,
             clock: Arc::new(SystemClock),
+            last_match: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -248,7 +304,7 @@ impl WebhookVerifier {
         header: Option<&str>,
         body: &'a [u8],
     ) -> Result<VerifiedPayload<'a>, SignatureError> {
-        let header = SignatureHeader::parse(header.ok_or(SignatureError::Missing)?)?;
+        let header = ParsedHeader::parse(header.ok_or(SignatureError::Missing)?)?;
         let now = self.clock.now().unix_timestamp();
         let age = i128::from(now) - i128::from(header.timestamp);
         let tolerance = i128::from(self.tolerance.whole_seconds());
@@ -258,21 +314,29 @@ impl WebhookVerifier {
         if -age > tolerance {
             return Err(SignatureError::FutureDated);
         }
-        let mut matched = subtle::Choice::from(0);
-        for secret in &self.secrets {
+        let count = self.secrets.len();
+        let first = self.last_match.load(Ordering::Relaxed);
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            let Some(secret) = self.secrets.get(index) else {
+                continue;
+            };
             let expected = secret.mac(header.timestamp, body);
-            for signature in &header.signatures {
+            let mut matched = subtle::Choice::from(0);
+            for signature in header.signatures() {
                 matched |= expected.ct_eq(signature);
             }
+            if bool::from(matched) {
+                if index != first {
+                    self.last_match.store(index, Ordering::Relaxed);
+                }
+                return Ok(VerifiedPayload {
+                    body,
+                    timestamp: header.timestamp,
+                });
+            }
         }
-        if bool::from(matched) {
-            Ok(VerifiedPayload {
-                body,
-                timestamp: header.timestamp,
-            })
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        Err(SignatureError::Mismatch)
     }
 }
 
@@ -324,6 +388,30 @@ mod tests {
 
     fn verifier(secrets: &[&str]) -> WebhookVerifier {
         WebhookVerifier::new(secrets.iter().map(|s| secret(s))).with_clock(clock())
+    }
+
+    #[test]
+    fn timestamps_are_written_as_decimal_text() {
+        let mut buffer = [0u8; 20];
+        for n in [0, 7, -7, 10, 1_893_456_000, i64::MAX, i64::MIN] {
+            assert_eq!(decimal(n, &mut buffer), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn the_secret_that_matched_last_is_tried_first_and_others_still_verify() {
+        let body = b"{}";
+        let v = verifier(&["whsec_old", "whsec_new"]);
+        let new = secret("whsec_new").sign(NOW, body);
+        let old = secret("whsec_old").sign(NOW, body);
+        assert!(v.verify(Some(&new), body).is_ok());
+        assert_eq!(v.last_match.load(Ordering::Relaxed), 1);
+        assert!(v.verify(Some(&old), body).is_ok());
+        assert_eq!(v.last_match.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            v.verify(Some(&secret("whsec_x").sign(NOW, body)), body),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]

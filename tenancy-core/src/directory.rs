@@ -21,6 +21,7 @@ use crate::invitation::{Invitation, InvitationStatus, InvitationToken};
 use crate::membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};
 use crate::page::{Page, PageRequest, PageSize};
 use crate::scope::TenantScope;
+use crate::seats::Seats;
 use crate::store::{
     AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, Transaction, UserStore,
 };
@@ -121,6 +122,15 @@ pub enum DirectoryError {
         "the sender of this invitation can no longer grant its roles; ask for a new invitation"
     )]
     InviterLacksPower,
+    /// Inviting would fill more seats (active members and pending
+    /// invitations) than the tenant's hard limit ([`crate::Seats`]).
+    #[error(
+        "the tenant's plan allows {limit} seats and all are taken (members and pending invitations)"
+    )]
+    SeatLimitReached {
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// Who accepts an invitation.
@@ -212,6 +222,7 @@ pub struct Directory {
     clock: Arc<dyn Clock>,
     invitation_ttl: Duration,
     grants: Option<Arc<dyn GrantCheck>>,
+    seats: Option<Arc<dyn Seats>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -219,6 +230,7 @@ impl std::fmt::Debug for Directory {
         f.debug_struct("Directory")
             .field("invitation_ttl", &self.invitation_ttl)
             .field("grant_check", &self.grants.is_some())
+            .field("seat_limit", &self.seats.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -236,6 +248,7 @@ impl Directory {
             clock: Arc::new(SystemClock),
             invitation_ttl: Self::DEFAULT_INVITATION_TTL,
             grants: None,
+            seats: None,
         }
     }
 
@@ -249,6 +262,25 @@ impl Directory {
     pub fn with_grant_check(mut self, check: Arc<dyn GrantCheck>) -> Self {
         self.grants = Some(check);
         self
+    }
+
+    /// Refuses invitations past the tenant's seat limit, as `seats` says
+    /// ([`DirectoryError::SeatLimitReached`]), counted under the tenant's
+    /// lock so concurrent invitations cannot overshoot it; tells `seats`
+    /// when a tenant's active members change.
+    pub fn with_seats(mut self, seats: Arc<dyn Seats>) -> Self {
+        self.seats = Some(seats);
+        self
+    }
+
+    /// Tells the directory's [`Seats`] that the tenant's active members
+    /// changed. The directory does so after each change it commits; a
+    /// caller of [`Directory::accept_invitation_in`] calls it after its
+    /// own commit.
+    pub fn members_changed(&self, tenant_id: TenantId) {
+        if let Some(seats) = &self.seats {
+            seats.members_changed(tenant_id);
+        }
     }
 
     /// Uses `clock` for timestamps and expiry (tests use [`crate::ManualClock`]).
@@ -570,6 +602,10 @@ impl Directory {
         roles: RoleSet,
         context: &AuditContext,
     ) -> Result<IssuedInvitation> {
+        let limit = match &self.seats {
+            Some(seats) => seats.seat_limit(scope.tenant_id()).await?,
+            None => None,
+        };
         let tx = self.backend.begin().await?;
         let tenant = self.lock_active(&*tx, scope.tenant_id()).await?;
         if let Some(user) = tx.find_user_by_email(&email).await?
@@ -578,6 +614,11 @@ impl Directory {
             return Err(DirectoryError::AlreadyMember);
         }
         let now = self.now();
+        if let Some(limit) = limit
+            && crate::seats::seats_used(&*tx, tenant.id, now, limit).await? >= limit
+        {
+            return Err(DirectoryError::SeatLimitReached { limit });
+        }
         // An expired invitation no longer blocks a new one for the address.
         if let Some(mut stale) = tx.find_pending_invitation(tenant.id, &email).await?
             && stale.is_expired_at(now)
@@ -659,6 +700,7 @@ impl Directory {
             other => other?,
         };
         tx.commit().await?;
+        self.members_changed(accepted.membership.tenant_id);
         Ok(accepted)
     }
 
@@ -674,7 +716,8 @@ impl Directory {
     ///
     /// On [`DirectoryError::InviterLacksPower`] nothing was written: drop
     /// `tx`, then call [`Directory::withdraw_unbacked_invitation`] so the
-    /// invitation is revoked and the refusal audited.
+    /// invitation is revoked and the refusal audited. After committing,
+    /// call [`Directory::members_changed`].
     #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err(Debug))]
     pub async fn accept_invitation_in(
         &self,
@@ -975,6 +1018,7 @@ impl Directory {
         )?;
         tx.append_audit(membership.tenant_id, event).await?;
         tx.commit().await?;
+        self.members_changed(membership.tenant_id);
         Ok(membership)
     }
 
@@ -1012,6 +1056,7 @@ impl Directory {
             .await?;
         }
         tx.commit().await?;
+        self.members_changed(membership.tenant_id);
         Ok(membership)
     }
 

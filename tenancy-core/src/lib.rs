@@ -40,6 +40,7 @@ mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod scope;
+mod seats;
 mod store;
 mod tenant;
 #[cfg(feature = "testkit")]
@@ -70,6 +71,7 @@ pub use membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, Us
 pub use memory::MemoryBackend;
 pub use page::{Cursor, Page, PageRequest, PageSize};
 pub use scope::TenantScope;
+pub use seats::{Seats, active_members};
 pub use store::{
     AuditLog, Backend, InvitationStore, MembershipStore, TenantStore, Transaction, UserStore,
 };

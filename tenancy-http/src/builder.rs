@@ -333,7 +333,7 @@ impl TenancyBuilder {
             }
         }
         let stores = match &self.storage {
-            Storage::Memory => memory_stores(),
+            Storage::Memory => Stores::memory(),
             #[cfg(feature = "postgres")]
             Storage::Postgres(pool) => {
                 if self.migrate {
@@ -366,6 +366,9 @@ impl TenancyBuilder {
             }));
         if let Some(mailer) = self.mailer {
             auth = auth.mailer(mailer);
+        }
+        if let Some(seats) = self.modules.iter().find_map(|m| m.module.seats()) {
+            auth = auth.seats(seats);
         }
         if let Some(hook) = self.claims_hook {
             auth = auth.claims_hook(hook);
@@ -475,6 +478,15 @@ fn spawn_purge(auth: Auth, interval: Duration) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+impl Stores {
+    /// Fresh in-memory stores, for [`TenancyBuilder::stores`] when a
+    /// module's own store needs the backend (billing's memory store keeps
+    /// its audit events there).
+    pub fn memory() -> Stores {
+        memory_stores()
+    }
 }
 
 fn memory_stores() -> Stores {

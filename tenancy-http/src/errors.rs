@@ -92,6 +92,10 @@ pub(crate) fn directory(error: &DirectoryError) -> Problem {
             "Invitation no longer backed by its sender",
         )
         .with_detail(error.to_string()),
+        E::SeatLimitReached { limit } => Problem::of(crate::ProblemKind::LimitExceeded)
+            .with_detail(error.to_string())
+            .with_extension("limit", serde_json::json!("seats"))
+            .with_extension("max", serde_json::json!(limit)),
         other => Problem::internal(other),
     }
 }

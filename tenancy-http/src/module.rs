@@ -47,6 +47,13 @@ pub trait Module: Any + Send + Sync {
         Ok(())
     }
 
+    /// The tenants' seats, if this module decides them: invitations past
+    /// the limit are refused (`422 limit-exceeded`), and it hears of
+    /// member changes. The first module answering one is used.
+    fn seats(&self) -> Option<Arc<dyn tenancy_core::Seats>> {
+        None
+    }
+
     /// This module's migrations (in a version range of its own).
     #[cfg(feature = "postgres")]
     fn migrations(&self) -> Vec<tenancy_core::postgres::sqlx::migrate::Migrator> {

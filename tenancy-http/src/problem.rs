@@ -239,6 +239,9 @@ struct Body {
     detail: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<FieldError>,
+    /// Extension members (RFC 9457 §3.2), beside the standard ones.
+    #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
+    extensions: serde_json::Map<String, serde_json::Value>,
     #[serde(skip)]
     www_authenticate: Option<String>,
     #[serde(skip)]
@@ -270,6 +273,7 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             errors: Vec::new(),
+            extensions: serde_json::Map::new(),
             www_authenticate: None,
             retry_after: None,
             allow: None,
@@ -444,6 +448,22 @@ impl Problem {
             .retry_after(until, now)
     }
 
+    /// Adds an extension member (RFC 9457 §3.2) naming what the problem is
+    /// about (`"feature": "sso"`). The standard members (`type`, `title`,
+    /// `status`, `detail`, `instance`, `errors`) cannot be replaced this way.
+    pub fn with_extension(mut self, name: &str, value: serde_json::Value) -> Self {
+        const RESERVED: [&str; 6] = ["type", "title", "status", "detail", "instance", "errors"];
+        if !RESERVED.contains(&name) {
+            self.0.extensions.insert(name.to_owned(), value);
+        }
+        self
+    }
+
+    /// The extension members added with [`Problem::with_extension`].
+    pub fn extensions(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.0.extensions
+    }
+
     /// Adds `name: value` to the answer, for headers the problem's own
     /// fields do not cover (`RateLimit`, `RateLimit-Policy`).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -569,6 +589,13 @@ mod tests {
                 "detail": "too many failed logins"
             })
         );
+        let extended = Problem::new(StatusCode::PAYMENT_REQUIRED, "x", "X")
+            .with_extension("feature", serde_json::json!("sso"))
+            .with_extension("status", serde_json::json!(200))
+            .to_response();
+        let body: serde_json::Value = serde_json::from_slice(extended.body()).unwrap();
+        assert_eq!(body["feature"], "sso");
+        assert_eq!(body["status"], 402);
         let invalid = Problem::invalid("email", "invalid email address").to_response();
         let body: serde_json::Value = serde_json::from_slice(invalid.body()).unwrap();
         assert_eq!(body["errors"][0]["field"], "email");

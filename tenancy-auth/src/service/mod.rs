@@ -77,6 +77,7 @@ pub struct AuthBuilder {
     hook: Option<Arc<dyn ClaimsHook>>,
     clock: Arc<dyn Clock>,
     grants: Option<Arc<dyn GrantCheck>>,
+    seats: Option<Arc<dyn tenancy_core::Seats>>,
 }
 
 impl AuthBuilder {
@@ -85,6 +86,13 @@ impl AuthBuilder {
     /// [`Directory::with_grant_check`]).
     pub fn grant_check(mut self, check: Arc<dyn GrantCheck>) -> Self {
         self.grants = Some(check);
+        self
+    }
+
+    /// Refuses invitations past the tenant's seat limit (see
+    /// [`Directory::with_seats`]).
+    pub fn seats(mut self, seats: Arc<dyn tenancy_core::Seats>) -> Self {
+        self.seats = Some(seats);
         self
     }
 
@@ -157,6 +165,9 @@ impl AuthBuilder {
         let mut directory = Directory::new(self.backend.clone()).with_clock(self.clock.clone());
         if let Some(grants) = self.grants {
             directory = directory.with_grant_check(grants);
+        }
+        if let Some(seats) = self.seats {
+            directory = directory.with_seats(seats);
         }
         let mail_capacity = u32::try_from(config.limits.mail_queue)
             .unwrap_or(u32::MAX)
@@ -270,6 +281,7 @@ impl Auth {
             hook: None,
             clock: Arc::new(SystemClock),
             grants: None,
+            seats: None,
         }
     }
 

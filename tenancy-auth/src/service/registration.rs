@@ -179,6 +179,9 @@ impl Auth {
                 .await?;
         }
         tx.commit().await?;
+        self.inner
+            .directory
+            .members_changed(accepted.membership.tenant_id);
         Ok(accepted)
     }
 

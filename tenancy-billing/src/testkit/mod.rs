@@ -25,6 +25,8 @@ pub mod fake_stripe;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod provider;
+#[cfg(all(feature = "http", feature = "stripe"))]
+pub mod scenarios;
 mod suites;
 pub mod webhooks;
 

@@ -17,6 +17,9 @@ use crate::tenancy::Tenancy;
 pub struct Setup {
     /// The app's clock (already given to the builder).
     pub clock: Arc<ManualClock>,
+    /// The in-memory backend the app's stores share, on memory (a module
+    /// with in-memory stores of its own builds them over it).
+    pub backend: Option<Arc<dyn tenancy_core::Backend>>,
     /// The fresh, migrated-on-build schema's pool, on Postgres.
     #[cfg(feature = "postgres")]
     pub pool: Option<tenancy_core::postgres::sqlx::PgPool>,
@@ -41,13 +44,18 @@ impl TestApp {
             .clock(clock.clone());
         #[cfg(feature = "postgres")]
         let (builder, setup) = match stores {
-            Stores::Memory => (
-                builder,
-                Setup {
-                    clock: clock.clone(),
-                    pool: None,
-                },
-            ),
+            Stores::Memory => {
+                let stores = crate::Stores::memory();
+                let backend = Some(stores.backend.clone());
+                (
+                    builder.stores(stores),
+                    Setup {
+                        clock: clock.clone(),
+                        backend,
+                        pool: None,
+                    },
+                )
+            }
             Stores::Postgres => {
                 let schema = tenancy_core::testkit::postgres::TestSchema::create().await?;
                 let pool = schema.pool.clone();
@@ -55,6 +63,7 @@ impl TestApp {
                     builder.postgres(pool.clone()),
                     Setup {
                         clock: clock.clone(),
+                        backend: None,
                         pool: Some(pool),
                     },
                 )
@@ -62,16 +71,22 @@ impl TestApp {
         };
         #[cfg(not(feature = "postgres"))]
         let (builder, setup) = match stores {
-            Stores::Memory => (
-                builder,
-                Setup {
-                    clock: clock.clone(),
-                },
-            ),
+            Stores::Memory => {
+                let stores = crate::Stores::memory();
+                let backend = Some(stores.backend.clone());
+                (
+                    builder.stores(stores),
+                    Setup {
+                        clock: clock.clone(),
+                        backend,
+                    },
+                )
+            }
             Stores::Postgres => (
                 super::on_postgres(builder).await?,
                 Setup {
                     clock: clock.clone(),
+                    backend: None,
                 },
             ),
         };

@@ -60,6 +60,7 @@ pub fn capture_logs() -> CapturedLogs {
                 .with_target("tenancy_auth", tracing::Level::TRACE)
                 .with_target("tenancy_authz", tracing::Level::TRACE)
                 .with_target("tenancy_http", tracing::Level::TRACE)
+                .with_target("tenancy_billing", tracing::Level::TRACE)
                 .with_target("tenancy_axum", tracing::Level::TRACE)
                 .with_target("tenancy_actix", tracing::Level::TRACE)
                 .with_target("sqlx", tracing::Level::DEBUG);
