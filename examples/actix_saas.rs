@@ -16,7 +16,7 @@
 
 use std::error::Error;
 
-use tenancy::actix::actix_web::{self, App, HttpResponse, HttpServer, web};
+use tenancy::actix::actix_web::{self, App, HttpRequest, HttpResponse, HttpServer, web};
 use tenancy::actix::{Context, Json, Rejection, TenancyMiddleware, require};
 use tenancy::http::auth::AuthConfig;
 use tenancy::http::authz::Catalog;
@@ -31,10 +31,12 @@ use projects::{ProjectInput, Projects};
 
 type Reply = Result<HttpResponse, Rejection>;
 
-/// `GET /projects`, behind `require(projects:read)`.
-async fn list(ctx: Context, projects: web::Data<Projects>) -> Reply {
-    let items = projects.list(ctx.tenant_id()).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+/// `GET /projects?limit=&cursor=`, behind `require(projects:read)`: one
+/// page, asked for and answered like the SDK's lists.
+async fn list(ctx: Context, projects: web::Data<Projects>, req: HttpRequest) -> Reply {
+    let page = tenancy::http::page_request(Some(req.query_string()))?;
+    let page = projects.list(ctx.tenant_id(), &page).await?;
+    Ok(HttpResponse::Ok().json(tenancy::http::page_json(&page)))
 }
 
 /// `POST /projects`, behind `require(projects:create)`.

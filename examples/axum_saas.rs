@@ -17,11 +17,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::handler::Handler as _;
 use axum::http::StatusCode;
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tenancy::axum::{Context, Json, Rejection, TenancyLayer, require};
 use tenancy::http::auth::AuthConfig;
 use tenancy::http::authz::Catalog;
@@ -41,10 +41,16 @@ struct App {
 
 type Reply<T> = Result<T, Rejection>;
 
-/// `GET /projects`, behind `require(projects:read)`.
-async fn list(State(app): State<App>, ctx: Context) -> Reply<Json<Value>> {
-    let items = app.projects.list(ctx.tenant_id()).await?;
-    Ok(Json(json!({ "items": items })))
+/// `GET /projects?limit=&cursor=`, behind `require(projects:read)`: one
+/// page, asked for and answered like the SDK's lists.
+async fn list(
+    State(app): State<App>,
+    ctx: Context,
+    RawQuery(query): RawQuery,
+) -> Reply<Json<Value>> {
+    let page = tenancy::http::page_request(query.as_deref())?;
+    let page = app.projects.list(ctx.tenant_id(), &page).await?;
+    Ok(Json(tenancy::http::page_json(&page)))
 }
 
 /// `POST /projects`, behind `require(projects:create)`: the permission is

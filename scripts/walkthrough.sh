@@ -35,7 +35,8 @@ token=$(expect 200 -- "${json[@]}" -X POST "$base/auth/login" \
 echo "3. Ada creates a project"
 project=$(expect 201 -- "${json[@]}" -H "authorization: Bearer $token" -X POST "$base/projects" \
     -d '{"name":"Apollo"}' | jq -r .id)
-expect 200 -- -H "authorization: Bearer $token" "$base/projects" | jq -c '.items[] | {id, name}'
+expect 200 -- -H "authorization: Bearer $token" "$base/projects?limit=20" \
+    | jq -c '{items: [.items[] | {id, name}], next_cursor}'
 
 echo "4. Ada creates an API key and a machine uses it"
 key=$(expect 201 -- "${json[@]}" -H "authorization: Bearer $token" -X POST "$base/api-keys" \

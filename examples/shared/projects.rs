@@ -3,13 +3,14 @@
 //! security) and the tenant defaults the host seeds.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tenancy::http::authz::{AttrKey, PolicyDocument, Resource};
 use tenancy::http::{Problem, RequestContext, Tenancy};
-use tenancy::{AuditContext, TenantId};
+use tenancy::{AuditContext, Cursor, Page, PageRequest, TenantId};
 use uuid::Uuid;
 
 /// The app's permissions, declared once.
@@ -135,29 +136,49 @@ impl Projects {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) async fn list(&self, tenant: TenantId) -> Result<Vec<Project>, Problem> {
-        match self {
-            Projects::Memory(map) => Ok(Self::rows(map)
-                .range((tenant, Uuid::nil())..)
-                .take_while(|((t, _), _)| *t == tenant)
-                .map(|(_, p)| p.clone())
-                .collect()),
+    /// One page of the tenant's projects in id order (ids are UUIDv7, so
+    /// oldest first), continuing after the page's cursor like the SDK's
+    /// own lists: a project created meanwhile is never listed twice.
+    pub(crate) async fn list(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Project>, Problem> {
+        let after: Option<Uuid> = page
+            .after_key("projects")
+            .map_err(|e| Problem::invalid("cursor", e.to_string()))?;
+        let wanted = page.size.get() + 1;
+        let rows = match self {
+            Projects::Memory(map) => {
+                let start = (tenant, after.unwrap_or_else(Uuid::nil));
+                Self::rows(map)
+                    .range((Bound::Excluded(start), Bound::Unbounded))
+                    .take_while(|((t, _), _)| *t == tenant)
+                    .take(wanted)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            }
             #[cfg(feature = "postgres")]
             Projects::Postgres(pool) => {
                 let mut tx = scoped(pool, tenant).await?;
                 let rows: Vec<(Uuid, String, String)> = tenancy::postgres::sqlx::query_as(
-                    "SELECT id, name, owner FROM projects WHERE tenant_id = $1 ORDER BY id",
+                    "SELECT id, name, owner FROM projects WHERE tenant_id = $1 \
+                     AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
                 )
                 .bind(tenant.as_uuid())
+                .bind(after)
+                .bind(i64::try_from(wanted).unwrap_or(i64::MAX))
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| Problem::unavailable(&e))?;
-                Ok(rows
-                    .into_iter()
+                rows.into_iter()
                     .map(|(id, name, owner)| Project { id, name, owner })
-                    .collect())
+                    .collect()
             }
-        }
+        };
+        Ok(Page::from_overfetch(rows, page.size, |p| {
+            Cursor::encode("projects", p.id)
+        }))
     }
 
     pub(crate) async fn get(&self, tenant: TenantId, id: Uuid) -> Result<Option<Project>, Problem> {
@@ -316,11 +337,12 @@ pub(crate) async fn on_postgres(
     let owner = PgPool::connect(owner_url).await?;
     let app_url = std::env::var("APP_DATABASE_URL").ok();
     let Some(app_url) = app_url.filter(|url| url != owner_url) else {
-        // One role for everything: the builder migrates at startup.
-        Projects::migrate(&owner).await?;
+        // One role for everything: the builder migrates at startup, then
+        // the projects table (its row-level security uses tenancy's function).
         #[cfg(feature = "scim")]
         let builder = builder.module(tenancy::scim::Scim::postgres(owner.clone()));
         let tenancy = builder.postgres(owner.clone()).build().await?;
+        Projects::migrate(&owner).await?;
         return Ok((tenancy, Projects::postgres(owner)));
     };
     // SCIM provisioning keeps its records through the serving role.

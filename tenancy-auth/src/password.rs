@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Params, Version};
 use tenancy_core::Email;
 use tokio::sync::{OnceCell, Semaphore};
+
+mod blocks;
+
+use blocks::BlockPool;
 
 /// A password as typed by a user. `Debug` never shows it.
 #[derive(Clone)]
@@ -252,11 +255,17 @@ pub enum Verification {
 /// runtime. The queue of hashes waiting for a CPU is bounded: past it a
 /// hash fails at once with [`HashError::Overloaded`] rather than making
 /// every caller wait longer.
+///
+/// Hashes run in working memory kept for reuse, one array of the
+/// configured `memory_kib` per concurrent hash, allocated on first use:
+/// resident memory stays near concurrency × `memory_kib` however many
+/// logins the process serves.
 #[derive(Clone)]
 pub struct PasswordHasher {
     config: Argon2Config,
     params: Params,
     permits: Arc<Semaphore>,
+    pool: Arc<BlockPool>,
     queue: Arc<HashQueue>,
     dummy: Arc<OnceCell<PasswordHashString>>,
     verifications: Arc<AtomicU64>,
@@ -346,6 +355,7 @@ impl PasswordHasher {
         };
         Ok(Self {
             config,
+            pool: Arc::new(BlockPool::new(params.block_count(), lanes)),
             params,
             permits: Arc::new(Semaphore::new(lanes)),
             queue: Arc::new(HashQueue {
@@ -370,20 +380,28 @@ impl PasswordHasher {
         self.verifications.load(Ordering::Relaxed)
     }
 
-    fn argon2(params: Params) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-    }
-
+    /// Runs `work` on the blocking pool with the pooled memory. The permit
+    /// moves into the task and is released when the work ends, not when
+    /// the caller stops waiting: a login whose client went away cannot
+    /// free a lane (and its memory) that is still in use.
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&BlockPool) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let _admitted = self.queue.admit()?;
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Task)?;
-        let started = std::time::Instant::now();
-        let out = tokio::task::spawn_blocking(work)
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
-            .map_err(|_| HashError::Task);
+            .map_err(|_| HashError::Task)?;
+        let pool = Arc::clone(&self.pool);
+        let started = std::time::Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
+            let out = work(&pool);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|_| HashError::Task);
         self.queue.record(started.elapsed());
         out
     }
@@ -392,11 +410,9 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Password) -> Result<PasswordHashString, HashError> {
         let params = self.params.clone();
         let secret = password.0.clone();
-        self.blocking(move || {
-            Self::argon2(params)
-                .hash_password(secret.as_bytes())
+        self.blocking(move |pool| {
+            pool.hash(params, secret.as_bytes())
                 .map(|hash| PasswordHashString(hash.to_string()))
-                .map_err(|_| HashError::Argon2)
         })
         .await?
     }
@@ -412,14 +428,14 @@ impl PasswordHasher {
         let phc = stored.0.clone();
         let wanted = self.config;
         let counter = Arc::clone(&self.verifications);
-        self.blocking(move || {
+        self.blocking(move |pool| {
             counter.fetch_add(1, Ordering::Relaxed);
             let parsed = PasswordHash::new(&phc).map_err(|_| HashError::MalformedHash)?;
             let needs_rehash = weaker_than(&parsed, wanted);
-            match Argon2::default().verify_password(secret.as_bytes(), &parsed) {
-                Ok(()) => Ok(Verification::Valid { needs_rehash }),
-                Err(argon2::password_hash::Error::PasswordInvalid) => Ok(Verification::Invalid),
-                Err(_) => Err(HashError::Argon2),
+            if pool.verify(&parsed, secret.as_bytes())? {
+                Ok(Verification::Valid { needs_rehash })
+            } else {
+                Ok(Verification::Invalid)
             }
         })
         .await?
@@ -610,5 +626,100 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn working_memory_is_bounded_by_the_lanes_and_reused() {
+        let hasher = PasswordHasher::with_limits(cheap(), 2, 64).unwrap();
+        let password = Password::new("correct horse battery");
+        let hash = hasher.hash(&password).await.unwrap();
+        assert_eq!((hasher.pool.allocated(), hasher.pool.kept()), (1, 1));
+        // Many more hashes than lanes, all at once.
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..24 {
+            let (hasher, password, hash) = (hasher.clone(), password.clone(), hash.clone());
+            tasks.spawn(async move {
+                if i % 2 == 0 {
+                    hasher.verify(&password, &hash).await.map(|_| ())
+                } else {
+                    hasher.hash(&password).await.map(|_| ())
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        assert!(hasher.pool.allocated() <= 2, "{}", hasher.pool.allocated());
+        assert_eq!(hasher.pool.kept(), hasher.pool.allocated());
+        // Sequential work after that allocates nothing new.
+        let before = hasher.pool.allocated();
+        for _ in 0..5 {
+            hasher.verify(&password, &hash).await.unwrap();
+        }
+        assert_eq!(hasher.pool.allocated(), before);
+    }
+
+    #[test]
+    fn the_pool_keeps_only_its_own_size_up_to_its_capacity() {
+        let pool = BlockPool::new(8, 1);
+        let (a, b) = (pool.take(8), pool.take(8));
+        assert_eq!((a.len(), pool.allocated()), (8, 2));
+        pool.give(a);
+        pool.give(b);
+        assert_eq!(pool.kept(), 1);
+        // Larger than the pool's arrays: a new one, freed after use.
+        let large = pool.take(16);
+        assert_eq!((large.len(), pool.allocated()), (16, 3));
+        pool.give(large);
+        assert_eq!(pool.kept(), 1);
+        // Smaller: the kept array serves.
+        assert_eq!(pool.take(4).len(), 8);
+        assert_eq!((pool.allocated(), pool.kept()), (3, 0));
+    }
+
+    #[tokio::test]
+    async fn pooled_hashes_match_the_argon2_crate() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = PasswordHasher::new(cheap()).unwrap();
+        let password = Password::new("correct horse battery");
+        let reference = argon2::Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        );
+        // Ours verifies with the crate's own verifier ...
+        let ours = hasher.hash(&password).await.unwrap();
+        let parsed = PasswordHash::new(ours.as_str()).unwrap();
+        reference
+            .verify_password(password.expose_secret().as_bytes(), &parsed)
+            .unwrap();
+        // ... and a hash the crate made (with larger costs than the pool's
+        // arrays, and with argon2i) verifies with ours.
+        for (algorithm, memory, needs_rehash) in [
+            (Algorithm::Argon2id, 2048, false),
+            (Algorithm::Argon2i, 1024, true),
+        ] {
+            let made = argon2::Argon2::new(
+                algorithm,
+                Version::V0x13,
+                Params::new(memory, 1, 1, None).unwrap(),
+            )
+            .hash_password(password.expose_secret().as_bytes())
+            .unwrap()
+            .to_string();
+            let stored = PasswordHashString::new(made);
+            assert_eq!(
+                hasher.verify(&password, &stored).await.unwrap(),
+                Verification::Valid { needs_rehash }
+            );
+            assert_eq!(
+                hasher
+                    .verify(&Password::new("wrong horse"), &stored)
+                    .await
+                    .unwrap(),
+                Verification::Invalid
+            );
+        }
+        assert_eq!(hasher.pool.kept(), 1);
     }
 }

@@ -17,14 +17,14 @@ use tenancy_authz::{
     sdk,
 };
 use tenancy_core::{
-    ActionFilter, Actor, ApiKeyId, AuditQuery, Cursor, DisplayName, Email, ExportFormat,
-    InvitationId, InvitationToken, MembershipStore, NewTenant, NewUser, Page, PageRequest,
-    PageSize, RoleName, RoleSet, SessionId, Slug, TargetType, TenantId, TenantName, UserId,
-    UserStore,
+    ActionFilter, Actor, ApiKeyId, AuditQuery, DisplayName, Email, ExportFormat, InvitationId,
+    InvitationToken, MembershipStore, NewTenant, NewUser, PageRequest, RoleName, RoleSet,
+    SessionId, Slug, TargetType, TenantId, TenantName, UserId, UserStore,
 };
 use time::OffsetDateTime;
 
 use crate::errors;
+use crate::paging::page_json;
 use crate::pipeline::RequestContext;
 use crate::problem::Problem;
 use crate::request::{ApiRequest, set_cookie};
@@ -212,21 +212,7 @@ fn field<T, E: std::fmt::Display>(name: &str, result: Result<T, E>) -> Result<T,
 }
 
 fn page_request(r: &ApiRequest) -> Result<PageRequest, Problem> {
-    let size = match r.query("limit") {
-        Some(text) => {
-            let n: usize = field("limit", text.parse::<usize>())?;
-            field("limit", PageSize::new(n))?
-        }
-        None => PageSize::default(),
-    };
-    Ok(PageRequest {
-        size,
-        after: r.query("cursor").map(Cursor::new),
-    })
-}
-
-fn page_json<T: Serialize>(page: &Page<T>) -> Value {
-    json!({ "items": page.items, "next_cursor": page.next.as_ref().map(Cursor::as_str) })
+    crate::paging::page_request(r.uri.query())
 }
 
 fn user_id(principal: &RequestContext) -> Result<UserId, Problem> {
@@ -509,6 +495,15 @@ async fn logout(
     Ok(response)
 }
 
+/// `GET /auth/me`: the caller, their user record and their tenant.
+///
+/// The tenant comes from the directory cache the pipeline has just read
+/// for this request's status check, so it costs no query: its status and
+/// slug are current (every replica hears of their changes), its name and
+/// metadata at most [`crate::HttpConfig::tenant_status_ttl`] old. The user
+/// is read from the store on every call: no cache holds users, and the
+/// answer must show an email change or verification made a moment ago on
+/// any replica.
 async fn me(
     t: &Tenancy,
     _: &ApiRequest,
@@ -526,13 +521,13 @@ async fn me(
         None => None,
     };
     let tenant = t
-        .directory()
+        .directory_cache()
         .tenant(c.tenant_id())
         .await
-        .map_err(|e| errors::directory(&e))?;
+        .map_err(|e| errors::store(&e))?;
     json(
         StatusCode::OK,
-        &json!({ "principal": &**c.principal(), "user": user, "tenant": tenant }),
+        &json!({ "principal": &**c.principal(), "user": user, "tenant": &*tenant }),
     )
 }
 
