@@ -12,7 +12,7 @@ use crate::TenancyBuilder;
 use crate::tenancy::Tenancy;
 
 /// What a [`TestApp::launch_with`] builder step may use.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Setup {
     /// The app's clock (already given to the builder).
@@ -23,6 +23,14 @@ pub struct Setup {
     /// The fresh, migrated-on-build schema's pool, on Postgres.
     #[cfg(feature = "postgres")]
     pub pool: Option<tenancy_core::postgres::sqlx::PgPool>,
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("memory", &self.backend.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestApp {
