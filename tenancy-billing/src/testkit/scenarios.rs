@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tenancy_http::testkit::{Account, Setup, Reply, Start, Stores, TestApp};
+use tenancy_http::testkit::{Account, Reply, Setup, Start, Stores, TestApp};
 use tenancy_http::{TenancyBuilder, testkit::capture_logs};
 
 use super::fake_stripe::{FakeStripe, SignedWebhook};
