@@ -77,7 +77,7 @@ async fn remove(ctx: Context, projects: web::Data<Projects>, id: web::Path<Strin
 type Usage = tenancy_metering::http::MeteringModule;
 
 async fn services() -> Result<(Tenancy, Projects, Usage), Box<dyn Error>> {
-    let catalog = Catalog::new(metering::permissions(&projects::PERMISSIONS))?;
+    let catalog = Catalog::new(projects::PERMISSIONS)?;
     let auth = AuthConfig::new("http://127.0.0.1", "projects-example");
     // Plain http on localhost: cookies without `Secure`.
     let mut http = HttpConfig::default();

@@ -100,7 +100,7 @@ async fn remove(State(app): State<App>, ctx: Context, Path(id): Path<String>) ->
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let catalog = Catalog::new(metering::permissions(&projects::PERMISSIONS))?;
+    let catalog = Catalog::new(projects::PERMISSIONS)?;
     let auth = AuthConfig::new("http://127.0.0.1", "projects-example");
     // Plain http on localhost: cookies without `Secure`.
     let mut http = HttpConfig::default();

@@ -1,19 +1,14 @@
 //! Usage metering for the example apps: `api_calls` counted per request
-//! to `/projects` (by route), readable at `GET /usage` by owners and
-//! admins (`usage:read`).
+//! to `/projects` (by route), readable at `GET /usage` by owners,
+//! admins and the billing role (`usage:read`).
 
 use std::sync::Arc;
 
 use tenancy::http::TenancyBuilder;
-use tenancy_metering::http::{MeteringGuard, MeteringModule, USAGE_READ};
+use tenancy_metering::http::{MeteringGuard, MeteringModule};
 use tenancy_metering::{
     Aggregation, DimensionName, Meter, MeterName, Metering, MeteringStore, Meters,
 };
-
-/// The app's permissions and metering's.
-pub(crate) fn permissions(app: &[&'static str]) -> Vec<&'static str> {
-    app.iter().copied().chain([USAGE_READ]).collect()
-}
 
 /// `builder` with the metering module added: usage in Postgres when the
 /// app runs on `DATABASE_URL` (as `APP_DATABASE_URL`'s role when set; the

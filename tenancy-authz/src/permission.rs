@@ -285,9 +285,11 @@ pub mod sdk {
     pub const AUDIT_READ: &str = "audit:read";
     /// Issue, list and revoke the tenant's SCIM provisioning tokens.
     pub const SCIM_MANAGE: &str = "scim:manage";
+    /// Read the tenant's metered usage (`GET /usage`, its export).
+    pub const USAGE_READ: &str = "usage:read";
 
     /// All of the above.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         TENANT_MANAGE,
         TENANT_DELETE,
         MEMBERS_READ,
@@ -302,6 +304,7 @@ pub mod sdk {
         BILLING_MANAGE,
         AUDIT_READ,
         SCIM_MANAGE,
+        USAGE_READ,
     ];
 }
 

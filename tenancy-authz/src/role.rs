@@ -184,7 +184,7 @@ pub enum RoleError {
 /// | `owner` | everything (`*`) |
 /// | `admin` | everything except `tenant:delete` and `billing:manage` |
 /// | `member` | every host permission whose action is `read` or `create`, plus `members:read` and `roles:read` |
-/// | `billing` | `billing:*` and `members:read` |
+/// | `billing` | `billing:*`, `usage:read` and `members:read` |
 /// | `readonly` | every host permission whose action is `read` |
 ///
 /// Changing or deleting a host resource's things (`update`, `delete`, …)
@@ -210,10 +210,14 @@ pub fn default_built_ins(catalog: &Catalog) -> Vec<RoleDefinition> {
     let mut member = host_with(&["read", "create"]);
     member.extend(exact(sdk::MEMBERS_READ));
     member.extend(exact(sdk::ROLES_READ));
-    let billing: Vec<PermissionPattern> = [exact("billing:*"), exact(sdk::MEMBERS_READ)]
-        .into_iter()
-        .flatten()
-        .collect();
+    let billing: Vec<PermissionPattern> = [
+        exact("billing:*"),
+        exact(sdk::USAGE_READ),
+        exact(sdk::MEMBERS_READ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let define =
         |name: RoleName, description: &str, permissions: Vec<PermissionPattern>| RoleDefinition {
             name,

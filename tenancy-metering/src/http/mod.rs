@@ -52,10 +52,10 @@ use crate::ratelimit::{MemoryRateLimitStore, RateLimitStore, RateLimiter};
 
 pub use guard::{GuardError, KeyPart, MeteringGuard, RateRule};
 
-/// The permission `GET /usage` and `GET /usage/export` require. The host
-/// declares it in its permission catalog and grants it to the roles that
-/// may see usage (owner, admin, billing).
-pub const USAGE_READ: &str = "usage:read";
+/// The permission `GET /usage` and `GET /usage/export` require: one of the
+/// SDK's own (every catalog has it), held by the built-in `owner`, `admin`
+/// and `billing` roles, not by `member` or `readonly`.
+pub const USAGE_READ: &str = tenancy_http::authz::sdk::USAGE_READ;
 
 pub(crate) struct Shared {
     pub(crate) metering: Metering,

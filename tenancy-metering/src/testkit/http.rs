@@ -16,7 +16,7 @@ use tenancy_http::http::Method;
 use tenancy_http::testkit::{Account, Start, Stores, TestApp};
 use time::OffsetDateTime;
 
-use crate::http::{KeyPart, MeteringGuard, MeteringModule, RateRule, USAGE_READ};
+use crate::http::{KeyPart, MeteringGuard, MeteringModule, RateRule};
 use crate::{
     Aggregation, Cycle, LimitKind, Meter, MeterName, Metering, MeteringStore, Meters, OnStoreError,
     PlanQuota, QuotaStore, RateLimit, StaticPlans, TenantPlan,
@@ -160,7 +160,7 @@ pub async fn launch(backing: Backing, start: Start) -> Option<MeteredApp> {
     };
     let plans = Arc::new(StaticPlans::new());
     let source = plans.clone();
-    let app = TestApp::launch_with(stores, start, &[USAGE_READ], move |builder, setup| {
+    let app = TestApp::launch_with(stores, start, &[], move |builder, setup| {
         let clock: Arc<dyn tenancy_core::Clock> = setup.clock.clone();
         let (builder, store, pg_quotas): (_, Arc<dyn MeteringStore>, Option<Arc<dyn QuotaStore>>) =
             on_stores(builder, setup);
@@ -415,11 +415,29 @@ pub async fn usage_equals_requests(app: &MeteredApp) {
         )
         .await
         .assert_problem(422, "validation");
-    // An API key without usage:read may not read usage.
+    // An API key without usage:read may not read usage, nor may a plain
+    // member; the billing role may.
     app.app
         .call(Method::GET, "/usage", Some(&key), None)
         .await
         .assert_problem(403, "forbidden");
+    let member = app
+        .app
+        .add_member(&ada, "bob@usage.test", &["member"])
+        .await;
+    app.app
+        .call(Method::GET, "/usage", Some(&member.token), None)
+        .await
+        .assert_problem(403, "forbidden");
+    let billing = app
+        .app
+        .add_member(&ada, "cy@usage.test", &["billing"])
+        .await;
+    let read = app
+        .app
+        .call(Method::GET, "/usage", Some(&billing.token), None)
+        .await;
+    assert_eq!(read.status, 200, "{}", read.text);
 }
 
 /// A quota that cannot be checked fails closed (the guard's choice for
