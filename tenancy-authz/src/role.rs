@@ -182,7 +182,7 @@ pub enum RoleError {
 /// | role | permissions |
 /// | --- | --- |
 /// | `owner` | everything (`*`) |
-/// | `admin` | everything except `tenant:delete` and `billing:manage` |
+/// | `admin` | everything except `tenant:delete`, `billing:manage` and `scim:manage` (a SCIM token outlives its issuer and manages members directly) |
 /// | `member` | every host permission whose action is `read` or `create`, plus `members:read` and `roles:read` |
 /// | `billing` | `billing:*`, `usage:read` and `members:read` |
 /// | `readonly` | every host permission whose action is `read` |
@@ -204,7 +204,9 @@ pub fn default_built_ins(catalog: &Catalog) -> Vec<RoleDefinition> {
     let admin: Vec<PermissionPattern> = catalog
         .permissions()
         .iter()
-        .filter(|p| p.as_str() != sdk::TENANT_DELETE && p.as_str() != sdk::BILLING_MANAGE)
+        .filter(|p| {
+            ![sdk::TENANT_DELETE, sdk::BILLING_MANAGE, sdk::SCIM_MANAGE].contains(&p.as_str())
+        })
         .map(|p| PermissionPattern::from(p.clone()))
         .collect();
     let mut member = host_with(&["read", "create"]);

@@ -174,6 +174,26 @@ pub(crate) fn auth_error(error: &tenancy_auth::Error) -> ScimError {
     }
 }
 
+/// Owners are outside the directory's reach: a SCIM token (which an owner
+/// issued, and which outlives its issuer's membership) never adopts,
+/// suspends or removes an owner's membership; owners change owners
+/// through the member routes, which check the caller's rank.
+async fn refuse_owner(tenancy: &Tenancy, caller: &Caller, user: UserId) -> Result<(), ScimError> {
+    let membership = tenancy
+        .directory()
+        .backend()
+        .find_membership(caller.tenant(), user)
+        .await
+        .map_err(|e| ScimError::unavailable(&e))?;
+    if membership.is_some_and(|m| m.roles.contains(&tenancy_core::RoleName::OWNER)) {
+        return Err(ScimError::bad_request(
+            ScimType::Mutability,
+            "an owner's membership is not managed by the directory",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn directory_error(error: &DirectoryError) -> ScimError {
     match error {
         DirectoryError::LastOwner => ScimError::bad_request(
@@ -183,6 +203,10 @@ pub(crate) fn directory_error(error: &DirectoryError) -> ScimError {
         DirectoryError::UserDisabled => ScimError::bad_request(
             ScimType::InvalidValue,
             "this account is disabled by the service and cannot be provisioned",
+        ),
+        DirectoryError::SeatLimitReached { limit } => ScimError::new(
+            http::StatusCode::FORBIDDEN,
+            format!("the tenant's plan allows {limit} seats, all taken"),
         ),
         DirectoryError::TenantNotActive { .. } => {
             ScimError::new(http::StatusCode::FORBIDDEN, "the tenant is not active")
@@ -364,6 +388,7 @@ impl Scim {
         user: UserId,
         remove: bool,
     ) -> Result<(), ScimError> {
+        refuse_owner(tenancy, caller, user).await?;
         let auth = tenancy.auth();
         let ended = if remove || self.config.deprovision == Deprovision::Remove {
             auth.remove_member(&caller.scope, user, &caller.audit).await
@@ -500,6 +525,7 @@ impl Scim {
                     .ok_or_else(|| {
                         ScimError::new(http::StatusCode::CONFLICT, "a concurrent change won; retry")
                     })?;
+                refuse_owner(tenancy, caller, user.id).await?;
                 Ok((user.id, false))
             }
             Err(error) => Err(directory_error(&error)),

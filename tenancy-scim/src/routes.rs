@@ -507,7 +507,10 @@ async fn run_list(t: &Tenancy, r: &ApiRequest, query: Query) -> Result<Response<
 struct Input {
     user_name: String,
     external_id: Option<String>,
-    active: bool,
+    /// `None` when the resource leaves `active` out: a new user is active,
+    /// an existing one keeps its state (a `PUT` without `active`, or a
+    /// `PATCH` removing it, never reactivates a deprovisioned member).
+    active: Option<bool>,
     attributes: Map<String, Value>,
 }
 
@@ -526,7 +529,10 @@ fn input(value: &Value) -> Result<Input, ScimError> {
         Some(Value::String(id)) => Some(id),
         _ => None,
     };
-    let active = !matches!(cleaned.remove("active"), Some(Value::Bool(false)));
+    let active = match cleaned.remove("active") {
+        Some(Value::Bool(active)) => Some(active),
+        _ => None,
+    };
     Ok(Input {
         user_name,
         external_id,
@@ -644,7 +650,7 @@ async fn create_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) ->
                 user_id: user,
                 user_name: input.user_name.clone(),
                 external_id: input.external_id.clone(),
-                active: input.active,
+                active: input.active.unwrap_or(true),
                 attributes: input.attributes.clone(),
                 version: 1,
                 created_at: at,
@@ -688,7 +694,8 @@ async fn save(
             next.user_name
         )));
     }
-    match (current.active, next.active) {
+    let active = next.active.unwrap_or(current.active);
+    match (current.active, active) {
         (true, false) => scim.deprovision(t, caller, current.user_id, false).await?,
         (false, true) => scim.reprovision(t, caller, current.user_id).await?,
         _ => {}
@@ -696,7 +703,7 @@ async fn save(
     let record = UserRecord {
         user_name: next.user_name,
         external_id: next.external_id,
-        active: next.active,
+        active,
         attributes: next.attributes,
         version: current.version + 1,
         updated_at: now(),

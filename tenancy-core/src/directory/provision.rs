@@ -31,6 +31,8 @@ impl Directory {
     /// `member.provisioned`.
     ///
     /// Errors: [`DirectoryError::TenantNotActive`],
+    /// [`DirectoryError::SeatLimitReached`] (a hard seat limit counts a
+    /// provisioned member like an invited one),
     /// [`DirectoryError::UserDisabled`], [`DirectoryError::AlreadyMember`],
     /// or a store conflict when another request created the account at the
     /// same moment (retry).
@@ -43,6 +45,10 @@ impl Directory {
         roles: RoleSet,
         context: &AuditContext,
     ) -> Result<Provisioned> {
+        let limit = match &self.seats {
+            Some(seats) => seats.seat_limit(scope.tenant_id()).await?,
+            None => None,
+        };
         let tx = self.backend.begin().await?;
         let tenant = tx.lock_tenant(scope.tenant_id()).await?;
         ensure_active(&tenant)?;
@@ -68,6 +74,12 @@ impl Directory {
             return Err(DirectoryError::AlreadyMember);
         }
         let now = self.now();
+        // A provisioned member takes a seat like an invited one.
+        if let Some(limit) = limit
+            && crate::seats::seats_used(&*tx, tenant.id, now, limit).await? >= limit
+        {
+            return Err(DirectoryError::SeatLimitReached { limit });
+        }
         let membership = Membership {
             id: MembershipId::new(),
             tenant_id: tenant.id,
@@ -86,6 +98,7 @@ impl Directory {
         )?;
         tx.append_audit(tenant.id, event).await?;
         tx.commit().await?;
+        self.members_changed(tenant.id);
         Ok(Provisioned {
             user,
             membership,

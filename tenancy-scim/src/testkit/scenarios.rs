@@ -23,7 +23,7 @@ pub async fn scim(
     app.send(request).await
 }
 
-/// Issues a SCIM token as `by` (an owner or admin); returns the secret.
+/// Issues a SCIM token as `by` (an owner); returns the secret.
 pub async fn issue_token(app: &TestApp, by: &Account) -> String {
     let reply = app
         .call(
@@ -96,24 +96,27 @@ fn location(user: &Value) -> String {
     format!("/scim/v2/Users/{}", user["id"].as_str().unwrap())
 }
 
-/// Tokens: issued once (owner or admin, `scim:manage`), listed without
+/// Tokens: issued once (owners only, `scim:manage`), listed without
 /// their secret, revoked; audited. Discovery describes what is supported.
 pub async fn scim_tokens_and_discovery(app: &TestApp) {
     let owner = app.register("disco", "owner@disco.test").await;
     let member = app
         .add_member(&owner, "member@disco.test", &["member"])
         .await;
+    let admin = app.add_member(&owner, "admin@disco.test", &["admin"]).await;
     let token = issue_token(app, &owner).await;
     assert!(token.starts_with("scim_"));
-    let denied = app
-        .call(
-            Method::POST,
-            "/scim/tokens",
-            Some(&member.token),
-            Some(json!({ "name": "x" })),
-        )
-        .await;
-    denied.assert_problem(403, "forbidden");
+    for refused in [&member, &admin] {
+        let denied = app
+            .call(
+                Method::POST,
+                "/scim/tokens",
+                Some(&refused.token),
+                Some(json!({ "name": "x" })),
+            )
+            .await;
+        denied.assert_problem(403, "forbidden");
+    }
     let listed = app
         .call(Method::GET, "/scim/tokens", Some(&owner.token), None)
         .await;
@@ -428,6 +431,36 @@ pub async fn scim_deprovisioning_ends_access(app: &TestApp) {
         .await;
     relogin.assert_problem(404, "not-found");
 
+    // Leaving `active` out (a PUT without it, a PATCH removing it) keeps
+    // the member deprovisioned.
+    let put = scim(
+        app,
+        Method::PUT,
+        &location(&linked),
+        &token,
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "grace@leavers.test",
+            "emails": [{ "value": "grace@leavers.test", "primary": true }],
+        })),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    assert_eq!(put.json["active"], false, "{}", put.text);
+    let removed = scim(
+        app,
+        Method::PATCH,
+        &location(&linked),
+        &token,
+        Some(patch(json!([{ "op": "remove", "path": "active" }]))),
+    )
+    .await;
+    assert_eq!(removed.json["active"], false, "{}", removed.text);
+    let relogin = app
+        .call(Method::POST, "/auth/login", None, Some(json!({ "email": "grace@leavers.test", "password": "correct horse battery", "tenant_id": owner.tenant })))
+        .await;
+    relogin.assert_problem(404, "not-found");
+
     // Entra ID reactivates with a string boolean.
     let on = scim(
         app,
@@ -452,27 +485,36 @@ pub async fn scim_deprovisioning_ends_access(app: &TestApp) {
         me.text
     );
 
-    // The directory cannot take the tenant's last owner away.
-    let boss = create(app, &token, "owner@leavers.test", "Owner", "One").await;
-    let refused = scim(
-        app,
-        Method::PATCH,
-        &location(&boss),
-        &token,
-        Some(patch(json!([
-            { "op": "replace", "path": "active", "value": false }
-        ]))),
-    )
-    .await;
-    assert_scim_error(&refused, 400, Some("mutability"));
-    assert_eq!(
-        app.call(Method::GET, "/auth/me", Some(&owner.token), None)
-            .await
-            .status,
-        200
-    );
-    let still = scim(app, Method::GET, &location(&boss), &token, None).await;
-    assert_eq!(still.json["active"], true);
+    // The directory never adopts an owner's membership, so it can neither
+    // suspend nor remove an owner (not only the last one): owners change
+    // owners through the member routes, which check the caller's rank.
+    let second = app
+        .add_member(&owner, "second@leavers.test", &["owner"])
+        .await;
+    for email in ["owner@leavers.test", "second@leavers.test"] {
+        let refused = scim(
+            app,
+            Method::POST,
+            "/scim/v2/Users",
+            &token,
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": email,
+                "emails": [{ "value": email, "primary": true }],
+                "active": false,
+            })),
+        )
+        .await;
+        assert_scim_error(&refused, 400, Some("mutability"));
+    }
+    for account in [&owner, &second] {
+        assert_eq!(
+            app.call(Method::GET, "/auth/me", Some(&account.token), None)
+                .await
+                .status,
+            200
+        );
+    }
 }
 
 /// Filters, pagination, sorting and projection.
