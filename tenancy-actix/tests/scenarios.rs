@@ -2,74 +2,9 @@
 // A test harness: failing to bind or start is a failed test.
 #![allow(clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
+mod common;
 
-use actix_web::http::StatusCode;
-use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
-use tenancy_actix::{Context, TenancyMiddleware};
-use tenancy_http::Tenancy;
-use tenancy_http::testkit::Projects;
-
-/// `GET/POST /projects` and `GET/PUT/DELETE /projects/{id}`, served by the
-/// testkit's framework-agnostic projects API.
-async fn projects(
-    ctx: Context,
-    request: HttpRequest,
-    projects: web::Data<Projects>,
-    body: Bytes,
-) -> HttpResponse {
-    let method = http::Method::from_bytes(request.method().as_str().as_bytes()).expect("method");
-    let id = request.match_info().get("id");
-    into(projects.handle(&ctx, &method, id, &body).await)
-}
-
-fn into(response: http::Response<Bytes>) -> HttpResponse {
-    let (parts, body) = response.into_parts();
-    let mut answer =
-        HttpResponse::build(StatusCode::from_u16(parts.status.as_u16()).expect("status"));
-    for (name, value) in &parts.headers {
-        answer.append_header((name.as_str(), value.as_bytes()));
-    }
-    answer.body(body)
-}
-
-fn start(
-    tenancy: Tenancy,
-    projects_api: Arc<Projects>,
-) -> Pin<Box<dyn Future<Output = SocketAddr> + Send>> {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let data = web::Data::from(projects_api);
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(data.clone())
-                    .configure(tenancy_actix::configure(tenancy.clone()))
-                    .service(
-                        web::scope("/projects")
-                            .route("", web::to(projects))
-                            .route("/{id}", web::to(projects))
-                            .wrap(TenancyMiddleware::new(tenancy.clone())),
-                    )
-                    .default_service(web::to(tenancy_actix::not_found))
-            })
-            .workers(1)
-            .disable_signals()
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            let address = server.addrs()[0];
-            let running = server.run();
-            sender.send(address).expect("send the address");
-            running.await.expect("serve");
-        });
-    });
-    Box::pin(async move { receiver.await.expect("the server thread started") })
-}
+use common::start;
 
 tenancy_http::http_scenarios!(start);
 tenancy_http::http_log_test!(start);
-tenancy_scim::scim_scenarios!(start);
