@@ -33,7 +33,9 @@ impl BlockPool {
         Self {
             blocks,
             capacity,
-            free: Mutex::new(Vec::with_capacity(capacity)),
+            // Grown on demand: `capacity` may be as large as the
+            // configured hash concurrency, `usize::MAX` included.
+            free: Mutex::new(Vec::new()),
             #[cfg(test)]
             allocated: AtomicUsize::new(0),
         }
