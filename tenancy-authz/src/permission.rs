@@ -654,7 +654,7 @@ mod tests {
             c.check_pattern(&"projectz:*".parse().unwrap()),
             Err(PermissionError::MatchesNothing { .. })
         ));
-        assert_eq!(c.expand(&"*:read".parse().unwrap()).count(), 7);
+        assert_eq!(c.expand(&"*:read".parse().unwrap()).count(), 8);
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! `billing:manage` and `billing:read` are among the SDK's own permissions
 //! (`tenancy_authz::sdk`), so every permission catalog declares them and
 //! the builder accepts these routes. The built-in `owner` role holds them
-//! (it holds `*`), as does the built-in `billing` role (`billing:*` and
-//! `members:read`); `admin` holds `billing:read` but not `billing:manage`.
+//! (it holds `*`), as does the built-in `billing` role (`billing:*`, `usage:read`
+//! and `members:read`); `admin` holds `billing:read` but not `billing:manage`.
 //! A custom role gets them like any permission (`PUT /roles/{name}`).
 //!
 //! On Postgres the module adds the billing migrations (4000-4999) and
