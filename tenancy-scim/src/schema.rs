@@ -233,6 +233,22 @@ pub(crate) fn resolve(path: &AttrPath) -> Option<(&'static Attribute, Option<&'s
     }
 }
 
+/// Refuses a filter naming an attribute the User schema does not have
+/// (RFC 7644 §3.4.2.2: `invalidFilter`), rather than matching nothing.
+pub(crate) fn check_user_filter(filter: &crate::filter::Filter) -> Result<(), ScimError> {
+    match filter
+        .attribute_paths()
+        .into_iter()
+        .find(|path| resolve(path).is_none())
+    {
+        Some(unknown) => Err(ScimError::bad_request(
+            ScimType::InvalidFilter,
+            format!("the filter names `{unknown}`, which Users do not have"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The User schema's case rules for filters.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserCaseRules;
