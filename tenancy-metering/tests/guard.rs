@@ -55,7 +55,10 @@ async fn a_limit_by_client_address_counts_requests_without_one() {
     let created = tenancy
         .directory()
         .create_tenant(
-            NewTenant::new(Slug::new("ip-limits").unwrap(), TenantName::new("Ip").unwrap()),
+            NewTenant::new(
+                Slug::new("ip-limits").unwrap(),
+                TenantName::new("Ip").unwrap(),
+            ),
             Owner::New(NewUser::new(Email::new("owner@ip.test").unwrap())),
             &AuditContext::system(),
         )
