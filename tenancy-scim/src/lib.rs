@@ -28,10 +28,12 @@
 
 mod error;
 pub mod filter;
+mod groups;
 mod module;
 mod resource;
 mod routes;
 mod schema;
+mod settings;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -39,5 +41,9 @@ pub mod testkit;
 pub use error::{SCIM_JSON, ScimError, ScimStoreError, ScimType};
 pub use module::{Deprovision, IssuedToken, Scim, ScimConfig, TOKEN_PREFIX, actions};
 pub use routes::BASE_PATH;
-pub use schema::{ENTERPRISE_SCHEMA, ERROR, LIST_RESPONSE, PATCH_OP, USER_SCHEMA, UserCaseRules};
-pub use store::{ScimStore, ScimToken, UserRecord};
+pub use schema::{
+    ENTERPRISE_SCHEMA, ERROR, GROUP_SCHEMA, GroupCaseRules, LIST_RESPONSE, PATCH_OP, USER_SCHEMA,
+    UserCaseRules,
+};
+pub use settings::{MAX_GROUP_ROLES, SETTINGS_CHANGED, ScimSettings};
+pub use store::{GroupRecord, GroupRole, ScimStore, ScimToken, TenantSettings, UserRecord};

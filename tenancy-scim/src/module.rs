@@ -49,7 +49,8 @@ pub enum Deprovision {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ScimConfig {
-    /// What deactivation does.
+    /// What deactivation does in tenants that did not choose
+    /// (`PUT /scim/settings`).
     pub deprovision: Deprovision,
     /// The roles of a member the identity provider creates.
     pub default_roles: RoleSet,
@@ -58,6 +59,10 @@ pub struct ScimConfig {
     /// The absolute URL the routes are served at (`https://app.example/scim/v2`),
     /// for `meta.location`; derived from the `Host` header when unset.
     pub base_url: Option<String>,
+    /// Whether a tenant may map a group to the `owner` role. Off by
+    /// default: whoever administers the identity provider would become an
+    /// owner of the tenant by adding themselves to the group.
+    pub allow_owner_mapping: bool,
 }
 
 impl Default for ScimConfig {
@@ -67,6 +72,7 @@ impl Default for ScimConfig {
             default_roles: RoleSet::single(RoleName::MEMBER),
             max_results: 200,
             base_url: None,
+            allow_owner_mapping: false,
         }
     }
 }
@@ -87,6 +93,13 @@ impl ScimConfig {
     /// Sets the largest page, at least 1.
     pub fn with_max_results(mut self, max: usize) -> Self {
         self.max_results = max.max(1);
+        self
+    }
+
+    /// Lets tenants map a group to the `owner` role (a privilege
+    /// escalation path: see [`ScimConfig::allow_owner_mapping`]).
+    pub fn with_owner_mapping(mut self, allow: bool) -> Self {
+        self.allow_owner_mapping = allow;
         self
     }
 
@@ -390,7 +403,7 @@ impl Scim {
     ) -> Result<(), ScimError> {
         refuse_owner(tenancy, caller, user).await?;
         let auth = tenancy.auth();
-        let ended = if remove || self.config.deprovision == Deprovision::Remove {
+        let ended = if remove || self.deprovision_mode(caller.tenant()).await? == Deprovision::Remove {
             auth.remove_member(&caller.scope, user, &caller.audit).await
         } else {
             auth.suspend_member(&caller.scope, user, &caller.audit)

@@ -9,6 +9,8 @@ use crate::filter::{AttrPath, CaseRules, get_ci};
 
 /// The core User schema URI.
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+/// The core Group schema URI.
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// The enterprise User extension URI.
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 /// The list response message URI.
@@ -87,6 +89,25 @@ const TYPED_SUB: [Attribute; 4] = [
         "whether this is the preferred value",
     ),
 ];
+
+const META: Attribute = Attribute {
+    mutability: Mutability::ReadOnly,
+    ..complex(
+        "meta",
+        false,
+        "resource metadata",
+        &[
+            string("resourceType", "the resource type"),
+            string("created", "when the resource was created"),
+            string("lastModified", "when the resource last changed"),
+            string("location", "the resource's URI"),
+            Attribute {
+                case_exact: true,
+                ..string("version", "the resource's entity tag")
+            },
+        ],
+    )
+};
 
 /// The core User attributes supported, `id` first.
 pub(crate) static USER_ATTRIBUTES: [Attribute; 17] = [
@@ -169,25 +190,70 @@ pub(crate) static USER_ATTRIBUTES: [Attribute; 17] = [
             ),
         ],
     ),
+    META,
+];
+
+/// The Group attributes (RFC 7643 §4.2), `id` first.
+pub(crate) static GROUP_ATTRIBUTES: [Attribute; 5] = [
     Attribute {
+        case_exact: true,
         mutability: Mutability::ReadOnly,
-        ..complex(
-            "meta",
-            false,
-            "resource metadata",
-            &[
-                string("resourceType", "the resource type"),
-                string("created", "when the resource was created"),
-                string("lastModified", "when the resource last changed"),
-                string("location", "the resource's URI"),
-                Attribute {
-                    case_exact: true,
-                    ..string("version", "the resource's entity tag")
-                },
-            ],
+        unique: true,
+        ..string(
+            "id",
+            "the service provider's identifier of the group in this tenant",
         )
     },
+    Attribute {
+        case_exact: true,
+        ..string(
+            "externalId",
+            "the identity provider's identifier of the group",
+        )
+    },
+    Attribute {
+        required: true,
+        unique: true,
+        ..string(
+            "displayName",
+            "the group's name, unique in the tenant; the tenant's role mapping names groups by it",
+        )
+    },
+    complex(
+        "members",
+        true,
+        "the group's members: users of this tenant",
+        &[
+            Attribute {
+                case_exact: true,
+                ..string("value", "the member's User id")
+            },
+            attr("$ref", Kind::Reference, "the member's User URI"),
+            Attribute {
+                mutability: Mutability::ReadOnly,
+                ..string("display", "the member's name")
+            },
+            string("type", "the member's resource type: User"),
+        ],
+    ),
+    META,
 ];
+
+/// The Group schema's case rules for filters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupCaseRules;
+
+impl CaseRules for GroupCaseRules {
+    fn case_exact(&self, path: &AttrPath) -> bool {
+        let Some(top) = find(&GROUP_ATTRIBUTES, &path.name) else {
+            return false;
+        };
+        match &path.sub {
+            None => top.case_exact,
+            Some(sub) => find(top.sub, sub).is_some_and(|s| s.case_exact),
+        }
+    }
+}
 
 /// The enterprise extension attributes supported.
 pub(crate) static ENTERPRISE_ATTRIBUTES: [Attribute; 6] = [
@@ -399,7 +465,8 @@ fn describe(attribute: &Attribute) -> Value {
     out
 }
 
-/// The `/Schemas` resources: the User schema and the enterprise extension,
+/// The `/Schemas` resources: the User schema, the enterprise extension and
+/// the Group schema,
 /// listing exactly the attributes kept.
 pub(crate) fn schemas(base: &str) -> Vec<Value> {
     let schema = |id: &str, name: &str, description: &str, attributes: &[Attribute]| {
@@ -424,6 +491,12 @@ pub(crate) fn schemas(base: &str) -> Vec<Value> {
             "EnterpriseUser",
             "enterprise attributes of a member",
             &ENTERPRISE_ATTRIBUTES,
+        ),
+        schema(
+            GROUP_SCHEMA,
+            "Group",
+            "a group of the tenant's members; mapped groups grant tenant roles",
+            &GROUP_ATTRIBUTES,
         ),
     ]
 }
