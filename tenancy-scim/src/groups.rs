@@ -23,8 +23,9 @@ use crate::filter::{AttrPath, CaseRules, Filter, PatchPath};
 use crate::module::{Caller, Scim, audit, now, store_error};
 use crate::resource::{self, Op};
 use crate::routes::{
-    Answer, Query, answer, base, body, caller, check_if_match, list_answer, module, patch_operations,
-    read_answer, require_schema, resource_answer, resource_id, search_query, url_query,
+    Answer, Query, answer, base, body, caller, check_if_match, list_answer, module,
+    patch_operations, read_answer, require_schema, resource_answer, resource_id, search_query,
+    url_query,
 };
 use crate::schema::{GROUP_SCHEMA, GroupCaseRules};
 use crate::settings::ScimSettings;
@@ -198,7 +199,9 @@ fn member_ids(value: &Value) -> Result<Vec<Uuid>, ScimError> {
             if let Some(kind) = field("type").and_then(Value::as_str)
                 && !kind.eq_ignore_ascii_case("User")
             {
-                return Err(invalid("members must be Users (nested groups are not supported)"));
+                return Err(invalid(
+                    "members must be Users (nested groups are not supported)",
+                ));
             }
             field("value")
                 .and_then(Value::as_str)
@@ -234,9 +237,9 @@ fn external_id(value: &Value) -> Result<Option<String>, ScimError> {
 }
 
 fn group_input(value: &Value) -> Result<GroupInput, ScimError> {
-    let object = value
-        .as_object()
-        .ok_or_else(|| ScimError::bad_request(ScimType::InvalidSyntax, "a Group must be a JSON object"))?;
+    let object = value.as_object().ok_or_else(|| {
+        ScimError::bad_request(ScimType::InvalidSyntax, "a Group must be a JSON object")
+    })?;
     let field = |name: &str| {
         object
             .iter()
@@ -278,7 +281,10 @@ fn apply(
     let Some(path) = path.filter(|p| !p.trim().is_empty()) else {
         // Entra ID: `{"op": "Replace", "value": {"displayName": "…"}}`.
         if op == Op::Remove {
-            return Err(ScimError::bad_request(ScimType::NoTarget, "remove needs a path"));
+            return Err(ScimError::bad_request(
+                ScimType::NoTarget,
+                "remove needs a path",
+            ));
         }
         let Some(Value::Object(values)) = value else {
             return Err(invalid("an operation without a path needs an object value"));
@@ -295,8 +301,15 @@ fn apply(
     };
     let path = PatchPath::parse(path).map_err(|e| invalid_path(format!("`{path}`: {e}")))?;
     let name = path.attr.name.as_str();
-    if path.attr.uri.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(GROUP_SCHEMA)) {
-        return Err(invalid_path(format!("`{path}` is not an attribute of the Group schema")));
+    if path
+        .attr
+        .uri
+        .as_deref()
+        .is_some_and(|u| !u.eq_ignore_ascii_case(GROUP_SCHEMA))
+    {
+        return Err(invalid_path(format!(
+            "`{path}` is not an attribute of the Group schema"
+        )));
     }
     let whole = path.filter.is_none() && path.sub.is_none() && path.attr.sub.is_none();
     if name.eq_ignore_ascii_case("id") || name.eq_ignore_ascii_case("meta") {
@@ -324,7 +337,9 @@ fn apply(
         return Ok(());
     }
     if !name.eq_ignore_ascii_case("members") || path.attr.sub.is_some() || path.sub.is_some() {
-        return Err(invalid_path(format!("`{path}` is not a writable attribute of the Group schema")));
+        return Err(invalid_path(format!(
+            "`{path}` is not a writable attribute of the Group schema"
+        )));
     }
     match (&path.filter, op) {
         // Okta: `remove` with `members[value eq "…"]`.
@@ -438,7 +453,8 @@ impl Scim {
             plan.push(RoleChange {
                 user: record.user_id,
                 gains_owner: !owner && roles.contains(&RoleName::OWNER),
-                loses_active_owner: membership.is_active_owner() && !roles.contains(&RoleName::OWNER),
+                loses_active_owner: membership.is_active_owner()
+                    && !roles.contains(&RoleName::OWNER),
                 roles,
             });
         }
@@ -474,7 +490,8 @@ impl Scim {
             match changed {
                 Ok(_) => {}
                 Err(tenancy_core::DirectoryError::LastOwner) => return Err(last_owner()),
-                Err(tenancy_core::DirectoryError::Store(tenancy_core::StoreError::NotFound(_))) => {}
+                Err(tenancy_core::DirectoryError::Store(tenancy_core::StoreError::NotFound(_))) => {
+                }
                 Err(error) => return Err(crate::module::directory_error(&error)),
             }
         }
@@ -501,7 +518,9 @@ impl Scim {
             .filter(|g| before.roles_of(&g.display_name) != after.roles_of(&g.display_name))
             .flat_map(|g| g.members.clone())
             .collect();
-        let plan = self.plan_roles(tenancy, caller, after, affected, None).await?;
+        let plan = self
+            .plan_roles(tenancy, caller, after, affected, None)
+            .await?;
         Ok(RolePlanRun(plan))
     }
 
@@ -609,7 +628,11 @@ pub(crate) struct RolePlanRun(Vec<RoleChange>);
 
 // ---------------------------------------------------------------- routes
 
-async fn find_group(scim: &Scim, caller: &Caller, r: &ApiRequest) -> Result<GroupRecord, ScimError> {
+async fn find_group(
+    scim: &Scim,
+    caller: &Caller,
+    r: &ApiRequest,
+) -> Result<GroupRecord, ScimError> {
     let id = resource_id(r)?;
     scim.store
         .get_group(caller.tenant(), id)
@@ -724,7 +747,10 @@ pub(crate) async fn replace_group(
             if let Some(id) = value.get("id").and_then(Value::as_str)
                 && id != current.id.to_string()
             {
-                return Err(ScimError::bad_request(ScimType::Mutability, "id cannot change"));
+                return Err(ScimError::bad_request(
+                    ScimType::Mutability,
+                    "id cannot change",
+                ));
             }
             let next = record_of(group_input(&value)?, &current);
             scim.save_group(t, &caller, Some(&current), Some(&next))
@@ -735,11 +761,7 @@ pub(crate) async fn replace_group(
     )
 }
 
-pub(crate) async fn patch_group(
-    t: &Tenancy,
-    r: &ApiRequest,
-    _: Option<&RequestContext>,
-) -> Answer {
+pub(crate) async fn patch_group(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
     answer(
         async {
             let (_, caller) = caller(t, r).await?;
@@ -808,16 +830,46 @@ mod tests {
         let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let mut g = group(&[a]);
         // Okta adds with a value array and removes with a filtered path.
-        apply(&mut g, Op::parse("add").unwrap(), Some("members"), Some(json!([{"value": b.to_string()}, {"value": c.to_string()}]))).unwrap();
+        apply(
+            &mut g,
+            Op::parse("add").unwrap(),
+            Some("members"),
+            Some(json!([{"value": b.to_string()}, {"value": c.to_string()}])),
+        )
+        .unwrap();
         assert_eq!(g.members, vec![a, b, c]);
-        apply(&mut g, Op::Remove, Some(&format!("members[value eq \"{b}\"]")), None).unwrap();
+        apply(
+            &mut g,
+            Op::Remove,
+            Some(&format!("members[value eq \"{b}\"]")),
+            None,
+        )
+        .unwrap();
         assert_eq!(g.members, vec![a, c]);
         // Entra ID removes with a value array and renames without a path.
-        apply(&mut g, Op::parse("Remove").unwrap(), Some("members"), Some(json!([{"value": a.to_string()}]))).unwrap();
+        apply(
+            &mut g,
+            Op::parse("Remove").unwrap(),
+            Some("members"),
+            Some(json!([{"value": a.to_string()}])),
+        )
+        .unwrap();
         assert_eq!(g.members, vec![c]);
-        apply(&mut g, Op::parse("Replace").unwrap(), None, Some(json!({"displayName": "Eng", "id": "ignored"}))).unwrap();
+        apply(
+            &mut g,
+            Op::parse("Replace").unwrap(),
+            None,
+            Some(json!({"displayName": "Eng", "id": "ignored"})),
+        )
+        .unwrap();
         assert_eq!(g.display_name, "Eng");
-        apply(&mut g, Op::Replace, Some("displayName"), Some(json!("Engineering Admins"))).unwrap();
+        apply(
+            &mut g,
+            Op::Replace,
+            Some("displayName"),
+            Some(json!("Engineering Admins")),
+        )
+        .unwrap();
         assert_eq!(g.display_name, "Engineering Admins");
         apply(&mut g, Op::Remove, Some("externalId"), None).unwrap();
         assert_eq!(g.external_id, None);
@@ -829,12 +881,40 @@ mod tests {
     fn refusals() {
         let mut g = group(&[]);
         let kinds = [
-            (apply(&mut g, Op::Replace, Some("id"), Some(json!("x"))), ScimType::Mutability),
-            (apply(&mut g, Op::Remove, Some("displayName"), None), ScimType::InvalidValue),
-            (apply(&mut g, Op::Replace, Some("displayName"), Some(json!(" "))), ScimType::InvalidValue),
-            (apply(&mut g, Op::Add, Some("shoeSize"), Some(json!(1))), ScimType::InvalidPath),
-            (apply(&mut g, Op::Add, Some("members"), Some(json!([{"value": "not-an-id"}]))), ScimType::InvalidValue),
-            (apply(&mut g, Op::Add, Some("members"), Some(json!([{"value": Uuid::now_v7().to_string(), "type": "Group"}]))), ScimType::InvalidValue),
+            (
+                apply(&mut g, Op::Replace, Some("id"), Some(json!("x"))),
+                ScimType::Mutability,
+            ),
+            (
+                apply(&mut g, Op::Remove, Some("displayName"), None),
+                ScimType::InvalidValue,
+            ),
+            (
+                apply(&mut g, Op::Replace, Some("displayName"), Some(json!(" "))),
+                ScimType::InvalidValue,
+            ),
+            (
+                apply(&mut g, Op::Add, Some("shoeSize"), Some(json!(1))),
+                ScimType::InvalidPath,
+            ),
+            (
+                apply(
+                    &mut g,
+                    Op::Add,
+                    Some("members"),
+                    Some(json!([{"value": "not-an-id"}])),
+                ),
+                ScimType::InvalidValue,
+            ),
+            (
+                apply(
+                    &mut g,
+                    Op::Add,
+                    Some("members"),
+                    Some(json!([{"value": Uuid::now_v7().to_string(), "type": "Group"}])),
+                ),
+                ScimType::InvalidValue,
+            ),
             (apply(&mut g, Op::Remove, None, None), ScimType::NoTarget),
         ];
         for (result, kind) in kinds {

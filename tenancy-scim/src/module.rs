@@ -403,12 +403,13 @@ impl Scim {
     ) -> Result<(), ScimError> {
         refuse_owner(tenancy, caller, user).await?;
         let auth = tenancy.auth();
-        let ended = if remove || self.deprovision_mode(caller.tenant()).await? == Deprovision::Remove {
-            auth.remove_member(&caller.scope, user, &caller.audit).await
-        } else {
-            auth.suspend_member(&caller.scope, user, &caller.audit)
-                .await
-        };
+        let ended =
+            if remove || self.deprovision_mode(caller.tenant()).await? == Deprovision::Remove {
+                auth.remove_member(&caller.scope, user, &caller.audit).await
+            } else {
+                auth.suspend_member(&caller.scope, user, &caller.audit)
+                    .await
+            };
         match ended {
             Ok(_) => {}
             // Already gone: nothing left to end.

@@ -16,8 +16,8 @@ use crate::filter::{AttrPath, CaseRules, CompValue, CompareOp, Filter};
 use crate::module::{Caller, Scim, actions, audit, now, store_error};
 use crate::resource::{self, Op, Versioned};
 use crate::schema::{self, GROUP_SCHEMA, LIST_RESPONSE, PATCH_OP, USER_SCHEMA, UserCaseRules};
-use crate::{groups, settings};
 use crate::store::UserRecord;
+use crate::{groups, settings};
 
 /// Where the SCIM protocol routes are mounted.
 pub const BASE_PATH: &str = "/scim/v2";
@@ -89,7 +89,10 @@ pub(crate) fn base(scim: &Scim, r: &ApiRequest) -> String {
     }
 }
 
-pub(crate) async fn caller(t: &Tenancy, r: &ApiRequest) -> Result<(&'static str, Caller), ScimError> {
+pub(crate) async fn caller(
+    t: &Tenancy,
+    r: &ApiRequest,
+) -> Result<(&'static str, Caller), ScimError> {
     let scim = module(t)?;
     let authorization = r
         .headers

@@ -105,7 +105,10 @@ impl Scim {
     }
 
     /// What deactivation does in `tenant`.
-    pub(crate) async fn deprovision_mode(&self, tenant: TenantId) -> Result<Deprovision, ScimError> {
+    pub(crate) async fn deprovision_mode(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Deprovision, ScimError> {
         Ok(self.tenant_settings(tenant).await?.deprovision)
     }
 
@@ -183,10 +186,9 @@ impl Scim {
                 group,
                 role: mapping.role,
             };
-            if !group_roles
-                .iter()
-                .any(|m| m.role == entry.role && m.group.to_lowercase() == entry.group.to_lowercase())
-            {
+            if !group_roles.iter().any(|m| {
+                m.role == entry.role && m.group.to_lowercase() == entry.group.to_lowercase()
+            }) {
                 group_roles.push(entry);
             }
         }
@@ -218,6 +220,10 @@ impl From<&ScimSettings> for SettingsBody {
 
 fn settings_problem(error: ScimError) -> Problem {
     match error.status {
+        // The last-owner rule: the settings are fine, the tenant's state refuses them.
+        StatusCode::BAD_REQUEST if error.scim_type == Some(ScimType::Mutability) => {
+            Problem::conflict(error.detail)
+        }
         StatusCode::BAD_REQUEST => Problem::invalid("group_roles", error.detail),
         StatusCode::NOT_FOUND => Problem::not_found(),
         status => {
@@ -267,7 +273,8 @@ pub(crate) async fn put_settings(
     let roles: Vec<RoleName> = input.group_roles.iter().map(|m| m.role.clone()).collect();
     if !roles.is_empty() {
         // The caller may only map roles it could assign itself.
-        let roles = RoleSet::new(roles).map_err(|e| Problem::invalid("group_roles", e.to_string()))?;
+        let roles =
+            RoleSet::new(roles).map_err(|e| Problem::invalid("group_roles", e.to_string()))?;
         t.authz_admin()
             .authorize_assignment(c.scope(), c.authz_principal(), None, &roles)
             .await

@@ -273,11 +273,7 @@ impl ScimStore for MemoryScimStore {
         self.groups_where(tenant, |g| g.members.contains(&member))
     }
 
-    async fn update_group(
-        &self,
-        group: &GroupRecord,
-        expected: i64,
-    ) -> Result<(), ScimStoreError> {
+    async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError> {
         let mut state = self.state()?;
         let current = state
             .groups

@@ -160,8 +160,7 @@ pub trait ScimStore: Send + Sync + 'static {
     /// Replaces a group if its stored version is `expected`
     /// (`VersionMismatch` otherwise; `NotFound`, `Conflict` and
     /// `UnknownMember` as for inserts).
-    async fn update_group(&self, group: &GroupRecord, expected: i64)
-    -> Result<(), ScimStoreError>;
+    async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError>;
 
     /// Deletes a group of `tenant`; `NotFound` if there is none.
     async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError>;

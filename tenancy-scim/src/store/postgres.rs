@@ -369,11 +369,7 @@ impl ScimStore for PgScimStore {
         self.pg_groups_of(tenant, member).await
     }
 
-    async fn update_group(
-        &self,
-        group: &GroupRecord,
-        expected: i64,
-    ) -> Result<(), ScimStoreError> {
+    async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError> {
         self.pg_update_group(group, expected).await
     }
 

@@ -8,6 +8,7 @@
 //!   in-memory stores and on Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod group_scenarios;
 mod scenarios;
 
 use std::sync::Arc;
@@ -23,10 +24,11 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::error::ScimStoreError;
-use crate::module::Scim;
 use crate::module::Deprovision;
+use crate::module::Scim;
 use crate::store::{GroupRecord, GroupRole, ScimStore, ScimToken, TenantSettings, UserRecord};
 
+pub use group_scenarios::*;
 pub use scenarios::*;
 
 /// Adds the SCIM module to a scenario app, on the app's own backing.
@@ -37,6 +39,17 @@ pub fn with_scim(builder: TenancyBuilder, setup: &Setup) -> TenancyBuilder {
     }
     let _ = setup;
     builder.module(Scim::memory())
+}
+
+/// As [`with_scim`], with [`crate::ScimConfig::allow_owner_mapping`] on.
+pub fn with_scim_owner_mapping(builder: TenancyBuilder, setup: &Setup) -> TenancyBuilder {
+    let config = crate::ScimConfig::default().with_owner_mapping(true);
+    #[cfg(feature = "postgres")]
+    if let Some(pool) = &setup.pool {
+        return builder.module(Scim::postgres(pool.clone()).with_config(config));
+    }
+    let _ = setup;
+    builder.module(Scim::memory().with_config(config))
 }
 
 async fn tenant(directory: &Directory, slug: &str) -> (TenantId, UserId) {
@@ -277,15 +290,25 @@ async fn group_cases(directory: &Directory, store: &dyn ScimStore) {
     for r in [&first, &second, &stranger] {
         store.insert_user(r).await.unwrap();
     }
-    let mut admins = group(a, "Engineering Admins", &[second.id, first.id, second.id], 10);
+    let mut admins = group(
+        a,
+        "Engineering Admins",
+        &[second.id, first.id, second.id],
+        10,
+    );
     store.insert_group(&admins).await.unwrap();
     admins.normalize();
-    assert_eq!(store.get_group(a, admins.id).await.unwrap(), Some(admins.clone()));
+    assert_eq!(
+        store.get_group(a, admins.id).await.unwrap(),
+        Some(admins.clone())
+    );
     let mut expected = vec![first.id, second.id];
     expected.sort_unstable();
     assert_eq!(admins.members, expected, "members are kept sorted, once");
     assert!(matches!(
-        store.insert_group(&group(a, "engineering ADMINS", &[], 11)).await,
+        store
+            .insert_group(&group(a, "engineering ADMINS", &[], 11))
+            .await,
         Err(ScimStoreError::Conflict)
     ));
     for foreign in [stranger.id, Uuid::now_v7()] {
@@ -294,16 +317,36 @@ async fn group_cases(directory: &Directory, store: &dyn ScimStore) {
             Err(ScimStoreError::UnknownMember)
         ));
     }
-    assert!(store.list_groups(a).await.unwrap().iter().all(|g| g.display_name != "Leaky"));
+    assert!(
+        store
+            .list_groups(a)
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.display_name != "Leaky")
+    );
     let in_b = group(b, "Engineering Admins", &[stranger.id], 13);
     store.insert_group(&in_b).await.unwrap();
     let plain = group(a, "Everyone", &[first.id], 14);
     store.insert_group(&plain).await.unwrap();
-    assert_eq!(store.get_group(b, admins.id).await.unwrap(), None, "other tenant");
+    assert_eq!(
+        store.get_group(b, admins.id).await.unwrap(),
+        None,
+        "other tenant"
+    );
     let ids = |groups: Vec<GroupRecord>| groups.into_iter().map(|g| g.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.list_groups(a).await.unwrap()), vec![admins.id, plain.id]);
-    assert_eq!(ids(store.groups_of(a, first.id).await.unwrap()), vec![admins.id, plain.id]);
-    assert_eq!(ids(store.groups_of(a, second.id).await.unwrap()), vec![admins.id]);
+    assert_eq!(
+        ids(store.list_groups(a).await.unwrap()),
+        vec![admins.id, plain.id]
+    );
+    assert_eq!(
+        ids(store.groups_of(a, first.id).await.unwrap()),
+        vec![admins.id, plain.id]
+    );
+    assert_eq!(
+        ids(store.groups_of(a, second.id).await.unwrap()),
+        vec![admins.id]
+    );
     assert!(store.groups_of(b, first.id).await.unwrap().is_empty());
 
     let mut renamed = admins.clone();
@@ -312,7 +355,10 @@ async fn group_cases(directory: &Directory, store: &dyn ScimStore) {
     renamed.version = 2;
     renamed.updated_at = at(20);
     store.update_group(&renamed, 1).await.unwrap();
-    assert_eq!(store.get_group(a, admins.id).await.unwrap(), Some(renamed.clone()));
+    assert_eq!(
+        store.get_group(a, admins.id).await.unwrap(),
+        Some(renamed.clone())
+    );
     assert!(matches!(
         store.update_group(&renamed, 1).await,
         Err(ScimStoreError::VersionMismatch)
@@ -345,7 +391,15 @@ async fn group_cases(directory: &Directory, store: &dyn ScimStore) {
 
     // Deleting a user record removes it from its groups.
     store.delete_user(a, first.id).await.unwrap();
-    assert!(store.get_group(a, plain.id).await.unwrap().unwrap().members.is_empty());
+    assert!(
+        store
+            .get_group(a, plain.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .members
+            .is_empty()
+    );
     assert!(store.groups_of(a, first.id).await.unwrap().is_empty());
 
     assert!(matches!(
@@ -390,19 +444,25 @@ async fn settings_cases(a: TenantId, b: TenantId, store: &dyn ScimStore) {
 #[macro_export]
 macro_rules! scim_scenarios {
     ($start:ident) => {
-        $crate::scim_scenarios!(@stores $start;
+        $crate::scim_scenarios!(@stores $start, with_scim, scim_memory, scim_postgres;
             scim_tokens_and_discovery, scim_user_lifecycle, scim_deprovisioning_ends_access,
             scim_lists_filters_and_pages, scim_patch_as_identity_providers_send,
-            scim_tenants_are_isolated, scim_errors
+            scim_tenants_are_isolated, scim_errors,
+            scim_group_lifecycle, scim_group_roles_follow_the_mapping, scim_groups_are_isolated,
+            scim_deprovisioning_follows_the_tenant_setting
+        );
+        $crate::scim_scenarios!(@stores $start, with_scim_owner_mapping, scim_owner_mapping_memory,
+            scim_owner_mapping_postgres;
+            scim_groups_keep_the_last_owner
         );
     };
-    (@stores $start:ident; $($scenario:ident),+ $(,)?) => {
-        mod scim_memory {
+    (@stores $start:ident, $setup:ident, $memory:ident, $postgres:ident; $($scenario:ident),+ $(,)?) => {
+        mod $memory {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let app = ::tenancy_http::testkit::TestApp::launch_with(
-                        ::tenancy_http::testkit::Stores::Memory, super::$start, &[], $crate::testkit::with_scim,
+                        ::tenancy_http::testkit::Stores::Memory, super::$start, &[], $crate::testkit::$setup,
                     )
                     .await
                     .expect("memory app");
@@ -410,12 +470,12 @@ macro_rules! scim_scenarios {
                 }
             )+
         }
-        mod scim_postgres {
+        mod $postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     if let Some(app) = ::tenancy_http::testkit::TestApp::launch_with(
-                        ::tenancy_http::testkit::Stores::Postgres, super::$start, &[], $crate::testkit::with_scim,
+                        ::tenancy_http::testkit::Stores::Postgres, super::$start, &[], $crate::testkit::$setup,
                     )
                     .await
                     {

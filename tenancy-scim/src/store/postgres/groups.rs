@@ -111,11 +111,7 @@ impl PgScimStore {
         id: Uuid,
     ) -> Result<Option<GroupRecord>, ScimStoreError> {
         Ok(self
-            .groups_query(
-                tenant,
-                concat!(group_select!(), " AND g.id = $2"),
-                Some(id),
-            )
+            .groups_query(tenant, concat!(group_select!(), " AND g.id = $2"), Some(id))
             .await?
             .into_iter()
             .next())
@@ -185,12 +181,14 @@ impl PgScimStore {
                 ScimStoreError::NotFound
             });
         }
-        sqlx::query("DELETE FROM tenancy_scim_group_members WHERE tenant_id = $1 AND group_id = $2")
-            .bind(group.tenant_id.as_uuid())
-            .bind(group.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
+        sqlx::query(
+            "DELETE FROM tenancy_scim_group_members WHERE tenant_id = $1 AND group_id = $2",
+        )
+        .bind(group.tenant_id.as_uuid())
+        .bind(group.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
         insert_members(&mut tx, group).await?;
         tx.commit().await.map_err(failed)
     }
