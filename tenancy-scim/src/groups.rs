@@ -87,6 +87,7 @@ async fn member_names(
             .to_owned()
     };
     let mut names = HashMap::new();
+    // A few members: one lookup each; many: one scan of the tenant's users.
     if wanted.len() > 32 {
         let users = scim
             .store
@@ -350,13 +351,14 @@ fn apply(
         (Some(_), _) => Err(invalid_path(
             "a filtered members path is supported for remove only",
         )),
-        (None, Op::Add) => {
-            let added = member_ids(value.as_ref().unwrap_or(&Value::Null))?;
-            group.members.extend(added);
-            Ok(())
-        }
-        (None, Op::Replace) => {
-            group.members = member_ids(value.as_ref().unwrap_or(&Value::Null))?;
+        (None, Op::Add | Op::Replace) => {
+            let value = value.ok_or_else(|| invalid("`members` needs a value"))?;
+            let given = member_ids(&value)?;
+            if op == Op::Add {
+                group.members.extend(given);
+            } else {
+                group.members = given;
+            }
             Ok(())
         }
         // Entra ID removes with a value array; without one, every member goes.
@@ -544,19 +546,8 @@ impl Scim {
         after: Option<&GroupRecord>,
     ) -> Result<(), ScimError> {
         let tenant = caller.tenant();
-        if let Some(group) = after {
-            for member in &group.members {
-                if self
-                    .store
-                    .get_user(tenant, *member)
-                    .await
-                    .map_err(|e| store_error(&e))?
-                    .is_none()
-                {
-                    return Err(unknown_member());
-                }
-            }
-        }
+        // Members from elsewhere are refused by the store's write below
+        // (`UnknownMember`), which runs before any role changes.
         let settings = self.tenant_settings(tenant).await?;
         let mapped = |g: Option<&GroupRecord>| {
             g.map(|g| settings.roles_of(&g.display_name))

@@ -132,7 +132,7 @@ impl Scim {
     ) -> Result<ScimSettings, ScimError> {
         let settings = self.validated(settings)?;
         let caller = Caller {
-            scope: scope.clone(),
+            scope: *scope,
             audit: context.clone(),
         };
         let before = self.tenant_settings(scope.tenant_id()).await?;

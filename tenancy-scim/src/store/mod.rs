@@ -1,5 +1,6 @@
 //! What the SCIM service keeps: the tenants' provisioning tokens and, per
-//! tenant, the SCIM view of each provisioned member.
+//! tenant, the SCIM view of each provisioned member, the tenant's groups
+//! and its SCIM settings.
 //!
 //! The SDK user and membership stay in the directory; a [`UserRecord`]
 //! holds what only the tenant's identity provider says about its member
