@@ -526,6 +526,34 @@ impl Scim {
         Ok(RolePlanRun(plan))
     }
 
+    /// Gives `user`'s (new) membership the roles of their mapped groups.
+    pub(crate) async fn restore_group_roles(
+        &self,
+        tenancy: &Tenancy,
+        caller: &Caller,
+        user: UserId,
+    ) -> Result<(), ScimError> {
+        let Some(record) = self
+            .store
+            .find_user_by_account(caller.tenant(), user)
+            .await
+            .map_err(|e| store_error(&e))?
+        else {
+            return Ok(());
+        };
+        let settings = self.tenant_settings(caller.tenant()).await?;
+        let plan = self
+            .plan_roles(
+                tenancy,
+                caller,
+                &settings,
+                BTreeSet::from([record.id]),
+                None,
+            )
+            .await?;
+        self.apply_roles(tenancy, caller, plan).await
+    }
+
     /// Applies what [`Scim::plan_settings_change`] planned.
     pub(crate) async fn run_plan(
         &self,

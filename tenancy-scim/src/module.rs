@@ -463,7 +463,8 @@ impl Scim {
     }
 
     /// Restores the user's membership: reactivated if suspended, added
-    /// again (default roles) if removed.
+    /// again (the roles of their mapped groups, else the default roles) if
+    /// removed.
     pub(crate) async fn reprovision(
         &self,
         tenancy: &Tenancy,
@@ -500,6 +501,8 @@ impl Scim {
                     )
                     .await
                     .map_err(|e| directory_error(&e))?;
+                // A new membership: the mapped groups' roles again.
+                self.restore_group_roles(tenancy, caller, user).await?;
             }
         }
         tenancy.forget_member(caller.tenant(), user);

@@ -623,21 +623,33 @@ pub async fn scim_groups_are_isolated(app: &TestApp) {
 }
 
 /// Each tenant chooses what deactivation does: A removes, B suspends
-/// (the module's default).
+/// (the module's default). A removed member who comes back gets their
+/// mapped groups' roles again.
 pub async fn scim_deprovisioning_follows_the_tenant_setting(app: &TestApp) {
     let a_owner = app.register("leave-a", "owner@la.test").await;
     let b_owner = app.register("leave-b", "owner@lb.test").await;
     let a = issue_token(app, &a_owner).await;
     let b = issue_token(app, &b_owner).await;
-    let saved = put_settings(app, &a_owner, json!({ "deprovision": "remove" })).await;
+    let saved = put_settings(
+        app,
+        &a_owner,
+        json!({ "deprovision": "remove", "group_roles": [{ "group": "Admins", "role": "admin" }] }),
+    )
+    .await;
     assert_eq!(saved.status, 200, "{}", saved.text);
     assert_eq!(saved.json["deprovision"], "remove");
     put_settings(app, &a_owner, json!({ "deprovision": "sometimes" }))
         .await
         .assert_problem(422, "validation");
 
+    let mut in_a = Value::Null;
     for (token, email) in [(&a, "ada@la.test"), (&b, "ada@lb.test")] {
         let user = create(app, token, email, "Ada", "Lovelace").await;
+        if token == &a {
+            create_group(app, token, "Admins", &[&user]).await;
+            assert_eq!(roles_of(app, &a_owner, email).await, json!(["admin"]));
+            in_a = user.clone();
+        }
         let off = scim(
             app,
             Method::PATCH,
@@ -659,6 +671,22 @@ pub async fn scim_deprovisioning_follows_the_tenant_setting(app: &TestApp) {
         membership(app, &b_owner, "ada@lb.test").await.unwrap()["status"],
         "suspended",
         "tenant B suspends"
+    );
+    let back = scim(
+        app,
+        Method::PATCH,
+        &format!("/scim/v2/Users/{}", in_a["id"].as_str().unwrap()),
+        &a,
+        Some(patch(
+            json!([{ "op": "replace", "path": "active", "value": true }]),
+        )),
+    )
+    .await;
+    assert_eq!(back.status, 200, "{}", back.text);
+    assert_eq!(
+        roles_of(app, &a_owner, "ada@la.test").await,
+        json!(["admin"]),
+        "re-added with the mapped group's role"
     );
     let b_settings = app
         .call(Method::GET, "/scim/settings", Some(&b_owner.token), None)
