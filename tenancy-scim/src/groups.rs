@@ -152,6 +152,7 @@ fn render(group: &GroupRecord, base: &str, names: &HashMap<Uuid, String>) -> Val
 }
 
 async fn group_response(
+    t: &Tenancy,
     status: StatusCode,
     scim: &Scim,
     caller: &Caller,
@@ -161,7 +162,7 @@ async fn group_response(
     let names = member_names(scim, caller, std::slice::from_ref(group)).await?;
     Ok(resource_answer(
         status,
-        &render(group, &base(scim, r), &names),
+        &render(group, &base(t, scim, r), &names),
         group,
     ))
 }
@@ -667,7 +668,7 @@ pub(crate) async fn get_group(t: &Tenancy, r: &ApiRequest, _: Option<&RequestCon
             let scim = module(t)?;
             let group = find_group(scim, &caller, r).await?;
             let names = member_names(scim, &caller, std::slice::from_ref(&group)).await?;
-            read_answer(r, &group, render(&group, &base(scim, r), &names))
+            read_answer(r, &group, render(&group, &base(t, scim, r), &names))
         }
         .await,
     )
@@ -677,13 +678,16 @@ async fn run_list(t: &Tenancy, r: &ApiRequest, query: Query) -> Result<Response<
     let (_, caller) = caller(t, r).await?;
     let scim = module(t)?;
     let filter = query.filter.as_deref().map(Filter::parse).transpose()?;
+    if let Some(filter) = &filter {
+        crate::schema::check_group_filter(filter)?;
+    }
     let groups = scim
         .store
         .list_groups(caller.tenant())
         .await
         .map_err(|e| store_error(&e))?;
     let names = member_names(scim, &caller, &groups).await?;
-    let base = base(scim, r);
+    let base = base(t, scim, r);
     let rendered = groups.iter().map(|g| render(g, &base, &names)).collect();
     list_answer(scim, query, filter.as_ref(), rendered, &GroupCaseRules)
 }
@@ -744,7 +748,7 @@ pub(crate) async fn create_group(
             };
             group.normalize();
             scim.save_group(t, &caller, None, Some(&group)).await?;
-            group_response(StatusCode::CREATED, scim, &caller, r, &group).await
+            group_response(t, StatusCode::CREATED, scim, &caller, r, &group).await
         }
         .await,
     )
@@ -774,7 +778,7 @@ pub(crate) async fn replace_group(
             let next = record_of(group_input(&value)?, &current);
             scim.save_group(t, &caller, Some(&current), Some(&next))
                 .await?;
-            group_response(StatusCode::OK, scim, &caller, r, &next).await
+            group_response(t, StatusCode::OK, scim, &caller, r, &next).await
         }
         .await,
     )
@@ -804,7 +808,7 @@ pub(crate) async fn patch_group(t: &Tenancy, r: &ApiRequest, _: Option<&RequestC
             let next = record_of(input, &current);
             scim.save_group(t, &caller, Some(&current), Some(&next))
                 .await?;
-            group_response(StatusCode::OK, scim, &caller, r, &next).await
+            group_response(t, StatusCode::OK, scim, &caller, r, &next).await
         }
         .await,
     )

@@ -57,7 +57,12 @@ pub struct ScimConfig {
     /// The most resources one list answer holds (`count` is capped to it).
     pub max_results: usize,
     /// The absolute URL the routes are served at (`https://app.example/scim/v2`),
-    /// for `meta.location`; derived from the `Host` header when unset.
+    /// for `meta.location` and `Location`. Unset, it is the app's
+    /// [`HttpConfig::public_origin`](tenancy_http::HttpConfig::public_origin)
+    /// followed by `/scim/v2`, or without that the origin the request was
+    /// sent to (a trusted proxy's forwarded host, else `Host`, validated as
+    /// `host[:port]`). Set one of the two in production: `Host` is whatever
+    /// the client wrote.
     pub base_url: Option<String>,
     /// Whether a tenant may map a group to the `owner` role. Off by
     /// default: whoever administers the identity provider would become an
@@ -191,7 +196,11 @@ pub(crate) fn auth_error(error: &tenancy_auth::Error) -> ScimError {
 /// issued, and which outlives its issuer's membership) never adopts,
 /// suspends or removes an owner's membership; owners change owners
 /// through the member routes, which check the caller's rank.
-async fn refuse_owner(tenancy: &Tenancy, caller: &Caller, user: UserId) -> Result<(), ScimError> {
+pub(crate) async fn refuse_owner(
+    tenancy: &Tenancy,
+    caller: &Caller,
+    user: UserId,
+) -> Result<(), ScimError> {
     let membership = tenancy
         .directory()
         .backend()

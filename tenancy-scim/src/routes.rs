@@ -7,13 +7,13 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tenancy_authz::sdk;
-use tenancy_core::{DisplayName, Email, ScimTokenId};
+use tenancy_core::{DisplayName, Email, MembershipStore, ScimTokenId};
 use tenancy_http::{Access, ApiRequest, Problem, RequestContext, Route, Tenancy, route};
 use uuid::Uuid;
 
 use crate::error::{SCIM_JSON, ScimError, ScimType};
 use crate::filter::{AttrPath, CaseRules, CompValue, CompareOp, Filter};
-use crate::module::{Caller, Scim, actions, audit, now, store_error};
+use crate::module::{Caller, Scim, actions, audit, now, refuse_owner, store_error};
 use crate::resource::{self, Op, Versioned};
 use crate::schema::{self, GROUP_SCHEMA, LIST_RESPONSE, PATCH_OP, USER_SCHEMA, UserCaseRules};
 use crate::store::UserRecord;
@@ -76,15 +76,12 @@ pub(crate) fn answer(result: Result<Response<Bytes>, ScimError>) -> Answer {
 }
 
 /// The public URL of the SCIM routes.
-pub(crate) fn base(scim: &Scim, r: &ApiRequest) -> String {
+pub(crate) fn base(t: &Tenancy, scim: &Scim, r: &ApiRequest) -> String {
     if let Some(url) = &scim.config.base_url {
         return url.clone();
     }
-    match r.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) => {
-            let scheme = if r.tls { "https" } else { "http" };
-            format!("{scheme}://{host}{BASE_PATH}")
-        }
+    match r.origin(t.config()) {
+        Some(origin) => format!("{}{BASE_PATH}", origin.url_prefix()),
         None => BASE_PATH.to_owned(),
     }
 }
@@ -128,7 +125,7 @@ async fn service_provider_config(
 ) -> Answer {
     answer((|| {
         let scim = module(t)?;
-        let base = base(scim, r);
+        let base = base(t, scim, r);
         Ok(scim_json(
             StatusCode::OK,
             &json!({
@@ -189,7 +186,7 @@ fn list(resources: Vec<Value>, total: usize, start: usize) -> Value {
 
 async fn resource_types(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
     answer(module(t).map(|scim| {
-        let base = base(scim, r);
+        let base = base(t, scim, r);
         scim_json(
             StatusCode::OK,
             &list(
@@ -204,7 +201,7 @@ async fn resource_types(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>)
 async fn resource_type(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
     answer((|| {
         let scim = module(t)?;
-        let base = base(scim, r);
+        let base = base(t, scim, r);
         match r.param("id").ok() {
             Some("User") => Ok(scim_json(StatusCode::OK, &user_resource_type(&base))),
             Some("Group") => Ok(scim_json(StatusCode::OK, &group_resource_type(&base))),
@@ -215,7 +212,7 @@ async fn resource_type(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) 
 
 async fn schemas(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
     answer(module(t).map(|scim| {
-        let all = schema::schemas(&base(scim, r));
+        let all = schema::schemas(&base(t, scim, r));
         let total = all.len();
         scim_json(StatusCode::OK, &list(all, total, 1))
     }))
@@ -225,7 +222,7 @@ async fn one_schema(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> 
     answer((|| {
         let scim = module(t)?;
         let id = r.param("id").map_err(|_| ScimError::not_found())?;
-        schema::schemas(&base(scim, r))
+        schema::schemas(&base(t, scim, r))
             .into_iter()
             .find(|s| s["id"] == id)
             .map(|s| scim_json(StatusCode::OK, &s))
@@ -249,12 +246,13 @@ async fn not_implemented(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>
 // ---------------------------------------------------------------- Users
 
 fn user_answer(
+    t: &Tenancy,
     status: StatusCode,
     record: &UserRecord,
     scim: &Scim,
     r: &ApiRequest,
 ) -> Response<Bytes> {
-    resource_answer(status, &resource::render(record, &base(scim, r)), record)
+    resource_answer(status, &resource::render(record, &base(t, scim, r)), record)
 }
 
 /// A resource answer: the body, its `ETag`, and `Location` on `201`.
@@ -336,7 +334,7 @@ async fn get_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> An
             let (_, caller) = caller(t, r).await?;
             let scim = module(t)?;
             let record = find_record(scim, &caller, r).await?;
-            read_answer(r, &record, resource::render(&record, &base(scim, r)))
+            read_answer(r, &record, resource::render(&record, &base(t, scim, r)))
         }
         .await,
     )
@@ -498,6 +496,9 @@ async fn run_list(t: &Tenancy, r: &ApiRequest, query: Query) -> Result<Response<
     let (_, caller) = caller(t, r).await?;
     let scim = module(t)?;
     let filter = query.filter.as_deref().map(Filter::parse).transpose()?;
+    if let Some(filter) = &filter {
+        schema::check_user_filter(filter)?;
+    }
     let records = match filter.as_ref().and_then(user_name_lookup) {
         Some(name) => scim
             .store
@@ -512,7 +513,7 @@ async fn run_list(t: &Tenancy, r: &ApiRequest, query: Query) -> Result<Response<
             .await
             .map_err(|e| store_error(&e))?,
     };
-    let base = base(scim, r);
+    let base = base(t, scim, r);
     let rendered = records
         .iter()
         .map(|record| resource::render(record, &base))
@@ -718,16 +719,36 @@ async fn create_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) ->
                 updated_at: at,
             };
             if let Err(error) = scim.store.insert_user(&record).await {
-                // Lost a race for the userName: undo the membership this call made.
-                if created {
+                // Lost a race: undo the membership this call made, unless a
+                // record that won the race provisions the same account.
+                let claimed = scim
+                    .store
+                    .find_user_by_account(tenant, user)
+                    .await
+                    .map_err(|e| store_error(&e))?
+                    .is_some();
+                if created && !claimed {
                     scim.deprovision(t, &caller, user, true).await?;
                 }
                 return Err(store_error(&error));
             }
-            if !record.active {
+            if record.active {
+                // A request that lost a race for this account may have
+                // undone the membership between the link and the insert.
+                let missing = t
+                    .directory()
+                    .backend()
+                    .find_membership(tenant, user)
+                    .await
+                    .map_err(|e| ScimError::unavailable(&e))?
+                    .is_none();
+                if missing {
+                    scim.reprovision(t, &caller, user).await?;
+                }
+            } else {
                 scim.deprovision(t, &caller, user, false).await?;
             }
-            Ok(user_answer(StatusCode::CREATED, &record, scim, r))
+            Ok(user_answer(t, StatusCode::CREATED, &record, scim, r))
         }
         .await,
     )
@@ -756,10 +777,9 @@ async fn save(
         )));
     }
     let active = next.active.unwrap_or(current.active);
-    match (current.active, active) {
-        (true, false) => scim.deprovision(t, caller, current.user_id, false).await?,
-        (false, true) => scim.reprovision(t, caller, current.user_id).await?,
-        _ => {}
+    if current.active && !active {
+        // What the directory would refuse is refused before anything changes.
+        refuse_owner(t, caller, current.user_id).await?;
     }
     let record = UserRecord {
         user_name: next.user_name,
@@ -770,10 +790,31 @@ async fn save(
         updated_at: now(),
         ..current.clone()
     };
+    // The versioned write comes first: of two racing changes, only the one
+    // that wins it goes on to change the membership.
     scim.store
         .update_user(&record, current.version)
         .await
         .map_err(|e| store_error(&e))?;
+    let membership = match (current.active, active) {
+        (true, false) => scim.deprovision(t, caller, current.user_id, false).await,
+        (false, true) => scim.reprovision(t, caller, current.user_id).await,
+        _ => Ok(()),
+    };
+    if let Err(error) = membership {
+        // The membership did not follow: the record goes back to what it
+        // was, so that it keeps describing the membership and a retry
+        // tries the change again.
+        let restored = UserRecord {
+            version: record.version + 1,
+            updated_at: now(),
+            ..current.clone()
+        };
+        if let Err(restore) = scim.store.update_user(&restored, record.version).await {
+            tracing::warn!(scim_id = %current.id, error = %restore, "scim: could not restore a record after a failed membership change");
+        }
+        return Err(error);
+    }
     audit(
         t,
         caller.tenant(),
@@ -805,7 +846,7 @@ async fn replace_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -
             }
             let next = input(&value)?;
             let record = save(t, scim, &caller, &current, next).await?;
-            Ok(user_answer(StatusCode::OK, &record, scim, r))
+            Ok(user_answer(t, StatusCode::OK, &record, scim, r))
         }
         .await,
     )
@@ -868,7 +909,7 @@ async fn patch_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> 
             }
             let next = input(&Value::Object(resource))?;
             let record = save(t, scim, &caller, &current, next).await?;
-            Ok(user_answer(StatusCode::OK, &record, scim, r))
+            Ok(user_answer(t, StatusCode::OK, &record, scim, r))
         }
         .await,
     )

@@ -245,13 +245,27 @@ pub struct GroupCaseRules;
 
 impl CaseRules for GroupCaseRules {
     fn case_exact(&self, path: &AttrPath) -> bool {
-        let Some(top) = find(&GROUP_ATTRIBUTES, &path.name) else {
-            return false;
-        };
-        match &path.sub {
-            None => top.case_exact,
-            Some(sub) => find(top.sub, sub).is_some_and(|s| s.case_exact),
+        match resolve_group(path) {
+            Some((_, Some(sub))) => sub.case_exact,
+            Some((top, None)) => top.case_exact,
+            None => false,
         }
+    }
+}
+
+/// The Group attribute (and sub-attribute) a path names, if any.
+fn resolve_group(path: &AttrPath) -> Option<(&'static Attribute, Option<&'static Attribute>)> {
+    if path
+        .uri
+        .as_deref()
+        .is_some_and(|uri| !uri.eq_ignore_ascii_case(GROUP_SCHEMA))
+    {
+        return None;
+    }
+    let top = find(&GROUP_ATTRIBUTES, &path.name)?;
+    match &path.sub {
+        None => Some((top, None)),
+        Some(sub) => find(top.sub, sub).map(|sub| (top, Some(sub))),
     }
 }
 
@@ -296,6 +310,35 @@ pub(crate) fn resolve(path: &AttrPath) -> Option<(&'static Attribute, Option<&'s
     match &path.sub {
         None => Some((top, None)),
         Some(sub) => find(top.sub, sub).map(|sub| (top, Some(sub))),
+    }
+}
+
+/// Refuses a filter naming an attribute the User schema does not have
+/// (RFC 7644 §3.4.2.2: `invalidFilter`), rather than matching nothing.
+pub(crate) fn check_user_filter(filter: &crate::filter::Filter) -> Result<(), ScimError> {
+    check_filter(filter, "Users", |path| resolve(path).is_some())
+}
+
+/// As [`check_user_filter`], for the Group schema.
+pub(crate) fn check_group_filter(filter: &crate::filter::Filter) -> Result<(), ScimError> {
+    check_filter(filter, "Groups", |path| resolve_group(path).is_some())
+}
+
+fn check_filter(
+    filter: &crate::filter::Filter,
+    resources: &str,
+    known: impl Fn(&AttrPath) -> bool,
+) -> Result<(), ScimError> {
+    match filter
+        .attribute_paths()
+        .into_iter()
+        .find(|path| !known(path))
+    {
+        Some(unknown) => Err(ScimError::bad_request(
+            ScimType::InvalidFilter,
+            format!("the filter names `{unknown}`, which {resources} do not have"),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -216,11 +216,12 @@ pub async fn scim_group_lifecycle(app: &TestApp) {
     .await;
     assert_eq!(search.status, 200, "{}", search.text);
     assert_eq!(names(&search), vec!["Engineering"]);
-    assert_scim_error(
-        &list("?filter=displayName%20zz%20%22x%22".into()).await,
-        400,
-        Some("invalidFilter"),
-    );
+    for bad in [
+        "?filter=displayName%20zz%20%22x%22",
+        "?filter=userName%20eq%20%22x%22",
+    ] {
+        assert_scim_error(&list(bad.into()).await, 400, Some("invalidFilter"));
+    }
 
     // Okta: add with a value array, remove with a filtered path.
     let okta = scim(app, Method::PATCH, &path_of(&group), &token, Some(patch(json!([
