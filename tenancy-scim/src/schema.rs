@@ -495,7 +495,13 @@ fn describe(attribute: &Attribute) -> Value {
     if attribute.kind == Kind::Reference
         && let Some(object) = out.as_object_mut()
     {
-        object.insert("referenceTypes".into(), json!(["external"]));
+        // A group member's `$ref` points at a User; `profileUrl` anywhere.
+        let types = if attribute.name == "$ref" {
+            json!(["User"])
+        } else {
+            json!(["external"])
+        };
+        object.insert("referenceTypes".into(), types);
     }
     if !attribute.sub.is_empty()
         && let Some(object) = out.as_object_mut()
