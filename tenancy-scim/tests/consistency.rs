@@ -23,8 +23,8 @@ use tenancy_http::authz::Catalog;
 use tenancy_http::{ApiRequest, Tenancy, async_trait};
 use tenancy_scim::store::MemoryScimStore;
 use tenancy_scim::{
-    Deprovision, GROUP_SCHEMA, GroupRecord, GroupRole, PATCH_OP, Scim, ScimSettings, ScimStore,
-    ScimStoreError, ScimToken, TenantSettings, USER_SCHEMA, UserRecord,
+    Deprovision, GROUP_SCHEMA, GroupRecord, GroupRole, PATCH_OP, Scim, ScimConfig, ScimSettings,
+    ScimStore, ScimStoreError, ScimToken, TenantSettings, USER_SCHEMA, UserRecord,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -157,12 +157,16 @@ struct App {
 
 impl App {
     async fn start() -> Self {
+        Self::start_with(ScimConfig::default()).await
+    }
+
+    async fn start_with(config: ScimConfig) -> Self {
         let store = Arc::new(Racing::default());
         let tenancy = Tenancy::builder(
             Catalog::new(["projects:read"]).unwrap(),
             AuthConfig::new("https://app.example", "app"),
         )
-        .module(Scim::new(store.clone()))
+        .module(Scim::new(store.clone()).with_config(config))
         .build()
         .await
         .unwrap();
@@ -429,4 +433,95 @@ async fn a_lost_group_write_changes_no_roles() {
     let (status, body) = app.call(Method::PATCH, &path, Some(remove)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(!roles().await.contains(&tenancy_core::RoleName::ADMIN));
+}
+
+#[tokio::test]
+async fn a_mapping_change_that_would_demote_the_last_owner_changes_nothing() {
+    let app = App::start_with(ScimConfig::default().with_owner_mapping(true)).await;
+    let scim = app.tenancy.module::<Scim>().unwrap();
+    let scope = app.tenancy.directory().scope(app.tenant).await.unwrap();
+    let mapped = ScimSettings {
+        deprovision: Deprovision::Remove,
+        group_roles: vec![GroupRole {
+            group: "Owners".into(),
+            role: tenancy_core::RoleName::OWNER,
+        }],
+    };
+    scim.update_settings(
+        &app.tenancy,
+        &scope,
+        mapped.clone(),
+        &AuditContext::system(),
+    )
+    .await
+    .unwrap();
+    let (_, created) = app
+        .call(Method::POST, "/scim/v2/Users", Some(user("eve@race.test")))
+        .await;
+    let (status, group) = app
+        .call(
+            Method::POST,
+            "/scim/v2/Groups",
+            Some(json!({
+                "schemas": [GROUP_SCHEMA],
+                "displayName": "Owners",
+                "members": [{ "value": created["id"] }],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let eve = app.account("eve@race.test").await;
+    let first = app.account("owner@race.test").await;
+    app.tenancy
+        .directory()
+        .change_roles(
+            &scope,
+            first,
+            tenancy_core::RoleSet::single(tenancy_core::RoleName::ADMIN),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    // Eve owns the tenant through the group alone: the mapping stays.
+    let refused = scim
+        .update_settings(
+            &app.tenancy,
+            &scope,
+            ScimSettings {
+                deprovision: Deprovision::Suspend,
+                group_roles: Vec::new(),
+            },
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.detail.contains("last active owner"),
+        "{}",
+        refused.detail
+    );
+    assert_eq!(scim.tenant_settings(app.tenant).await.unwrap(), mapped);
+    let roles = app
+        .tenancy
+        .directory()
+        .backend()
+        .find_membership(app.tenant, eve)
+        .await
+        .unwrap()
+        .unwrap()
+        .roles;
+    assert!(roles.contains(&tenancy_core::RoleName::OWNER));
+    // Without owner mapping, the setting itself is refused.
+    let plain = App::start().await;
+    let scim = plain.tenancy.module::<Scim>().unwrap();
+    let scope = plain.tenancy.directory().scope(plain.tenant).await.unwrap();
+    let refused = scim
+        .update_settings(&plain.tenancy, &scope, mapped, &AuditContext::system())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.scim_type,
+        Some(tenancy_scim::ScimType::InvalidValue)
+    );
 }
