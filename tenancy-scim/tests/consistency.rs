@@ -1,5 +1,6 @@
-//! The User workflows stay consistent when a concurrent request wins a
-//! race: a lost versioned write changes no membership, and a create that
+//! The User and Group workflows stay consistent when a concurrent request
+//! wins a race: a lost versioned write changes no membership (nor any
+//! role a group grants), and a create that
 //! loses the account to another record leaves that record's membership in
 //! place. The routes are served through `Tenancy::dispatch`, over a store
 //! that loses the race on purpose.
@@ -21,7 +22,10 @@ use tenancy_http::auth::AuthConfig;
 use tenancy_http::authz::Catalog;
 use tenancy_http::{ApiRequest, Tenancy, async_trait};
 use tenancy_scim::store::MemoryScimStore;
-use tenancy_scim::{PATCH_OP, Scim, ScimStore, ScimStoreError, ScimToken, USER_SCHEMA, UserRecord};
+use tenancy_scim::{
+    Deprovision, GROUP_SCHEMA, GroupRecord, GroupRole, PATCH_OP, Scim, ScimConfig, ScimSettings,
+    ScimStore, ScimStoreError, ScimToken, TenantSettings, USER_SCHEMA, UserRecord,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -32,6 +36,7 @@ struct Racing {
     inner: MemoryScimStore,
     lose_next_update: AtomicBool,
     lose_next_insert: AtomicBool,
+    lose_next_group_update: AtomicBool,
 }
 
 #[async_trait]
@@ -103,6 +108,44 @@ impl ScimStore for Racing {
     async fn delete_user(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
         self.inner.delete_user(tenant, id).await
     }
+    async fn insert_group(&self, group: &GroupRecord) -> Result<(), ScimStoreError> {
+        self.inner.insert_group(group).await
+    }
+    async fn get_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<GroupRecord>, ScimStoreError> {
+        self.inner.get_group(tenant, id).await
+    }
+    async fn list_groups(&self, tenant: TenantId) -> Result<Vec<GroupRecord>, ScimStoreError> {
+        self.inner.list_groups(tenant).await
+    }
+    async fn groups_of(
+        &self,
+        tenant: TenantId,
+        member: Uuid,
+    ) -> Result<Vec<GroupRecord>, ScimStoreError> {
+        self.inner.groups_of(tenant, member).await
+    }
+    async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError> {
+        if self.lose_next_group_update.swap(false, Ordering::SeqCst) {
+            return Err(ScimStoreError::VersionMismatch);
+        }
+        self.inner.update_group(group, expected).await
+    }
+    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
+        self.inner.delete_group(tenant, id).await
+    }
+    async fn get_settings(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<TenantSettings>, ScimStoreError> {
+        self.inner.get_settings(tenant).await
+    }
+    async fn put_settings(&self, settings: &TenantSettings) -> Result<(), ScimStoreError> {
+        self.inner.put_settings(settings).await
+    }
 }
 
 struct App {
@@ -114,12 +157,16 @@ struct App {
 
 impl App {
     async fn start() -> Self {
+        Self::start_with(ScimConfig::default()).await
+    }
+
+    async fn start_with(config: ScimConfig) -> Self {
         let store = Arc::new(Racing::default());
         let tenancy = Tenancy::builder(
             Catalog::new(["projects:read"]).unwrap(),
             AuthConfig::new("https://app.example", "app"),
         )
-        .module(Scim::new(store.clone()))
+        .module(Scim::new(store.clone()).with_config(config))
         .build()
         .await
         .unwrap();
@@ -321,4 +368,160 @@ async fn a_filter_on_an_attribute_users_lack_is_refused() {
         assert_eq!(status, StatusCode::OK, "{known}: {body}");
         assert_eq!(body["totalResults"], 1, "{known}: {body}");
     }
+}
+
+#[tokio::test]
+async fn a_lost_group_write_changes_no_roles() {
+    let app = App::start().await;
+    let scim = app.tenancy.module::<Scim>().unwrap();
+    let scope = app.tenancy.directory().scope(app.tenant).await.unwrap();
+    scim.update_settings(
+        &app.tenancy,
+        &scope,
+        ScimSettings {
+            deprovision: Deprovision::Suspend,
+            group_roles: vec![GroupRole {
+                group: "Admins".into(),
+                role: tenancy_core::RoleName::ADMIN,
+            }],
+        },
+        &AuditContext::system(),
+    )
+    .await
+    .unwrap();
+    let (_, created) = app
+        .call(Method::POST, "/scim/v2/Users", Some(user("di@race.test")))
+        .await;
+    let di = app.account("di@race.test").await;
+    let (status, group) = app
+        .call(
+            Method::POST,
+            "/scim/v2/Groups",
+            Some(json!({
+                "schemas": [GROUP_SCHEMA],
+                "displayName": "Admins",
+                "members": [{ "value": created["id"] }],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let roles = || async {
+        app.tenancy
+            .directory()
+            .backend()
+            .find_membership(app.tenant, di)
+            .await
+            .unwrap()
+            .unwrap()
+            .roles
+    };
+    assert!(roles().await.contains(&tenancy_core::RoleName::ADMIN));
+    let path = format!("/scim/v2/Groups/{}", group["id"].as_str().unwrap());
+    let remove = json!({
+        "schemas": [PATCH_OP],
+        "Operations": [{ "op": "remove", "path": "members" }],
+    });
+    app.store
+        .lose_next_group_update
+        .store(true, Ordering::SeqCst);
+    let (status, body) = app.call(Method::PATCH, &path, Some(remove.clone())).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
+    assert!(
+        roles().await.contains(&tenancy_core::RoleName::ADMIN),
+        "the lost write changed no role"
+    );
+    let (status, body) = app.call(Method::PATCH, &path, Some(remove)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!roles().await.contains(&tenancy_core::RoleName::ADMIN));
+}
+
+#[tokio::test]
+async fn a_mapping_change_that_would_demote_the_last_owner_changes_nothing() {
+    let app = App::start_with(ScimConfig::default().with_owner_mapping(true)).await;
+    let scim = app.tenancy.module::<Scim>().unwrap();
+    let scope = app.tenancy.directory().scope(app.tenant).await.unwrap();
+    let mapped = ScimSettings {
+        deprovision: Deprovision::Remove,
+        group_roles: vec![GroupRole {
+            group: "Owners".into(),
+            role: tenancy_core::RoleName::OWNER,
+        }],
+    };
+    scim.update_settings(
+        &app.tenancy,
+        &scope,
+        mapped.clone(),
+        &AuditContext::system(),
+    )
+    .await
+    .unwrap();
+    let (_, created) = app
+        .call(Method::POST, "/scim/v2/Users", Some(user("eve@race.test")))
+        .await;
+    let (status, group) = app
+        .call(
+            Method::POST,
+            "/scim/v2/Groups",
+            Some(json!({
+                "schemas": [GROUP_SCHEMA],
+                "displayName": "Owners",
+                "members": [{ "value": created["id"] }],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let eve = app.account("eve@race.test").await;
+    let first = app.account("owner@race.test").await;
+    app.tenancy
+        .directory()
+        .change_roles(
+            &scope,
+            first,
+            tenancy_core::RoleSet::single(tenancy_core::RoleName::ADMIN),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    // Eve owns the tenant through the group alone: the mapping stays.
+    let refused = scim
+        .update_settings(
+            &app.tenancy,
+            &scope,
+            ScimSettings {
+                deprovision: Deprovision::Suspend,
+                group_roles: Vec::new(),
+            },
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.detail.contains("last active owner"),
+        "{}",
+        refused.detail
+    );
+    assert_eq!(scim.tenant_settings(app.tenant).await.unwrap(), mapped);
+    let roles = app
+        .tenancy
+        .directory()
+        .backend()
+        .find_membership(app.tenant, eve)
+        .await
+        .unwrap()
+        .unwrap()
+        .roles;
+    assert!(roles.contains(&tenancy_core::RoleName::OWNER));
+    // Without owner mapping, the setting itself is refused.
+    let plain = App::start().await;
+    let scim = plain.tenancy.module::<Scim>().unwrap();
+    let scope = plain.tenancy.directory().scope(plain.tenant).await.unwrap();
+    let refused = scim
+        .update_settings(&plain.tenancy, &scope, mapped, &AuditContext::system())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.scim_type,
+        Some(tenancy_scim::ScimType::InvalidValue)
+    );
 }

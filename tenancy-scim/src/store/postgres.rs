@@ -16,7 +16,9 @@ use tenancy_core::{Actor, ScimTokenId, StoreError, TenantId, TokenHash, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ScimStore, ScimToken, UserRecord};
+mod groups;
+
+use super::{GroupRecord, ScimStore, ScimToken, TenantSettings, UserRecord};
 use crate::error::ScimStoreError;
 
 /// The embedded tenancy-scim migrations (versions 7000–7999). Run
@@ -350,5 +352,48 @@ impl ScimStore for PgScimStore {
             return Err(ScimStoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn insert_group(&self, group: &GroupRecord) -> Result<(), ScimStoreError> {
+        self.pg_insert_group(group).await
+    }
+
+    async fn get_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<GroupRecord>, ScimStoreError> {
+        self.pg_get_group(tenant, id).await
+    }
+
+    async fn list_groups(&self, tenant: TenantId) -> Result<Vec<GroupRecord>, ScimStoreError> {
+        self.pg_list_groups(tenant).await
+    }
+
+    async fn groups_of(
+        &self,
+        tenant: TenantId,
+        member: Uuid,
+    ) -> Result<Vec<GroupRecord>, ScimStoreError> {
+        self.pg_groups_of(tenant, member).await
+    }
+
+    async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError> {
+        self.pg_update_group(group, expected).await
+    }
+
+    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
+        self.pg_delete_group(tenant, id).await
+    }
+
+    async fn get_settings(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<TenantSettings>, ScimStoreError> {
+        self.pg_get_settings(tenant).await
+    }
+
+    async fn put_settings(&self, settings: &TenantSettings) -> Result<(), ScimStoreError> {
+        self.pg_put_settings(settings).await
     }
 }
