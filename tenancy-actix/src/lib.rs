@@ -260,10 +260,11 @@ pub fn configure(tenancy: Tenancy) -> impl FnOnce(&mut ServiceConfig) {
                 }
             }
             let not_allowed = Problem::method_not_allowed(&allow);
-            let mut resource = web::resource(path).default_service(web::to(move || {
-                let problem = not_allowed.clone();
-                async move { Rejection::from(problem).error_response() }
-            }));
+            let mut resource =
+                web::resource(actix_path(path)).default_service(web::to(move || {
+                    let problem = not_allowed.clone();
+                    async move { Rejection::from(problem).error_response() }
+                }));
             for route in routes {
                 let Ok(method) = Method::from_bytes(route.method.as_str().as_bytes()) else {
                     continue;
@@ -328,6 +329,17 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Path<T> {
 
 /// A sort key ordering paths segment by segment, literal segments before
 /// `{parameters}`.
+/// A route path in actix's syntax: a trailing `{*name}` (the rest of the
+/// path) is `{name:.+}`; `{name}` is the same in both.
+fn actix_path(path: &str) -> String {
+    match path.rsplit_once("/{*") {
+        Some((head, tail)) if tail.ends_with('}') => {
+            format!("{head}/{{{}:.+}}", &tail[..tail.len() - 1])
+        }
+        _ => path.to_owned(),
+    }
+}
+
 fn literal_first(path: &str) -> Vec<(bool, &str)> {
     path.split('/')
         .map(|segment| (segment.starts_with('{'), segment))
@@ -929,6 +941,13 @@ mod tests {
     use tenancy_http::auth::{Argon2Config, AuthConfig};
     use tenancy_http::authz::Catalog;
     use tenancy_http::{HttpConfig, PROBLEM_JSON};
+
+    #[test]
+    fn catch_all_paths_translate_to_actix() {
+        assert_eq!(actix_path("/scim/v2/{*path}"), "/scim/v2/{path:.+}");
+        assert_eq!(actix_path("/users/{id}"), "/users/{id}");
+        assert_eq!(actix_path("/plain"), "/plain");
+    }
 
     fn run<F: Future>(future: F) -> F::Output {
         actix_web::rt::System::new().block_on(future)

@@ -60,7 +60,9 @@ pub type Handler =
 pub struct Route {
     /// The method.
     pub method: Method,
-    /// The path, with `{name}` parameters.
+    /// The path, with `{name}` parameters (one segment each) and, as the
+    /// last segment only, `{*name}` for the rest of the path (one segment
+    /// or more). Literal segments win over both.
     pub path: &'static str,
     /// Who may call it.
     pub access: Access,

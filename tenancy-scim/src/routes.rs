@@ -46,6 +46,12 @@ pub(crate) fn routes() -> Vec<Route> {
         route!(DELETE "/scim/v2/Groups/{id}", Public, groups::delete_group),
         route!(POST "/scim/v2/Bulk", Public, not_implemented),
         route!(GET "/scim/v2/Me", Public, not_implemented),
+        // Any other path under the base: a SCIM 404, not the app's.
+        route!(GET "/scim/v2/{*path}", Public, no_endpoint),
+        route!(POST "/scim/v2/{*path}", Public, no_endpoint),
+        route!(PUT "/scim/v2/{*path}", Public, no_endpoint),
+        route!(PATCH "/scim/v2/{*path}", Public, no_endpoint),
+        route!(DELETE "/scim/v2/{*path}", Public, no_endpoint),
         route!(POST "/scim/tokens", Permission(sdk::SCIM_MANAGE), issue_token),
         route!(GET "/scim/tokens", Permission(sdk::SCIM_MANAGE), list_tokens),
         route!(DELETE "/scim/tokens/{id}", Permission(sdk::SCIM_MANAGE), revoke_token),
@@ -237,6 +243,19 @@ async fn not_implemented(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>
             Err(ScimError::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "not supported by this service provider (see /ServiceProviderConfig)",
+            ))
+        }
+        .await,
+    )
+}
+
+async fn no_endpoint(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
+    answer(
+        async {
+            caller(t, r).await?;
+            Err(ScimError::new(
+                StatusCode::NOT_FOUND,
+                "no SCIM endpoint at this path (see /ResourceTypes)",
             ))
         }
         .await,

@@ -878,6 +878,17 @@ pub async fn scim_tenants_are_isolated(app: &TestApp) {
 pub async fn scim_errors(app: &TestApp) {
     let owner = app.register("errors", "owner@errors.test").await;
     let token = issue_token(app, &owner).await;
+    // Paths no SCIM route serves get a SCIM 404, whatever the method.
+    for (method, path) in [
+        (Method::GET, "/scim/v2/Nothing"),
+        (Method::POST, "/scim/v2/.search"),
+        (Method::DELETE, "/scim/v2/Users/some/deeper/path"),
+        (Method::PATCH, "/scim/v2/Groups/x/members"),
+    ] {
+        assert_scim_error(&scim(app, method, path, &token, None).await, 404, None);
+    }
+    let anonymous = app.send(app.request(Method::GET, "/scim/v2/Nothing")).await;
+    assert_scim_error(&anonymous, 401, None);
     let text = app
         .request(Method::POST, "/scim/v2/Users")
         .bearer_auth(&token)
