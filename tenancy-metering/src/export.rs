@@ -128,10 +128,12 @@ pub trait OutboxStore: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<(), MeteringStoreError>;
 
-    /// Records a failed try: retried at `retry_at`, or parked when `None`.
+    /// Records a failed try at `at` (the exporter's clock): retried at
+    /// `retry_at`, or parked (at `at`) when `None`.
     async fn mark_failed(
         &self,
         report: &UsageReport,
+        at: OffsetDateTime,
         retry_at: Option<OffsetDateTime>,
         error: &str,
     ) -> Result<(), MeteringStoreError>;
@@ -263,6 +265,7 @@ impl OutboxStore for MemoryOutbox {
     async fn mark_failed(
         &self,
         report: &UsageReport,
+        _at: OffsetDateTime,
         retry_at: Option<OffsetDateTime>,
         _error: &str,
     ) -> Result<(), MeteringStoreError> {
@@ -593,7 +596,7 @@ impl UsageExporter {
                     };
                     tracing::warn!(%tenant_id, meter = %row.meter.as_str(), identifier = %row.identifier, error = %error, parked = retry_at.is_none(), "usage report failed");
                     self.outbox
-                        .mark_failed(&row, retry_at, &error.to_string())
+                        .mark_failed(&row, self.clock.now(), retry_at, &error.to_string())
                         .await?;
                     // Later rows of this tenant wait: their order is kept.
                     break;

@@ -113,6 +113,21 @@ async fn asked(m: &MeteringModule, r: &ApiRequest, c: &RequestContext) -> Result
         }
     };
     let mut meters = list(r.query("meter"));
+    // Each meter is asked once, and only a meter that exists is asked.
+    let mut seen = std::collections::HashSet::new();
+    meters.retain(|name| seen.insert(name.clone()));
+    if let Some(unknown) = meters.iter().find(|name| {
+        !m.metering()
+            .meters()
+            .iter()
+            .any(|meter| meter.name().as_str() == name.as_str())
+    }) {
+        let unknown: String = unknown.chars().take(64).collect();
+        return Err(Problem::invalid(
+            "meter",
+            format!("unknown meter {unknown}"),
+        ));
+    }
     if meters.is_empty() {
         meters = m
             .metering()

@@ -388,6 +388,29 @@ pub async fn usage_equals_requests(app: &MeteredApp) {
         .call(Method::GET, "/usage", Some(&ada.token), None)
         .await;
     assert_eq!(day.json["meters"][0]["total"], admitted, "{}", day.text);
+    // A meter asked twice is answered once; an unknown one is refused
+    // before anything is read.
+    let twice = app
+        .app
+        .call(
+            Method::GET,
+            "/usage?meter=api_calls,api_calls,api_calls",
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert_eq!(twice.status, 200, "{}", twice.text);
+    assert_eq!(twice.json["meters"].as_array().map(Vec::len), Some(1));
+    let unknown = app
+        .app
+        .call(
+            Method::GET,
+            "/usage?meter=api_calls,nope",
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status, 422, "{}", unknown.text);
     let csv = app
         .app
         .call(

@@ -137,18 +137,18 @@ impl OutboxStore for PgMeteringStore {
     async fn mark_failed(
         &self,
         report: &UsageReport,
+        at: OffsetDateTime,
         retry_at: Option<OffsetDateTime>,
         error: &str,
     ) -> Result<(), MeteringStoreError> {
         match retry_at {
-            Some(at) => {
+            Some(retry_at) => {
                 let set = "attempts = attempts + 1, next_attempt_at = $5, last_error = $6";
-                self.update(report, set, at, Some(error)).await
+                self.update(report, set, retry_at, Some(error)).await
             }
             None => {
                 let set = "attempts = attempts + 1, parked_at = $5, last_error = $6";
-                self.update(report, set, OffsetDateTime::now_utc(), Some(error))
-                    .await
+                self.update(report, set, at, Some(error)).await
             }
         }
     }
