@@ -54,6 +54,12 @@ pub trait Module: Any + Send + Sync {
         None
     }
 
+    /// What `GET /ready` should ask about this module's dependencies (a
+    /// broker, a Redis): each named in the answer.
+    fn readiness_checks(&self) -> Vec<Arc<dyn crate::ReadinessCheck>> {
+        Vec::new()
+    }
+
     /// This module's migrations (in a version range of its own).
     #[cfg(feature = "postgres")]
     fn migrations(&self) -> Vec<tenancy_core::postgres::sqlx::migrate::Migrator> {
