@@ -51,12 +51,8 @@ fn start(
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let data = web::Data::from(projects_api);
-            let probe_data = web::Data::new(
-                tenancy
-                    .module::<Probe>()
-                    .expect("the probe module")
-                    .clone(),
-            );
+            let probe_data =
+                web::Data::new(tenancy.module::<Probe>().expect("the probe module").clone());
             let idempotency = tenancy.idempotency().expect("idempotency is on").clone();
             let server = HttpServer::new(move || {
                 App::new()

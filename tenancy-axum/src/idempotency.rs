@@ -101,8 +101,7 @@ where
                 return Ok(Rejection(missing_layer()).into_response());
             };
             let (parts, body) = request.into_parts();
-            let body = match read_body(&parts, body, context.tenancy().config().body_limit).await
-            {
+            let body = match read_body(&parts, body, context.tenancy().config().body_limit).await {
                 Ok(body) => body,
                 Err(problem) => return Ok(Rejection(problem).into_response()),
             };
@@ -115,7 +114,11 @@ where
                 .begin(&context, &parts.method, &uri, &parts.headers, &body)
                 .await;
             let pending = match begun {
-                Begin::Pass => return inner.call(Request::from_parts(parts, Body::from(body))).await,
+                Begin::Pass => {
+                    return inner
+                        .call(Request::from_parts(parts, Body::from(body)))
+                        .await;
+                }
                 Begin::Answer(response) => return Ok(into_axum(response)),
                 Begin::Proceed(pending) => pending,
             };

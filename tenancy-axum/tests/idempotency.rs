@@ -23,7 +23,8 @@ fn app(tenancy: Tenancy, projects: Arc<Projects>) -> Router {
     let list = move |ctx: Context, method: Method, body: Bytes| async move {
         into(projects.handle(&ctx, &method, None, &body).await)
     };
-    let probed = move |ctx: Context, body: Bytes| async move { into(probe.handle(&ctx, &body).await) };
+    let probed =
+        move |ctx: Context, body: Bytes| async move { into(probe.handle(&ctx, &body).await) };
     Router::new()
         .route("/projects", any(list))
         .route("/probe", post(probed))

@@ -349,9 +349,9 @@ pub struct Lifetimes {
 }
 
 /// Idempotency keys, per tenant and caller. Implemented in memory
-/// ([`MemoryIdempotencyStore`](crate::MemoryIdempotencyStore)) and on
-/// Postgres (`postgres::PgIdempotencyStore`); `testkit` holds the
-/// conformance suite both pass.
+/// (`MemoryIdempotencyStore`, feature `memory`) and on Postgres
+/// (`postgres::PgIdempotencyStore`); `testkit` holds the conformance suite
+/// both pass (`idempotency_store_tests!`).
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     /// Claims `scope`'s key for a request with `fingerprint` at `now`.
@@ -382,8 +382,7 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Releases the key held with `token` without storing anything, so a
     /// retry runs again; nothing happens if it is no longer held.
-    async fn release(&self, scope: &IdempotencyScope, token: LeaseToken)
-    -> Result<(), StoreError>;
+    async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> Result<(), StoreError>;
 
     /// Deletes every key (of every tenant) past its lifetime at `now`, and
     /// says how many went.
@@ -489,11 +488,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         }
     }
 
-    async fn release(
-        &self,
-        scope: &IdempotencyScope,
-        token: LeaseToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> Result<(), StoreError> {
         let mut records = self.lock();
         if records
             .get(scope)
@@ -521,8 +516,14 @@ mod tests {
     fn header_forms() {
         let parse = |v: &str| IdempotencyKey::parse_header(v.as_bytes());
         assert_eq!(parse(r#""abc""#).unwrap().as_str(), "abc");
-        assert_eq!(parse(r#"  "a \"b\" \\c"  "#).unwrap().as_str(), r#"a "b" \c"#);
-        assert_eq!(parse("abc-123_x.y:z/w").unwrap().as_str(), "abc-123_x.y:z/w");
+        assert_eq!(
+            parse(r#"  "a \"b\" \\c"  "#).unwrap().as_str(),
+            r#"a "b" \c"#
+        );
+        assert_eq!(
+            parse("abc-123_x.y:z/w").unwrap().as_str(),
+            "abc-123_x.y:z/w"
+        );
         assert_eq!(parse(""), Err(InvalidIdempotencyKey::Empty));
         assert_eq!(parse(r#""""#), Err(InvalidIdempotencyKey::Empty));
         assert_eq!(parse("  "), Err(InvalidIdempotencyKey::Empty));

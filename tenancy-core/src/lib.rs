@@ -64,15 +64,15 @@ pub use directory::{
 };
 pub use error::{BoxError, Conflict, Entity, StoreError, ValidationError};
 pub use grants::{GrantCheck, Grantor};
-pub use idempotency::{
-    Claim, Fingerprint, IdempotencyKey, IdempotencyScope, IdempotencyStore, InvalidIdempotencyKey,
-    LeaseToken, Lifetimes, StoredResponse,
-};
-#[cfg(feature = "memory")]
-pub use idempotency::MemoryIdempotencyStore;
 pub use id::{
     ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, ScimTokenId, SessionId,
     TenantId, UserId,
+};
+#[cfg(feature = "memory")]
+pub use idempotency::MemoryIdempotencyStore;
+pub use idempotency::{
+    Claim, Fingerprint, IdempotencyKey, IdempotencyScope, IdempotencyStore, InvalidIdempotencyKey,
+    LeaseToken, Lifetimes, StoredResponse,
 };
 pub use invitation::{Invitation, InvitationStatus, InvitationToken, MalformedToken, TokenHash};
 pub use membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};

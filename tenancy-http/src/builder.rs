@@ -398,12 +398,15 @@ impl TenancyBuilder {
         let mut readiness = self.readiness;
         #[cfg(feature = "postgres")]
         if let Storage::Postgres(pool) = &self.storage {
-            readiness
-                .checks
-                .insert(0, Arc::new(crate::PostgresCheck::new("postgres", pool.clone())));
+            readiness.checks.insert(
+                0,
+                Arc::new(crate::PostgresCheck::new("postgres", pool.clone())),
+            );
         }
         for registered in &self.modules {
-            readiness.checks.extend(registered.module.readiness_checks());
+            readiness
+                .checks
+                .extend(registered.module.readiness_checks());
         }
         let mut auth = Auth::builder(stores.backend.clone(), stores.auth.clone(), self.auth)
             .clock(clock.clone())

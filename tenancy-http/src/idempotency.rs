@@ -394,7 +394,10 @@ fn caller(context: &RequestContext) -> String {
         Subject::User(id) => format!("user:{id}"),
         Subject::ApiKey(id) => format!("api_key:{id}"),
         // A kind of caller added later: its own namespace, by its id text.
-        other => format!("other:{}", serde_json::to_string(&other).unwrap_or_default()),
+        other => format!(
+            "other:{}",
+            serde_json::to_string(&other).unwrap_or_default()
+        ),
     }
 }
 

@@ -142,11 +142,7 @@ impl IdempotencyStore for PgIdempotencyStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn release(
-        &self,
-        scope: &IdempotencyScope,
-        token: LeaseToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> Result<(), StoreError> {
         let mut tx = begin_tenant_transaction(&self.pool, scope.tenant_id())
             .await
             .map_err(db_error)?;

@@ -112,11 +112,19 @@ pub async fn idempotency_expiry(store: Arc<dyn IdempotencyStore>) {
     let crashed = acquired(store.claim(&s, &fingerprint, now, LIFETIMES).await.unwrap());
     let almost = now + LIFETIMES.lease - Duration::seconds(1);
     assert_eq!(
-        store.claim(&s, &fingerprint, almost, LIFETIMES).await.unwrap(),
+        store
+            .claim(&s, &fingerprint, almost, LIFETIMES)
+            .await
+            .unwrap(),
         Claim::InFlight
     );
     let lapsed = now + LIFETIMES.lease;
-    let token = acquired(store.claim(&s, &fingerprint, lapsed, LIFETIMES).await.unwrap());
+    let token = acquired(
+        store
+            .claim(&s, &fingerprint, lapsed, LIFETIMES)
+            .await
+            .unwrap(),
+    );
     assert!(!store.complete(&s, crashed, &response("old")).await.unwrap());
     store.release(&s, crashed).await.unwrap();
     assert!(store.complete(&s, token, &response("new")).await.unwrap());
@@ -172,8 +180,18 @@ pub async fn idempotency_purge(store: Arc<dyn IdempotencyStore>) {
         let token = acquired(store.claim(s, &fingerprint, now, short).await.unwrap());
         assert!(store.complete(s, token, &response("old")).await.unwrap());
     }
-    let token = acquired(store.claim(&young, &fingerprint, now, LIFETIMES).await.unwrap());
-    assert!(store.complete(&young, token, &response("young")).await.unwrap());
+    let token = acquired(
+        store
+            .claim(&young, &fingerprint, now, LIFETIMES)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        store
+            .complete(&young, token, &response("young"))
+            .await
+            .unwrap()
+    );
     let later = now + Duration::minutes(10);
     let purged = store.purge_expired(later).await.unwrap();
     assert!(purged >= 2, "purged {purged}");

@@ -244,7 +244,13 @@ pub async fn idempotent_replay(app: &TestApp) {
     let ada = app.register("replay", "ada@replay.test").await;
     let body = json!({ "name": "once" });
     let first = app
-        .keyed(Method::POST, "/projects", &ada.token, "\"p-1\"", body.clone())
+        .keyed(
+            Method::POST,
+            "/projects",
+            &ada.token,
+            "\"p-1\"",
+            body.clone(),
+        )
         .await;
     assert_eq!(first.status, 201, "{}", first.text);
     assert_eq!(first.header("idempotent-replayed"), None);
@@ -266,9 +272,7 @@ pub async fn idempotent_replay(app: &TestApp) {
             .await;
         assert_eq!(first.status, 201, "{path}: {}", first.text);
         assert!(first.header("location").is_some());
-        let again = app
-            .keyed(Method::POST, path, &ada.token, &key, body)
-            .await;
+        let again = app.keyed(Method::POST, path, &ada.token, &key, body).await;
         assert_replay_of(&again, &first);
         assert_eq!(app.probe().runs(), before + 1, "{path}");
     }
@@ -412,9 +416,7 @@ pub async fn idempotent_in_flight(app: &TestApp) {
         let first = first.await.unwrap().unwrap();
         assert_eq!(first.status().as_u16(), 201);
         let first_body = first.text().await.unwrap();
-        let replay = app
-            .keyed(Method::POST, path, &ada.token, &key, body)
-            .await;
+        let replay = app.keyed(Method::POST, path, &ada.token, &key, body).await;
         assert_eq!(replay.header("idempotent-replayed"), Some("true"));
         assert_eq!(replay.text, first_body);
         assert_eq!(app.probe().runs(), before + 1, "{path}");
@@ -511,9 +513,8 @@ pub async fn idempotent_keys_expire(app: &TestApp) {
     assert_eq!(first.status, 201);
     let idempotency = app.tenancy.idempotency().expect("idempotency is on");
     assert_eq!(idempotency.purge_expired().await.unwrap(), 0);
-    app.clock.advance(
-        time::Duration::try_from(SCENARIO_KEY_TTL).unwrap() + time::Duration::seconds(1),
-    );
+    app.clock
+        .advance(time::Duration::try_from(SCENARIO_KEY_TTL).unwrap() + time::Duration::seconds(1));
     assert!(idempotency.purge_expired().await.unwrap() >= 1);
     // The access token expired meanwhile too.
     let ada = app.login("ada@expiry.test", Some(&ada.tenant)).await;
