@@ -23,6 +23,7 @@ use crate::tenancy::Tenancy;
 ///   and its channels on the one shared `LISTEN` connection;
 /// - background tasks, started once the [`Tenancy`] is assembled and
 ///   stopped when its last clone is dropped.
+/// - readiness checks, run by `GET /ready` beside the SDK's own.
 #[async_trait]
 pub trait Module: Any + Send + Sync {
     /// A short name, for logs and errors (`billing`, `metering`).
