@@ -3,13 +3,15 @@
 // A test harness: failing to bind or start is a failed test.
 #![allow(clippy::expect_used, clippy::panic)]
 
+mod serve;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{HttpResponse, web};
 use tenancy_actix::{Context, TenancyMiddleware, require_entitlement};
 use tenancy_billing::http::BillingContext;
 use tenancy_billing::testkit::scenarios::{GATED_FEATURE, GATED_PATH};
@@ -36,31 +38,16 @@ async fn report(ctx: Context) -> HttpResponse {
 }
 
 fn start(tenancy: Tenancy, _: Arc<Projects>) -> Pin<Box<dyn Future<Output = SocketAddr> + Send>> {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = HttpServer::new(move || {
-                App::new()
-                    .configure(tenancy_actix::configure(tenancy.clone()))
-                    .service(
-                        web::resource(GATED_PATH)
-                            .route(web::get().to(report))
-                            .wrap(require_entitlement(GATED_FEATURE))
-                            .wrap(TenancyMiddleware::new(tenancy.clone())),
-                    )
-                    .default_service(web::to(tenancy_actix::not_found))
-            })
-            .workers(1)
-            .disable_signals()
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            let address = server.addrs()[0];
-            let running = server.run();
-            sender.send(address).expect("send the address");
-            running.await.expect("serve");
-        });
-    });
-    Box::pin(async move { receiver.await.expect("the server thread started") })
+    serve::serve(move |config: &mut web::ServiceConfig| {
+        config
+            .configure(tenancy_actix::configure(tenancy.clone()))
+            .service(
+                web::resource(GATED_PATH)
+                    .route(web::get().to(report))
+                    .wrap(require_entitlement(GATED_FEATURE))
+                    .wrap(TenancyMiddleware::new(tenancy.clone())),
+            );
+    })
 }
 
 tenancy_billing::billing_scenarios!(start);

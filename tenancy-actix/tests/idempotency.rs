@@ -1,10 +1,11 @@
-//! The idempotency and health scenarios against an actix-web app, in a test
-//! binary of their own (each app keeps its Postgres pools until the binary
-//! exits): the SDK's routes (idempotent through the builder), and the
+//! The idempotency and health scenarios against an actix-web app, each
+//! server stopped when its test ends (`tests/serve`): the SDK's routes (idempotent through the builder), and the
 //! host's projects API and probe behind `TenancyMiddleware` and
 //! `IdempotencyMiddleware`.
 // A test harness: failing to bind or start is a failed test.
 #![allow(clippy::expect_used, clippy::panic)]
+
+mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{HttpRequest, HttpResponse};
 use tenancy_actix::{Context, IdempotencyMiddleware, TenancyMiddleware};
 use tenancy_http::Tenancy;
 use tenancy_http::testkit::Projects;
@@ -47,38 +48,27 @@ fn start(
     tenancy: Tenancy,
     projects_api: Arc<Projects>,
 ) -> Pin<Box<dyn Future<Output = SocketAddr> + Send>> {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let data = web::Data::from(projects_api);
-            let probe_data =
-                web::Data::new(tenancy.module::<Probe>().expect("the probe module").clone());
-            let idempotency = tenancy.idempotency().expect("idempotency is on").clone();
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(data.clone())
-                    .app_data(probe_data.clone())
-                    .configure(tenancy_actix::configure(tenancy.clone()))
-                    .service(
-                        web::scope("")
-                            .route("/projects", web::to(projects))
-                            .route("/probe", web::post().to(probe))
-                            .wrap(IdempotencyMiddleware::new(idempotency.clone()))
-                            .wrap(TenancyMiddleware::new(tenancy.clone())),
-                    )
-                    .default_service(web::to(tenancy_actix::not_found))
-            })
-            .workers(1)
-            .disable_signals()
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            let address = server.addrs()[0];
-            let running = server.run();
-            sender.send(address).expect("send the address");
-            running.await.expect("serve");
-        });
-    });
-    Box::pin(async move { receiver.await.expect("the server thread started") })
+    let data = web::Data::from(projects_api);
+    let probe_data = web::Data::new(tenancy.module::<Probe>().expect("the probe module").clone());
+    let idempotency = tenancy.idempotency().expect("idempotency is on").clone();
+    serve::serve(move |config: &mut web::ServiceConfig| {
+        config
+            .app_data(data.clone())
+            .app_data(probe_data.clone())
+            .configure(tenancy_actix::configure(tenancy.clone()))
+            .service(
+                web::scope("/projects")
+                    .route("", web::to(projects))
+                    .wrap(IdempotencyMiddleware::new(idempotency.clone()))
+                    .wrap(TenancyMiddleware::new(tenancy.clone())),
+            )
+            .service(
+                web::resource("/probe")
+                    .route(web::post().to(probe))
+                    .wrap(IdempotencyMiddleware::new(idempotency.clone()))
+                    .wrap(TenancyMiddleware::new(tenancy.clone())),
+            );
+    })
 }
 
 tenancy_http::idempotency_scenarios!(start);

@@ -3,6 +3,8 @@
 // A test harness: failing to bind or start is a failed test.
 #![allow(clippy::expect_used, clippy::panic)]
 
+mod serve;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{HttpRequest, HttpResponse};
 use tenancy_actix::{Context, TenancyMiddleware};
 use tenancy_http::Tenancy;
 use tenancy_http::testkit::Projects;
@@ -37,33 +39,18 @@ fn start(
     tenancy: Tenancy,
     projects_api: Arc<Projects>,
 ) -> Pin<Box<dyn Future<Output = SocketAddr> + Send>> {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let data = web::Data::from(projects_api);
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(data.clone())
-                    .configure(tenancy_actix::configure(tenancy.clone()))
-                    .service(
-                        web::scope("/projects")
-                            .route("", web::to(projects))
-                            .wrap(tenancy_actix::guard(scenario_guard(&tenancy)))
-                            .wrap(TenancyMiddleware::new(tenancy.clone())),
-                    )
-                    .default_service(web::to(tenancy_actix::not_found))
-            })
-            .workers(1)
-            .disable_signals()
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            let address = server.addrs()[0];
-            let running = server.run();
-            sender.send(address).expect("send the address");
-            running.await.expect("serve");
-        });
-    });
-    Box::pin(async move { receiver.await.expect("the server thread started") })
+    let data = web::Data::from(projects_api);
+    serve::serve(move |config: &mut web::ServiceConfig| {
+        config
+            .app_data(data.clone())
+            .configure(tenancy_actix::configure(tenancy.clone()))
+            .service(
+                web::scope("/projects")
+                    .route("", web::to(projects))
+                    .wrap(tenancy_actix::guard(scenario_guard(&tenancy)))
+                    .wrap(TenancyMiddleware::new(tenancy.clone())),
+            );
+    })
 }
 
 tenancy_metering::metering_http_scenarios!(start);

@@ -3,6 +3,7 @@
 #![allow(clippy::expect_used, clippy::panic)]
 
 mod common;
+mod serve;
 
 use common::start;
 

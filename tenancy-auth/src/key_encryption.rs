@@ -72,6 +72,7 @@ impl KeyEncryptionKey {
     }
 
     /// A random key with an id known to be valid.
+    #[cfg(feature = "memory")]
     pub(crate) fn random(id: &'static str) -> Self {
         Self {
             id: id.to_owned(),

@@ -122,7 +122,8 @@ pub enum DirectoryError {
         "the sender of this invitation can no longer grant its roles; ask for a new invitation"
     )]
     InviterLacksPower,
-    /// Inviting would fill more seats (active members and pending
+    /// Inviting, provisioning, accepting an invitation or reactivating a
+    /// member would fill more seats (active members and pending
     /// invitations) than the tenant's hard limit ([`crate::Seats`]).
     #[error(
         "the tenant's plan allows {limit} seats and all are taken (members and pending invitations)"
@@ -271,6 +272,16 @@ impl Directory {
     pub fn with_seats(mut self, seats: Arc<dyn Seats>) -> Self {
         self.seats = Some(seats);
         self
+    }
+
+    /// The tenant's hard seat limit (`None`: unlimited, or no
+    /// [`Seats`](crate::Seats) wired). Read it before opening a transaction
+    /// and pass it to [`Directory::accept_invitation_in`].
+    pub async fn seat_limit(&self, tenant_id: TenantId) -> Result<Option<u64>> {
+        match &self.seats {
+            Some(seats) => Ok(seats.seat_limit(tenant_id).await?),
+            None => Ok(None),
+        }
     }
 
     /// Tells the directory's [`Seats`] that the tenant's active members
@@ -602,10 +613,7 @@ impl Directory {
         roles: RoleSet,
         context: &AuditContext,
     ) -> Result<IssuedInvitation> {
-        let limit = match &self.seats {
-            Some(seats) => seats.seat_limit(scope.tenant_id()).await?,
-            None => None,
-        };
+        let limit = self.seat_limit(scope.tenant_id()).await?;
         let tx = self.backend.begin().await?;
         let tenant = self.lock_active(&*tx, scope.tenant_id()).await?;
         if let Some(user) = tx.find_user_by_email(&email).await?
@@ -687,9 +695,10 @@ impl Directory {
         context: &AuditContext,
     ) -> Result<Acceptance> {
         self.check_invitation_sender(token, context).await?;
+        let seat_limit = self.seat_limit(token.tenant_id()).await?;
         let tx = self.backend.begin().await?;
         let accepted = match self
-            .accept_invitation_in(&*tx, token, acceptor, context)
+            .accept_invitation_in(&*tx, token, acceptor, seat_limit, context)
             .await
         {
             Err(DirectoryError::InviterLacksPower) => {
@@ -718,12 +727,18 @@ impl Directory {
     /// `tx`, then call [`Directory::withdraw_unbacked_invitation`] so the
     /// invitation is revoked and the refusal audited. After committing,
     /// call [`Directory::members_changed`].
+    ///
+    /// `seat_limit` is what [`Directory::seat_limit`] said before `tx`
+    /// opened: an acceptance that would leave the tenant with more seats
+    /// than that (the plan was downgraded after the invitation was sent)
+    /// fails with [`DirectoryError::SeatLimitReached`].
     #[tracing::instrument(skip_all, fields(tenant_id = %token.tenant_id()), err(Debug))]
     pub async fn accept_invitation_in(
         &self,
         tx: &dyn Transaction,
         token: &InvitationToken,
         acceptor: Acceptor,
+        seat_limit: Option<u64>,
         context: &AuditContext,
     ) -> Result<Acceptance> {
         let tenant_id = token.tenant_id();
@@ -746,6 +761,12 @@ impl Directory {
         }
         if self.unbacked(tx, &invitation, false).await?.is_some() {
             return Err(DirectoryError::InviterLacksPower);
+        }
+        // The pending invitation already holds one of the counted seats.
+        if let Some(limit) = seat_limit
+            && crate::seats::seats_used(tx, tenant_id, now, limit.saturating_add(1)).await? > limit
+        {
+            return Err(DirectoryError::SeatLimitReached { limit });
         }
         let (user, user_created) = match acceptor {
             Acceptor::User(id) => {
@@ -976,7 +997,9 @@ impl Directory {
             .await
     }
 
-    /// Reactivates a suspended member.
+    /// Reactivates a suspended member. A suspended member holds no seat:
+    /// past the tenant's hard seat limit this fails with
+    /// [`DirectoryError::SeatLimitReached`].
     pub async fn reactivate_member(
         &self,
         scope: &TenantScope,
@@ -995,6 +1018,10 @@ impl Directory {
         status: MembershipStatus,
         context: &AuditContext,
     ) -> Result<Membership> {
+        let limit = match status {
+            MembershipStatus::Active => self.seat_limit(scope.tenant_id()).await?,
+            _ => None,
+        };
         let tx = self.backend.begin().await?;
         let mut membership = self.locked_member(&*tx, scope, user_id).await?;
         if membership.status == status {
@@ -1002,6 +1029,12 @@ impl Directory {
         }
         if status != MembershipStatus::Active {
             ensure_not_last_owner(&*tx, &membership).await?;
+        }
+        if let Some(limit) = limit
+            && crate::seats::seats_used(&*tx, membership.tenant_id, self.now(), limit).await?
+                >= limit
+        {
+            return Err(DirectoryError::SeatLimitReached { limit });
         }
         membership.status = status;
         membership.updated_at = self.now();

@@ -349,7 +349,7 @@ pub struct Lifetimes {
 }
 
 /// Idempotency keys, per tenant and caller. Implemented in memory
-/// (`MemoryIdempotencyStore`, feature `memory`) and on Postgres
+/// (`MemoryIdempotencyStore`) and on Postgres
 /// (`postgres::PgIdempotencyStore`); `testkit` holds the conformance suite
 /// both pass (`idempotency_store_tests!`).
 #[async_trait]
@@ -390,7 +390,6 @@ pub trait IdempotencyStore: Send + Sync {
 }
 
 /// One stored key, as both adapters decide on it.
-#[cfg(feature = "memory")]
 #[derive(Debug, Clone)]
 struct Record {
     fingerprint: Fingerprint,
@@ -400,7 +399,6 @@ struct Record {
     response: Option<StoredResponse>,
 }
 
-#[cfg(feature = "memory")]
 impl Record {
     /// Whether a new claim at `now` may take this record over.
     fn free_at(&self, now: OffsetDateTime) -> bool {
@@ -412,14 +410,13 @@ impl Record {
 }
 
 /// Idempotency keys in process memory: for one replica (tests, single
-/// instances). Keys are lost on restart.
-#[cfg(feature = "memory")]
+/// instances). Keys are lost on restart. Needs no feature: it is what
+/// the HTTP layer falls back to without a store of its own.
 #[derive(Debug, Default)]
 pub struct MemoryIdempotencyStore {
     records: std::sync::Mutex<std::collections::HashMap<IdempotencyScope, Record>>,
 }
 
-#[cfg(feature = "memory")]
 impl MemoryIdempotencyStore {
     /// Empty.
     pub fn new() -> Self {
@@ -435,7 +432,6 @@ impl MemoryIdempotencyStore {
     }
 }
 
-#[cfg(feature = "memory")]
 #[async_trait]
 impl IdempotencyStore for MemoryIdempotencyStore {
     async fn claim(

@@ -68,11 +68,9 @@ pub use id::{
     ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, ScimTokenId, SessionId,
     TenantId, UserId,
 };
-#[cfg(feature = "memory")]
-pub use idempotency::MemoryIdempotencyStore;
 pub use idempotency::{
     Claim, Fingerprint, IdempotencyKey, IdempotencyScope, IdempotencyStore, InvalidIdempotencyKey,
-    LeaseToken, Lifetimes, StoredResponse,
+    LeaseToken, Lifetimes, MemoryIdempotencyStore, StoredResponse,
 };
 pub use invitation::{Invitation, InvitationStatus, InvitationToken, MalformedToken, TokenHash};
 pub use membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};

@@ -17,7 +17,12 @@ use crate::tenancy::{Background, Tenancy};
 
 /// Where the stores live.
 enum Storage {
+    #[cfg(feature = "memory")]
     Memory,
+    /// Without the `memory` feature there is no default: `build` asks for
+    /// `postgres` or `stores`.
+    #[cfg(not(feature = "memory"))]
+    Unset,
     #[cfg(feature = "postgres")]
     Postgres(tenancy_core::postgres::sqlx::PgPool),
     Custom(Stores),
@@ -106,7 +111,10 @@ pub struct TenancyBuilder {
 impl std::fmt::Debug for TenancyBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let storage = match self.storage {
+            #[cfg(feature = "memory")]
             Storage::Memory => "memory",
+            #[cfg(not(feature = "memory"))]
+            Storage::Unset => "unset",
             #[cfg(feature = "postgres")]
             Storage::Postgres(_) => "postgres",
             Storage::Custom(_) => "custom",
@@ -141,7 +149,10 @@ impl Tenancy {
             permissions,
             auth,
             http: HttpConfig::default(),
+            #[cfg(feature = "memory")]
             storage: Storage::Memory,
+            #[cfg(not(feature = "memory"))]
+            storage: Storage::Unset,
             migrate: true,
             listen: true,
             mailer: None,
@@ -365,7 +376,10 @@ impl TenancyBuilder {
             }
         }
         let stores = match &self.storage {
+            #[cfg(feature = "memory")]
             Storage::Memory => Stores::memory(),
+            #[cfg(not(feature = "memory"))]
+            Storage::Unset => return Err(SetupError::NoStores),
             #[cfg(feature = "postgres")]
             Storage::Postgres(pool) => {
                 if self.migrate {
@@ -571,6 +585,7 @@ impl Storage {
     }
 }
 
+#[cfg(feature = "memory")]
 impl Stores {
     /// Fresh in-memory stores, for [`TenancyBuilder::stores`] when a
     /// module's own store needs the backend (billing's memory store keeps
@@ -580,6 +595,7 @@ impl Stores {
     }
 }
 
+#[cfg(feature = "memory")]
 fn memory_stores() -> Stores {
     let backend: Arc<dyn Backend> = Arc::new(tenancy_core::MemoryBackend::new());
     let authz = Arc::new(tenancy_authz::MemoryAuthzStore::new(backend.clone()));
@@ -660,4 +676,8 @@ pub enum SetupError {
     /// A module's route requires a permission the catalog does not declare.
     #[error(transparent)]
     UnknownPermission(crate::permission::UnknownPermission),
+    /// Built without the `memory` feature and without `postgres(pool)` or
+    /// `stores(..)`: there is nothing to keep the data in.
+    #[error("no stores: enable the `memory` feature, or call `postgres(pool)` or `stores(..)`")]
+    NoStores,
 }

@@ -55,6 +55,29 @@ impl Origin {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The origin as the start of an absolute URL, the default port left
+    /// out: `https://app.example`, `http://127.0.0.1:3000`.
+    ///
+    /// ```
+    /// use tenancy_http::Origin;
+    ///
+    /// let app: Origin = "https://App.Example:443".parse().unwrap();
+    /// assert_eq!(app.url_prefix(), "https://app.example");
+    /// let local: Origin = "http://127.0.0.1:3000".parse().unwrap();
+    /// assert_eq!(local.url_prefix(), "http://127.0.0.1:3000");
+    /// ```
+    pub fn url_prefix(&self) -> String {
+        let (scheme, default_port) = match self.scheme {
+            Scheme::Http => ("http", 80),
+            Scheme::Https => ("https", 443),
+        };
+        if self.port == default_port {
+            format!("{scheme}://{}", self.host)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl FromStr for Origin {

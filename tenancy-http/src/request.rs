@@ -141,6 +141,16 @@ impl ApiRequest {
         cookie(&self.headers, name)
     }
 
+    /// The origin the client sent this request to, for absolute URLs in
+    /// answers: [`HttpConfig::public_origin`] when set, else the scheme and
+    /// host a trusted proxy forwarded, else the connection's scheme and the
+    /// `Host` header, validated as an origin (a `Host` that is not a plain
+    /// `host[:port]` gives `None`). Set `public_origin` in production: the
+    /// `Host` header is whatever the client wrote.
+    pub fn origin(&self, config: &HttpConfig) -> Option<Origin> {
+        own_origin(self.head(), config)
+    }
+
     /// Who is calling: address (the peer, or the client a trusted proxy
     /// names; see [`HttpConfig::trusted_proxies`]) and user agent.
     pub fn client(&self, config: &HttpConfig) -> ClientInfo {
@@ -205,14 +215,18 @@ pub(crate) fn check_origin(head: RequestHead<'_>, config: &HttpConfig) -> Result
     if config.allowed_origins.contains(&source) {
         return Ok(());
     }
-    let own = match &config.public_origin {
-        Some(origin) => Some(origin.clone()),
-        None => request_origin(head, config),
-    };
-    if own.as_ref() == Some(&source) {
+    if own_origin(head, config).as_ref() == Some(&source) {
         Ok(())
     } else {
         Err(refused())
+    }
+}
+
+/// The app's origin: configured, else the request's.
+fn own_origin(head: RequestHead<'_>, config: &HttpConfig) -> Option<Origin> {
+    match &config.public_origin {
+        Some(origin) => Some(origin.clone()),
+        None => request_origin(head, config),
     }
 }
 

@@ -162,7 +162,8 @@ pub enum ScimStoreError {
     #[error("not found")]
     NotFound,
     /// Another user record of the tenant has this `userName` (compared
-    /// without case), or the SDK user already has a record.
+    /// without case), or the SDK user already has a record; another group
+    /// of the tenant has this `displayName`.
     #[error("a user with this userName or account already exists in the tenant")]
     Conflict,
     /// The record changed since it was read.
@@ -171,6 +172,9 @@ pub enum ScimStoreError {
     /// The tenant does not exist.
     #[error("tenant not found")]
     TenantNotFound,
+    /// A group member is not a user record of the group's tenant.
+    #[error("a group member is not a user of the tenant")]
+    UnknownMember,
     /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),

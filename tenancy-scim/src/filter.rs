@@ -275,6 +275,32 @@ impl Filter {
         }
     }
 
+    /// Every attribute the filter names, as seen from the resource root
+    /// (`emails[type eq "work"]` names `emails` and `emails.type`), so a
+    /// service provider can refuse an attribute it does not have.
+    pub fn attribute_paths(&self) -> Vec<AttrPath> {
+        let mut paths = Vec::new();
+        self.collect_paths(None, &mut paths);
+        paths
+    }
+
+    fn collect_paths(&self, parent: Option<&AttrPath>, paths: &mut Vec<AttrPath>) {
+        match self {
+            Filter::Compare { path, .. } | Filter::Present(path) => {
+                paths.push(qualified(parent, path));
+            }
+            Filter::And(a, b) | Filter::Or(a, b) => {
+                a.collect_paths(parent, paths);
+                b.collect_paths(parent, paths);
+            }
+            Filter::Not(inner) => inner.collect_paths(parent, paths),
+            Filter::ValuePath { path, filter } => {
+                paths.push(path.clone());
+                filter.collect_paths(Some(path), paths);
+            }
+        }
+    }
+
     /// Whether `resource` matches, comparing strings as `rules` says each
     /// attribute does (case-exact or not). A comparison of mismatched types
     /// does not match.

@@ -49,15 +49,25 @@ pub enum Deprovision {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ScimConfig {
-    /// What deactivation does.
+    /// What deactivation does in tenants that did not choose
+    /// (`PUT /scim/settings`).
     pub deprovision: Deprovision,
     /// The roles of a member the identity provider creates.
     pub default_roles: RoleSet,
     /// The most resources one list answer holds (`count` is capped to it).
     pub max_results: usize,
     /// The absolute URL the routes are served at (`https://app.example/scim/v2`),
-    /// for `meta.location`; derived from the `Host` header when unset.
+    /// for `meta.location` and `Location`. Unset, it is the app's
+    /// [`HttpConfig::public_origin`](tenancy_http::HttpConfig::public_origin)
+    /// followed by `/scim/v2`, or without that the origin the request was
+    /// sent to (a trusted proxy's forwarded host, else `Host`, validated as
+    /// `host[:port]`). Set one of the two in production: `Host` is whatever
+    /// the client wrote.
     pub base_url: Option<String>,
+    /// Whether a tenant may map a group to the `owner` role. Off by
+    /// default: whoever administers the identity provider would become an
+    /// owner of the tenant by adding themselves to the group.
+    pub allow_owner_mapping: bool,
 }
 
 impl Default for ScimConfig {
@@ -67,6 +77,7 @@ impl Default for ScimConfig {
             default_roles: RoleSet::single(RoleName::MEMBER),
             max_results: 200,
             base_url: None,
+            allow_owner_mapping: false,
         }
     }
 }
@@ -87,6 +98,13 @@ impl ScimConfig {
     /// Sets the largest page, at least 1.
     pub fn with_max_results(mut self, max: usize) -> Self {
         self.max_results = max.max(1);
+        self
+    }
+
+    /// Lets tenants map a group to the `owner` role (a privilege
+    /// escalation path: see [`ScimConfig::allow_owner_mapping`]).
+    pub fn with_owner_mapping(mut self, allow: bool) -> Self {
+        self.allow_owner_mapping = allow;
         self
     }
 
@@ -178,7 +196,11 @@ pub(crate) fn auth_error(error: &tenancy_auth::Error) -> ScimError {
 /// issued, and which outlives its issuer's membership) never adopts,
 /// suspends or removes an owner's membership; owners change owners
 /// through the member routes, which check the caller's rank.
-async fn refuse_owner(tenancy: &Tenancy, caller: &Caller, user: UserId) -> Result<(), ScimError> {
+pub(crate) async fn refuse_owner(
+    tenancy: &Tenancy,
+    caller: &Caller,
+    user: UserId,
+) -> Result<(), ScimError> {
     let membership = tenancy
         .directory()
         .backend()
@@ -390,12 +412,13 @@ impl Scim {
     ) -> Result<(), ScimError> {
         refuse_owner(tenancy, caller, user).await?;
         let auth = tenancy.auth();
-        let ended = if remove || self.config.deprovision == Deprovision::Remove {
-            auth.remove_member(&caller.scope, user, &caller.audit).await
-        } else {
-            auth.suspend_member(&caller.scope, user, &caller.audit)
-                .await
-        };
+        let ended =
+            if remove || self.deprovision_mode(caller.tenant()).await? == Deprovision::Remove {
+                auth.remove_member(&caller.scope, user, &caller.audit).await
+            } else {
+                auth.suspend_member(&caller.scope, user, &caller.audit)
+                    .await
+            };
         match ended {
             Ok(_) => {}
             // Already gone: nothing left to end.
@@ -449,7 +472,8 @@ impl Scim {
     }
 
     /// Restores the user's membership: reactivated if suspended, added
-    /// again (default roles) if removed.
+    /// again (the roles of their mapped groups, else the default roles) if
+    /// removed.
     pub(crate) async fn reprovision(
         &self,
         tenancy: &Tenancy,
@@ -486,6 +510,8 @@ impl Scim {
                     )
                     .await
                     .map_err(|e| directory_error(&e))?;
+                // A new membership: the mapped groups' roles again.
+                self.restore_group_roles(tenancy, caller, user).await?;
             }
         }
         tenancy.forget_member(caller.tenant(), user);

@@ -1,4 +1,5 @@
-//! A User record as a SCIM resource: rendering with `meta`, the
+//! A User record as a SCIM resource: rendering with `meta` (shared with
+//! Groups, like the ETags, the projection and sorting), the
 //! `attributes`/`excludedAttributes` projection, sorting, and PATCH
 //! (RFC 7644 §3.5.2) over the rendered JSON.
 
@@ -15,13 +16,48 @@ use crate::schema::{
 };
 use crate::store::UserRecord;
 
+/// A stored resource whose version is its entity tag.
+pub(crate) trait Versioned {
+    /// The version, bumped on every change.
+    fn version(&self) -> i64;
+}
+
+impl Versioned for UserRecord {
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+impl Versioned for crate::store::GroupRecord {
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
 /// The weak entity tag of a record's version.
-pub(crate) fn etag(record: &UserRecord) -> String {
-    format!("W/\"{}\"", record.version)
+pub(crate) fn etag(record: &impl Versioned) -> String {
+    format!("W/\"{}\"", record.version())
 }
 
 fn timestamp(at: time::OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A resource's `meta` (RFC 7643 §3.1).
+pub(crate) fn meta(
+    resource_type: &str,
+    location: String,
+    created: time::OffsetDateTime,
+    updated: time::OffsetDateTime,
+    record: &impl Versioned,
+) -> Value {
+    json!({
+        "resourceType": resource_type,
+        "created": timestamp(created),
+        "lastModified": timestamp(updated),
+        "location": location,
+        "version": etag(record),
+    })
 }
 
 /// The record as a full User resource.
@@ -43,13 +79,13 @@ pub(crate) fn render(record: &UserRecord, base: &str) -> Value {
     out.insert("active".into(), json!(record.active));
     out.insert(
         "meta".into(),
-        json!({
-            "resourceType": "User",
-            "created": timestamp(record.created_at),
-            "lastModified": timestamp(record.updated_at),
-            "location": format!("{base}/Users/{}", record.id),
-            "version": etag(record),
-        }),
+        meta(
+            "User",
+            format!("{base}/Users/{}", record.id),
+            record.created_at,
+            record.updated_at,
+            record,
+        ),
     );
     Value::Object(out)
 }
@@ -195,8 +231,13 @@ fn pick_sub(value: &Value, sub: &str) -> Value {
 
 /// Orders rendered resources by `path` (its first value), ascending
 /// unless `descending`; resources without a value sort last.
-pub(crate) fn sort(resources: &mut [Value], path: &AttrPath, descending: bool) {
-    let exact = UserCaseRules.case_exact(path);
+pub(crate) fn sort(
+    resources: &mut [Value],
+    path: &AttrPath,
+    descending: bool,
+    rules: &dyn CaseRules,
+) {
+    let exact = rules.case_exact(path);
     let key = |resource: &Value| -> Option<Value> {
         first_value(resource, path).map(|v| match v {
             Value::String(s) if !exact => Value::String(s.to_lowercase()),
@@ -816,7 +857,7 @@ mod tests {
             json!({}),
             json!({"userName": "A"}),
         ];
-        sort(&mut list, &AttrPath::new("userName"), false);
+        sort(&mut list, &AttrPath::new("userName"), false, &UserCaseRules);
         assert_eq!(
             list,
             vec![

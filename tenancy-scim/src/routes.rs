@@ -7,16 +7,17 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tenancy_authz::sdk;
-use tenancy_core::{DisplayName, Email, ScimTokenId};
+use tenancy_core::{DisplayName, Email, MembershipStore, ScimTokenId};
 use tenancy_http::{Access, ApiRequest, Problem, RequestContext, Route, Tenancy, route};
 use uuid::Uuid;
 
 use crate::error::{SCIM_JSON, ScimError, ScimType};
-use crate::filter::{AttrPath, CompValue, CompareOp, Filter};
-use crate::module::{Caller, Scim, actions, audit, now, store_error};
-use crate::resource::{self, Op};
-use crate::schema::{self, LIST_RESPONSE, PATCH_OP, USER_SCHEMA, UserCaseRules};
+use crate::filter::{AttrPath, CaseRules, CompValue, CompareOp, Filter};
+use crate::module::{Caller, Scim, actions, audit, now, refuse_owner, store_error};
+use crate::resource::{self, Op, Versioned};
+use crate::schema::{self, GROUP_SCHEMA, LIST_RESPONSE, PATCH_OP, USER_SCHEMA, UserCaseRules};
 use crate::store::UserRecord;
+use crate::{groups, settings};
 
 /// Where the SCIM protocol routes are mounted.
 pub const BASE_PATH: &str = "/scim/v2";
@@ -36,24 +37,31 @@ pub(crate) fn routes() -> Vec<Route> {
         route!(PUT "/scim/v2/Users/{id}", Public, replace_user),
         route!(PATCH "/scim/v2/Users/{id}", Public, patch_user),
         route!(DELETE "/scim/v2/Users/{id}", Public, delete_user),
-        route!(GET "/scim/v2/Groups", Public, not_implemented),
-        route!(POST "/scim/v2/Groups", Public, not_implemented),
+        route!(GET "/scim/v2/Groups", Public, groups::list_groups),
+        route!(POST "/scim/v2/Groups", Public, groups::create_group),
+        route!(POST "/scim/v2/Groups/.search", Public, groups::search_groups),
+        route!(GET "/scim/v2/Groups/{id}", Public, groups::get_group),
+        route!(PUT "/scim/v2/Groups/{id}", Public, groups::replace_group),
+        route!(PATCH "/scim/v2/Groups/{id}", Public, groups::patch_group),
+        route!(DELETE "/scim/v2/Groups/{id}", Public, groups::delete_group),
         route!(POST "/scim/v2/Bulk", Public, not_implemented),
         route!(GET "/scim/v2/Me", Public, not_implemented),
         route!(POST "/scim/tokens", Permission(sdk::SCIM_MANAGE), issue_token),
         route!(GET "/scim/tokens", Permission(sdk::SCIM_MANAGE), list_tokens),
         route!(DELETE "/scim/tokens/{id}", Permission(sdk::SCIM_MANAGE), revoke_token),
+        route!(GET "/scim/settings", Permission(sdk::SCIM_MANAGE), settings::get_settings),
+        route!(PUT "/scim/settings", Permission(sdk::SCIM_MANAGE), settings::put_settings),
     ]
 }
 
-type Answer = Result<Response<Bytes>, Problem>;
+pub(crate) type Answer = Result<Response<Bytes>, Problem>;
 
-fn module(t: &Tenancy) -> Result<&Scim, ScimError> {
+pub(crate) fn module(t: &Tenancy) -> Result<&Scim, ScimError> {
     t.module::<Scim>()
         .ok_or_else(|| ScimError::unavailable(&"the scim module is not registered"))
 }
 
-fn scim_json(status: StatusCode, body: &Value) -> Response<Bytes> {
+pub(crate) fn scim_json(status: StatusCode, body: &Value) -> Response<Bytes> {
     let mut response = Response::new(Bytes::from(body.to_string()));
     *response.status_mut() = status;
     response
@@ -63,25 +71,25 @@ fn scim_json(status: StatusCode, body: &Value) -> Response<Bytes> {
 }
 
 /// Runs a SCIM handler: errors become SCIM error bodies.
-fn answer(result: Result<Response<Bytes>, ScimError>) -> Answer {
+pub(crate) fn answer(result: Result<Response<Bytes>, ScimError>) -> Answer {
     Ok(result.unwrap_or_else(|error| error.to_response()))
 }
 
 /// The public URL of the SCIM routes.
-fn base(scim: &Scim, r: &ApiRequest) -> String {
+pub(crate) fn base(t: &Tenancy, scim: &Scim, r: &ApiRequest) -> String {
     if let Some(url) = &scim.config.base_url {
         return url.clone();
     }
-    match r.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) => {
-            let scheme = if r.tls { "https" } else { "http" };
-            format!("{scheme}://{host}{BASE_PATH}")
-        }
+    match r.origin(t.config()) {
+        Some(origin) => format!("{}{BASE_PATH}", origin.url_prefix()),
         None => BASE_PATH.to_owned(),
     }
 }
 
-async fn caller(t: &Tenancy, r: &ApiRequest) -> Result<(&'static str, Caller), ScimError> {
+pub(crate) async fn caller(
+    t: &Tenancy,
+    r: &ApiRequest,
+) -> Result<(&'static str, Caller), ScimError> {
     let scim = module(t)?;
     let authorization = r
         .headers
@@ -94,7 +102,7 @@ async fn caller(t: &Tenancy, r: &ApiRequest) -> Result<(&'static str, Caller), S
 }
 
 /// The request body as JSON: `application/scim+json` or `application/json`.
-fn body(t: &Tenancy, r: &ApiRequest) -> Result<Value, ScimError> {
+pub(crate) fn body(t: &Tenancy, r: &ApiRequest) -> Result<Value, ScimError> {
     r.json::<Value>(t.config().body_limit)
         .map_err(|problem| match problem.status() {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ScimError::new(
@@ -117,7 +125,7 @@ async fn service_provider_config(
 ) -> Answer {
     answer((|| {
         let scim = module(t)?;
-        let base = base(scim, r);
+        let base = base(t, scim, r);
         Ok(scim_json(
             StatusCode::OK,
             &json!({
@@ -154,6 +162,18 @@ fn user_resource_type(base: &str) -> Value {
     })
 }
 
+fn group_resource_type(base: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+        "id": "Group",
+        "name": "Group",
+        "endpoint": "/Groups",
+        "description": "a group of the tenant's members; mapped groups grant tenant roles",
+        "schema": GROUP_SCHEMA,
+        "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group") },
+    })
+}
+
 fn list(resources: Vec<Value>, total: usize, start: usize) -> Value {
     json!({
         "schemas": [LIST_RESPONSE],
@@ -166,9 +186,14 @@ fn list(resources: Vec<Value>, total: usize, start: usize) -> Value {
 
 async fn resource_types(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
     answer(module(t).map(|scim| {
+        let base = base(t, scim, r);
         scim_json(
             StatusCode::OK,
-            &list(vec![user_resource_type(&base(scim, r))], 1, 1),
+            &list(
+                vec![user_resource_type(&base), group_resource_type(&base)],
+                2,
+                1,
+            ),
         )
     }))
 }
@@ -176,19 +201,18 @@ async fn resource_types(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>)
 async fn resource_type(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
     answer((|| {
         let scim = module(t)?;
-        if r.param("id").ok() != Some("User") {
-            return Err(ScimError::not_found());
+        let base = base(t, scim, r);
+        match r.param("id").ok() {
+            Some("User") => Ok(scim_json(StatusCode::OK, &user_resource_type(&base))),
+            Some("Group") => Ok(scim_json(StatusCode::OK, &group_resource_type(&base))),
+            _ => Err(ScimError::not_found()),
         }
-        Ok(scim_json(
-            StatusCode::OK,
-            &user_resource_type(&base(scim, r)),
-        ))
     })())
 }
 
 async fn schemas(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
     answer(module(t).map(|scim| {
-        let all = schema::schemas(&base(scim, r));
+        let all = schema::schemas(&base(t, scim, r));
         let total = all.len();
         scim_json(StatusCode::OK, &list(all, total, 1))
     }))
@@ -198,7 +222,7 @@ async fn one_schema(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> 
     answer((|| {
         let scim = module(t)?;
         let id = r.param("id").map_err(|_| ScimError::not_found())?;
-        schema::schemas(&base(scim, r))
+        schema::schemas(&base(t, scim, r))
             .into_iter()
             .find(|s| s["id"] == id)
             .map(|s| scim_json(StatusCode::OK, &s))
@@ -222,13 +246,22 @@ async fn not_implemented(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>
 // ---------------------------------------------------------------- Users
 
 fn user_answer(
+    t: &Tenancy,
     status: StatusCode,
     record: &UserRecord,
     scim: &Scim,
     r: &ApiRequest,
 ) -> Response<Bytes> {
-    let rendered = resource::render(record, &base(scim, r));
-    let mut response = scim_json(status, &rendered);
+    resource_answer(status, &resource::render(record, &base(t, scim, r)), record)
+}
+
+/// A resource answer: the body, its `ETag`, and `Location` on `201`.
+pub(crate) fn resource_answer(
+    status: StatusCode,
+    rendered: &Value,
+    record: &impl Versioned,
+) -> Response<Bytes> {
+    let mut response = scim_json(status, rendered);
     if let Ok(etag) = HeaderValue::from_str(&resource::etag(record)) {
         response.headers_mut().insert(header::ETAG, etag);
     }
@@ -241,16 +274,20 @@ fn user_answer(
     response
 }
 
+/// The `{id}` of a resource route; `404` when it is no SCIM id.
+pub(crate) fn resource_id(r: &ApiRequest) -> Result<Uuid, ScimError> {
+    r.param("id")
+        .ok()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(ScimError::not_found)
+}
+
 async fn find_record(
     scim: &Scim,
     caller: &Caller,
     r: &ApiRequest,
 ) -> Result<UserRecord, ScimError> {
-    let id: Uuid = r
-        .param("id")
-        .ok()
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(ScimError::not_found)?;
+    let id = resource_id(r)?;
     scim.store
         .get_user(caller.tenant(), id)
         .await
@@ -259,7 +296,7 @@ async fn find_record(
 }
 
 /// `If-Match` (RFC 7232 §3.1, weak comparison as RFC 7644 §3.14 uses it).
-fn check_if_match(r: &ApiRequest, record: &UserRecord) -> Result<(), ScimError> {
+pub(crate) fn check_if_match(r: &ApiRequest, record: &impl Versioned) -> Result<(), ScimError> {
     let Some(header) = r
         .headers
         .get(header::IF_MATCH)
@@ -280,7 +317,7 @@ fn check_if_match(r: &ApiRequest, record: &UserRecord) -> Result<(), ScimError> 
 }
 
 /// A GET on a resource whose version the client already has (`If-None-Match`).
-fn not_modified(r: &ApiRequest, record: &UserRecord) -> bool {
+fn not_modified(r: &ApiRequest, record: &impl Versioned) -> bool {
     let current = resource::etag(record);
     r.headers
         .get(header::IF_NONE_MATCH)
@@ -297,23 +334,27 @@ async fn get_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> An
             let (_, caller) = caller(t, r).await?;
             let scim = module(t)?;
             let record = find_record(scim, &caller, r).await?;
-            if not_modified(r, &record) {
-                let mut response = Response::new(Bytes::new());
-                *response.status_mut() = StatusCode::NOT_MODIFIED;
-                return Ok(response);
-            }
-            let (attributes, excluded) =
-                projection(r.query("attributes"), r.query("excludedAttributes"))?;
-            let mut response = user_answer(StatusCode::OK, &record, scim, r);
-            if !attributes.is_empty() || !excluded.is_empty() {
-                let full = resource::render(&record, &base(scim, r));
-                *response.body_mut() =
-                    Bytes::from(resource::project(full, &attributes, &excluded).to_string());
-            }
-            Ok(response)
+            read_answer(r, &record, resource::render(&record, &base(t, scim, r)))
         }
         .await,
     )
+}
+
+/// A GET answer: `304` for a version the client has (`If-None-Match`),
+/// else the resource projected by `attributes`/`excludedAttributes`.
+pub(crate) fn read_answer(
+    r: &ApiRequest,
+    record: &impl Versioned,
+    rendered: Value,
+) -> Result<Response<Bytes>, ScimError> {
+    if not_modified(r, record) {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(response);
+    }
+    let (attributes, excluded) = projection(r.query("attributes"), r.query("excludedAttributes"))?;
+    let projected = resource::project(rendered, &attributes, &excluded);
+    Ok(resource_answer(StatusCode::OK, &projected, record))
 }
 
 fn projection(
@@ -335,8 +376,8 @@ fn projection(
 }
 
 /// A list query, from the URL or a `.search` body.
-struct Query {
-    filter: Option<String>,
+pub(crate) struct Query {
+    pub(crate) filter: Option<String>,
     start: Option<i64>,
     count: Option<i64>,
     sort_by: Option<String>,
@@ -365,22 +406,21 @@ fn descending(text: Option<&str>) -> Result<bool, ScimError> {
     }
 }
 
+/// The list query of a `GET` on a resource type.
+pub(crate) fn url_query(r: &ApiRequest) -> Result<Query, ScimError> {
+    Ok(Query {
+        filter: r.query("filter"),
+        start: integer("startIndex", r.query("startIndex"))?,
+        count: integer("count", r.query("count"))?,
+        sort_by: r.query("sortBy"),
+        descending: descending(r.query("sortOrder").as_deref())?,
+        attributes: r.query("attributes"),
+        excluded: r.query("excludedAttributes"),
+    })
+}
+
 async fn list_users(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
-    answer(
-        async {
-            let query = Query {
-                filter: r.query("filter"),
-                start: integer("startIndex", r.query("startIndex"))?,
-                count: integer("count", r.query("count"))?,
-                sort_by: r.query("sortBy"),
-                descending: descending(r.query("sortOrder").as_deref())?,
-                attributes: r.query("attributes"),
-                excluded: r.query("excludedAttributes"),
-            };
-            run_list(t, r, query).await
-        }
-        .await,
-    )
+    answer(async { run_list(t, r, url_query(r)?).await }.await)
 }
 
 #[derive(Deserialize)]
@@ -403,36 +443,40 @@ async fn search_users(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -
     answer(
         async {
             caller(t, r).await?;
-            let input: SearchBody = serde_json::from_value(body(t, r)?).map_err(|e| {
-                ScimError::bad_request(
-                    ScimType::InvalidSyntax,
-                    format!("invalid search request: {e}"),
-                )
-            })?;
-            if !input
-                .schemas
-                .iter()
-                .any(|s| s == "urn:ietf:params:scim:api:messages:2.0:SearchRequest")
-            {
-                return Err(ScimError::bad_request(
-                    ScimType::InvalidSyntax,
-                    "schemas must name the SearchRequest message",
-                ));
-            }
-            let join = |list: Vec<String>| (!list.is_empty()).then(|| list.join(","));
-            let query = Query {
-                filter: input.filter,
-                start: input.start_index,
-                count: input.count,
-                sort_by: input.sort_by,
-                descending: descending(input.sort_order.as_deref())?,
-                attributes: join(input.attributes),
-                excluded: join(input.excluded_attributes),
-            };
-            run_list(t, r, query).await
+            run_list(t, r, search_query(t, r)?).await
         }
         .await,
     )
+}
+
+/// The list query of a `POST .../.search` (RFC 7644 §3.4.3).
+pub(crate) fn search_query(t: &Tenancy, r: &ApiRequest) -> Result<Query, ScimError> {
+    let input: SearchBody = serde_json::from_value(body(t, r)?).map_err(|e| {
+        ScimError::bad_request(
+            ScimType::InvalidSyntax,
+            format!("invalid search request: {e}"),
+        )
+    })?;
+    if !input
+        .schemas
+        .iter()
+        .any(|s| s == "urn:ietf:params:scim:api:messages:2.0:SearchRequest")
+    {
+        return Err(ScimError::bad_request(
+            ScimType::InvalidSyntax,
+            "schemas must name the SearchRequest message",
+        ));
+    }
+    let join = |list: Vec<String>| (!list.is_empty()).then(|| list.join(","));
+    Ok(Query {
+        filter: input.filter,
+        start: input.start_index,
+        count: input.count,
+        sort_by: input.sort_by,
+        descending: descending(input.sort_order.as_deref())?,
+        attributes: join(input.attributes),
+        excluded: join(input.excluded_attributes),
+    })
 }
 
 /// `userName eq "…"`: what identity providers ask before creating, served
@@ -452,15 +496,9 @@ async fn run_list(t: &Tenancy, r: &ApiRequest, query: Query) -> Result<Response<
     let (_, caller) = caller(t, r).await?;
     let scim = module(t)?;
     let filter = query.filter.as_deref().map(Filter::parse).transpose()?;
-    let (attributes, excluded) = projection(query.attributes, query.excluded)?;
-    let sort_by = query
-        .sort_by
-        .as_deref()
-        .map(|text| {
-            AttrPath::parse(text)
-                .map_err(|e| ScimError::bad_request(ScimType::InvalidValue, format!("sortBy: {e}")))
-        })
-        .transpose()?;
+    if let Some(filter) = &filter {
+        schema::check_user_filter(filter)?;
+    }
     let records = match filter.as_ref().and_then(user_name_lookup) {
         Some(name) => scim
             .store
@@ -475,18 +513,38 @@ async fn run_list(t: &Tenancy, r: &ApiRequest, query: Query) -> Result<Response<
             .await
             .map_err(|e| store_error(&e))?,
     };
-    let base = base(scim, r);
-    let mut resources: Vec<Value> = records
+    let base = base(t, scim, r);
+    let rendered = records
         .iter()
         .map(|record| resource::render(record, &base))
-        .filter(|rendered| {
-            filter
-                .as_ref()
-                .is_none_or(|f| f.matches(rendered, &UserCaseRules))
+        .collect();
+    list_answer(scim, query, filter.as_ref(), rendered, &UserCaseRules)
+}
+
+/// A list answer over rendered resources: filtered, sorted, paged
+/// (RFC 7644 §3.4.2) and projected.
+pub(crate) fn list_answer(
+    scim: &Scim,
+    query: Query,
+    filter: Option<&Filter>,
+    rendered: Vec<Value>,
+    rules: &dyn CaseRules,
+) -> Result<Response<Bytes>, ScimError> {
+    let (attributes, excluded) = projection(query.attributes, query.excluded)?;
+    let sort_by = query
+        .sort_by
+        .as_deref()
+        .map(|text| {
+            AttrPath::parse(text)
+                .map_err(|e| ScimError::bad_request(ScimType::InvalidValue, format!("sortBy: {e}")))
         })
+        .transpose()?;
+    let mut resources: Vec<Value> = rendered
+        .into_iter()
+        .filter(|rendered| filter.is_none_or(|f| f.matches(rendered, rules)))
         .collect();
     if let Some(path) = &sort_by {
-        resource::sort(&mut resources, path, query.descending);
+        resource::sort(&mut resources, path, query.descending, rules);
     }
     let total = resources.len();
     // RFC 7644 §3.4.2.4: startIndex below 1 is 1; a negative count is 0.
@@ -542,21 +600,25 @@ fn input(value: &Value) -> Result<Input, ScimError> {
 }
 
 fn check_schemas(value: &Value) -> Result<(), ScimError> {
-    let names_user = value
+    require_schema(value, USER_SCHEMA)
+}
+
+/// Refuses a resource body whose `schemas` does not name `uri`.
+pub(crate) fn require_schema(value: &Value, uri: &str) -> Result<(), ScimError> {
+    let names = value
         .get("schemas")
         .and_then(Value::as_array)
         .is_some_and(|schemas| {
-            schemas.iter().any(|s| {
-                s.as_str()
-                    .is_some_and(|s| s.eq_ignore_ascii_case(USER_SCHEMA))
-            })
+            schemas
+                .iter()
+                .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(uri)))
         });
-    if names_user {
+    if names {
         Ok(())
     } else {
         Err(ScimError::bad_request(
             ScimType::InvalidSyntax,
-            format!("schemas must include {USER_SCHEMA}"),
+            format!("schemas must include {uri}"),
         ))
     }
 }
@@ -657,16 +719,36 @@ async fn create_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) ->
                 updated_at: at,
             };
             if let Err(error) = scim.store.insert_user(&record).await {
-                // Lost a race for the userName: undo the membership this call made.
-                if created {
+                // Lost a race: undo the membership this call made, unless a
+                // record that won the race provisions the same account.
+                let claimed = scim
+                    .store
+                    .find_user_by_account(tenant, user)
+                    .await
+                    .map_err(|e| store_error(&e))?
+                    .is_some();
+                if created && !claimed {
                     scim.deprovision(t, &caller, user, true).await?;
                 }
                 return Err(store_error(&error));
             }
-            if !record.active {
+            if record.active {
+                // A request that lost a race for this account may have
+                // undone the membership between the link and the insert.
+                let missing = t
+                    .directory()
+                    .backend()
+                    .find_membership(tenant, user)
+                    .await
+                    .map_err(|e| ScimError::unavailable(&e))?
+                    .is_none();
+                if missing {
+                    scim.reprovision(t, &caller, user).await?;
+                }
+            } else {
                 scim.deprovision(t, &caller, user, false).await?;
             }
-            Ok(user_answer(StatusCode::CREATED, &record, scim, r))
+            Ok(user_answer(t, StatusCode::CREATED, &record, scim, r))
         }
         .await,
     )
@@ -695,10 +777,9 @@ async fn save(
         )));
     }
     let active = next.active.unwrap_or(current.active);
-    match (current.active, active) {
-        (true, false) => scim.deprovision(t, caller, current.user_id, false).await?,
-        (false, true) => scim.reprovision(t, caller, current.user_id).await?,
-        _ => {}
+    if current.active && !active {
+        // What the directory would refuse is refused before anything changes.
+        refuse_owner(t, caller, current.user_id).await?;
     }
     let record = UserRecord {
         user_name: next.user_name,
@@ -709,10 +790,31 @@ async fn save(
         updated_at: now(),
         ..current.clone()
     };
+    // The versioned write comes first: of two racing changes, only the one
+    // that wins it goes on to change the membership.
     scim.store
         .update_user(&record, current.version)
         .await
         .map_err(|e| store_error(&e))?;
+    let membership = match (current.active, active) {
+        (true, false) => scim.deprovision(t, caller, current.user_id, false).await,
+        (false, true) => scim.reprovision(t, caller, current.user_id).await,
+        _ => Ok(()),
+    };
+    if let Err(error) = membership {
+        // The membership did not follow: the record goes back to what it
+        // was, so that it keeps describing the membership and a retry
+        // tries the change again.
+        let restored = UserRecord {
+            version: record.version + 1,
+            updated_at: now(),
+            ..current.clone()
+        };
+        if let Err(restore) = scim.store.update_user(&restored, record.version).await {
+            tracing::warn!(scim_id = %current.id, error = %restore, "scim: could not restore a record after a failed membership change");
+        }
+        return Err(error);
+    }
     audit(
         t,
         caller.tenant(),
@@ -744,7 +846,7 @@ async fn replace_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -
             }
             let next = input(&value)?;
             let record = save(t, scim, &caller, &current, next).await?;
-            Ok(user_answer(StatusCode::OK, &record, scim, r))
+            Ok(user_answer(t, StatusCode::OK, &record, scim, r))
         }
         .await,
     )
@@ -758,11 +860,32 @@ struct PatchBody {
     operations: Vec<PatchOperation>,
 }
 
+/// One operation of a PATCH request (RFC 7644 §3.5.2).
 #[derive(Deserialize)]
-struct PatchOperation {
-    op: String,
-    path: Option<String>,
-    value: Option<Value>,
+pub(crate) struct PatchOperation {
+    pub(crate) op: String,
+    pub(crate) path: Option<String>,
+    pub(crate) value: Option<Value>,
+}
+
+/// The operations of a PATCH request body.
+pub(crate) fn patch_operations(
+    t: &Tenancy,
+    r: &ApiRequest,
+) -> Result<Vec<PatchOperation>, ScimError> {
+    let patch: PatchBody = serde_json::from_value(body(t, r)?).map_err(|e| {
+        ScimError::bad_request(
+            ScimType::InvalidSyntax,
+            format!("invalid PATCH request: {e}"),
+        )
+    })?;
+    if !patch.schemas.iter().any(|s| s == PATCH_OP) {
+        return Err(ScimError::bad_request(
+            ScimType::InvalidSyntax,
+            format!("schemas must be [\"{PATCH_OP}\"]"),
+        ));
+    }
+    Ok(patch.operations)
 }
 
 async fn patch_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> Answer {
@@ -772,22 +895,11 @@ async fn patch_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> 
             let scim = module(t)?;
             let current = find_record(scim, &caller, r).await?;
             check_if_match(r, &current)?;
-            let patch: PatchBody = serde_json::from_value(body(t, r)?).map_err(|e| {
-                ScimError::bad_request(
-                    ScimType::InvalidSyntax,
-                    format!("invalid PATCH request: {e}"),
-                )
-            })?;
-            if !patch.schemas.iter().any(|s| s == PATCH_OP) {
-                return Err(ScimError::bad_request(
-                    ScimType::InvalidSyntax,
-                    format!("schemas must be [\"{PATCH_OP}\"]"),
-                ));
-            }
+            let operations = patch_operations(t, r)?;
             let Value::Object(mut resource) = resource::render(&current, "") else {
                 return Err(ScimError::unavailable(&"a rendered user is not an object"));
             };
-            for operation in patch.operations {
+            for operation in operations {
                 resource::apply(
                     &mut resource,
                     Op::parse(&operation.op)?,
@@ -797,7 +909,7 @@ async fn patch_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) -> 
             }
             let next = input(&Value::Object(resource))?;
             let record = save(t, scim, &caller, &current, next).await?;
-            Ok(user_answer(StatusCode::OK, &record, scim, r))
+            Ok(user_answer(t, StatusCode::OK, &record, scim, r))
         }
         .await,
     )
@@ -834,7 +946,7 @@ async fn delete_user(t: &Tenancy, r: &ApiRequest, _: Option<&RequestContext>) ->
 
 // ---------------------------------------------------------------- tokens
 
-fn problem(error: ScimError) -> Problem {
+pub(crate) fn problem(error: ScimError) -> Problem {
     match error.status {
         StatusCode::NOT_FOUND => Problem::not_found(),
         StatusCode::BAD_REQUEST => Problem::invalid("name", error.detail),
@@ -844,7 +956,7 @@ fn problem(error: ScimError) -> Problem {
     }
 }
 
-fn context(c: Option<&RequestContext>) -> Result<&RequestContext, Problem> {
+pub(crate) fn context(c: Option<&RequestContext>) -> Result<&RequestContext, Problem> {
     c.ok_or_else(|| Problem::forbidden("this route needs a signed-in caller"))
 }
 

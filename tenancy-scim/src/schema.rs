@@ -9,6 +9,8 @@ use crate::filter::{AttrPath, CaseRules, get_ci};
 
 /// The core User schema URI.
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+/// The core Group schema URI.
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// The enterprise User extension URI.
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 /// The list response message URI.
@@ -87,6 +89,25 @@ const TYPED_SUB: [Attribute; 4] = [
         "whether this is the preferred value",
     ),
 ];
+
+const META: Attribute = Attribute {
+    mutability: Mutability::ReadOnly,
+    ..complex(
+        "meta",
+        false,
+        "resource metadata",
+        &[
+            string("resourceType", "the resource type"),
+            string("created", "when the resource was created"),
+            string("lastModified", "when the resource last changed"),
+            string("location", "the resource's URI"),
+            Attribute {
+                case_exact: true,
+                ..string("version", "the resource's entity tag")
+            },
+        ],
+    )
+};
 
 /// The core User attributes supported, `id` first.
 pub(crate) static USER_ATTRIBUTES: [Attribute; 17] = [
@@ -169,25 +190,84 @@ pub(crate) static USER_ATTRIBUTES: [Attribute; 17] = [
             ),
         ],
     ),
+    META,
+];
+
+/// The Group attributes (RFC 7643 §4.2), `id` first.
+pub(crate) static GROUP_ATTRIBUTES: [Attribute; 5] = [
     Attribute {
+        case_exact: true,
         mutability: Mutability::ReadOnly,
-        ..complex(
-            "meta",
-            false,
-            "resource metadata",
-            &[
-                string("resourceType", "the resource type"),
-                string("created", "when the resource was created"),
-                string("lastModified", "when the resource last changed"),
-                string("location", "the resource's URI"),
-                Attribute {
-                    case_exact: true,
-                    ..string("version", "the resource's entity tag")
-                },
-            ],
+        unique: true,
+        ..string(
+            "id",
+            "the service provider's identifier of the group in this tenant",
         )
     },
+    Attribute {
+        case_exact: true,
+        ..string(
+            "externalId",
+            "the identity provider's identifier of the group",
+        )
+    },
+    Attribute {
+        required: true,
+        unique: true,
+        ..string(
+            "displayName",
+            "the group's name, unique in the tenant; the tenant's role mapping names groups by it",
+        )
+    },
+    complex(
+        "members",
+        true,
+        "the group's members: users of this tenant",
+        &[
+            Attribute {
+                case_exact: true,
+                ..string("value", "the member's User id")
+            },
+            attr("$ref", Kind::Reference, "the member's User URI"),
+            Attribute {
+                mutability: Mutability::ReadOnly,
+                ..string("display", "the member's name")
+            },
+            string("type", "the member's resource type: User"),
+        ],
+    ),
+    META,
 ];
+
+/// The Group schema's case rules for filters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupCaseRules;
+
+impl CaseRules for GroupCaseRules {
+    fn case_exact(&self, path: &AttrPath) -> bool {
+        match resolve_group(path) {
+            Some((_, Some(sub))) => sub.case_exact,
+            Some((top, None)) => top.case_exact,
+            None => false,
+        }
+    }
+}
+
+/// The Group attribute (and sub-attribute) a path names, if any.
+fn resolve_group(path: &AttrPath) -> Option<(&'static Attribute, Option<&'static Attribute>)> {
+    if path
+        .uri
+        .as_deref()
+        .is_some_and(|uri| !uri.eq_ignore_ascii_case(GROUP_SCHEMA))
+    {
+        return None;
+    }
+    let top = find(&GROUP_ATTRIBUTES, &path.name)?;
+    match &path.sub {
+        None => Some((top, None)),
+        Some(sub) => find(top.sub, sub).map(|sub| (top, Some(sub))),
+    }
+}
 
 /// The enterprise extension attributes supported.
 pub(crate) static ENTERPRISE_ATTRIBUTES: [Attribute; 6] = [
@@ -230,6 +310,35 @@ pub(crate) fn resolve(path: &AttrPath) -> Option<(&'static Attribute, Option<&'s
     match &path.sub {
         None => Some((top, None)),
         Some(sub) => find(top.sub, sub).map(|sub| (top, Some(sub))),
+    }
+}
+
+/// Refuses a filter naming an attribute the User schema does not have
+/// (RFC 7644 §3.4.2.2: `invalidFilter`), rather than matching nothing.
+pub(crate) fn check_user_filter(filter: &crate::filter::Filter) -> Result<(), ScimError> {
+    check_filter(filter, "Users", |path| resolve(path).is_some())
+}
+
+/// As [`check_user_filter`], for the Group schema.
+pub(crate) fn check_group_filter(filter: &crate::filter::Filter) -> Result<(), ScimError> {
+    check_filter(filter, "Groups", |path| resolve_group(path).is_some())
+}
+
+fn check_filter(
+    filter: &crate::filter::Filter,
+    resources: &str,
+    known: impl Fn(&AttrPath) -> bool,
+) -> Result<(), ScimError> {
+    match filter
+        .attribute_paths()
+        .into_iter()
+        .find(|path| !known(path))
+    {
+        Some(unknown) => Err(ScimError::bad_request(
+            ScimType::InvalidFilter,
+            format!("the filter names `{unknown}`, which {resources} do not have"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -386,7 +495,13 @@ fn describe(attribute: &Attribute) -> Value {
     if attribute.kind == Kind::Reference
         && let Some(object) = out.as_object_mut()
     {
-        object.insert("referenceTypes".into(), json!(["external"]));
+        // A group member's `$ref` points at a User; `profileUrl` anywhere.
+        let types = if attribute.name == "$ref" {
+            json!(["User"])
+        } else {
+            json!(["external"])
+        };
+        object.insert("referenceTypes".into(), types);
     }
     if !attribute.sub.is_empty()
         && let Some(object) = out.as_object_mut()
@@ -399,7 +514,8 @@ fn describe(attribute: &Attribute) -> Value {
     out
 }
 
-/// The `/Schemas` resources: the User schema and the enterprise extension,
+/// The `/Schemas` resources: the User schema, the enterprise extension and
+/// the Group schema,
 /// listing exactly the attributes kept.
 pub(crate) fn schemas(base: &str) -> Vec<Value> {
     let schema = |id: &str, name: &str, description: &str, attributes: &[Attribute]| {
@@ -424,6 +540,12 @@ pub(crate) fn schemas(base: &str) -> Vec<Value> {
             "EnterpriseUser",
             "enterprise attributes of a member",
             &ENTERPRISE_ATTRIBUTES,
+        ),
+        schema(
+            GROUP_SCHEMA,
+            "Group",
+            "a group of the tenant's members; mapped groups grant tenant roles",
+            &GROUP_ATTRIBUTES,
         ),
     ]
 }

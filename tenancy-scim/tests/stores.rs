@@ -1,5 +1,5 @@
 //! The store conformance suite on memory and Postgres, and row-level
-//! security on the SCIM user table (as an ordinary role).
+//! security on the SCIM tables (as an ordinary role).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -30,7 +30,7 @@ mod postgres {
     };
     use tenancy_scim::store::postgres::{PgScimStore, migrator};
     use tenancy_scim::testkit::store_suite;
-    use tenancy_scim::{ScimStore, UserRecord};
+    use tenancy_scim::{Deprovision, GroupRecord, ScimStore, TenantSettings, UserRecord};
 
     async fn migrated() -> Option<(TestSchema, PgBackend)> {
         let schema = TestSchema::create().await?;
@@ -101,22 +101,53 @@ mod postgres {
             updated_at: now,
         };
         store.insert_user(&record).await.unwrap();
-        let count = |tenant: Option<tenancy_core::TenantId>| {
+        store
+            .insert_group(&GroupRecord {
+                id: uuid::Uuid::now_v7(),
+                tenant_id: a,
+                display_name: "Admins".into(),
+                external_id: None,
+                members: vec![record.id],
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        store
+            .put_settings(&TenantSettings {
+                tenant_id: a,
+                deprovision: Deprovision::Remove,
+                group_roles: Vec::new(),
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        let count_in = |table: &'static str, tenant: Option<tenancy_core::TenantId>| {
             let pool = schema.pool.clone();
             async move {
                 let mut tx = match tenant {
                     Some(t) => begin_tenant_transaction(&pool, t).await.unwrap(),
                     None => pool.begin().await.unwrap(),
                 };
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tenancy_scim_users")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .unwrap()
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM {table}"
+                )))
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap()
             }
         };
-        assert_eq!(count(None).await, 0, "unscoped");
-        assert_eq!(count(Some(b)).await, 0, "seen from B");
-        assert_eq!(count(Some(a)).await, 1, "seen from A");
+        for table in [
+            "tenancy_scim_users",
+            "tenancy_scim_groups",
+            "tenancy_scim_group_members",
+            "tenancy_scim_settings",
+        ] {
+            assert_eq!(count_in(table, None).await, 0, "{table} unscoped");
+            assert_eq!(count_in(table, Some(b)).await, 0, "{table} seen from B");
+            assert_eq!(count_in(table, Some(a)).await, 1, "{table} seen from A");
+        }
         // B's scope can neither change A's record nor write one for A.
         let mut tx = begin_tenant_transaction(&schema.pool, b).await.unwrap();
         let updated = sqlx::query("UPDATE tenancy_scim_users SET user_name = 'x'")

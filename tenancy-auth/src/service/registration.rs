@@ -155,11 +155,12 @@ impl Auth {
             }
             None => None,
         };
+        let seat_limit = self.inner.directory.seat_limit(token.tenant_id()).await?;
         let tx = self.begin().await?;
         let accepted = match self
             .inner
             .directory
-            .accept_invitation_in(tx.core(), token, acceptor, &context)
+            .accept_invitation_in(tx.core(), token, acceptor, seat_limit, &context)
             .await
         {
             Err(DirectoryError::InviterLacksPower) => {

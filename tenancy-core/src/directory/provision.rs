@@ -45,10 +45,7 @@ impl Directory {
         roles: RoleSet,
         context: &AuditContext,
     ) -> Result<Provisioned> {
-        let limit = match &self.seats {
-            Some(seats) => seats.seat_limit(scope.tenant_id()).await?,
-            None => None,
-        };
+        let limit = self.seat_limit(scope.tenant_id()).await?;
         let tx = self.backend.begin().await?;
         let tenant = tx.lock_tenant(scope.tenant_id()).await?;
         ensure_active(&tenant)?;

@@ -1160,3 +1160,96 @@ pub async fn directory_audit_trail(backend: Arc<dyn Backend>) {
         .unwrap();
     assert_eq!(String::from_utf8(lines).unwrap().lines().count(), 5);
 }
+
+/// A seat limit the test changes as a plan change would.
+struct PlanSeats(std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl crate::seats::Seats for PlanSeats {
+    async fn seat_limit(&self, _: TenantId) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.0.load(std::sync::atomic::Ordering::SeqCst)))
+    }
+}
+
+/// The hard seat limit holds at every door: an invitation sent before a
+/// downgrade cannot be accepted past the new limit, a suspended member
+/// cannot be reactivated past it, and each works again once a seat frees.
+pub async fn directory_seat_limits(backend: Arc<dyn Backend>) {
+    let seats = Arc::new(PlanSeats(std::sync::atomic::AtomicU64::new(3)));
+    let (directory, _clock) = directory(backend);
+    let directory = directory.with_seats(seats.clone());
+    let ctx = AuditContext::system();
+    let created = directory
+        .create_tenant(new_tenant("seat-doors"), owner("o@seat-doors.test"), &ctx)
+        .await
+        .unwrap();
+    let scope = directory.scope(created.tenant.id).await.unwrap();
+    let ann = join(&directory, &scope, "ann@seat-doors.test", &["member"]).await;
+    // Owner, ann, and a pending invitation: 3 of 3.
+    let pending = directory
+        .invite(
+            &scope,
+            email("bo@seat-doors.test"),
+            roles(&["member"]),
+            &ctx,
+        )
+        .await
+        .unwrap();
+    assert_err!(
+        directory
+            .invite(
+                &scope,
+                email("cy@seat-doors.test"),
+                roles(&["member"]),
+                &ctx
+            )
+            .await,
+        DirectoryError::SeatLimitReached { limit: 3 }
+    );
+
+    // At the limit, the pending invitation holds its own seat.
+    seats.0.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert_err!(
+        directory
+            .accept_invitation(&pending.token, new_user(), &ctx)
+            .await,
+        DirectoryError::SeatLimitReached { limit: 2 }
+    );
+    seats.0.store(3, std::sync::atomic::Ordering::SeqCst);
+    let bo = directory
+        .accept_invitation(&pending.token, new_user(), &ctx)
+        .await
+        .unwrap();
+
+    // A suspended member frees a seat; taking it back needs one free.
+    directory
+        .suspend_member(&scope, ann.user.id, &ctx)
+        .await
+        .unwrap();
+    let dee = join(&directory, &scope, "dee@seat-doors.test", &["member"]).await;
+    assert_err!(
+        directory.reactivate_member(&scope, ann.user.id, &ctx).await,
+        DirectoryError::SeatLimitReached { limit: 3 }
+    );
+    let suspended = directory
+        .backend()
+        .find_membership(created.tenant.id, ann.user.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(suspended.status, MembershipStatus::Suspended);
+    directory
+        .remove_member(&scope, dee.user.id, &ctx)
+        .await
+        .unwrap();
+    let back = directory
+        .reactivate_member(&scope, ann.user.id, &ctx)
+        .await
+        .unwrap();
+    assert_eq!(back.status, MembershipStatus::Active);
+    // Reactivating an active member changes nothing and needs no seat.
+    directory
+        .reactivate_member(&scope, bo.user.id, &ctx)
+        .await
+        .unwrap();
+}

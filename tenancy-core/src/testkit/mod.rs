@@ -36,7 +36,7 @@ pub use directory::{
     directory_atomic_rollback, directory_audit_trail, directory_invitation_races,
     directory_invitations, directory_invitations_follow_their_senders_powers,
     directory_invitations_leave_with_their_sender, directory_last_owner_race, directory_members,
-    directory_tenant_lifecycle,
+    directory_seat_limits, directory_tenant_lifecycle,
 };
 pub use idempotency::{
     idempotency_claim_and_replay, idempotency_concurrent_claims, idempotency_expiry,
@@ -59,7 +59,8 @@ macro_rules! conformance_tests {
             membership_store, invitation_store, audit_log, audit_concurrent_appends, transactions,
             directory_tenant_lifecycle, directory_atomic_rollback, directory_invitations,
             directory_invitation_races, directory_invitations_leave_with_their_sender,
-            directory_invitations_follow_their_senders_powers, directory_members, directory_last_owner_race, directory_audit_trail
+            directory_invitations_follow_their_senders_powers, directory_members, directory_last_owner_race, directory_audit_trail,
+            directory_seat_limits
         );
     };
     (@suites $backend:expr; $($suite:ident),+ $(,)?) => {

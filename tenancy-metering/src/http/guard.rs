@@ -27,7 +27,10 @@ pub enum KeyPart {
     ApiKey,
     /// The user calling (signed-in users only).
     User,
-    /// The client's address, through the trusted proxies.
+    /// The client's address, through the trusted proxies. When the
+    /// integration cannot tell it (axum without `ConnectInfo`), every such
+    /// request counts in one shared bucket, `unknown`, and a warning is
+    /// logged once: a limit never silently stops applying.
     ClientIp,
     /// The route the guard wraps (its name given to
     /// [`MeteringModule::guard`](super::MeteringModule::guard)).
@@ -45,6 +48,11 @@ pub enum GuardError {
     /// A meter name is invalid.
     #[error(transparent)]
     Meter(#[from] MeterError),
+    /// A quota needs the tenants' plans: the module was built without
+    /// [`MeteringModuleBuilder::plans`](super::MeteringModuleBuilder::plans),
+    /// so the quota could never be checked.
+    #[error("quota on {0}: the metering module has no plan source")]
+    NoPlanSource(String),
 }
 
 /// A named GCRA limit counted per key.
@@ -106,7 +114,13 @@ impl RateRule {
                     tenancy_http::auth::Subject::ApiKey(id) => key.push_str(&id.to_string()),
                     _ => return None,
                 },
-                KeyPart::ClientIp => key.push_str(&context.client_ip()?.to_string()),
+                KeyPart::ClientIp => match context.client_ip() {
+                    Some(ip) => key.push_str(&ip.to_string()),
+                    None => {
+                        warn_unknown_client();
+                        key.push_str("unknown");
+                    }
+                },
                 KeyPart::Route => key.push_str(route),
             }
         }
@@ -195,12 +209,17 @@ impl MeteringGuard {
 
     /// Consumes `cost` of the tenant's quota on `meter` per request; what a
     /// failing quota store does is `on_store_error`.
+    /// [`GuardError::NoPlanSource`] when the module has no plans to read
+    /// the quota from.
     pub fn quota(
         mut self,
         meter: &str,
         cost: u64,
         on_store_error: OnStoreError,
     ) -> Result<Self, GuardError> {
+        if self.shared.quotas.is_none() {
+            return Err(GuardError::NoPlanSource(meter.chars().take(64).collect()));
+        }
         self.quotas.push(QuotaRule {
             meter: MeterName::new(meter)?,
             cost,
@@ -243,6 +262,17 @@ impl MeteringGuard {
             None => problem,
         }
     }
+}
+
+/// Logs, once per process, that a rule keyed by client address met a
+/// request whose address is unknown.
+fn warn_unknown_client() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "a rate limit keyed by client address met a request without one; such requests share one bucket (serve axum with ConnectInfo)"
+        );
+    });
 }
 
 fn headers_of(states: &[PolicyState]) -> Option<(HeaderValue, HeaderValue)> {

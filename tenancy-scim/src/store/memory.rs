@@ -8,10 +8,10 @@ use tenancy_core::{ScimTokenId, StoreError, TenantId, TokenHash, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ScimStore, ScimToken, UserRecord};
+use super::{GroupRecord, ScimStore, ScimToken, TenantSettings, UserRecord};
 use crate::error::ScimStoreError;
 
-/// Tokens and user records in process memory, for tests and single-process
+/// Tokens, user records, groups and settings in process memory, for tests and single-process
 /// apps.
 #[derive(Debug, Default)]
 pub struct MemoryScimStore {
@@ -22,6 +22,8 @@ pub struct MemoryScimStore {
 struct State {
     tokens: Vec<ScimToken>,
     users: HashMap<(TenantId, Uuid), UserRecord>,
+    groups: HashMap<(TenantId, Uuid), GroupRecord>,
+    settings: HashMap<TenantId, TenantSettings>,
 }
 
 impl MemoryScimStore {
@@ -47,6 +49,43 @@ fn clash(state: &State, record: &UserRecord) -> bool {
             && other.id != record.id
             && (same_name(&other.user_name, &record.user_name) || other.user_id == record.user_id)
     })
+}
+
+/// A taken `displayName`, or a member that is no user record of the tenant.
+fn check_group(state: &State, group: &GroupRecord) -> Result<(), ScimStoreError> {
+    if state.groups.values().any(|other| {
+        other.tenant_id == group.tenant_id
+            && other.id != group.id
+            && same_name(&other.display_name, &group.display_name)
+    }) {
+        return Err(ScimStoreError::Conflict);
+    }
+    if group
+        .members
+        .iter()
+        .any(|member| !state.users.contains_key(&(group.tenant_id, *member)))
+    {
+        return Err(ScimStoreError::UnknownMember);
+    }
+    Ok(())
+}
+
+impl MemoryScimStore {
+    fn groups_where(
+        &self,
+        tenant: TenantId,
+        keep: impl Fn(&GroupRecord) -> bool,
+    ) -> Result<Vec<GroupRecord>, ScimStoreError> {
+        let mut groups: Vec<GroupRecord> = self
+            .state()?
+            .groups
+            .values()
+            .filter(|g| g.tenant_id == tenant && keep(g))
+            .cloned()
+            .collect();
+        groups.sort_by_key(|g| (g.created_at, g.id));
+        Ok(groups)
+    }
 }
 
 fn sorted(mut records: Vec<UserRecord>) -> Vec<UserRecord> {
@@ -188,10 +227,87 @@ impl ScimStore for MemoryScimStore {
     }
 
     async fn delete_user(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
-        self.state()?
+        let mut state = self.state()?;
+        state
             .users
+            .remove(&(tenant, id))
+            .ok_or(ScimStoreError::NotFound)?;
+        // Like the Postgres foreign key: the record leaves its groups.
+        for group in state.groups.values_mut() {
+            if group.tenant_id == tenant {
+                group.members.retain(|member| *member != id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert_group(&self, group: &GroupRecord) -> Result<(), ScimStoreError> {
+        let mut state = self.state()?;
+        check_group(&state, group)?;
+        if state.groups.contains_key(&(group.tenant_id, group.id)) {
+            return Err(ScimStoreError::Conflict);
+        }
+        let mut group = group.clone();
+        group.normalize();
+        state.groups.insert((group.tenant_id, group.id), group);
+        Ok(())
+    }
+
+    async fn get_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<GroupRecord>, ScimStoreError> {
+        Ok(self.state()?.groups.get(&(tenant, id)).cloned())
+    }
+
+    async fn list_groups(&self, tenant: TenantId) -> Result<Vec<GroupRecord>, ScimStoreError> {
+        self.groups_where(tenant, |_| true)
+    }
+
+    async fn groups_of(
+        &self,
+        tenant: TenantId,
+        member: Uuid,
+    ) -> Result<Vec<GroupRecord>, ScimStoreError> {
+        self.groups_where(tenant, |g| g.members.contains(&member))
+    }
+
+    async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError> {
+        let mut state = self.state()?;
+        let current = state
+            .groups
+            .get(&(group.tenant_id, group.id))
+            .ok_or(ScimStoreError::NotFound)?;
+        if current.version != expected {
+            return Err(ScimStoreError::VersionMismatch);
+        }
+        check_group(&state, group)?;
+        let mut group = group.clone();
+        group.normalize();
+        state.groups.insert((group.tenant_id, group.id), group);
+        Ok(())
+    }
+
+    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
+        self.state()?
+            .groups
             .remove(&(tenant, id))
             .map(|_| ())
             .ok_or(ScimStoreError::NotFound)
+    }
+
+    async fn get_settings(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<TenantSettings>, ScimStoreError> {
+        Ok(self.state()?.settings.get(&tenant).cloned())
+    }
+
+    async fn put_settings(&self, settings: &TenantSettings) -> Result<(), ScimStoreError> {
+        self.state()?
+            .settings
+            .insert(settings.tenant_id, settings.clone());
+        Ok(())
     }
 }

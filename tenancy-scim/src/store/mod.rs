@@ -1,5 +1,6 @@
 //! What the SCIM service keeps: the tenants' provisioning tokens and, per
-//! tenant, the SCIM view of each provisioned member.
+//! tenant, the SCIM view of each provisioned member, the tenant's groups
+//! and its SCIM settings.
 //!
 //! The SDK user and membership stay in the directory; a [`UserRecord`]
 //! holds what only the tenant's identity provider says about its member
@@ -75,8 +76,8 @@ pub struct UserRecord {
     pub updated_at: OffsetDateTime,
 }
 
-/// Storage for tokens and user records. Every adapter passes
-/// [`crate::testkit::store_suite`].
+/// Storage for tokens, user records, groups and per-tenant settings.
+/// Every adapter passes [`crate::testkit::store_suite`].
 #[async_trait]
 pub trait ScimStore: Send + Sync + 'static {
     /// Stores a new token.
@@ -134,4 +135,97 @@ pub trait ScimStore: Send + Sync + 'static {
 
     /// Deletes a record of `tenant`; `NotFound` if there is none.
     async fn delete_user(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError>;
+
+    /// Stores a new group; `Conflict` if its `displayName` (any case) is
+    /// taken in the tenant, `UnknownMember` if a member is not a user
+    /// record of the tenant.
+    async fn insert_group(&self, group: &GroupRecord) -> Result<(), ScimStoreError>;
+
+    /// A group of `tenant` by SCIM id.
+    async fn get_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<GroupRecord>, ScimStoreError>;
+
+    /// Every group of `tenant`, oldest first.
+    async fn list_groups(&self, tenant: TenantId) -> Result<Vec<GroupRecord>, ScimStoreError>;
+
+    /// The groups of `tenant` that have the user record `member`, oldest first.
+    async fn groups_of(
+        &self,
+        tenant: TenantId,
+        member: Uuid,
+    ) -> Result<Vec<GroupRecord>, ScimStoreError>;
+
+    /// Replaces a group if its stored version is `expected`
+    /// (`VersionMismatch` otherwise; `NotFound`, `Conflict` and
+    /// `UnknownMember` as for inserts).
+    async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError>;
+
+    /// Deletes a group of `tenant`; `NotFound` if there is none.
+    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError>;
+
+    /// The tenant's settings, if it ever saved any.
+    async fn get_settings(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<TenantSettings>, ScimStoreError>;
+
+    /// Saves the tenant's settings, replacing earlier ones.
+    async fn put_settings(&self, settings: &TenantSettings) -> Result<(), ScimStoreError>;
+}
+
+/// The SCIM view of one group of a tenant (RFC 7643 §4.2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRecord {
+    /// The SCIM `id`.
+    pub id: Uuid,
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The `displayName`, unique in the tenant without regard to case; a
+    /// tenant's role mapping names groups by it.
+    pub display_name: String,
+    /// The identity provider's id for the group.
+    pub external_id: Option<String>,
+    /// The members: SCIM ids of user records of the same tenant, sorted
+    /// and without duplicates. Deleting a user record removes it here.
+    pub members: Vec<Uuid>,
+    /// Bumped on every change: the ETag.
+    pub version: i64,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// When it last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+impl GroupRecord {
+    /// Sorts and de-duplicates the members, as every store keeps them.
+    pub fn normalize(&mut self) {
+        self.members.sort_unstable();
+        self.members.dedup();
+    }
+}
+
+/// One entry of a tenant's group → role mapping: members of the group
+/// named `group` (its `displayName`, compared without case) hold `role`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GroupRole {
+    /// The group's `displayName`.
+    pub group: String,
+    /// The tenant role its members hold.
+    pub role: tenancy_core::RoleName,
+}
+
+/// A tenant's SCIM settings, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantSettings {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// What deactivation does in this tenant.
+    pub deprovision: crate::module::Deprovision,
+    /// Which group grants which role.
+    pub group_roles: Vec<GroupRole>,
+    /// When they last changed.
+    pub updated_at: OffsetDateTime,
 }

@@ -16,7 +16,9 @@ use tenancy_core::{Actor, ScimTokenId, StoreError, TenantId, TokenHash, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ScimStore, ScimToken, UserRecord};
+mod groups;
+
+use super::{GroupRecord, ScimStore, ScimToken, TenantSettings, UserRecord};
 use crate::error::ScimStoreError;
 
 /// The embedded tenancy-scim migrations (versions 7000–7999). Run
@@ -131,7 +133,11 @@ impl PgScimStore {
         query: sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Option<UserRecord>, ScimStoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
-        let row = query.fetch_optional(&mut *tx).await.map_err(failed)?;
+        let row = query
+            .bind(tenant.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(failed)?;
         tx.commit().await.map_err(failed)?;
         row.as_ref().map(user_from).transpose()
     }
@@ -251,7 +257,7 @@ impl ScimStore for PgScimStore {
         let query = sqlx::query(concat!(
             "SELECT ",
             user_columns!(),
-            " FROM tenancy_scim_users WHERE id = $1"
+            " FROM tenancy_scim_users WHERE id = $1 AND tenant_id = $2"
         ));
         self.one_user(tenant, query.bind(id)).await
     }
@@ -264,7 +270,7 @@ impl ScimStore for PgScimStore {
         let query = sqlx::query(concat!(
             "SELECT ",
             user_columns!(),
-            " FROM tenancy_scim_users WHERE lower(user_name) = lower($1)"
+            " FROM tenancy_scim_users WHERE lower(user_name) = lower($1) AND tenant_id = $2"
         ));
         self.one_user(tenant, query.bind(user_name.to_owned()))
             .await
@@ -278,7 +284,7 @@ impl ScimStore for PgScimStore {
         let query = sqlx::query(concat!(
             "SELECT ",
             user_columns!(),
-            " FROM tenancy_scim_users WHERE user_id = $1"
+            " FROM tenancy_scim_users WHERE user_id = $1 AND tenant_id = $2"
         ));
         self.one_user(tenant, query.bind(user.as_uuid())).await
     }
@@ -288,8 +294,9 @@ impl ScimStore for PgScimStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             user_columns!(),
-            " FROM tenancy_scim_users ORDER BY created_at, id"
+            " FROM tenancy_scim_users WHERE tenant_id = $1 ORDER BY created_at, id"
         ))
+        .bind(tenant.as_uuid())
         .fetch_all(&mut *tx)
         .await
         .map_err(failed)?;
@@ -301,7 +308,7 @@ impl ScimStore for PgScimStore {
         let mut tx = self.tenant_tx(record.tenant_id).await?;
         let done = sqlx::query(
             "UPDATE tenancy_scim_users SET user_name = $3, external_id = $4, active = $5, \
-             attributes = $6, version = $7, updated_at = $8 WHERE id = $1 AND version = $2",
+             attributes = $6, version = $7, updated_at = $8 WHERE id = $1 AND version = $2 AND tenant_id = $9",
         )
         .bind(record.id)
         .bind(expected)
@@ -311,15 +318,18 @@ impl ScimStore for PgScimStore {
         .bind(attributes_json(&record.attributes))
         .bind(record.version)
         .bind(record.updated_at)
+        .bind(record.tenant_id.as_uuid())
         .execute(&mut *tx)
         .await
         .map_err(failed)?;
         if done.rows_affected() == 0 {
-            let exists = sqlx::query("SELECT 1 FROM tenancy_scim_users WHERE id = $1")
-                .bind(record.id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(failed)?;
+            let exists =
+                sqlx::query("SELECT 1 FROM tenancy_scim_users WHERE id = $1 AND tenant_id = $2")
+                    .bind(record.id)
+                    .bind(record.tenant_id.as_uuid())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(failed)?;
             return Err(if exists.is_some() {
                 ScimStoreError::VersionMismatch
             } else {
@@ -331,8 +341,9 @@ impl ScimStore for PgScimStore {
 
     async fn delete_user(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
-        let done = sqlx::query("DELETE FROM tenancy_scim_users WHERE id = $1")
+        let done = sqlx::query("DELETE FROM tenancy_scim_users WHERE id = $1 AND tenant_id = $2")
             .bind(id)
+            .bind(tenant.as_uuid())
             .execute(&mut *tx)
             .await
             .map_err(failed)?;
@@ -341,5 +352,48 @@ impl ScimStore for PgScimStore {
             return Err(ScimStoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn insert_group(&self, group: &GroupRecord) -> Result<(), ScimStoreError> {
+        self.pg_insert_group(group).await
+    }
+
+    async fn get_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<GroupRecord>, ScimStoreError> {
+        self.pg_get_group(tenant, id).await
+    }
+
+    async fn list_groups(&self, tenant: TenantId) -> Result<Vec<GroupRecord>, ScimStoreError> {
+        self.pg_list_groups(tenant).await
+    }
+
+    async fn groups_of(
+        &self,
+        tenant: TenantId,
+        member: Uuid,
+    ) -> Result<Vec<GroupRecord>, ScimStoreError> {
+        self.pg_groups_of(tenant, member).await
+    }
+
+    async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError> {
+        self.pg_update_group(group, expected).await
+    }
+
+    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
+        self.pg_delete_group(tenant, id).await
+    }
+
+    async fn get_settings(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<TenantSettings>, ScimStoreError> {
+        self.pg_get_settings(tenant).await
+    }
+
+    async fn put_settings(&self, settings: &TenantSettings) -> Result<(), ScimStoreError> {
+        self.pg_put_settings(settings).await
     }
 }

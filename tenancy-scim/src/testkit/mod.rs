@@ -8,6 +8,7 @@
 //!   in-memory stores and on Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod group_scenarios;
 mod scenarios;
 
 use std::sync::Arc;
@@ -23,9 +24,11 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::error::ScimStoreError;
+use crate::module::Deprovision;
 use crate::module::Scim;
-use crate::store::{ScimStore, ScimToken, UserRecord};
+use crate::store::{GroupRecord, GroupRole, ScimStore, ScimToken, TenantSettings, UserRecord};
 
+pub use group_scenarios::*;
 pub use scenarios::*;
 
 /// Adds the SCIM module to a scenario app, on the app's own backing.
@@ -36,6 +39,17 @@ pub fn with_scim(builder: TenancyBuilder, setup: &Setup) -> TenancyBuilder {
     }
     let _ = setup;
     builder.module(Scim::memory())
+}
+
+/// As [`with_scim`], with [`crate::ScimConfig::allow_owner_mapping`] on.
+pub fn with_scim_owner_mapping(builder: TenancyBuilder, setup: &Setup) -> TenancyBuilder {
+    let config = crate::ScimConfig::default().with_owner_mapping(true);
+    #[cfg(feature = "postgres")]
+    if let Some(pool) = &setup.pool {
+        return builder.module(Scim::postgres(pool.clone()).with_config(config));
+    }
+    let _ = setup;
+    builder.module(Scim::memory().with_config(config))
 }
 
 async fn tenant(directory: &Directory, slug: &str) -> (TenantId, UserId) {
@@ -88,7 +102,9 @@ fn record(tenant: TenantId, user: UserId, name: &str, seconds: i64) -> UserRecor
 
 /// The conformance suite: tokens (lookup by hash, per-tenant listing and
 /// revocation), user records (case-insensitive `userName` uniqueness, one
-/// record per account, versioned updates, deletion) and tenant isolation.
+/// record per account, versioned updates, deletion), groups (unique
+/// `displayName`, members only from the tenant, versioned updates, removal
+/// with the user record), settings, and tenant isolation.
 /// `backend` provides the tenants and accounts the records point at.
 pub async fn store_suite(backend: Arc<dyn Backend>, store: Arc<dyn ScimStore>) {
     let directory = Directory::new(backend);
@@ -243,6 +259,184 @@ pub async fn store_suite(backend: Arc<dyn Backend>, store: Arc<dyn ScimStore>) {
     let mut reuse = record(a, a_owner, "ada@example.test", 6);
     reuse.created_at += Duration::SECOND;
     store.insert_user(&reuse).await.unwrap();
+
+    group_cases(&directory, &*store).await;
+    settings_cases(a, b, &*store).await;
+}
+
+fn group(tenant: TenantId, name: &str, members: &[Uuid], seconds: i64) -> GroupRecord {
+    GroupRecord {
+        id: Uuid::now_v7(),
+        tenant_id: tenant,
+        display_name: name.into(),
+        external_id: Some(format!("ext-{name}")),
+        members: members.to_vec(),
+        version: 1,
+        created_at: at(seconds),
+        updated_at: at(seconds),
+    }
+}
+
+/// Groups: case-insensitive `displayName` uniqueness per tenant, members
+/// only from the tenant's user records (kept sorted), versioned updates,
+/// deleting a user record removes it from its groups, isolation.
+async fn group_cases(directory: &Directory, store: &dyn ScimStore) {
+    let (a, a_owner) = tenant(directory, "scim-ga").await;
+    let (b, b_owner) = tenant(directory, "scim-gb").await;
+    let (_, other) = tenant(directory, "scim-gc").await;
+    let first = record(a, a_owner, "first@example.test", 0);
+    let second = record(a, other, "second@example.test", 1);
+    let stranger = record(b, b_owner, "stranger@example.test", 2);
+    for r in [&first, &second, &stranger] {
+        store.insert_user(r).await.unwrap();
+    }
+    let mut admins = group(
+        a,
+        "Engineering Admins",
+        &[second.id, first.id, second.id],
+        10,
+    );
+    store.insert_group(&admins).await.unwrap();
+    admins.normalize();
+    assert_eq!(
+        store.get_group(a, admins.id).await.unwrap(),
+        Some(admins.clone())
+    );
+    let mut expected = vec![first.id, second.id];
+    expected.sort_unstable();
+    assert_eq!(admins.members, expected, "members are kept sorted, once");
+    assert!(matches!(
+        store
+            .insert_group(&group(a, "engineering ADMINS", &[], 11))
+            .await,
+        Err(ScimStoreError::Conflict)
+    ));
+    for foreign in [stranger.id, Uuid::now_v7()] {
+        assert!(matches!(
+            store.insert_group(&group(a, "Leaky", &[foreign], 12)).await,
+            Err(ScimStoreError::UnknownMember)
+        ));
+    }
+    assert!(
+        store
+            .list_groups(a)
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.display_name != "Leaky")
+    );
+    let in_b = group(b, "Engineering Admins", &[stranger.id], 13);
+    store.insert_group(&in_b).await.unwrap();
+    let plain = group(a, "Everyone", &[first.id], 14);
+    store.insert_group(&plain).await.unwrap();
+    assert_eq!(
+        store.get_group(b, admins.id).await.unwrap(),
+        None,
+        "other tenant"
+    );
+    let ids = |groups: Vec<GroupRecord>| groups.into_iter().map(|g| g.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_groups(a).await.unwrap()),
+        vec![admins.id, plain.id]
+    );
+    assert_eq!(
+        ids(store.groups_of(a, first.id).await.unwrap()),
+        vec![admins.id, plain.id]
+    );
+    assert_eq!(
+        ids(store.groups_of(a, second.id).await.unwrap()),
+        vec![admins.id]
+    );
+    assert!(store.groups_of(b, first.id).await.unwrap().is_empty());
+
+    let mut renamed = admins.clone();
+    renamed.display_name = "Admins".into();
+    renamed.members = vec![second.id];
+    renamed.version = 2;
+    renamed.updated_at = at(20);
+    store.update_group(&renamed, 1).await.unwrap();
+    assert_eq!(
+        store.get_group(a, admins.id).await.unwrap(),
+        Some(renamed.clone())
+    );
+    assert!(matches!(
+        store.update_group(&renamed, 1).await,
+        Err(ScimStoreError::VersionMismatch)
+    ));
+    let mut elsewhere = renamed.clone();
+    elsewhere.tenant_id = b;
+    assert!(matches!(
+        store.update_group(&elsewhere, 2).await,
+        Err(ScimStoreError::NotFound)
+    ));
+    let mut taken = renamed.clone();
+    taken.display_name = "EVERYONE".into();
+    taken.version = 3;
+    assert!(matches!(
+        store.update_group(&taken, 2).await,
+        Err(ScimStoreError::Conflict)
+    ));
+    let mut leaky = renamed.clone();
+    leaky.members = vec![second.id, stranger.id];
+    leaky.version = 3;
+    assert!(matches!(
+        store.update_group(&leaky, 2).await,
+        Err(ScimStoreError::UnknownMember)
+    ));
+    assert_eq!(
+        store.get_group(a, admins.id).await.unwrap(),
+        Some(renamed.clone()),
+        "refused updates change nothing"
+    );
+
+    // Deleting a user record removes it from its groups.
+    store.delete_user(a, first.id).await.unwrap();
+    assert!(
+        store
+            .get_group(a, plain.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .members
+            .is_empty()
+    );
+    assert!(store.groups_of(a, first.id).await.unwrap().is_empty());
+
+    assert!(matches!(
+        store.delete_group(b, admins.id).await,
+        Err(ScimStoreError::NotFound)
+    ));
+    store.delete_group(a, admins.id).await.unwrap();
+    assert_eq!(store.get_group(a, admins.id).await.unwrap(), None);
+    assert!(matches!(
+        store.delete_group(a, admins.id).await,
+        Err(ScimStoreError::NotFound)
+    ));
+    assert_eq!(ids(store.list_groups(b).await.unwrap()), vec![in_b.id]);
+    // The record survives its group.
+    assert!(store.get_user(a, second.id).await.unwrap().is_some());
+}
+
+/// Settings: none until saved, replaced on save, per tenant.
+async fn settings_cases(a: TenantId, b: TenantId, store: &dyn ScimStore) {
+    assert_eq!(store.get_settings(a).await.unwrap(), None);
+    let mut settings = TenantSettings {
+        tenant_id: a,
+        deprovision: Deprovision::Remove,
+        group_roles: vec![GroupRole {
+            group: "Engineering Admins".into(),
+            role: tenancy_core::RoleName::ADMIN,
+        }],
+        updated_at: at(50),
+    };
+    store.put_settings(&settings).await.unwrap();
+    assert_eq!(store.get_settings(a).await.unwrap(), Some(settings.clone()));
+    settings.deprovision = Deprovision::Suspend;
+    settings.group_roles.clear();
+    settings.updated_at = at(60);
+    store.put_settings(&settings).await.unwrap();
+    assert_eq!(store.get_settings(a).await.unwrap(), Some(settings));
+    assert_eq!(store.get_settings(b).await.unwrap(), None, "other tenant");
 }
 
 /// Generates one test per SCIM scenario for `$start`, on memory and on
@@ -250,19 +444,25 @@ pub async fn store_suite(backend: Arc<dyn Backend>, store: Arc<dyn ScimStore>) {
 #[macro_export]
 macro_rules! scim_scenarios {
     ($start:ident) => {
-        $crate::scim_scenarios!(@stores $start;
+        $crate::scim_scenarios!(@stores $start, with_scim, scim_memory, scim_postgres;
             scim_tokens_and_discovery, scim_user_lifecycle, scim_deprovisioning_ends_access,
             scim_lists_filters_and_pages, scim_patch_as_identity_providers_send,
-            scim_tenants_are_isolated, scim_errors
+            scim_tenants_are_isolated, scim_errors,
+            scim_group_lifecycle, scim_group_roles_follow_the_mapping, scim_groups_are_isolated,
+            scim_deprovisioning_follows_the_tenant_setting
+        );
+        $crate::scim_scenarios!(@stores $start, with_scim_owner_mapping, scim_owner_mapping_memory,
+            scim_owner_mapping_postgres;
+            scim_groups_keep_the_last_owner
         );
     };
-    (@stores $start:ident; $($scenario:ident),+ $(,)?) => {
-        mod scim_memory {
+    (@stores $start:ident, $setup:ident, $memory:ident, $postgres:ident; $($scenario:ident),+ $(,)?) => {
+        mod $memory {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let app = ::tenancy_http::testkit::TestApp::launch_with(
-                        ::tenancy_http::testkit::Stores::Memory, super::$start, &[], $crate::testkit::with_scim,
+                        ::tenancy_http::testkit::Stores::Memory, super::$start, &[], $crate::testkit::$setup,
                     )
                     .await
                     .expect("memory app");
@@ -270,12 +470,12 @@ macro_rules! scim_scenarios {
                 }
             )+
         }
-        mod scim_postgres {
+        mod $postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     if let Some(app) = ::tenancy_http::testkit::TestApp::launch_with(
-                        ::tenancy_http::testkit::Stores::Postgres, super::$start, &[], $crate::testkit::with_scim,
+                        ::tenancy_http::testkit::Stores::Postgres, super::$start, &[], $crate::testkit::$setup,
                     )
                     .await
                     {

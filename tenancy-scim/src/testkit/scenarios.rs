@@ -88,7 +88,8 @@ pub async fn create(
     reply.json
 }
 
-fn patch(ops: Value) -> Value {
+/// A PATCH request body of `ops`.
+pub fn patch(ops: Value) -> Value {
     json!({ "schemas": [PATCH_OP], "Operations": ops })
 }
 
@@ -149,8 +150,32 @@ pub async fn scim_tokens_and_discovery(app: &TestApp) {
         .call(Method::GET, "/scim/v2/ResourceTypes/User", None, None)
         .await;
     assert_eq!(user_type.json["endpoint"], "/Users");
+    assert_eq!(types.json["totalResults"], 2);
+    let group_type = app
+        .call(Method::GET, "/scim/v2/ResourceTypes/Group", None, None)
+        .await;
+    assert_eq!(group_type.json["endpoint"], "/Groups");
+    assert_eq!(group_type.json["schema"], crate::schema::GROUP_SCHEMA);
     let schemas = app.call(Method::GET, "/scim/v2/Schemas", None, None).await;
-    assert_eq!(schemas.json["totalResults"], 2);
+    assert_eq!(schemas.json["totalResults"], 3);
+    let group_schema = app
+        .call(
+            Method::GET,
+            &format!("/scim/v2/Schemas/{}", crate::schema::GROUP_SCHEMA),
+            None,
+            None,
+        )
+        .await;
+    let group_names: Vec<&str> = group_schema.json["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        group_names,
+        vec!["id", "externalId", "displayName", "members"]
+    );
     let user_schema = app
         .call(
             Method::GET,
@@ -920,7 +945,6 @@ pub async fn scim_errors(app: &TestApp) {
         assert_scim_error(&scim(app, Method::GET, path, &token, None).await, 404, None);
     }
     for (method, path) in [
-        (Method::GET, "/scim/v2/Groups"),
         (Method::POST, "/scim/v2/Bulk"),
         (Method::GET, "/scim/v2/Me"),
     ] {

@@ -1,0 +1,296 @@
+//! Per-tenant SCIM settings: what deactivation does in the tenant, and
+//! which group grants which tenant role. `GET`/`PUT /scim/settings`
+//! (permission `scim:manage`, problem+json errors, audited as
+//! `scim.settings_changed`).
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tenancy_authz::AdminError;
+use tenancy_core::{AuditContext, RoleName, RoleSet, TenantId, TenantScope};
+use tenancy_http::{ApiRequest, Problem, RequestContext, Tenancy};
+
+use crate::error::{ScimError, ScimType};
+use crate::module::{Caller, Deprovision, Scim, audit, now, store_error};
+use crate::routes::{Answer, context, module};
+use crate::store::{GroupRole, TenantSettings};
+
+/// Most entries one tenant's group → role mapping holds.
+pub const MAX_GROUP_ROLES: usize = 100;
+
+/// The audit action of a settings change.
+pub const SETTINGS_CHANGED: &str = "scim.settings_changed";
+
+impl Deprovision {
+    /// The mode's name: `suspend` or `remove`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deprovision::Suspend => "suspend",
+            Deprovision::Remove => "remove",
+        }
+    }
+
+    /// The mode named `text` (`suspend` or `remove`, any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "suspend" => Some(Deprovision::Suspend),
+            "remove" => Some(Deprovision::Remove),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant's SCIM settings in effect: its own choice, or the module's
+/// defaults ([`crate::ScimConfig::deprovision`], no mapping).
+///
+/// ```
+/// use tenancy_core::RoleName;
+/// use tenancy_scim::{Deprovision, GroupRole, ScimSettings};
+///
+/// let settings = ScimSettings {
+///     deprovision: Deprovision::Remove,
+///     group_roles: vec![GroupRole { group: "Engineering Admins".into(), role: RoleName::ADMIN }],
+/// };
+/// assert_eq!(settings.roles_of("engineering admins"), vec![RoleName::ADMIN]);
+/// assert!(settings.roles_of("Everyone").is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimSettings {
+    /// What `active: false` does to the membership.
+    pub deprovision: Deprovision,
+    /// Which group (by `displayName`, without case) grants which role;
+    /// groups not named here grant nothing.
+    pub group_roles: Vec<GroupRole>,
+}
+
+impl ScimSettings {
+    /// The roles the group named `display_name` grants, sorted.
+    pub fn roles_of(&self, display_name: &str) -> Vec<RoleName> {
+        let wanted = display_name.to_lowercase();
+        let mut roles: Vec<RoleName> = self
+            .group_roles
+            .iter()
+            .filter(|m| m.group.to_lowercase() == wanted)
+            .map(|m| m.role.clone())
+            .collect();
+        roles.sort();
+        roles.dedup();
+        roles
+    }
+}
+
+fn invalid(detail: impl Into<String>) -> ScimError {
+    ScimError::bad_request(ScimType::InvalidValue, detail)
+}
+
+impl Scim {
+    /// The settings in effect for `tenant`.
+    pub async fn tenant_settings(&self, tenant: TenantId) -> Result<ScimSettings, ScimError> {
+        let stored = self
+            .store
+            .get_settings(tenant)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok(match stored {
+            Some(stored) => ScimSettings {
+                deprovision: stored.deprovision,
+                group_roles: stored.group_roles,
+            },
+            None => ScimSettings {
+                deprovision: self.config.deprovision,
+                group_roles: Vec::new(),
+            },
+        })
+    }
+
+    /// What deactivation does in `tenant`.
+    pub(crate) async fn deprovision_mode(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Deprovision, ScimError> {
+        Ok(self.tenant_settings(tenant).await?.deprovision)
+    }
+
+    /// Saves the scope's tenant's settings, audited as
+    /// `scim.settings_changed`, and brings the roles of the members of
+    /// every group whose mapping changed in line (through
+    /// [`tenancy_core::Directory::change_roles`]).
+    ///
+    /// Refused with `invalidValue`: more than [`MAX_GROUP_ROLES`] entries,
+    /// an empty or overlong group name, and a mapping to `owner` unless
+    /// [`crate::ScimConfig::allow_owner_mapping`] is set (whoever
+    /// administers the identity provider would otherwise make themselves
+    /// owner). Refused with `mutability`, before anything changes: a
+    /// mapping change that would leave the tenant without an active owner.
+    pub async fn update_settings(
+        &self,
+        tenancy: &Tenancy,
+        scope: &TenantScope,
+        settings: ScimSettings,
+        context: &AuditContext,
+    ) -> Result<ScimSettings, ScimError> {
+        let settings = self.validated(settings)?;
+        let caller = Caller {
+            scope: *scope,
+            audit: context.clone(),
+        };
+        let before = self.tenant_settings(scope.tenant_id()).await?;
+        let plan = self
+            .plan_settings_change(tenancy, &caller, &before, &settings)
+            .await?;
+        self.store
+            .put_settings(&TenantSettings {
+                tenant_id: scope.tenant_id(),
+                deprovision: settings.deprovision,
+                group_roles: settings.group_roles.clone(),
+                updated_at: now(),
+            })
+            .await
+            .map_err(|e| store_error(&e))?;
+        self.run_plan(tenancy, &caller, plan).await?;
+        audit(
+            tenancy,
+            scope.tenant_id(),
+            context,
+            SETTINGS_CHANGED,
+            ("tenant", &scope.tenant_id()),
+            json!({
+                "deprovision": settings.deprovision.as_str(),
+                "group_roles": settings.group_roles,
+            }),
+        )
+        .await?;
+        Ok(settings)
+    }
+
+    fn validated(&self, settings: ScimSettings) -> Result<ScimSettings, ScimError> {
+        if settings.group_roles.len() > MAX_GROUP_ROLES {
+            return Err(invalid(format!(
+                "at most {MAX_GROUP_ROLES} group roles per tenant"
+            )));
+        }
+        let mut group_roles: Vec<GroupRole> = Vec::with_capacity(settings.group_roles.len());
+        for mapping in settings.group_roles {
+            let group = mapping.group.trim().to_owned();
+            if group.is_empty() || group.chars().count() > 256 {
+                return Err(invalid("a group name must be 1 to 256 characters"));
+            }
+            if mapping.role == RoleName::OWNER && !self.config.allow_owner_mapping {
+                return Err(invalid(
+                    "a group cannot grant the owner role: this service does not let the \
+                     identity provider mint owners",
+                ));
+            }
+            let entry = GroupRole {
+                group,
+                role: mapping.role,
+            };
+            if !group_roles.iter().any(|m| {
+                m.role == entry.role && m.group.to_lowercase() == entry.group.to_lowercase()
+            }) {
+                group_roles.push(entry);
+            }
+        }
+        Ok(ScimSettings {
+            deprovision: settings.deprovision,
+            group_roles,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- routes
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsBody {
+    deprovision: String,
+    #[serde(default)]
+    group_roles: Vec<GroupRole>,
+}
+
+impl From<&ScimSettings> for SettingsBody {
+    fn from(settings: &ScimSettings) -> Self {
+        Self {
+            deprovision: settings.deprovision.as_str().to_owned(),
+            group_roles: settings.group_roles.clone(),
+        }
+    }
+}
+
+fn settings_problem(error: ScimError) -> Problem {
+    match error.status {
+        // The last-owner rule: the settings are fine, the tenant's state refuses them.
+        StatusCode::BAD_REQUEST if error.scim_type == Some(ScimType::Mutability) => {
+            Problem::conflict(error.detail)
+        }
+        StatusCode::BAD_REQUEST => Problem::invalid("group_roles", error.detail),
+        StatusCode::NOT_FOUND => Problem::not_found(),
+        status => {
+            Problem::new(status, "unavailable", "Service unavailable").with_detail(error.detail)
+        }
+    }
+}
+
+fn admin_problem(error: &AdminError) -> Problem {
+    match error {
+        AdminError::UnknownRole { .. } => Problem::invalid("group_roles", error.to_string()),
+        AdminError::Forbidden { .. } | AdminError::Escalation { .. } | AdminError::OtherTenant => {
+            Problem::forbidden(error.to_string())
+        }
+        other => Problem::unavailable(other),
+    }
+}
+
+fn settings_answer(settings: &ScimSettings) -> Answer {
+    tenancy_http::json(StatusCode::OK, &SettingsBody::from(settings))
+}
+
+pub(crate) async fn get_settings(
+    t: &Tenancy,
+    _: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Answer {
+    let c = context(c)?;
+    let scim = module(t).map_err(settings_problem)?;
+    let settings = scim
+        .tenant_settings(c.tenant_id())
+        .await
+        .map_err(settings_problem)?;
+    settings_answer(&settings)
+}
+
+pub(crate) async fn put_settings(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
+    let c = context(c)?;
+    let scim = module(t).map_err(settings_problem)?;
+    let input: SettingsBody = r.json(t.config().body_limit)?;
+    let deprovision = Deprovision::parse(&input.deprovision)
+        .ok_or_else(|| Problem::invalid("deprovision", "expected suspend or remove"))?;
+    let roles: Vec<RoleName> = input.group_roles.iter().map(|m| m.role.clone()).collect();
+    if !roles.is_empty() {
+        // The caller may only map roles it could assign itself.
+        let roles =
+            RoleSet::new(roles).map_err(|e| Problem::invalid("group_roles", e.to_string()))?;
+        t.authz_admin()
+            .authorize_assignment(c.scope(), c.authz_principal(), None, &roles)
+            .await
+            .map_err(|e| admin_problem(&e))?;
+    }
+    let settings = scim
+        .update_settings(
+            t,
+            c.scope(),
+            ScimSettings {
+                deprovision,
+                group_roles: input.group_roles,
+            },
+            &c.audit(),
+        )
+        .await
+        .map_err(settings_problem)?;
+    settings_answer(&settings)
+}
