@@ -7,6 +7,9 @@
 //! - [`TenancyMiddleware`]: authenticates your own routes (bearer token, API
 //!   key or cookie), resolves and checks the tenant, and puts the
 //!   [`RequestContext`] in the request extensions.
+//! - [`IdempotencyMiddleware`]: `Idempotency-Key` on your own routes
+//!   (replay, `409` while in flight, `422` on reuse), registered before
+//!   [`TenancyMiddleware`].
 //! - [`require`]: middleware that requires a permission on a resource or
 //!   scope.
 //! - [`Json`]: your own JSON bodies, read and refused exactly as the SDK's
@@ -82,6 +85,10 @@ use tenancy_http::{
     ApiRequest, Guard, Problem, RequestContext, RequestHead, Route, RoutePermission, Tenancy,
 };
 use tracing::Instrument;
+
+mod idempotency;
+
+pub use idempotency::{IdempotencyMiddleware, IdempotencyService};
 
 /// The actix-web crate this integration is built against.
 pub use actix_web;

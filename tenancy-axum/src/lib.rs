@@ -6,6 +6,8 @@
 //! - [`TenancyLayer`]: authenticates your own routes (bearer token, API key
 //!   or cookie), resolves and checks the tenant, and puts the
 //!   [`RequestContext`] in the request extensions.
+//! - [`IdempotencyLayer`]: `Idempotency-Key` on your own routes (replay,
+//!   `409` while in flight, `422` on reuse), inside a [`TenancyLayer`].
 //! - [`require`]: a layer that requires a permission on a route or group.
 //! - Extractors: [`Context`], [`Caller`], [`Tenant`], [`Session`],
 //!   [`ApiKey`]; `Option<Caller>` for routes that serve anonymous callers too;
@@ -69,6 +71,10 @@ use tenancy_http::{
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
+
+mod idempotency;
+
+pub use idempotency::{IdempotencyLayer, IdempotencyService};
 
 /// A [`Problem`] as an axum response.
 #[derive(Debug, Clone)]

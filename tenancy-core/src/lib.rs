@@ -12,6 +12,8 @@
 //! - Workflows: [`Directory`] creates tenants with their owner, invites and
 //!   admits members, changes roles, removes members, suspends and deletes
 //!   tenants, each in one transaction together with its audit event.
+//! - Idempotency keys: [`IdempotencyStore`] (memory and Postgres) keeps
+//!   the first response of a keyed request for replay; see [`idempotency`].
 //! - Audit: per-tenant hash chains, [`AuditLog::verify_chain`], filtered
 //!   queries and [`audit::export`] as JSON lines or CSV.
 //!
@@ -32,6 +34,7 @@ mod directory;
 mod error;
 mod grants;
 mod id;
+pub mod idempotency;
 mod invitation;
 mod membership;
 #[cfg(feature = "memory")]
@@ -64,6 +67,10 @@ pub use grants::{GrantCheck, Grantor};
 pub use id::{
     ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, ScimTokenId, SessionId,
     TenantId, UserId,
+};
+pub use idempotency::{
+    Claim, Fingerprint, IdempotencyKey, IdempotencyScope, IdempotencyStore, InvalidIdempotencyKey,
+    LeaseToken, Lifetimes, MemoryIdempotencyStore, StoredResponse,
 };
 pub use invitation::{Invitation, InvitationStatus, InvitationToken, MalformedToken, TokenHash};
 pub use membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};

@@ -104,6 +104,8 @@ pub struct TenancyBuilder {
     revocation_sync: Option<Duration>,
     purge_every: Option<Duration>,
     modules: Vec<Registered>,
+    idempotency: Option<crate::idempotency::IdempotencyConfig>,
+    readiness: crate::health::Readiness,
 }
 
 impl std::fmt::Debug for TenancyBuilder {
@@ -126,6 +128,7 @@ impl std::fmt::Debug for TenancyBuilder {
             .field("policy_write_rate", &self.policy_write_rate)
             .field("revocation_sync", &self.revocation_sync)
             .field("purge_every", &self.purge_every)
+            .field("idempotency", &self.idempotency)
             .field(
                 "modules",
                 &self
@@ -161,6 +164,8 @@ impl Tenancy {
             revocation_sync: Some(Duration::from_secs(30)),
             purge_every: Some(Duration::from_secs(3600)),
             modules: Vec::new(),
+            idempotency: None,
+            readiness: crate::health::Readiness::default(),
         }
     }
 
@@ -316,6 +321,33 @@ impl TenancyBuilder {
         self
     }
 
+    /// Turns on idempotent requests (`Idempotency-Key`; see
+    /// [`crate::idempotency`]): on the SDK's state-changing routes unless
+    /// [`IdempotencyConfig::with_sdk_routes`](crate::IdempotencyConfig::with_sdk_routes)
+    /// says otherwise, and on the host's routes wrapped in the framework's
+    /// idempotency layer. Off by default: it stores every keyed answer and
+    /// purges them periodically, which a host should choose. Keys live in
+    /// Postgres with [`Self::postgres`], else in memory (one replica),
+    /// unless the config names a store.
+    pub fn idempotency(mut self, config: crate::idempotency::IdempotencyConfig) -> Self {
+        self.idempotency = Some(config);
+        self
+    }
+
+    /// Adds a check `GET /ready` runs (another database, a broker); the
+    /// builder's own Postgres pool is checked without it.
+    pub fn readiness_check(mut self, check: Arc<dyn crate::ReadinessCheck>) -> Self {
+        self.readiness.checks.push(check);
+        self
+    }
+
+    /// How long each readiness check may take before `/ready` counts it
+    /// as `timeout` (default 2 s).
+    pub fn readiness_timeout(mut self, timeout: Duration) -> Self {
+        self.readiness.timeout = timeout;
+        self
+    }
+
     /// Adds an optional module: its routes, pipeline step, migrations,
     /// listener channels and background tasks (see [`Module`]).
     pub fn module<M: Module>(mut self, module: M) -> Self {
@@ -371,6 +403,25 @@ impl TenancyBuilder {
         )
         .with_write_rate(self.policy_write_rate);
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let idempotency = self.idempotency.map(|mut config| {
+            let store = config
+                .take_store()
+                .unwrap_or_else(|| self.storage.idempotency_store());
+            crate::idempotency::Idempotency::new(store, clock.clone(), config)
+        });
+        let mut readiness = self.readiness;
+        #[cfg(feature = "postgres")]
+        if let Storage::Postgres(pool) = &self.storage {
+            readiness.checks.insert(
+                0,
+                Arc::new(crate::PostgresCheck::new("postgres", pool.clone())),
+            );
+        }
+        for registered in &self.modules {
+            readiness
+                .checks
+                .extend(registered.module.readiness_checks());
+        }
         let mut auth = Auth::builder(stores.backend.clone(), stores.auth.clone(), self.auth)
             .clock(clock.clone())
             .grant_check(Arc::new(SenderPowers {
@@ -428,6 +479,13 @@ impl TenancyBuilder {
         if let Some(interval) = self.purge_every {
             background.tasks.push(spawn_purge(auth.clone(), interval));
         }
+        if let Some(idempotency) = &idempotency
+            && let Some(interval) = idempotency.config().purge_every()
+        {
+            background
+                .tasks
+                .push(spawn_idempotency_purge(idempotency.clone(), interval));
+        }
         let tenancy = Tenancy::assemble(
             auth,
             policies,
@@ -436,6 +494,8 @@ impl TenancyBuilder {
             self.http,
             self.modules,
             background,
+            idempotency,
+            readiness,
         );
         let started: Vec<_> = tenancy
             .modules()
@@ -492,6 +552,37 @@ fn spawn_purge(auth: Auth, interval: Duration) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// Deletes expired idempotency keys every `interval`.
+fn spawn_idempotency_purge(
+    idempotency: crate::idempotency::Idempotency,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match idempotency.purge_expired().await {
+                Ok(purged) => tracing::debug!(purged, "purged expired idempotency keys"),
+                Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
+            }
+        }
+    })
+}
+
+impl Storage {
+    /// Where idempotency keys live when the config names no store.
+    fn idempotency_store(&self) -> Arc<dyn tenancy_core::IdempotencyStore> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Storage::Postgres(pool) => Arc::new(tenancy_core::postgres::PgIdempotencyStore::new(
+                pool.clone(),
+            )),
+            _ => Arc::new(tenancy_core::MemoryIdempotencyStore::new()),
+        }
+    }
 }
 
 #[cfg(feature = "memory")]

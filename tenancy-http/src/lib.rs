@@ -12,6 +12,11 @@
 //! - [`routes`] is the table of the SDK's own routes (auth, sessions, API
 //!   keys, members, invitations, roles, policies, explain, audit, JWKS);
 //!   [`Tenancy::dispatch`] serves one.
+//! - [`idempotency`]: `Idempotency-Key` on state-changing requests, for the
+//!   SDK's routes ([`TenancyBuilder::idempotency`]) and, through the
+//!   framework layers, the host's.
+//! - `GET /health` and `GET /ready` (every [`ReadinessCheck`]: the Postgres
+//!   pool, the host's and the modules' checks) are among the routes.
 //! - Every error is an RFC 9457 [`Problem`]; `401` carries
 //!   `WWW-Authenticate` per RFC 6750, lockouts carry `Retry-After`, and a
 //!   resource of another tenant answers `404`.
@@ -27,6 +32,8 @@ mod errors;
 mod forwarded;
 mod grants;
 mod guard;
+mod health;
+pub mod idempotency;
 mod module;
 mod origin;
 mod paging;
@@ -45,6 +52,10 @@ pub use builder::{SetupError, Stores, TenancyBuilder};
 pub use config::{CookieConfig, HttpConfig, TenantSource};
 pub use forwarded::{ForwardedHeader, IpNet, TrustedProxies};
 pub use guard::{Admission, Guard};
+#[cfg(feature = "postgres")]
+pub use health::PostgresCheck;
+pub use health::ReadinessCheck;
+pub use idempotency::{Idempotency, IdempotencyConfig};
 pub use module::Module;
 pub use origin::{InvalidOrigin, Origin};
 pub use paging::{page_json, page_request};

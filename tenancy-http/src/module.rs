@@ -23,6 +23,7 @@ use crate::tenancy::Tenancy;
 ///   and its channels on the one shared `LISTEN` connection;
 /// - background tasks, started once the [`Tenancy`] is assembled and
 ///   stopped when its last clone is dropped.
+/// - readiness checks, run by `GET /ready` beside the SDK's own.
 #[async_trait]
 pub trait Module: Any + Send + Sync {
     /// A short name, for logs and errors (`billing`, `metering`).
@@ -52,6 +53,12 @@ pub trait Module: Any + Send + Sync {
     /// member changes. The first module answering one is used.
     fn seats(&self) -> Option<Arc<dyn tenancy_core::Seats>> {
         None
+    }
+
+    /// What `GET /ready` should ask about this module's dependencies (a
+    /// broker, a Redis): each named in the answer.
+    fn readiness_checks(&self) -> Vec<Arc<dyn crate::ReadinessCheck>> {
+        Vec::new()
     }
 
     /// This module's migrations (in a version range of its own).

@@ -153,6 +153,8 @@ pub fn routes() -> Vec<Route> {
         route!(GET "/audit", Permission(sdk::AUDIT_READ), audit_events),
         route!(GET "/audit/export", Permission(sdk::AUDIT_READ), audit_export),
         route!(GET "/audit/verify", Permission(sdk::AUDIT_READ), audit_verify),
+        route!(GET "/health", Public, crate::health::health),
+        route!(GET "/ready", Public, crate::health::ready),
     ]
 }
 
@@ -178,6 +180,13 @@ impl Tenancy {
                     Some(context)
                 }
             };
+            if let Some(context) = &context
+                && let Some(idempotency) = self.idempotency()
+                && idempotency.config().sdk_routes()
+            {
+                let handler = (route.handler)(self, &request, Some(context));
+                return idempotency.around(context, &request, handler).await;
+            }
             (route.handler)(self, &request, context.as_ref()).await
         }
         .await;

@@ -28,6 +28,8 @@ struct Inner {
     config: HttpConfig,
     modules: Vec<Registered>,
     request_steps: bool,
+    idempotency: Option<crate::idempotency::Idempotency>,
+    readiness: crate::health::Readiness,
     background: Mutex<Background>,
 }
 
@@ -66,6 +68,7 @@ impl std::fmt::Debug for Tenancy {
 }
 
 impl Tenancy {
+    #[allow(clippy::too_many_arguments)] // each part built apart by the builder
     pub(crate) fn assemble(
         auth: Auth,
         authz: Arc<PolicyCache>,
@@ -74,6 +77,8 @@ impl Tenancy {
         config: HttpConfig,
         modules: Vec<Registered>,
         background: Background,
+        idempotency: Option<crate::idempotency::Idempotency>,
+        readiness: crate::health::Readiness,
     ) -> Self {
         let request_steps = modules.iter().any(|m| m.module.has_request_step());
         Self {
@@ -86,6 +91,8 @@ impl Tenancy {
                 config,
                 modules,
                 request_steps,
+                idempotency,
+                readiness,
                 background: Mutex::new(background),
             }),
         }
@@ -125,6 +132,18 @@ impl Tenancy {
 
     pub(crate) fn has_request_steps(&self) -> bool {
         self.inner.request_steps
+    }
+
+    /// Idempotent requests, when the builder enabled them
+    /// ([`crate::TenancyBuilder::idempotency`]): what the framework layers
+    /// covering the host's routes take.
+    pub fn idempotency(&self) -> Option<&crate::idempotency::Idempotency> {
+        self.inner.idempotency.as_ref()
+    }
+
+    /// The checks `GET /ready` runs.
+    pub(crate) fn readiness(&self) -> &crate::health::Readiness {
+        &self.inner.readiness
     }
 
     /// Identity.

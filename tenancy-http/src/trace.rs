@@ -10,9 +10,15 @@ use tracing::field::Empty;
 /// `permission` and `decision` (`allow`/`deny`) as it goes, and `problem`
 /// (the problem type) when the answer is an error.
 ///
+/// The probes `GET /health` and `GET /ready` get no span: orchestrators
+/// call them every few seconds, and they carry no caller.
+///
 /// Open it yourself around work of your own that should be reported like
 /// a request (`tracing::Instrument::instrument(future, span)`).
 pub fn request_span(method: &str, path: &str) -> tracing::Span {
+    if method == "GET" && matches!(path, "/health" | "/ready") {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         target: "tenancy_http::trace",
         "tenancy.request",

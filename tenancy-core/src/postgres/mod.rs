@@ -43,6 +43,7 @@
 //! ```
 
 mod changes;
+mod idempotency;
 mod listener;
 mod migrations;
 mod rows;
@@ -56,6 +57,7 @@ pub use crate::cache::DirectoryChange;
 pub use changes::{
     DIRECTORY_CHANNELS, MEMBER_CHANGED_CHANNEL, TENANT_CHANGED_CHANNEL, listen_directory_changes,
 };
+pub use idempotency::PgIdempotencyStore;
 pub use listener::{FnSubscriber, Listener, RunningListener, Subscriber};
 
 use std::fmt;

@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod directory;
+mod idempotency;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod stores;
@@ -36,6 +37,10 @@ pub use directory::{
     directory_invitations, directory_invitations_follow_their_senders_powers,
     directory_invitations_leave_with_their_sender, directory_last_owner_race, directory_members,
     directory_seat_limits, directory_tenant_lifecycle,
+};
+pub use idempotency::{
+    idempotency_claim_and_replay, idempotency_concurrent_claims, idempotency_expiry,
+    idempotency_isolation, idempotency_purge, idempotency_release,
 };
 pub use stores::{
     audit_concurrent_appends, audit_log, invitation_store, membership_store, tenant_store,

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod guards;
+pub mod idempotency;
 pub mod json_bodies;
 mod launch;
 mod logs;

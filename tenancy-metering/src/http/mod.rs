@@ -36,6 +36,8 @@
 
 mod guard;
 mod headers;
+#[cfg(feature = "redis")]
+mod ready;
 mod routes;
 
 use std::sync::Arc;
@@ -51,6 +53,8 @@ use crate::quota::{MemoryQuotaStore, QuotaHook, QuotaStore, Quotas};
 use crate::ratelimit::{MemoryRateLimitStore, RateLimitStore, RateLimiter};
 
 pub use guard::{GuardError, KeyPart, MeteringGuard, RateRule};
+#[cfg(feature = "redis")]
+pub use ready::RedisCheck;
 
 /// The permission `GET /usage` and `GET /usage/export` require: one of the
 /// SDK's own (every catalog has it), held by the built-in `owner`, `admin`
