@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
-use tenancy_core::{MembershipStore, RoleName, RoleSet, UserId};
+use tenancy_core::{MembershipStore, RoleName, RoleSet, TenantId, UserId};
 use tenancy_http::{ApiRequest, RequestContext, Tenancy};
 use uuid::Uuid;
 
@@ -431,7 +431,7 @@ impl Scim {
             }
             let granted: Vec<RoleName> = groups
                 .iter()
-                .flat_map(|g| settings.roles_of(&g.display_name))
+                .flat_map(|g| self.granted(settings, &g.display_name))
                 .collect();
             let roles = if granted.is_empty() {
                 self.config.default_roles.clone()
@@ -453,9 +453,12 @@ impl Scim {
                 // Without owner mapping the directory never manages owners.
                 continue;
             }
+            // Only an active membership that gains the role is a new owner
+            // the last-owner rule can count on.
+            let active = membership.status == tenancy_core::MembershipStatus::Active;
             plan.push(RoleChange {
                 user: record.user_id,
-                gains_owner: !owner && roles.contains(&RoleName::OWNER),
+                gains_owner: active && !owner && roles.contains(&RoleName::OWNER),
                 loses_active_owner: membership.is_active_owner()
                     && !roles.contains(&RoleName::OWNER),
                 roles,
@@ -518,7 +521,9 @@ impl Scim {
             .map_err(|e| store_error(&e))?;
         let affected: BTreeSet<Uuid> = groups
             .iter()
-            .filter(|g| before.roles_of(&g.display_name) != after.roles_of(&g.display_name))
+            .filter(|g| {
+                self.granted(before, &g.display_name) != self.granted(after, &g.display_name)
+            })
             .flat_map(|g| g.members.clone())
             .collect();
         let plan = self
@@ -542,17 +547,10 @@ impl Scim {
         else {
             return Ok(());
         };
+        let _serialised = self.role_locks.lock(caller.tenant()).await;
         let settings = self.tenant_settings(caller.tenant()).await?;
-        let plan = self
-            .plan_roles(
-                tenancy,
-                caller,
-                &settings,
-                BTreeSet::from([record.id]),
-                None,
-            )
-            .await?;
-        self.apply_roles(tenancy, caller, plan).await
+        self.converge(tenancy, caller, &settings, BTreeSet::from([record.id]))
+            .await
     }
 
     /// Applies what [`Scim::plan_settings_change`] planned.
@@ -565,8 +563,33 @@ impl Scim {
         self.apply_roles(tenancy, caller, plan.0).await
     }
 
+    /// Brings the roles of the SCIM users `affected` in line with the
+    /// store's current groups and `settings` (desired against actual
+    /// roles, so a repeated request repairs an earlier partial failure).
+    pub(crate) async fn converge(
+        &self,
+        tenancy: &Tenancy,
+        caller: &Caller,
+        settings: &ScimSettings,
+        affected: BTreeSet<Uuid>,
+    ) -> Result<(), ScimError> {
+        if affected.is_empty() {
+            return Ok(());
+        }
+        let plan = self
+            .plan_roles(tenancy, caller, settings, affected, None)
+            .await?;
+        self.apply_roles(tenancy, caller, plan).await
+    }
+
     /// Stores a group change (`before` = `None`: a new group; `after` =
     /// `None`: deleted) and updates the roles it implies, audited.
+    ///
+    /// Holds the tenant's role lock throughout, refuses a change that
+    /// would leave the tenant without an active owner before writing, and
+    /// after the write re-derives the members' roles from the store's
+    /// current state. When that fails the previous row is put back (and
+    /// the roles re-derived from it), so "nothing was changed" holds.
     async fn save_group(
         &self,
         tenancy: &Tenancy,
@@ -575,33 +598,38 @@ impl Scim {
         after: Option<&GroupRecord>,
     ) -> Result<(), ScimError> {
         let tenant = caller.tenant();
+        let _serialised = self.role_locks.lock(tenant).await;
         // Members from elsewhere are refused by the store's write below
         // (`UnknownMember`), which runs before any role changes.
         let settings = self.tenant_settings(tenant).await?;
         let mapped = |g: Option<&GroupRecord>| {
-            g.map(|g| settings.roles_of(&g.display_name))
-                .unwrap_or_default()
+            g.is_some_and(|g| !self.granted(&settings, &g.display_name).is_empty())
         };
         let members = |g: Option<&GroupRecord>| -> BTreeSet<Uuid> {
             g.map(|g| g.members.iter().copied().collect())
                 .unwrap_or_default()
         };
-        let (old, new) = (members(before), members(after));
-        let affected: BTreeSet<Uuid> = if mapped(before).is_empty() && mapped(after).is_empty() {
-            BTreeSet::new()
-        } else if mapped(before) == mapped(after) {
-            old.symmetric_difference(&new).copied().collect()
+        // Every member before and after, when a mapped group is involved:
+        // their roles are recomputed against what they hold now.
+        let affected: BTreeSet<Uuid> = if mapped(before) || mapped(after) {
+            members(before).union(&members(after)).copied().collect()
         } else {
-            old.union(&new).copied().collect()
+            BTreeSet::new()
         };
         let id = before.or(after).map(|g| g.id);
-        let plan = match id {
-            Some(id) if !affected.is_empty() => {
-                self.plan_roles(tenancy, caller, &settings, affected, Some((id, after)))
-                    .await?
-            }
-            _ => Vec::new(),
-        };
+        if let Some(id) = id
+            && !affected.is_empty()
+        {
+            // Refused before anything is written.
+            self.plan_roles(
+                tenancy,
+                caller,
+                &settings,
+                affected.clone(),
+                Some((id, after)),
+            )
+            .await?;
+        }
         let (action, target) = match (before, after) {
             (None, Some(group)) => {
                 self.store
@@ -619,14 +647,23 @@ impl Scim {
             }
             (Some(current), None) => {
                 self.store
-                    .delete_group(tenant, current.id)
+                    .delete_group(tenant, current.id, current.version)
                     .await
                     .map_err(|e| group_error(&e))?;
                 (actions::GROUP_DELETED, current)
             }
             (None, None) => return Ok(()),
         };
-        self.apply_roles(tenancy, caller, plan).await?;
+        if let Err(error) = self
+            .converge(tenancy, caller, &settings, affected.clone())
+            .await
+        {
+            self.restore_group(before, after).await;
+            if let Err(again) = self.converge(tenancy, caller, &settings, affected).await {
+                tracing::warn!(tenant = %tenant, error = %again.detail, "scim: could not restore roles after a failed group change");
+            }
+            return Err(error);
+        }
         audit(
             tenancy,
             tenant,
@@ -640,6 +677,58 @@ impl Scim {
             }),
         )
         .await
+    }
+
+    /// Puts back the row a failed group change replaced (best effort: a
+    /// concurrent change that won meanwhile is kept).
+    async fn restore_group(&self, before: Option<&GroupRecord>, after: Option<&GroupRecord>) {
+        let restored = match (before, after) {
+            (None, Some(created)) => {
+                self.store
+                    .delete_group(created.tenant_id, created.id, created.version)
+                    .await
+            }
+            (Some(previous), Some(written)) => {
+                let restored = GroupRecord {
+                    version: written.version + 1,
+                    updated_at: now(),
+                    ..previous.clone()
+                };
+                self.store.update_group(&restored, written.version).await
+            }
+            (Some(deleted), None) => {
+                let restored = GroupRecord {
+                    version: deleted.version + 1,
+                    updated_at: now(),
+                    ..deleted.clone()
+                };
+                self.store.insert_group(&restored).await
+            }
+            (None, None) => Ok(()),
+        };
+        if let Err(error) = restored {
+            tracing::warn!(error = %error, "scim: could not restore a group after a failed role change");
+        }
+    }
+}
+
+/// Per-tenant locks serialising role derivation inside the process: a
+/// group or settings write and the role changes it implies run under the
+/// tenant's lock, so two of them never plan against each other's old
+/// state. Striped (tenants share a fixed set of locks) so the set never
+/// grows; one task only ever holds one.
+pub(crate) struct RoleLocks([tokio::sync::Mutex<()>; 64]);
+
+impl RoleLocks {
+    pub(crate) fn new() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+
+    /// Waits for `tenant`'s lock.
+    pub(crate) async fn lock(&self, tenant: TenantId) -> tokio::sync::MutexGuard<'_, ()> {
+        // The remainder is below 64, so the cast keeps it whole.
+        let index = (tenant.as_uuid().as_u128() % 64) as usize;
+        self.0[index].lock().await
     }
 }
 

@@ -135,6 +135,7 @@ impl ScimConfig {
 pub struct Scim {
     pub(crate) store: Arc<dyn ScimStore>,
     pub(crate) config: ScimConfig,
+    pub(crate) role_locks: Arc<crate::groups::RoleLocks>,
     #[cfg(feature = "postgres")]
     migrate: bool,
 }
@@ -247,6 +248,7 @@ impl Scim {
         Self {
             store,
             config: ScimConfig::default(),
+            role_locks: Arc::new(crate::groups::RoleLocks::new()),
             #[cfg(feature = "postgres")]
             migrate: false,
         }

@@ -104,6 +104,12 @@ impl Scim {
         })
     }
 
+    /// The roles the group named `display_name` grants under `settings`
+    /// in this service.
+    pub(crate) fn granted(&self, settings: &ScimSettings, display_name: &str) -> Vec<RoleName> {
+        settings.roles_of(display_name)
+    }
+
     /// What deactivation does in `tenant`.
     pub(crate) async fn deprovision_mode(
         &self,
@@ -135,9 +141,17 @@ impl Scim {
             scope: *scope,
             audit: context.clone(),
         };
+        // Under the tenant's role lock, like group writes: the two never
+        // plan against each other's old state.
+        let _serialised = self.role_locks.lock(scope.tenant_id()).await;
+        let stored = self
+            .store
+            .get_settings(scope.tenant_id())
+            .await
+            .map_err(|e| store_error(&e))?;
         let before = self.tenant_settings(scope.tenant_id()).await?;
-        let plan = self
-            .plan_settings_change(tenancy, &caller, &before, &settings)
+        // Refused before anything is written.
+        self.plan_settings_change(tenancy, &caller, &before, &settings)
             .await?;
         self.store
             .put_settings(&TenantSettings {
@@ -148,7 +162,33 @@ impl Scim {
             })
             .await
             .map_err(|e| store_error(&e))?;
-        self.run_plan(tenancy, &caller, plan).await?;
+        // Planned again from the store's current groups, then applied.
+        let applied = match self
+            .plan_settings_change(tenancy, &caller, &before, &settings)
+            .await
+        {
+            Ok(plan) => self.run_plan(tenancy, &caller, plan).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = applied {
+            // The previous settings go back, and the roles they grant.
+            let previous = stored.unwrap_or_else(|| TenantSettings {
+                tenant_id: scope.tenant_id(),
+                deprovision: before.deprovision,
+                group_roles: before.group_roles.clone(),
+                updated_at: now(),
+            });
+            if let Err(restore) = self.store.put_settings(&previous).await {
+                tracing::warn!(error = %restore, "scim: could not restore settings after a failed role change");
+            } else if let Ok(plan) = self
+                .plan_settings_change(tenancy, &caller, &settings, &before)
+                .await
+                && let Err(again) = self.run_plan(tenancy, &caller, plan).await
+            {
+                tracing::warn!(error = %again.detail, "scim: could not restore roles after a failed settings change");
+            }
+            return Err(error);
+        }
         audit(
             tenancy,
             scope.tenant_id(),

@@ -289,12 +289,22 @@ impl ScimStore for MemoryScimStore {
         Ok(())
     }
 
-    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
-        self.state()?
+    async fn delete_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        expected: i64,
+    ) -> Result<(), ScimStoreError> {
+        let mut state = self.state()?;
+        let current = state
             .groups
-            .remove(&(tenant, id))
-            .map(|_| ())
-            .ok_or(ScimStoreError::NotFound)
+            .get(&(tenant, id))
+            .ok_or(ScimStoreError::NotFound)?;
+        if current.version != expected {
+            return Err(ScimStoreError::VersionMismatch);
+        }
+        state.groups.remove(&(tenant, id));
+        Ok(())
     }
 
     async fn get_settings(

@@ -382,8 +382,13 @@ impl ScimStore for PgScimStore {
         self.pg_update_group(group, expected).await
     }
 
-    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
-        self.pg_delete_group(tenant, id).await
+    async fn delete_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        expected: i64,
+    ) -> Result<(), ScimStoreError> {
+        self.pg_delete_group(tenant, id, expected).await
     }
 
     async fn get_settings(

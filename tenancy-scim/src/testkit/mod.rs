@@ -402,14 +402,26 @@ async fn group_cases(directory: &Directory, store: &dyn ScimStore) {
     );
     assert!(store.groups_of(a, first.id).await.unwrap().is_empty());
 
+    let version = store
+        .get_group(a, admins.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
     assert!(matches!(
-        store.delete_group(b, admins.id).await,
+        store.delete_group(b, admins.id, version).await,
         Err(ScimStoreError::NotFound)
     ));
-    store.delete_group(a, admins.id).await.unwrap();
+    // A delete is versioned like an update: a stale version deletes nothing.
+    assert!(matches!(
+        store.delete_group(a, admins.id, version - 1).await,
+        Err(ScimStoreError::VersionMismatch)
+    ));
+    assert!(store.get_group(a, admins.id).await.unwrap().is_some());
+    store.delete_group(a, admins.id, version).await.unwrap();
     assert_eq!(store.get_group(a, admins.id).await.unwrap(), None);
     assert!(matches!(
-        store.delete_group(a, admins.id).await,
+        store.delete_group(a, admins.id, version).await,
         Err(ScimStoreError::NotFound)
     ));
     assert_eq!(ids(store.list_groups(b).await.unwrap()), vec![in_b.id]);
