@@ -310,13 +310,39 @@ pub(crate) async fn put_settings(
     let input: SettingsBody = r.json(t.config().body_limit)?;
     let deprovision = Deprovision::parse(&input.deprovision)
         .ok_or_else(|| Problem::invalid("deprovision", "expected suspend or remove"))?;
-    let roles: Vec<RoleName> = input.group_roles.iter().map(|m| m.role.clone()).collect();
-    if !roles.is_empty() {
-        // The caller may only map roles it could assign itself.
+    // The caller may only add, remove or move mappings to roles it could
+    // assign itself: the roles of every entry that is new, and of every
+    // entry that goes (a removed mapping takes the role from members).
+    let before = scim
+        .tenant_settings(c.tenant_id())
+        .await
+        .map_err(settings_problem)?;
+    let key = |m: &GroupRole| (m.group.trim().to_lowercase(), m.role.clone());
+    let old: Vec<_> = before.group_roles.iter().map(key).collect();
+    let new: Vec<_> = input.group_roles.iter().map(key).collect();
+    let added: Vec<RoleName> = new
+        .iter()
+        .filter(|entry| !old.contains(entry))
+        .map(|(_, role)| role.clone())
+        .collect();
+    let removed: Vec<RoleName> = old
+        .iter()
+        .filter(|entry| !new.contains(entry))
+        .map(|(_, role)| role.clone())
+        .collect();
+    if !added.is_empty() {
         let roles =
-            RoleSet::new(roles).map_err(|e| Problem::invalid("group_roles", e.to_string()))?;
+            RoleSet::new(added).map_err(|e| Problem::invalid("group_roles", e.to_string()))?;
         t.authz_admin()
             .authorize_assignment(c.scope(), c.authz_principal(), None, &roles)
+            .await
+            .map_err(|e| admin_problem(&e))?;
+    }
+    if !removed.is_empty() {
+        let roles =
+            RoleSet::new(removed).map_err(|e| Problem::invalid("group_roles", e.to_string()))?;
+        t.authz_admin()
+            .authorize_removal(c.scope(), c.authz_principal(), &roles)
             .await
             .map_err(|e| admin_problem(&e))?;
     }

@@ -694,3 +694,57 @@ pub async fn scim_deprovisioning_follows_the_tenant_setting(app: &TestApp) {
         .await;
     assert_eq!(b_settings.json["deprovision"], "suspend");
 }
+
+/// `PUT /scim/settings` checks the caller's rank over every mapping it
+/// adds and every mapping it removes or moves: a custom role holding
+/// `scim:manage` below `admin` cannot take `admin` away from a group, nor
+/// clear the mapping, but may add a mapping to a role it holds.
+pub async fn scim_settings_changes_need_rank_over_old_and_new_roles(app: &TestApp) {
+    let owner = app.register("ranked", "owner@ranked.test").await;
+    let role = app
+        .call(
+            Method::PUT,
+            "/roles/provisioner",
+            Some(&owner.token),
+            Some(
+                json!({ "permissions": ["scim:manage", "members:manage"], "inherits": ["member"] }),
+            ),
+        )
+        .await;
+    assert_eq!(role.status, 200, "{}", role.text);
+    let provisioner = app
+        .add_member(&owner, "prov@ranked.test", &["provisioner"])
+        .await;
+    let admins = json!({ "group": "Admins", "role": "admin" });
+    let saved = put_settings(
+        app,
+        &owner,
+        json!({ "deprovision": "suspend", "group_roles": [admins.clone()] }),
+    )
+    .await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    for refused in [
+        json!([]),
+        json!([{ "group": "Admins", "role": "member" }]),
+        json!([{ "group": "Everyone", "role": "admin" }]),
+    ] {
+        put_settings(
+            app,
+            &provisioner,
+            json!({ "deprovision": "suspend", "group_roles": refused.clone() }),
+        )
+        .await
+        .assert_problem(403, "forbidden");
+    }
+    let kept = app
+        .call(Method::GET, "/scim/settings", Some(&owner.token), None)
+        .await;
+    assert_eq!(kept.json["group_roles"], json!([admins.clone()]));
+    let added = put_settings(
+        app,
+        &provisioner,
+        json!({ "deprovision": "suspend", "group_roles": [admins, { "group": "Everyone", "role": "member" }] }),
+    )
+    .await;
+    assert_eq!(added.status, 200, "{}", added.text);
+}

@@ -461,7 +461,8 @@ macro_rules! scim_scenarios {
             scim_lists_filters_and_pages, scim_patch_as_identity_providers_send,
             scim_tenants_are_isolated, scim_errors,
             scim_group_lifecycle, scim_group_roles_follow_the_mapping, scim_groups_are_isolated,
-            scim_deprovisioning_follows_the_tenant_setting
+            scim_deprovisioning_follows_the_tenant_setting,
+            scim_settings_changes_need_rank_over_old_and_new_roles
         );
         $crate::scim_scenarios!(@stores $start, with_scim_owner_mapping, scim_owner_mapping_memory,
             scim_owner_mapping_postgres;
