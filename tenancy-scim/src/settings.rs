@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tenancy_authz::AdminError;
 use tenancy_core::{AuditContext, RoleName, RoleSet, TenantId, TenantScope};
@@ -106,8 +106,14 @@ impl Scim {
 
     /// The roles the group named `display_name` grants under `settings`
     /// in this service.
+    /// An `owner` entry stored while [`crate::ScimConfig::allow_owner_mapping`]
+    /// was on grants nothing once it is off.
     pub(crate) fn granted(&self, settings: &ScimSettings, display_name: &str) -> Vec<RoleName> {
-        settings.roles_of(display_name)
+        let mut roles = settings.roles_of(display_name);
+        if !self.config.allow_owner_mapping {
+            roles.retain(|role| *role != RoleName::OWNER);
+        }
+        roles
     }
 
     /// What deactivation does in `tenant`.
@@ -241,21 +247,12 @@ impl Scim {
 
 // ---------------------------------------------------------------- routes
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
     deprovision: String,
     #[serde(default)]
     group_roles: Vec<GroupRole>,
-}
-
-impl From<&ScimSettings> for SettingsBody {
-    fn from(settings: &ScimSettings) -> Self {
-        Self {
-            deprovision: settings.deprovision.as_str().to_owned(),
-            group_roles: settings.group_roles.clone(),
-        }
-    }
 }
 
 fn settings_problem(error: ScimError) -> Problem {
@@ -282,8 +279,32 @@ fn admin_problem(error: &AdminError) -> Problem {
     }
 }
 
-fn settings_answer(settings: &ScimSettings) -> Answer {
-    tenancy_http::json(StatusCode::OK, &SettingsBody::from(settings))
+/// The settings as the routes show them: an entry this service ignores
+/// (an `owner` mapping while owner mapping is off) is marked
+/// `"active": false`.
+fn settings_body(settings: &ScimSettings, allow_owner_mapping: bool) -> serde_json::Value {
+    let group_roles: Vec<serde_json::Value> = settings
+        .group_roles
+        .iter()
+        .map(|m| {
+            if m.role == RoleName::OWNER && !allow_owner_mapping {
+                json!({ "group": m.group, "role": m.role, "active": false })
+            } else {
+                json!({ "group": m.group, "role": m.role })
+            }
+        })
+        .collect();
+    json!({
+        "deprovision": settings.deprovision.as_str(),
+        "group_roles": group_roles,
+    })
+}
+
+fn settings_answer(scim: &Scim, settings: &ScimSettings) -> Answer {
+    tenancy_http::json(
+        StatusCode::OK,
+        &settings_body(settings, scim.config.allow_owner_mapping),
+    )
 }
 
 pub(crate) async fn get_settings(
@@ -297,7 +318,7 @@ pub(crate) async fn get_settings(
         .tenant_settings(c.tenant_id())
         .await
         .map_err(settings_problem)?;
-    settings_answer(&settings)
+    settings_answer(scim, &settings)
 }
 
 pub(crate) async fn put_settings(
@@ -358,5 +379,32 @@ pub(crate) async fn put_settings(
         )
         .await
         .map_err(settings_problem)?;
-    settings_answer(&settings)
+    settings_answer(scim, &settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_entry_shows_inactive_while_owner_mapping_is_off() {
+        let settings = ScimSettings {
+            deprovision: Deprovision::Suspend,
+            group_roles: vec![
+                GroupRole {
+                    group: "Owners".into(),
+                    role: RoleName::OWNER,
+                },
+                GroupRole {
+                    group: "Admins".into(),
+                    role: RoleName::ADMIN,
+                },
+            ],
+        };
+        let off = settings_body(&settings, false);
+        assert_eq!(off["group_roles"][0]["active"], json!(false));
+        assert!(off["group_roles"][1].get("active").is_none());
+        let on = settings_body(&settings, true);
+        assert!(on["group_roles"][0].get("active").is_none());
+    }
 }

@@ -622,3 +622,27 @@ async fn a_repeated_request_repairs_roles_left_behind() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert!(app.roles(uid).await.contains(&RoleName::ADMIN));
 }
+
+/// Finding 6: an `owner` mapping stored while owner mapping was on kept
+/// minting owners after the app turned it off.
+#[tokio::test]
+async fn an_owner_mapping_grants_nothing_while_owner_mapping_is_off() {
+    let app = App::start().await;
+    let scim = app.tenancy.module::<Scim>().unwrap();
+    // Stored while the flag was on.
+    scim.store()
+        .put_settings(&TenantSettings {
+            tenant_id: app.tenant,
+            deprovision: Deprovision::Suspend,
+            group_roles: vec![GroupRole {
+                group: "Owners".into(),
+                role: RoleName::OWNER,
+            }],
+            updated_at: tenancy_core::truncate_to_micros(OffsetDateTime::now_utc()),
+        })
+        .await
+        .unwrap();
+    let (u, uid) = app.user("u@race.test").await;
+    app.group("Owners", &[&u]).await;
+    assert_eq!(app.roles(uid).await, RoleSet::single(RoleName::MEMBER));
+}
