@@ -228,13 +228,18 @@ fn display_name(value: &Value) -> Result<String, ScimError> {
             "displayName is required: 1 to {MAX_NAME} characters"
         )));
     }
+    resource::check_text("displayName", trimmed, MAX_NAME)?;
     Ok(trimmed.to_owned())
 }
 
 fn external_id(value: &Value) -> Result<Option<String>, ScimError> {
     match value {
         Value::Null => Ok(None),
-        other => text(other, "externalId").map(Some),
+        other => {
+            let id = text(other, "externalId")?;
+            resource::check_text("externalId", &id, resource::MAX_EXTERNAL_ID)?;
+            Ok(Some(id))
+        }
     }
 }
 

@@ -222,6 +222,7 @@ impl Scim {
             if group.is_empty() || group.chars().count() > 256 {
                 return Err(invalid("a group name must be 1 to 256 characters"));
             }
+            crate::resource::check_text("group", &group, 256)?;
             if mapping.role == RoleName::OWNER && !self.config.allow_owner_mapping {
                 return Err(invalid(
                     "a group cannot grant the owner role: this service does not let the \

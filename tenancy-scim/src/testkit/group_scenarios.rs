@@ -748,3 +748,57 @@ pub async fn scim_settings_changes_need_rank_over_old_and_new_roles(app: &TestAp
     .await;
     assert_eq!(added.status, 200, "{}", added.text);
 }
+
+/// A control character in a name or id, a NUL in any User attribute, or
+/// an overlong `externalId` is `400 invalidValue` on every store (Postgres
+/// cannot store a NUL), and so is a NUL in a mapped group's name.
+pub async fn scim_control_characters_are_refused(app: &TestApp) {
+    let owner = app.register("control", "owner@control.test").await;
+    let token = issue_token(app, &owner).await;
+    let long = "x".repeat(257);
+    for body in [
+        json!({ "schemas": [GROUP_SCHEMA], "displayName": "a\u{0}b" }),
+        json!({ "schemas": [GROUP_SCHEMA], "displayName": "a\u{7}b" }),
+        json!({ "schemas": [GROUP_SCHEMA], "displayName": "ok", "externalId": "a\u{0}b" }),
+        json!({ "schemas": [GROUP_SCHEMA], "displayName": "ok", "externalId": long }),
+    ] {
+        let reply = scim(app, Method::POST, "/scim/v2/Groups", &token, Some(body)).await;
+        assert_scim_error(&reply, 400, Some("invalidValue"));
+    }
+    let user = |name: &str, extra: Value| {
+        let mut body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": name,
+            "emails": [{ "value": "ada@control.test", "primary": true }],
+            "active": true,
+        });
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        body
+    };
+    for body in [
+        user("ada\u{0}@control.test", json!({})),
+        user("ada@control.test", json!({ "externalId": "a\u{0}b" })),
+        user("ada@control.test", json!({ "externalId": long })),
+        user(
+            "ada@control.test",
+            json!({ "name": { "givenName": "A\u{0}da" } }),
+        ),
+    ] {
+        let reply = scim(app, Method::POST, "/scim/v2/Users", &token, Some(body)).await;
+        assert_scim_error(&reply, 400, Some("invalidValue"));
+    }
+    put_settings(
+        app,
+        &owner,
+        json!({ "deprovision": "suspend", "group_roles": [{ "group": "a\u{0}b", "role": "admin" }] }),
+    )
+    .await
+    .assert_problem(422, "validation");
+    // Nothing was stored.
+    let groups = scim(app, Method::GET, "/scim/v2/Groups", &token, None).await;
+    assert_eq!(groups.json["totalResults"], 0, "{}", groups.text);
+    let users = scim(app, Method::GET, "/scim/v2/Users", &token, None).await;
+    assert_eq!(users.json["totalResults"], 0, "{}", users.text);
+}

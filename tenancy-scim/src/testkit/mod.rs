@@ -462,7 +462,8 @@ macro_rules! scim_scenarios {
             scim_tenants_are_isolated, scim_errors,
             scim_group_lifecycle, scim_group_roles_follow_the_mapping, scim_groups_are_isolated,
             scim_deprovisioning_follows_the_tenant_setting,
-            scim_settings_changes_need_rank_over_old_and_new_roles
+            scim_settings_changes_need_rank_over_old_and_new_roles,
+            scim_control_characters_are_refused
         );
         $crate::scim_scenarios!(@stores $start, with_scim_owner_mapping, scim_owner_mapping_memory,
             scim_owner_mapping_postgres;
