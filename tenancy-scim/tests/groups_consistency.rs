@@ -646,3 +646,28 @@ async fn an_owner_mapping_grants_nothing_while_owner_mapping_is_off() {
     app.group("Owners", &[&u]).await;
     assert_eq!(app.roles(uid).await, RoleSet::single(RoleName::MEMBER));
 }
+
+/// Finding 7: deleting a User removed it from its groups without changing
+/// their version, so an ETag still matched a group that had changed.
+#[tokio::test]
+async fn deleting_a_user_bumps_its_groups_versions() {
+    let app = App::start().await;
+    let (u, _) = app.user("u@race.test").await;
+    let g = app.group("Plain", &[&u]).await;
+    let (_, before) = app.call(Method::GET, &g, None).await;
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/scim/v2/Users/{}", u["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, after) = app.call(Method::GET, &g, None).await;
+    assert!(after.get("members").is_none());
+    assert_ne!(before["meta"]["version"], after["meta"]["version"]);
+    assert_ne!(
+        before["meta"]["lastModified"],
+        after["meta"]["lastModified"]
+    );
+}

@@ -232,10 +232,14 @@ impl ScimStore for MemoryScimStore {
             .users
             .remove(&(tenant, id))
             .ok_or(ScimStoreError::NotFound)?;
-        // Like the Postgres foreign key: the record leaves its groups.
+        // Like the Postgres store: the record leaves its groups, which
+        // change version.
+        let at = tenancy_core::truncate_to_micros(OffsetDateTime::now_utc());
         for group in state.groups.values_mut() {
-            if group.tenant_id == tenant {
+            if group.tenant_id == tenant && group.members.contains(&id) {
                 group.members.retain(|member| *member != id);
+                group.version += 1;
+                group.updated_at = at;
             }
         }
         Ok(())

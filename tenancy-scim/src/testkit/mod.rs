@@ -389,17 +389,17 @@ async fn group_cases(directory: &Directory, store: &dyn ScimStore) {
         "refused updates change nothing"
     );
 
-    // Deleting a user record removes it from its groups.
+    // Deleting a user record removes it from its groups, bumping their
+    // version and lastModified; other groups keep theirs.
     store.delete_user(a, first.id).await.unwrap();
-    assert!(
-        store
-            .get_group(a, plain.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .members
-            .is_empty()
-    );
+    let left = store.get_group(a, plain.id).await.unwrap().unwrap();
+    assert!(left.members.is_empty());
+    assert_eq!(left.version, plain.version + 1, "the ETag changes");
+    assert!(left.updated_at > plain.updated_at);
+    let kept = store.get_group(a, admins.id).await.unwrap().unwrap();
+    if !kept.members.contains(&first.id) {
+        assert_eq!(kept.version, renamed.version);
+    }
     assert!(store.groups_of(a, first.id).await.unwrap().is_empty());
 
     let version = store
