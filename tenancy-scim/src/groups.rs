@@ -34,6 +34,9 @@ use crate::store::GroupRecord;
 /// The longest `displayName` kept.
 const MAX_NAME: usize = 256;
 
+/// The most member values one request may name (a POST, PUT or PATCH).
+pub const MAX_MEMBERS_PER_REQUEST: usize = 1_000;
+
 /// Audit actions of the Group routes.
 pub(crate) mod actions {
     pub(crate) const GROUP_CREATED: &str = "scim.group_created";
@@ -175,17 +178,22 @@ struct GroupInput {
     display_name: String,
     external_id: Option<String>,
     members: Vec<Uuid>,
+    /// How many member values the request named (capped per request).
+    given: usize,
 }
 
 /// The User ids of a `members` value: an array of (or one) `{value}`
 /// object. A member of another type (nested groups) or an id that is no
 /// SCIM id is refused like an unknown member.
 fn member_ids(value: &Value) -> Result<Vec<Uuid>, ScimError> {
-    let items = match value {
+    let items: Vec<&Value> = match value {
         Value::Null => return Ok(Vec::new()),
         Value::Array(items) => items.iter().collect(),
         single => vec![single],
     };
+    if items.len() > MAX_MEMBERS_PER_REQUEST {
+        return Err(too_many_members());
+    }
     items
         .into_iter()
         .map(|item| {
@@ -211,6 +219,30 @@ fn member_ids(value: &Value) -> Result<Vec<Uuid>, ScimError> {
                 .ok_or_else(unknown_member)
         })
         .collect()
+}
+
+fn too_many_members() -> ScimError {
+    invalid(format!(
+        "at most {MAX_MEMBERS_PER_REQUEST} member values per request; send the rest in further requests"
+    ))
+}
+
+impl Scim {
+    /// Refuses a request naming too many members, or a group that would
+    /// hold more than [`crate::ScimConfig::max_group_members`].
+    fn check_members(&self, input: &GroupInput) -> Result<(), ScimError> {
+        if input.given > MAX_MEMBERS_PER_REQUEST {
+            return Err(too_many_members());
+        }
+        let mut distinct = input.members.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let max = self.config.max_group_members;
+        if distinct.len() > max {
+            return Err(invalid(format!("a group holds at most {max} members")));
+        }
+        Ok(())
+    }
 }
 
 fn text(value: &Value, name: &str) -> Result<String, ScimError> {
@@ -253,10 +285,12 @@ fn group_input(value: &Value) -> Result<GroupInput, ScimError> {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     };
+    let members = member_ids(field("members").unwrap_or(&Value::Null))?;
     Ok(GroupInput {
         display_name: display_name(field("displayName").unwrap_or(&Value::Null))?,
         external_id: external_id(field("externalId").unwrap_or(&Value::Null))?,
-        members: member_ids(field("members").unwrap_or(&Value::Null))?,
+        given: members.len(),
+        members,
     })
 }
 
@@ -360,6 +394,7 @@ fn apply(
         (None, Op::Add | Op::Replace) => {
             let value = value.ok_or_else(|| invalid("`members` needs a value"))?;
             let given = member_ids(&value)?;
+            group.given += given.len();
             if op == Op::Add {
                 group.members.extend(given);
             } else {
@@ -372,6 +407,7 @@ fn apply(
             match value {
                 Some(value) if !value.is_null() => {
                     let removed = member_ids(&value)?;
+                    group.given += removed.len();
                     group.members.retain(|id| !removed.contains(id));
                 }
                 _ => group.members.clear(),
@@ -829,6 +865,7 @@ pub(crate) async fn create_group(
             let value = body(t, r)?;
             require_schema(&value, GROUP_SCHEMA)?;
             let input = group_input(&value)?;
+            scim.check_members(&input)?;
             let at = now();
             let mut group = GroupRecord {
                 id: Uuid::now_v7(),
@@ -869,7 +906,9 @@ pub(crate) async fn replace_group(
                     "id cannot change",
                 ));
             }
-            let next = record_of(group_input(&value)?, &current);
+            let input = group_input(&value)?;
+            scim.check_members(&input)?;
+            let next = record_of(input, &current);
             scim.save_group(t, &caller, Some(&current), Some(&next))
                 .await?;
             group_response(t, StatusCode::OK, scim, &caller, r, &next).await
@@ -890,6 +929,7 @@ pub(crate) async fn patch_group(t: &Tenancy, r: &ApiRequest, _: Option<&RequestC
                 display_name: current.display_name.clone(),
                 external_id: current.external_id.clone(),
                 members: current.members.clone(),
+                given: 0,
             };
             for operation in operations {
                 apply(
@@ -899,6 +939,7 @@ pub(crate) async fn patch_group(t: &Tenancy, r: &ApiRequest, _: Option<&RequestC
                     operation.value,
                 )?;
             }
+            scim.check_members(&input)?;
             let next = record_of(input, &current);
             scim.save_group(t, &caller, Some(&current), Some(&next))
                 .await?;
@@ -939,6 +980,7 @@ mod tests {
             display_name: "Engineering".into(),
             external_id: Some("okta-1".into()),
             members: members.to_vec(),
+            given: 0,
         }
     }
 

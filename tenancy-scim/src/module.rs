@@ -68,6 +68,8 @@ pub struct ScimConfig {
     /// default: whoever administers the identity provider would become an
     /// owner of the tenant by adding themselves to the group.
     pub allow_owner_mapping: bool,
+    /// The most members one group may hold (`400 invalidValue` beyond).
+    pub max_group_members: usize,
 }
 
 impl Default for ScimConfig {
@@ -78,6 +80,7 @@ impl Default for ScimConfig {
             max_results: 200,
             base_url: None,
             allow_owner_mapping: false,
+            max_group_members: 10_000,
         }
     }
 }
@@ -105,6 +108,12 @@ impl ScimConfig {
     /// escalation path: see [`ScimConfig::allow_owner_mapping`]).
     pub fn with_owner_mapping(mut self, allow: bool) -> Self {
         self.allow_owner_mapping = allow;
+        self
+    }
+
+    /// Sets the most members one group may hold, at least 1.
+    pub fn with_max_group_members(mut self, max: usize) -> Self {
+        self.max_group_members = max.max(1);
         self
     }
 

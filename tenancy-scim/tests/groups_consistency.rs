@@ -671,3 +671,49 @@ async fn deleting_a_user_bumps_its_groups_versions() {
         after["meta"]["lastModified"]
     );
 }
+
+/// Finding 5: a request naming more than 1,000 members, or a group growing
+/// past `ScimConfig::max_group_members`, is `400 invalidValue`.
+#[tokio::test]
+async fn member_counts_are_capped() {
+    let app = App::start_with(ScimConfig::default().with_max_group_members(2)).await;
+    let (a, _) = app.user("a@race.test").await;
+    let (b, _) = app.user("b@race.test").await;
+    let (c, _) = app.user("c@race.test").await;
+    let g = app.group("Capped", &[&a, &b]).await;
+    let (s, body) = app
+        .call(
+            Method::PATCH,
+            &g,
+            Some(patch("add", json!([{"value": c["id"]}]))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["scimType"], "invalidValue");
+    assert_eq!(app.members(&g).await.len(), 2);
+    let many: Vec<Value> = (0..=tenancy_scim::MAX_MEMBERS_PER_REQUEST)
+        .map(|_| json!({"value": Uuid::now_v7().to_string()}))
+        .collect();
+    let (s, body) = app
+        .call(
+            Method::POST,
+            "/scim/v2/Groups",
+            Some(json!({"schemas": [GROUP_SCHEMA], "displayName": "Many", "members": many})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["scimType"], "invalidValue");
+    // Split across operations of one PATCH, too.
+    let half: Vec<Value> = many[..600].to_vec();
+    let (s, body) = app
+        .call(
+            Method::PATCH,
+            &g,
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "remove", "path": "members", "value": half},
+                {"op": "remove", "path": "members", "value": half},
+            ]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+}
