@@ -450,6 +450,29 @@ impl Scim {
         let tenant = caller.tenant();
         let backend = tenancy.directory().backend();
         let mut plan = Vec::new();
+        if affected.is_empty() {
+            return Ok(plan);
+        }
+        // The tenant's mapped groups, read once rather than once per member:
+        // their (sorted) members and the roles they grant.
+        let mut groups = self
+            .store
+            .list_groups(tenant)
+            .await
+            .map_err(|e| store_error(&e))?;
+        if let Some((id, replacement)) = replaced {
+            groups.retain(|g| g.id != id);
+            groups.extend(replacement.cloned());
+        }
+        let mapped: Vec<(Vec<Uuid>, Vec<RoleName>)> = groups
+            .into_iter()
+            .filter_map(|g| {
+                let roles = self.granted(settings, &g.display_name);
+                let mut members = g.members;
+                members.sort_unstable();
+                (!roles.is_empty()).then_some((members, roles))
+            })
+            .collect();
         for scim_id in affected {
             let Some(record) = self
                 .store
@@ -459,20 +482,10 @@ impl Scim {
             else {
                 continue;
             };
-            let mut groups = self
-                .store
-                .groups_of(tenant, scim_id)
-                .await
-                .map_err(|e| store_error(&e))?;
-            if let Some((id, replacement)) = replaced {
-                groups.retain(|g| g.id != id);
-                if let Some(group) = replacement.filter(|g| g.members.contains(&scim_id)) {
-                    groups.push(group.clone());
-                }
-            }
-            let granted: Vec<RoleName> = groups
+            let granted: Vec<RoleName> = mapped
                 .iter()
-                .flat_map(|g| self.granted(settings, &g.display_name))
+                .filter(|(members, _)| members.binary_search(&scim_id).is_ok())
+                .flat_map(|(_, roles)| roles.iter().cloned())
                 .collect();
             let roles = if granted.is_empty() {
                 self.config.default_roles.clone()
