@@ -8,6 +8,13 @@
 //! only through [`tenancy_core::Directory::change_roles`] (audited, the
 //! SCIM token as actor). Only changes that touch a mapped group recompute
 //! roles, so plain groups never change anyone's roles.
+//!
+//! A group or settings write and the role changes it implies run under a
+//! per-tenant lock of the module, and the roles are recomputed from the
+//! store's state after the write (desired against actual), so the last
+//! writer's view wins. The lock is per process: with several processes on
+//! one database the recompute narrows, but does not remove, the window in
+//! which two writes plan against each other's old state.
 
 use std::collections::{BTreeSet, HashMap};
 
