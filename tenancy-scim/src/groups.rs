@@ -8,13 +8,20 @@
 //! only through [`tenancy_core::Directory::change_roles`] (audited, the
 //! SCIM token as actor). Only changes that touch a mapped group recompute
 //! roles, so plain groups never change anyone's roles.
+//!
+//! A group or settings write and the role changes it implies run under a
+//! per-tenant lock of the module, and the roles are recomputed from the
+//! store's state after the write (desired against actual), so the last
+//! writer's view wins. The lock is per process: with several processes on
+//! one database the recompute narrows, but does not remove, the window in
+//! which two writes plan against each other's old state.
 
 use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
-use tenancy_core::{MembershipStore, RoleName, RoleSet, UserId};
+use tenancy_core::{MembershipStore, RoleName, RoleSet, TenantId, UserId};
 use tenancy_http::{ApiRequest, RequestContext, Tenancy};
 use uuid::Uuid;
 
@@ -33,6 +40,9 @@ use crate::store::GroupRecord;
 
 /// The longest `displayName` kept.
 const MAX_NAME: usize = 256;
+
+/// The most member values one request may name (a POST, PUT or PATCH).
+pub const MAX_MEMBERS_PER_REQUEST: usize = 1_000;
 
 /// Audit actions of the Group routes.
 pub(crate) mod actions {
@@ -175,17 +185,22 @@ struct GroupInput {
     display_name: String,
     external_id: Option<String>,
     members: Vec<Uuid>,
+    /// How many member values the request named (capped per request).
+    given: usize,
 }
 
 /// The User ids of a `members` value: an array of (or one) `{value}`
 /// object. A member of another type (nested groups) or an id that is no
 /// SCIM id is refused like an unknown member.
 fn member_ids(value: &Value) -> Result<Vec<Uuid>, ScimError> {
-    let items = match value {
+    let items: Vec<&Value> = match value {
         Value::Null => return Ok(Vec::new()),
         Value::Array(items) => items.iter().collect(),
         single => vec![single],
     };
+    if items.len() > MAX_MEMBERS_PER_REQUEST {
+        return Err(too_many_members());
+    }
     items
         .into_iter()
         .map(|item| {
@@ -213,6 +228,30 @@ fn member_ids(value: &Value) -> Result<Vec<Uuid>, ScimError> {
         .collect()
 }
 
+fn too_many_members() -> ScimError {
+    invalid(format!(
+        "at most {MAX_MEMBERS_PER_REQUEST} member values per request; send the rest in further requests"
+    ))
+}
+
+impl Scim {
+    /// Refuses a request naming too many members, or a group that would
+    /// hold more than [`crate::ScimConfig::max_group_members`].
+    fn check_members(&self, input: &GroupInput) -> Result<(), ScimError> {
+        if input.given > MAX_MEMBERS_PER_REQUEST {
+            return Err(too_many_members());
+        }
+        let mut distinct = input.members.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let max = self.config.max_group_members;
+        if distinct.len() > max {
+            return Err(invalid(format!("a group holds at most {max} members")));
+        }
+        Ok(())
+    }
+}
+
 fn text(value: &Value, name: &str) -> Result<String, ScimError> {
     value
         .as_str()
@@ -228,13 +267,18 @@ fn display_name(value: &Value) -> Result<String, ScimError> {
             "displayName is required: 1 to {MAX_NAME} characters"
         )));
     }
+    resource::check_text("displayName", trimmed, MAX_NAME)?;
     Ok(trimmed.to_owned())
 }
 
 fn external_id(value: &Value) -> Result<Option<String>, ScimError> {
     match value {
         Value::Null => Ok(None),
-        other => text(other, "externalId").map(Some),
+        other => {
+            let id = text(other, "externalId")?;
+            resource::check_text("externalId", &id, resource::MAX_EXTERNAL_ID)?;
+            Ok(Some(id))
+        }
     }
 }
 
@@ -248,10 +292,12 @@ fn group_input(value: &Value) -> Result<GroupInput, ScimError> {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     };
+    let members = member_ids(field("members").unwrap_or(&Value::Null))?;
     Ok(GroupInput {
         display_name: display_name(field("displayName").unwrap_or(&Value::Null))?,
         external_id: external_id(field("externalId").unwrap_or(&Value::Null))?,
-        members: member_ids(field("members").unwrap_or(&Value::Null))?,
+        given: members.len(),
+        members,
     })
 }
 
@@ -355,6 +401,7 @@ fn apply(
         (None, Op::Add | Op::Replace) => {
             let value = value.ok_or_else(|| invalid("`members` needs a value"))?;
             let given = member_ids(&value)?;
+            group.given += given.len();
             if op == Op::Add {
                 group.members.extend(given);
             } else {
@@ -367,6 +414,7 @@ fn apply(
             match value {
                 Some(value) if !value.is_null() => {
                     let removed = member_ids(&value)?;
+                    group.given += removed.len();
                     group.members.retain(|id| !removed.contains(id));
                 }
                 _ => group.members.clear(),
@@ -409,6 +457,29 @@ impl Scim {
         let tenant = caller.tenant();
         let backend = tenancy.directory().backend();
         let mut plan = Vec::new();
+        if affected.is_empty() {
+            return Ok(plan);
+        }
+        // The tenant's mapped groups, read once rather than once per member:
+        // their (sorted) members and the roles they grant.
+        let mut groups = self
+            .store
+            .list_groups(tenant)
+            .await
+            .map_err(|e| store_error(&e))?;
+        if let Some((id, replacement)) = replaced {
+            groups.retain(|g| g.id != id);
+            groups.extend(replacement.cloned());
+        }
+        let mapped: Vec<(Vec<Uuid>, Vec<RoleName>)> = groups
+            .into_iter()
+            .filter_map(|g| {
+                let roles = self.granted(settings, &g.display_name);
+                let mut members = g.members;
+                members.sort_unstable();
+                (!roles.is_empty()).then_some((members, roles))
+            })
+            .collect();
         for scim_id in affected {
             let Some(record) = self
                 .store
@@ -418,20 +489,10 @@ impl Scim {
             else {
                 continue;
             };
-            let mut groups = self
-                .store
-                .groups_of(tenant, scim_id)
-                .await
-                .map_err(|e| store_error(&e))?;
-            if let Some((id, replacement)) = replaced {
-                groups.retain(|g| g.id != id);
-                if let Some(group) = replacement.filter(|g| g.members.contains(&scim_id)) {
-                    groups.push(group.clone());
-                }
-            }
-            let granted: Vec<RoleName> = groups
+            let granted: Vec<RoleName> = mapped
                 .iter()
-                .flat_map(|g| settings.roles_of(&g.display_name))
+                .filter(|(members, _)| members.binary_search(&scim_id).is_ok())
+                .flat_map(|(_, roles)| roles.iter().cloned())
                 .collect();
             let roles = if granted.is_empty() {
                 self.config.default_roles.clone()
@@ -453,9 +514,12 @@ impl Scim {
                 // Without owner mapping the directory never manages owners.
                 continue;
             }
+            // Only an active membership that gains the role is a new owner
+            // the last-owner rule can count on.
+            let active = membership.status == tenancy_core::MembershipStatus::Active;
             plan.push(RoleChange {
                 user: record.user_id,
-                gains_owner: !owner && roles.contains(&RoleName::OWNER),
+                gains_owner: active && !owner && roles.contains(&RoleName::OWNER),
                 loses_active_owner: membership.is_active_owner()
                     && !roles.contains(&RoleName::OWNER),
                 roles,
@@ -518,7 +582,9 @@ impl Scim {
             .map_err(|e| store_error(&e))?;
         let affected: BTreeSet<Uuid> = groups
             .iter()
-            .filter(|g| before.roles_of(&g.display_name) != after.roles_of(&g.display_name))
+            .filter(|g| {
+                self.granted(before, &g.display_name) != self.granted(after, &g.display_name)
+            })
             .flat_map(|g| g.members.clone())
             .collect();
         let plan = self
@@ -542,17 +608,10 @@ impl Scim {
         else {
             return Ok(());
         };
+        let _serialised = self.role_locks.lock(caller.tenant()).await;
         let settings = self.tenant_settings(caller.tenant()).await?;
-        let plan = self
-            .plan_roles(
-                tenancy,
-                caller,
-                &settings,
-                BTreeSet::from([record.id]),
-                None,
-            )
-            .await?;
-        self.apply_roles(tenancy, caller, plan).await
+        self.converge(tenancy, caller, &settings, BTreeSet::from([record.id]))
+            .await
     }
 
     /// Applies what [`Scim::plan_settings_change`] planned.
@@ -565,8 +624,33 @@ impl Scim {
         self.apply_roles(tenancy, caller, plan.0).await
     }
 
+    /// Brings the roles of the SCIM users `affected` in line with the
+    /// store's current groups and `settings` (desired against actual
+    /// roles, so a repeated request repairs an earlier partial failure).
+    pub(crate) async fn converge(
+        &self,
+        tenancy: &Tenancy,
+        caller: &Caller,
+        settings: &ScimSettings,
+        affected: BTreeSet<Uuid>,
+    ) -> Result<(), ScimError> {
+        if affected.is_empty() {
+            return Ok(());
+        }
+        let plan = self
+            .plan_roles(tenancy, caller, settings, affected, None)
+            .await?;
+        self.apply_roles(tenancy, caller, plan).await
+    }
+
     /// Stores a group change (`before` = `None`: a new group; `after` =
     /// `None`: deleted) and updates the roles it implies, audited.
+    ///
+    /// Holds the tenant's role lock throughout, refuses a change that
+    /// would leave the tenant without an active owner before writing, and
+    /// after the write re-derives the members' roles from the store's
+    /// current state. When that fails the previous row is put back (and
+    /// the roles re-derived from it), so "nothing was changed" holds.
     async fn save_group(
         &self,
         tenancy: &Tenancy,
@@ -575,33 +659,38 @@ impl Scim {
         after: Option<&GroupRecord>,
     ) -> Result<(), ScimError> {
         let tenant = caller.tenant();
+        let _serialised = self.role_locks.lock(tenant).await;
         // Members from elsewhere are refused by the store's write below
         // (`UnknownMember`), which runs before any role changes.
         let settings = self.tenant_settings(tenant).await?;
         let mapped = |g: Option<&GroupRecord>| {
-            g.map(|g| settings.roles_of(&g.display_name))
-                .unwrap_or_default()
+            g.is_some_and(|g| !self.granted(&settings, &g.display_name).is_empty())
         };
         let members = |g: Option<&GroupRecord>| -> BTreeSet<Uuid> {
             g.map(|g| g.members.iter().copied().collect())
                 .unwrap_or_default()
         };
-        let (old, new) = (members(before), members(after));
-        let affected: BTreeSet<Uuid> = if mapped(before).is_empty() && mapped(after).is_empty() {
-            BTreeSet::new()
-        } else if mapped(before) == mapped(after) {
-            old.symmetric_difference(&new).copied().collect()
+        // Every member before and after, when a mapped group is involved:
+        // their roles are recomputed against what they hold now.
+        let affected: BTreeSet<Uuid> = if mapped(before) || mapped(after) {
+            members(before).union(&members(after)).copied().collect()
         } else {
-            old.union(&new).copied().collect()
+            BTreeSet::new()
         };
         let id = before.or(after).map(|g| g.id);
-        let plan = match id {
-            Some(id) if !affected.is_empty() => {
-                self.plan_roles(tenancy, caller, &settings, affected, Some((id, after)))
-                    .await?
-            }
-            _ => Vec::new(),
-        };
+        if let Some(id) = id
+            && !affected.is_empty()
+        {
+            // Refused before anything is written.
+            self.plan_roles(
+                tenancy,
+                caller,
+                &settings,
+                affected.clone(),
+                Some((id, after)),
+            )
+            .await?;
+        }
         let (action, target) = match (before, after) {
             (None, Some(group)) => {
                 self.store
@@ -619,14 +708,23 @@ impl Scim {
             }
             (Some(current), None) => {
                 self.store
-                    .delete_group(tenant, current.id)
+                    .delete_group(tenant, current.id, current.version)
                     .await
                     .map_err(|e| group_error(&e))?;
                 (actions::GROUP_DELETED, current)
             }
             (None, None) => return Ok(()),
         };
-        self.apply_roles(tenancy, caller, plan).await?;
+        if let Err(error) = self
+            .converge(tenancy, caller, &settings, affected.clone())
+            .await
+        {
+            self.restore_group(before, after).await;
+            if let Err(again) = self.converge(tenancy, caller, &settings, affected).await {
+                tracing::warn!(tenant = %tenant, error = %again.detail, "scim: could not restore roles after a failed group change");
+            }
+            return Err(error);
+        }
         audit(
             tenancy,
             tenant,
@@ -640,6 +738,58 @@ impl Scim {
             }),
         )
         .await
+    }
+
+    /// Puts back the row a failed group change replaced (best effort: a
+    /// concurrent change that won meanwhile is kept).
+    async fn restore_group(&self, before: Option<&GroupRecord>, after: Option<&GroupRecord>) {
+        let restored = match (before, after) {
+            (None, Some(created)) => {
+                self.store
+                    .delete_group(created.tenant_id, created.id, created.version)
+                    .await
+            }
+            (Some(previous), Some(written)) => {
+                let restored = GroupRecord {
+                    version: written.version + 1,
+                    updated_at: now(),
+                    ..previous.clone()
+                };
+                self.store.update_group(&restored, written.version).await
+            }
+            (Some(deleted), None) => {
+                let restored = GroupRecord {
+                    version: deleted.version + 1,
+                    updated_at: now(),
+                    ..deleted.clone()
+                };
+                self.store.insert_group(&restored).await
+            }
+            (None, None) => Ok(()),
+        };
+        if let Err(error) = restored {
+            tracing::warn!(error = %error, "scim: could not restore a group after a failed role change");
+        }
+    }
+}
+
+/// Per-tenant locks serialising role derivation inside the process: a
+/// group or settings write and the role changes it implies run under the
+/// tenant's lock, so two of them never plan against each other's old
+/// state. Striped (tenants share a fixed set of locks) so the set never
+/// grows; one task only ever holds one.
+pub(crate) struct RoleLocks([tokio::sync::Mutex<()>; 64]);
+
+impl RoleLocks {
+    pub(crate) fn new() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+
+    /// Waits for `tenant`'s lock.
+    pub(crate) async fn lock(&self, tenant: TenantId) -> tokio::sync::MutexGuard<'_, ()> {
+        // The remainder is below 64, so the cast keeps it whole.
+        let index = (tenant.as_uuid().as_u128() % 64) as usize;
+        self.0[index].lock().await
     }
 }
 
@@ -735,6 +885,7 @@ pub(crate) async fn create_group(
             let value = body(t, r)?;
             require_schema(&value, GROUP_SCHEMA)?;
             let input = group_input(&value)?;
+            scim.check_members(&input)?;
             let at = now();
             let mut group = GroupRecord {
                 id: Uuid::now_v7(),
@@ -775,7 +926,9 @@ pub(crate) async fn replace_group(
                     "id cannot change",
                 ));
             }
-            let next = record_of(group_input(&value)?, &current);
+            let input = group_input(&value)?;
+            scim.check_members(&input)?;
+            let next = record_of(input, &current);
             scim.save_group(t, &caller, Some(&current), Some(&next))
                 .await?;
             group_response(t, StatusCode::OK, scim, &caller, r, &next).await
@@ -796,6 +949,7 @@ pub(crate) async fn patch_group(t: &Tenancy, r: &ApiRequest, _: Option<&RequestC
                 display_name: current.display_name.clone(),
                 external_id: current.external_id.clone(),
                 members: current.members.clone(),
+                given: 0,
             };
             for operation in operations {
                 apply(
@@ -805,6 +959,7 @@ pub(crate) async fn patch_group(t: &Tenancy, r: &ApiRequest, _: Option<&RequestC
                     operation.value,
                 )?;
             }
+            scim.check_members(&input)?;
             let next = record_of(input, &current);
             scim.save_group(t, &caller, Some(&current), Some(&next))
                 .await?;
@@ -845,6 +1000,7 @@ mod tests {
             display_name: "Engineering".into(),
             external_id: Some("okta-1".into()),
             members: members.to_vec(),
+            given: 0,
         }
     }
 

@@ -52,6 +52,7 @@ pub mod store;
 pub mod testkit;
 
 pub use error::{SCIM_JSON, ScimError, ScimStoreError, ScimType};
+pub use groups::MAX_MEMBERS_PER_REQUEST;
 pub use module::{Deprovision, IssuedToken, Scim, ScimConfig, TOKEN_PREFIX, actions};
 pub use routes::BASE_PATH;
 pub use schema::{

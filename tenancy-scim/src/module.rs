@@ -68,6 +68,8 @@ pub struct ScimConfig {
     /// default: whoever administers the identity provider would become an
     /// owner of the tenant by adding themselves to the group.
     pub allow_owner_mapping: bool,
+    /// The most members one group may hold (`400 invalidValue` beyond).
+    pub max_group_members: usize,
 }
 
 impl Default for ScimConfig {
@@ -78,6 +80,7 @@ impl Default for ScimConfig {
             max_results: 200,
             base_url: None,
             allow_owner_mapping: false,
+            max_group_members: 10_000,
         }
     }
 }
@@ -108,6 +111,12 @@ impl ScimConfig {
         self
     }
 
+    /// Sets the most members one group may hold, at least 1.
+    pub fn with_max_group_members(mut self, max: usize) -> Self {
+        self.max_group_members = max.max(1);
+        self
+    }
+
     /// Sets the public URL of the SCIM routes.
     pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into().trim_end_matches('/').to_owned());
@@ -135,6 +144,7 @@ impl ScimConfig {
 pub struct Scim {
     pub(crate) store: Arc<dyn ScimStore>,
     pub(crate) config: ScimConfig,
+    pub(crate) role_locks: Arc<crate::groups::RoleLocks>,
     #[cfg(feature = "postgres")]
     migrate: bool,
 }
@@ -247,6 +257,7 @@ impl Scim {
         Self {
             store,
             config: ScimConfig::default(),
+            role_locks: Arc::new(crate::groups::RoleLocks::new()),
             #[cfg(feature = "postgres")]
             migrate: false,
         }

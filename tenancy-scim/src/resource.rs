@@ -35,6 +35,50 @@ impl Versioned for crate::store::GroupRecord {
 }
 
 /// The weak entity tag of a record's version.
+/// The longest `externalId` kept, on Users and Groups.
+pub(crate) const MAX_EXTERNAL_ID: usize = 256;
+
+/// Refuses (`400 invalidValue`) a name or id holding a control character
+/// (which Postgres cannot store, or which no identity provider means), or
+/// longer than `max` characters.
+pub(crate) fn check_text(name: &str, text: &str, max: usize) -> Result<(), ScimError> {
+    if text.chars().any(char::is_control) {
+        return Err(ScimError::bad_request(
+            ScimType::InvalidValue,
+            format!("`{name}` must not contain control characters"),
+        ));
+    }
+    if text.chars().count() > max {
+        return Err(ScimError::bad_request(
+            ScimType::InvalidValue,
+            format!("`{name}` must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses (`400 invalidValue`) a NUL character anywhere in `value`'s
+/// strings or keys: no store keeps one.
+pub(crate) fn check_no_nul(value: &Value) -> Result<(), ScimError> {
+    let refused = || {
+        ScimError::bad_request(
+            ScimType::InvalidValue,
+            "attribute values must not contain NUL characters",
+        )
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => Err(refused()),
+        Value::Array(items) => items.iter().try_for_each(check_no_nul),
+        Value::Object(map) => map.iter().try_for_each(|(key, item)| {
+            if key.contains('\0') {
+                return Err(refused());
+            }
+            check_no_nul(item)
+        }),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn etag(record: &impl Versioned) -> String {
     format!("W/\"{}\"", record.version())
 }

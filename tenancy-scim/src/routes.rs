@@ -606,6 +606,12 @@ fn input(value: &Value) -> Result<Input, ScimError> {
         Some(Value::String(id)) => Some(id),
         _ => None,
     };
+    // What Postgres cannot store is refused on every store alike.
+    resource::check_text("userName", &user_name, 256)?;
+    if let Some(id) = &external_id {
+        resource::check_text("externalId", id, resource::MAX_EXTERNAL_ID)?;
+    }
+    resource::check_no_nul(&Value::Object(cleaned.clone()))?;
     let active = match cleaned.remove("active") {
         Some(Value::Bool(active)) => Some(active),
         _ => None,

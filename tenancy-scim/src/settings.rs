@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tenancy_authz::AdminError;
 use tenancy_core::{AuditContext, RoleName, RoleSet, TenantId, TenantScope};
@@ -104,6 +104,18 @@ impl Scim {
         })
     }
 
+    /// The roles the group named `display_name` grants under `settings`
+    /// in this service.
+    /// An `owner` entry stored while [`crate::ScimConfig::allow_owner_mapping`]
+    /// was on grants nothing once it is off.
+    pub(crate) fn granted(&self, settings: &ScimSettings, display_name: &str) -> Vec<RoleName> {
+        let mut roles = settings.roles_of(display_name);
+        if !self.config.allow_owner_mapping {
+            roles.retain(|role| *role != RoleName::OWNER);
+        }
+        roles
+    }
+
     /// What deactivation does in `tenant`.
     pub(crate) async fn deprovision_mode(
         &self,
@@ -135,9 +147,17 @@ impl Scim {
             scope: *scope,
             audit: context.clone(),
         };
+        // Under the tenant's role lock, like group writes: the two never
+        // plan against each other's old state.
+        let _serialised = self.role_locks.lock(scope.tenant_id()).await;
+        let stored = self
+            .store
+            .get_settings(scope.tenant_id())
+            .await
+            .map_err(|e| store_error(&e))?;
         let before = self.tenant_settings(scope.tenant_id()).await?;
-        let plan = self
-            .plan_settings_change(tenancy, &caller, &before, &settings)
+        // Refused before anything is written.
+        self.plan_settings_change(tenancy, &caller, &before, &settings)
             .await?;
         self.store
             .put_settings(&TenantSettings {
@@ -148,7 +168,33 @@ impl Scim {
             })
             .await
             .map_err(|e| store_error(&e))?;
-        self.run_plan(tenancy, &caller, plan).await?;
+        // Planned again from the store's current groups, then applied.
+        let applied = match self
+            .plan_settings_change(tenancy, &caller, &before, &settings)
+            .await
+        {
+            Ok(plan) => self.run_plan(tenancy, &caller, plan).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = applied {
+            // The previous settings go back, and the roles they grant.
+            let previous = stored.unwrap_or_else(|| TenantSettings {
+                tenant_id: scope.tenant_id(),
+                deprovision: before.deprovision,
+                group_roles: before.group_roles.clone(),
+                updated_at: now(),
+            });
+            if let Err(restore) = self.store.put_settings(&previous).await {
+                tracing::warn!(error = %restore, "scim: could not restore settings after a failed role change");
+            } else if let Ok(plan) = self
+                .plan_settings_change(tenancy, &caller, &settings, &before)
+                .await
+                && let Err(again) = self.run_plan(tenancy, &caller, plan).await
+            {
+                tracing::warn!(error = %again.detail, "scim: could not restore roles after a failed settings change");
+            }
+            return Err(error);
+        }
         audit(
             tenancy,
             scope.tenant_id(),
@@ -176,6 +222,7 @@ impl Scim {
             if group.is_empty() || group.chars().count() > 256 {
                 return Err(invalid("a group name must be 1 to 256 characters"));
             }
+            crate::resource::check_text("group", &group, 256)?;
             if mapping.role == RoleName::OWNER && !self.config.allow_owner_mapping {
                 return Err(invalid(
                     "a group cannot grant the owner role: this service does not let the \
@@ -201,21 +248,12 @@ impl Scim {
 
 // ---------------------------------------------------------------- routes
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
     deprovision: String,
     #[serde(default)]
     group_roles: Vec<GroupRole>,
-}
-
-impl From<&ScimSettings> for SettingsBody {
-    fn from(settings: &ScimSettings) -> Self {
-        Self {
-            deprovision: settings.deprovision.as_str().to_owned(),
-            group_roles: settings.group_roles.clone(),
-        }
-    }
 }
 
 fn settings_problem(error: ScimError) -> Problem {
@@ -242,8 +280,32 @@ fn admin_problem(error: &AdminError) -> Problem {
     }
 }
 
-fn settings_answer(settings: &ScimSettings) -> Answer {
-    tenancy_http::json(StatusCode::OK, &SettingsBody::from(settings))
+/// The settings as the routes show them: an entry this service ignores
+/// (an `owner` mapping while owner mapping is off) is marked
+/// `"active": false`.
+fn settings_body(settings: &ScimSettings, allow_owner_mapping: bool) -> serde_json::Value {
+    let group_roles: Vec<serde_json::Value> = settings
+        .group_roles
+        .iter()
+        .map(|m| {
+            if m.role == RoleName::OWNER && !allow_owner_mapping {
+                json!({ "group": m.group, "role": m.role, "active": false })
+            } else {
+                json!({ "group": m.group, "role": m.role })
+            }
+        })
+        .collect();
+    json!({
+        "deprovision": settings.deprovision.as_str(),
+        "group_roles": group_roles,
+    })
+}
+
+fn settings_answer(scim: &Scim, settings: &ScimSettings) -> Answer {
+    tenancy_http::json(
+        StatusCode::OK,
+        &settings_body(settings, scim.config.allow_owner_mapping),
+    )
 }
 
 pub(crate) async fn get_settings(
@@ -257,7 +319,7 @@ pub(crate) async fn get_settings(
         .tenant_settings(c.tenant_id())
         .await
         .map_err(settings_problem)?;
-    settings_answer(&settings)
+    settings_answer(scim, &settings)
 }
 
 pub(crate) async fn put_settings(
@@ -270,13 +332,39 @@ pub(crate) async fn put_settings(
     let input: SettingsBody = r.json(t.config().body_limit)?;
     let deprovision = Deprovision::parse(&input.deprovision)
         .ok_or_else(|| Problem::invalid("deprovision", "expected suspend or remove"))?;
-    let roles: Vec<RoleName> = input.group_roles.iter().map(|m| m.role.clone()).collect();
-    if !roles.is_empty() {
-        // The caller may only map roles it could assign itself.
+    // The caller may only add, remove or move mappings to roles it could
+    // assign itself: the roles of every entry that is new, and of every
+    // entry that goes (a removed mapping takes the role from members).
+    let before = scim
+        .tenant_settings(c.tenant_id())
+        .await
+        .map_err(settings_problem)?;
+    let key = |m: &GroupRole| (m.group.trim().to_lowercase(), m.role.clone());
+    let old: Vec<_> = before.group_roles.iter().map(key).collect();
+    let new: Vec<_> = input.group_roles.iter().map(key).collect();
+    let added: Vec<RoleName> = new
+        .iter()
+        .filter(|entry| !old.contains(entry))
+        .map(|(_, role)| role.clone())
+        .collect();
+    let removed: Vec<RoleName> = old
+        .iter()
+        .filter(|entry| !new.contains(entry))
+        .map(|(_, role)| role.clone())
+        .collect();
+    if !added.is_empty() {
         let roles =
-            RoleSet::new(roles).map_err(|e| Problem::invalid("group_roles", e.to_string()))?;
+            RoleSet::new(added).map_err(|e| Problem::invalid("group_roles", e.to_string()))?;
         t.authz_admin()
             .authorize_assignment(c.scope(), c.authz_principal(), None, &roles)
+            .await
+            .map_err(|e| admin_problem(&e))?;
+    }
+    if !removed.is_empty() {
+        let roles =
+            RoleSet::new(removed).map_err(|e| Problem::invalid("group_roles", e.to_string()))?;
+        t.authz_admin()
+            .authorize_removal(c.scope(), c.authz_principal(), &roles)
             .await
             .map_err(|e| admin_problem(&e))?;
     }
@@ -292,5 +380,32 @@ pub(crate) async fn put_settings(
         )
         .await
         .map_err(settings_problem)?;
-    settings_answer(&settings)
+    settings_answer(scim, &settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_entry_shows_inactive_while_owner_mapping_is_off() {
+        let settings = ScimSettings {
+            deprovision: Deprovision::Suspend,
+            group_roles: vec![
+                GroupRole {
+                    group: "Owners".into(),
+                    role: RoleName::OWNER,
+                },
+                GroupRole {
+                    group: "Admins".into(),
+                    role: RoleName::ADMIN,
+                },
+            ],
+        };
+        let off = settings_body(&settings, false);
+        assert_eq!(off["group_roles"][0]["active"], json!(false));
+        assert!(off["group_roles"][1].get("active").is_none());
+        let on = settings_body(&settings, true);
+        assert!(on["group_roles"][0].get("active").is_none());
+    }
 }

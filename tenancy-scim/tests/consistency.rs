@@ -134,8 +134,13 @@ impl ScimStore for Racing {
         }
         self.inner.update_group(group, expected).await
     }
-    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
-        self.inner.delete_group(tenant, id).await
+    async fn delete_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        expected: i64,
+    ) -> Result<(), ScimStoreError> {
+        self.inner.delete_group(tenant, id, expected).await
     }
     async fn get_settings(
         &self,

@@ -232,10 +232,14 @@ impl ScimStore for MemoryScimStore {
             .users
             .remove(&(tenant, id))
             .ok_or(ScimStoreError::NotFound)?;
-        // Like the Postgres foreign key: the record leaves its groups.
+        // Like the Postgres store: the record leaves its groups, which
+        // change version.
+        let at = tenancy_core::truncate_to_micros(OffsetDateTime::now_utc());
         for group in state.groups.values_mut() {
-            if group.tenant_id == tenant {
+            if group.tenant_id == tenant && group.members.contains(&id) {
                 group.members.retain(|member| *member != id);
+                group.version += 1;
+                group.updated_at = at;
             }
         }
         Ok(())
@@ -289,12 +293,22 @@ impl ScimStore for MemoryScimStore {
         Ok(())
     }
 
-    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
-        self.state()?
+    async fn delete_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        expected: i64,
+    ) -> Result<(), ScimStoreError> {
+        let mut state = self.state()?;
+        let current = state
             .groups
-            .remove(&(tenant, id))
-            .map(|_| ())
-            .ok_or(ScimStoreError::NotFound)
+            .get(&(tenant, id))
+            .ok_or(ScimStoreError::NotFound)?;
+        if current.version != expected {
+            return Err(ScimStoreError::VersionMismatch);
+        }
+        state.groups.remove(&(tenant, id));
+        Ok(())
     }
 
     async fn get_settings(

@@ -163,8 +163,14 @@ pub trait ScimStore: Send + Sync + 'static {
     /// `UnknownMember` as for inserts).
     async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError>;
 
-    /// Deletes a group of `tenant`; `NotFound` if there is none.
-    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError>;
+    /// Deletes a group of `tenant` if its stored version is `expected`;
+    /// `NotFound` if there is none, `VersionMismatch` if it changed.
+    async fn delete_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        expected: i64,
+    ) -> Result<(), ScimStoreError>;
 
     /// The tenant's settings, if it ever saved any.
     async fn get_settings(

@@ -341,6 +341,19 @@ impl ScimStore for PgScimStore {
 
     async fn delete_user(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
+        // Its groups lose it (the foreign key cascades): their version and
+        // lastModified change with them, in the same transaction.
+        sqlx::query(
+            "UPDATE tenancy_scim_groups g SET version = g.version + 1, updated_at = $3 \
+             WHERE g.tenant_id = $1 AND EXISTS (SELECT 1 FROM tenancy_scim_group_members m \
+             WHERE m.tenant_id = g.tenant_id AND m.group_id = g.id AND m.user_id = $2)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id)
+        .bind(tenancy_core::truncate_to_micros(OffsetDateTime::now_utc()))
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
         let done = sqlx::query("DELETE FROM tenancy_scim_users WHERE id = $1 AND tenant_id = $2")
             .bind(id)
             .bind(tenant.as_uuid())
@@ -382,8 +395,13 @@ impl ScimStore for PgScimStore {
         self.pg_update_group(group, expected).await
     }
 
-    async fn delete_group(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
-        self.pg_delete_group(tenant, id).await
+    async fn delete_group(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        expected: i64,
+    ) -> Result<(), ScimStoreError> {
+        self.pg_delete_group(tenant, id, expected).await
     }
 
     async fn get_settings(

@@ -694,3 +694,111 @@ pub async fn scim_deprovisioning_follows_the_tenant_setting(app: &TestApp) {
         .await;
     assert_eq!(b_settings.json["deprovision"], "suspend");
 }
+
+/// `PUT /scim/settings` checks the caller's rank over every mapping it
+/// adds and every mapping it removes or moves: a custom role holding
+/// `scim:manage` below `admin` cannot take `admin` away from a group, nor
+/// clear the mapping, but may add a mapping to a role it holds.
+pub async fn scim_settings_changes_need_rank_over_old_and_new_roles(app: &TestApp) {
+    let owner = app.register("ranked", "owner@ranked.test").await;
+    let role = app
+        .call(
+            Method::PUT,
+            "/roles/provisioner",
+            Some(&owner.token),
+            Some(
+                json!({ "permissions": ["scim:manage", "members:manage"], "inherits": ["member"] }),
+            ),
+        )
+        .await;
+    assert_eq!(role.status, 200, "{}", role.text);
+    let provisioner = app
+        .add_member(&owner, "prov@ranked.test", &["provisioner"])
+        .await;
+    let admins = json!({ "group": "Admins", "role": "admin" });
+    let saved = put_settings(
+        app,
+        &owner,
+        json!({ "deprovision": "suspend", "group_roles": [admins.clone()] }),
+    )
+    .await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    for refused in [
+        json!([]),
+        json!([{ "group": "Admins", "role": "member" }]),
+        json!([{ "group": "Everyone", "role": "admin" }]),
+    ] {
+        put_settings(
+            app,
+            &provisioner,
+            json!({ "deprovision": "suspend", "group_roles": refused.clone() }),
+        )
+        .await
+        .assert_problem(403, "forbidden");
+    }
+    let kept = app
+        .call(Method::GET, "/scim/settings", Some(&owner.token), None)
+        .await;
+    assert_eq!(kept.json["group_roles"], json!([admins.clone()]));
+    let added = put_settings(
+        app,
+        &provisioner,
+        json!({ "deprovision": "suspend", "group_roles": [admins, { "group": "Everyone", "role": "member" }] }),
+    )
+    .await;
+    assert_eq!(added.status, 200, "{}", added.text);
+}
+
+/// A control character in a name or id, a NUL in any User attribute, or
+/// an overlong `externalId` is `400 invalidValue` on every store (Postgres
+/// cannot store a NUL), and so is a NUL in a mapped group's name.
+pub async fn scim_control_characters_are_refused(app: &TestApp) {
+    let owner = app.register("control", "owner@control.test").await;
+    let token = issue_token(app, &owner).await;
+    let long = "x".repeat(257);
+    for body in [
+        json!({ "schemas": [GROUP_SCHEMA], "displayName": "a\u{0}b" }),
+        json!({ "schemas": [GROUP_SCHEMA], "displayName": "a\u{7}b" }),
+        json!({ "schemas": [GROUP_SCHEMA], "displayName": "ok", "externalId": "a\u{0}b" }),
+        json!({ "schemas": [GROUP_SCHEMA], "displayName": "ok", "externalId": long }),
+    ] {
+        let reply = scim(app, Method::POST, "/scim/v2/Groups", &token, Some(body)).await;
+        assert_scim_error(&reply, 400, Some("invalidValue"));
+    }
+    let user = |name: &str, extra: Value| {
+        let mut body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": name,
+            "emails": [{ "value": "ada@control.test", "primary": true }],
+            "active": true,
+        });
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        body
+    };
+    for body in [
+        user("ada\u{0}@control.test", json!({})),
+        user("ada@control.test", json!({ "externalId": "a\u{0}b" })),
+        user("ada@control.test", json!({ "externalId": long })),
+        user(
+            "ada@control.test",
+            json!({ "name": { "givenName": "A\u{0}da" } }),
+        ),
+    ] {
+        let reply = scim(app, Method::POST, "/scim/v2/Users", &token, Some(body)).await;
+        assert_scim_error(&reply, 400, Some("invalidValue"));
+    }
+    put_settings(
+        app,
+        &owner,
+        json!({ "deprovision": "suspend", "group_roles": [{ "group": "a\u{0}b", "role": "admin" }] }),
+    )
+    .await
+    .assert_problem(422, "validation");
+    // Nothing was stored.
+    let groups = scim(app, Method::GET, "/scim/v2/Groups", &token, None).await;
+    assert_eq!(groups.json["totalResults"], 0, "{}", groups.text);
+    let users = scim(app, Method::GET, "/scim/v2/Users", &token, None).await;
+    assert_eq!(users.json["totalResults"], 0, "{}", users.text);
+}

@@ -389,27 +389,39 @@ async fn group_cases(directory: &Directory, store: &dyn ScimStore) {
         "refused updates change nothing"
     );
 
-    // Deleting a user record removes it from its groups.
+    // Deleting a user record removes it from its groups, bumping their
+    // version and lastModified; other groups keep theirs.
     store.delete_user(a, first.id).await.unwrap();
-    assert!(
-        store
-            .get_group(a, plain.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .members
-            .is_empty()
-    );
+    let left = store.get_group(a, plain.id).await.unwrap().unwrap();
+    assert!(left.members.is_empty());
+    assert_eq!(left.version, plain.version + 1, "the ETag changes");
+    assert!(left.updated_at > plain.updated_at);
+    let kept = store.get_group(a, admins.id).await.unwrap().unwrap();
+    if !kept.members.contains(&first.id) {
+        assert_eq!(kept.version, renamed.version);
+    }
     assert!(store.groups_of(a, first.id).await.unwrap().is_empty());
 
+    let version = store
+        .get_group(a, admins.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
     assert!(matches!(
-        store.delete_group(b, admins.id).await,
+        store.delete_group(b, admins.id, version).await,
         Err(ScimStoreError::NotFound)
     ));
-    store.delete_group(a, admins.id).await.unwrap();
+    // A delete is versioned like an update: a stale version deletes nothing.
+    assert!(matches!(
+        store.delete_group(a, admins.id, version - 1).await,
+        Err(ScimStoreError::VersionMismatch)
+    ));
+    assert!(store.get_group(a, admins.id).await.unwrap().is_some());
+    store.delete_group(a, admins.id, version).await.unwrap();
     assert_eq!(store.get_group(a, admins.id).await.unwrap(), None);
     assert!(matches!(
-        store.delete_group(a, admins.id).await,
+        store.delete_group(a, admins.id, version).await,
         Err(ScimStoreError::NotFound)
     ));
     assert_eq!(ids(store.list_groups(b).await.unwrap()), vec![in_b.id]);
@@ -449,7 +461,9 @@ macro_rules! scim_scenarios {
             scim_lists_filters_and_pages, scim_patch_as_identity_providers_send,
             scim_tenants_are_isolated, scim_errors,
             scim_group_lifecycle, scim_group_roles_follow_the_mapping, scim_groups_are_isolated,
-            scim_deprovisioning_follows_the_tenant_setting
+            scim_deprovisioning_follows_the_tenant_setting,
+            scim_settings_changes_need_rank_over_old_and_new_roles,
+            scim_control_characters_are_refused
         );
         $crate::scim_scenarios!(@stores $start, with_scim_owner_mapping, scim_owner_mapping_memory,
             scim_owner_mapping_postgres;

@@ -197,19 +197,33 @@ impl PgScimStore {
         &self,
         tenant: TenantId,
         id: Uuid,
+        expected: i64,
     ) -> Result<(), ScimStoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
-        let done = sqlx::query("DELETE FROM tenancy_scim_groups WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_uuid())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
+        let done = sqlx::query(
+            "DELETE FROM tenancy_scim_groups WHERE tenant_id = $1 AND id = $2 AND version = $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id)
+        .bind(expected)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
         if done.rows_affected() == 0 {
-            return Err(ScimStoreError::NotFound);
+            let exists =
+                sqlx::query("SELECT 1 FROM tenancy_scim_groups WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_uuid())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(failed)?;
+            return Err(if exists.is_some() {
+                ScimStoreError::VersionMismatch
+            } else {
+                ScimStoreError::NotFound
+            });
         }
-        Ok(())
+        tx.commit().await.map_err(failed)
     }
 
     pub(super) async fn pg_get_settings(
