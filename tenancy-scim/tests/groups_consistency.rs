@@ -33,9 +33,6 @@ use uuid::Uuid;
 /// concurrent request.
 struct Racing {
     inner: MemoryScimStore,
-    lose_next_update: AtomicBool,
-    lose_next_insert: AtomicBool,
-    lose_next_group_update: AtomicBool,
     barrier_updates: AtomicBool,
     barrier: tokio::sync::Barrier,
     hold_delete: AtomicBool,
@@ -72,17 +69,6 @@ impl ScimStore for Racing {
         self.inner.touch_token(id, at).await
     }
     async fn insert_user(&self, record: &UserRecord) -> Result<(), ScimStoreError> {
-        if self.lose_next_insert.swap(false, Ordering::SeqCst) {
-            // Another request provisioned the same account first, under
-            // another userName.
-            let winner = UserRecord {
-                id: Uuid::now_v7(),
-                user_name: format!("winner-{}", record.user_name),
-                ..record.clone()
-            };
-            self.inner.insert_user(&winner).await?;
-            return Err(ScimStoreError::Conflict);
-        }
         self.inner.insert_user(record).await
     }
     async fn get_user(
@@ -115,9 +101,6 @@ impl ScimStore for Racing {
         self.inner.list_users(tenant).await
     }
     async fn update_user(&self, record: &UserRecord, expected: i64) -> Result<(), ScimStoreError> {
-        if self.lose_next_update.swap(false, Ordering::SeqCst) {
-            return Err(ScimStoreError::VersionMismatch);
-        }
         self.inner.update_user(record, expected).await
     }
     async fn delete_user(&self, tenant: TenantId, id: Uuid) -> Result<(), ScimStoreError> {
@@ -144,9 +127,6 @@ impl ScimStore for Racing {
         self.inner.groups_of(tenant, member).await
     }
     async fn update_group(&self, group: &GroupRecord, expected: i64) -> Result<(), ScimStoreError> {
-        if self.lose_next_group_update.swap(false, Ordering::SeqCst) {
-            return Err(ScimStoreError::VersionMismatch);
-        }
         if self.barrier_updates.load(Ordering::SeqCst) {
             let _ = tokio::time::timeout(RENDEZVOUS, self.barrier.wait()).await;
         }
@@ -197,9 +177,6 @@ impl App {
     async fn start_with(config: ScimConfig) -> Self {
         let store = Arc::new(Racing {
             inner: MemoryScimStore::default(),
-            lose_next_update: AtomicBool::new(false),
-            lose_next_insert: AtomicBool::new(false),
-            lose_next_group_update: AtomicBool::new(false),
             barrier_updates: AtomicBool::new(false),
             barrier: tokio::sync::Barrier::new(2),
             hold_delete: AtomicBool::new(false),
