@@ -3,6 +3,8 @@
 
 #![allow(clippy::expect_used)] // test setup: failing to bind is a failed test
 
+mod serve;
+
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -31,21 +33,14 @@ fn start(
     tenancy: Tenancy,
     _: std::sync::Arc<Projects>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = SocketAddr> + Send>> {
-    Box::pin(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let app = Router::new()
+    serve::serve(
+        Router::new()
             .route(GATED_PATH, get(report))
             .layer(require_entitlement(GATED_FEATURE))
             .layer(TenancyLayer::new(tenancy.clone()))
             .merge(tenancy_axum::router(tenancy))
-            .fallback(tenancy_axum::not_found);
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, service).await });
-        address
-    })
+            .fallback(tenancy_axum::not_found),
+    )
 }
 
 tenancy_billing::billing_scenarios!(start);

@@ -3,6 +3,8 @@
 
 #![allow(clippy::expect_used)] // test setup: failing to bind is a failed test
 
+mod serve;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -33,15 +35,7 @@ fn start(
     tenancy: Tenancy,
     projects: Arc<Projects>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = SocketAddr> + Send>> {
-    Box::pin(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let service = app(tenancy, projects).into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, service).await });
-        address
-    })
+    serve::serve(app(tenancy, projects))
 }
 
 tenancy_metering::metering_http_scenarios!(start);
