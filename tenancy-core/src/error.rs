@@ -113,6 +113,29 @@ pub enum ValidationError {
         /// The rejected target type.
         target_type: String,
     },
+    /// An event type that is not a dotted lowercase name such as `member.role_changed`.
+    #[error(
+        "event type {event_type:?} must be 2 or more dot-separated segments of a-z, 0-9 and '_', at most 128 characters"
+    )]
+    EventType {
+        /// The rejected type.
+        event_type: String,
+    },
+    /// An event schema version of 0 (versions start at 1).
+    #[error("event version must be 1 or more")]
+    EventVersion,
+    /// An acknowledgement naming an event number outside the claimed batch.
+    #[error("event number {seq} is outside the claimed batch")]
+    EventSeq {
+        /// The rejected number.
+        seq: u64,
+    },
+    /// An outbox consumer name that is not 1 to 64 characters of `[a-z0-9_.-]`.
+    #[error("consumer name {name:?} must be 1 to 64 characters of a-z, 0-9, '_', '-' and '.'")]
+    ConsumerName {
+        /// The rejected name.
+        name: String,
+    },
     /// A page size outside 1..=1000.
     #[error("page size must be between 1 and 1000, got {size}")]
     PageSize {
@@ -161,6 +184,8 @@ pub enum Entity {
     ApiKey,
     /// A token-signing key.
     SigningKey,
+    /// An outbox event.
+    Event,
 }
 
 impl fmt::Display for Entity {
@@ -174,6 +199,7 @@ impl fmt::Display for Entity {
             Entity::Session => "session",
             Entity::ApiKey => "api key",
             Entity::SigningKey => "signing key",
+            Entity::Event => "event",
         })
     }
 }

@@ -106,6 +106,10 @@ define_id!(
     AuditEventId, "audit event"
 );
 define_id!(
+    /// Identifies one outbox event; consumers deduplicate on it.
+    EventId, "event"
+);
+define_id!(
     /// Identifies a login session.
     SessionId, "session"
 );

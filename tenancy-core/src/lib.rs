@@ -14,6 +14,9 @@
 //!   tenants, each in one transaction together with its audit event.
 //! - Idempotency keys: [`IdempotencyStore`] (memory and Postgres) keeps
 //!   the first response of a keyed request for replay; see [`idempotency`].
+//! - Outbox: [`Outbox`] appends an [`Event`] in the transaction of the
+//!   change it reports, and [`EventFeed`] lets relays deliver each tenant's
+//!   stream in order; see [`outbox`].
 //! - Audit: per-tenant hash chains, [`AuditLog::verify_chain`], filtered
 //!   queries and [`audit::export`] as JSON lines or CSV.
 //!
@@ -39,6 +42,7 @@ mod invitation;
 mod membership;
 #[cfg(feature = "memory")]
 mod memory;
+pub mod outbox;
 mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -65,8 +69,8 @@ pub use directory::{
 pub use error::{BoxError, Conflict, Entity, StoreError, ValidationError};
 pub use grants::{GrantCheck, Grantor};
 pub use id::{
-    ApiKeyId, AuditEventId, IdParseError, InvitationId, MembershipId, ScimTokenId, SessionId,
-    TenantId, UserId,
+    ApiKeyId, AuditEventId, EventId, IdParseError, InvitationId, MembershipId, ScimTokenId,
+    SessionId, TenantId, UserId,
 };
 pub use idempotency::{
     Claim, Fingerprint, IdempotencyKey, IdempotencyScope, IdempotencyStore, InvalidIdempotencyKey,
@@ -76,6 +80,9 @@ pub use invitation::{Invitation, InvitationStatus, InvitationToken, MalformedTok
 pub use membership::{Member, Membership, MembershipStatus, RoleName, RoleSet, UserTenant};
 #[cfg(feature = "memory")]
 pub use memory::MemoryBackend;
+pub use outbox::{
+    ClaimedEvents, ConsumerName, Event, EventFeed, EventType, NewEvent, Outbox, ReplayFrom,
+};
 pub use page::{Cursor, Page, PageRequest, PageSize};
 pub use scope::TenantScope;
 pub use seats::{Seats, active_members};

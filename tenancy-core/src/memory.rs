@@ -26,6 +26,8 @@ use crate::store::{
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use crate::user::{Email, User};
 
+mod outbox;
+
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Stores everything in process memory. Cheap to clone: clones share the data.
@@ -40,6 +42,7 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct MemoryBackend {
     state: Arc<tokio::sync::Mutex<State>>,
     holder: Arc<Mutex<Option<Holder>>>,
+    feed: Arc<Mutex<outbox::FeedState>>,
 }
 
 /// Who holds the state lock: a tokio task, or a thread blocking on a
@@ -169,6 +172,7 @@ struct State {
     pending_invitations: HashMap<(TenantId, String), InvitationId>,
     audit: HashMap<TenantId, Vector<AuditEvent>>,
     audit_ids: HashSet<AuditEventId>,
+    outbox: outbox::Streams,
 }
 
 const MIN_MEMBERSHIP: MembershipId = MembershipId::from_uuid(uuid::Uuid::nil());
@@ -500,6 +504,9 @@ impl State {
         let sealed = event.seal(tenant_id, chain.len() as u64 + 1, prev);
         chain.push_back(sealed.clone());
         self.audit_ids.insert(sealed.id);
+        if let Some(event) = crate::outbox::event_for_audit(&sealed) {
+            self.outbox.append(tenant_id, event, sealed.occurred_at)?;
+        }
         Ok(sealed)
     }
 

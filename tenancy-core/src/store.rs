@@ -1,9 +1,10 @@
 //! Store traits: what every storage backend provides.
 //!
-//! A backend implements the five record stores ([`TenantStore`],
-//! [`UserStore`], [`MembershipStore`], [`InvitationStore`], [`AuditLog`]) on
+//! A backend implements the record stores ([`TenantStore`],
+//! [`UserStore`], [`MembershipStore`], [`InvitationStore`], [`AuditLog`])
+//! and the event [`Outbox`] on
 //! its [`Transaction`] type, and [`Backend::begin`] to open one. Every
-//! [`Backend`] is then also each of the five stores, running each call in a
+//! [`Backend`] is then also each of these stores, running each call in a
 //! transaction of its own, so a host can hold `Arc<MemoryBackend>` or
 //! `Arc<PgBackend>` as `Arc<dyn TenantStore>` and so on. Multi-step
 //! workflows ([`crate::Directory`]) run in one transaction: all of it
@@ -27,6 +28,7 @@ use crate::error::StoreError;
 use crate::id::{InvitationId, MembershipId, TenantId, UserId};
 use crate::invitation::{Invitation, TokenHash};
 use crate::membership::{Member, Membership, RoleName, UserTenant};
+use crate::outbox::{Event, NewEvent, Outbox};
 use crate::page::{Page, PageRequest};
 use crate::tenant::{Slug, Tenant};
 use crate::user::{Email, User};
@@ -242,7 +244,7 @@ pub trait AuditLog: Send + Sync {
 /// [`Transaction::commit`], and are discarded if it is dropped uncommitted.
 #[async_trait]
 pub trait Transaction:
-    TenantStore + UserStore + MembershipStore + InvitationStore + AuditLog
+    TenantStore + UserStore + MembershipStore + InvitationStore + AuditLog + Outbox
 {
     /// Makes the changes durable and visible.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
@@ -427,5 +429,16 @@ impl<B: Backend + ?Sized> AuditLog for B {
         limit: usize,
     ) -> Result<Vec<ChainEntry>, StoreError> {
         autocommit!(self, read_chain(tenant_id, after, limit))
+    }
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Outbox for B {
+    async fn append_event(
+        &self,
+        tenant_id: TenantId,
+        event: NewEvent,
+    ) -> Result<Event, StoreError> {
+        autocommit!(self, append_event(tenant_id, event))
     }
 }

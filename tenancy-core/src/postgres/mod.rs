@@ -46,6 +46,7 @@ mod changes;
 mod idempotency;
 mod listener;
 mod migrations;
+mod outbox;
 mod rows;
 
 /// The sqlx this backend is built on, so hosts share one version.
@@ -59,6 +60,7 @@ pub use changes::{
 };
 pub use idempotency::PgIdempotencyStore;
 pub use listener::{FnSubscriber, Listener, RunningListener, Subscriber};
+pub use outbox::append_event;
 
 use std::fmt;
 
@@ -328,6 +330,7 @@ fn db_error(error: sqlx::Error) -> StoreError {
                     "tenancy_invitations_pkey" => Some(Conflict::Id(Entity::Invitation)),
                     "tenancy_invitations_pending_key" => Some(Conflict::PendingInvitation),
                     "tenancy_audit_events_id_key" => Some(Conflict::Id(Entity::AuditEvent)),
+                    "tenancy_outbox_events_id_key" => Some(Conflict::Id(Entity::Event)),
                     _ => None,
                 };
                 if let Some(conflict) = conflict {
@@ -974,6 +977,9 @@ impl AuditLog for PgTransaction {
         .execute(conn)
         .await
         .map_err(|e| inner.fail(e))?;
+        if let Some(event) = crate::outbox::event_for_audit(&sealed) {
+            inner.append_event(tenant_id, event).await?;
+        }
         Ok(sealed)
     }
 

@@ -19,6 +19,7 @@
 
 mod directory;
 mod idempotency;
+mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod stores;
@@ -42,10 +43,38 @@ pub use idempotency::{
     idempotency_claim_and_replay, idempotency_concurrent_claims, idempotency_expiry,
     idempotency_isolation, idempotency_purge, idempotency_release,
 };
+pub use outbox::{
+    OutboxSetup, outbox_append_and_read, outbox_audit_publishes, outbox_claims,
+    outbox_concurrent_relays, outbox_purge, outbox_rewind_and_lag, outbox_transactions,
+};
 pub use stores::{
     audit_concurrent_appends, audit_log, invitation_store, membership_store, tenant_store,
     tenant_store_concurrent_slug, transactions, user_store, user_store_concurrent_email,
 };
+
+/// Generates one `#[tokio::test]` per outbox suite. `$setup` is an
+/// expression evaluating to a future of `Option<`[`OutboxSetup`]`>`: a
+/// backend and its [`EventFeed`](crate::EventFeed), run afresh for every
+/// test; `None` skips the test.
+#[macro_export]
+macro_rules! outbox_tests {
+    ($setup:expr) => {
+        $crate::outbox_tests!(@suites $setup;
+            outbox_append_and_read, outbox_transactions, outbox_audit_publishes, outbox_claims,
+            outbox_rewind_and_lag, outbox_purge, outbox_concurrent_relays
+        );
+    };
+    (@suites $setup:expr; $($suite:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $suite() {
+                if let Some(setup) = $setup.await {
+                    $crate::testkit::$suite(setup).await;
+                }
+            }
+        )+
+    };
+}
 
 /// Generates one `#[tokio::test]` per conformance suite. `$backend` is an
 /// expression evaluating to a future of `Option<Arc<dyn Backend>>`, run
