@@ -28,7 +28,7 @@ use crate::error::StoreError;
 use crate::id::{InvitationId, MembershipId, TenantId, UserId};
 use crate::invitation::{Invitation, TokenHash};
 use crate::membership::{Member, Membership, RoleName, UserTenant};
-use crate::outbox::{Event, NewEvent, Outbox};
+use crate::outbox::{Event, EventFeed, NewEvent, Outbox};
 use crate::page::{Page, PageRequest};
 use crate::tenant::{Slug, Tenant};
 use crate::user::{Email, User};
@@ -251,9 +251,11 @@ pub trait Transaction:
 }
 
 /// A storage backend: opens transactions. Every backend is also each of
-/// the record stores, with one transaction per call.
+/// the record stores, with one transaction per call, and the
+/// [`EventFeed`] relays read its outbox through (an `Arc<dyn Backend>`
+/// converts to an `Arc<dyn EventFeed>`).
 #[async_trait]
-pub trait Backend: Send + Sync + 'static {
+pub trait Backend: EventFeed + Send + Sync + 'static {
     /// Opens a transaction.
     async fn begin(&self) -> Result<Box<dyn Transaction>, StoreError>;
 }

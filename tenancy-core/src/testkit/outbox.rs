@@ -341,7 +341,7 @@ pub async fn outbox_purge((backend, feed): OutboxSetup) {
     let later = now() + Duration::minutes(1);
 
     assert_eq!(
-        feed.purge_events(now() - Duration::hours(1), &[fast.clone()])
+        feed.purge_events(now() - Duration::hours(1), std::slice::from_ref(&fast))
             .await
             .unwrap(),
         0
@@ -354,7 +354,12 @@ pub async fn outbox_purge((backend, feed): OutboxSetup) {
     );
     let left = feed.read_events(a.id, ReplayFrom::Start, 10).await.unwrap();
     assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
-    assert_eq!(feed.purge_events(later, &[fast.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        feed.purge_events(later, std::slice::from_ref(&fast))
+            .await
+            .unwrap(),
+        1
+    );
 
     // Age alone: the slow consumer's unread event 2 is gone; it gets 3.
     assert_eq!(feed.purge_events(later, &[]).await.unwrap(), 1);
