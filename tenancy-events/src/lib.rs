@@ -21,6 +21,8 @@
 
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod relay;
 mod sink;
 mod subscription;
