@@ -23,6 +23,8 @@
 mod http;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 mod relay;
 mod sink;
 mod subscription;
