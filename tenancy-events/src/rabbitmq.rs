@@ -26,7 +26,9 @@
 //! it is on disk). A negative confirm, a closed channel or connection, or no
 //! confirm within the confirm timeout fails the batch at that event, and the
 //! relay retries from there: consumers may see an event twice and
-//! deduplicate on `message_id`, the event id.
+//! deduplicate on `message_id`, the event id. After a confirm timeout the
+//! sink also drops the connection, which may be stuck, and the next
+//! delivery connects anew.
 //!
 //! A message that no queue's binding matches is confirmed and dropped, as
 //! a topic exchange does; it counts as delivered. Bind the queues before
@@ -289,6 +291,29 @@ impl RabbitSink {
         Ok(channel)
     }
 
+    /// Forgets the connection of `channel` if it is still the current
+    /// one, so the next delivery connects anew, and closes it without
+    /// waiting long for the broker.
+    async fn discard(&self, channel: &Channel) {
+        let stale = {
+            let mut live = self.live.lock().await;
+            if live
+                .as_ref()
+                .is_some_and(|current| current.channel.id() == channel.id())
+            {
+                live.take()
+            } else {
+                None
+            }
+        };
+        if let Some(stale) = stale {
+            let closing = stale
+                .connection
+                .close(200, ShortString::from("no confirm in time"));
+            let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
+        }
+    }
+
     async fn open_channel(&self, connection: &Connection) -> Result<Channel, lapin::Error> {
         let channel = connection.create_channel().await?;
         channel
@@ -445,7 +470,12 @@ impl EventSink for RabbitSink {
                     SinkError::Unavailable(Box::new(ConfirmsNotEnabled))
                 }
                 Ok(Err(error)) => SinkError::Unavailable(Box::new(error)),
-                Err(_) => SinkError::Unavailable(Box::new(ConfirmTimedOut(self.confirm_timeout))),
+                Err(_) => {
+                    // A broker or network that stops answering leaves the
+                    // connection looking open: replace it next time.
+                    self.discard(&channel).await;
+                    SinkError::Unavailable(Box::new(ConfirmTimedOut(self.confirm_timeout)))
+                }
             };
             return Err(DeliveryError::new(delivered, source));
         }

@@ -417,6 +417,7 @@ async fn a_closed_connection_is_replaced_by_the_next_delivery() {
 struct Proxy {
     uri: lapin::uri::AMQPUri,
     cut: tokio::sync::watch::Sender<u32>,
+    freeze: tokio::sync::watch::Sender<u32>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -429,11 +430,12 @@ impl Proxy {
         uri.authority.host = address.ip().to_string();
         uri.authority.port = address.port();
         let (cut, _) = tokio::sync::watch::channel(0);
+        let (freeze, _) = tokio::sync::watch::channel(0);
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (cuts, tasks) = (cut.clone(), Arc::clone(&connections));
+        let (cuts, freezes, tasks) = (cut.clone(), freeze.clone(), Arc::clone(&connections));
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut cut = cuts.subscribe();
+                let (mut cut, mut freeze) = (cuts.subscribe(), freezes.subscribe());
                 let target = target.clone();
                 let task = tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
@@ -442,6 +444,8 @@ impl Proxy {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut.changed() => {}
+                        // Stop forwarding, the sockets kept open, until cut.
+                        _ = freeze.changed() => { let _ = cut.changed().await; }
                     }
                 });
                 tasks.lock().unwrap().push(task);
@@ -450,8 +454,15 @@ impl Proxy {
         Self {
             uri,
             cut,
+            freeze,
             connections,
         }
+    }
+
+    /// Stops forwarding on every connection open through the proxy,
+    /// leaving them open: a broker that no longer answers.
+    fn freeze(&self) {
+        self.freeze.send_modify(|freezes| *freezes += 1);
     }
 
     /// Closes every connection open through the proxy, returning once
@@ -519,6 +530,67 @@ async fn a_dropped_connection_is_replaced_by_a_later_delivery() {
         .collect();
     assert_eq!(got, vec![1, 2]);
 
+    delete_exchange(&channel, &exchange).await;
+    sink.close().await.unwrap();
+    connection
+        .close(200, ShortString::from("done"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_that_stops_answering_is_replaced_after_the_confirm_timeout() {
+    let Some(connection) = broker().await else {
+        return;
+    };
+    let channel = connection.create_channel().await.unwrap();
+    let suffix = unique();
+    let exchange = format!("tenancy.test.{suffix}");
+    declare_exchange(&channel, &exchange).await;
+    let queue = format!("tenancy.test.{suffix}.all");
+    bound_queue(
+        &channel,
+        &queue,
+        &exchange,
+        &["#".to_owned()],
+        FieldTable::default(),
+    )
+    .await;
+    let proxy = Proxy::start().await;
+    let connects = Arc::new(AtomicUsize::new(0));
+    let (counted, uri) = (Arc::clone(&connects), proxy.uri.clone());
+    let sink = RabbitSink::with_connector(consumer(), move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let uri = uri.clone();
+        Box::pin(async move { Connection::connect_uri(uri, ConnectionProperties::default()).await })
+    })
+    .with_exchange(ExchangeName::new(exchange.as_str()).unwrap())
+    .with_confirm_timeout(Duration::from_millis(500));
+    let tenant = TenantId::new();
+
+    sink.deliver(&[event(tenant, 1, "member.joined")])
+        .await
+        .unwrap();
+    proxy.freeze();
+    let next = [event(tenant, 2, "member.joined")];
+    let error = sink.deliver(&next).await.unwrap_err();
+    assert_eq!(error.delivered, 0);
+    assert!(
+        matches!(error.source, SinkError::Unavailable(_)),
+        "{error:?}"
+    );
+    // The frozen connection still looks open; the sink connects anew
+    // (new connections through the proxy are not frozen).
+    sink.deliver(&next).await.unwrap();
+    assert_eq!(connects.load(Ordering::SeqCst), 2);
+    let got: Vec<u64> = drain(&channel, &queue)
+        .await
+        .iter()
+        .map(|d| payload(d).seq)
+        .collect();
+    assert_eq!(got, vec![1, 2]);
+
+    proxy.cut().await;
     delete_exchange(&channel, &exchange).await;
     sink.close().await.unwrap();
     connection
