@@ -68,7 +68,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use tenancy_core::{ConsumerName, Event};
+use tenancy_core::{BoxError, ConsumerName, Event};
 use tokio::sync::Mutex;
 
 use crate::sink::{DeliveryError, EventSink, SinkError};
@@ -79,6 +79,10 @@ pub const DEFAULT_EXCHANGE: &str = "tenancy.events";
 /// How long a publish waits for its confirm unless
 /// [`RabbitSink::with_confirm_timeout`] says otherwise.
 pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long opening a connection and its channel may take unless
+/// [`RabbitSink::with_connect_timeout`] says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// AMQP delivery mode 2: the broker writes the message to disk on durable queues.
 const PERSISTENT: u8 = 2;
@@ -148,9 +152,9 @@ pub struct InvalidExchangeName {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnsureExchangeError {
-    /// The broker could not be reached or the channel not opened.
+    /// The broker could not be reached in time or the channel not opened.
     #[error("the broker is unavailable")]
-    Unavailable(#[source] lapin::Error),
+    Unavailable(#[source] BoxError),
     /// The broker refused the declaration, such as when an exchange of that
     /// name exists with another type or durability.
     #[error("the exchange could not be declared")]
@@ -170,6 +174,7 @@ pub struct RabbitSink {
     exchange: ExchangeName,
     declare_exchange: bool,
     confirm_timeout: Duration,
+    connect_timeout: Duration,
     connect: Connector,
     live: Mutex<Option<Live>>,
 }
@@ -201,6 +206,7 @@ impl RabbitSink {
             exchange: ExchangeName::default(),
             declare_exchange: false,
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             connect: Arc::new(connect),
             live: Mutex::new(None),
         }
@@ -226,6 +232,13 @@ impl RabbitSink {
     /// fails at that event (default [`DEFAULT_CONFIRM_TIMEOUT`]).
     pub fn with_confirm_timeout(mut self, timeout: Duration) -> Self {
         self.confirm_timeout = timeout;
+        self
+    }
+
+    /// How long connecting and opening the channel may take before the
+    /// delivery fails (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -262,7 +275,7 @@ impl RabbitSink {
 
     /// The open confirm-mode channel, opening a channel (and a connection)
     /// when the previous one is gone.
-    async fn channel(&self) -> Result<Channel, lapin::Error> {
+    async fn channel(&self) -> Result<Channel, BoxError> {
         let mut live = self.live.lock().await;
         if let Some(current) = live.as_mut()
             && current.connection.status().connected()
@@ -282,8 +295,14 @@ impl RabbitSink {
                 .await;
         }
         *live = None;
-        let connection = (self.connect)().await?;
-        let channel = self.open_channel(&connection).await?;
+        let connecting = async {
+            let connection = (self.connect)().await?;
+            let channel = self.open_channel(&connection).await?;
+            Ok::<_, lapin::Error>((connection, channel))
+        };
+        let (connection, channel) = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| ConnectTimedOut(self.connect_timeout))??;
         *live = Some(Live {
             connection,
             channel: channel.clone(),
@@ -429,6 +448,11 @@ struct Nacked;
 #[error("no publisher confirm within {0:?}")]
 struct ConfirmTimedOut(Duration);
 
+/// Connecting took too long.
+#[derive(Debug, thiserror::Error)]
+#[error("no connection within {0:?}")]
+struct ConnectTimedOut(Duration);
+
 /// The channel was not in confirm mode.
 #[derive(Debug, thiserror::Error)]
 #[error("publisher confirms are not enabled on the channel")]
@@ -442,6 +466,7 @@ impl fmt::Debug for RabbitSink {
             .field("exchange", &self.exchange)
             .field("declare_exchange", &self.declare_exchange)
             .field("confirm_timeout", &self.confirm_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -459,7 +484,7 @@ impl EventSink for RabbitSink {
         let channel = self
             .channel()
             .await
-            .map_err(|error| DeliveryError::new(0, SinkError::Unavailable(Box::new(error))))?;
+            .map_err(|error| DeliveryError::new(0, SinkError::Unavailable(error)))?;
         let (pending, publish_failure) = self.publish_all(&channel, events).await;
         let published = pending.len();
         for (delivered, confirm) in pending.into_iter().enumerate() {
@@ -483,5 +508,98 @@ impl EventSink for RabbitSink {
             Some(source) => Err(DeliveryError::new(published, source)),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenancy_core::outbox::EventType;
+    use tenancy_core::{EventId, TenantId};
+
+    #[test]
+    fn exchange_names_are_checked() {
+        for ok in [
+            "tenancy.events",
+            "a",
+            "acme:prod-events_2",
+            &"x".repeat(255),
+        ] {
+            assert!(ExchangeName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "amq.topic", "with space", "a/b", "é", &"x".repeat(256)] {
+            assert!(ExchangeName::new(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(ExchangeName::default().as_str(), DEFAULT_EXCHANGE);
+    }
+
+    #[test]
+    fn an_event_becomes_a_persistent_json_message_keyed_by_tenant_and_type() {
+        let event = Event {
+            id: EventId::new(),
+            tenant_id: TenantId::new(),
+            seq: 7,
+            event_type: EventType::new("member.joined").unwrap(),
+            version: 2,
+            occurred_at: time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            data: serde_json::json!({ "k": "v" }),
+        };
+        let message = Message::encode(&event).unwrap();
+        assert_eq!(
+            message.routing_key.as_str(),
+            format!("{}.member.joined", event.tenant_id)
+        );
+        let decoded: Event = serde_json::from_slice(&message.body).unwrap();
+        assert_eq!(decoded, event);
+        let properties = &message.properties;
+        let id = event.id.to_string();
+        assert_eq!(
+            properties.message_id().as_ref().map(ShortString::as_str),
+            Some(id.as_str())
+        );
+        assert_eq!(*properties.delivery_mode(), Some(2));
+        assert_eq!(*properties.timestamp(), Some(1_700_000_000));
+        assert_eq!(
+            properties.kind().as_ref().map(ShortString::as_str),
+            Some("member.joined")
+        );
+        let headers = properties.headers().as_ref().unwrap().inner();
+        assert_eq!(
+            headers.get("tenancy-event-seq"),
+            Some(&AMQPValue::LongLongInt(7))
+        );
+        assert_eq!(
+            headers.get("tenancy-event-version"),
+            Some(&AMQPValue::LongLongInt(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_opens_fails_the_delivery_after_the_connect_timeout() {
+        let sink = RabbitSink::with_connector(ConsumerName::new("rabbitmq").unwrap(), || {
+            Box::pin(std::future::pending())
+        })
+        .with_connect_timeout(Duration::from_millis(50));
+        let event = Event {
+            id: EventId::new(),
+            tenant_id: TenantId::new(),
+            seq: 1,
+            event_type: EventType::new("member.joined").unwrap(),
+            version: 1,
+            occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+            data: serde_json::json!({}),
+        };
+        let error = sink.deliver(&[event]).await.unwrap_err();
+        assert_eq!(error.delivered, 0);
+        assert!(
+            matches!(error.source, SinkError::Unavailable(_)),
+            "{error:?}"
+        );
+        assert!(matches!(
+            sink.ensure_exchange().await,
+            Err(EnsureExchangeError::Unavailable(_))
+        ));
+        // Nothing to deliver needs no connection.
+        sink.deliver(&[]).await.unwrap();
     }
 }
