@@ -17,6 +17,9 @@ use tenancy_events::nats::{NatsSink, SubjectPrefix};
 use tenancy_events::{EventSink, SinkError};
 use time::OffsetDateTime;
 
+mod common;
+use common::Proxy;
+
 /// A JetStream context on the test server, or `None` (with a notice) when
 /// it is unreachable and the tests may be skipped.
 async fn jetstream() -> Option<jetstream::Context> {
@@ -205,6 +208,55 @@ async fn batches_larger_than_the_in_flight_window_are_published_in_order() {
         .map(|m| serde_json::from_slice::<Event>(&m.payload).unwrap().seq)
         .collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+
+    js.delete_stream(&stream_name).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_fails_the_batch_after_the_ack_timeout() {
+    let Some(js) = jetstream().await else { return };
+    let suffix = unique();
+    let prefix = format!("tenancy_test.{suffix}");
+    let stream_name = format!("TENANCY_TEST_SILENT_{suffix}");
+    let mut stream = sink(&js, &prefix)
+        .ensure_stream(&stream_name, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "127.0.0.1:4222".to_owned());
+    let target = url.trim_start_matches("nats://").to_owned();
+    let proxy = Proxy::start(target).await;
+    let proxied = jetstream::new(
+        async_nats::connect(proxy.address.to_string())
+            .await
+            .unwrap(),
+    );
+    let consumer = ConsumerName::new("nats-test").unwrap();
+    let prefix = SubjectPrefix::new(prefix).unwrap();
+    let impatient = NatsSink::new(proxied.clone(), consumer.clone())
+        .with_prefix(prefix.clone())
+        .with_ack_timeout(Duration::from_millis(300));
+    let tenant = TenantId::new();
+    let batch: Vec<Event> = (1..=3)
+        .map(|seq| event(tenant, seq, "member.joined"))
+        .collect();
+
+    impatient.deliver(&batch[..1]).await.unwrap();
+    proxy.freeze();
+    let error = impatient.deliver(&batch[1..]).await.unwrap_err();
+    assert_eq!(error.delivered, 0);
+    assert!(
+        matches!(error.source, SinkError::Unavailable(_)),
+        "{error:?}"
+    );
+
+    // Once the connection is cut the client reconnects by itself and the
+    // relay's retry goes through.
+    proxy.cut().await;
+    let patient = NatsSink::new(proxied, consumer)
+        .with_prefix(prefix)
+        .with_ack_timeout(Duration::from_secs(10));
+    patient.deliver(&batch[1..]).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 3);
 
     js.delete_stream(&stream_name).await.unwrap();
 }

@@ -24,6 +24,9 @@ use tenancy_events::rabbitmq::{ExchangeName, RabbitSink};
 use tenancy_events::{EventSink, SinkError};
 use time::OffsetDateTime;
 
+mod common;
+use common::Proxy;
+
 fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
@@ -61,6 +64,20 @@ fn event(tenant_id: TenantId, seq: u64, event_type: &str) -> Event {
         occurred_at: tenancy_core::truncate_to_micros(OffsetDateTime::now_utc()),
         data: serde_json::json!({ "seq": seq, "note": "ünïcode ✓" }),
     }
+}
+
+/// The broker's URI with the host and port of `proxy` instead.
+fn through(proxy: &Proxy) -> lapin::uri::AMQPUri {
+    let mut uri: lapin::uri::AMQPUri = amqp_url().parse().unwrap();
+    uri.authority.host = proxy.address.ip().to_string();
+    uri.authority.port = proxy.address.port();
+    uri
+}
+
+/// A proxy in front of the broker.
+async fn proxy() -> Proxy {
+    let uri: lapin::uri::AMQPUri = amqp_url().parse().unwrap();
+    Proxy::start(format!("{}:{}", uri.authority.host, uri.authority.port)).await
 }
 
 fn consumer() -> ConsumerName {
@@ -412,70 +429,6 @@ async fn a_closed_connection_is_replaced_by_the_next_delivery() {
         .unwrap();
 }
 
-/// A TCP proxy in front of the broker that can cut every connection
-/// passing through it, as a network failure or a broker restart would.
-struct Proxy {
-    uri: lapin::uri::AMQPUri,
-    cut: tokio::sync::watch::Sender<u32>,
-    freeze: tokio::sync::watch::Sender<u32>,
-    connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let mut uri: lapin::uri::AMQPUri = amqp_url().parse().unwrap();
-        let target = format!("{}:{}", uri.authority.host, uri.authority.port);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        uri.authority.host = address.ip().to_string();
-        uri.authority.port = address.port();
-        let (cut, _) = tokio::sync::watch::channel(0);
-        let (freeze, _) = tokio::sync::watch::channel(0);
-        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (cuts, freezes, tasks) = (cut.clone(), freeze.clone(), Arc::clone(&connections));
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let (mut cut, mut freeze) = (cuts.subscribe(), freezes.subscribe());
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {}
-                        // Stop forwarding, the sockets kept open, until cut.
-                        _ = freeze.changed() => { let _ = cut.changed().await; }
-                    }
-                });
-                tasks.lock().unwrap().push(task);
-            }
-        });
-        Self {
-            uri,
-            cut,
-            freeze,
-            connections,
-        }
-    }
-
-    /// Stops forwarding on every connection open through the proxy,
-    /// leaving them open: a broker that no longer answers.
-    fn freeze(&self) {
-        self.freeze.send_modify(|freezes| *freezes += 1);
-    }
-
-    /// Closes every connection open through the proxy, returning once
-    /// both ends of each are closed.
-    async fn cut(&self) {
-        self.cut.send_modify(|cuts| *cuts += 1);
-        let open: Vec<_> = self.connections.lock().unwrap().drain(..).collect();
-        for connection in open {
-            connection.await.unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_dropped_connection_is_replaced_by_a_later_delivery() {
     let Some(connection) = broker().await else {
@@ -494,9 +447,9 @@ async fn a_dropped_connection_is_replaced_by_a_later_delivery() {
         FieldTable::default(),
     )
     .await;
-    let proxy = Proxy::start().await;
+    let proxy = proxy().await;
     let connects = Arc::new(AtomicUsize::new(0));
-    let (counted, uri) = (Arc::clone(&connects), proxy.uri.clone());
+    let (counted, uri) = (Arc::clone(&connects), through(&proxy));
     let sink = RabbitSink::with_connector(consumer(), move || {
         counted.fetch_add(1, Ordering::SeqCst);
         let uri = uri.clone();
@@ -556,9 +509,9 @@ async fn a_connection_that_stops_answering_is_replaced_after_the_confirm_timeout
         FieldTable::default(),
     )
     .await;
-    let proxy = Proxy::start().await;
+    let proxy = proxy().await;
     let connects = Arc::new(AtomicUsize::new(0));
-    let (counted, uri) = (Arc::clone(&connects), proxy.uri.clone());
+    let (counted, uri) = (Arc::clone(&connects), through(&proxy));
     let sink = RabbitSink::with_connector(consumer(), move || {
         counted.fetch_add(1, Ordering::SeqCst);
         let uri = uri.clone();
