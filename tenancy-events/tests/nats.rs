@@ -7,14 +7,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::StreamExt;
-use tenancy_core::outbox::EventType;
-use tenancy_core::{ConsumerName, Event, EventId, TenantId};
+use tenancy_core::outbox::{EventType, ReplayFrom};
+use tenancy_core::{Backend, ConsumerName, Event, EventId, MemoryBackend, TenantId};
 use tenancy_events::nats::{NatsSink, SubjectPrefix};
-use tenancy_events::{EventSink, SinkError};
+use tenancy_events::{EventSink, Relay, SinkError};
 use time::OffsetDateTime;
 
 mod common;
@@ -257,6 +258,46 @@ async fn a_server_that_stops_answering_fails_the_batch_after_the_ack_timeout() {
         .with_ack_timeout(Duration::from_secs(10));
     patient.deliver(&batch[1..]).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 3);
+
+    js.delete_stream(&stream_name).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_relay_carries_the_outbox_to_jetstream_and_a_replay_adds_no_duplicates() {
+    let Some(js) = jetstream().await else { return };
+    let suffix = unique();
+    let prefix = format!("tenancy_test.{suffix}");
+    let stream_name = format!("TENANCY_TEST_RELAY_{suffix}");
+    let sink = Arc::new(sink(&js, &prefix));
+    let mut stream = sink
+        .ensure_stream(&stream_name, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let tenant = common::tenant_with_events(&backend, 3).await;
+    let relay = Relay::new(backend.clone()).sink(sink.clone());
+
+    assert_eq!(relay.run_once().await.unwrap(), 4);
+    let read = read_all(&stream).await;
+    let events: Vec<Event> = read
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert!(events.iter().all(|e| e.tenant_id == tenant));
+    assert_eq!(events[0].event_type.as_str(), "tenant.created");
+
+    // Replaying the tenant's stream sends every event again; the stream's
+    // duplicate window keeps one copy of each.
+    relay
+        .replay(sink.consumer(), tenant, ReplayFrom::Start)
+        .await
+        .unwrap();
+    assert_eq!(relay.run_once().await.unwrap(), 4);
+    assert_eq!(stream.info().await.unwrap().state.messages, 4);
 
     js.delete_stream(&stream_name).await.unwrap();
 }

@@ -19,9 +19,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tenancy_core::outbox::EventType;
-use tenancy_core::{ConsumerName, Event, EventId, TenantId};
+use tenancy_core::{Backend, ConsumerName, Event, EventId, MemoryBackend, TenantId};
 use tenancy_events::rabbitmq::{ExchangeName, RabbitSink};
-use tenancy_events::{EventSink, SinkError};
+use tenancy_events::{EventSink, Relay, SinkError};
 use time::OffsetDateTime;
 
 mod common;
@@ -544,6 +544,47 @@ async fn a_connection_that_stops_answering_is_replaced_after_the_confirm_timeout
     assert_eq!(got, vec![1, 2]);
 
     proxy.cut().await;
+    delete_exchange(&channel, &exchange).await;
+    sink.close().await.unwrap();
+    connection
+        .close(200, ShortString::from("done"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_relay_carries_the_outbox_to_the_exchange() {
+    let Some(connection) = broker().await else {
+        return;
+    };
+    let channel = connection.create_channel().await.unwrap();
+    let suffix = unique();
+    let exchange = format!("tenancy.test.{suffix}");
+    let sink = Arc::new(
+        RabbitSink::new(amqp_url(), consumer())
+            .with_exchange(ExchangeName::new(exchange.as_str()).unwrap()),
+    );
+    sink.ensure_exchange().await.unwrap();
+    let queue = format!("tenancy.test.{suffix}.members");
+    bound_queue(
+        &channel,
+        &queue,
+        &exchange,
+        &["*.member.#".to_owned()],
+        FieldTable::default(),
+    )
+    .await;
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let tenant = common::tenant_with_events(&backend, 3).await;
+    let relay = Relay::new(backend.clone()).sink(sink.clone());
+
+    assert_eq!(relay.run_once().await.unwrap(), 4);
+    // tenant.created does not match *.member.#; the three member events do.
+    let got: Vec<Event> = drain(&channel, &queue).await.iter().map(payload).collect();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert!(got.iter().all(|e| e.tenant_id == tenant));
+    assert_eq!(relay.run_once().await.unwrap(), 0);
+
     delete_exchange(&channel, &exchange).await;
     sink.close().await.unwrap();
     connection

@@ -66,3 +66,39 @@ impl Proxy {
         }
     }
 }
+
+/// A tenant created in `backend` (its `tenant.created` event is number 1
+/// of its stream), then `n` more events appended.
+pub(crate) async fn tenant_with_events(
+    backend: &Arc<dyn tenancy_core::Backend>,
+    n: usize,
+) -> tenancy_core::TenantId {
+    use tenancy_core::{
+        AuditContext, Directory, Email, EventType, NewEvent, NewTenant, NewUser, Outbox, Owner,
+        Slug, TenantName,
+    };
+    let slug = format!(
+        "brokers-{}",
+        &tenancy_core::TenantId::new().to_string()[24..]
+    );
+    let tenant_id = Directory::new(Arc::clone(backend))
+        .create_tenant(
+            NewTenant::new(Slug::new(&slug).unwrap(), TenantName::new(&slug).unwrap()),
+            Owner::New(NewUser::new(
+                Email::new(&format!("owner@{slug}.test")).unwrap(),
+            )),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap()
+        .tenant
+        .id;
+    for i in 0..n {
+        let event = NewEvent::new(
+            EventType::new("member.joined").unwrap(),
+            serde_json::json!({ "i": i }),
+        );
+        backend.append_event(tenant_id, event).await.unwrap();
+    }
+    tenant_id
+}
