@@ -27,6 +27,10 @@
 //! delivered). Past the window, consumers see it again and deduplicate on
 //! the id themselves, as every outbox consumer should.
 //!
+//! The async-nats client reconnects by itself after a connection loss;
+//! publishes that get no acknowledgement meanwhile fail after the ack
+//! timeout, and the relay retries them.
+//!
 //! # Streams
 //!
 //! The sink publishes; it does not create streams on its own, because a

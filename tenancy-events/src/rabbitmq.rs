@@ -36,10 +36,12 @@
 //!
 //! # Connections
 //!
-//! The sink connects on its first delivery (or [`RabbitSink::ensure_exchange`])
-//! and keeps one connection and one channel. When the broker closes the
-//! channel (after an error) or the connection drops, that delivery fails and
-//! the next one opens a new channel, reconnecting if needed.
+//! The sink connects on its first delivery (or [`RabbitSink::ensure_exchange`]),
+//! within a connect timeout, and keeps one connection and one channel.
+//! When the broker closes the channel (after an error) or the connection
+//! drops, the delivery that runs into it fails, and the next delivery opens
+//! a new channel, reconnecting if needed; the sink never gives up on a
+//! broker that comes back.
 //!
 //! ```no_run
 //! use tenancy_core::ConsumerName;
