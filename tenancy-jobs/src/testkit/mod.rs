@@ -7,7 +7,8 @@
 //! stale holders refused, retries then the dead state, release, manual
 //! retry and cancel, listing, retention, periodic ticks enqueued once, and
 //! the worker's retries, dead letters, panics, timeouts, graceful
-//! shutdown, crash recovery and several workers sharing one store. The
+//! shutdown, crash recovery, lost leases, retention and several workers
+//! sharing one store. The
 //! memory and Postgres stores run the identical suites:
 //!
 //! ```ignore
@@ -91,7 +92,7 @@ macro_rules! conformance_tests {
             worker_counts_panics_and_timeouts_as_failures,
             worker_shutdown_finishes_or_releases, crashed_worker_job_completes_once,
             several_workers_run_each_job_once, workers_enqueue_periodic_jobs_once,
-            worker_purges_old_finished_jobs
+            worker_purges_old_finished_jobs, worker_abandons_a_job_whose_lease_was_lost
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {
@@ -1230,4 +1231,58 @@ pub async fn worker_purges_old_finished_jobs(f: Fixture) {
     worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(f.store.get(young).await.unwrap().state, JobState::Succeeded);
     assert_eq!(f.store.get(dead).await.unwrap().state, JobState::Dead);
+}
+
+/// A worker whose lease ran out and whose job was claimed by another
+/// holder learns it at its next heartbeat, drops the handler, and records
+/// nothing: the new holder's outcome stands.
+pub async fn worker_abandons_a_job_whose_lease_was_lost(f: Fixture) {
+    let (alive_tx, alive_rx) = tokio::sync::oneshot::channel::<()>();
+    let alive_slot = Arc::new(Mutex::new(Some(alive_tx)));
+    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+    let worker = Worker::new(
+        f.others[0].clone(),
+        test_config("stalled").with_lease(Duration::from_secs(30), Duration::from_millis(20)),
+    )
+    .handler(handler_fn(kind("slow"), move |_ctx| {
+        let alive = alive_slot.lock().unwrap().take();
+        let started_tx = started_tx.clone();
+        async move {
+            let _alive = alive;
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }))
+    .start();
+    let id = f.store.enqueue(job("slow")).await.unwrap().id();
+    worker.wake();
+    started.recv().await.unwrap();
+    // The worker's heartbeats keep moving the lease; move the clock past
+    // it until another holder gets the job.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stolen = loop {
+        f.clock.advance(time::Duration::seconds(31));
+        let claimed = f.store.claim(&claim_req(&["default"], 1)).await.unwrap();
+        if let Some(claimed) = claimed.into_iter().next() {
+            break claimed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never reclaimed");
+    };
+    assert_eq!(stolen.job.id, id);
+    assert_eq!(stolen.job.attempts, 2);
+    let dropped = tokio::time::timeout(Duration::from_secs(10), alive_rx).await;
+    assert!(
+        matches!(dropped, Ok(Err(_))),
+        "the stale handler kept running"
+    );
+    let held = f.store.get(id).await.unwrap();
+    assert_eq!(held.state, JobState::Running);
+    assert_eq!(held.locked_by.as_deref(), Some("tester"));
+    f.store.complete(&stolen.lease).await.unwrap();
+    let report = worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.finished, report.released), (0, 0));
+    let done = f.store.get(id).await.unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.last_error, None);
 }
