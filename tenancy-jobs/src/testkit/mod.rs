@@ -80,7 +80,8 @@ pub async fn memory() -> Option<Fixture> {
 macro_rules! conformance_tests {
     ($fixture:expr) => {
         $crate::conformance_tests!(@suites $fixture;
-            enqueue_and_get, dedupe_key_returns_the_active_job, scheduled_jobs_wait,
+            enqueue_and_get, dedupe_key_returns_the_active_job,
+            concurrent_enqueues_of_one_key_make_one_job, scheduled_jobs_wait,
             claims_follow_run_at_queues_and_limit, concurrent_claims_never_overlap,
             expired_lease_is_reclaimed_and_the_stale_holder_refused,
             failures_retry_then_go_dead_with_the_last_error,
@@ -234,6 +235,42 @@ pub async fn dedupe_key_returns_the_active_job(f: Fixture) {
         .await
         .unwrap();
     assert!(matches!(third, Enqueued::Created(t) if t != id));
+}
+
+/// Enqueues racing with one dedupe key from several handles make one
+/// job; every caller gets its id.
+pub async fn concurrent_enqueues_of_one_key_make_one_job(f: Fixture) {
+    let mut tasks = Vec::new();
+    for n in 0..12 {
+        let store = f.others[n % f.others.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .enqueue(job("k").with_dedupe_key("race").unwrap())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut created = Vec::new();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let enqueued = task.await.unwrap();
+        if let Enqueued::Created(id) = enqueued {
+            created.push(id);
+        }
+        ids.insert(enqueued.id());
+    }
+    assert_eq!(created.len(), 1, "one job created: {created:?}");
+    assert_eq!(ids.len(), 1, "every caller got the same job: {ids:?}");
+    let all = PageRequest::first(PageSize::new(100).unwrap());
+    assert_eq!(
+        f.store
+            .list(&JobFilter::all(), &all)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
 }
 
 /// A job due later is not claimed before its time.
