@@ -407,6 +407,14 @@ pub async fn expired_lease_is_reclaimed_and_the_stale_holder_refused(f: Fixture)
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0].job.id, id);
     assert_eq!(fresh[0].job.attempts, 2);
+    assert!(
+        fresh[0]
+            .job
+            .last_error
+            .as_ref()
+            .unwrap()
+            .contains("lease expired")
+    );
     let stale = &stale[0].lease;
     assert!(matches!(f.store.complete(stale).await, Err(JobError::LeaseLost(i)) if i == id));
     assert!(matches!(
@@ -1321,5 +1329,5 @@ pub async fn worker_abandons_a_job_whose_lease_was_lost(f: Fixture) {
     assert_eq!((report.finished, report.released), (0, 0));
     let done = f.store.get(id).await.unwrap();
     assert_eq!(done.state, JobState::Succeeded);
-    assert_eq!(done.last_error, None);
+    assert!(done.last_error.unwrap().contains("lease expired"));
 }
