@@ -323,7 +323,9 @@ pub struct ShutdownReport {
     pub released: usize,
 }
 
-/// A started worker.
+/// A started worker. Dropping the handle stops the worker as
+/// [`WorkerHandle::shutdown`] without grace would: running jobs are
+/// cancelled and released.
 #[derive(Debug)]
 pub struct WorkerHandle {
     stop: watch::Sender<Option<Instant>>,
