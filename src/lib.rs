@@ -51,6 +51,12 @@ pub use tenancy_actix as actix;
 #[doc(inline)]
 pub use tenancy_events as events;
 
+/// Background jobs: enqueue in the caller's transaction, leases, retries
+/// with backoff, dead letters, periodic jobs (feature `jobs`).
+#[cfg(feature = "jobs")]
+#[doc(inline)]
+pub use tenancy_jobs as jobs;
+
 /// Inbound SCIM 2.0 provisioning: a module mounting `/scim/v2` (feature `scim`).
 #[cfg(feature = "scim")]
 #[doc(inline)]

@@ -342,8 +342,9 @@ pub trait Outbox: Send + Sync {
     -> Result<Event, StoreError>;
 }
 
-/// A batch of one tenant's pending events, claimed for one consumer.
-/// Dropping it without [`ClaimedEvents::ack`] gives the events back.
+/// A batch of one tenant's pending events, claimed for one consumer, until
+/// [`ClaimedEvents::ack`] or [`ClaimedEvents::release`] (a refused
+/// acknowledgement releases it too).
 #[async_trait]
 pub trait ClaimedEvents: Send {
     /// The tenant whose events these are.
@@ -357,6 +358,11 @@ pub trait ClaimedEvents: Send {
     /// releases the claim. A number outside the batch is refused with
     /// [`ValidationError::EventSeq`].
     async fn ack(self: Box<Self>, through: u64) -> Result<(), StoreError>;
+
+    /// Gives the events back now, for the next claim. Dropping the batch
+    /// gives them back too, but on Postgres only once the connection has
+    /// rolled the claim back, which may be a moment later.
+    async fn release(self: Box<Self>) -> Result<(), StoreError>;
 }
 
 /// Reads tenants' streams for relays, across tenants. Each consumer keeps

@@ -195,9 +195,13 @@ impl Relay {
             }
             Ok(Err(failure)) => {
                 let delivered = failure.delivered.min(events.len());
-                if let Some(last) = delivered.checked_sub(1).and_then(|i| events.get(i)) {
-                    let through = last.seq;
-                    claim.ack(through).await?;
+                let accepted = delivered
+                    .checked_sub(1)
+                    .and_then(|i| events.get(i))
+                    .map(|last| last.seq);
+                match accepted {
+                    Some(through) => claim.ack(through).await?,
+                    None => claim.release().await?,
                 }
                 Err(RelayError::Sink {
                     consumer: consumer.clone(),
@@ -205,9 +209,12 @@ impl Relay {
                     source: failure.source,
                 })
             }
-            Err(_) => Err(RelayError::Timeout {
-                consumer: consumer.clone(),
-            }),
+            Err(_) => {
+                claim.release().await?;
+                Err(RelayError::Timeout {
+                    consumer: consumer.clone(),
+                })
+            }
         }
     }
 

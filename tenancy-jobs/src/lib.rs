@@ -4,6 +4,8 @@
 
 mod backoff;
 mod error;
+#[cfg(feature = "http")]
+mod http;
 mod job;
 #[cfg(feature = "memory")]
 pub mod memory;
@@ -16,6 +18,8 @@ mod worker;
 
 pub use backoff::Backoff;
 pub use error::JobError;
+#[cfg(feature = "http")]
+pub use http::JobsModule;
 pub use job::{
     ClaimedJob, DEFAULT_MAX_ATTEMPTS, Enqueued, Job, JobId, JobKind, JobState, Lease, MAX_ATTEMPTS,
     MAX_NAME_LEN, MAX_PAYLOAD_BYTES, NewJob, Queue,

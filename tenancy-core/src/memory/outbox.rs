@@ -170,6 +170,11 @@ impl ClaimedEvents for MemoryClaim {
         self.done = true;
         Ok(())
     }
+
+    async fn release(self: Box<Self>) -> Result<()> {
+        drop(self);
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -934,6 +934,10 @@ impl AuditLog for PgTransaction {
         event.validate()?;
         let mut inner = self.inner.lock().await;
         let conn = inner.scoped(Scope::Tenant(tenant_id)).await?;
+        outbox::lock_tenant_streams(conn, tenant_id)
+            .await
+            .map_err(|e| inner.fail(e))?;
+        let conn = inner.scoped(Scope::Tenant(tenant_id)).await?;
         // Takes the row lock on the chain head: concurrent appends for this
         // tenant wait here until this transaction ends.
         let (seq, hash): (i64, Vec<u8>) = sqlx::query_as(

@@ -42,18 +42,30 @@ pub async fn append_event(
     insert_event(conn, tenant_id, event).await.map_err(db_error)
 }
 
+/// Takes, until the transaction ends, the lock every append to one
+/// tenant's audit chain or event stream takes first: whichever of the two
+/// heads a transaction then locks, and in whichever order, it cannot
+/// deadlock with another (a transaction holding it already takes it again
+/// at no cost).
+pub(super) async fn lock_tenant_streams(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+) -> Result<(), sqlx::Error> {
+    // Two-key form: the first key names tenancy's stream locks, the second
+    // hashes the tenant; a hash collision only serializes two tenants.
+    sqlx::query("SELECT pg_advisory_xact_lock(1952804449, hashtext($1::text))")
+        .bind(tenant_id.as_uuid())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 async fn insert_event(
     conn: &mut PgConnection,
     tenant_id: TenantId,
     event: NewEvent,
 ) -> Result<Event, sqlx::Error> {
-    // Locks are taken in one order, the audit chain's head first (an audited
-    // change holds it already), so a transaction appending an event and
-    // then an audit record cannot deadlock with one doing the reverse.
-    sqlx::query("SELECT 1 FROM tenancy_audit_heads WHERE tenant_id = $1 FOR UPDATE")
-        .bind(tenant_id.as_uuid())
-        .execute(&mut *conn)
-        .await?;
+    lock_tenant_streams(conn, tenant_id).await?;
     // The head row stays locked until the transaction ends: the next append
     // to this tenant waits, so numbers follow commit order.
     let seq: i64 = sqlx::query_scalar(
@@ -197,7 +209,10 @@ impl ClaimedEvents for PgClaim {
     }
 
     async fn ack(self: Box<Self>, through: u64) -> Result<()> {
-        check_ack(&self.events, through)?;
+        if let Err(refused) = check_ack(&self.events, through) {
+            self.release().await?;
+            return Err(refused.into());
+        }
         let PgClaim {
             mut tx,
             consumer,
@@ -215,6 +230,10 @@ impl ClaimedEvents for PgClaim {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)
+    }
+
+    async fn release(self: Box<Self>) -> Result<()> {
+        self.tx.rollback().await.map_err(db_error)
     }
 }
 

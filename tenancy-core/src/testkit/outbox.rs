@@ -212,11 +212,11 @@ pub async fn outbox_claims((backend, feed): OutboxSetup) {
     assert!(feed.claim(&one, 10).await.unwrap().is_none());
     // Another consumer can.
     let theirs = feed.claim(&two, 10).await.unwrap().unwrap();
-    drop(theirs);
+    theirs.release().await.unwrap();
 
     // A dropped claim gives its events back.
     let seqs: Vec<u64> = first.events().iter().map(|e| e.seq).collect();
-    drop(first);
+    first.release().await.unwrap();
     let again = feed.claim(&one, 2).await.unwrap().unwrap();
     assert_eq!(again.tenant_id(), first_tenant);
     assert_eq!(
@@ -224,7 +224,7 @@ pub async fn outbox_claims((backend, feed): OutboxSetup) {
         seqs
     );
     let last = again.events().last().unwrap().seq;
-    drop(second);
+    second.release().await.unwrap();
 
     // Acknowledging outside the batch is refused (and gives the claim back).
     let refused = again.ack(last + 1).await;
@@ -312,7 +312,7 @@ pub async fn outbox_rewind_and_lag((backend, feed): OutboxSetup) {
     rewinding.await.unwrap().unwrap();
     let claim = feed.claim(&relay, 10).await.unwrap().unwrap();
     assert_eq!(claim.events(), &events[1..]);
-    drop(claim);
+    claim.release().await.unwrap();
 
     assert!(matches!(
         feed.rewind(&relay, a.id, ReplayFrom::AfterEvent(EventId::new()))
@@ -504,6 +504,9 @@ pub async fn outbox_lock_order((backend, feed): OutboxSetup) {
     for task in tasks {
         task.await.unwrap();
     }
-    let events = feed.read_events(a.id, ReplayFrom::Start, 100).await.unwrap();
+    let events = feed
+        .read_events(a.id, ReplayFrom::Start, 100)
+        .await
+        .unwrap();
     assert_eq!(events.len(), 12);
 }
