@@ -1,0 +1,189 @@
+//! The conformance suites against Postgres, plus what only Postgres has:
+//! enqueue inside the caller's transaction, migrations shared with the
+//! other tenancy crates, and a worker whose connections are killed
+//! mid-job.
+//!
+//! Needs `DATABASE_URL`; skipped without it unless `CI=true`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers report failure by panicking
+
+tenancy_jobs::conformance_tests!(tenancy_jobs::testkit::postgres::fixture());
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tenancy_core::postgres::PgTransaction;
+use tenancy_jobs::postgres::{PgJobStore, enqueue_in, migrator};
+use tenancy_jobs::testkit::postgres::fixture_with_schema;
+use tenancy_jobs::testkit::wait_for;
+use tenancy_jobs::*;
+use tokio::sync::{Notify, mpsc};
+
+fn job(kind: &str) -> NewJob {
+    NewJob::new(JobKind::new(kind).unwrap(), serde_json::json!({})).unwrap()
+}
+
+/// A job enqueued in a transaction exists only if the transaction commits,
+/// whether the caller holds a sqlx transaction or tenancy-core's.
+#[tokio::test]
+async fn enqueue_commits_and_rolls_back_with_the_callers_transaction() {
+    let Some((schema, f)) = fixture_with_schema().await else {
+        return;
+    };
+    let pool = &schema.pool;
+    let store = PgJobStore::with_clock(pool.clone(), f.clock.clone());
+
+    let mut tx = pool.begin().await.unwrap();
+    let dropped = enqueue_in(&mut tx, &job("a")).await.unwrap().id();
+    tx.rollback().await.unwrap();
+    assert!(matches!(
+        store.get(dropped).await,
+        Err(JobError::NotFound(_))
+    ));
+
+    let mut tx = pool.begin().await.unwrap();
+    let kept = store.enqueue_in(&mut tx, &job("a")).await.unwrap().id();
+    // Invisible to others until the commit.
+    assert!(matches!(store.get(kept).await, Err(JobError::NotFound(_))));
+    tx.commit().await.unwrap();
+    assert_eq!(store.get(kept).await.unwrap().state, JobState::Queued);
+
+    let tx = PgTransaction::from_sqlx(pool.begin().await.unwrap());
+    let via_core = {
+        let mut conn = tx.connection().await.unwrap();
+        enqueue_in(&mut conn, &job("b").with_dedupe_key("once").unwrap())
+            .await
+            .unwrap()
+    };
+    // A duplicate key inside the same transaction returns the same job and
+    // leaves the transaction usable.
+    let again = {
+        let mut conn = tx.connection().await.unwrap();
+        enqueue_in(&mut conn, &job("b").with_dedupe_key("once").unwrap())
+            .await
+            .unwrap()
+    };
+    assert_eq!(again, Enqueued::Existing(via_core.id()));
+    tx.into_sqlx().commit().await.unwrap();
+    assert_eq!(
+        store.get(via_core.id()).await.unwrap().state,
+        JobState::Queued
+    );
+}
+
+/// The jobs migrator runs beside tenancy-core's in one database and
+/// records its versions (8001+) in tenancy's migrations table.
+#[tokio::test]
+async fn migrations_coexist_with_the_other_crates() {
+    let Some((schema, _f)) = fixture_with_schema().await else {
+        return;
+    };
+    tenancy_core::postgres::migrate_all(
+        &schema.pool,
+        [tenancy_core::postgres::migrator(), migrator()],
+    )
+    .await
+    .unwrap();
+    // Running again, alone or together, is a no-op.
+    PgJobStore::new(schema.pool.clone())
+        .migrate()
+        .await
+        .unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar(
+        "SELECT version FROM _tenancy_migrations WHERE version >= 8000 ORDER BY version",
+    )
+    .fetch_all(&schema.pool)
+    .await
+    .unwrap();
+    assert_eq!(versions, vec![8001]);
+    let core: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM _tenancy_migrations WHERE version BETWEEN 1000 AND 1999",
+    )
+    .fetch_one(&schema.pool)
+    .await
+    .unwrap();
+    assert!(core > 0);
+}
+
+/// A worker whose database connections are all terminated in the middle
+/// of a job reconnects and completes it; the effect (a row keyed by job
+/// id) is written once and the job ran once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_survives_its_connections_being_killed_mid_job() {
+    let Some((schema, f)) = fixture_with_schema().await else {
+        return;
+    };
+    sqlx::query("CREATE TABLE effects (job_id uuid PRIMARY KEY, runs integer NOT NULL)")
+        .execute(&schema.pool)
+        .await
+        .unwrap();
+    let app_name = format!("jobs_kill_{}", uuid::Uuid::now_v7().simple());
+    let options = PgConnectOptions::from_str(&schema.url)
+        .unwrap()
+        .options([("search_path", schema.name.as_str())])
+        .application_name(&app_name);
+    let worker_pool = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store: Arc<dyn JobStore> = Arc::new(PgJobStore::with_clock(worker_pool, f.clock.clone()));
+    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+    let gate = Arc::new(Notify::new());
+    let opened = gate.clone();
+    let effects = schema.pool.clone();
+    let worker = Worker::new(
+        store,
+        WorkerConfig::default()
+            .with_poll_interval(Duration::from_millis(10))
+            .with_lease(Duration::from_secs(30), Duration::from_millis(20))
+            .with_retention(None),
+    )
+    .handler(handler_fn(JobKind::new("charge").unwrap(), move |ctx| {
+        let started_tx = started_tx.clone();
+        let opened = opened.clone();
+        let effects = effects.clone();
+        async move {
+            let _ = started_tx.send(());
+            opened.notified().await;
+            sqlx::query(
+                "INSERT INTO effects (job_id, runs) VALUES ($1, 1) \
+                 ON CONFLICT (job_id) DO UPDATE SET runs = effects.runs + 1",
+            )
+            .bind(ctx.id().as_uuid())
+            .execute(&effects)
+            .await
+            .map_err(HandlerError::retry)?;
+            Ok(())
+        }
+    }))
+    .start();
+    let id = f.store.enqueue(job("charge")).await.unwrap().id();
+    worker.wake();
+    started.recv().await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app_name)
+    .fetch_all(&schema.pool)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty() && killed.iter().all(|k| *k));
+    // Heartbeats meet the dead connections before the handler goes on.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.notify_one();
+    let done = wait_for(f.store.as_ref(), id, "completion", |j| {
+        j.state == JobState::Succeeded
+    })
+    .await;
+    assert_eq!(done.attempts, 1);
+    let runs: i32 = sqlx::query_scalar("SELECT runs FROM effects WHERE job_id = $1")
+        .bind(id.as_uuid())
+        .fetch_one(&schema.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
