@@ -982,27 +982,35 @@ pub async fn worker_shutdown_finishes_or_releases(f: Fixture) {
     assert_eq!(f.store.get(late).await.unwrap().state, JobState::Queued);
 }
 
-/// A worker killed mid-job: once its lease expires a new worker runs the
-/// job to completion; the outside effect (keyed by job id) happens once,
-/// and the killed worker's handler did not carry on.
+/// A worker killed mid-job: its handler is cancelled with it; once the
+/// lease expires a new worker runs the job to completion; the outside
+/// effect (keyed by job id) happens once.
 pub async fn crashed_worker_job_completes_once(f: Fixture) {
     let effects: Arc<Mutex<HashMap<JobId, u32>>> = Arc::default();
     let starts: Arc<Mutex<HashMap<JobId, u32>>> = Arc::default();
+    let (alive_tx, alive_rx) = tokio::sync::oneshot::channel::<()>();
+    let alive_slot = Arc::new(Mutex::new(Some(alive_tx)));
+    let gate = Arc::new(Notify::new());
     let (started_tx, mut started) = mpsc::unbounded_channel::<JobId>();
     let make = |id: &str, store: Arc<dyn JobStore>| {
         let effects = effects.clone();
         let starts = starts.clone();
         let started_tx = started_tx.clone();
+        let alive_slot = alive_slot.clone();
+        let gate = gate.clone();
         Worker::new(store, test_config(id)).handler(handler_fn(kind("charge"), move |ctx| {
             let effects = effects.clone();
             let starts = starts.clone();
             let started_tx = started_tx.clone();
+            let alive_slot = alive_slot.clone();
+            let gate = gate.clone();
             async move {
                 *starts.lock().unwrap().entry(ctx.id()).or_default() += 1;
                 let _ = started_tx.send(ctx.id());
                 if ctx.attempt() == 1 {
-                    // The first worker dies here.
-                    std::future::pending::<()>().await;
+                    // Held while this attempt lives; the worker dies here.
+                    let _alive = alive_slot.lock().unwrap().take();
+                    gate.notified().await;
                 }
                 *effects.lock().unwrap().entry(ctx.id()).or_default() += 1;
                 Ok(())
@@ -1014,12 +1022,24 @@ pub async fn crashed_worker_job_completes_once(f: Fixture) {
     first.wake();
     assert_eq!(started.recv().await, Some(id));
     first.abort();
+    // The first attempt's handler was dropped, not left running.
+    let dropped = tokio::time::timeout(Duration::from_secs(10), alive_rx).await;
+    assert!(
+        matches!(dropped, Ok(Err(_))),
+        "the handler outlived its worker"
+    );
     let held = f.store.get(id).await.unwrap();
     assert_eq!(held.state, JobState::Running);
     assert_eq!(held.locked_by.as_deref(), Some("doomed"));
+    // Nobody can claim it before the lease ends.
+    assert!(
+        f.store
+            .claim(&claim_req(&["default"], 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let second = make("rescuer", f.others[1].clone()).start();
-    // Not before the lease ends.
-    second.wake();
     f.clock.advance(time::Duration::seconds(31));
     second.wake();
     let done = wait_for(f.store.as_ref(), id, "completion", |j| {
@@ -1027,10 +1047,10 @@ pub async fn crashed_worker_job_completes_once(f: Fixture) {
     })
     .await;
     assert_eq!(done.attempts, 2);
+    second.shutdown(Duration::from_secs(5)).await;
+    gate.notify_waiters();
     assert_eq!(effects.lock().unwrap().get(&id), Some(&1));
     assert_eq!(starts.lock().unwrap().get(&id), Some(&2));
-    second.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(effects.lock().unwrap().get(&id), Some(&1));
 }
 
 /// Four workers on one store run 80 jobs, each exactly once.
