@@ -14,6 +14,9 @@
 //! - Times come from the store's [`Clock`] (bound as parameters), not from
 //!   `now()`, so tests drive backoff, schedules and leases with a manual
 //!   clock; keep the replicas' clocks in sync.
+//! - An enqueue due now sends `NOTIFY tenancy_jobs` (at commit); with
+//!   [`wake_on_enqueue`] on tenancy-core's shared listener, workers of every
+//!   replica start such jobs at once instead of at their next poll.
 //! - Migrations are embedded ([`migrator`]), numbered 8001+, recorded with
 //!   the other tenancy crates' (see [`tenancy_core::postgres::migrate_all`]).
 
@@ -24,6 +27,7 @@ use async_trait::async_trait;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{Connection, Row};
+use tenancy_core::postgres::Subscriber;
 use tenancy_core::{Clock, Cursor, Page, PageRequest, SystemClock, TenantId, truncate_to_micros};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -34,12 +38,58 @@ use crate::store::{
     ClaimRequest, JobFilter, JobStore, LEASE_EXPIRED_ON_LAST_ATTEMPT, LIST_NAME, check_claim,
     check_schedule, next_tick, span, truncate_error,
 };
+use crate::worker::WorkerWaker;
 
 /// The embedded tenancy-jobs migrations (versions 8001+), kept in
 /// tenancy's migrations table beside the other crates' (whose versions it
 /// ignores). Needs no other crate's migrations.
 pub fn migrator() -> Migrator {
     tenancy_core::postgres::tenancy_migrator(sqlx::migrate!("./migrations"))
+}
+
+/// The channel a `NOTIFY` goes to when a job is enqueued due now, with
+/// the queue name as payload; [`wake_on_enqueue`] turns it into worker
+/// wake-ups through tenancy-core's shared [`Listener`](tenancy_core::postgres::Listener).
+pub const NOTIFY_CHANNEL: &str = "tenancy_jobs";
+
+/// A [`Subscriber`] for [`NOTIFY_CHANNEL`] that wakes the workers
+/// claiming from the notified queue (and all of them after the listener
+/// reconnected), so jobs enqueued by any replica start without waiting for
+/// the poll interval. Polling stays the fallback.
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::PgPool, worker: tenancy_jobs::WorkerHandle) -> Result<(), sqlx::Error> {
+/// use tenancy_core::postgres::Listener;
+/// use tenancy_jobs::postgres::{NOTIFY_CHANNEL, wake_on_enqueue};
+/// let mut listener = Listener::new(pool);
+/// listener.subscribe([NOTIFY_CHANNEL], wake_on_enqueue([worker.waker()]));
+/// let _running = listener.start().await?;
+/// # Ok(()) }
+/// ```
+pub fn wake_on_enqueue(wakers: impl IntoIterator<Item = WorkerWaker>) -> Arc<dyn Subscriber> {
+    Arc::new(EnqueueSubscriber {
+        wakers: wakers.into_iter().collect(),
+    })
+}
+
+struct EnqueueSubscriber {
+    wakers: Vec<WorkerWaker>,
+}
+
+impl Subscriber for EnqueueSubscriber {
+    fn notify(&self, _channel: &str, payload: &str) {
+        for waker in &self.wakers {
+            if waker.claims_from(payload) {
+                waker.wake();
+            }
+        }
+    }
+
+    fn resync(&self) {
+        for waker in &self.wakers {
+            waker.wake();
+        }
+    }
 }
 
 const COLUMNS: &str = "id, queue, kind, payload, tenant_id, state, attempts, max_attempts, \
@@ -187,6 +237,16 @@ async fn insert(
         .await
         .map_err(unavailable)?;
         if inserted.is_some() {
+            if job.run_at().is_none_or(|at| at <= now) {
+                // Delivered when the caller's transaction commits, and not
+                // at all if it rolls back.
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(NOTIFY_CHANNEL)
+                    .bind(job.queue().as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
             return Ok(Enqueued::Created(id));
         }
         let existing: Option<Uuid> = sqlx::query_scalar(

@@ -292,15 +292,40 @@ pub struct ShutdownReport {
 #[derive(Debug)]
 pub struct WorkerHandle {
     stop: watch::Sender<Option<Instant>>,
-    wake: Arc<Notify>,
+    waker: WorkerWaker,
     task: JoinHandle<ShutdownReport>,
 }
 
+/// Wakes one worker from elsewhere (a `NOTIFY` subscriber, the code that
+/// enqueued); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WorkerWaker {
+    wake: Arc<Notify>,
+    queues: Arc<[Queue]>,
+}
+
+impl WorkerWaker {
+    /// Makes the worker look for jobs now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Whether the worker claims from the queue named `queue`.
+    pub fn claims_from(&self, queue: &str) -> bool {
+        self.queues.iter().any(|q| q.as_str() == queue)
+    }
+}
+
 impl WorkerHandle {
+    /// A waker for this worker, to hand to whatever learns of new jobs.
+    pub fn waker(&self) -> WorkerWaker {
+        self.waker.clone()
+    }
+
     /// Makes the worker look for jobs now rather than after its poll
     /// interval (call it after enqueueing).
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.waker.wake();
     }
 
     /// Stops claiming, lets running jobs finish for up to `grace`, then
@@ -370,8 +395,12 @@ impl Worker {
     pub fn start(self) -> WorkerHandle {
         let (stop, stop_rx) = watch::channel(None);
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(self.run(stop_rx, wake.clone()));
-        WorkerHandle { stop, wake, task }
+        let waker = WorkerWaker {
+            wake: wake.clone(),
+            queues: self.config.queues.clone().into(),
+        };
+        let task = tokio::spawn(self.run(stop_rx, wake));
+        WorkerHandle { stop, waker, task }
     }
 
     async fn run(

@@ -187,3 +187,78 @@ async fn worker_survives_its_connections_being_killed_mid_job() {
     assert_eq!(runs, 1);
     worker.shutdown(Duration::from_secs(5)).await;
 }
+
+/// An enqueue sends its queue on the jobs channel when the caller's
+/// transaction commits, and nothing when it rolls back.
+#[tokio::test]
+async fn enqueue_notifies_on_commit_only() {
+    use tenancy_core::postgres::{FnSubscriber, Listener};
+    use tenancy_jobs::postgres::NOTIFY_CHANNEL;
+    let Some((schema, _f)) = fixture_with_schema().await else {
+        return;
+    };
+    let (tx_notices, mut notices) = mpsc::unbounded_channel::<String>();
+    let mut listener = Listener::new(schema.pool.clone());
+    listener.subscribe(
+        [NOTIFY_CHANNEL],
+        FnSubscriber::new(
+            move |_channel, payload| {
+                let _ = tx_notices.send(payload.to_owned());
+            },
+            || {},
+        ),
+    );
+    let _running = listener.start().await.unwrap();
+    let mut tx = schema.pool.begin().await.unwrap();
+    let rolled = job("a").with_queue(Queue::new("rolled").unwrap());
+    enqueue_in(&mut tx, &rolled).await.unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = schema.pool.begin().await.unwrap();
+    let later = job("a")
+        .with_queue(Queue::new("later").unwrap())
+        .with_run_at(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    enqueue_in(&mut tx, &later).await.unwrap();
+    let kept = job("a").with_queue(Queue::new("kept").unwrap());
+    enqueue_in(&mut tx, &kept).await.unwrap();
+    tx.commit().await.unwrap();
+    // Notices arrive in commit order: a notice of the rolled-back or the
+    // not-yet-due job would come first.
+    let first = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+        .await
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("kept"));
+}
+
+/// A worker polling once a minute starts a job enqueued by another
+/// replica at once when woken through the shared listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_wakes_idle_workers() {
+    use tenancy_core::postgres::Listener;
+    use tenancy_jobs::postgres::{NOTIFY_CHANNEL, wake_on_enqueue};
+    let Some((schema, f)) = fixture_with_schema().await else {
+        return;
+    };
+    let worker = Worker::new(
+        f.others[0].clone(),
+        WorkerConfig::default()
+            .with_poll_interval(Duration::from_secs(60))
+            .with_retention(None),
+    )
+    .handler(handler_fn(JobKind::new("ping").unwrap(), |_ctx| async {
+        Ok(())
+    }))
+    .start();
+    let mut listener = Listener::new(schema.pool.clone());
+    listener.subscribe([NOTIFY_CHANNEL], wake_on_enqueue([worker.waker()]));
+    let _running = listener.start().await.unwrap();
+    for _ in 0..3 {
+        // Each job is enqueued once the worker went back to sleep after
+        // the previous one.
+        let id = f.others[1].enqueue(job("ping")).await.unwrap().id();
+        wait_for(f.store.as_ref(), id, "completion", |j| {
+            j.state == JobState::Succeeded
+        })
+        .await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await;
+}
