@@ -178,11 +178,20 @@ impl JobStore for MemoryJobStore {
     async fn complete(&self, lease: &Lease) -> Result<(), JobError> {
         let now = self.clock_now();
         let mut state = self.lock();
+        if let Some((job, token)) = state.jobs.get(&lease.job_id)
+            && job.state == JobState::Succeeded
+            && *token == Some(lease.token())
+        {
+            // Completed with this lease already.
+            return Ok(());
+        }
         leased(&mut state, lease)?;
-        if let Some((job, token)) = state.jobs.get_mut(&lease.job_id) {
+        if let Some((job, _)) = state.jobs.get_mut(&lease.job_id) {
+            // The token stays, so completing again with it is a no-op.
             job.state = JobState::Succeeded;
             job.finished_at = Some(now);
-            unlock(job, token);
+            job.locked_by = None;
+            job.lease_expires_at = None;
         }
         Ok(())
     }

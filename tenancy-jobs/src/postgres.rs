@@ -154,6 +154,33 @@ impl PgJobStore {
         insert(conn, job, truncate_to_micros(self.clock.now())).await
     }
 
+    /// Marks the job held by `lease` succeeded on the caller's connection,
+    /// so a handler can commit its own writes and the completion in one
+    /// transaction: then the job's effect happens exactly once even if the
+    /// worker dies right after the commit (the job is no longer running, so
+    /// it is not claimed again). The worker's own completion afterwards is
+    /// a no-op. [`JobError::LeaseLost`] if the lease is no longer valid:
+    /// roll back, the job runs (or ran) elsewhere.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: tenancy_jobs::postgres::PgJobStore, ctx: tenancy_jobs::JobContext) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = store.pool().begin().await?;
+    /// sqlx::query("INSERT INTO emails_sent (job_id) VALUES ($1)")
+    ///     .bind(ctx.id().as_uuid())
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// store.complete_in(&mut tx, ctx.lease()).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn complete_in(
+        &self,
+        conn: &mut PgConnection,
+        lease: &Lease,
+    ) -> Result<(), JobError> {
+        complete_on(conn, lease, self.clock_now()).await
+    }
+
     fn clock_now(&self) -> OffsetDateTime {
         truncate_to_micros(self.clock.now())
     }
@@ -184,6 +211,41 @@ impl PgJobStore {
             },
             Err(error) => error,
         }
+    }
+}
+
+/// Marks the job held by `lease` succeeded; a job already completed with
+/// this lease is left as is. The token stays on the row (the lease end
+/// goes), so that second call can be told apart from a stale holder's.
+async fn complete_on(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    now: OffsetDateTime,
+) -> Result<(), JobError> {
+    let done = sqlx::query(
+        "UPDATE tenancy_jobs SET state = 'succeeded', finished_at = $3, updated_at = $3, \
+            lease_expires_at = NULL, locked_by = NULL \
+         WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+    )
+    .bind(lease.job_id.as_uuid())
+    .bind(lease.token())
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    let found: Option<(String, Option<Uuid>)> =
+        sqlx::query_as("SELECT state, lease_token FROM tenancy_jobs WHERE id = $1")
+            .bind(lease.job_id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+    match found {
+        None => Err(JobError::NotFound(lease.job_id)),
+        Some((state, token)) if state == "succeeded" && token == Some(lease.token()) => Ok(()),
+        Some(_) => Err(JobError::LeaseLost(lease.job_id)),
     }
 }
 
@@ -382,21 +444,8 @@ impl JobStore for PgJobStore {
     }
 
     async fn complete(&self, lease: &Lease) -> Result<(), JobError> {
-        let done = sqlx::query(
-            "UPDATE tenancy_jobs SET state = 'succeeded', finished_at = $3, updated_at = $3, \
-                lease_token = NULL, lease_expires_at = NULL, locked_by = NULL \
-             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-        )
-        .bind(lease.job_id.as_uuid())
-        .bind(lease.token())
-        .bind(self.clock_now())
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        if done.rows_affected() == 0 {
-            return Err(self.lease_failure(lease).await);
-        }
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        complete_on(&mut conn, lease, self.clock_now()).await
     }
 
     async fn fail(

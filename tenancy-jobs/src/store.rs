@@ -43,8 +43,10 @@ pub trait JobStore: Send + Sync + 'static {
         lease_for: Duration,
     ) -> Result<OffsetDateTime, JobError>;
 
-    /// Marks a running job succeeded. [`JobError::LeaseLost`] when the
-    /// lease is no longer valid.
+    /// Marks a running job succeeded. Completing again with the same lease
+    /// is a no-op (a handler may have completed the job in its own
+    /// transaction); [`JobError::LeaseLost`] when the lease is no longer
+    /// valid.
     async fn complete(&self, lease: &Lease) -> Result<(), JobError>;
 
     /// Records a failed attempt with its error: with `retry_at` and

@@ -14,13 +14,14 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::error::JobError;
-use crate::job::{ClaimedJob, Job, JobId, JobKind, JobState, NewJob, Queue};
+use crate::job::{ClaimedJob, Job, JobId, JobKind, JobState, Lease, NewJob, Queue};
 use crate::store::{ClaimRequest, JobStore, span};
 
 /// What a handler gets: the job as claimed.
 #[derive(Debug, Clone)]
 pub struct JobContext {
     job: Job,
+    lease: Lease,
 }
 
 impl JobContext {
@@ -40,6 +41,11 @@ impl JobContext {
     /// This attempt's number, from 1.
     pub fn attempt(&self) -> u32 {
         self.job.attempts
+    }
+    /// The lease this attempt holds, for completing the job inside the
+    /// handler's own transaction (`PgJobStore::complete_in`).
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
     /// The payload as `T`; a mismatch is a permanent failure.
     pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandlerError> {
@@ -546,7 +552,10 @@ async fn run_one(
         return Outcome::Ended;
     };
     let attempt = job.attempts;
-    let ctx = JobContext { job };
+    let ctx = JobContext {
+        job,
+        lease: lease.clone(),
+    };
     let mut task = AbortOnDrop(tokio::spawn(async move { handler.run(ctx).await }));
     let timeout = tokio::time::sleep(config.job_timeout);
     tokio::pin!(timeout);

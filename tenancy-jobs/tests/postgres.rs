@@ -262,3 +262,80 @@ async fn listener_wakes_idle_workers() {
     }
     worker.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A handler that writes its effect and completes the job in one
+/// transaction gets exactly-once effects even when its worker dies right
+/// after the commit: the job is not claimed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completing_in_the_handlers_transaction_survives_a_crash_after_commit() {
+    let Some((schema, f)) = fixture_with_schema().await else {
+        return;
+    };
+    sqlx::query("CREATE TABLE effects (job_id uuid PRIMARY KEY)")
+        .execute(&schema.pool)
+        .await
+        .unwrap();
+    let store = Arc::new(PgJobStore::with_clock(schema.pool.clone(), f.clock.clone()));
+    let (committed_tx, mut committed) = mpsc::unbounded_channel::<JobId>();
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let make = |store: Arc<PgJobStore>| {
+        let committed_tx = committed_tx.clone();
+        let runs = runs.clone();
+        let handler_store = store.clone();
+        Worker::new(
+            store,
+            WorkerConfig::default()
+                .with_poll_interval(Duration::from_millis(10))
+                .with_retention(None),
+        )
+        .handler(handler_fn(JobKind::new("charge").unwrap(), move |ctx| {
+            let store = handler_store.clone();
+            let committed_tx = committed_tx.clone();
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut tx = store.pool().begin().await.map_err(HandlerError::retry)?;
+                sqlx::query("INSERT INTO effects (job_id) VALUES ($1)")
+                    .bind(ctx.id().as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(HandlerError::retry)?;
+                store
+                    .complete_in(&mut tx, ctx.lease())
+                    .await
+                    .map_err(HandlerError::retry)?;
+                tx.commit().await.map_err(HandlerError::retry)?;
+                let _ = committed_tx.send(ctx.id());
+                // The worker dies after the commit, before it hears back.
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        }))
+    };
+    let first = make(store.clone()).start();
+    let id = f.store.enqueue(job("charge")).await.unwrap().id();
+    first.wake();
+    assert_eq!(committed.recv().await, Some(id));
+    first.abort();
+    assert_eq!(f.store.get(id).await.unwrap().state, JobState::Succeeded);
+    f.clock.advance(time::Duration::minutes(5));
+    // Nothing to reclaim: the job finished with the effect.
+    assert!(
+        f.store
+            .claim(&ClaimRequest::new(
+                vec![Queue::default_queue()],
+                "rescuer",
+                10,
+                Duration::from_secs(30),
+            ))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
+        .fetch_one(&schema.pool)
+        .await
+        .unwrap();
+    assert_eq!(effects, 1);
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -390,8 +390,11 @@ pub async fn expired_lease_is_reclaimed_and_the_stale_holder_refused(f: Fixture)
         f.store.complete(stale).await,
         Err(JobError::LeaseLost(_))
     ));
+    // Completing again with the current lease is a no-op.
+    f.others[0].complete(&fresh[0].lease).await.unwrap();
+    assert_eq!(f.store.get(id).await.unwrap(), done);
     assert!(matches!(
-        f.others[0].complete(&fresh[0].lease).await,
+        f.others[0].fail(&fresh[0].lease, "late", None).await,
         Err(JobError::LeaseLost(_))
     ));
 }
