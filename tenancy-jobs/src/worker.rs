@@ -375,7 +375,16 @@ struct Shared {
 
 impl Worker {
     /// A worker on `store` with `config` and no handlers yet.
-    pub fn new(store: Arc<dyn JobStore>, config: WorkerConfig) -> Self {
+    ///
+    /// Settings out of range are brought into it: at least one job at a
+    /// time, a lease of at least a second, a heartbeat between 1 ms and
+    /// half the lease.
+    pub fn new(store: Arc<dyn JobStore>, mut config: WorkerConfig) -> Self {
+        config.concurrency = config.concurrency.max(1);
+        config.lease = config.lease.max(Duration::from_secs(1));
+        config.heartbeat = config
+            .heartbeat
+            .clamp(Duration::from_millis(1), config.lease / 2);
         Self {
             store,
             config,
@@ -421,11 +430,15 @@ impl Worker {
         let (release, release_rx) = watch::channel(false);
         let mut running: JoinSet<Outcome> = JoinSet::new();
         let mut next_purge = Instant::now();
+        let mut next_periodic = Instant::now();
         let deadline = loop {
             if let Some(deadline) = *stop.borrow() {
                 break deadline;
             }
-            self.enqueue_periodic().await;
+            if Instant::now() >= next_periodic {
+                next_periodic = Instant::now() + self.config.poll_interval;
+                self.enqueue_periodic().await;
+            }
             if let Some(retention) = self.config.retention
                 && Instant::now() >= next_purge
             {
@@ -476,7 +489,10 @@ impl Worker {
                 }
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
-                () = wake.notified() => {}
+                () = wake.notified() => {
+                    // New jobs, or a moved clock: look at the schedules too.
+                    next_periodic = Instant::now();
+                }
             }
         };
         let mut report = ShutdownReport::default();
@@ -560,8 +576,12 @@ async fn run_one(
     let timeout = tokio::time::sleep(config.job_timeout);
     tokio::pin!(timeout);
     let mut beat = tokio::time::interval_at(Instant::now() + config.heartbeat, config.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result: Result<(), HandlerError> = loop {
         tokio::select! {
+            // A finished handler wins over a timeout or release arriving
+            // at the same moment: its outcome is not thrown away.
+            biased;
             joined = &mut task.0 => break match joined {
                 Ok(result) => result,
                 Err(error) if error.is_panic() => {
@@ -587,7 +607,7 @@ async fn run_one(
             changed = release.changed() => {
                 if changed.is_err() || *release.borrow() {
                     task.0.abort();
-                    if let Err(error) = store.release(&lease).await {
+                    if let Err(error) = persist(|| store.release(&lease)).await {
                         tracing::warn!(job = %lease.job_id, %error, "releasing a job failed");
                     }
                     return Outcome::Released;
@@ -597,7 +617,7 @@ async fn run_one(
     };
     match result {
         Ok(()) => {
-            if let Err(error) = store.complete(&lease).await {
+            if let Err(error) = persist(|| store.complete(&lease)).await {
                 tracing::warn!(job = %lease.job_id, %error, "recording success failed");
             }
         }
@@ -606,7 +626,7 @@ async fn run_one(
                 (!error.is_permanent()).then(|| store.now() + span(config.backoff.delay(attempt)));
             tracing::info!(job = %lease.job_id, attempt, error = %error, "job attempt failed");
             record(
-                store.fail(&lease, error.message(), retry_at).await,
+                persist(|| store.fail(&lease, error.message(), retry_at)).await,
                 lease.job_id,
             );
         }
@@ -614,10 +634,88 @@ async fn run_one(
     Outcome::Ended
 }
 
+/// Runs a store call recording an outcome, retrying a few times (0.1 s,
+/// 0.2 s, 0.4 s apart) while the store is unavailable: a dropped
+/// connection should not cost a finished attempt. Other errors (a lost
+/// lease) are final.
+async fn persist<T, F, Fut>(call: F) -> Result<T, JobError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, JobError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    for _ in 0..3 {
+        match call().await {
+            Err(JobError::Unavailable(error)) => {
+                tracing::debug!(%error, "job store unavailable, retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
 fn record(result: Result<JobState, JobError>, id: JobId) {
     match result {
         Ok(JobState::Dead) => tracing::warn!(job = %id, "job is dead"),
         Ok(_) => {}
         Err(error) => tracing::warn!(job = %id, %error, "recording a failure failed"),
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_brought_into_range() {
+        let mut config = WorkerConfig::default().with_lease(Duration::ZERO, Duration::ZERO);
+        config.concurrency = 0;
+        let worker = Worker::new(Arc::new(crate::MemoryJobStore::new()), config);
+        assert_eq!(worker.config.concurrency, 1);
+        assert_eq!(worker.config.lease, Duration::from_secs(1));
+        assert_eq!(worker.config.heartbeat, Duration::from_millis(1));
+        let config =
+            WorkerConfig::default().with_lease(Duration::from_secs(10), Duration::from_secs(60));
+        let worker = Worker::new(Arc::new(crate::MemoryJobStore::new()), config);
+        assert_eq!(worker.config.heartbeat, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn panic_messages_are_read() {
+        let text: Box<dyn std::any::Any + Send> = Box::new("boom");
+        assert_eq!(panic_message(text.as_ref()), "boom");
+        let owned: Box<dyn std::any::Any + Send> = Box::new(String::from("bang"));
+        assert_eq!(panic_message(owned.as_ref()), "bang");
+        let other: Box<dyn std::any::Any + Send> = Box::new(7u8);
+        assert_eq!(panic_message(other.as_ref()), "a non-text panic");
+    }
+
+    #[tokio::test]
+    async fn persist_retries_only_while_unavailable() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let result = persist(|| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err(JobError::unavailable("down"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 2);
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let id = JobId::new();
+        let result: Result<(), _> = persist(|| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Err(JobError::LeaseLost(id)) }
+        })
+        .await;
+        assert!(matches!(result, Err(JobError::LeaseLost(_))));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
