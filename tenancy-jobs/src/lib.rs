@@ -25,5 +25,5 @@ pub use memory::MemoryJobStore;
 pub use store::{ClaimRequest, JobFilter, JobStore};
 pub use worker::{
     HandlerError, JobContext, JobHandler, Periodic, Retention, ShutdownReport, Worker,
-    WorkerConfig, WorkerHandle, WorkerWaker, handler_fn,
+    WorkerConfig, WorkerHandle, WorkerWaker, handler_fn, typed_handler,
 };

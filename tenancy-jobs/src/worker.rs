@@ -138,6 +138,33 @@ where
     Arc::new(FnHandler { kind, f })
 }
 
+/// A handler from an async closure taking the payload deserialized into
+/// `T`; a payload that does not match is a permanent failure (the job goes
+/// dead without calling `f`).
+///
+/// ```
+/// use tenancy_jobs::{JobKind, typed_handler};
+/// #[derive(serde::Deserialize)]
+/// struct Welcome { user: u64 }
+/// let handler = typed_handler(JobKind::new("email.welcome")?, |_ctx, welcome: Welcome| async move {
+///     let _ = welcome.user;
+///     Ok(())
+/// });
+/// assert_eq!(handler.kind().as_str(), "email.welcome");
+/// # Ok::<(), tenancy_jobs::JobError>(())
+/// ```
+pub fn typed_handler<T, F, Fut>(kind: JobKind, f: F) -> Arc<dyn JobHandler>
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(JobContext, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    handler_fn(kind, move |ctx| {
+        let run = ctx.payload::<T>().map(|payload| f(ctx, payload));
+        async move { run?.await }
+    })
+}
+
 /// A job enqueued on a fixed interval, once per tick across all workers
 /// and replicas (see [`JobStore::enqueue_due`]).
 #[derive(Debug, Clone)]

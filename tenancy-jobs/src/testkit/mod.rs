@@ -32,7 +32,8 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::{
     Backoff, ClaimRequest, Enqueued, HandlerError, Job, JobError, JobFilter, JobId, JobKind,
-    JobState, JobStore, NewJob, Periodic, Queue, Worker, WorkerConfig, handler_fn,
+    JobState, JobStore, NewJob, Periodic, Queue, Retention, Worker, WorkerConfig, handler_fn,
+    typed_handler,
 };
 
 /// The instant the suites' clock starts at.
@@ -89,7 +90,8 @@ macro_rules! conformance_tests {
             worker_sends_unknown_kinds_and_permanent_failures_dead,
             worker_counts_panics_and_timeouts_as_failures,
             worker_shutdown_finishes_or_releases, crashed_worker_job_completes_once,
-            several_workers_run_each_job_once, workers_enqueue_periodic_jobs_once
+            several_workers_run_each_job_once, workers_enqueue_periodic_jobs_once,
+            worker_purges_old_finished_jobs
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {
@@ -1167,4 +1169,65 @@ pub async fn workers_enqueue_periodic_jobs_once(f: Fixture) {
         worker.shutdown(Duration::from_secs(5)).await;
     }
     assert_eq!(f.store.list(&filter, &all).await.unwrap().items.len(), 2);
+}
+
+/// A worker with a retention policy deletes succeeded jobs once they are
+/// older than it, keeps younger ones, and keeps dead ones when told to.
+pub async fn worker_purges_old_finished_jobs(f: Fixture) {
+    #[derive(serde::Deserialize)]
+    struct Count {
+        n: u32,
+    }
+    let worker = Worker::new(
+        f.store.clone(),
+        test_config("w1").with_retention(Some(Retention {
+            finished: Duration::from_secs(86_400),
+            dead: None,
+            every: Duration::from_millis(10),
+        })),
+    )
+    .handler(typed_handler(
+        kind("typed"),
+        |_ctx, count: Count| async move {
+            if count.n == 1 {
+                Ok(())
+            } else {
+                Err(HandlerError::permanent("wrong count"))
+            }
+        },
+    ))
+    .start();
+    let old = f.store.enqueue(job("typed")).await.unwrap().id();
+    let dead = f
+        .store
+        .enqueue(NewJob::new(kind("typed"), serde_json::json!({"n": 2})).unwrap())
+        .await
+        .unwrap()
+        .id();
+    worker.wake();
+    wait_for(f.store.as_ref(), old, "success", |j| {
+        j.state == JobState::Succeeded
+    })
+    .await;
+    let died = wait_for(f.store.as_ref(), dead, "dead", |j| {
+        j.state == JobState::Dead
+    })
+    .await;
+    assert_eq!(died.last_error.as_deref(), Some("wrong count"));
+    f.clock.advance(time::Duration::hours(25));
+    let young = f.store.enqueue(job("typed")).await.unwrap().id();
+    worker.wake();
+    wait_for(f.store.as_ref(), young, "success", |j| {
+        j.state == JobState::Succeeded
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while f.store.get(old).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "old job not purged");
+        worker.wake();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(f.store.get(young).await.unwrap().state, JobState::Succeeded);
+    assert_eq!(f.store.get(dead).await.unwrap().state, JobState::Dead);
 }
