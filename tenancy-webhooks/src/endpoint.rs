@@ -109,9 +109,8 @@ impl EventTypes {
                 "an endpoint lists 1 to {MAX_EVENT_TYPES} event types"
             )));
         }
-        let filter = tenancy_events::TypeFilter::new(patterns.iter().cloned()).map_err(|e| {
-            WebhookError::InvalidInput(format!("event types: {e}"))
-        })?;
+        let filter = tenancy_events::TypeFilter::new(patterns.iter().cloned())
+            .map_err(|e| WebhookError::InvalidInput(format!("event types: {e}")))?;
         Ok(Self { patterns, filter })
     }
 

@@ -6,6 +6,8 @@ mod endpoint;
 mod error;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod secret;
 mod service;
 pub mod signing;

@@ -106,9 +106,7 @@ impl WebhookStore for MemoryWebhookStore {
         tenant_id: TenantId,
         page: &PageRequest,
     ) -> Result<Page<Endpoint>, WebhookError> {
-        let after: Option<uuid::Uuid> = page
-            .after_key(ENDPOINTS_LIST)
-            .map_err(invalid_cursor)?;
+        let after: Option<uuid::Uuid> = page.after_key(ENDPOINTS_LIST).map_err(invalid_cursor)?;
         let state = self.state()?;
         let items: Vec<Endpoint> = state
             .endpoints
@@ -237,9 +235,7 @@ impl WebhookStore for MemoryWebhookStore {
         endpoint_id: EndpointId,
         page: &PageRequest,
     ) -> Result<Page<DeliveryAttempt>, WebhookError> {
-        let before: Option<uuid::Uuid> = page
-            .after_key(DELIVERIES_LIST)
-            .map_err(invalid_cursor)?;
+        let before: Option<uuid::Uuid> = page.after_key(DELIVERIES_LIST).map_err(invalid_cursor)?;
         let state = self.state()?;
         let items: Vec<DeliveryAttempt> = state
             .attempts

@@ -252,7 +252,10 @@ mod tests {
         let other = SecretCipher::new(SecretKey::generate("k2").unwrap());
         assert!(matches!(other.open(&sealed), Err(WebhookError::Secret(_))));
         let same_id = SecretCipher::new(SecretKey::generate("k1").unwrap());
-        assert!(matches!(same_id.open(&sealed), Err(WebhookError::Secret(_))));
+        assert!(matches!(
+            same_id.open(&sealed),
+            Err(WebhookError::Secret(_))
+        ));
 
         let rotated = SecretCipher::new(SecretKey::generate("k2").unwrap())
             .with_previous(SecretKey::new("k1", cipher.current.key).unwrap());

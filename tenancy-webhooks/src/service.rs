@@ -14,8 +14,7 @@ use time::OffsetDateTime;
 
 use crate::endpoint::{
     AttemptOutcome, DEFAULT_MAX_ENDPOINTS, DeliveryAttempt, DeliveryId, Endpoint, EndpointId,
-    EndpointStatus, EndpointUpdate, NewEndpoint, StoredSecrets, validate_description,
-    validate_url,
+    EndpointStatus, EndpointUpdate, NewEndpoint, StoredSecrets, validate_description, validate_url,
 };
 use crate::error::WebhookError;
 use crate::secret::{SecretCipher, WebhookSecret};
@@ -318,7 +317,10 @@ impl Webhooks {
             current: self.inner.cipher.seal(&secret)?,
             previous: Some((stored.current, until)),
         };
-        self.inner.store.set_secrets(tenant_id, id, &rotated).await?;
+        self.inner
+            .store
+            .set_secrets(tenant_id, id, &rotated)
+            .await?;
         Ok(secret)
     }
 
@@ -338,7 +340,10 @@ impl Webhooks {
         endpoint_id: EndpointId,
         page: &PageRequest,
     ) -> Result<Page<DeliveryAttempt>, WebhookError> {
-        self.inner.store.get_endpoint(tenant_id, endpoint_id).await?;
+        self.inner
+            .store
+            .get_endpoint(tenant_id, endpoint_id)
+            .await?;
         self.inner
             .store
             .list_attempts(tenant_id, endpoint_id, page)
@@ -353,7 +358,10 @@ impl Webhooks {
         delivery_id: DeliveryId,
     ) -> Result<JobId, WebhookError> {
         let row = self.inner.store.get_attempt(tenant_id, delivery_id).await?;
-        self.inner.store.get_endpoint(tenant_id, row.endpoint_id).await?;
+        self.inner
+            .store
+            .get_endpoint(tenant_id, row.endpoint_id)
+            .await?;
         let job = DeliverJob {
             tenant_id,
             endpoint_id: row.endpoint_id,
@@ -631,7 +639,9 @@ fn excerpt(bytes: &[u8]) -> String {
             Err(_) => break String::from_utf8_lossy(&bytes[..end]).into_owned(),
         }
     };
-    text.chars().filter(|c| !c.is_control() || *c == '\n').collect()
+    text.chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .collect()
 }
 
 fn describe(error: &reqwest::Error) -> String {

@@ -59,6 +59,9 @@ mod tests {
         let a = WebhookSecret::generate();
         let b = WebhookSecret::generate();
         let header = signature_header(&[a.clone(), b.clone()], "id", 1, b"{}");
-        assert_eq!(header, format!("{} {}", sign(&a, "id", 1, b"{}"), sign(&b, "id", 1, b"{}")));
+        assert_eq!(
+            header,
+            format!("{} {}", sign(&a, "id", 1, b"{}"), sign(&b, "id", 1, b"{}"))
+        );
     }
 }

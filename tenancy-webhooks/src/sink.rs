@@ -27,8 +27,8 @@ pub struct WebhookSink {
 impl Webhooks {
     /// The sink to give the relay.
     pub fn sink(&self) -> Result<Arc<WebhookSink>, WebhookError> {
-        let consumer = ConsumerName::new(CONSUMER)
-            .map_err(|e| WebhookError::InvalidInput(e.to_string()))?;
+        let consumer =
+            ConsumerName::new(CONSUMER).map_err(|e| WebhookError::InvalidInput(e.to_string()))?;
         Ok(Arc::new(WebhookSink {
             webhooks: self.clone(),
             consumer,

@@ -82,7 +82,7 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
         (192, 0, 0) => AddressClass::Reserved, // IETF protocol assignments
         (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => AddressClass::Reserved, // documentation
         (198, 18..=19, _) => AddressClass::Reserved, // benchmarking
-        (192, 88, 99) => AddressClass::Reserved,     // 6to4 relay anycast (deprecated)
+        (192, 88, 99) => AddressClass::Reserved, // 6to4 relay anycast (deprecated)
         (224..=239, _, _) => AddressClass::Multicast,
         (255, 255, 255) if ip == Ipv4Addr::BROADCAST => AddressClass::Broadcast,
         (240..=255, _, _) => AddressClass::Reserved,
@@ -233,9 +233,8 @@ impl reqwest::dns::Resolve for CheckedResolver {
         let policy = self.0;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             check_addrs(policy, &host, &addrs)?;
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -330,8 +329,13 @@ mod tests {
             "https://localhost/hook",
         ] {
             let url = url::Url::parse(url).unwrap();
-            let err = check_target(TargetPolicy::PublicOnly, &url).await.unwrap_err();
-            assert!(matches!(err, TargetRefused::Address { .. }), "{url}: {err:?}");
+            let err = check_target(TargetPolicy::PublicOnly, &url)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, TargetRefused::Address { .. }),
+                "{url}: {err:?}"
+            );
         }
         let http = url::Url::parse("http://8.8.8.8/").unwrap();
         assert!(matches!(
@@ -339,8 +343,16 @@ mod tests {
             Err(TargetRefused::Scheme(_))
         ));
         let public = url::Url::parse("https://8.8.8.8/").unwrap();
-        assert!(check_target(TargetPolicy::PublicOnly, &public).await.is_ok());
+        assert!(
+            check_target(TargetPolicy::PublicOnly, &public)
+                .await
+                .is_ok()
+        );
         let local = url::Url::parse("http://127.0.0.1:9/").unwrap();
-        assert!(check_target(TargetPolicy::AllowPrivate, &local).await.is_ok());
+        assert!(
+            check_target(TargetPolicy::AllowPrivate, &local)
+                .await
+                .is_ok()
+        );
     }
 }

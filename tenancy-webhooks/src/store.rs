@@ -48,8 +48,11 @@ pub trait WebhookStore: Send + Sync + 'static {
     async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<(), WebhookError>;
 
     /// Deletes an endpoint and its secrets; its delivery log stays.
-    async fn delete_endpoint(&self, tenant_id: TenantId, id: EndpointId)
-    -> Result<(), WebhookError>;
+    async fn delete_endpoint(
+        &self,
+        tenant_id: TenantId,
+        id: EndpointId,
+    ) -> Result<(), WebhookError>;
 
     /// The endpoint's encrypted secrets.
     async fn secrets(
