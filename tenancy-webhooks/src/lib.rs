@@ -4,6 +4,8 @@
 
 mod endpoint;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "postgres")]
