@@ -45,6 +45,12 @@ pub use tenancy_axum as axum;
 #[doc(inline)]
 pub use tenancy_actix as actix;
 
+/// The outbox relay: delivers every tenant's events in order, at least
+/// once, to subscriptions and brokers (feature `events`).
+#[cfg(feature = "events")]
+#[doc(inline)]
+pub use tenancy_events as events;
+
 /// Inbound SCIM 2.0 provisioning: a module mounting `/scim/v2` (feature `scim`).
 #[cfg(feature = "scim")]
 #[doc(inline)]

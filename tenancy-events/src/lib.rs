@@ -21,6 +21,10 @@
 
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 mod relay;
 mod sink;
 mod subscription;

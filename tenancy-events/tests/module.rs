@@ -102,3 +102,46 @@ async fn the_module_relays_what_the_app_publishes() {
     assert_eq!(status, StatusCode::OK, "{body}");
     tenancy.shutdown().await;
 }
+
+/// Without a relay, the builder's purge still bounds the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_purges_events_past_the_outbox_retention() {
+    use tenancy_core::outbox::ReplayFrom;
+    let tenancy = Tenancy::builder(
+        Catalog::new(["projects:read"]).unwrap(),
+        AuthConfig::new("https://app.example", "app"),
+    )
+    .purge_every(Some(Duration::from_millis(20)))
+    .outbox_retention(Some(Duration::ZERO))
+    .build()
+    .await
+    .unwrap();
+    let created = tenancy
+        .directory()
+        .create_tenant(
+            NewTenant::new(
+                Slug::new("outbox-retention").unwrap(),
+                TenantName::new("Retention").unwrap(),
+            ),
+            Owner::New(NewUser::new(Email::new("owner@retention.test").unwrap())),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    let backend = tenancy.directory().backend().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = backend
+            .read_events(created.tenant.id, ReplayFrom::Start, 10)
+            .await
+            .unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never purged: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -8,7 +8,7 @@ use tenancy_authz::{
     AuthzAdmin, Catalog, DirectoryRoleHolders, Engine, Freshness, PolicyCache, PolicyStore,
     RoleStore, WriteRate,
 };
-use tenancy_core::{Backend, CacheConfig, CachingStore, Clock, SystemClock};
+use tenancy_core::{Backend, CacheConfig, CachingStore, Clock, EventFeed, SystemClock};
 
 use crate::config::HttpConfig;
 use crate::grants::SenderPowers;
@@ -103,6 +103,7 @@ pub struct TenancyBuilder {
     policy_write_rate: Option<WriteRate>,
     revocation_sync: Option<Duration>,
     purge_every: Option<Duration>,
+    outbox_retention: Option<Duration>,
     modules: Vec<Registered>,
     idempotency: Option<crate::idempotency::IdempotencyConfig>,
     readiness: crate::health::Readiness,
@@ -128,6 +129,7 @@ impl std::fmt::Debug for TenancyBuilder {
             .field("policy_write_rate", &self.policy_write_rate)
             .field("revocation_sync", &self.revocation_sync)
             .field("purge_every", &self.purge_every)
+            .field("outbox_retention", &self.outbox_retention)
             .field("idempotency", &self.idempotency)
             .field(
                 "modules",
@@ -163,6 +165,7 @@ impl Tenancy {
             policy_write_rate: Some(WriteRate::default()),
             revocation_sync: Some(Duration::from_secs(30)),
             purge_every: Some(Duration::from_secs(3600)),
+            outbox_retention: Some(Duration::from_secs(30 * 24 * 3600)),
             modules: Vec::new(),
             idempotency: None,
             readiness: crate::health::Readiness::default(),
@@ -318,6 +321,15 @@ impl TenancyBuilder {
     /// the purge themselves).
     pub fn purge_every(mut self, interval: Option<Duration>) -> Self {
         self.purge_every = interval;
+        self
+    }
+
+    /// How long outbox events are kept at most, delivered or not, by the
+    /// same purge task (default 30 days; `None` keeps them). A relay
+    /// (`tenancy-events`) deletes what all its sinks have much sooner; this
+    /// bound keeps the outbox from growing without end when no relay runs.
+    pub fn outbox_retention(mut self, retention: Option<Duration>) -> Self {
+        self.outbox_retention = retention;
         self
     }
 
@@ -477,7 +489,12 @@ impl TenancyBuilder {
             }
         }
         if let Some(interval) = self.purge_every {
-            background.tasks.push(spawn_purge(auth.clone(), interval));
+            let outbox = self
+                .outbox_retention
+                .map(|retention| (stores.backend.clone() as Arc<dyn EventFeed>, retention));
+            background
+                .tasks
+                .push(spawn_purge(auth.clone(), outbox, interval));
         }
         if let Some(idempotency) = &idempotency
             && let Some(interval) = idempotency.config().purge_every()
@@ -540,7 +557,11 @@ impl TenancyBuilder {
 }
 
 /// Purges what is past retention every `interval`, logging what went.
-fn spawn_purge(auth: Auth, interval: Duration) -> tokio::task::JoinHandle<()> {
+fn spawn_purge(
+    auth: Auth,
+    outbox: Option<(Arc<dyn EventFeed>, Duration)>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -549,6 +570,13 @@ fn spawn_purge(auth: Auth, interval: Duration) -> tokio::task::JoinHandle<()> {
             match auth.purge_expired().await {
                 Ok(report) => tracing::debug!(?report, "purged expired records"),
                 Err(error) => tracing::warn!(%error, "purging expired records failed"),
+            }
+            if let Some((feed, retention)) = &outbox {
+                let before = time::OffsetDateTime::now_utc() - *retention;
+                match feed.purge_events(before, &[]).await {
+                    Ok(purged) => tracing::debug!(purged, "purged old outbox events"),
+                    Err(error) => tracing::warn!(%error, "purging outbox events failed"),
+                }
             }
         }
     })

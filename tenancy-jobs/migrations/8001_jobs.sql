@@ -28,11 +28,12 @@ CREATE TABLE tenancy_jobs (
     CHECK ((state = 'running') = (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL))
 );
 
--- Claiming: due jobs of a queue in run_at order.
-CREATE INDEX tenancy_jobs_due ON tenancy_jobs (queue, run_at, id)
+-- Claiming: due jobs in run_at order (one ordered scan, queues filtered
+-- on the way, so a backlog is never sorted).
+CREATE INDEX tenancy_jobs_due ON tenancy_jobs (run_at, id)
     WHERE state IN ('queued', 'retrying');
 -- Reclaiming: running jobs whose lease ran out.
-CREATE INDEX tenancy_jobs_leases ON tenancy_jobs (queue, lease_expires_at)
+CREATE INDEX tenancy_jobs_leases ON tenancy_jobs (lease_expires_at)
     WHERE state = 'running';
 -- One active job per dedupe key.
 CREATE UNIQUE INDEX tenancy_jobs_dedupe ON tenancy_jobs (dedupe_key)

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::error::JobError;
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, JobState, Lease, NewJob};
 use crate::store::{
-    ClaimRequest, JobFilter, JobStore, LEASE_EXPIRED_ON_LAST_ATTEMPT, LIST_NAME, check_claim,
-    check_schedule, next_tick, span, truncate_error,
+    ClaimRequest, JobFilter, JobStore, LEASE_EXPIRED, LEASE_EXPIRED_ON_LAST_ATTEMPT, LIST_NAME,
+    check_claim, check_schedule, next_tick, span, truncate_error,
 };
 
 #[derive(Default)]
@@ -134,16 +134,18 @@ impl JobStore for MemoryJobStore {
             }
             let expired = job.state == JobState::Running
                 && job.lease_expires_at.is_some_and(|end| end <= now);
-            if expired && job.attempts >= job.max_attempts {
-                job.state = JobState::Dead;
-                job.last_error = Some(LEASE_EXPIRED_ON_LAST_ATTEMPT.to_owned());
-                job.finished_at = Some(now);
+            if expired {
                 unlock(job, token);
-                continue;
+                if job.attempts >= job.max_attempts {
+                    job.state = JobState::Dead;
+                    job.last_error = Some(LEASE_EXPIRED_ON_LAST_ATTEMPT.to_owned());
+                    job.finished_at = Some(now);
+                    continue;
+                }
+                job.state = JobState::Retrying;
+                job.last_error = Some(LEASE_EXPIRED.to_owned());
             }
-            let waiting =
-                matches!(job.state, JobState::Queued | JobState::Retrying) && job.run_at <= now;
-            if waiting || expired {
+            if matches!(job.state, JobState::Queued | JobState::Retrying) && job.run_at <= now {
                 due.push((job.run_at, job.id));
             }
         }

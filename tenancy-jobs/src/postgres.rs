@@ -35,8 +35,8 @@ use uuid::Uuid;
 use crate::error::JobError;
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, JobKind, JobState, Lease, NewJob, Queue};
 use crate::store::{
-    ClaimRequest, JobFilter, JobStore, LEASE_EXPIRED_ON_LAST_ATTEMPT, LIST_NAME, check_claim,
-    check_schedule, next_tick, span, truncate_error,
+    ClaimRequest, JobFilter, JobStore, LEASE_EXPIRED, LEASE_EXPIRED_ON_LAST_ATTEMPT, LIST_NAME,
+    check_claim, check_schedule, next_tick, span, truncate_error,
 };
 use crate::worker::WorkerWaker;
 
@@ -371,17 +371,23 @@ impl JobStore for PgJobStore {
         check_claim(request)?;
         let now = self.clock_now();
         let queues: Vec<&str> = request.queues.iter().map(Queue::as_str).collect();
+        // Running jobs whose lease ran out go back to the queue (or dead,
+        // after their last attempt), so the claim below is one ordered
+        // index scan over due jobs.
         sqlx::query(
-            "UPDATE tenancy_jobs SET state = 'dead', last_error = $3, finished_at = $2, \
+            "UPDATE tenancy_jobs SET \
+                state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END, \
+                last_error = CASE WHEN attempts >= max_attempts THEN $3 ELSE $4 END, \
+                finished_at = CASE WHEN attempts >= max_attempts THEN $2 END, \
                 updated_at = $2, lease_token = NULL, lease_expires_at = NULL, locked_by = NULL \
              WHERE id IN (SELECT id FROM tenancy_jobs \
-                WHERE state = 'running' AND lease_expires_at <= $2 \
-                AND attempts >= max_attempts AND queue = ANY($1) \
+                WHERE state = 'running' AND lease_expires_at <= $2 AND queue = ANY($1) \
                 FOR UPDATE SKIP LOCKED)",
         )
         .bind(&queues)
         .bind(now)
         .bind(LEASE_EXPIRED_ON_LAST_ATTEMPT)
+        .bind(LEASE_EXPIRED)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -391,10 +397,7 @@ impl JobStore for PgJobStore {
                 lease_token = gen_random_uuid(), lease_expires_at = $3, locked_by = $4, \
                 updated_at = $2 \
              FROM (SELECT id FROM tenancy_jobs \
-                WHERE queue = ANY($1) \
-                AND ((state IN ('queued', 'retrying') AND run_at <= $2) \
-                  OR (state = 'running' AND lease_expires_at <= $2 \
-                      AND attempts < max_attempts)) \
+                WHERE state IN ('queued', 'retrying') AND run_at <= $2 AND queue = ANY($1) \
                 ORDER BY run_at, id LIMIT $5 \
                 FOR UPDATE SKIP LOCKED) picked \
              WHERE j.id = picked.id \

@@ -30,8 +30,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Claims up to `request.limit` due jobs of the given queues, oldest
     /// `run_at` first, skipping jobs other workers are claiming at the same
-    /// moment. A running job whose lease expired is due again (its attempt
-    /// stays counted); if that was its last attempt it goes dead instead.
+    /// moment. First, running jobs of those queues whose lease expired go
+    /// back to retrying, due at once, with their attempt counted and an
+    /// error saying so (from then on their old lease is refused); after
+    /// their last attempt they go dead instead.
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>, JobError>;
 
     /// Extends a running job's lease to `now + lease`; returns the new end.
@@ -251,6 +253,11 @@ pub(crate) fn next_tick(
     due.checked_add(step.saturating_mul(steps))
         .unwrap_or(now + step)
 }
+
+/// The last error recorded when a job's lease ran out with attempts left.
+#[cfg_attr(not(any(feature = "memory", feature = "postgres")), allow(dead_code))]
+pub(crate) const LEASE_EXPIRED: &str =
+    "the worker's lease expired during the attempt (worker crashed or stalled)";
 
 /// The last error recorded when a job's lease ran out on its last attempt.
 #[cfg_attr(not(any(feature = "memory", feature = "postgres")), allow(dead_code))]

@@ -317,11 +317,15 @@ impl fmt::Debug for Worker {
 pub struct ShutdownReport {
     /// Jobs that ended (succeeded or failed) before the deadline.
     pub finished: usize,
+    /// Jobs given up because their lease had been lost to another holder.
+    pub abandoned: usize,
     /// Jobs given back to the queue, their attempt not counted.
     pub released: usize,
 }
 
-/// A started worker.
+/// A started worker. Dropping the handle stops the worker as
+/// [`WorkerHandle::shutdown`] without grace would: running jobs are
+/// cancelled and released.
 #[derive(Debug)]
 pub struct WorkerHandle {
     stop: watch::Sender<Option<Instant>>,
@@ -393,6 +397,8 @@ impl<T> Drop for AbortOnDrop<T> {
 enum Outcome {
     Ended,
     Released,
+    /// The lease was lost: another holder owns the job's outcome.
+    Abandoned,
 }
 
 struct Shared {
@@ -526,6 +532,7 @@ impl Worker {
         let count = |report: &mut ShutdownReport, outcome| match outcome {
             Some(Ok(Outcome::Ended)) => report.finished += 1,
             Some(Ok(Outcome::Released)) => report.released += 1,
+            Some(Ok(Outcome::Abandoned)) => report.abandoned += 1,
             _ => {}
         };
         loop {
@@ -627,7 +634,7 @@ async fn run_one(
                 Ok(_) => {}
                 Err(JobError::LeaseLost(_) | JobError::NotFound(_)) => {
                     tracing::warn!(job = %lease.job_id, "lease lost: abandoning the attempt");
-                    return Outcome::Ended;
+                    return Outcome::Abandoned;
                 }
                 Err(error) => tracing::warn!(job = %lease.job_id, %error, "extending the lease failed"),
             },

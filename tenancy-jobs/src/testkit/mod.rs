@@ -7,7 +7,8 @@
 //! stale holders refused, retries then the dead state, release, manual
 //! retry and cancel, listing, retention, periodic ticks enqueued once, and
 //! the worker's retries, dead letters, panics, timeouts, graceful
-//! shutdown, crash recovery and several workers sharing one store. The
+//! shutdown, crash recovery, lost leases, retention and several workers
+//! sharing one store. The
 //! memory and Postgres stores run the identical suites:
 //!
 //! ```ignore
@@ -79,7 +80,8 @@ pub async fn memory() -> Option<Fixture> {
 macro_rules! conformance_tests {
     ($fixture:expr) => {
         $crate::conformance_tests!(@suites $fixture;
-            enqueue_and_get, dedupe_key_returns_the_active_job, scheduled_jobs_wait,
+            enqueue_and_get, dedupe_key_returns_the_active_job,
+            concurrent_enqueues_of_one_key_make_one_job, scheduled_jobs_wait,
             claims_follow_run_at_queues_and_limit, concurrent_claims_never_overlap,
             expired_lease_is_reclaimed_and_the_stale_holder_refused,
             failures_retry_then_go_dead_with_the_last_error,
@@ -91,7 +93,7 @@ macro_rules! conformance_tests {
             worker_counts_panics_and_timeouts_as_failures,
             worker_shutdown_finishes_or_releases, crashed_worker_job_completes_once,
             several_workers_run_each_job_once, workers_enqueue_periodic_jobs_once,
-            worker_purges_old_finished_jobs
+            worker_purges_old_finished_jobs, worker_abandons_a_job_whose_lease_was_lost
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {
@@ -235,6 +237,42 @@ pub async fn dedupe_key_returns_the_active_job(f: Fixture) {
     assert!(matches!(third, Enqueued::Created(t) if t != id));
 }
 
+/// Enqueues racing with one dedupe key from several handles make one
+/// job; every caller gets its id.
+pub async fn concurrent_enqueues_of_one_key_make_one_job(f: Fixture) {
+    let mut tasks = Vec::new();
+    for n in 0..12 {
+        let store = f.others[n % f.others.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .enqueue(job("k").with_dedupe_key("race").unwrap())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut created = Vec::new();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let enqueued = task.await.unwrap();
+        if let Enqueued::Created(id) = enqueued {
+            created.push(id);
+        }
+        ids.insert(enqueued.id());
+    }
+    assert_eq!(created.len(), 1, "one job created: {created:?}");
+    assert_eq!(ids.len(), 1, "every caller got the same job: {ids:?}");
+    let all = PageRequest::first(PageSize::new(100).unwrap());
+    assert_eq!(
+        f.store
+            .list(&JobFilter::all(), &all)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
 /// A job due later is not claimed before its time.
 pub async fn scheduled_jobs_wait(f: Fixture) {
     let later = NOW + time::Duration::minutes(10);
@@ -369,6 +407,14 @@ pub async fn expired_lease_is_reclaimed_and_the_stale_holder_refused(f: Fixture)
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0].job.id, id);
     assert_eq!(fresh[0].job.attempts, 2);
+    assert!(
+        fresh[0]
+            .job
+            .last_error
+            .as_ref()
+            .unwrap()
+            .contains("lease expired")
+    );
     let stale = &stale[0].lease;
     assert!(matches!(f.store.complete(stale).await, Err(JobError::LeaseLost(i)) if i == id));
     assert!(matches!(
@@ -1230,4 +1276,58 @@ pub async fn worker_purges_old_finished_jobs(f: Fixture) {
     worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(f.store.get(young).await.unwrap().state, JobState::Succeeded);
     assert_eq!(f.store.get(dead).await.unwrap().state, JobState::Dead);
+}
+
+/// A worker whose lease ran out and whose job was claimed by another
+/// holder learns it at its next heartbeat, drops the handler, and records
+/// nothing: the new holder's outcome stands.
+pub async fn worker_abandons_a_job_whose_lease_was_lost(f: Fixture) {
+    let (alive_tx, alive_rx) = tokio::sync::oneshot::channel::<()>();
+    let alive_slot = Arc::new(Mutex::new(Some(alive_tx)));
+    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+    let worker = Worker::new(
+        f.others[0].clone(),
+        test_config("stalled").with_lease(Duration::from_secs(30), Duration::from_millis(20)),
+    )
+    .handler(handler_fn(kind("slow"), move |_ctx| {
+        let alive = alive_slot.lock().unwrap().take();
+        let started_tx = started_tx.clone();
+        async move {
+            let _alive = alive;
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }))
+    .start();
+    let id = f.store.enqueue(job("slow")).await.unwrap().id();
+    worker.wake();
+    started.recv().await.unwrap();
+    // The worker's heartbeats keep moving the lease; move the clock past
+    // it until another holder gets the job.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stolen = loop {
+        f.clock.advance(time::Duration::seconds(31));
+        let claimed = f.store.claim(&claim_req(&["default"], 1)).await.unwrap();
+        if let Some(claimed) = claimed.into_iter().next() {
+            break claimed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never reclaimed");
+    };
+    assert_eq!(stolen.job.id, id);
+    assert_eq!(stolen.job.attempts, 2);
+    let dropped = tokio::time::timeout(Duration::from_secs(10), alive_rx).await;
+    assert!(
+        matches!(dropped, Ok(Err(_))),
+        "the stale handler kept running"
+    );
+    let held = f.store.get(id).await.unwrap();
+    assert_eq!(held.state, JobState::Running);
+    assert_eq!(held.locked_by.as_deref(), Some("tester"));
+    f.store.complete(&stolen.lease).await.unwrap();
+    let report = worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.finished, report.released), (0, 0));
+    let done = f.store.get(id).await.unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert!(done.last_error.unwrap().contains("lease expired"));
 }
