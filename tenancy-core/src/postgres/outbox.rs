@@ -47,6 +47,13 @@ async fn insert_event(
     tenant_id: TenantId,
     event: NewEvent,
 ) -> Result<Event, sqlx::Error> {
+    // Locks are taken in one order, the audit chain's head first (an audited
+    // change holds it already), so a transaction appending an event and
+    // then an audit record cannot deadlock with one doing the reverse.
+    sqlx::query("SELECT 1 FROM tenancy_audit_heads WHERE tenant_id = $1 FOR UPDATE")
+        .bind(tenant_id.as_uuid())
+        .execute(&mut *conn)
+        .await?;
     // The head row stays locked until the transaction ends: the next append
     // to this tenant waits, so numbers follow commit order.
     let seq: i64 = sqlx::query_scalar(

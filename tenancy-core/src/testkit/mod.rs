@@ -45,7 +45,8 @@ pub use idempotency::{
 };
 pub use outbox::{
     OutboxSetup, outbox_append_and_read, outbox_audit_publishes, outbox_claims,
-    outbox_concurrent_relays, outbox_purge, outbox_rewind_and_lag, outbox_transactions,
+    outbox_concurrent_relays, outbox_lock_order, outbox_purge, outbox_rewind_and_lag,
+    outbox_transactions,
 };
 pub use stores::{
     audit_concurrent_appends, audit_log, invitation_store, membership_store, tenant_store,
@@ -61,7 +62,7 @@ macro_rules! outbox_tests {
     ($setup:expr) => {
         $crate::outbox_tests!(@suites $setup;
             outbox_append_and_read, outbox_transactions, outbox_audit_publishes, outbox_claims,
-            outbox_rewind_and_lag, outbox_purge, outbox_concurrent_relays
+            outbox_rewind_and_lag, outbox_purge, outbox_concurrent_relays, outbox_lock_order
         );
     };
     (@suites $setup:expr; $($suite:ident),+ $(,)?) => {

@@ -472,3 +472,38 @@ pub async fn outbox_concurrent_relays((backend, feed): OutboxSetup) {
     assert_eq!(feed.oldest_pending(&relay).await.unwrap(), None);
     assert!(!ids.is_empty());
 }
+
+/// Transactions appending an event and an audit record in either order,
+/// concurrently on one tenant, all commit: no deadlock between them.
+pub async fn outbox_lock_order((backend, feed): OutboxSetup) {
+    let a = tenant(&backend, "locks").await;
+    let mut tasks = Vec::new();
+    for i in 0..12u64 {
+        let backend = Arc::clone(&backend);
+        tasks.push(tokio::spawn(async move {
+            let audit = NewAuditEvent::new(
+                &AuditContext::system(),
+                AuditAction::new("auth.login").unwrap(),
+                Target::new("user", "u_1").unwrap(),
+                Metadata::empty(),
+                now(),
+            );
+            let tx = backend.begin().await.unwrap();
+            if i % 2 == 0 {
+                tx.append_event(a.id, event("lock.order", i)).await.unwrap();
+                tokio::time::sleep(StdDuration::from_millis(2)).await;
+                tx.append_audit(a.id, audit).await.unwrap();
+            } else {
+                tx.append_audit(a.id, audit).await.unwrap();
+                tokio::time::sleep(StdDuration::from_millis(2)).await;
+                tx.append_event(a.id, event("lock.order", i)).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = feed.read_events(a.id, ReplayFrom::Start, 100).await.unwrap();
+    assert_eq!(events.len(), 12);
+}
