@@ -19,7 +19,7 @@ use crate::endpoint::{
 use crate::error::WebhookError;
 use crate::secret::{SecretCipher, WebhookSecret};
 use crate::signing::signature_header;
-use crate::ssrf::{CheckedResolver, TargetPolicy, check_target};
+use crate::ssrf::{CheckedResolver, TargetPolicy, TargetRefused, check_target};
 use crate::store::WebhookStore;
 
 /// The job kind of delivery attempts.
@@ -211,13 +211,27 @@ impl Webhooks {
         tenancy_core::truncate_to_micros(self.inner.jobs.now())
     }
 
+    /// Checks an endpoint URL as it is registered: the URL's form, and
+    /// its address under the target policy. An address the policy refuses
+    /// (an IP literal, or a name resolving to one) is
+    /// [`WebhookError::Refused`]; a name that does not resolve yet is
+    /// accepted, since every delivery checks again.
+    pub async fn check_url(&self, url: &str) -> Result<(), WebhookError> {
+        let parsed = validate_url(self.inner.config.policy, url)?;
+        match check_target(self.inner.config.policy, &parsed).await {
+            Ok(_) | Err(TargetRefused::Unresolvable { .. }) => Ok(()),
+            Err(refused) => Err(WebhookError::Refused(refused)),
+        }
+    }
+
     /// Creates an endpoint; returns it with its secret, shown this once.
+    /// The URL is checked by [`Webhooks::check_url`].
     pub async fn create_endpoint(
         &self,
         tenant_id: TenantId,
         new: NewEndpoint,
     ) -> Result<(Endpoint, WebhookSecret), WebhookError> {
-        validate_url(self.inner.config.policy, &new.url)?;
+        self.check_url(&new.url).await?;
         validate_description(&new.description)?;
         let now = self.now();
         let endpoint = Endpoint {
@@ -269,7 +283,7 @@ impl Webhooks {
     ) -> Result<Endpoint, WebhookError> {
         let mut endpoint = self.inner.store.get_endpoint(tenant_id, id).await?;
         if let Some(url) = update.url {
-            validate_url(self.inner.config.policy, &url)?;
+            self.check_url(&url).await?;
             endpoint.url = url;
         }
         if let Some(description) = update.description {

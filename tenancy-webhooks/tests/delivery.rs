@@ -21,8 +21,9 @@ use tenancy_core::{
 use tenancy_events::{EventSink, Relay, RelayConfig};
 use tenancy_jobs::{MemoryJobStore, Worker, WorkerConfig, WorkerHandle};
 use tenancy_webhooks::{
-    AttemptOutcome, DeliveryAttempt, EndpointId, EndpointStatus, MemoryWebhookStore, NewEndpoint,
-    SecretCipher, SecretKey, TargetPolicy, WebhookConfig, WebhookError, WebhookSecret, Webhooks,
+    AddressClass, AttemptOutcome, DeliveryAttempt, EndpointId, EndpointStatus, MemoryWebhookStore,
+    NewEndpoint, SecretCipher, SecretKey, TargetPolicy, TargetRefused, WebhookConfig, WebhookError,
+    WebhookSecret, Webhooks,
 };
 
 /// One request the receiver got.
@@ -106,6 +107,9 @@ async fn start_receiver() -> (String, Arc<Receiver>) {
 struct Harness {
     backend: Arc<dyn Backend>,
     webhooks: Webhooks,
+    /// Over the same stores, allowing any target: registers endpoints the
+    /// policy of `webhooks` refuses, as if their DNS changed after.
+    lax: Webhooks,
     worker: Option<WorkerHandle>,
 }
 
@@ -113,15 +117,17 @@ impl Harness {
     fn new(config: WebhookConfig) -> Self {
         let backend: Arc<dyn Backend> = Arc::new(tenancy_core::MemoryBackend::new());
         let jobs = Arc::new(MemoryJobStore::new());
+        let store = Arc::new(MemoryWebhookStore::new());
         let cipher = SecretCipher::new(SecretKey::generate("test-key").unwrap());
-        let webhooks = Webhooks::new(
-            Arc::new(MemoryWebhookStore::new()),
+        let lax = Webhooks::new(
+            store.clone(),
             jobs.clone(),
             backend.clone(),
-            cipher,
-            config,
+            cipher.clone(),
+            config.clone().with_policy(TargetPolicy::AllowPrivate),
         )
         .unwrap();
+        let webhooks = Webhooks::new(store, jobs.clone(), backend.clone(), cipher, config).unwrap();
         let worker = Worker::new(
             jobs,
             WorkerConfig::default()
@@ -133,6 +139,7 @@ impl Harness {
         Self {
             backend,
             webhooks,
+            lax,
             worker: Some(worker),
         }
     }
@@ -532,14 +539,37 @@ async fn internal_targets_are_refused_under_the_default_policy() {
         "https://169.254.169.254/latest/meta-data".to_owned(),
         format!("https://[::1]:{port}/ok"),
         format!("https://localhost:{port}/ok"),
+        "https://[::ffff:10.0.0.1]/hook".to_owned(),
     ] {
-        let (endpoint, _) = h
+        // Refused when registered, with the typed reason.
+        match h
             .webhooks
+            .create_endpoint(tenant, NewEndpoint::new(url.clone()))
+            .await
+        {
+            Err(WebhookError::Refused(TargetRefused::Address { class, .. })) => {
+                assert_ne!(class, AddressClass::Public, "{url}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+        // And at delivery, for an endpoint that got there anyway (its
+        // name resolved elsewhere when it was registered).
+        let (endpoint, _) = h
+            .lax
             .create_endpoint(tenant, NewEndpoint::new(url.clone()))
             .await
             .unwrap();
         ids.push((url, endpoint.id));
     }
+    // A public address is accepted.
+    h.webhooks
+        .create_endpoint(
+            tenant,
+            NewEndpoint::new("https://93.184.215.14/hook")
+                .with_event_types(tenancy_webhooks::EventTypes::new(["never.sent"]).unwrap()),
+        )
+        .await
+        .unwrap();
     h.publish(tenant, "member.joined").await;
     for (url, id) in ids {
         let log = h.log_until(tenant, id, |l| !l.is_empty()).await;

@@ -170,6 +170,25 @@ async fn webhook_routes_manage_endpoints_per_tenant() {
         "{body}"
     );
 
+    // This app allows private targets (its receiver is local); under the
+    // default policy an internal address is refused, answered as a 400.
+    let strict = Webhooks::new(
+        Arc::new(tenancy_webhooks::MemoryWebhookStore::new()),
+        Arc::new(MemoryJobStore::new()),
+        Arc::new(tenancy_core::MemoryBackend::new()),
+        SecretCipher::new(SecretKey::generate("k").unwrap()),
+        WebhookConfig::default(),
+    )
+    .unwrap();
+    let refused = strict
+        .check_url("https://169.254.169.254/latest")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        tenancy_webhooks::http::problem(&refused).status().as_u16(),
+        400
+    );
+
     // Create: the secret is in this answer only.
     let (status, created) = app
         .call(
