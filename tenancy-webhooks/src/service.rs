@@ -455,7 +455,8 @@ impl Webhooks {
         if !endpoint.status.is_active() {
             row.error = Some(format!("the endpoint is {}", endpoint.status.as_str()));
             store.record_attempt(&row).await?;
-            return Ok(());
+            // If telling the tenant failed when it was paused, tell it now.
+            return self.notify_paused(&endpoint).await;
         }
         let secrets = self
             .signing_secrets(job.tenant_id, endpoint.id, now)
@@ -535,6 +536,23 @@ impl Webhooks {
             return Ok(());
         }
         tracing::warn!(endpoint = %endpoint.id, tenant = %endpoint.tenant_id, %reason, "webhook endpoint paused");
+        let paused = self
+            .inner
+            .store
+            .get_endpoint(endpoint.tenant_id, endpoint.id)
+            .await?;
+        self.notify_paused(&paused).await
+    }
+
+    /// Appends the `webhook.endpoint.paused` event and its audit event for
+    /// a paused endpoint, once per pause: the event's id is derived from
+    /// the endpoint and the time of the pause, so calling it again (after
+    /// a failed attempt to tell, from a later skipped delivery) appends
+    /// nothing more.
+    async fn notify_paused(&self, endpoint: &Endpoint) -> Result<(), WebhookError> {
+        let EndpointStatus::Paused { reason, since } = &endpoint.status else {
+            return Ok(());
+        };
         let data = serde_json::json!({
             "endpoint_id": endpoint.id,
             "url": endpoint.url,
@@ -542,12 +560,24 @@ impl Webhooks {
             "consecutive_failures": endpoint.consecutive_failures,
         });
         let bad = |e: tenancy_core::ValidationError| WebhookError::Store(e.into());
+        let event_id = pause_event_id(endpoint.id, *since);
         let tx = self.inner.backend.begin().await?;
-        tx.append_event(
-            endpoint.tenant_id,
-            NewEvent::new(EventType::new(ENDPOINT_PAUSED).map_err(bad)?, data.clone()),
-        )
-        .await?;
+        let appended = tx
+            .append_event(
+                endpoint.tenant_id,
+                NewEvent::new(EventType::new(ENDPOINT_PAUSED).map_err(bad)?, data.clone())
+                    .with_id(event_id)
+                    .with_occurred_at(*since),
+            )
+            .await;
+        match appended {
+            Ok(_) => {}
+            // Told already: the transaction is dropped, nothing more is written.
+            Err(tenancy_core::StoreError::Conflict(tenancy_core::Conflict::Id(_))) => {
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        }
         tx.append_audit(
             endpoint.tenant_id,
             NewAuditEvent::new(
@@ -555,7 +585,7 @@ impl Webhooks {
                 AuditAction::new(ENDPOINT_PAUSED).map_err(bad)?,
                 Target::new("webhook_endpoint", endpoint.id).map_err(bad)?,
                 Metadata::new(data).map_err(bad)?,
-                now,
+                *since,
             ),
         )
         .await?;
@@ -638,6 +668,21 @@ impl Webhooks {
             excerpt,
         }
     }
+}
+
+/// The id of the event telling of the pause of `endpoint` at `since`: the
+/// first 16 bytes of a SHA-256 over both, marked as a version 8 UUID.
+fn pause_event_id(endpoint: EndpointId, since: OffsetDateTime) -> EventId {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!(
+        "{ENDPOINT_PAUSED}:{endpoint}:{}",
+        since.unix_timestamp_nanos()
+    ));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    EventId::from_uuid(uuid::Uuid::from_bytes(bytes))
 }
 
 fn elapsed_ms(started: Instant) -> u64 {
