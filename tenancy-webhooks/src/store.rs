@@ -8,8 +8,10 @@ use crate::endpoint::{DeliveryAttempt, DeliveryId, Endpoint, EndpointId, StoredS
 use crate::error::WebhookError;
 
 /// The cursor list name of endpoints.
+#[cfg_attr(not(any(feature = "memory", feature = "postgres")), allow(dead_code))]
 pub(crate) const ENDPOINTS_LIST: &str = "webhook_endpoints";
 /// The cursor list name of deliveries.
+#[cfg_attr(not(any(feature = "memory", feature = "postgres")), allow(dead_code))]
 pub(crate) const DELIVERIES_LIST: &str = "webhook_deliveries";
 
 /// Where endpoints, their secrets, the events to deliver and the delivery
