@@ -153,6 +153,21 @@ mod end_to_end {
             .await
             .unwrap();
 
+        // At rest the secret is a JWE, never the secret's text.
+        let mut tx = tenancy_core::postgres::begin_tenant_transaction(&pool, tenant)
+            .await
+            .unwrap();
+        let stored: String =
+            sqlx::query_scalar("SELECT secret FROM tenancy_webhook_endpoints WHERE id = $1")
+                .bind(flaky.id.as_uuid())
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        drop(tx);
+        let text = secret.expose_secret();
+        assert!(!stored.contains(&text["whsec_".len()..]));
+        assert_eq!(stored.split('.').count(), 5, "compact JWE");
+
         let mut relay_config = RelayConfig::default();
         relay_config.poll_interval = Duration::from_millis(10);
         let relay = Relay::new(backend.clone() as Arc<dyn EventFeed>)
