@@ -1,0 +1,358 @@
+//! Server-side request forgery protection: which addresses a webhook may
+//! be sent to.
+//!
+//! The host name of an endpoint is resolved here, every resolved address
+//! is checked, and the connection goes to a checked address (the HTTP
+//! client's resolver checks again what it connects to), so a DNS answer
+//! that changes between the check and the connection (rebinding) cannot
+//! reach an internal address.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Which targets deliveries may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TargetPolicy {
+    /// Public unicast addresses only, over `https` (the default).
+    #[default]
+    PublicOnly,
+    /// Any address, and `http` too: for tests and development against a
+    /// local receiver. Never in production.
+    AllowPrivate,
+}
+
+impl TargetPolicy {
+    /// Whether `ip` may be connected to.
+    pub fn allows(self, ip: IpAddr) -> bool {
+        match self {
+            TargetPolicy::AllowPrivate => true,
+            TargetPolicy::PublicOnly => classify(ip) == AddressClass::Public,
+        }
+    }
+
+    /// Whether plain `http` endpoints are accepted.
+    pub fn allows_http(self) -> bool {
+        self == TargetPolicy::AllowPrivate
+    }
+}
+
+/// Why an address is not public.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddressClass {
+    /// A public unicast address.
+    Public,
+    /// Loopback (127/8, ::1).
+    Loopback,
+    /// Private networks (10/8, 172.16/12, 192.168/16) and IPv6 unique-local (fc00::/7).
+    Private,
+    /// Link-local, including cloud metadata at 169.254.169.254 (169.254/16, fe80::/10).
+    LinkLocal,
+    /// Carrier-grade NAT (100.64/10).
+    SharedAddressSpace,
+    /// 0.0.0.0/8, `::`.
+    Unspecified,
+    /// 255.255.255.255.
+    Broadcast,
+    /// Multicast (224/4, ff00::/8).
+    Multicast,
+    /// Documentation, benchmarking and other reserved ranges.
+    Reserved,
+}
+
+/// Classifies an address; IPv4-mapped and IPv4-compatible IPv6 addresses
+/// are classified as the IPv4 address they carry.
+pub fn classify(ip: IpAddr) -> AddressClass {
+    match ip {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => classify_v6(v6),
+    }
+}
+
+fn classify_v4(ip: Ipv4Addr) -> AddressClass {
+    let [a, b, c, _] = ip.octets();
+    match (a, b, c) {
+        (0, _, _) => AddressClass::Unspecified,
+        (127, _, _) => AddressClass::Loopback,
+        (10, _, _) => AddressClass::Private,
+        (172, 16..=31, _) => AddressClass::Private,
+        (192, 168, _) => AddressClass::Private,
+        (169, 254, _) => AddressClass::LinkLocal,
+        (100, 64..=127, _) => AddressClass::SharedAddressSpace,
+        (192, 0, 0) => AddressClass::Reserved, // IETF protocol assignments
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => AddressClass::Reserved, // documentation
+        (198, 18..=19, _) => AddressClass::Reserved, // benchmarking
+        (192, 88, 99) => AddressClass::Reserved, // 6to4 relay anycast (deprecated)
+        (224..=239, _, _) => AddressClass::Multicast,
+        (255, 255, 255) if ip == Ipv4Addr::BROADCAST => AddressClass::Broadcast,
+        (240..=255, _, _) => AddressClass::Reserved,
+        _ => AddressClass::Public,
+    }
+}
+
+fn classify_v6(ip: Ipv6Addr) -> AddressClass {
+    if ip.is_unspecified() {
+        return AddressClass::Unspecified;
+    }
+    if ip.is_loopback() {
+        return AddressClass::Loopback;
+    }
+    let segments = ip.segments();
+    // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated).
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return classify_v4(v4);
+    }
+    if segments[..6] == [0, 0, 0, 0, 0, 0] {
+        return classify_v4(Ipv4Addr::new(
+            (segments[6] >> 8) as u8,
+            segments[6] as u8,
+            (segments[7] >> 8) as u8,
+            segments[7] as u8,
+        ));
+    }
+    let first = segments[0];
+    match first {
+        0xff00..=0xffff => AddressClass::Multicast,
+        0xfe80..=0xfebf => AddressClass::LinkLocal,
+        0xfec0..=0xfeff => AddressClass::Reserved, // site-local (deprecated)
+        0xfc00..=0xfdff => AddressClass::Private,
+        // 2001:db8::/32 documentation, 3fff::/20 documentation.
+        0x2001 if segments[1] == 0x0db8 => AddressClass::Reserved,
+        0x3fff if segments[1] < 0x1000 => AddressClass::Reserved,
+        // 2001:2::/48 benchmarking; 2001::/23 other IETF assignments (incl. Teredo 2001::/32).
+        0x2001 if segments[1] < 0x0200 => AddressClass::Reserved,
+        // 64:ff9b::/96 and 64:ff9b:1::/48 NAT64: classify the embedded IPv4.
+        0x0064 if segments[1] == 0xff9b => classify_v4(Ipv4Addr::new(
+            (segments[6] >> 8) as u8,
+            segments[6] as u8,
+            (segments[7] >> 8) as u8,
+            segments[7] as u8,
+        )),
+        // 2002::/16 6to4: the embedded IPv4 is in segments 1 and 2.
+        0x2002 => classify_v4(Ipv4Addr::new(
+            (segments[1] >> 8) as u8,
+            segments[1] as u8,
+            (segments[2] >> 8) as u8,
+            segments[2] as u8,
+        )),
+        // 100::/64 discard-only.
+        0x0100 if segments[1..4] == [0, 0, 0] => AddressClass::Reserved,
+        // Only 2000::/3 is global unicast.
+        0x2000..=0x3fff => AddressClass::Public,
+        _ => AddressClass::Reserved,
+    }
+}
+
+/// A target refused by the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetRefused {
+    /// The URL is not an absolute `https` URL the policy accepts.
+    #[error("the url scheme {0:?} is not allowed")]
+    Scheme(String),
+    /// The URL has no host.
+    #[error("the url has no host")]
+    NoHost,
+    /// The host name did not resolve.
+    #[error("the host {host:?} does not resolve")]
+    Unresolvable {
+        /// The host name.
+        host: String,
+    },
+    /// The host resolves (or is) an address the policy refuses.
+    #[error("the address {ip} of {host:?} is {class:?}, which is not allowed")]
+    Address {
+        /// The host as written in the URL.
+        host: String,
+        /// The refused address.
+        ip: IpAddr,
+        /// Why it is refused.
+        class: AddressClass,
+    },
+}
+
+/// Resolves `url`'s host and checks every address; returns them all.
+pub async fn check_target(
+    policy: TargetPolicy,
+    url: &url::Url,
+) -> Result<Vec<SocketAddr>, TargetRefused> {
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.allows_http() => {}
+        other => return Err(TargetRefused::Scheme(other.to_owned())),
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host = url.host().ok_or(TargetRefused::NoHost)?;
+    let (name, addrs) = match host {
+        url::Host::Ipv4(ip) => (ip.to_string(), vec![SocketAddr::new(IpAddr::V4(ip), port)]),
+        url::Host::Ipv6(ip) => (ip.to_string(), vec![SocketAddr::new(IpAddr::V6(ip), port)]),
+        url::Host::Domain(name) => {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|_| TargetRefused::Unresolvable {
+                    host: name.to_owned(),
+                })?
+                .collect();
+            (name.to_owned(), addrs)
+        }
+    };
+    check_addrs(policy, &name, &addrs)?;
+    Ok(addrs)
+}
+
+/// Refuses an empty list or any address the policy refuses.
+pub(crate) fn check_addrs(
+    policy: TargetPolicy,
+    host: &str,
+    addrs: &[SocketAddr],
+) -> Result<(), TargetRefused> {
+    if addrs.is_empty() {
+        return Err(TargetRefused::Unresolvable {
+            host: host.to_owned(),
+        });
+    }
+    for addr in addrs {
+        if !policy.allows(addr.ip()) {
+            return Err(TargetRefused::Address {
+                host: host.to_owned(),
+                ip: addr.ip(),
+                class: classify(addr.ip()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The HTTP client's resolver: resolves and refuses what the policy
+/// refuses, so the address connected to is always a checked one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckedResolver(pub(crate) TargetPolicy);
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            check_addrs(policy, &host, &addrs)?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v4(s: &str) -> AddressClass {
+        classify(s.parse().unwrap())
+    }
+
+    #[test]
+    fn classifies_known_ranges() {
+        assert_eq!(v4("127.0.0.1"), AddressClass::Loopback);
+        assert_eq!(v4("10.0.0.1"), AddressClass::Private);
+        assert_eq!(v4("172.16.0.1"), AddressClass::Private);
+        assert_eq!(v4("172.31.255.255"), AddressClass::Private);
+        assert_eq!(v4("172.32.0.1"), AddressClass::Public);
+        assert_eq!(v4("192.168.1.1"), AddressClass::Private);
+        assert_eq!(v4("169.254.169.254"), AddressClass::LinkLocal);
+        assert_eq!(v4("100.64.0.1"), AddressClass::SharedAddressSpace);
+        assert_eq!(v4("100.128.0.1"), AddressClass::Public);
+        assert_eq!(v4("0.0.0.0"), AddressClass::Unspecified);
+        assert_eq!(v4("255.255.255.255"), AddressClass::Broadcast);
+        assert_eq!(v4("224.0.0.1"), AddressClass::Multicast);
+        assert_eq!(v4("192.0.2.1"), AddressClass::Reserved);
+        assert_eq!(v4("198.51.100.7"), AddressClass::Reserved);
+        assert_eq!(v4("203.0.113.9"), AddressClass::Reserved);
+        assert_eq!(v4("198.18.0.1"), AddressClass::Reserved);
+        assert_eq!(v4("240.0.0.1"), AddressClass::Reserved);
+        assert_eq!(v4("8.8.8.8"), AddressClass::Public);
+        assert_eq!(v4("1.1.1.1"), AddressClass::Public);
+        assert_eq!(v4("::1"), AddressClass::Loopback);
+        assert_eq!(v4("::"), AddressClass::Unspecified);
+        assert_eq!(v4("fe80::1"), AddressClass::LinkLocal);
+        assert_eq!(v4("fc00::1"), AddressClass::Private);
+        assert_eq!(v4("fd12:3456::1"), AddressClass::Private);
+        assert_eq!(v4("ff02::1"), AddressClass::Multicast);
+        assert_eq!(v4("2001:db8::1"), AddressClass::Reserved);
+        assert_eq!(v4("::ffff:127.0.0.1"), AddressClass::Loopback);
+        assert_eq!(v4("::ffff:169.254.169.254"), AddressClass::LinkLocal);
+        assert_eq!(v4("::10.0.0.1"), AddressClass::Private);
+        assert_eq!(v4("64:ff9b::a00:1"), AddressClass::Private);
+        assert_eq!(v4("2002:7f00:1::"), AddressClass::Loopback);
+        assert_eq!(v4("2606:4700:4700::1111"), AddressClass::Public);
+        assert_eq!(v4("::ffff:8.8.8.8"), AddressClass::Public);
+    }
+
+    proptest! {
+        #[test]
+        fn mapped_v6_is_classified_like_its_v4(bits in any::<u32>()) {
+            let ip = Ipv4Addr::from(bits);
+            prop_assert_eq!(classify(IpAddr::V6(ip.to_ipv6_mapped())), classify(IpAddr::V4(ip)));
+        }
+
+        #[test]
+        fn private_ranges_are_never_public(host in any::<u32>(), range in 0usize..7) {
+            let (base, prefix): (u32, u32) = [
+                (0x7f00_0000, 8), (0x0a00_0000, 8), (0xac10_0000, 12), (0xc0a8_0000, 16),
+                (0xa9fe_0000, 16), (0x6440_0000, 10), (0xe000_0000, 4),
+            ][range];
+            let mask = u32::MAX >> prefix;
+            let ip = Ipv4Addr::from(base | (host & mask));
+            prop_assert_ne!(classify(IpAddr::V4(ip)), AddressClass::Public);
+            prop_assert!(!TargetPolicy::PublicOnly.allows(IpAddr::V4(ip)));
+            prop_assert!(TargetPolicy::AllowPrivate.allows(IpAddr::V4(ip)));
+        }
+
+        #[test]
+        fn v6_outside_global_unicast_is_never_public(segs in any::<[u16; 8]>()) {
+            let ip = Ipv6Addr::from(segs);
+            if !(0x2000..=0x3fff).contains(&segs[0]) && ip.to_ipv4_mapped().is_none()
+                && segs[..6] != [0; 6] && !(segs[0] == 0x64 && segs[1] == 0xff9b) {
+                prop_assert_ne!(classify(IpAddr::V6(ip)), AddressClass::Public);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_internal_targets_by_default() {
+        for url in [
+            "https://127.0.0.1/hook",
+            "https://10.0.0.1/hook",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/hook",
+            "https://[::ffff:127.0.0.1]/hook",
+            "https://localhost/hook",
+        ] {
+            let url = url::Url::parse(url).unwrap();
+            let err = check_target(TargetPolicy::PublicOnly, &url)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, TargetRefused::Address { .. }),
+                "{url}: {err:?}"
+            );
+        }
+        let http = url::Url::parse("http://8.8.8.8/").unwrap();
+        assert!(matches!(
+            check_target(TargetPolicy::PublicOnly, &http).await,
+            Err(TargetRefused::Scheme(_))
+        ));
+        let public = url::Url::parse("https://8.8.8.8/").unwrap();
+        assert!(
+            check_target(TargetPolicy::PublicOnly, &public)
+                .await
+                .is_ok()
+        );
+        let local = url::Url::parse("http://127.0.0.1:9/").unwrap();
+        assert!(
+            check_target(TargetPolicy::AllowPrivate, &local)
+                .await
+                .is_ok()
+        );
+    }
+}
