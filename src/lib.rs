@@ -57,6 +57,12 @@ pub use tenancy_events as events;
 #[doc(inline)]
 pub use tenancy_jobs as jobs;
 
+/// Outgoing webhooks to tenants: endpoints, Standard Webhooks signatures,
+/// SSRF protection, retries, delivery log, circuit breaker (feature `webhooks`).
+#[cfg(feature = "webhooks")]
+#[doc(inline)]
+pub use tenancy_webhooks as webhooks;
+
 /// Inbound SCIM 2.0 provisioning: a module mounting `/scim/v2` (feature `scim`).
 #[cfg(feature = "scim")]
 #[doc(inline)]
