@@ -2,8 +2,8 @@
 //! store suite (claims, leases, cancel and retry transitions, concurrent
 //! claims) and runner scenarios over a real [`Directory`] (happy path,
 //! transient failure, permanent failure with compensation and retry,
-//! cancel mid-step, deadline, a worker killed mid-step, two workers on one
-//! store), plus [`SimulatedDns`], an external step to drive them with.
+//! cancel mid-step, deadline, an attempt timing out, a worker killed
+//! mid-step, two workers on one store), plus [`SimulatedDns`], an external step to drive them with.
 //!
 //! ```ignore
 //! async fn my_fixture() -> Option<tenancy_provisioning::testkit::Fixture> { /* … */ }
@@ -88,7 +88,7 @@ macro_rules! conformance_tests {
             happy_path, transient_failure_is_retried, permanent_failure_compensates_then_retry_completes,
             hold_keeps_earlier_steps_and_retry_resumes, cancel_mid_step_compensates_in_reverse,
             deadline_cancels_stale_runs, crashed_worker_is_resumed_without_duplicates,
-            two_workers_never_run_one_run_at_once
+            two_workers_never_run_one_run_at_once, timed_out_attempt_is_retried
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {

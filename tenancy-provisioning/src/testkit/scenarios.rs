@@ -476,3 +476,31 @@ pub async fn two_workers_never_run_one_run_at_once(f: Fixture) {
         assert!(run.steps.iter().all(|s| s.attempts == 1), "{run:?}");
     }
 }
+
+/// An attempt running past its step's timeout is stopped and counts as a
+/// transient failure; the next attempt completes the step.
+pub async fn timed_out_attempt_is_retried(f: Fixture) {
+    let (clock, dns) = (clock(), SimulatedDns::new());
+    let pipeline = Pipeline::new("dns-only").step_with(
+        dns.clone(),
+        test_policy().with_timeout(StdDuration::from_millis(50)),
+    );
+    let p = provisioner(&f, &clock, pipeline);
+    dns.set_hang(true);
+    let run = p.start("dns-only", input("acme")).await.unwrap();
+    assert_eq!(p.drain().await.unwrap(), 1);
+    let waiting = p.status(run.id).await.unwrap();
+    assert_eq!(waiting.status, RunStatus::Pending);
+    let step = waiting.step("dns").unwrap();
+    assert_eq!(step.attempts, 1);
+    assert_eq!(
+        step.last_error.as_deref(),
+        Some("attempt timed out after 50ms")
+    );
+    dns.set_hang(false);
+    settle(&p, &clock, run.id).await;
+    let done = p.status(run.id).await.unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(done.step("dns").unwrap().attempts, 2);
+    assert_eq!(dns.creations(), 1);
+}
