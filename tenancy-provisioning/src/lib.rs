@@ -6,11 +6,15 @@
 //! - `postgres`: [`postgres::PgProvisioningStore`] (migrations 9501+,
 //!   leases through `FOR UPDATE SKIP LOCKED`) and the
 //!   [`steps::TenantSchema`] step.
+//! - `http`: [`http::ProvisioningModule`], the provisioner as a
+//!   tenancy-http module with its operator routes and workers.
 //! - `testkit`: [`testkit`], the store conformance suite and runner
 //!   scenarios every backend passes, and [`testkit::SimulatedDns`].
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "memory")]
 mod memory;
 mod model;
