@@ -14,7 +14,7 @@ use tenancy_http::authz::Catalog;
 use tenancy_http::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tenancy_http::{ApiRequest, Tenancy};
 use tenancy_provisioning::http::{PROVISIONING_MANAGE, ProvisioningModule};
-use tenancy_provisioning::steps::CreateTenant;
+use tenancy_provisioning::steps::{CreateApiKey, CreateTenant, KeyDelivery, WelcomeMail};
 use tenancy_provisioning::testkit::{SimulatedDns, eventually, input, test_policy};
 use tenancy_provisioning::{
     MemoryProvisioningStore, OnFailure, Pipeline, Provisioner, WorkerConfig,
@@ -232,4 +232,148 @@ async fn operators_start_watch_cancel_and_retry_runs() {
     let (_, run) = call(&t, Method::GET, &path, Some(&ops), None).await;
     assert_eq!(run["manual_retries"], 1);
     assert_eq!(run["steps"][0]["attempts"], 1);
+}
+
+#[derive(Default)]
+struct Mails(std::sync::Mutex<Vec<String>>);
+
+#[tenancy_http::async_trait]
+impl tenancy_http::auth::Mailer for Mails {
+    async fn send(&self, mail: tenancy_http::auth::Mail) -> Result<(), tenancy_core::BoxError> {
+        self.0.lock().unwrap().push(mail.to.as_str().to_owned());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Keys(std::sync::Mutex<Vec<(tenancy_core::ApiKeyId, String)>>);
+
+#[tenancy_http::async_trait]
+impl KeyDelivery for Keys {
+    async fn deliver(
+        &self,
+        _tenant: tenancy_core::TenantId,
+        key_id: tenancy_core::ApiKeyId,
+        secret: &tenancy_http::auth::ApiKeySecret,
+    ) -> Result<(), tenancy_provisioning::StepError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((key_id, secret.expose_secret().to_owned()));
+        Ok(())
+    }
+}
+
+/// The API key and welcome mail steps: the secret is delivered once and
+/// works, the state keeps only the key's id, the owner is mailed, and a
+/// cancel revokes the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initial_api_key_and_welcome_mail() {
+    let mails = Arc::new(Mails::default());
+    let keys = Arc::new(Keys::default());
+    let delivery: Arc<dyn KeyDelivery> = keys.clone();
+    let module = ProvisioningModule::new(Slug::new("ops").unwrap(), move |t: &Tenancy| {
+        Provisioner::new(Arc::new(MemoryProvisioningStore::new())).with_pipeline(
+            Pipeline::new("signup")
+                .with_policy(test_policy())
+                .step(CreateTenant::new(t.directory().clone()))
+                .step(CreateApiKey::new(
+                    t.auth().clone(),
+                    t.directory().clone(),
+                    Vec::new(),
+                    delivery.clone(),
+                ))
+                .step(WelcomeMail::new(t.auth().clone())),
+        )
+    })
+    .workers(0);
+    let t = Tenancy::builder(
+        Catalog::new([PROVISIONING_MANAGE]).unwrap(),
+        AuthConfig::new("https://app.example", "app"),
+    )
+    .mailer(mails.clone())
+    .module(module)
+    .build()
+    .await
+    .unwrap();
+    let p = t
+        .module::<ProvisioningModule>()
+        .unwrap()
+        .provisioner()
+        .unwrap();
+    let run = p.start("signup", input("acme")).await.unwrap();
+    p.drain().await.unwrap();
+    let run = p.status(run.id).await.unwrap();
+    assert_eq!(
+        run.status,
+        tenancy_provisioning::RunStatus::Succeeded,
+        "{run:?}"
+    );
+    let (key_id, secret) = keys.0.lock().unwrap()[0].clone();
+    assert_eq!(keys.0.lock().unwrap().len(), 1);
+    assert_eq!(run.state["api_key_id"], json!(key_id.to_string()));
+    let stored = serde_json::to_string(&run).unwrap();
+    assert!(!stored.contains(&secret), "the secret is not in the run");
+    // The key works in the new tenant.
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {secret}")).unwrap(),
+    );
+    let uri: tenancy_http::http::Uri = "/anything".parse().unwrap();
+    let context = t
+        .authenticate(tenancy_http::RequestHead::new(
+            &Method::GET,
+            &uri,
+            &headers,
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        context.tenant_id().to_string(),
+        run.state["tenant_id"].as_str().unwrap()
+    );
+    t.auth().wait_for_mail().await;
+    assert_eq!(*mails.0.lock().unwrap(), ["owner@acme.test"]);
+
+    // Run again (as after a crash between making the key and recording
+    // it): the earlier key, whose secret may be lost, is revoked and a new
+    // one delivered; compensation revokes that one too.
+    let works = |secret: String| {
+        let t = &t;
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {secret}")).unwrap(),
+            );
+            let uri: tenancy_http::http::Uri = "/anything".parse().unwrap();
+            t.authenticate(tenancy_http::RequestHead::new(
+                &Method::GET,
+                &uri,
+                &headers,
+                None,
+            ))
+            .await
+            .is_ok()
+        }
+    };
+    let again = Arc::new(Keys::default());
+    let step = CreateApiKey::new(
+        t.auth().clone(),
+        t.directory().clone(),
+        Vec::new(),
+        again.clone(),
+    );
+    let ctx = tenancy_provisioning::StepContext::new(run.id, "signup", input("acme"))
+        .with_state(run.state.clone());
+    tenancy_provisioning::Step::run(&step, &ctx).await.unwrap();
+    let (_, second) = again.0.lock().unwrap()[0].clone();
+    assert!(!works(secret).await, "the first key is revoked");
+    assert!(works(second.clone()).await);
+    tenancy_provisioning::Step::compensate(&step, &ctx)
+        .await
+        .unwrap();
+    assert!(!works(second).await, "compensation revoked the key");
 }

@@ -1,11 +1,14 @@
 //! Built-in steps: the tenant and its owner, host hooks run for the new
-//! tenant (roles and policies, anything else), the billing customer, and
-//! on Postgres a schema per tenant.
+//! tenant (roles and policies, anything else), the billing customer, on
+//! Postgres a schema per tenant, and with `http` the initial API key and
+//! the owner's welcome mail.
 //!
 //! They keep to the domain rule that tenancy crates meet only through
 //! `tenancy-core`: a step that needs another domain (authorization,
 //! billing) takes a small trait the host (or its wiring) implements.
 
+#[cfg(feature = "http")]
+mod auth;
 #[cfg(feature = "postgres")]
 mod schema;
 
@@ -18,6 +21,8 @@ use tenancy_core::{
     Slug, StoreError, Tenant, TenantId, TenantName, TenantStatus, TenantStore, UserStore,
 };
 
+#[cfg(feature = "http")]
+pub use auth::{CreateApiKey, KeyDelivery, WelcomeMail};
 #[cfg(feature = "postgres")]
 pub use schema::{TenantSchema, schema_name};
 
