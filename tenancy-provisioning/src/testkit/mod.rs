@@ -1,6 +1,6 @@
 //! What every [`ProvisioningStore`] must pass (feature `testkit`): the
 //! store suite (claims, leases, cancel and retry transitions, concurrent
-//! claims) and runner scenarios over a real [`Directory`] (happy path,
+//! claims) and runner scenarios over a real [`tenancy_core::Directory`] (happy path,
 //! transient failure, permanent failure with compensation and retry,
 //! cancel mid-step, deadline, an attempt timing out, a worker killed
 //! mid-step, two workers on one store), plus [`SimulatedDns`], an external step to drive them with.
