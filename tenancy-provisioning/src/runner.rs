@@ -251,8 +251,8 @@ impl std::fmt::Debug for Provisioner {
     }
 }
 
-enum Attempt {
-    Done(Result<crate::step::StepOutput, StepError>),
+enum Attempt<T> {
+    Done(Result<T, StepError>),
     TimedOut,
     Stop(&'static str),
     LeaseLost,
@@ -487,7 +487,12 @@ impl Provisioner {
             }
             let ctx = self.context(&run, attempt);
             let outcome = self
-                .attempt(&*step, &ctx, policy, &mut lease, run.deadline)
+                .guarded(
+                    step.run(&ctx),
+                    policy.timeout,
+                    &mut lease,
+                    Some(run.deadline),
+                )
                 .await;
             let now = self.clock.now();
             let error = match outcome {
@@ -537,19 +542,18 @@ impl Provisioner {
         }
     }
 
-    /// Runs one attempt of `step` under its timeout, renewing the lease
-    /// every heartbeat and stopping early on a cancel or a passed deadline.
-    async fn attempt(
+    /// Runs `work` (an attempt or a compensation) under `timeout`,
+    /// renewing the lease every heartbeat; an attempt (`stop_at` set to the
+    /// run's deadline) also stops early on a cancel or a passed deadline.
+    async fn guarded<T>(
         &self,
-        step: &dyn Step,
-        ctx: &StepContext,
-        policy: StepPolicy,
+        work: impl std::future::Future<Output = Result<T, StepError>>,
+        timeout: StdDuration,
         lease: &mut Lease,
-        deadline: OffsetDateTime,
-    ) -> Attempt {
-        let work = step.run(ctx);
+        stop_at: Option<OffsetDateTime>,
+    ) -> Attempt<T> {
         tokio::pin!(work);
-        let timeout = tokio::time::sleep(policy.timeout);
+        let timeout = tokio::time::sleep(timeout);
         tokio::pin!(timeout);
         let mut beat = tokio::time::interval(self.config.heartbeat);
         beat.tick().await;
@@ -560,7 +564,9 @@ impl Provisioner {
                 _ = beat.tick() => {
                     let until = self.renewal();
                     match self.store.renew(lease, until).await {
-                        Ok(RunStatus::Cancelling) => return Attempt::Stop("cancelled on request"),
+                        Ok(RunStatus::Cancelling) if stop_at.is_some() => {
+                            return Attempt::Stop("cancelled on request");
+                        }
                         Ok(_) => lease.until = until,
                         Err(ProvisioningStoreError::LeaseLost) => return Attempt::LeaseLost,
                         Err(e) => {
@@ -570,7 +576,7 @@ impl Provisioner {
                             }
                         }
                     }
-                    if self.clock.now() >= deadline {
+                    if stop_at.is_some_and(|deadline| self.clock.now() >= deadline) {
                         return Attempt::Stop("deadline passed");
                     }
                 }
@@ -603,14 +609,17 @@ impl Provisioner {
             let mut tries = 0;
             let result = loop {
                 tries += 1;
-                let result = tokio::time::timeout(policy.timeout, step.compensate(&ctx))
+                let result = match self
+                    .guarded(step.compensate(&ctx), policy.timeout, lease, None)
                     .await
-                    .unwrap_or_else(|_| {
-                        Err(StepError::transient(format!(
-                            "compensation timed out after {:?}",
-                            policy.timeout
-                        )))
-                    });
+                {
+                    Attempt::Done(result) => result,
+                    Attempt::LeaseLost => return Err(ProvisioningStoreError::LeaseLost),
+                    Attempt::TimedOut | Attempt::Stop(_) => Err(StepError::transient(format!(
+                        "compensation timed out after {:?}",
+                        policy.timeout
+                    ))),
+                };
                 match result {
                     Err(e) if e.is_transient() && tries < policy.max_attempts => {
                         let wait = policy.backoff(tries);
