@@ -6,6 +6,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `POST /provisioning` `{"pipeline": "…", "input": {…}}` | `202` and the run |
+//! | `GET /provisioning?status=failed&limit=…&cursor=…` | `200`, a page of runs oldest first (`items`, `next_cursor`); `status` optional |
 //! | `GET /provisioning/{id}` | `200` and the run with its steps |
 //! | `POST /provisioning/{id}/cancel` | `202` and the run (`409` once it succeeded) |
 //! | `POST /provisioning/{id}/retry` | `202` and the run (`409` unless it failed) |
@@ -29,7 +30,7 @@ use tenancy_core::Slug;
 use tenancy_http::http::{Response, StatusCode};
 use tenancy_http::{Access, ApiRequest, Module, Problem, RequestContext, Route, Tenancy, route};
 
-use crate::model::RunId;
+use crate::model::{RunId, RunStatus};
 use crate::runner::{ProvisionError, Provisioner};
 use crate::store::ProvisioningStoreError;
 
@@ -100,6 +101,7 @@ impl Module for ProvisioningModule {
     fn routes(&self) -> Vec<Route> {
         vec![
             route!(POST "/provisioning", Access::Permission(PROVISIONING_MANAGE), start),
+            route!(GET "/provisioning", Access::Permission(PROVISIONING_MANAGE), list),
             route!(GET "/provisioning/{id}", Access::Permission(PROVISIONING_MANAGE), status),
             route!(POST "/provisioning/{id}/cancel", Access::Permission(PROVISIONING_MANAGE), cancel),
             route!(POST "/provisioning/{id}/retry", Access::Permission(PROVISIONING_MANAGE), retry),
@@ -191,6 +193,33 @@ async fn start(
         .await
         .map_err(problem)?;
     tenancy_http::json(StatusCode::ACCEPTED, &run)
+}
+
+async fn list(
+    t: &Tenancy,
+    r: &ApiRequest,
+    c: Option<&RequestContext>,
+) -> Result<Response<Bytes>, Problem> {
+    let provisioner = operator(t, c).await?;
+    let status = r
+        .query("status")
+        .map(|s| {
+            s.parse::<RunStatus>().map_err(|_| {
+                Problem::invalid(
+                    "status",
+                    "expected pending, running, succeeded, failed, cancelling or cancelled",
+                )
+            })
+        })
+        .transpose()?;
+    let page = tenancy_http::page_request(r.uri.query())?;
+    let runs = provisioner.list(status, &page).await.map_err(|e| match e {
+        ProvisionError::Store(ProvisioningStoreError::Store(
+            tenancy_core::StoreError::InvalidInput(_),
+        )) => Problem::invalid("cursor", "not a cursor of this list"),
+        other => problem(other),
+    })?;
+    tenancy_http::json(StatusCode::OK, &tenancy_http::page_json(&runs))
 }
 
 async fn status(

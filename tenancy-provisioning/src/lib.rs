@@ -32,4 +32,4 @@ pub use memory::MemoryProvisioningStore;
 pub use model::{Lease, Run, RunId, RunStatus, StepRecord, StepStatus, UnknownStatus};
 pub use runner::{OnFailure, Pipeline, ProvisionError, Provisioner, StepPolicy, WorkerConfig};
 pub use step::{Retry, Step, StepContext, StepError, StepOutput};
-pub use store::{ProvisioningStore, ProvisioningStoreError};
+pub use store::{ProvisioningStore, ProvisioningStoreError, RUNS_LIST};

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use tenancy_core::StoreError;
+use tenancy_core::{Cursor, Page, PageRequest, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::model::{Lease, Run, RunId, RunStatus};
 use crate::store::{
-    ProvisioningStore, ProvisioningStoreError, apply_cancel, apply_retry, merged_status,
+    ProvisioningStore, ProvisioningStoreError, RUNS_LIST, apply_cancel, apply_retry, merged_status,
 };
 
 #[derive(Debug)]
@@ -67,6 +67,26 @@ impl ProvisioningStore for MemoryProvisioningStore {
             .get(&id)
             .map(|e| e.run.clone())
             .ok_or(ProvisioningStoreError::NotFound)
+    }
+
+    async fn list_runs(
+        &self,
+        status: Option<RunStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<Run>, ProvisioningStoreError> {
+        let after: Option<RunId> = page.after_key(RUNS_LIST).map_err(StoreError::from)?;
+        let mut items: Vec<Run> = self
+            .lock()?
+            .values()
+            .map(|e| &e.run)
+            .filter(|r| status.is_none_or(|s| r.status == s) && after.is_none_or(|a| r.id > a))
+            .cloned()
+            .collect();
+        items.sort_by_key(|r| r.id);
+        items.truncate(page.size.get() + 1);
+        Ok(Page::from_overfetch(items, page.size, |r| {
+            Cursor::encode(RUNS_LIST, r.id)
+        }))
     }
 
     async fn claim(

@@ -19,12 +19,14 @@ use serde_json::Value;
 use sqlx::Connection;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnection, PgPool};
-use tenancy_core::StoreError;
+use tenancy_core::{Cursor, Page, PageRequest, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::model::{Lease, Run, RunId, RunStatus, StepRecord};
-use crate::store::{ProvisioningStore, ProvisioningStoreError, apply_cancel, apply_retry};
+use crate::store::{
+    ProvisioningStore, ProvisioningStoreError, RUNS_LIST, apply_cancel, apply_retry,
+};
 
 /// The embedded tenancy-provisioning migrations (versions 9501 and up).
 /// Run [`tenancy_core::postgres::migrator`] too, or both through
@@ -275,6 +277,36 @@ impl ProvisioningStore for PgProvisioningStore {
         let run = load(&mut tx, id.as_uuid(), false).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(run)
+    }
+
+    async fn list_runs(
+        &self,
+        status: Option<RunStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<Run>, ProvisioningStoreError> {
+        let after: Option<RunId> = page.after_key(RUNS_LIST).map_err(StoreError::from)?;
+        let limit = i64::try_from(page.size.get() + 1).unwrap_or(i64::MAX);
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM tenancy_provisioning_runs
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR id > $2)
+             ORDER BY id LIMIT $3",
+        )
+        .bind(status.map(RunStatus::as_str))
+        .bind(after.map(|id| id.as_uuid()))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            items.push(load(&mut tx, id, false).await?);
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Page::from_overfetch(items, page.size, |r| {
+            Cursor::encode(RUNS_LIST, r.id)
+        }))
     }
 
     async fn claim(

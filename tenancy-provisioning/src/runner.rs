@@ -326,6 +326,16 @@ impl Provisioner {
         Ok(self.store.get_run(id).await?)
     }
 
+    /// Runs oldest first, only those in `status` when given (`failed`: the
+    /// dead letters).
+    pub async fn list(
+        &self,
+        status: Option<RunStatus>,
+        page: &tenancy_core::PageRequest,
+    ) -> Result<tenancy_core::Page<Run>, ProvisionError> {
+        Ok(self.store.list_runs(status, page).await?)
+    }
+
     /// Asks for `id` to be cancelled: a worker compensates its started
     /// steps in reverse order and marks it cancelled.
     pub async fn cancel(&self, id: RunId) -> Result<Run, ProvisionError> {

@@ -9,7 +9,7 @@
 //! status to `cancelling`, and a leaseholder's later save keeps it there.
 
 use async_trait::async_trait;
-use tenancy_core::StoreError;
+use tenancy_core::{Page, PageRequest, StoreError};
 use time::OffsetDateTime;
 
 use crate::model::{Lease, Run, RunId, RunStatus, StepStatus};
@@ -53,6 +53,15 @@ pub trait ProvisioningStore: Send + Sync + 'static {
 
     /// Reads a run with its steps.
     async fn get_run(&self, id: RunId) -> Result<Run, ProvisioningStoreError>;
+
+    /// Runs (with their steps) oldest first, only those in `status` when
+    /// given: how an operator finds the dead letters (`failed`). Keyset
+    /// paginated by id ([`RUNS_LIST`] cursors).
+    async fn list_runs(
+        &self,
+        status: Option<RunStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<Run>, ProvisioningStoreError>;
 
     /// Claims one run a worker should act on now, and leases it until
     /// `until`: a run whose lease is free or lapsed (`locked_until <= now`)
@@ -111,6 +120,9 @@ pub trait ProvisioningStore: Send + Sync + 'static {
         deadline: OffsetDateTime,
     ) -> Result<Run, ProvisioningStoreError>;
 }
+
+/// The list name in [`ProvisioningStore::list_runs`] cursors.
+pub const RUNS_LIST: &str = "provisioning-runs";
 
 /// The rule both backends apply in [`ProvisioningStore::save`]: a cancel
 /// that came in while the worker held the lease wins over its status.

@@ -83,7 +83,8 @@ async fn call(
     key: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let bare = path.split('?').next().unwrap();
+    let segments: Vec<&str> = bare.trim_start_matches('/').split('/').collect();
     let route = t
         .routes()
         .into_iter()
@@ -218,6 +219,31 @@ async fn operators_start_watch_cancel_and_retry_runs() {
     .await;
     let (_, run) = call(&t, Method::GET, &path, Some(&ops), None).await;
     assert_eq!(run["steps"][1]["status"], "failed");
+    // The dead letters, as an operator finds them.
+    let (status, failed) = call(
+        &t,
+        Method::GET,
+        "/provisioning?status=failed",
+        Some(&ops),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(failed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(failed["items"][0]["id"], run["id"]);
+    let (status, all) = call(&t, Method::GET, "/provisioning?limit=2", Some(&ops), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    assert!(all["next_cursor"].is_string());
+    let (status, _) = call(
+        &t,
+        Method::GET,
+        "/provisioning?status=done",
+        Some(&ops),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         run["steps"][1]["last_error"],
         "dns zone rejected the record"

@@ -84,7 +84,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@suites $fixture;
             store_round_trip, claims_are_exclusive_and_leases_lapse,
             claims_respect_backoff_and_deadline, cancel_and_retry_transitions,
-            concurrent_claims_never_share,
+            concurrent_claims_never_share, runs_are_listed_by_status,
             happy_path, transient_failure_is_retried, permanent_failure_compensates_then_retry_completes,
             hold_keeps_earlier_steps_and_retry_resumes, cancel_mid_step_compensates_in_reverse,
             deadline_cancels_stale_runs, crashed_worker_is_resumed_without_duplicates,

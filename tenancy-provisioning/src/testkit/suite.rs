@@ -290,6 +290,46 @@ pub async fn cancel_and_retry_transitions(f: Fixture) {
     ));
 }
 
+/// Listing pages through runs oldest first, filtered by status.
+pub async fn runs_are_listed_by_status(f: Fixture) {
+    use tenancy_core::{PageRequest, PageSize};
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut run = run_at(Duration::ZERO);
+        if i == 1 || i == 3 {
+            run.status = RunStatus::Failed;
+        }
+        f.store.insert_run(&run).await.unwrap();
+        ids.push(run.id);
+    }
+    let page = PageRequest::first(PageSize::new(2).unwrap());
+    let first = f.store.list_runs(None, &page).await.unwrap();
+    assert_eq!(
+        first.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[..2]
+    );
+    assert_eq!(first.items[0].steps.len(), 2);
+    let second = f
+        .store
+        .list_runs(None, &page.after(first.next.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[2..4]
+    );
+    let failed = f
+        .store
+        .list_runs(Some(RunStatus::Failed), &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[1], ids[3]]
+    );
+    assert!(failed.next.is_none());
+}
+
 /// Many workers claiming at once never get the same run.
 pub async fn concurrent_claims_never_share(f: Fixture) {
     let mut ids = HashSet::new();
