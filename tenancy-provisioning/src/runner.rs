@@ -663,3 +663,55 @@ impl Provisioner {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_equal_jitter() {
+        let policy = StepPolicy::default()
+            .with_backoff(Duration::seconds(1), Duration::seconds(10))
+            .with_max_attempts(0);
+        assert_eq!(policy.max_attempts, 1);
+        for _ in 0..50 {
+            for (attempt, full) in [
+                (1, 1_000),
+                (2, 2_000),
+                (3, 4_000),
+                (4, 8_000),
+                (5, 10_000),
+                (40, 10_000),
+            ] {
+                let wait = policy.backoff(attempt).whole_milliseconds();
+                assert!(
+                    wait >= full / 2 && wait <= full,
+                    "attempt {attempt}: {wait} ms"
+                );
+            }
+        }
+    }
+
+    #[cfg(feature = "memory")]
+    #[test]
+    fn pipelines_refuse_two_steps_of_one_name() {
+        #[derive(Debug)]
+        struct Noop;
+        #[async_trait::async_trait]
+        impl Step for Noop {
+            fn name(&self) -> &str {
+                "noop"
+            }
+            async fn run(&self, _: &StepContext) -> Result<crate::StepOutput, StepError> {
+                Ok(crate::StepOutput::empty())
+            }
+            async fn compensate(&self, _: &StepContext) -> Result<(), StepError> {
+                Ok(())
+            }
+        }
+        let store: Arc<dyn ProvisioningStore> = Arc::new(crate::MemoryProvisioningStore::new());
+        let refused =
+            Provisioner::new(store).with_pipeline(Pipeline::new("p").step(Noop).step(Noop));
+        assert!(matches!(refused, Err(ProvisionError::DuplicateStep { .. })));
+    }
+}
