@@ -124,8 +124,10 @@ pub trait ProvisioningStore: Send + Sync + 'static {
 /// The list name in [`ProvisioningStore::list_runs`] cursors.
 pub const RUNS_LIST: &str = "provisioning-runs";
 
-/// The rule both backends apply in [`ProvisioningStore::save`]: a cancel
-/// that came in while the worker held the lease wins over its status.
+/// The rule both backends apply in [`ProvisioningStore::save`] (Postgres
+/// in its `UPDATE`): a cancel that came in while the worker held the lease
+/// wins over its status.
+#[cfg(feature = "memory")]
 pub(crate) fn merged_status(stored: RunStatus, written: RunStatus) -> RunStatus {
     if stored == RunStatus::Cancelling && matches!(written, RunStatus::Pending | RunStatus::Running)
     {
