@@ -47,6 +47,30 @@ pub type BuildProvisioner =
 /// the assembled app and spawns its workers (stopped with the app); its
 /// routes are listed in the [module docs](self); on Postgres its
 /// migrations run with the others.
+///
+/// ```no_run
+/// # async fn demo(builder: tenancy_http::TenancyBuilder) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tenancy_core::Slug;
+/// use tenancy_http::Tenancy;
+/// use tenancy_provisioning::http::ProvisioningModule;
+/// use tenancy_provisioning::steps::{CreateTenant, WelcomeMail};
+/// use tenancy_provisioning::{MemoryProvisioningStore, Pipeline, Provisioner};
+///
+/// // The app's catalog declares `provisioning:manage`; staff call the
+/// // routes with a key of the `ops` tenant.
+/// let module = ProvisioningModule::new(Slug::new("ops")?, |app: &Tenancy| {
+///     Provisioner::new(Arc::new(MemoryProvisioningStore::new())).with_pipeline(
+///         Pipeline::new("signup")
+///             .step(CreateTenant::new(app.directory().clone()))
+///             .step(WelcomeMail::new(app.auth().clone())),
+///     )
+/// })
+/// .workers(2);
+/// let app = builder.module(module).build().await?;
+/// let provisioner = app.module::<ProvisioningModule>().and_then(ProvisioningModule::provisioner);
+/// # let _ = provisioner; Ok(()) }
+/// ```
 pub struct ProvisioningModule {
     operator: Slug,
     build: Arc<BuildProvisioner>,
