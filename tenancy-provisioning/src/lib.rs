@@ -31,5 +31,5 @@ pub mod testkit;
 pub use memory::MemoryProvisioningStore;
 pub use model::{Lease, Run, RunId, RunStatus, StepRecord, StepStatus, UnknownStatus};
 pub use runner::{OnFailure, Pipeline, ProvisionError, Provisioner, StepPolicy, WorkerConfig};
-pub use step::{Retry, Step, StepContext, StepError, StepOutput};
+pub use step::{Compensation, Retry, Step, StepContext, StepError, StepOutput};
 pub use store::{ProvisioningStore, ProvisioningStoreError, RUNS_LIST};

@@ -12,7 +12,7 @@ use tenancy_core::{Clock, SystemClock};
 use time::{Duration, OffsetDateTime};
 
 use crate::model::{Lease, Run, RunId, RunStatus, StepStatus};
-use crate::step::{Step, StepContext, StepError};
+use crate::step::{Compensation, Step, StepContext, StepError};
 use crate::store::{ProvisioningStore, ProvisioningStoreError};
 
 /// How often a step is attempted and how long each attempt may take.
@@ -86,9 +86,10 @@ impl StepPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnFailure {
-    /// Compensate the started steps in reverse order, then mark the run
-    /// failed. A retry runs it again from its first step (the steps being
-    /// idempotent, nothing is made twice).
+    /// Compensate the started steps in reverse order (with
+    /// [`Compensation::StepFailed`], so a step may undo in a way a retry
+    /// can restore), then mark the run failed. A retry runs it again from
+    /// its first step (the steps being idempotent, nothing is made twice).
     #[default]
     Compensate,
     /// Mark the run failed and keep what the earlier steps made: a person
@@ -447,7 +448,9 @@ impl Provisioner {
             }
             match run.status {
                 RunStatus::Cancelling => {
-                    let ok = self.compensate(&pipeline, &mut run, &mut lease).await?;
+                    let ok = self
+                        .compensate(&pipeline, &mut run, &mut lease, Compensation::Cancelled)
+                        .await?;
                     if ok {
                         for step in &mut run.steps {
                             if step.status == StepStatus::Pending {
@@ -544,7 +547,8 @@ impl Provisioner {
             run.last_error = Some(format!("step {:?} failed: {report}", step.name()));
             if pipeline.on_failure == OnFailure::Compensate {
                 self.save(&mut lease, &mut run, false).await?;
-                self.compensate(&pipeline, &mut run, &mut lease).await?;
+                self.compensate(&pipeline, &mut run, &mut lease, Compensation::StepFailed)
+                    .await?;
             }
             run.status = RunStatus::Failed;
             tracing::warn!(run_id = %run.id, "provisioning run failed");
@@ -594,7 +598,11 @@ impl Provisioner {
         }
     }
 
-    /// Compensates every started step in reverse order, saving after each.
+    /// Compensates steps in reverse order, saving after each: after a
+    /// failure the steps that ran (succeeded, interrupted or failed); on a
+    /// cancel every step that ever started, including those a failure
+    /// already compensated (compensations are idempotent, and a cancel's
+    /// may undo more, such as deleting what a failure only suspended).
     /// `Ok(false)` when a compensation failed for good: it stays as it was
     /// (so a later cancel tries it again) and the run's last error says why.
     async fn compensate(
@@ -602,20 +610,27 @@ impl Provisioner {
         pipeline: &Pipeline,
         run: &mut Run,
         lease: &mut Lease,
+        cause: Compensation,
     ) -> Result<bool, ProvisioningStoreError> {
         for index in (0..run.steps.len()).rev() {
-            let status = run.steps[index].status;
-            if !matches!(
-                status,
-                StepStatus::Succeeded | StepStatus::Running | StepStatus::Failed
-            ) {
+            let record = &run.steps[index];
+            let status = record.status;
+            let due = match cause {
+                Compensation::StepFailed => matches!(
+                    status,
+                    StepStatus::Succeeded | StepStatus::Running | StepStatus::Failed
+                ),
+                Compensation::Cancelled => record.started_at.is_some(),
+            };
+            if !due {
                 continue;
             }
             let Some((step, _)) = pipeline.steps.get(index).cloned() else {
                 continue;
             };
             let policy = pipeline.policy_of(index);
-            let ctx = self.context(run, 0);
+            let mut ctx = self.context(run, 0);
+            ctx.compensation = Some(cause);
             let mut tries = 0;
             let result = loop {
                 tries += 1;
@@ -643,7 +658,7 @@ impl Provisioner {
             match result {
                 Ok(()) => {
                     let record = &mut run.steps[index];
-                    if status != StepStatus::Failed {
+                    if status != StepStatus::Failed && status != StepStatus::Pending {
                         record.status = StepStatus::Cancelled;
                     }
                     record.finished_at = Some(now);

@@ -52,6 +52,20 @@ pub struct StepContext {
     pub state: Map<String, Value>,
     /// Which attempt this is, from 1 (0 for a compensation).
     pub attempt: u32,
+    /// Why the step is being compensated; `None` while it runs.
+    pub compensation: Option<Compensation>,
+}
+
+/// Why a step is compensated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compensation {
+    /// A later step failed for good: the run becomes a dead letter a
+    /// person may retry, so an undo that can be restored (suspending
+    /// rather than deleting) lets the retry succeed.
+    StepFailed,
+    /// The run was cancelled (by a person or its deadline): undo for good.
+    Cancelled,
 }
 
 impl StepContext {
@@ -64,7 +78,15 @@ impl StepContext {
             input,
             state: Map::new(),
             attempt: 1,
+            compensation: None,
         }
+    }
+
+    /// The same context, compensating because of `cause`.
+    pub fn compensating(mut self, cause: Compensation) -> Self {
+        self.compensation = Some(cause);
+        self.attempt = 0;
+        self
     }
 
     /// The same context with `state`.

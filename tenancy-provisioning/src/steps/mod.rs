@@ -26,7 +26,7 @@ pub use auth::{CreateApiKey, KeyDelivery, WelcomeMail};
 #[cfg(feature = "postgres")]
 pub use schema::{TenantSchema, schema_name};
 
-use crate::step::{Step, StepContext, StepError, StepOutput};
+use crate::step::{Compensation, Step, StepContext, StepError, StepOutput};
 
 /// The state key [`CreateTenant`] writes the tenant id to; the other
 /// built-ins read it.
@@ -68,11 +68,14 @@ pub fn tenant_id(ctx: &StepContext) -> Result<TenantId, StepError> {
 /// re-run finds it by slug and returns it. A slug held by a tenant of
 /// another run fails permanently.
 ///
-/// Compensation soft-deletes the tenant ([`Directory::delete_tenant`]):
-/// deleted slugs stay taken, so a run whose tenant was compensated cannot
-/// create it again (its re-run fails permanently saying so; start a new
-/// run). An owner account created for the tenant stays: accounts are
-/// global and may have joined other tenants meanwhile.
+/// Compensation depends on its cause: after a later step failed
+/// ([`Compensation::StepFailed`]) the tenant is suspended, and a retry of
+/// the run reactivates it; when the run is cancelled
+/// ([`Compensation::Cancelled`]) it is soft-deleted
+/// ([`Directory::delete_tenant`]). Deleted slugs stay taken, so a cancelled
+/// run's slug cannot be provisioned again. An owner account created for
+/// the tenant stays: accounts are global and may have joined other tenants
+/// meanwhile.
 #[derive(Debug, Clone)]
 pub struct CreateTenant {
     directory: Directory,
@@ -128,10 +131,21 @@ impl Step for CreateTenant {
             .map_err(|e| StepError::permanent("invalid owner email").with_source(e))?;
         let backend = self.directory.backend();
         if let Some(tenant) = self.ours(ctx).await? {
-            if tenant.status == TenantStatus::Deleted {
-                return Err(StepError::permanent(
-                    "this run's tenant was deleted when the run was compensated; start a new run",
-                ));
+            match tenant.status {
+                TenantStatus::Deleted => {
+                    return Err(StepError::permanent(
+                        "this run's tenant was deleted when the run was cancelled",
+                    ));
+                }
+                // Suspended when a failure was compensated: retried, so
+                // back in service.
+                TenantStatus::Suspended => {
+                    self.directory
+                        .reactivate_tenant(tenant.id, &AuditContext::system())
+                        .await
+                        .map_err(directory_error)?;
+                }
+                _ => {}
             }
             let owner = backend
                 .find_user_by_email(&email)
@@ -186,14 +200,16 @@ impl Step for CreateTenant {
             Err(e) if !e.is_transient() => return Ok(()),
             Err(e) => return Err(e),
         };
-        if tenant.status == TenantStatus::Deleted {
-            return Ok(());
-        }
-        self.directory
-            .delete_tenant(tenant.id, &AuditContext::system())
-            .await
-            .map(|_| ())
-            .map_err(directory_error)
+        let context = AuditContext::system();
+        let done = match (ctx.compensation, tenant.status) {
+            (_, TenantStatus::Deleted) => return Ok(()),
+            (Some(Compensation::StepFailed), TenantStatus::Suspended) => return Ok(()),
+            (Some(Compensation::StepFailed), _) => {
+                self.directory.suspend_tenant(tenant.id, &context).await
+            }
+            _ => self.directory.delete_tenant(tenant.id, &context).await,
+        };
+        done.map(|_| ()).map_err(directory_error)
     }
 }
 

@@ -88,7 +88,8 @@ macro_rules! conformance_tests {
             happy_path, transient_failure_is_retried, permanent_failure_compensates_then_retry_completes,
             hold_keeps_earlier_steps_and_retry_resumes, cancel_mid_step_compensates_in_reverse,
             deadline_cancels_stale_runs, crashed_worker_is_resumed_without_duplicates,
-            two_workers_never_run_one_run_at_once, timed_out_attempt_is_retried
+            two_workers_never_run_one_run_at_once, timed_out_attempt_is_retried,
+            failed_runs_are_restored_by_retry_or_deleted_by_cancel
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {

@@ -504,3 +504,66 @@ pub async fn timed_out_attempt_is_retried(f: Fixture) {
     assert_eq!(done.step("dns").unwrap().attempts, 2);
     assert_eq!(dns.creations(), 1);
 }
+
+/// A run failing after its tenant was made suspends the tenant (a
+/// restorable undo): a retry brings the same tenant back into service,
+/// while cancelling a failed run deletes it.
+pub async fn failed_runs_are_restored_by_retry_or_deleted_by_cancel(f: Fixture) {
+    let (clock, seed, dns) = (clock(), SeedRoles::default(), SimulatedDns::new());
+    let p = provisioner(
+        &f,
+        &clock,
+        signup(&f, &clock, &seed, &dns, OnFailure::Compensate),
+    );
+    dns.set_broken(true);
+    let run = p.start("signup", input("acme")).await.unwrap();
+    settle(&p, &clock, run.id).await;
+    let failed = p.status(run.id).await.unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(
+        failed.step("create_tenant").unwrap().status,
+        StepStatus::Cancelled
+    );
+    let acme = tenant(&f, "acme").await.unwrap();
+    assert_eq!(acme.status, TenantStatus::Suspended);
+    assert!(seed.seeded.lock().unwrap().is_empty());
+
+    dns.set_broken(false);
+    p.retry(run.id).await.unwrap();
+    settle(&p, &clock, run.id).await;
+    let done = p.status(run.id).await.unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{done:?}");
+    let restored = tenant(&f, "acme").await.unwrap();
+    assert_eq!(
+        (restored.id, restored.status),
+        (acme.id, TenantStatus::Active)
+    );
+    assert!(seed.seeded.lock().unwrap().contains(&acme.id));
+    assert_eq!(count_tenants(&f).await, 1);
+
+    dns.set_broken(true);
+    let beta = p.start("signup", input("beta")).await.unwrap();
+    settle(&p, &clock, beta.id).await;
+    assert_eq!(
+        tenant(&f, "beta").await.unwrap().status,
+        TenantStatus::Suspended
+    );
+    p.cancel(beta.id).await.unwrap();
+    settle(&p, &clock, beta.id).await;
+    let cancelled = p.status(beta.id).await.unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    // The failed step keeps saying so; the others are compensated.
+    let statuses: Vec<_> = cancelled.steps.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Cancelled,
+            StepStatus::Cancelled,
+            StepStatus::Failed
+        ]
+    );
+    assert_eq!(
+        tenant(&f, "beta").await.unwrap().status,
+        TenantStatus::Deleted
+    );
+}
