@@ -63,6 +63,12 @@ pub use tenancy_jobs as jobs;
 #[doc(inline)]
 pub use tenancy_webhooks as webhooks;
 
+/// The tenant provisioning pipeline: host-declared steps with durable
+/// state, retries, compensation, cancel and deadlines (feature `provisioning`).
+#[cfg(feature = "provisioning")]
+#[doc(inline)]
+pub use tenancy_provisioning as provisioning;
+
 /// Inbound SCIM 2.0 provisioning: a module mounting `/scim/v2` (feature `scim`).
 #[cfg(feature = "scim")]
 #[doc(inline)]
