@@ -405,14 +405,24 @@ pub trait EventFeed: Send + Sync {
         consumer: &ConsumerName,
     ) -> Result<Option<OffsetDateTime>, StoreError>;
 
-    /// Deletes the events that occurred before `before` and that every one
-    /// of `consumers` has acknowledged; returns how many. With no
-    /// consumers, age alone decides.
+    /// Deletes, from the start of each tenant's stream, the events that
+    /// occurred before `before` and that every one of `consumers` has
+    /// acknowledged (a consumer with no position in a stream has
+    /// acknowledged nothing of it); returns how many. With no consumers
+    /// listed, every consumer with a position anywhere counts; when there is
+    /// none, age alone decides. An event is never deleted while an older one
+    /// of its stream is kept, so streams have no holes.
     async fn purge_events(
         &self,
         before: OffsetDateTime,
         consumers: &[ConsumerName],
     ) -> Result<u64, StoreError>;
+
+    /// Deletes every position of `consumer`, a sink that is gone for good,
+    /// so it no longer holds back [`EventFeed::purge_events`]; returns how
+    /// many positions. A consumer of that name later starts again from
+    /// the oldest retained event.
+    async fn forget_consumer(&self, consumer: &ConsumerName) -> Result<u64, StoreError>;
 }
 
 /// Checks a batch size against [`MAX_BATCH`].

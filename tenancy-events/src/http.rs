@@ -15,8 +15,8 @@ use crate::sink::EventSink;
 /// Relays the app's outbox while the app runs: add it with
 /// `TenancyBuilder::module`. Its relay reads the builder's backend (memory
 /// or Postgres), starts with the app, finishes the batches in delivery on
-/// [`Tenancy::shutdown`], and `GET /ready` fails while a sink is further
-/// behind than [`EventsModule::max_lag`].
+/// [`Tenancy::shutdown`]; with [`EventsModule::max_lag`], `GET /ready`
+/// fails while a sink is further behind than that.
 ///
 /// ```no_run
 /// # async fn demo(builder: tenancy_http::TenancyBuilder) -> Result<(), Box<dyn std::error::Error>> {
@@ -35,7 +35,7 @@ use crate::sink::EventSink;
 pub struct EventsModule {
     sinks: Vec<Arc<dyn EventSink>>,
     config: RelayConfig,
-    max_lag: Duration,
+    max_lag: Option<Duration>,
     shared: Arc<Shared>,
 }
 
@@ -69,13 +69,12 @@ impl Default for EventsModule {
 }
 
 impl EventsModule {
-    /// A module with no sinks, the default pacing, and a readiness bound of
-    /// five minutes of lag.
+    /// A module with no sinks, the default pacing, and no readiness check.
     pub fn new() -> Self {
         Self {
             sinks: Vec::new(),
             config: RelayConfig::default(),
-            max_lag: Duration::from_secs(300),
+            max_lag: None,
             shared: Arc::default(),
         }
     }
@@ -92,9 +91,15 @@ impl EventsModule {
         self
     }
 
-    /// The most a sink may lag behind the outbox before `GET /ready` fails.
+    /// Adds `event-relay` to `GET /ready`, down while a sink lags behind
+    /// the outbox by more than `max_lag`. Off by default: the lag is
+    /// shared by every replica (they read one database), so one failing
+    /// sink marks them all not ready at once, and a load balancer would
+    /// drain the whole app for a problem that draining does not fix.
+    /// Turn it on where the relay matters more than serving requests, or
+    /// watch [`Relay::lag`] as a metric instead.
     pub fn max_lag(mut self, max_lag: Duration) -> Self {
-        self.max_lag = max_lag;
+        self.max_lag = Some(max_lag);
         self
     }
 
@@ -112,10 +117,15 @@ impl Module for EventsModule {
     }
 
     fn readiness_checks(&self) -> Vec<Arc<dyn ReadinessCheck>> {
-        vec![Arc::new(LagCheck {
-            shared: Arc::clone(&self.shared),
-            max_lag: self.max_lag,
-        })]
+        self.max_lag
+            .map(|max_lag| -> Arc<dyn ReadinessCheck> {
+                Arc::new(LagCheck {
+                    shared: Arc::clone(&self.shared),
+                    max_lag,
+                })
+            })
+            .into_iter()
+            .collect()
     }
 
     fn start(&self, tenancy: &Tenancy) -> Vec<tokio::task::JoinHandle<()>> {

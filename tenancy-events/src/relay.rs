@@ -79,7 +79,7 @@ pub struct RelayConfig {
     /// and the batch is given back (default 30 s). On Postgres the claim
     /// holds a transaction this long at most.
     pub delivery_timeout: Duration,
-    /// Events older than this that every sink has are deleted; `None`
+    /// Events older than this that every consumer has are deleted; `None`
     /// keeps them forever (default 7 days).
     pub retention: Option<Duration>,
     /// How often the purge runs (default 1 hour).
@@ -257,13 +257,17 @@ impl Relay {
         Ok(lag)
     }
 
-    /// Deletes what [`RelayConfig::retention`] lets go; returns how many events.
+    /// Deletes the events older than [`RelayConfig::retention`] that every
+    /// consumer with a position has acknowledged, this relay's sinks and
+    /// any other relay's alike; returns how many events. A sink retired for
+    /// good keeps holding events back until its positions are dropped with
+    /// [`EventFeed::forget_consumer`].
     pub async fn purge(&self) -> Result<u64, StoreError> {
         let Some(retention) = self.config.retention else {
             return Ok(0);
         };
         let before = OffsetDateTime::now_utc() - retention;
-        self.feed.purge_events(before, &self.consumers()).await
+        self.feed.purge_events(before, &[]).await
     }
 
     /// Starts one task per sink and the purge task on the current tokio

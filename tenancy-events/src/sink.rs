@@ -11,6 +11,13 @@ use tenancy_core::{BoxError, ConsumerName, Event};
 /// Delivery is at least once: after a crash between a delivery and its
 /// acknowledgement the same events come again. Sinks pass [`Event::id`]
 /// on (as the broker's message id) so consumers can deduplicate.
+///
+/// Order: the relay hands a sink each tenant's events in order, and
+/// retries from the first event a sink did not accept. A sink that sends a
+/// batch pipelined (the broker sinks do) can have events after that one
+/// accepted already, so a consumer may see them before the retried one:
+/// consumers that need strict order per tenant sort by [`Event::seq`]
+/// (carried in the broker sinks' headers).
 #[async_trait]
 pub trait EventSink: Send + Sync {
     /// The name the outbox tracks this sink's position under. Renaming a

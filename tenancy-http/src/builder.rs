@@ -324,10 +324,12 @@ impl TenancyBuilder {
         self
     }
 
-    /// How long outbox events are kept at most, delivered or not, by the
-    /// same purge task (default 30 days; `None` keeps them). A relay
-    /// (`tenancy-events`) deletes what all its sinks have much sooner; this
-    /// bound keeps the outbox from growing without end when no relay runs.
+    /// After how long the same purge task deletes outbox events that every
+    /// consumer with a position has acknowledged, or, where no consumer
+    /// has a position at all (no relay has ever run), every event that
+    /// old (default 30 days; `None` keeps them). A relay
+    /// (`tenancy-events`) purges sooner; this bound keeps the outbox from
+    /// growing without end when none runs.
     pub fn outbox_retention(mut self, retention: Option<Duration>) -> Self {
         self.outbox_retention = retention;
         self

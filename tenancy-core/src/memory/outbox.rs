@@ -297,9 +297,16 @@ impl EventFeed for MemoryBackend {
         let mut state = self.committed().await?;
         let feed = self.feed();
         let mut purged = 0;
+        let listed: Vec<ConsumerName> = if consumers.is_empty() {
+            let known: std::collections::BTreeSet<ConsumerName> =
+                feed.cursors.keys().map(|(consumer, _)| consumer.clone()).collect();
+            known.into_iter().collect()
+        } else {
+            consumers.to_vec()
+        };
         let tenants: Vec<TenantId> = state.outbox.events.keys().copied().collect();
         for tenant_id in tenants {
-            let acknowledged = consumers
+            let acknowledged = listed
                 .iter()
                 .map(|consumer| {
                     feed.cursors
@@ -323,5 +330,12 @@ impl EventFeed for MemoryBackend {
             }
         }
         Ok(purged)
+    }
+
+    async fn forget_consumer(&self, consumer: &ConsumerName) -> Result<u64> {
+        let mut feed = self.feed();
+        let before = feed.cursors.len();
+        feed.cursors.retain(|(name, _), _| name != consumer);
+        Ok((before - feed.cursors.len()) as u64)
     }
 }

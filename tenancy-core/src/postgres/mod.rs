@@ -169,6 +169,8 @@ pub async fn enable_tenant_rls(
 #[derive(Clone)]
 pub struct PgBackend {
     pool: PgPool,
+    /// When each outbox consumer last looked for tenants it has no position in.
+    cursor_scans: outbox::CursorScans,
 }
 
 impl fmt::Debug for PgBackend {
@@ -180,7 +182,10 @@ impl fmt::Debug for PgBackend {
 impl PgBackend {
     /// A backend over an existing pool.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            cursor_scans: outbox::CursorScans::default(),
+        }
     }
 
     /// Connects a pool of up to 10 connections to `url`.

@@ -1,6 +1,10 @@
 //! The outbox on Postgres (migration `1004_outbox`): appends on
 //! [`PgTransaction`], relays' reads on [`PgBackend`].
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Postgres, Row};
@@ -191,8 +195,31 @@ async fn position(conn: &mut PgConnection, tenant_id: TenantId, from: ReplayFrom
     u64::try_from(seq.unwrap_or(head)).map_err(|e| StoreError::Corrupt(Box::new(e)))
 }
 
+/// When each consumer last looked for tenants it has no position in yet.
+#[derive(Clone, Default)]
+pub(super) struct CursorScans(Arc<Mutex<HashMap<ConsumerName, Instant>>>);
+
+/// How often a consumer looks for new tenants while others keep it busy.
+const CURSOR_SCAN_EVERY: Duration = Duration::from_secs(1);
+
+impl CursorScans {
+    /// Whether `consumer` is due a scan; if so, records it as started now.
+    fn due(&self, consumer: &ConsumerName) -> bool {
+        let mut scans = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match scans.get(consumer) {
+            Some(last) if now.duration_since(*last) < CURSOR_SCAN_EVERY => false,
+            _ => {
+                scans.insert(consumer.clone(), now);
+                true
+            }
+        }
+    }
+}
+
 struct PgClaim {
     tx: sqlx::Transaction<'static, Postgres>,
+    backend: PgBackend,
     consumer: ConsumerName,
     tenant_id: TenantId,
     events: Vec<Event>,
@@ -233,13 +260,34 @@ impl ClaimedEvents for PgClaim {
     }
 
     async fn release(self: Box<Self>) -> Result<()> {
-        self.tx.rollback().await.map_err(db_error)
+        let PgClaim {
+            tx,
+            backend,
+            consumer,
+            tenant_id,
+            ..
+        } = *self;
+        tx.rollback().await.map_err(db_error)?;
+        // The tenant goes to the back of the line: one whose batches keep
+        // failing does not hold up the others.
+        let mut tx = begin_relay(&backend).await?;
+        sqlx::query(
+            "UPDATE tenancy_outbox_cursors SET turn = clock_timestamp() \
+             WHERE consumer = $1 AND tenant_id = $2",
+        )
+        .bind(consumer.as_str())
+        .bind(tenant_id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
     }
 }
 
 impl PgBackend {
     /// Gives `consumer` a position in the streams of tenants it has none in yet.
     async fn add_cursors(&self, consumer: &ConsumerName) -> Result<u64> {
+        let mut tx = begin_relay(self).await?;
         let added = sqlx::query(
             "INSERT INTO tenancy_outbox_cursors (consumer, tenant_id) \
              SELECT $1, h.tenant_id FROM tenancy_outbox_heads h \
@@ -248,9 +296,10 @@ impl PgBackend {
              ON CONFLICT DO NOTHING",
         )
         .bind(consumer.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(added.rows_affected())
     }
 
@@ -283,6 +332,13 @@ impl PgBackend {
                 .map_err(db_error)?;
             if rows.is_empty() {
                 // Purged before this consumer read them: nothing left to deliver.
+                tracing::warn!(
+                    consumer = %consumer,
+                    tenant_id = %tenant,
+                    from = seq + 1,
+                    through = head,
+                    "outbox events were purged before this consumer read them"
+                );
                 sqlx::query(
                     "UPDATE tenancy_outbox_cursors SET seq = $3 WHERE consumer = $1 AND tenant_id = $2",
                 )
@@ -299,8 +355,20 @@ impl PgBackend {
                 .iter()
                 .map(event_from_row)
                 .collect::<Result<Vec<_>>>()?;
+            if let Some(first) = events.first()
+                && u64::try_from(seq).is_ok_and(|seq| first.seq > seq + 1)
+            {
+                tracing::warn!(
+                    consumer = %consumer,
+                    tenant_id = %tenant,
+                    from = seq + 1,
+                    through = first.seq - 1,
+                    "outbox events were purged before this consumer read them"
+                );
+            }
             return Ok(Some(Box::new(PgClaim {
                 tx,
+                backend: self.clone(),
                 consumer: consumer.clone(),
                 tenant_id: TenantId::from_uuid(tenant),
                 events,
@@ -318,10 +386,16 @@ impl EventFeed for PgBackend {
         limit: usize,
     ) -> Result<Option<Box<dyn ClaimedEvents>>> {
         let limit = check_limit(limit)?;
+        // New tenants get a position at least every CURSOR_SCAN_EVERY, even
+        // while older tenants always have events pending.
+        let scanned = self.cursor_scans.due(consumer);
+        if scanned {
+            self.add_cursors(consumer).await?;
+        }
         if let Some(claim) = self.try_claim(consumer, limit).await? {
             return Ok(Some(claim));
         }
-        if self.add_cursors(consumer).await? == 0 {
+        if scanned || self.add_cursors(consumer).await? == 0 {
             return Ok(None);
         }
         self.try_claim(consumer, limit).await
@@ -398,12 +472,29 @@ impl EventFeed for PgBackend {
     ) -> Result<u64> {
         let consumers: Vec<&str> = consumers.iter().map(ConsumerName::as_str).collect();
         let mut tx = begin_relay(self).await?;
+        // Only a prefix of each stream goes (never a hole in the middle),
+        // and only what every listed (or, with none listed, every known)
+        // consumer has acknowledged.
         let purged = sqlx::query(
-            "DELETE FROM tenancy_outbox_events e WHERE e.occurred_at < $1 \
-             AND (cardinality($2::text[]) = 0 OR e.seq <= ( \
-                 SELECT min(coalesce(c.seq, 0)) FROM unnest($2::text[]) AS k(consumer) \
+            "WITH listed AS ( \
+                 SELECT unnest($2::text[]) AS consumer \
+                 UNION SELECT DISTINCT consumer FROM tenancy_outbox_cursors \
+                       WHERE cardinality($2::text[]) = 0), \
+             kept AS ( \
+                 SELECT tenant_id, min(seq) AS first_kept FROM tenancy_outbox_events \
+                 WHERE occurred_at >= $1 GROUP BY tenant_id), \
+             acked AS ( \
+                 SELECT t.tenant_id, min(coalesce(c.seq, 0)) AS seq \
+                 FROM (SELECT DISTINCT tenant_id FROM tenancy_outbox_events WHERE occurred_at < $1) t \
+                 CROSS JOIN listed l \
                  LEFT JOIN tenancy_outbox_cursors c \
-                   ON c.consumer = k.consumer AND c.tenant_id = e.tenant_id))",
+                   ON c.consumer = l.consumer AND c.tenant_id = t.tenant_id \
+                 GROUP BY t.tenant_id) \
+             DELETE FROM tenancy_outbox_events e WHERE e.occurred_at < $1 \
+             AND e.seq < coalesce((SELECT k.first_kept FROM kept k WHERE k.tenant_id = e.tenant_id), \
+                                  9223372036854775807) \
+             AND e.seq <= coalesce((SELECT a.seq FROM acked a WHERE a.tenant_id = e.tenant_id), \
+                                   9223372036854775807)",
         )
         .bind(before)
         .bind(&consumers)
@@ -413,5 +504,17 @@ impl EventFeed for PgBackend {
         .rows_affected();
         tx.commit().await.map_err(db_error)?;
         Ok(purged)
+    }
+
+    async fn forget_consumer(&self, consumer: &ConsumerName) -> Result<u64> {
+        let mut tx = begin_relay(self).await?;
+        let forgotten = sqlx::query("DELETE FROM tenancy_outbox_cursors WHERE consumer = $1")
+            .bind(consumer.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        tx.commit().await.map_err(db_error)?;
+        Ok(forgotten)
     }
 }

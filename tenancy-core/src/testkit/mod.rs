@@ -46,7 +46,7 @@ pub use idempotency::{
 pub use outbox::{
     OutboxSetup, outbox_append_and_read, outbox_audit_publishes, outbox_claims,
     outbox_concurrent_relays, outbox_lock_order, outbox_purge, outbox_rewind_and_lag,
-    outbox_transactions,
+    outbox_tenants_take_turns, outbox_transactions,
 };
 pub use stores::{
     audit_concurrent_appends, audit_log, invitation_store, membership_store, tenant_store,
@@ -62,7 +62,8 @@ macro_rules! outbox_tests {
     ($setup:expr) => {
         $crate::outbox_tests!(@suites $setup;
             outbox_append_and_read, outbox_transactions, outbox_audit_publishes, outbox_claims,
-            outbox_rewind_and_lag, outbox_purge, outbox_concurrent_relays, outbox_lock_order
+            outbox_rewind_and_lag, outbox_purge, outbox_concurrent_relays, outbox_lock_order,
+            outbox_tenants_take_turns
         );
     };
     (@suites $setup:expr; $($suite:ident),+ $(,)?) => {

@@ -326,8 +326,9 @@ pub async fn outbox_rewind_and_lag((backend, feed): OutboxSetup) {
     ));
 }
 
-/// Purging keeps what a listed consumer has not acknowledged; a consumer
-/// whose events were purged unread moves past them.
+/// Purging keeps what a consumer has not acknowledged, deletes only from
+/// the start of a stream, and a consumer whose events were purged unread
+/// moves past them.
 pub async fn outbox_purge((backend, feed): OutboxSetup) {
     let a = tenant(&backend, "purge").await;
     for n in 1..=3 {
@@ -360,9 +361,15 @@ pub async fn outbox_purge((backend, feed): OutboxSetup) {
             .unwrap(),
         1
     );
-
-    // Age alone: the slow consumer's unread event 2 is gone; it gets 3.
+    // None listed: every consumer with a position counts, and neither has 3.
+    assert_eq!(feed.purge_events(later, &[]).await.unwrap(), 0);
+    // Retired consumers hold nothing back; with no position left, age decides.
+    assert!(feed.forget_consumer(&slow).await.unwrap() >= 1);
+    assert!(feed.forget_consumer(&fast).await.unwrap() >= 1);
+    assert_eq!(feed.forget_consumer(&fast).await.unwrap(), 0);
     assert_eq!(feed.purge_events(later, &[]).await.unwrap(), 1);
+
+    // A consumer starting after the purge gets what is retained.
     append(&backend, a.id, 4).await;
     let claim = feed.claim(&slow, 10).await.unwrap().unwrap();
     assert_eq!(
@@ -370,22 +377,82 @@ pub async fn outbox_purge((backend, feed): OutboxSetup) {
         [4]
     );
     claim.ack(4).await.unwrap();
-    // A stream purged to its end is caught up rather than pending forever.
     assert_eq!(
         feed.purge_events(later + Duration::hours(1), &[])
             .await
             .unwrap(),
         1
     );
+    // A consumer behind a stream purged to its end is caught up, not
+    // pending forever.
     append(&backend, a.id, 5).await;
+    let claim = feed.claim(&slow, 10).await.unwrap().unwrap();
+    claim.ack(5).await.unwrap();
+    feed.rewind(&fast, a.id, ReplayFrom::AfterSeq(0)).await.unwrap();
     assert_eq!(
-        feed.purge_events(later + Duration::hours(1), &[])
+        feed.purge_events(later + Duration::hours(1), std::slice::from_ref(&slow))
             .await
             .unwrap(),
         1
     );
     assert!(feed.claim(&fast, 10).await.unwrap().is_none());
     assert_eq!(feed.oldest_pending(&fast).await.unwrap(), None);
+
+    // Only a prefix goes: an old event after a young one stays.
+    let b = tenant(&backend, "purge-prefix").await;
+    append(&backend, b.id, 1).await;
+    backend
+        .append_event(
+            b.id,
+            event("thing.happened", 2).with_occurred_at(now() - Duration::days(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        feed.purge_events(now() - Duration::days(1), &[]).await.unwrap(),
+        0
+    );
+    assert_eq!(feed.read_events(b.id, ReplayFrom::Start, 10).await.unwrap().len(), 2);
+}
+
+/// A tenant that appears while another always has events pending is
+/// claimed within a bounded time, and a tenant whose batch was given back
+/// waits behind the others.
+pub async fn outbox_tenants_take_turns((backend, feed): OutboxSetup) {
+    let busy = tenant(&backend, "busy").await;
+    append(&backend, busy.id, 0).await;
+    let relay = consumer("turns");
+    let claim = feed.claim(&relay, 1).await.unwrap().unwrap();
+    claim.release().await.unwrap();
+    let late = tenant(&backend, "late").await;
+    append(&backend, late.id, 0).await;
+
+    // The busy tenant never runs dry.
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
+    let mut n = 1;
+    loop {
+        append(&backend, busy.id, n).await;
+        n += 1;
+        let claim = feed.claim(&relay, 1).await.unwrap().unwrap();
+        let tenant_id = claim.tenant_id();
+        let through = claim.events()[0].seq;
+        claim.ack(through).await.unwrap();
+        if tenant_id == late.id {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a new tenant was starved by a busy one"
+        );
+    }
+
+    // A batch given back goes behind the other tenant's.
+    append(&backend, late.id, 1).await;
+    let first = feed.claim(&relay, 1).await.unwrap().unwrap();
+    let given_back = first.tenant_id();
+    first.release().await.unwrap();
+    let next = feed.claim(&relay, 1).await.unwrap().unwrap();
+    assert_ne!(next.tenant_id(), given_back);
 }
 
 /// Writers on several tenants and several relays of one consumer at once:
