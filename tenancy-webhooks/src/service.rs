@@ -182,6 +182,10 @@ impl Webhooks {
     ) -> Result<Self, WebhookError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // No proxy from the environment (HTTP(S)_PROXY, ALL_PROXY): a
+            // proxy resolves the target's name itself, past the checked
+            // resolver below, and could reach internal names.
+            .no_proxy()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .dns_resolver(Arc::new(CheckedResolver(config.policy)))
@@ -719,4 +723,103 @@ fn describe(error: &reqwest::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::memory::MemoryWebhookStore;
+    use crate::secret::SecretKey;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Set in the child process of [`client_ignores_proxy_environment`].
+    const PROXY_CHILD: &str = "TENANCY_WEBHOOKS_PROXY_CHILD";
+
+    /// Run by [`client_ignores_proxy_environment`] in a process of its own
+    /// whose environment names a proxy: a delivery to a local receiver
+    /// must go straight to it. Proxy variables are process-wide and read
+    /// when the client is built, so they cannot be set for one test of a
+    /// process running others.
+    #[tokio::test]
+    #[ignore = "run by client_ignores_proxy_environment in a child process"]
+    async fn proxy_child() {
+        if std::env::var_os(PROXY_CHILD).is_none() {
+            return;
+        }
+        assert!(std::env::var_os("HTTP_PROXY").is_some());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the connection closed before the request head");
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        let webhooks = Webhooks::new(
+            Arc::new(MemoryWebhookStore::new()),
+            Arc::new(tenancy_jobs::MemoryJobStore::new()),
+            Arc::new(tenancy_core::MemoryBackend::new()),
+            SecretCipher::new(SecretKey::generate("k").unwrap()),
+            WebhookConfig::default()
+                .with_policy(TargetPolicy::AllowPrivate)
+                .with_timeout(Duration::from_secs(3)),
+        )
+        .unwrap();
+        let url = format!("http://{addr}/hook");
+        let sent = webhooks
+            .send(&url, "msg_1", b"{}", &[WebhookSecret::generate()])
+            .await;
+        assert!(sent.ok, "{sent:?}");
+        assert_eq!(sent.status_code, Some(204));
+        // Straight to the receiver: the request line is origin-form, not
+        // the absolute form a proxy is sent.
+        let head = served.await.unwrap();
+        assert!(head.starts_with("POST /hook "), "{head}");
+    }
+
+    #[test]
+    fn client_ignores_proxy_environment() {
+        // A proxy that accepts connections and never answers: a request
+        // sent through it times out.
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "service::tests::proxy_child",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(PROXY_CHILD, "1")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        for var in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            child.env(var, &proxy_url);
+        }
+        let output = child.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "{stdout}");
+        drop(proxy);
+    }
 }
