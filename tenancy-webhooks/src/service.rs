@@ -224,7 +224,10 @@ impl Webhooks {
         let parsed = validate_url(self.inner.config.policy, url)?;
         match check_target(self.inner.config.policy, &parsed).await {
             Ok(_) | Err(TargetRefused::Unresolvable { .. }) => Ok(()),
-            Err(refused) => Err(WebhookError::Refused(refused)),
+            Err(refused) => {
+                tracing::warn!(%refused, "webhook endpoint url refused by the target policy");
+                Err(WebhookError::Refused(refused))
+            }
         }
     }
 
@@ -618,7 +621,10 @@ impl Webhooks {
             Err(error) => return failed(error.to_string()),
         };
         if let Err(refused) = check_target(self.inner.config.policy, &parsed).await {
-            return failed(format!("refused: {refused}"));
+            // The tenant reads the delivery log: the resolved address and
+            // its class go to the server log only.
+            tracing::warn!(%refused, url, "webhook delivery refused by the target policy");
+            return failed(format!("refused: {}", refused.public_message()));
         }
         let timestamp = self.now().unix_timestamp();
         let signature = signature_header(secrets, msg_id, timestamp, body);

@@ -587,6 +587,21 @@ async fn internal_targets_are_refused_under_the_default_policy() {
         assert_eq!(log[0].status_code, None, "{url}");
         let error = log[0].error.as_deref().unwrap();
         assert!(error.starts_with("refused:"), "{url}: {error}");
+        // The tenant reads this log: no resolved address, no class.
+        assert!(
+            error.contains(tenancy_webhooks::ssrf::NON_PUBLIC_ADDRESS),
+            "{url}: {error}"
+        );
+        for leak in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "169.254",
+            "::1",
+            "Loopback",
+            "Private",
+        ] {
+            assert!(!error.contains(leak), "{url}: {error}");
+        }
     }
     assert!(receiver.got.lock().unwrap().is_empty());
 
