@@ -346,6 +346,10 @@ impl Webhooks {
     }
 
     /// Makes a paused endpoint active again, with its failure count reset.
+    ///
+    /// Deliveries that came due while it was paused were logged as
+    /// [`AttemptOutcome::Skipped`] and are not sent by resuming: send the
+    /// ones still wanted with [`Webhooks::redeliver`].
     pub async fn resume(
         &self,
         tenant_id: TenantId,
