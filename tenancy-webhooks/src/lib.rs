@@ -31,4 +31,4 @@ pub use secret::{SealedSecret, SecretCipher, SecretKey, WebhookSecret};
 pub use service::{DELIVER_KIND, ENDPOINT_PAUSED, MAX_EXCERPT_BYTES, WebhookConfig, Webhooks};
 pub use sink::{CONSUMER, WebhookSink};
 pub use ssrf::{AddressClass, TargetPolicy, TargetRefused};
-pub use store::WebhookStore;
+pub use store::{Purged, WebhookStore};

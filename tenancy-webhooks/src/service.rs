@@ -20,7 +20,7 @@ use crate::error::WebhookError;
 use crate::secret::{SecretCipher, WebhookSecret};
 use crate::signing::signature_header;
 use crate::ssrf::{CheckedResolver, TargetPolicy, TargetRefused, check_target};
-use crate::store::WebhookStore;
+use crate::store::{Purged, WebhookStore};
 
 /// The job kind of delivery attempts.
 pub const DELIVER_KIND: &str = "webhook.deliver";
@@ -56,6 +56,10 @@ pub struct WebhookConfig {
     pub rotation_grace: Duration,
     /// The job queue of delivery jobs (default `default`).
     pub queue: Queue,
+    /// How long [`Webhooks::purge`] keeps delivery-log rows and kept
+    /// events (default 30 days; never less than the retry schedule's
+    /// total, so a delivery still being retried keeps its event).
+    pub retention: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -73,6 +77,7 @@ impl Default for WebhookConfig {
             max_endpoints: DEFAULT_MAX_ENDPOINTS,
             rotation_grace: Duration::from_secs(24 * 3600),
             queue: Queue::default_queue(),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -107,6 +112,11 @@ impl WebhookConfig {
     /// With a rotation grace period.
     pub fn with_rotation_grace(mut self, grace: Duration) -> Self {
         self.rotation_grace = grace;
+        self
+    }
+    /// With a retention period for [`Webhooks::purge`].
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
         self
     }
     /// With a response read cap.
@@ -358,6 +368,26 @@ impl Webhooks {
         self.inner.store.resume(tenant_id, id, self.now()).await
     }
 
+    /// Deletes, across every tenant, the delivery-log rows older than
+    /// [`WebhookConfig::retention`] and the kept events older than it that
+    /// no remaining log row refers to; returns what was deleted. Call it
+    /// periodically (a `tenancy-jobs` periodic job, a cron): nothing else
+    /// removes them. The period kept is never shorter than the retry
+    /// schedule's total. An attempt whose event was purged before it ran
+    /// ends without a request.
+    pub async fn purge(&self) -> Result<Purged, WebhookError> {
+        let retries: Duration = self.inner.config.retry_schedule.iter().sum();
+        let keep = self.inner.config.retention.max(retries);
+        let before = self.now() - span(keep);
+        let purged = self.inner.store.purge(before).await?;
+        tracing::info!(
+            deliveries = purged.deliveries,
+            messages = purged.messages,
+            "webhook delivery log purged"
+        );
+        Ok(purged)
+    }
+
     /// An endpoint's delivery log, newest first.
     pub async fn deliveries(
         &self,
@@ -447,7 +477,21 @@ impl Webhooks {
             Err(WebhookError::NotFound(_)) => return Ok(()),
             Err(error) => return Err(error),
         };
-        let event = store.get_message(job.tenant_id, job.event_id).await?;
+        let event = match store.get_message(job.tenant_id, job.event_id).await {
+            Ok(event) => event,
+            // Purged since (a delivery older than the retention period):
+            // nothing left to send.
+            Err(WebhookError::NotFound(_)) => {
+                tracing::warn!(
+                    tenant = %job.tenant_id,
+                    endpoint = %job.endpoint_id,
+                    event = %job.event_id,
+                    "webhook delivery dropped: its event was purged"
+                );
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
         let now = self.now();
         let mut row = DeliveryAttempt {
             id: DeliveryId::new(),

@@ -111,6 +111,9 @@ struct Harness {
     /// policy of `webhooks` refuses, as if their DNS changed after.
     lax: Webhooks,
     worker: Option<WorkerHandle>,
+    store: Arc<MemoryWebhookStore>,
+    jobs: Arc<MemoryJobStore>,
+    cipher: SecretCipher,
 }
 
 impl Harness {
@@ -127,9 +130,16 @@ impl Harness {
             config.clone().with_policy(TargetPolicy::AllowPrivate),
         )
         .unwrap();
-        let webhooks = Webhooks::new(store, jobs.clone(), backend.clone(), cipher, config).unwrap();
+        let webhooks = Webhooks::new(
+            store.clone(),
+            jobs.clone(),
+            backend.clone(),
+            cipher.clone(),
+            config,
+        )
+        .unwrap();
         let worker = Worker::new(
-            jobs,
+            jobs.clone(),
             WorkerConfig::default()
                 .with_poll_interval(Duration::from_millis(10))
                 .with_retention(None),
@@ -141,6 +151,9 @@ impl Harness {
             webhooks,
             lax,
             worker: Some(worker),
+            store,
+            jobs,
+            cipher,
         }
     }
 
@@ -662,4 +675,65 @@ async fn endpoints_are_validated_bounded_and_filtered() {
     assert!(receiver.requests("fail").is_empty());
     assert_eq!(receiver.counts.lock().unwrap().get("ok"), Some(&1));
     h.stop().await;
+}
+
+#[tokio::test]
+async fn purge_keeps_the_retention_period_then_deletes_log_and_events() {
+    let (base, receiver) = start_receiver().await;
+    let mut h = Harness::new(local().with_retry_schedule(vec![]));
+    let tenant = h.tenant("purge").await;
+    let (endpoint, _) = h
+        .webhooks
+        .create_endpoint(tenant, NewEndpoint::new(format!("{base}/ok")))
+        .await
+        .unwrap();
+    h.publish(tenant, "member.joined").await;
+    let log = h.log_until(tenant, endpoint.id, |l| !l.is_empty()).await;
+    assert_eq!(log[0].outcome, AttemptOutcome::Succeeded);
+    h.drain().await;
+
+    // Within the default 30 days: nothing goes.
+    assert_eq!(
+        h.webhooks.purge().await.unwrap(),
+        tenancy_webhooks::Purged::default()
+    );
+    assert_eq!(
+        h.webhooks
+            .deliveries(tenant, endpoint.id, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    // With no retention (and no retries to wait for), the row and the
+    // event it sent go.
+    let purged = Webhooks::new(
+        h.store.clone(),
+        h.jobs.clone(),
+        h.backend.clone(),
+        h.cipher.clone(),
+        local()
+            .with_retry_schedule(vec![])
+            .with_retention(Duration::ZERO),
+    )
+    .unwrap()
+    .purge()
+    .await
+    .unwrap();
+    assert_eq!((purged.deliveries, purged.messages), (1, 1), "{purged:?}");
+    assert!(
+        h.webhooks
+            .deliveries(tenant, endpoint.id, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(matches!(
+        h.webhooks.redeliver(tenant, log[0].id).await,
+        Err(WebhookError::NotFound(_))
+    ));
+    assert_eq!(receiver.requests("ok").len(), 1);
 }
