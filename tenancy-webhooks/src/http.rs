@@ -200,7 +200,8 @@ async fn rotate_secret(
 }
 
 /// `POST /webhooks/endpoints/{id}/resume`: makes a paused endpoint active
-/// again. Deliveries skipped while it was paused are not replayed.
+/// again and sends again the deliveries skipped during the pause (see
+/// [`Webhooks::resume`]).
 async fn resume(
     t: &Tenancy,
     r: &ApiRequest,

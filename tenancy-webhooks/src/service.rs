@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tenancy_core::{
     AuditAction, AuditContext, Backend, Event, EventId, EventType, Metadata, NewAuditEvent,
-    NewEvent, Page, PageRequest, Target, TenantId,
+    NewEvent, Page, PageRequest, PageSize, Target, TenantId,
 };
 use tenancy_jobs::{JobId, JobKind, JobStore, NewJob, Queue};
 use time::OffsetDateTime;
@@ -27,6 +27,8 @@ pub const DELIVER_KIND: &str = "webhook.deliver";
 /// The event type appended to a tenant's stream when the circuit breaker
 /// pauses one of its endpoints.
 pub const ENDPOINT_PAUSED: &str = "webhook.endpoint.paused";
+/// Most skipped deliveries [`Webhooks::resume`] sends again.
+pub const MAX_RESUME_REPLAY: usize = 1000;
 /// Longest response excerpt kept in the delivery log, in bytes.
 pub const MAX_EXCERPT_BYTES: usize = 1024;
 
@@ -355,17 +357,63 @@ impl Webhooks {
         Ok(secret)
     }
 
-    /// Makes a paused endpoint active again, with its failure count reset.
+    /// Makes a paused endpoint active again, with its failure count reset,
+    /// and sends again the deliveries skipped while it was paused.
     ///
-    /// Deliveries that came due while it was paused were logged as
-    /// [`AttemptOutcome::Skipped`] and are not sent by resuming: send the
-    /// ones still wanted with [`Webhooks::redeliver`].
+    /// Deliveries that came due during the pause were logged as
+    /// [`AttemptOutcome::Skipped`]; resuming enqueues each of their events
+    /// once more as a new delivery (attempt 1, the whole retry schedule),
+    /// at most [`MAX_RESUME_REPLAY`] of them, the most recent first. Older
+    /// ones stay skipped: send those still wanted with
+    /// [`Webhooks::redeliver`]. Resuming an active endpoint replays nothing.
     pub async fn resume(
         &self,
         tenant_id: TenantId,
         id: EndpointId,
     ) -> Result<Endpoint, WebhookError> {
-        self.inner.store.resume(tenant_id, id, self.now()).await
+        let before = self.inner.store.get_endpoint(tenant_id, id).await?;
+        let resumed = self.inner.store.resume(tenant_id, id, self.now()).await?;
+        if let EndpointStatus::Paused { since, .. } = before.status {
+            let replayed = self.replay_skipped(tenant_id, id, since).await?;
+            if replayed > 0 {
+                tracing::info!(endpoint = %id, tenant = %tenant_id, replayed, "webhook deliveries skipped while paused enqueued again");
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Enqueues again the events of deliveries to `endpoint_id` skipped
+    /// since `since`, newest first, at most [`MAX_RESUME_REPLAY`]; returns
+    /// how many. Reads at most ten pages of the log.
+    async fn replay_skipped(
+        &self,
+        tenant_id: TenantId,
+        endpoint_id: EndpointId,
+        since: OffsetDateTime,
+    ) -> Result<usize, WebhookError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut page = PageRequest::first(PageSize::MAX);
+        'pages: for _ in 0..10 {
+            let log = self
+                .inner
+                .store
+                .list_attempts(tenant_id, endpoint_id, &page)
+                .await?;
+            for row in &log.items {
+                if row.at < since || seen.len() >= MAX_RESUME_REPLAY {
+                    break 'pages;
+                }
+                if row.outcome == AttemptOutcome::Skipped && seen.insert(row.event_id) {
+                    self.enqueue_first_ids(tenant_id, endpoint_id, row.event_id)
+                        .await?;
+                }
+            }
+            match log.next {
+                Some(cursor) => page = page.after(cursor),
+                None => break,
+            }
+        }
+        Ok(seen.len())
     }
 
     /// Deletes, across every tenant, the delivery-log rows older than
@@ -436,16 +484,26 @@ impl Webhooks {
         endpoint: &Endpoint,
         event: &Event,
     ) -> Result<(), WebhookError> {
+        self.enqueue_first_ids(event.tenant_id, endpoint.id, event.id)
+            .await
+    }
+
+    async fn enqueue_first_ids(
+        &self,
+        tenant_id: TenantId,
+        endpoint_id: EndpointId,
+        event_id: EventId,
+    ) -> Result<(), WebhookError> {
         let job = DeliverJob {
-            tenant_id: event.tenant_id,
-            endpoint_id: endpoint.id,
-            event_id: event.id,
+            tenant_id,
+            endpoint_id,
+            event_id,
             attempt: 1,
         };
         let job = NewJob::from_serde(self.inner.kind.clone(), &job)?
-            .with_tenant(event.tenant_id)
+            .with_tenant(tenant_id)
             .with_queue(self.inner.config.queue.clone())
-            .with_dedupe_key(format!("webhook:{}:{}", endpoint.id, event.id))?;
+            .with_dedupe_key(format!("webhook:{endpoint_id}:{event_id}"))?;
         self.inner.jobs.enqueue(job).await?;
         Ok(())
     }

@@ -447,7 +447,8 @@ async fn circuit_breaker_pauses_the_endpoint_and_tells_the_tenant() {
     );
 
     // New events are not enqueued for a paused endpoint; resuming resets
-    // the counter and delivery goes on.
+    // the counter and delivery goes on (the skipped delivery is sent
+    // again: resume_sends_again_the_deliveries_skipped_while_paused).
     let resumed = h.webhooks.resume(tenant, endpoint.id).await.unwrap();
     assert_eq!(resumed.status, EndpointStatus::Active);
     assert_eq!(resumed.consecutive_failures, 0);
@@ -736,4 +737,46 @@ async fn purge_keeps_the_retention_period_then_deletes_log_and_events() {
         Err(WebhookError::NotFound(_))
     ));
     assert_eq!(receiver.requests("ok").len(), 1);
+}
+
+#[tokio::test]
+async fn resume_sends_again_the_deliveries_skipped_while_paused() {
+    let (base, receiver) = start_receiver().await;
+    let h = Harness::new(
+        local()
+            .with_retry_schedule(vec![Duration::from_millis(10); 6])
+            .with_breaker(3, Duration::from_millis(1)),
+    );
+    let tenant = h.tenant("replay").await;
+    // Fails three times (which pauses the endpoint), then succeeds.
+    let (endpoint, _) = h
+        .webhooks
+        .create_endpoint(tenant, NewEndpoint::new(format!("{base}/flaky-3")))
+        .await
+        .unwrap();
+    let event = h.publish(tenant, "invoice.paid").await;
+    let log = h
+        .log_until(tenant, endpoint.id, |log| {
+            log.iter().any(|a| a.outcome == AttemptOutcome::Skipped)
+        })
+        .await;
+    assert_eq!(log[0].outcome, AttemptOutcome::Skipped);
+    assert_eq!(log[0].event_id, event.id);
+    assert_eq!(receiver.requests("flaky-3").len(), 3);
+
+    let resumed = h.webhooks.resume(tenant, endpoint.id).await.unwrap();
+    assert_eq!(resumed.status, EndpointStatus::Active);
+    let log = h
+        .log_until(tenant, endpoint.id, |log| {
+            log.iter().any(|a| a.outcome == AttemptOutcome::Succeeded)
+        })
+        .await;
+    // The skipped event went out again as a new delivery, once.
+    assert_eq!(log[0].outcome, AttemptOutcome::Succeeded);
+    assert_eq!(log[0].event_id, event.id);
+    assert_eq!(log[0].attempt, 1);
+    assert_eq!(receiver.requests("flaky-3").len(), 4);
+    let sent: Event = serde_json::from_slice(&receiver.requests("flaky-3")[3].body).unwrap();
+    assert_eq!(sent.id, event.id);
+    h.stop().await;
 }
