@@ -84,7 +84,9 @@ pub fn problem(error: &WebhookError) -> Problem {
         WebhookError::NotFound(_) => Problem::not_found(),
         WebhookError::InvalidInput(detail) => Problem::bad_request(detail.clone()),
         WebhookError::TooManyEndpoints { .. } => Problem::conflict(error.to_string()),
-        WebhookError::Refused(refused) => Problem::bad_request(refused.to_string()),
+        // The tenant reads the generic reason only: the resolved address
+        // may describe the internal network.
+        WebhookError::Refused(refused) => Problem::bad_request(refused.public_message()),
         WebhookError::Unavailable(_) | WebhookError::Store(_) | WebhookError::Jobs(_) => {
             Problem::unavailable(error)
         }
@@ -197,6 +199,9 @@ async fn rotate_secret(
     reply(StatusCode::OK, &json!({ "secret": secret.expose_secret() }))
 }
 
+/// `POST /webhooks/endpoints/{id}/resume`: makes a paused endpoint active
+/// again and sends again the deliveries skipped during the pause (see
+/// [`Webhooks::resume`]).
 async fn resume(
     t: &Tenancy,
     r: &ApiRequest,

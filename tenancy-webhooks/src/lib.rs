@@ -28,7 +28,9 @@ pub use error::WebhookError;
 #[cfg(feature = "memory")]
 pub use memory::MemoryWebhookStore;
 pub use secret::{SealedSecret, SecretCipher, SecretKey, WebhookSecret};
-pub use service::{DELIVER_KIND, ENDPOINT_PAUSED, MAX_EXCERPT_BYTES, WebhookConfig, Webhooks};
+pub use service::{
+    DELIVER_KIND, ENDPOINT_PAUSED, MAX_EXCERPT_BYTES, MAX_RESUME_REPLAY, WebhookConfig, Webhooks,
+};
 pub use sink::{CONSUMER, WebhookSink};
 pub use ssrf::{AddressClass, TargetPolicy, TargetRefused};
-pub use store::WebhookStore;
+pub use store::{Purged, WebhookStore};

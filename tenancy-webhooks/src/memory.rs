@@ -12,12 +12,13 @@ use crate::endpoint::{
     StoredSecrets,
 };
 use crate::error::WebhookError;
-use crate::store::{DELIVERIES_LIST, ENDPOINTS_LIST, WebhookStore};
+use crate::store::{DELIVERIES_LIST, ENDPOINTS_LIST, Purged, WebhookStore};
 
 #[derive(Default)]
 struct State {
     endpoints: BTreeMap<EndpointId, (Endpoint, StoredSecrets)>,
-    messages: HashMap<EventId, Event>,
+    /// Each kept event with the time it was stored.
+    messages: HashMap<EventId, (Event, OffsetDateTime)>,
     attempts: BTreeMap<DeliveryId, DeliveryAttempt>,
 }
 
@@ -180,8 +181,29 @@ impl WebhookStore for MemoryWebhookStore {
         state
             .messages
             .entry(event.id)
-            .or_insert_with(|| event.clone());
+            .or_insert_with(|| (event.clone(), OffsetDateTime::now_utc()));
         Ok(())
+    }
+
+    async fn purge(&self, before: OffsetDateTime) -> Result<Purged, WebhookError> {
+        let mut state = self.state()?;
+        let logged = state.attempts.len();
+        state.attempts.retain(|_, row| row.at >= before);
+        let deliveries = logged - state.attempts.len();
+        let referenced: std::collections::HashSet<(TenantId, EventId)> = state
+            .attempts
+            .values()
+            .map(|row| (row.tenant_id, row.event_id))
+            .collect();
+        let kept = state.messages.len();
+        state.messages.retain(|id, (event, stored_at)| {
+            *stored_at >= before || referenced.contains(&(event.tenant_id, *id))
+        });
+        let messages = kept - state.messages.len();
+        Ok(Purged {
+            deliveries: deliveries as u64,
+            messages: messages as u64,
+        })
     }
 
     async fn get_message(
@@ -193,8 +215,8 @@ impl WebhookStore for MemoryWebhookStore {
         state
             .messages
             .get(&event_id)
-            .filter(|e| e.tenant_id == tenant_id)
-            .cloned()
+            .filter(|(e, _)| e.tenant_id == tenant_id)
+            .map(|(e, _)| e.clone())
             .ok_or(WebhookError::NotFound("event"))
     }
 

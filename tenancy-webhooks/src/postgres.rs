@@ -15,7 +15,7 @@ use crate::endpoint::{
 };
 use crate::error::WebhookError;
 use crate::secret::SealedSecret;
-use crate::store::{DELIVERIES_LIST, ENDPOINTS_LIST, WebhookStore};
+use crate::store::{DELIVERIES_LIST, ENDPOINTS_LIST, Purged, WebhookStore};
 
 /// The embedded tenancy-webhooks migrations (versions 9001+). Run
 /// tenancy-core's first, or both through
@@ -385,6 +385,37 @@ impl WebhookStore for PgWebhookStore {
         .await
         .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
+    }
+
+    async fn purge(&self, before: OffsetDateTime) -> Result<Purged, WebhookError> {
+        // Across tenants: the purge policies of migration 9002 let this
+        // transaction, and only it, see and delete every tenant's rows.
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("SELECT set_config('tenancy.webhook_purge', 'on', true)")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let deliveries = sqlx::query("DELETE FROM tenancy_webhook_deliveries WHERE at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        let messages = sqlx::query(
+            "DELETE FROM tenancy_webhook_messages m WHERE m.stored_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM tenancy_webhook_deliveries d \
+              WHERE d.tenant_id = m.tenant_id AND d.event_id = m.event_id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Purged {
+            deliveries,
+            messages,
+        })
     }
 
     async fn get_message(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tenancy_core::{
     AuditAction, AuditContext, Backend, Event, EventId, EventType, Metadata, NewAuditEvent,
-    NewEvent, Page, PageRequest, Target, TenantId,
+    NewEvent, Page, PageRequest, PageSize, Target, TenantId,
 };
 use tenancy_jobs::{JobId, JobKind, JobStore, NewJob, Queue};
 use time::OffsetDateTime;
@@ -20,13 +20,15 @@ use crate::error::WebhookError;
 use crate::secret::{SecretCipher, WebhookSecret};
 use crate::signing::signature_header;
 use crate::ssrf::{CheckedResolver, TargetPolicy, TargetRefused, check_target};
-use crate::store::WebhookStore;
+use crate::store::{Purged, WebhookStore};
 
 /// The job kind of delivery attempts.
 pub const DELIVER_KIND: &str = "webhook.deliver";
 /// The event type appended to a tenant's stream when the circuit breaker
 /// pauses one of its endpoints.
 pub const ENDPOINT_PAUSED: &str = "webhook.endpoint.paused";
+/// Most skipped deliveries [`Webhooks::resume`] sends again.
+pub const MAX_RESUME_REPLAY: usize = 1000;
 /// Longest response excerpt kept in the delivery log, in bytes.
 pub const MAX_EXCERPT_BYTES: usize = 1024;
 
@@ -56,6 +58,10 @@ pub struct WebhookConfig {
     pub rotation_grace: Duration,
     /// The job queue of delivery jobs (default `default`).
     pub queue: Queue,
+    /// How long [`Webhooks::purge`] keeps delivery-log rows and kept
+    /// events (default 30 days; never less than the retry schedule's
+    /// total, so a delivery still being retried keeps its event).
+    pub retention: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -73,6 +79,7 @@ impl Default for WebhookConfig {
             max_endpoints: DEFAULT_MAX_ENDPOINTS,
             rotation_grace: Duration::from_secs(24 * 3600),
             queue: Queue::default_queue(),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -107,6 +114,11 @@ impl WebhookConfig {
     /// With a rotation grace period.
     pub fn with_rotation_grace(mut self, grace: Duration) -> Self {
         self.rotation_grace = grace;
+        self
+    }
+    /// With a retention period for [`Webhooks::purge`].
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
         self
     }
     /// With a response read cap.
@@ -182,6 +194,10 @@ impl Webhooks {
     ) -> Result<Self, WebhookError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // No proxy from the environment (HTTP(S)_PROXY, ALL_PROXY): a
+            // proxy resolves the target's name itself, past the checked
+            // resolver below, and could reach internal names.
+            .no_proxy()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .dns_resolver(Arc::new(CheckedResolver(config.policy)))
@@ -220,7 +236,10 @@ impl Webhooks {
         let parsed = validate_url(self.inner.config.policy, url)?;
         match check_target(self.inner.config.policy, &parsed).await {
             Ok(_) | Err(TargetRefused::Unresolvable { .. }) => Ok(()),
-            Err(refused) => Err(WebhookError::Refused(refused)),
+            Err(refused) => {
+                tracing::warn!(%refused, "webhook endpoint url refused by the target policy");
+                Err(WebhookError::Refused(refused))
+            }
         }
     }
 
@@ -338,13 +357,83 @@ impl Webhooks {
         Ok(secret)
     }
 
-    /// Makes a paused endpoint active again, with its failure count reset.
+    /// Makes a paused endpoint active again, with its failure count reset,
+    /// and sends again the deliveries skipped while it was paused.
+    ///
+    /// Deliveries that came due during the pause were logged as
+    /// [`AttemptOutcome::Skipped`]; resuming enqueues each of their events
+    /// once more as a new delivery (attempt 1, the whole retry schedule),
+    /// at most [`MAX_RESUME_REPLAY`] of them, the most recent first. Older
+    /// ones stay skipped: send those still wanted with
+    /// [`Webhooks::redeliver`]. Resuming an active endpoint replays nothing.
     pub async fn resume(
         &self,
         tenant_id: TenantId,
         id: EndpointId,
     ) -> Result<Endpoint, WebhookError> {
-        self.inner.store.resume(tenant_id, id, self.now()).await
+        let before = self.inner.store.get_endpoint(tenant_id, id).await?;
+        let resumed = self.inner.store.resume(tenant_id, id, self.now()).await?;
+        if let EndpointStatus::Paused { since, .. } = before.status {
+            let replayed = self.replay_skipped(tenant_id, id, since).await?;
+            if replayed > 0 {
+                tracing::info!(endpoint = %id, tenant = %tenant_id, replayed, "webhook deliveries skipped while paused enqueued again");
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Enqueues again the events of deliveries to `endpoint_id` skipped
+    /// since `since`, newest first, at most [`MAX_RESUME_REPLAY`]; returns
+    /// how many. Reads at most ten pages of the log.
+    async fn replay_skipped(
+        &self,
+        tenant_id: TenantId,
+        endpoint_id: EndpointId,
+        since: OffsetDateTime,
+    ) -> Result<usize, WebhookError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut page = PageRequest::first(PageSize::MAX);
+        'pages: for _ in 0..10 {
+            let log = self
+                .inner
+                .store
+                .list_attempts(tenant_id, endpoint_id, &page)
+                .await?;
+            for row in &log.items {
+                if row.at < since || seen.len() >= MAX_RESUME_REPLAY {
+                    break 'pages;
+                }
+                if row.outcome == AttemptOutcome::Skipped && seen.insert(row.event_id) {
+                    self.enqueue_first_ids(tenant_id, endpoint_id, row.event_id)
+                        .await?;
+                }
+            }
+            match log.next {
+                Some(cursor) => page = page.after(cursor),
+                None => break,
+            }
+        }
+        Ok(seen.len())
+    }
+
+    /// Deletes, across every tenant, the delivery-log rows older than
+    /// [`WebhookConfig::retention`] and the kept events older than it that
+    /// no remaining log row refers to; returns what was deleted. Call it
+    /// periodically (a `tenancy-jobs` periodic job, a cron): nothing else
+    /// removes them. The period kept is never shorter than the retry
+    /// schedule's total. An attempt whose event was purged before it ran
+    /// ends without a request.
+    pub async fn purge(&self) -> Result<Purged, WebhookError> {
+        let retries: Duration = self.inner.config.retry_schedule.iter().sum();
+        let keep = self.inner.config.retention.max(retries);
+        let before = self.now() - span(keep);
+        let purged = self.inner.store.purge(before).await?;
+        tracing::info!(
+            deliveries = purged.deliveries,
+            messages = purged.messages,
+            "webhook delivery log purged"
+        );
+        Ok(purged)
     }
 
     /// An endpoint's delivery log, newest first.
@@ -395,16 +484,26 @@ impl Webhooks {
         endpoint: &Endpoint,
         event: &Event,
     ) -> Result<(), WebhookError> {
+        self.enqueue_first_ids(event.tenant_id, endpoint.id, event.id)
+            .await
+    }
+
+    async fn enqueue_first_ids(
+        &self,
+        tenant_id: TenantId,
+        endpoint_id: EndpointId,
+        event_id: EventId,
+    ) -> Result<(), WebhookError> {
         let job = DeliverJob {
-            tenant_id: event.tenant_id,
-            endpoint_id: endpoint.id,
-            event_id: event.id,
+            tenant_id,
+            endpoint_id,
+            event_id,
             attempt: 1,
         };
         let job = NewJob::from_serde(self.inner.kind.clone(), &job)?
-            .with_tenant(event.tenant_id)
+            .with_tenant(tenant_id)
             .with_queue(self.inner.config.queue.clone())
-            .with_dedupe_key(format!("webhook:{}:{}", endpoint.id, event.id))?;
+            .with_dedupe_key(format!("webhook:{endpoint_id}:{event_id}"))?;
         self.inner.jobs.enqueue(job).await?;
         Ok(())
     }
@@ -436,7 +535,21 @@ impl Webhooks {
             Err(WebhookError::NotFound(_)) => return Ok(()),
             Err(error) => return Err(error),
         };
-        let event = store.get_message(job.tenant_id, job.event_id).await?;
+        let event = match store.get_message(job.tenant_id, job.event_id).await {
+            Ok(event) => event,
+            // Purged since (a delivery older than the retention period):
+            // nothing left to send.
+            Err(WebhookError::NotFound(_)) => {
+                tracing::warn!(
+                    tenant = %job.tenant_id,
+                    endpoint = %job.endpoint_id,
+                    event = %job.event_id,
+                    "webhook delivery dropped: its event was purged"
+                );
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
         let now = self.now();
         let mut row = DeliveryAttempt {
             id: DeliveryId::new(),
@@ -614,7 +727,10 @@ impl Webhooks {
             Err(error) => return failed(error.to_string()),
         };
         if let Err(refused) = check_target(self.inner.config.policy, &parsed).await {
-            return failed(format!("refused: {refused}"));
+            // The tenant reads the delivery log: the resolved address and
+            // its class go to the server log only.
+            tracing::warn!(%refused, url, "webhook delivery refused by the target policy");
+            return failed(format!("refused: {}", refused.public_message()));
         }
         let timestamp = self.now().unix_timestamp();
         let signature = signature_header(secrets, msg_id, timestamp, body);
@@ -719,4 +835,103 @@ fn describe(error: &reqwest::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::memory::MemoryWebhookStore;
+    use crate::secret::SecretKey;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Set in the child process of [`client_ignores_proxy_environment`].
+    const PROXY_CHILD: &str = "TENANCY_WEBHOOKS_PROXY_CHILD";
+
+    /// Run by [`client_ignores_proxy_environment`] in a process of its own
+    /// whose environment names a proxy: a delivery to a local receiver
+    /// must go straight to it. Proxy variables are process-wide and read
+    /// when the client is built, so they cannot be set for one test of a
+    /// process running others.
+    #[tokio::test]
+    #[ignore = "run by client_ignores_proxy_environment in a child process"]
+    async fn proxy_child() {
+        if std::env::var_os(PROXY_CHILD).is_none() {
+            return;
+        }
+        assert!(std::env::var_os("HTTP_PROXY").is_some());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the connection closed before the request head");
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        let webhooks = Webhooks::new(
+            Arc::new(MemoryWebhookStore::new()),
+            Arc::new(tenancy_jobs::MemoryJobStore::new()),
+            Arc::new(tenancy_core::MemoryBackend::new()),
+            SecretCipher::new(SecretKey::generate("k").unwrap()),
+            WebhookConfig::default()
+                .with_policy(TargetPolicy::AllowPrivate)
+                .with_timeout(Duration::from_secs(3)),
+        )
+        .unwrap();
+        let url = format!("http://{addr}/hook");
+        let sent = webhooks
+            .send(&url, "msg_1", b"{}", &[WebhookSecret::generate()])
+            .await;
+        assert!(sent.ok, "{sent:?}");
+        assert_eq!(sent.status_code, Some(204));
+        // Straight to the receiver: the request line is origin-form, not
+        // the absolute form a proxy is sent.
+        let head = served.await.unwrap();
+        assert!(head.starts_with("POST /hook "), "{head}");
+    }
+
+    #[test]
+    fn client_ignores_proxy_environment() {
+        // A proxy that accepts connections and never answers: a request
+        // sent through it times out.
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "service::tests::proxy_child",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(PROXY_CHILD, "1")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        for var in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            child.env(var, &proxy_url);
+        }
+        let output = child.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "{stdout}");
+        drop(proxy);
+    }
 }

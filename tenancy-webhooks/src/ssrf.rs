@@ -121,7 +121,13 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         0x3fff if segments[1] < 0x1000 => AddressClass::Reserved,
         // 2001:2::/48 benchmarking; 2001::/23 other IETF assignments (incl. Teredo 2001::/32).
         0x2001 if segments[1] < 0x0200 => AddressClass::Reserved,
-        // 64:ff9b::/96 and 64:ff9b:1::/48 NAT64: classify the embedded IPv4.
+        // 64:ff9b:1::/48 local-use NAT64 (RFC 8215): the IPv4 address sits
+        // in other bits for a /48 prefix (RFC 6052), and the translator is a
+        // local one anyway: refused outright.
+        0x0064 if segments[1] == 0xff9b && segments[2] == 0x0001 => AddressClass::Reserved,
+        // 64:ff9b::/96 well-known NAT64: classify the embedded IPv4 (its
+        // last 32 bits); the rest of 64:ff9b::/32 is not assigned.
+        0x0064 if segments[1] == 0xff9b && segments[2..6] != [0, 0, 0, 0] => AddressClass::Reserved,
         0x0064 if segments[1] == 0xff9b => classify_v4(Ipv4Addr::new(
             (segments[6] >> 8) as u8,
             segments[6] as u8,
@@ -169,6 +175,23 @@ pub enum TargetRefused {
         /// Why it is refused.
         class: AddressClass,
     },
+}
+
+/// What a tenant is told when its endpoint's host resolves to an address
+/// the policy refuses: the address and its class stay in the server's
+/// logs, since they may describe the internal network.
+pub const NON_PUBLIC_ADDRESS: &str = "the endpoint's host resolves to a non-public address";
+
+impl TargetRefused {
+    /// The refusal as a tenant may read it: [`TargetRefused::Address`]
+    /// becomes [`NON_PUBLIC_ADDRESS`], without the resolved address or its
+    /// class; the other variants only repeat what the tenant wrote.
+    pub fn public_message(&self) -> String {
+        match self {
+            TargetRefused::Address { .. } => NON_PUBLIC_ADDRESS.to_owned(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Resolves `url`'s host and checks every address; returns them all.
@@ -235,7 +258,12 @@ impl reqwest::dns::Resolve for CheckedResolver {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            check_addrs(policy, &host, &addrs)?;
+            if let Err(refused) = check_addrs(policy, &host, &addrs) {
+                // The details go to the server log only: the error text
+                // reaches the tenant's delivery log.
+                tracing::warn!(%refused, "webhook connection refused by the target policy");
+                return Err(refused.public_message().into());
+            }
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
         })
@@ -283,6 +311,10 @@ mod tests {
         assert_eq!(v4("::ffff:169.254.169.254"), AddressClass::LinkLocal);
         assert_eq!(v4("::10.0.0.1"), AddressClass::Private);
         assert_eq!(v4("64:ff9b::a00:1"), AddressClass::Private);
+        assert_eq!(v4("64:ff9b::808:808"), AddressClass::Public);
+        assert_eq!(v4("64:ff9b:1::808:808"), AddressClass::Reserved);
+        assert_eq!(v4("64:ff9b:1:ffff::1"), AddressClass::Reserved);
+        assert_eq!(v4("64:ff9b:0:0:1::808:808"), AddressClass::Reserved);
         assert_eq!(v4("2002:7f00:1::"), AddressClass::Loopback);
         assert_eq!(v4("2606:4700:4700::1111"), AddressClass::Public);
         assert_eq!(v4("::ffff:8.8.8.8"), AddressClass::Public);
@@ -315,6 +347,31 @@ mod tests {
                 && segs[..6] != [0; 6] && !(segs[0] == 0x64 && segs[1] == 0xff9b) {
                 prop_assert_ne!(classify(IpAddr::V6(ip)), AddressClass::Public);
             }
+        }
+    }
+
+    #[test]
+    fn public_message_hides_the_resolved_address() {
+        let refused = TargetRefused::Address {
+            host: "db.internal.corp".to_owned(),
+            ip: "10.1.2.3".parse().unwrap(),
+            class: AddressClass::Private,
+        };
+        assert!(refused.to_string().contains("10.1.2.3"));
+        let public = refused.public_message();
+        assert_eq!(public, NON_PUBLIC_ADDRESS);
+        assert!(!public.contains("10.1.2.3") && !public.contains("Private"));
+        let scheme = TargetRefused::Scheme("ftp".to_owned());
+        assert_eq!(scheme.public_message(), scheme.to_string());
+    }
+
+    proptest! {
+        #[test]
+        fn local_use_nat64_is_never_public(rest in any::<[u16; 5]>()) {
+            let mut segs = [0x64, 0xff9b, 1, 0, 0, 0, 0, 0];
+            segs[3..].copy_from_slice(&rest);
+            let ip = IpAddr::V6(Ipv6Addr::from(segs));
+            prop_assert_eq!(classify(ip), AddressClass::Reserved);
         }
     }
 

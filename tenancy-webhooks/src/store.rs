@@ -14,6 +14,16 @@ pub(crate) const ENDPOINTS_LIST: &str = "webhook_endpoints";
 #[cfg_attr(not(any(feature = "memory", feature = "postgres")), allow(dead_code))]
 pub(crate) const DELIVERIES_LIST: &str = "webhook_deliveries";
 
+/// What a [`WebhookStore::purge`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Purged {
+    /// Delivery-log rows deleted.
+    pub deliveries: u64,
+    /// Kept events deleted.
+    pub messages: u64,
+}
+
 /// Where endpoints, their secrets, the events to deliver and the delivery
 /// log are kept. Every call is confined to one tenant: another tenant's
 /// endpoint or delivery is [`WebhookError::NotFound`].
@@ -114,6 +124,12 @@ pub trait WebhookStore: Send + Sync + 'static {
         reason: &str,
         at: OffsetDateTime,
     ) -> Result<bool, WebhookError>;
+
+    /// Deletes, across every tenant, the delivery-log rows logged before
+    /// `before`, then the kept events stored before `before` that no
+    /// remaining log row refers to (an event still being retried or
+    /// redelivered has a recent row and stays).
+    async fn purge(&self, before: OffsetDateTime) -> Result<Purged, WebhookError>;
 
     /// Makes a paused endpoint active again and resets its health: no
     /// failures, failing (if at all) only since `at`.

@@ -111,6 +111,9 @@ struct Harness {
     /// policy of `webhooks` refuses, as if their DNS changed after.
     lax: Webhooks,
     worker: Option<WorkerHandle>,
+    store: Arc<MemoryWebhookStore>,
+    jobs: Arc<MemoryJobStore>,
+    cipher: SecretCipher,
 }
 
 impl Harness {
@@ -127,9 +130,16 @@ impl Harness {
             config.clone().with_policy(TargetPolicy::AllowPrivate),
         )
         .unwrap();
-        let webhooks = Webhooks::new(store, jobs.clone(), backend.clone(), cipher, config).unwrap();
+        let webhooks = Webhooks::new(
+            store.clone(),
+            jobs.clone(),
+            backend.clone(),
+            cipher.clone(),
+            config,
+        )
+        .unwrap();
         let worker = Worker::new(
-            jobs,
+            jobs.clone(),
             WorkerConfig::default()
                 .with_poll_interval(Duration::from_millis(10))
                 .with_retention(None),
@@ -141,6 +151,9 @@ impl Harness {
             webhooks,
             lax,
             worker: Some(worker),
+            store,
+            jobs,
+            cipher,
         }
     }
 
@@ -434,7 +447,8 @@ async fn circuit_breaker_pauses_the_endpoint_and_tells_the_tenant() {
     );
 
     // New events are not enqueued for a paused endpoint; resuming resets
-    // the counter and delivery goes on.
+    // the counter and delivery goes on (the skipped delivery is sent
+    // again: resume_sends_again_the_deliveries_skipped_while_paused).
     let resumed = h.webhooks.resume(tenant, endpoint.id).await.unwrap();
     assert_eq!(resumed.status, EndpointStatus::Active);
     assert_eq!(resumed.consecutive_failures, 0);
@@ -587,6 +601,21 @@ async fn internal_targets_are_refused_under_the_default_policy() {
         assert_eq!(log[0].status_code, None, "{url}");
         let error = log[0].error.as_deref().unwrap();
         assert!(error.starts_with("refused:"), "{url}: {error}");
+        // The tenant reads this log: no resolved address, no class.
+        assert!(
+            error.contains(tenancy_webhooks::ssrf::NON_PUBLIC_ADDRESS),
+            "{url}: {error}"
+        );
+        for leak in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "169.254",
+            "::1",
+            "Loopback",
+            "Private",
+        ] {
+            assert!(!error.contains(leak), "{url}: {error}");
+        }
     }
     assert!(receiver.got.lock().unwrap().is_empty());
 
@@ -646,5 +675,108 @@ async fn endpoints_are_validated_bounded_and_filtered() {
     assert_eq!(log[0].event_type, "member.joined");
     assert!(receiver.requests("fail").is_empty());
     assert_eq!(receiver.counts.lock().unwrap().get("ok"), Some(&1));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn purge_keeps_the_retention_period_then_deletes_log_and_events() {
+    let (base, receiver) = start_receiver().await;
+    let mut h = Harness::new(local().with_retry_schedule(vec![]));
+    let tenant = h.tenant("purge").await;
+    let (endpoint, _) = h
+        .webhooks
+        .create_endpoint(tenant, NewEndpoint::new(format!("{base}/ok")))
+        .await
+        .unwrap();
+    h.publish(tenant, "member.joined").await;
+    let log = h.log_until(tenant, endpoint.id, |l| !l.is_empty()).await;
+    assert_eq!(log[0].outcome, AttemptOutcome::Succeeded);
+    h.drain().await;
+
+    // Within the default 30 days: nothing goes.
+    assert_eq!(
+        h.webhooks.purge().await.unwrap(),
+        tenancy_webhooks::Purged::default()
+    );
+    assert_eq!(
+        h.webhooks
+            .deliveries(tenant, endpoint.id, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    // With no retention (and no retries to wait for), the row and the
+    // event it sent go.
+    let purged = Webhooks::new(
+        h.store.clone(),
+        h.jobs.clone(),
+        h.backend.clone(),
+        h.cipher.clone(),
+        local()
+            .with_retry_schedule(vec![])
+            .with_retention(Duration::ZERO),
+    )
+    .unwrap()
+    .purge()
+    .await
+    .unwrap();
+    assert_eq!((purged.deliveries, purged.messages), (1, 1), "{purged:?}");
+    assert!(
+        h.webhooks
+            .deliveries(tenant, endpoint.id, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(matches!(
+        h.webhooks.redeliver(tenant, log[0].id).await,
+        Err(WebhookError::NotFound(_))
+    ));
+    assert_eq!(receiver.requests("ok").len(), 1);
+}
+
+#[tokio::test]
+async fn resume_sends_again_the_deliveries_skipped_while_paused() {
+    let (base, receiver) = start_receiver().await;
+    let h = Harness::new(
+        local()
+            .with_retry_schedule(vec![Duration::from_millis(10); 6])
+            .with_breaker(3, Duration::from_millis(1)),
+    );
+    let tenant = h.tenant("replay").await;
+    // Fails three times (which pauses the endpoint), then succeeds.
+    let (endpoint, _) = h
+        .webhooks
+        .create_endpoint(tenant, NewEndpoint::new(format!("{base}/flaky-3")))
+        .await
+        .unwrap();
+    let event = h.publish(tenant, "invoice.paid").await;
+    let log = h
+        .log_until(tenant, endpoint.id, |log| {
+            log.iter().any(|a| a.outcome == AttemptOutcome::Skipped)
+        })
+        .await;
+    assert_eq!(log[0].outcome, AttemptOutcome::Skipped);
+    assert_eq!(log[0].event_id, event.id);
+    assert_eq!(receiver.requests("flaky-3").len(), 3);
+
+    let resumed = h.webhooks.resume(tenant, endpoint.id).await.unwrap();
+    assert_eq!(resumed.status, EndpointStatus::Active);
+    let log = h
+        .log_until(tenant, endpoint.id, |log| {
+            log.iter().any(|a| a.outcome == AttemptOutcome::Succeeded)
+        })
+        .await;
+    // The skipped event went out again as a new delivery, once.
+    assert_eq!(log[0].outcome, AttemptOutcome::Succeeded);
+    assert_eq!(log[0].event_id, event.id);
+    assert_eq!(log[0].attempt, 1);
+    assert_eq!(receiver.requests("flaky-3").len(), 4);
+    let sent: Event = serde_json::from_slice(&receiver.requests("flaky-3")[3].body).unwrap();
+    assert_eq!(sent.id, event.id);
     h.stop().await;
 }

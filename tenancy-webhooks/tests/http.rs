@@ -184,9 +184,25 @@ async fn webhook_routes_manage_endpoints_per_tenant() {
         .check_url("https://169.254.169.254/latest")
         .await
         .unwrap_err();
+    let answer = tenancy_webhooks::http::problem(&refused);
+    assert_eq!(answer.status().as_u16(), 400);
+    // The answer names no resolved address: it could describe the
+    // internal network of a host name.
     assert_eq!(
-        tenancy_webhooks::http::problem(&refused).status().as_u16(),
-        400
+        answer.detail(),
+        Some(tenancy_webhooks::ssrf::NON_PUBLIC_ADDRESS)
+    );
+    let by_name = strict
+        .check_url("https://localhost/hook")
+        .await
+        .unwrap_err();
+    let detail = tenancy_webhooks::http::problem(&by_name)
+        .detail()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !detail.contains("127.0.0.1") && !detail.contains("Loopback"),
+        "{detail}"
     );
 
     // Create: the secret is in this answer only.

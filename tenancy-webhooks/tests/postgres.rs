@@ -54,6 +54,37 @@ async fn row_level_security_hides_other_tenants_rows() {
         .await
         .unwrap();
     assert_eq!(seen, 1);
+    drop(tx);
+
+    // The purge policies open other tenants' log and events only to a
+    // transaction that sets tenancy.webhook_purge: tenant b's cannot
+    // delete tenant a's.
+    let event = tenancy_core::Event {
+        id: tenancy_core::EventId::new(),
+        tenant_id: a,
+        seq: 1,
+        event_type: tenancy_core::EventType::new("member.joined").unwrap(),
+        version: 1,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        data: serde_json::json!({}),
+    };
+    webhooks_store.put_message(&event).await.unwrap();
+    let mut tx = tenancy_core::postgres::begin_tenant_transaction(&schema.pool, b)
+        .await
+        .unwrap();
+    for delete in [
+        "DELETE FROM tenancy_webhook_messages",
+        "DELETE FROM tenancy_webhook_deliveries",
+    ] {
+        let deleted = sqlx::query(delete)
+            .execute(&mut *tx)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(deleted, 0, "{delete}");
+    }
+    drop(tx);
+    webhooks_store.get_message(a, event.id).await.unwrap();
 }
 
 mod end_to_end {

@@ -17,7 +17,7 @@ use crate::endpoint::{
 };
 use crate::error::WebhookError;
 use crate::secret::SealedSecret;
-use crate::store::WebhookStore;
+use crate::store::{Purged, WebhookStore};
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -54,7 +54,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@suites $fixture;
             endpoints_round_trip, endpoints_are_bounded_per_tenant, tenants_are_isolated,
             secrets_round_trip, messages_are_kept_once, attempts_update_health_and_paginate,
-            pause_once_and_resume
+            pause_once_and_resume, purge_drops_old_rows_and_unreferenced_events
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {
@@ -429,4 +429,68 @@ pub async fn pause_once_and_resume(f: Fixture) {
     assert_eq!(resumed.consecutive_failures, 0);
     assert_eq!(resumed.healthy_at, later);
     assert_eq!(f.store.get_endpoint(t, e.id).await.unwrap(), resumed);
+}
+
+/// A purge deletes, in every tenant, log rows older than the cutoff and
+/// old events no remaining row refers to; it keeps the rest.
+pub async fn purge_drops_old_rows_and_unreferenced_events(f: Fixture) {
+    let a = create_tenant(&f, "purge-a").await;
+    let b = create_tenant(&f, "purge-b").await;
+    let ea = sample_endpoint(a);
+    let eb = sample_endpoint(b);
+    f.store
+        .create_endpoint(&ea, &sample_secrets(), 10)
+        .await
+        .unwrap();
+    f.store
+        .create_endpoint(&eb, &sample_secrets(), 10)
+        .await
+        .unwrap();
+    // Events are stored now; the cutoff is an hour ahead, so all of them
+    // are old enough to go unless a recent row refers to them.
+    let now = tenancy_core::truncate_to_micros(OffsetDateTime::now_utc());
+    let cutoff = now + time::Duration::hours(1);
+    let (lone_a, lone_b, retried) = (event(a), event(b), event(a));
+    for ev in [&lone_a, &lone_b, &retried] {
+        f.store.put_message(ev).await.unwrap();
+    }
+    let mut old_a = attempt(&ea, 1, AttemptOutcome::Failed);
+    old_a.event_id = retried.id;
+    old_a.at = now - time::Duration::days(40);
+    let mut old_b = attempt(&eb, 1, AttemptOutcome::Succeeded);
+    old_b.event_id = lone_b.id;
+    old_b.at = now - time::Duration::days(40);
+    let mut recent = attempt(&ea, 2, AttemptOutcome::Failed);
+    recent.event_id = retried.id;
+    recent.at = cutoff + time::Duration::minutes(5);
+    for row in [&old_a, &old_b, &recent] {
+        f.store.record_attempt(row).await.unwrap();
+    }
+
+    // A cutoff before everything deletes nothing.
+    let none = f.store.purge(now - time::Duration::days(41)).await.unwrap();
+    assert_eq!(none, Purged::default());
+
+    let purged = f.store.purge(cutoff).await.unwrap();
+    assert_eq!(purged.deliveries, 2, "{purged:?}");
+    assert_eq!(purged.messages, 2, "{purged:?}");
+    for (tenant, id) in [(a, old_a.id), (b, old_b.id)] {
+        assert!(matches!(
+            f.store.get_attempt(tenant, id).await,
+            Err(WebhookError::NotFound(_))
+        ));
+    }
+    assert_eq!(f.store.get_attempt(a, recent.id).await.unwrap(), recent);
+    // The event a recent row refers to stays (it may be retried or
+    // redelivered); the others went, in both tenants.
+    assert_eq!(f.store.get_message(a, retried.id).await.unwrap(), retried);
+    for (tenant, id) in [(a, lone_a.id), (b, lone_b.id)] {
+        assert!(matches!(
+            f.store.get_message(tenant, id).await,
+            Err(WebhookError::NotFound(_))
+        ));
+    }
+    // Endpoints are not touched; purging again finds nothing more.
+    f.store.get_endpoint(a, ea.id).await.unwrap();
+    assert_eq!(f.store.purge(cutoff).await.unwrap(), Purged::default());
 }
