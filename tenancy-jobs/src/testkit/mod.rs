@@ -1287,7 +1287,11 @@ pub async fn worker_abandons_a_job_whose_lease_was_lost(f: Fixture) {
     let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
     let worker = Worker::new(
         f.others[0].clone(),
-        test_config("stalled").with_lease(Duration::from_secs(30), Duration::from_millis(20)),
+        // One job at a time: while its attempt runs, the worker cannot
+        // claim the expired job back itself.
+        test_config("stalled")
+            .with_lease(Duration::from_secs(30), Duration::from_millis(20))
+            .with_concurrency(1),
     )
     .handler(handler_fn(kind("slow"), move |_ctx| {
         let alive = alive_slot.lock().unwrap().take();
