@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tenancy_core::TenantId;
+use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -220,7 +221,11 @@ pub struct WorkerConfig {
     /// cuts it short).
     pub poll_interval: Duration,
     /// How long a claim lasts without a heartbeat: after a crash, its jobs
-    /// run again this long later.
+    /// run again this long later. A worker that cannot renew a lease (the
+    /// store unreachable) cancels the handler a tenth of the lease before
+    /// it ends and records nothing, so that no two workers run the job at
+    /// once. Lease ends are read from each replica's own clock (the
+    /// store's [`Clock`](tenancy_core::Clock)): keep them in sync.
     pub lease: Duration,
     /// How often a running job's lease is extended; well below `lease`.
     pub heartbeat: Duration,
@@ -317,7 +322,8 @@ impl fmt::Debug for Worker {
 pub struct ShutdownReport {
     /// Jobs that ended (succeeded or failed) before the deadline.
     pub finished: usize,
-    /// Jobs given up because their lease had been lost to another holder.
+    /// Jobs given up because their lease had been lost to another holder,
+    /// or could not be renewed (the store unreachable) before it ended.
     pub abandoned: usize,
     /// Jobs given back to the queue, their attempt not counted.
     pub released: usize,
@@ -486,6 +492,9 @@ impl Worker {
                     free,
                     self.config.lease,
                 );
+                // The lease ends `lease` after the store stamped the claim;
+                // reading the clock before claiming errs on the early side.
+                let lease_until = self.store.now() + span(self.config.lease);
                 match self.store.claim(&request).await {
                     Ok(claimed) if stop.borrow().is_some() => {
                         // Stopped while claiming: give the jobs back unrun.
@@ -503,6 +512,7 @@ impl Worker {
                                 shared.clone(),
                                 handler,
                                 job,
+                                lease_until,
                                 release_rx.clone(),
                             ));
                         }
@@ -591,6 +601,7 @@ async fn run_one(
     shared: Arc<Shared>,
     handler: Option<Arc<dyn JobHandler>>,
     claimed: ClaimedJob,
+    mut lease_until: OffsetDateTime,
     mut release: watch::Receiver<bool>,
 ) -> Outcome {
     let store = &shared.store;
@@ -630,14 +641,18 @@ async fn run_one(
                     "attempt timed out after {} ms", config.job_timeout.as_millis()
                 )));
             }
-            _ = beat.tick() => match store.heartbeat(&lease, config.lease).await {
-                Ok(_) => {}
-                Err(JobError::LeaseLost(_) | JobError::NotFound(_)) => {
-                    tracing::warn!(job = %lease.job_id, "lease lost: abandoning the attempt");
+            _ = beat.tick() => {
+                if !renew(store.as_ref(), &lease, config.lease, &mut lease_until).await {
                     return Outcome::Abandoned;
                 }
-                Err(error) => tracing::warn!(job = %lease.job_id, %error, "extending the lease failed"),
-            },
+            }
+            // Wakes the worker when the lease is about to run out between
+            // heartbeats (renewals failed), for a last try.
+            () = tokio::time::sleep(renewal_left(store.as_ref(), lease_until, config.lease)) => {
+                if !renew(store.as_ref(), &lease, config.lease, &mut lease_until).await {
+                    return Outcome::Abandoned;
+                }
+            }
             changed = release.changed() => {
                 if changed.is_err() || *release.borrow() {
                     task.0.abort();
@@ -666,6 +681,59 @@ async fn run_one(
         }
     }
     Outcome::Ended
+}
+
+/// How long before its lease ends a worker that could not renew it gives
+/// the attempt up: a tenth of the lease, for the cancellation to take
+/// effect and for clocks that differ a little between replicas.
+fn give_up_margin(lease: Duration) -> Duration {
+    lease / 10
+}
+
+/// The time left, by the store's clock, until a lease ending at `until`
+/// must have been renewed; zero once that point has passed.
+fn renewal_left(store: &dyn JobStore, until: OffsetDateTime, lease: Duration) -> Duration {
+    let left = until - span(give_up_margin(lease)) - store.now();
+    Duration::try_from(left).unwrap_or_default()
+}
+
+/// Extends the lease ending at `until` (moving `until` on); false when the
+/// attempt must be given up: the lease was lost, or could not be renewed
+/// and is about to end. The handler is then dropped (cancelled) and
+/// nothing recorded, since once the lease ends another worker may claim
+/// the job and own its outcome. A successful renewal always keeps the
+/// attempt: it shows the lease is still held.
+async fn renew(
+    store: &dyn JobStore,
+    lease: &Lease,
+    lease_for: Duration,
+    until: &mut OffsetDateTime,
+) -> bool {
+    // A renewal in flight may run at most half the margin past the point
+    // of giving up.
+    let bound = renewal_left(store, *until, lease_for).max(give_up_margin(lease_for) / 2);
+    match tokio::time::timeout(bound, store.heartbeat(lease, lease_for)).await {
+        Ok(Ok(end)) => {
+            *until = end;
+            return true;
+        }
+        Ok(Err(JobError::LeaseLost(_) | JobError::NotFound(_))) => {
+            tracing::warn!(job = %lease.job_id, "lease lost: abandoning the attempt");
+            return false;
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(job = %lease.job_id, %error, "extending the lease failed");
+        }
+        Err(_) => tracing::warn!(job = %lease.job_id, "extending the lease timed out"),
+    }
+    if renewal_left(store, *until, lease_for).is_zero() {
+        tracing::warn!(
+            job = %lease.job_id,
+            "lease could not be renewed before it ends: abandoning the attempt"
+        );
+        return false;
+    }
+    true
 }
 
 /// Runs a store call recording an outcome, retrying a few times (0.1 s,
@@ -715,6 +783,22 @@ mod tests {
             WorkerConfig::default().with_lease(Duration::from_secs(10), Duration::from_secs(60));
         let worker = Worker::new(Arc::new(crate::MemoryJobStore::new()), config);
         assert_eq!(worker.config.heartbeat, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn renewal_is_due_a_tenth_of_the_lease_before_its_end() {
+        let start = time::macros::datetime!(2030-01-10 12:30 UTC);
+        let clock = Arc::new(tenancy_core::ManualClock::new(start));
+        let store = crate::MemoryJobStore::with_clock(clock.clone());
+        let lease = Duration::from_secs(30);
+        let until = start + span(lease);
+        assert_eq!(renewal_left(&store, until, lease), Duration::from_secs(27));
+        clock.advance(time::Duration::seconds(26));
+        assert_eq!(renewal_left(&store, until, lease), Duration::from_secs(1));
+        clock.advance(time::Duration::seconds(1));
+        assert_eq!(renewal_left(&store, until, lease), Duration::ZERO);
+        clock.advance(time::Duration::seconds(10));
+        assert_eq!(renewal_left(&store, until, lease), Duration::ZERO);
     }
 
     #[test]

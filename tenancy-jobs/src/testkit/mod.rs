@@ -7,7 +7,8 @@
 //! stale holders refused, retries then the dead state, release, manual
 //! retry and cancel, listing, retention, periodic ticks enqueued once, and
 //! the worker's retries, dead letters, panics, timeouts, graceful
-//! shutdown, crash recovery, lost leases, retention and several workers
+//! shutdown, crash recovery, lost leases, leases it cannot renew,
+//! retention and several workers
 //! sharing one store. The
 //! memory and Postgres stores run the identical suites:
 //!
@@ -93,7 +94,8 @@ macro_rules! conformance_tests {
             worker_counts_panics_and_timeouts_as_failures,
             worker_shutdown_finishes_or_releases, crashed_worker_job_completes_once,
             several_workers_run_each_job_once, workers_enqueue_periodic_jobs_once,
-            worker_purges_old_finished_jobs, worker_abandons_a_job_whose_lease_was_lost
+            worker_purges_old_finished_jobs, worker_abandons_a_job_whose_lease_was_lost,
+            worker_abandons_a_job_it_cannot_renew
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {
@@ -1287,7 +1289,11 @@ pub async fn worker_abandons_a_job_whose_lease_was_lost(f: Fixture) {
     let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
     let worker = Worker::new(
         f.others[0].clone(),
-        test_config("stalled").with_lease(Duration::from_secs(30), Duration::from_millis(20)),
+        // One job at a time: while its attempt runs, the worker cannot
+        // claim the expired job back itself.
+        test_config("stalled")
+            .with_lease(Duration::from_secs(30), Duration::from_millis(20))
+            .with_concurrency(1),
     )
     .handler(handler_fn(kind("slow"), move |_ctx| {
         let alive = alive_slot.lock().unwrap().take();
@@ -1330,4 +1336,156 @@ pub async fn worker_abandons_a_job_whose_lease_was_lost(f: Fixture) {
     let done = f.store.get(id).await.unwrap();
     assert_eq!(done.state, JobState::Succeeded);
     assert!(done.last_error.unwrap().contains("lease expired"));
+}
+
+/// A store whose heartbeats fail as an unreachable database's would; every
+/// other call goes through.
+struct HeartbeatsDown(Arc<dyn JobStore>);
+
+#[async_trait::async_trait]
+impl JobStore for HeartbeatsDown {
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued, JobError> {
+        self.0.enqueue(job).await
+    }
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<crate::ClaimedJob>, JobError> {
+        self.0.claim(request).await
+    }
+    async fn heartbeat(
+        &self,
+        _lease: &crate::Lease,
+        _lease_for: Duration,
+    ) -> Result<OffsetDateTime, JobError> {
+        Err(JobError::unavailable("connection refused"))
+    }
+    async fn complete(&self, lease: &crate::Lease) -> Result<(), JobError> {
+        self.0.complete(lease).await
+    }
+    async fn fail(
+        &self,
+        lease: &crate::Lease,
+        error: &str,
+        retry_at: Option<OffsetDateTime>,
+    ) -> Result<JobState, JobError> {
+        self.0.fail(lease, error, retry_at).await
+    }
+    async fn release(&self, lease: &crate::Lease) -> Result<(), JobError> {
+        self.0.release(lease).await
+    }
+    async fn get(&self, id: JobId) -> Result<Job, JobError> {
+        self.0.get(id).await
+    }
+    async fn list(
+        &self,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> Result<tenancy_core::Page<Job>, JobError> {
+        self.0.list(filter, page).await
+    }
+    async fn retry_dead(&self, id: JobId) -> Result<(), JobError> {
+        self.0.retry_dead(id).await
+    }
+    async fn cancel(&self, id: JobId) -> Result<(), JobError> {
+        self.0.cancel(id).await
+    }
+    async fn purge_finished(
+        &self,
+        before: OffsetDateTime,
+        include_dead: bool,
+    ) -> Result<u64, JobError> {
+        self.0.purge_finished(before, include_dead).await
+    }
+    async fn enqueue_due(
+        &self,
+        name: &str,
+        every: Duration,
+        job: NewJob,
+    ) -> Result<Option<JobId>, JobError> {
+        self.0.enqueue_due(name, every, job).await
+    }
+    fn now(&self) -> OffsetDateTime {
+        self.0.now()
+    }
+}
+
+/// A worker that cannot renew its lease (every heartbeat finds the store
+/// unavailable) keeps its handler running while the lease holds, cancels
+/// it before the lease ends and records nothing; once the lease has ended
+/// another worker claims the job and runs its effect exactly once.
+pub async fn worker_abandons_a_job_it_cannot_renew(f: Fixture) {
+    let effects: Arc<Mutex<HashMap<JobId, u32>>> = Arc::default();
+    let starts: Arc<Mutex<HashMap<JobId, u32>>> = Arc::default();
+    let (alive_tx, mut alive_rx) = tokio::sync::oneshot::channel::<()>();
+    let alive_slot = Arc::new(Mutex::new(Some(alive_tx)));
+    let (started_tx, mut started) = mpsc::unbounded_channel::<JobId>();
+    let make = |id: &str, store: Arc<dyn JobStore>| {
+        let effects = effects.clone();
+        let starts = starts.clone();
+        let started_tx = started_tx.clone();
+        let alive_slot = alive_slot.clone();
+        let config = test_config(id).with_lease(Duration::from_secs(30), Duration::from_millis(20));
+        Worker::new(store, config).handler(handler_fn(kind("charge"), move |ctx| {
+            let effects = effects.clone();
+            let starts = starts.clone();
+            let started_tx = started_tx.clone();
+            let alive = alive_slot.lock().unwrap().take();
+            async move {
+                *starts.lock().unwrap().entry(ctx.id()).or_default() += 1;
+                let _ = started_tx.send(ctx.id());
+                if ctx.attempt() == 1 {
+                    // Held while this attempt lives; it never ends by itself
+                    // (as a handler stuck on a slow outside call).
+                    let _alive = alive;
+                    std::future::pending::<()>().await;
+                }
+                *effects.lock().unwrap().entry(ctx.id()).or_default() += 1;
+                Ok(())
+            }
+        }))
+    };
+    let cut_off = make("cut-off", Arc::new(HeartbeatsDown(f.others[0].clone()))).start();
+    let id = f.store.enqueue(job("charge")).await.unwrap().id();
+    cut_off.wake();
+    assert_eq!(started.recv().await, Some(id));
+    // Several failed heartbeats while the lease holds: the handler goes on.
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut alive_rx).await;
+    assert!(
+        early.is_err(),
+        "the handler was cancelled while the lease held"
+    );
+    // Past the point of giving up (a tenth of the lease before its end),
+    // but before the end: the handler is cancelled now.
+    f.clock.advance(time::Duration::seconds(28));
+    let dropped = tokio::time::timeout(Duration::from_secs(10), alive_rx).await;
+    assert!(
+        matches!(dropped, Ok(Err(_))),
+        "the handler kept running on a lease it could not renew"
+    );
+    // The lease has not ended yet: nobody else could have claimed the job.
+    assert!(
+        f.store
+            .claim(&claim_req(&["default"], 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let report = cut_off.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.finished, report.released), (0, 0));
+    // Nothing was recorded by the worker that gave up.
+    let held = f.store.get(id).await.unwrap();
+    assert_eq!(held.state, JobState::Running);
+    assert_eq!(held.locked_by.as_deref(), Some("cut-off"));
+    assert_eq!(held.attempts, 1);
+    assert_eq!(held.last_error, None);
+    let rescuer = make("rescuer", f.others[1].clone()).start();
+    f.clock.advance(time::Duration::seconds(3));
+    rescuer.wake();
+    let done = wait_for(f.store.as_ref(), id, "completion", |j| {
+        j.state == JobState::Succeeded
+    })
+    .await;
+    assert_eq!(done.attempts, 2);
+    assert!(done.last_error.unwrap().contains("lease expired"));
+    rescuer.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(effects.lock().unwrap().get(&id), Some(&1));
+    assert_eq!(starts.lock().unwrap().get(&id), Some(&2));
 }
