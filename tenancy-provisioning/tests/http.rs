@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tenancy_core::{AuditContext, Email, NewTenant, NewUser, Owner, Slug, TenantName, TenantStore};
+use tenancy_core::{
+    AuditContext, Directory, Email, NewTenant, NewUser, Owner, Slug, TenantId, TenantName,
+    TenantStore, TenantUpdate,
+};
 use tenancy_http::auth::{AuthConfig, NewApiKey, Scope};
 use tenancy_http::authz::Catalog;
 use tenancy_http::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use tenancy_http::{ApiRequest, Tenancy};
+use tenancy_http::{ApiRequest, Stores, Tenancy};
 use tenancy_provisioning::http::{PROVISIONING_MANAGE, ProvisioningModule};
 use tenancy_provisioning::steps::{CreateApiKey, CreateTenant, KeyDelivery, WelcomeMail};
 use tenancy_provisioning::testkit::{SimulatedDns, eventually, input, test_policy};
@@ -20,9 +23,13 @@ use tenancy_provisioning::{
     MemoryProvisioningStore, OnFailure, Pipeline, Provisioner, WorkerConfig,
 };
 
+/// An app whose operator tenant is `ops` (made before the app, as a host
+/// makes its staff tenant once and configures its id).
 async fn app(dns: &Arc<SimulatedDns>) -> Tenancy {
+    let stores = Stores::memory();
+    let ops = create_tenant(&Directory::new(stores.backend.clone()), "ops").await;
     let dns = dns.clone();
-    let module = ProvisioningModule::new(Slug::new("ops").unwrap(), move |t: &Tenancy| {
+    let module = ProvisioningModule::new(ops, move |t: &Tenancy| {
         let mut config = WorkerConfig::default();
         config.heartbeat = std::time::Duration::from_millis(10);
         config.idle_poll = std::time::Duration::from_millis(10);
@@ -40,16 +47,15 @@ async fn app(dns: &Arc<SimulatedDns>) -> Tenancy {
         Catalog::new([PROVISIONING_MANAGE]).unwrap(),
         AuthConfig::new("https://app.example", "app"),
     )
+    .stores(stores)
     .module(module)
     .build()
     .await
     .unwrap()
 }
 
-/// A tenant `slug` and an API key of it scoped to provisioning.
-async fn key(t: &Tenancy, slug: &str) -> String {
-    let created = t
-        .directory()
+async fn create_tenant(directory: &Directory, slug: &str) -> TenantId {
+    directory
         .create_tenant(
             NewTenant::new(Slug::new(slug).unwrap(), TenantName::new(slug).unwrap()),
             Owner::New(NewUser::new(
@@ -58,8 +64,29 @@ async fn key(t: &Tenancy, slug: &str) -> String {
             &AuditContext::system(),
         )
         .await
-        .unwrap();
-    let scope = t.directory().scope(created.tenant.id).await.unwrap();
+        .unwrap()
+        .tenant
+        .id
+}
+
+/// A tenant `slug` and an API key of it scoped to provisioning.
+async fn key(t: &Tenancy, slug: &str) -> String {
+    let id = match t
+        .directory()
+        .backend()
+        .find_tenant_by_slug(&Slug::new(slug).unwrap())
+        .await
+        .unwrap()
+    {
+        Some(tenant) => tenant.id,
+        None => create_tenant(t.directory(), slug).await,
+    };
+    key_of(t, id).await
+}
+
+/// An API key of the tenant `id` scoped to provisioning.
+async fn key_of(t: &Tenancy, id: TenantId) -> String {
+    let scope = t.directory().scope(id).await.unwrap();
     let (_, secret) = t
         .auth()
         .create_api_key(
@@ -260,6 +287,53 @@ async fn operators_start_watch_cancel_and_retry_runs() {
     assert_eq!(run["steps"][0]["attempts"], 1);
 }
 
+/// The operator tenant is pinned by id: once it changes its slug, a tenant
+/// registering the old slug (as anyone may through the public sign-up)
+/// gets nothing, and the operator keeps access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_is_pinned_by_id_not_by_slug() {
+    let dns = SimulatedDns::new();
+    let t = app(&dns).await;
+    let operator = t.module::<ProvisioningModule>().unwrap().operator();
+    let ops = key_of(&t, operator).await;
+    let rename = TenantUpdate {
+        slug: Some(Slug::new("staff").unwrap()),
+        ..TenantUpdate::default()
+    };
+    t.directory()
+        .update_tenant(operator, rename, &AuditContext::system())
+        .await
+        .unwrap();
+    let squatter = t
+        .directory()
+        .create_tenant(
+            NewTenant::new(Slug::new("ops").unwrap(), TenantName::new("ops").unwrap()),
+            Owner::New(NewUser::new(Email::new("mallory@evil.test").unwrap())),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap()
+        .tenant
+        .id;
+    let squatter = key_of(&t, squatter).await;
+    let (status, _) = call(&t, Method::GET, "/provisioning", Some(&squatter), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let start = json!({ "pipeline": "signup", "input": input("acme") });
+    let (status, _) = call(
+        &t,
+        Method::POST,
+        "/provisioning",
+        Some(&squatter),
+        Some(start.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&t, Method::GET, "/provisioning", Some(&ops), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&t, Method::POST, "/provisioning", Some(&ops), Some(start)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
 #[derive(Default)]
 struct Mails(std::sync::Mutex<Vec<String>>);
 
@@ -298,7 +372,7 @@ async fn the_initial_api_key_and_welcome_mail() {
     let mails = Arc::new(Mails::default());
     let keys = Arc::new(Keys::default());
     let delivery: Arc<dyn KeyDelivery> = keys.clone();
-    let module = ProvisioningModule::new(Slug::new("ops").unwrap(), move |t: &Tenancy| {
+    let module = ProvisioningModule::new(TenantId::new(), move |t: &Tenancy| {
         Provisioner::new(Arc::new(MemoryProvisioningStore::new())).with_pipeline(
             Pipeline::new("signup")
                 .with_policy(test_policy())
