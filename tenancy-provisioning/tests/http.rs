@@ -364,6 +364,26 @@ impl KeyDelivery for Keys {
     }
 }
 
+/// A delivery that sees the secret and then fails (as when the channel
+/// breaks after the secret left).
+#[derive(Default)]
+struct Failing(Keys);
+
+#[tenancy_http::async_trait]
+impl KeyDelivery for Failing {
+    async fn deliver(
+        &self,
+        tenant: tenancy_core::TenantId,
+        key_id: tenancy_core::ApiKeyId,
+        secret: &tenancy_http::auth::ApiKeySecret,
+    ) -> Result<(), tenancy_provisioning::StepError> {
+        self.0.deliver(tenant, key_id, secret).await?;
+        Err(tenancy_provisioning::StepError::transient(
+            "the delivery channel is down",
+        ))
+    }
+}
+
 /// The API key and welcome mail steps: the secret is delivered once and
 /// works, the state keeps only the key's id, the owner is mailed, and a
 /// cancel revokes the key.
@@ -437,9 +457,10 @@ async fn the_initial_api_key_and_welcome_mail() {
     t.auth().wait_for_mail().await;
     assert_eq!(*mails.0.lock().unwrap(), ["owner@acme.test"]);
 
-    // Run again (as after a crash between making the key and recording
-    // it): the earlier key, whose secret may be lost, is revoked and a new
-    // one delivered; compensation revokes that one too.
+    // Run again (as on a retry): the key recorded in the state is revoked
+    // and a new one delivered; compensation revokes that one too. A key a
+    // tenant admin gave the very name the step uses is found by neither:
+    // keys are found by the id in the state, never by name.
     let works = |secret: String| {
         let t = &t;
         async move {
@@ -459,6 +480,22 @@ async fn the_initial_api_key_and_welcome_mail() {
             .is_ok()
         }
     };
+    let tenant: TenantId = run.state["tenant_id"].as_str().unwrap().parse().unwrap();
+    let scope = t.directory().scope(tenant).await.unwrap();
+    let (_, admins) = t
+        .auth()
+        .create_api_key(
+            &scope,
+            NewApiKey {
+                name: format!("provisioning {}", run.id),
+                scopes: Vec::new(),
+                expires_at: None,
+            },
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    let admins = admins.expose_secret().to_owned();
     let again = Arc::new(Keys::default());
     let step = CreateApiKey::new(
         t.auth().clone(),
@@ -468,12 +505,39 @@ async fn the_initial_api_key_and_welcome_mail() {
     );
     let ctx = tenancy_provisioning::StepContext::new(run.id, "signup", input("acme"))
         .with_state(run.state.clone());
-    tenancy_provisioning::Step::run(&step, &ctx).await.unwrap();
-    let (_, second) = again.0.lock().unwrap()[0].clone();
+    let output = tenancy_provisioning::Step::run(&step, &ctx).await.unwrap();
+    let (second_id, second) = again.0.lock().unwrap()[0].clone();
+    assert_eq!(output.state["api_key_id"], json!(second_id.to_string()));
     assert!(!works(secret).await, "the first key is revoked");
     assert!(works(second.clone()).await);
+    assert!(works(admins.clone()).await, "the admin's key is left alone");
+    let mut state = run.state.clone();
+    state.extend(output.state);
+    let ctx = tenancy_provisioning::StepContext::new(run.id, "signup", input("acme"))
+        .with_state(state.clone())
+        .compensating(tenancy_provisioning::Compensation::Cancelled);
     tenancy_provisioning::Step::compensate(&step, &ctx)
         .await
         .unwrap();
     assert!(!works(second).await, "compensation revoked the key");
+    assert!(works(admins.clone()).await, "the admin's key is left alone");
+
+    // A delivery that fails after the secret left: the key it carried is
+    // revoked before the step fails, as no later attempt could find it.
+    let failing = Arc::new(Failing::default());
+    let step = CreateApiKey::new(
+        t.auth().clone(),
+        t.directory().clone(),
+        Vec::new(),
+        failing.clone(),
+    );
+    let ctx =
+        tenancy_provisioning::StepContext::new(run.id, "signup", input("acme")).with_state(state);
+    let error = tenancy_provisioning::Step::run(&step, &ctx)
+        .await
+        .unwrap_err();
+    assert!(error.is_transient());
+    let (_, leaked) = failing.0.0.lock().unwrap()[0].clone();
+    assert!(!works(leaked).await, "the undelivered key is revoked");
+    assert!(works(admins).await, "the admin's key is left alone");
 }

@@ -22,7 +22,7 @@ use tenancy_core::{
 };
 
 #[cfg(feature = "http")]
-pub use auth::{CreateApiKey, KeyDelivery, WelcomeMail};
+pub use auth::{API_KEY_ID, CreateApiKey, KeyDelivery, WelcomeMail};
 #[cfg(feature = "postgres")]
 pub use schema::{TenantSchema, schema_name};
 
