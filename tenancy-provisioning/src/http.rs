@@ -18,6 +18,10 @@
 //! other tenant get `404`, as for a resource of another tenant. Declare
 //! [`PROVISIONING_MANAGE`] in the app's permission catalog.
 //!
+//! The operator tenant is pinned by its [`TenantId`], never by its slug:
+//! anyone may register a tenant through the public sign-up and pick or
+//! change its slug, so a slug would let them claim the operator's.
+//!
 //! A run's input and state are shown to the operator as stored: put no
 //! secrets in the input (steps never put any in the state).
 
@@ -26,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
-use tenancy_core::Slug;
+use tenancy_core::TenantId;
 use tenancy_http::http::{Response, StatusCode};
 use tenancy_http::{Access, ApiRequest, Module, Problem, RequestContext, Route, Tenancy, route};
 
@@ -51,15 +55,17 @@ pub type BuildProvisioner =
 /// ```no_run
 /// # async fn demo(builder: tenancy_http::TenancyBuilder) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
-/// use tenancy_core::Slug;
+/// use tenancy_core::TenantId;
 /// use tenancy_http::Tenancy;
 /// use tenancy_provisioning::http::ProvisioningModule;
 /// use tenancy_provisioning::steps::{CreateTenant, WelcomeMail};
 /// use tenancy_provisioning::{MemoryProvisioningStore, Pipeline, Provisioner};
 ///
 /// // The app's catalog declares `provisioning:manage`; staff call the
-/// // routes with a key of the `ops` tenant.
-/// let module = ProvisioningModule::new(Slug::new("ops")?, |app: &Tenancy| {
+/// // routes with a key of their own tenant, whose id the host keeps in
+/// // its configuration.
+/// let ops: TenantId = "0192e4a0-7b1c-7cc3-9f4e-1b2c3d4e5f60".parse()?;
+/// let module = ProvisioningModule::new(ops, |app: &Tenancy| {
 ///     Provisioner::new(Arc::new(MemoryProvisioningStore::new())).with_pipeline(
 ///         Pipeline::new("signup")
 ///             .step(CreateTenant::new(app.directory().clone()))
@@ -72,7 +78,7 @@ pub type BuildProvisioner =
 /// # let _ = provisioner; Ok(()) }
 /// ```
 pub struct ProvisioningModule {
-    operator: Slug,
+    operator: TenantId,
     build: Arc<BuildProvisioner>,
     workers: usize,
     provisioner: Arc<OnceLock<Provisioner>>,
@@ -88,11 +94,11 @@ impl std::fmt::Debug for ProvisioningModule {
 }
 
 impl ProvisioningModule {
-    /// A module whose routes answer callers of the tenant with the slug
-    /// `operator` (see the module docs), with the provisioner `build` makes
-    /// from the app and one worker.
+    /// A module whose routes answer callers of the tenant `operator` (see
+    /// the module docs), with the provisioner `build` makes from the app
+    /// and one worker.
     pub fn new(
-        operator: Slug,
+        operator: TenantId,
         build: impl Fn(&Tenancy) -> Result<Provisioner, ProvisionError> + Send + Sync + 'static,
     ) -> Self {
         Self {
@@ -108,6 +114,11 @@ impl ProvisioningModule {
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
+    }
+
+    /// The operator tenant whose callers the routes answer.
+    pub fn operator(&self) -> TenantId {
+        self.operator
     }
 
     /// The provisioner, once the app is built.
@@ -163,13 +174,9 @@ async fn operator<'a>(
     })?;
     let context =
         c.ok_or_else(|| Problem::internal(&Problem::bad_request("route ran without its context")))?;
-    // Only the operator tenant may see runs; to anyone else they do not exist.
-    let tenant = t
-        .directory()
-        .tenant(context.tenant_id())
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
-    if tenant.slug != module.operator {
+    // Only the operator tenant may see runs; to anyone else they do not
+    // exist. Compared by id: a slug can be taken or changed by anyone.
+    if context.tenant_id() != module.operator {
         return Err(Problem::not_found());
     }
     module.provisioner().ok_or_else(|| {

@@ -635,7 +635,12 @@ impl Provisioner {
             let result = loop {
                 tries += 1;
                 let result = match self
-                    .guarded(step.compensate(&ctx), policy.timeout, lease, None)
+                    .guarded(
+                        step.compensate_with_output(&ctx),
+                        policy.timeout,
+                        lease,
+                        None,
+                    )
                     .await
                 {
                     Attempt::Done(result) => result,
@@ -656,7 +661,8 @@ impl Provisioner {
             };
             let now = self.clock.now();
             match result {
-                Ok(()) => {
+                Ok(output) => {
+                    run.state.extend(output.state);
                     let record = &mut run.steps[index];
                     if status != StepStatus::Failed && status != StepStatus::Pending {
                         record.status = StepStatus::Cancelled;

@@ -35,6 +35,15 @@ pub trait Step: Send + Sync + 'static {
 
     /// Undoes what [`Step::run`] did (see the trait docs).
     async fn compensate(&self, ctx: &StepContext) -> Result<(), StepError>;
+
+    /// What the runner calls to compensate: [`Step::compensate`], handing
+    /// nothing on. A step whose undo must leave a note for a retry of the
+    /// run (what exactly it did, so that the retry reverts only that)
+    /// overrides it; the output is merged into the run's state, as a run's
+    /// is.
+    async fn compensate_with_output(&self, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        self.compensate(ctx).await.map(|()| StepOutput::empty())
+    }
 }
 
 /// What a step sees: the run's id, its input and the state earlier steps

@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tenancy_core::{AuditContext, Email, NewTenant, NewUser, Owner, Slug, TenantName, TenantStore};
+use tenancy_core::{
+    AuditContext, Directory, Email, NewTenant, NewUser, Owner, Slug, TenantId, TenantName,
+    TenantStore, TenantUpdate,
+};
 use tenancy_http::auth::{AuthConfig, NewApiKey, Scope};
 use tenancy_http::authz::Catalog;
 use tenancy_http::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use tenancy_http::{ApiRequest, Tenancy};
+use tenancy_http::{ApiRequest, Stores, Tenancy};
 use tenancy_provisioning::http::{PROVISIONING_MANAGE, ProvisioningModule};
 use tenancy_provisioning::steps::{CreateApiKey, CreateTenant, KeyDelivery, WelcomeMail};
 use tenancy_provisioning::testkit::{SimulatedDns, eventually, input, test_policy};
@@ -20,9 +23,13 @@ use tenancy_provisioning::{
     MemoryProvisioningStore, OnFailure, Pipeline, Provisioner, WorkerConfig,
 };
 
+/// An app whose operator tenant is `ops` (made before the app, as a host
+/// makes its staff tenant once and configures its id).
 async fn app(dns: &Arc<SimulatedDns>) -> Tenancy {
+    let stores = Stores::memory();
+    let ops = create_tenant(&Directory::new(stores.backend.clone()), "ops").await;
     let dns = dns.clone();
-    let module = ProvisioningModule::new(Slug::new("ops").unwrap(), move |t: &Tenancy| {
+    let module = ProvisioningModule::new(ops, move |t: &Tenancy| {
         let mut config = WorkerConfig::default();
         config.heartbeat = std::time::Duration::from_millis(10);
         config.idle_poll = std::time::Duration::from_millis(10);
@@ -40,16 +47,15 @@ async fn app(dns: &Arc<SimulatedDns>) -> Tenancy {
         Catalog::new([PROVISIONING_MANAGE]).unwrap(),
         AuthConfig::new("https://app.example", "app"),
     )
+    .stores(stores)
     .module(module)
     .build()
     .await
     .unwrap()
 }
 
-/// A tenant `slug` and an API key of it scoped to provisioning.
-async fn key(t: &Tenancy, slug: &str) -> String {
-    let created = t
-        .directory()
+async fn create_tenant(directory: &Directory, slug: &str) -> TenantId {
+    directory
         .create_tenant(
             NewTenant::new(Slug::new(slug).unwrap(), TenantName::new(slug).unwrap()),
             Owner::New(NewUser::new(
@@ -58,8 +64,29 @@ async fn key(t: &Tenancy, slug: &str) -> String {
             &AuditContext::system(),
         )
         .await
-        .unwrap();
-    let scope = t.directory().scope(created.tenant.id).await.unwrap();
+        .unwrap()
+        .tenant
+        .id
+}
+
+/// A tenant `slug` and an API key of it scoped to provisioning.
+async fn key(t: &Tenancy, slug: &str) -> String {
+    let id = match t
+        .directory()
+        .backend()
+        .find_tenant_by_slug(&Slug::new(slug).unwrap())
+        .await
+        .unwrap()
+    {
+        Some(tenant) => tenant.id,
+        None => create_tenant(t.directory(), slug).await,
+    };
+    key_of(t, id).await
+}
+
+/// An API key of the tenant `id` scoped to provisioning.
+async fn key_of(t: &Tenancy, id: TenantId) -> String {
+    let scope = t.directory().scope(id).await.unwrap();
     let (_, secret) = t
         .auth()
         .create_api_key(
@@ -260,6 +287,53 @@ async fn operators_start_watch_cancel_and_retry_runs() {
     assert_eq!(run["steps"][0]["attempts"], 1);
 }
 
+/// The operator tenant is pinned by id: once it changes its slug, a tenant
+/// registering the old slug (as anyone may through the public sign-up)
+/// gets nothing, and the operator keeps access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_is_pinned_by_id_not_by_slug() {
+    let dns = SimulatedDns::new();
+    let t = app(&dns).await;
+    let operator = t.module::<ProvisioningModule>().unwrap().operator();
+    let ops = key_of(&t, operator).await;
+    let rename = TenantUpdate {
+        slug: Some(Slug::new("staff").unwrap()),
+        ..TenantUpdate::default()
+    };
+    t.directory()
+        .update_tenant(operator, rename, &AuditContext::system())
+        .await
+        .unwrap();
+    let squatter = t
+        .directory()
+        .create_tenant(
+            NewTenant::new(Slug::new("ops").unwrap(), TenantName::new("ops").unwrap()),
+            Owner::New(NewUser::new(Email::new("mallory@evil.test").unwrap())),
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap()
+        .tenant
+        .id;
+    let squatter = key_of(&t, squatter).await;
+    let (status, _) = call(&t, Method::GET, "/provisioning", Some(&squatter), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let start = json!({ "pipeline": "signup", "input": input("acme") });
+    let (status, _) = call(
+        &t,
+        Method::POST,
+        "/provisioning",
+        Some(&squatter),
+        Some(start.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&t, Method::GET, "/provisioning", Some(&ops), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&t, Method::POST, "/provisioning", Some(&ops), Some(start)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
 #[derive(Default)]
 struct Mails(std::sync::Mutex<Vec<String>>);
 
@@ -290,6 +364,26 @@ impl KeyDelivery for Keys {
     }
 }
 
+/// A delivery that sees the secret and then fails (as when the channel
+/// breaks after the secret left).
+#[derive(Default)]
+struct Failing(Keys);
+
+#[tenancy_http::async_trait]
+impl KeyDelivery for Failing {
+    async fn deliver(
+        &self,
+        tenant: tenancy_core::TenantId,
+        key_id: tenancy_core::ApiKeyId,
+        secret: &tenancy_http::auth::ApiKeySecret,
+    ) -> Result<(), tenancy_provisioning::StepError> {
+        self.0.deliver(tenant, key_id, secret).await?;
+        Err(tenancy_provisioning::StepError::transient(
+            "the delivery channel is down",
+        ))
+    }
+}
+
 /// The API key and welcome mail steps: the secret is delivered once and
 /// works, the state keeps only the key's id, the owner is mailed, and a
 /// cancel revokes the key.
@@ -298,7 +392,7 @@ async fn the_initial_api_key_and_welcome_mail() {
     let mails = Arc::new(Mails::default());
     let keys = Arc::new(Keys::default());
     let delivery: Arc<dyn KeyDelivery> = keys.clone();
-    let module = ProvisioningModule::new(Slug::new("ops").unwrap(), move |t: &Tenancy| {
+    let module = ProvisioningModule::new(TenantId::new(), move |t: &Tenancy| {
         Provisioner::new(Arc::new(MemoryProvisioningStore::new())).with_pipeline(
             Pipeline::new("signup")
                 .with_policy(test_policy())
@@ -363,9 +457,10 @@ async fn the_initial_api_key_and_welcome_mail() {
     t.auth().wait_for_mail().await;
     assert_eq!(*mails.0.lock().unwrap(), ["owner@acme.test"]);
 
-    // Run again (as after a crash between making the key and recording
-    // it): the earlier key, whose secret may be lost, is revoked and a new
-    // one delivered; compensation revokes that one too.
+    // Run again (as on a retry): the key recorded in the state is revoked
+    // and a new one delivered; compensation revokes that one too. A key a
+    // tenant admin gave the very name the step uses is found by neither:
+    // keys are found by the id in the state, never by name.
     let works = |secret: String| {
         let t = &t;
         async move {
@@ -385,6 +480,22 @@ async fn the_initial_api_key_and_welcome_mail() {
             .is_ok()
         }
     };
+    let tenant: TenantId = run.state["tenant_id"].as_str().unwrap().parse().unwrap();
+    let scope = t.directory().scope(tenant).await.unwrap();
+    let (_, admins) = t
+        .auth()
+        .create_api_key(
+            &scope,
+            NewApiKey {
+                name: format!("provisioning {}", run.id),
+                scopes: Vec::new(),
+                expires_at: None,
+            },
+            &AuditContext::system(),
+        )
+        .await
+        .unwrap();
+    let admins = admins.expose_secret().to_owned();
     let again = Arc::new(Keys::default());
     let step = CreateApiKey::new(
         t.auth().clone(),
@@ -394,12 +505,39 @@ async fn the_initial_api_key_and_welcome_mail() {
     );
     let ctx = tenancy_provisioning::StepContext::new(run.id, "signup", input("acme"))
         .with_state(run.state.clone());
-    tenancy_provisioning::Step::run(&step, &ctx).await.unwrap();
-    let (_, second) = again.0.lock().unwrap()[0].clone();
+    let output = tenancy_provisioning::Step::run(&step, &ctx).await.unwrap();
+    let (second_id, second) = again.0.lock().unwrap()[0].clone();
+    assert_eq!(output.state["api_key_id"], json!(second_id.to_string()));
     assert!(!works(secret).await, "the first key is revoked");
     assert!(works(second.clone()).await);
+    assert!(works(admins.clone()).await, "the admin's key is left alone");
+    let mut state = run.state.clone();
+    state.extend(output.state);
+    let ctx = tenancy_provisioning::StepContext::new(run.id, "signup", input("acme"))
+        .with_state(state.clone())
+        .compensating(tenancy_provisioning::Compensation::Cancelled);
     tenancy_provisioning::Step::compensate(&step, &ctx)
         .await
         .unwrap();
     assert!(!works(second).await, "compensation revoked the key");
+    assert!(works(admins.clone()).await, "the admin's key is left alone");
+
+    // A delivery that fails after the secret left: the key it carried is
+    // revoked before the step fails, as no later attempt could find it.
+    let failing = Arc::new(Failing::default());
+    let step = CreateApiKey::new(
+        t.auth().clone(),
+        t.directory().clone(),
+        Vec::new(),
+        failing.clone(),
+    );
+    let ctx =
+        tenancy_provisioning::StepContext::new(run.id, "signup", input("acme")).with_state(state);
+    let error = tenancy_provisioning::Step::run(&step, &ctx)
+        .await
+        .unwrap_err();
+    assert!(error.is_transient());
+    let (_, leaked) = failing.0.0.lock().unwrap()[0].clone();
+    assert!(!works(leaked).await, "the undelivered key is revoked");
+    assert!(works(admins).await, "the admin's key is left alone");
 }

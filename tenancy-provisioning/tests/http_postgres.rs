@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use tenancy_core::testkit::postgres::TestSchema;
-use tenancy_core::{Slug, TenantStore};
+use tenancy_core::{Slug, TenantId, TenantStore};
 use tenancy_http::Tenancy;
 use tenancy_http::auth::{ApiKeySecret, AuthConfig, KeyEncryption, KeyEncryptionKey};
 use tenancy_http::authz::Catalog;
@@ -39,7 +39,7 @@ async fn the_module_provisions_into_the_apps_postgres() {
         return;
     };
     let pool = schema.pool.clone();
-    let module = ProvisioningModule::new(Slug::new("ops").unwrap(), move |t: &Tenancy| {
+    let module = ProvisioningModule::new(TenantId::new(), move |t: &Tenancy| {
         let mut config = WorkerConfig::default();
         config.heartbeat = std::time::Duration::from_millis(10);
         config.idle_poll = std::time::Duration::from_millis(10);

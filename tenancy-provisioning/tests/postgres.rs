@@ -18,7 +18,7 @@ use tenancy_provisioning::testkit::postgres::fixture_with_schema;
 use tenancy_provisioning::testkit::{
     Fixture, SeedRoles, SimulatedDns, clock, input, provisioner, settle, signup, test_policy,
 };
-use tenancy_provisioning::{OnFailure, Pipeline, RunStatus, Step, StepContext};
+use tenancy_provisioning::{Compensation, OnFailure, Pipeline, RunStatus, Step, StepContext};
 use time::Duration;
 
 const MIGRATIONS: [&str; 2] = [
@@ -36,9 +36,10 @@ async fn schema_exists(pool: &sqlx::PgPool, name: &str) -> bool {
 }
 
 /// The tenant's schema is created and migrated (every migration once, even
-/// when the step runs again), and dropped when a later step fails.
+/// when the step runs again), kept for a retry when a later step fails and
+/// dropped when the run is cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenant_schema_is_migrated_once_and_dropped_on_compensation() {
+async fn tenant_schema_is_migrated_once_kept_for_retry_and_dropped_on_cancel() {
     let Some((schema, f)) = fixture_with_schema().await else {
         return;
     };
@@ -79,14 +80,39 @@ async fn tenant_schema_is_migrated_once_and_dropped_on_compensation() {
     .unwrap();
     assert_eq!(versions, 2);
 
-    // A run failing after its schema was made drops it again.
+    // A run failing after its schema was made keeps it, with what was
+    // written to it meanwhile, for a retry; a cancel drops it.
     dns.set_broken(true);
     let beta = p.start("schema", input("beta")).await.unwrap();
     settle(&p, &clock, beta.id).await;
     let beta = p.status(beta.id).await.unwrap();
     assert_eq!(beta.status, RunStatus::Failed);
     let beta_tenant: TenantId = beta.state["tenant_id"].as_str().unwrap().parse().unwrap();
-    assert!(!schema_exists(&schema.pool, &schema_name(beta_tenant)).await);
+    let beta_name = schema_name(beta_tenant);
+    assert!(schema_exists(&schema.pool, &beta_name).await);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {beta_name}.notes (id, body) VALUES (1, 'kept')"
+    )))
+    .execute(&schema.pool)
+    .await
+    .unwrap();
+    dns.set_broken(false);
+    p.retry(beta.id).await.unwrap();
+    settle(&p, &clock, beta.id).await;
+    let beta = p.status(beta.id).await.unwrap();
+    assert_eq!(beta.status, RunStatus::Succeeded, "{beta:?}");
+    let body: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT body FROM {beta_name}.notes WHERE id = 1"
+    )))
+    .fetch_one(&schema.pool)
+    .await
+    .unwrap();
+    assert_eq!(body, "kept");
+    let ctx = StepContext::new(beta.id, "schema", input("beta"))
+        .with_state(beta.state.clone())
+        .compensating(Compensation::Cancelled);
+    step.compensate(&ctx).await.unwrap();
+    assert!(!schema_exists(&schema.pool, &beta_name).await);
     assert!(schema_exists(&schema.pool, &name).await);
 }
 

@@ -5,11 +5,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tenancy_core::{ApiKeyId, AuditContext, Directory, PageRequest, TenantId};
+use tenancy_core::{ApiKeyId, AuditContext, Directory, PageRequest, TenantId, TenantScope};
 use tenancy_http::auth::{ApiKeySecret, Auth, ClientInfo, Error as AuthError, NewApiKey, Scope};
 
 use super::{OWNER_ID, tenant_id};
 use crate::step::{Step, StepContext, StepError, StepOutput};
+
+/// The state key [`CreateApiKey`] writes the key's id to.
+pub const API_KEY_ID: &str = "api_key_id";
 
 fn auth_error(error: AuthError) -> StepError {
     match error {
@@ -42,11 +45,15 @@ pub trait KeyDelivery: Send + Sync + 'static {
 /// hands its secret to a [`KeyDelivery`]. Only the key's id goes into the
 /// run's state (`api_key_id`), never the secret.
 ///
-/// Idempotent: the key is named after the run. A re-run (after a crash
-/// between creating and recording, or a failed delivery) revokes any
-/// earlier key of that name, whose secret is lost, and makes a new one, so
-/// exactly one key of the run is active and its secret was delivered.
-/// Compensation revokes the run's keys.
+/// The key is found again only by its id in the run's state
+/// ([`API_KEY_ID`]), never by its name (a tenant admin may give a key of
+/// their own any name). A re-run (after a retry) revokes the key recorded
+/// there and makes a new one; a failed delivery revokes the key just made
+/// before the step fails; compensation revokes the recorded key. So one key
+/// of the run is active and its secret was delivered, except after a crash
+/// between making the key and recording its id: that key stays active,
+/// unknown to the run, its secret delivered or lost (the tenant's admins
+/// see it, named after the run, and may revoke it).
 #[derive(Clone)]
 pub struct CreateApiKey {
     auth: Auth,
@@ -87,10 +94,10 @@ impl CreateApiKey {
         format!("provisioning {}", ctx.run_id)
     }
 
-    /// Revokes the run's active keys.
-    async fn revoke_ours(&self, tenant: TenantId, ctx: &StepContext) -> Result<(), StepError> {
-        let scope = tenancy_core::TenantScope::assume_resolved(tenant);
-        let name = Self::key_name(ctx);
+    /// Revokes the key `id` of `tenant` unless it is revoked already (or
+    /// gone).
+    async fn revoke(&self, tenant: TenantId, id: ApiKeyId) -> Result<(), StepError> {
+        let scope = TenantScope::assume_resolved(tenant);
         let mut page = PageRequest::default();
         loop {
             let keys = self
@@ -98,20 +105,27 @@ impl CreateApiKey {
                 .list_api_keys(&scope, &page)
                 .await
                 .map_err(auth_error)?;
-            for key in keys
-                .items
-                .iter()
-                .filter(|k| k.name == name && k.revoked_at.is_none())
-            {
-                self.auth
-                    .revoke_api_key(&scope, key.id, &AuditContext::system())
-                    .await
-                    .map_err(auth_error)?;
+            if let Some(key) = keys.items.iter().find(|k| k.id == id) {
+                if key.revoked_at.is_none() {
+                    self.auth
+                        .revoke_api_key(&scope, id, &AuditContext::system())
+                        .await
+                        .map_err(auth_error)?;
+                }
+                return Ok(());
             }
             match keys.next {
                 Some(cursor) => page = page.after(cursor),
                 None => return Ok(()),
             }
+        }
+    }
+
+    /// Revokes the key recorded in the run's state, if any.
+    async fn revoke_recorded(&self, tenant: TenantId, ctx: &StepContext) -> Result<(), StepError> {
+        match ctx.state_str(API_KEY_ID).and_then(|s| s.parse().ok()) {
+            Some(id) => self.revoke(tenant, id).await,
+            None => Ok(()),
         }
     }
 }
@@ -129,7 +143,7 @@ impl Step for CreateApiKey {
             .scope(tenant)
             .await
             .map_err(|e| StepError::permanent("the tenant is not active").with_source(e))?;
-        self.revoke_ours(tenant, ctx).await?;
+        self.revoke_recorded(tenant, ctx).await?;
         let (key, secret) = self
             .auth
             .create_api_key(
@@ -143,13 +157,19 @@ impl Step for CreateApiKey {
             )
             .await
             .map_err(auth_error)?;
-        self.delivery.deliver(tenant, key.id, &secret).await?;
-        Ok(StepOutput::empty().with("api_key_id", key.id.to_string()))
+        if let Err(error) = self.delivery.deliver(tenant, key.id, &secret).await {
+            // Not recorded, so no later attempt could find it: revoke it now.
+            if let Err(revoke) = self.revoke(tenant, key.id).await {
+                tracing::warn!(%tenant, key_id = %key.id, error = %revoke.report(), "cannot revoke an undelivered provisioning key");
+            }
+            return Err(error);
+        }
+        Ok(StepOutput::empty().with(API_KEY_ID, key.id.to_string()))
     }
 
     async fn compensate(&self, ctx: &StepContext) -> Result<(), StepError> {
         match tenant_id(ctx) {
-            Ok(tenant) => self.revoke_ours(tenant, ctx).await,
+            Ok(tenant) => self.revoke_recorded(tenant, ctx).await,
             Err(_) => Ok(()),
         }
     }

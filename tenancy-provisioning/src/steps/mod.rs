@@ -22,7 +22,7 @@ use tenancy_core::{
 };
 
 #[cfg(feature = "http")]
-pub use auth::{CreateApiKey, KeyDelivery, WelcomeMail};
+pub use auth::{API_KEY_ID, CreateApiKey, KeyDelivery, WelcomeMail};
 #[cfg(feature = "postgres")]
 pub use schema::{TenantSchema, schema_name};
 
@@ -36,6 +36,23 @@ pub const OWNER_ID: &str = "owner_id";
 /// The tenant metadata key naming the run that created the tenant, so a
 /// re-run recognises its own tenant and never adopts someone else's.
 pub const RUN_MARKER: &str = "provisioning_run";
+/// The state key where [`CreateTenant`] notes that this run suspended its
+/// tenant (the tenant's `updated_at` after the suspension, in Unix
+/// nanoseconds), so a retry reactivates only a suspension of its own.
+pub const SUSPENDED_BY_RUN: &str = "tenant_suspended_by_run";
+
+/// Whether `tenant` is still in the suspension this run's compensation
+/// noted: unchanged since (compared to the microsecond the stores keep).
+fn suspended_by_run(ctx: &StepContext, tenant: &Tenant) -> bool {
+    let Some(noted) = ctx
+        .state_str(SUSPENDED_BY_RUN)
+        .and_then(|s| s.parse::<i128>().ok())
+    else {
+        return false;
+    };
+    tenant.status == TenantStatus::Suspended
+        && (tenant.updated_at.unix_timestamp_nanos() - noted).abs() < 1_000
+}
 
 fn store_error(error: impl Into<tenancy_core::BoxError>) -> StepError {
     StepError::transient("the directory is unavailable").with_source(error)
@@ -69,8 +86,13 @@ pub fn tenant_id(ctx: &StepContext) -> Result<TenantId, StepError> {
 /// another run fails permanently.
 ///
 /// Compensation depends on its cause: after a later step failed
-/// ([`Compensation::StepFailed`]) the tenant is suspended, and a retry of
-/// the run reactivates it; when the run is cancelled
+/// ([`Compensation::StepFailed`]) the tenant is suspended and the run's
+/// state notes it ([`SUSPENDED_BY_RUN`]); a retry of the run reactivates
+/// the tenant only while it is still in that suspension. A tenant
+/// suspended by anyone else, or reactivated and suspended again since (or
+/// changed at all meanwhile), stays suspended and the retry fails
+/// permanently; an operator who wants it to go on reactivates the tenant
+/// and retries again. When the run is cancelled
 /// ([`Compensation::Cancelled`]) it is soft-deleted
 /// ([`Directory::delete_tenant`]). Deleted slugs stay taken, so a cancelled
 /// run's slug cannot be provisioned again. An owner account created for
@@ -131,19 +153,27 @@ impl Step for CreateTenant {
             .map_err(|e| StepError::permanent("invalid owner email").with_source(e))?;
         let backend = self.directory.backend();
         if let Some(tenant) = self.ours(ctx).await? {
+            let mut reactivated = false;
             match tenant.status {
                 TenantStatus::Deleted => {
                     return Err(StepError::permanent(
                         "this run's tenant was deleted when the run was cancelled",
                     ));
                 }
-                // Suspended when a failure was compensated: retried, so
-                // back in service.
-                TenantStatus::Suspended => {
+                // Suspended when this run's failure was compensated:
+                // retried, so back in service. Any other suspension (billing,
+                // abuse, …) is not the run's to lift.
+                TenantStatus::Suspended if suspended_by_run(ctx, &tenant) => {
                     self.directory
                         .reactivate_tenant(tenant.id, &AuditContext::system())
                         .await
                         .map_err(directory_error)?;
+                    reactivated = true;
+                }
+                TenantStatus::Suspended => {
+                    return Err(StepError::permanent(
+                        "this run's tenant was suspended outside the run; it stays suspended",
+                    ));
                 }
                 _ => {}
             }
@@ -152,9 +182,13 @@ impl Step for CreateTenant {
                 .await
                 .map_err(store_error)?
                 .ok_or_else(|| StepError::permanent("the tenant's owner account is gone"))?;
-            return Ok(StepOutput::empty()
+            let mut output = StepOutput::empty()
                 .with(TENANT_ID, tenant.id.to_string())
-                .with(OWNER_ID, owner.id.to_string()));
+                .with(OWNER_ID, owner.id.to_string());
+            if reactivated {
+                output = output.with(SUSPENDED_BY_RUN, Value::Null);
+            }
+            return Ok(output);
         }
         let slug = Slug::new(ctx.input_str("slug")?)
             .map_err(|e| StepError::permanent("invalid slug").with_source(e))?;
@@ -192,24 +226,44 @@ impl Step for CreateTenant {
     }
 
     async fn compensate(&self, ctx: &StepContext) -> Result<(), StepError> {
+        self.compensate_with_output(ctx).await.map(|_| ())
+    }
+
+    async fn compensate_with_output(&self, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let tenant = match self.ours(ctx).await {
             Ok(Some(tenant)) => tenant,
             // Nothing of ours to undo (not created, or the slug is someone
             // else's).
-            Ok(None) => return Ok(()),
-            Err(e) if !e.is_transient() => return Ok(()),
+            Ok(None) => return Ok(StepOutput::empty()),
+            Err(e) if !e.is_transient() => return Ok(StepOutput::empty()),
             Err(e) => return Err(e),
         };
         let context = AuditContext::system();
-        let done = match (ctx.compensation, tenant.status) {
-            (_, TenantStatus::Deleted) => return Ok(()),
-            (Some(Compensation::StepFailed), TenantStatus::Suspended) => return Ok(()),
+        match (ctx.compensation, tenant.status) {
+            (_, TenantStatus::Deleted) => Ok(StepOutput::empty()),
+            // Suspended already: by an earlier compensation of this run
+            // (whose note stays in the state) or by someone else (then
+            // there is no note, and a retry leaves it suspended).
+            (Some(Compensation::StepFailed), TenantStatus::Suspended) => Ok(StepOutput::empty()),
             (Some(Compensation::StepFailed), _) => {
-                self.directory.suspend_tenant(tenant.id, &context).await
+                let suspended = self
+                    .directory
+                    .suspend_tenant(tenant.id, &context)
+                    .await
+                    .map_err(directory_error)?;
+                Ok(StepOutput::empty().with(
+                    SUSPENDED_BY_RUN,
+                    suspended.updated_at.unix_timestamp_nanos().to_string(),
+                ))
             }
-            _ => self.directory.delete_tenant(tenant.id, &context).await,
-        };
-        done.map(|_| ()).map_err(directory_error)
+            _ => {
+                self.directory
+                    .delete_tenant(tenant.id, &context)
+                    .await
+                    .map_err(directory_error)?;
+                Ok(StepOutput::empty())
+            }
+        }
     }
 }
 

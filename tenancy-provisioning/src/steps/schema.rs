@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use tenancy_core::TenantId;
 
 use super::tenant_id;
-use crate::step::{Step, StepContext, StepError, StepOutput};
+use crate::step::{Compensation, Step, StepContext, StepError, StepOutput};
 
 /// The schema name of `tenant`: `tenant_` and the id's 32 hex digits, a
 /// valid identifier that needs no quoting.
@@ -19,8 +19,14 @@ fn unavailable(error: sqlx::Error) -> StepError {
 }
 
 /// Creates the tenant's own schema ([`schema_name`]) and runs the host's
-/// migrations in it, with `search_path` set to it; drops it (with
-/// everything in it) on compensation.
+/// migrations in it, with `search_path` set to it.
+///
+/// Compensation depends on its cause, as [`CreateTenant`](super::CreateTenant)'s
+/// does: when the run is cancelled ([`Compensation::Cancelled`]) the schema
+/// is dropped with everything in it; after a later step failed
+/// ([`Compensation::StepFailed`]) it is kept, with any data written to it
+/// meanwhile, so a retry of the run finds it and only applies the
+/// migrations it lacks.
 ///
 /// The schema, a bookkeeping table `_tenant_migrations` in it and every
 /// migration not yet recorded run in one transaction (Postgres DDL is
@@ -108,6 +114,10 @@ impl Step for TenantSchema {
         let Ok(tenant) = tenant_id(ctx) else {
             return Ok(());
         };
+        if ctx.compensation == Some(Compensation::StepFailed) {
+            // The run may be retried: keep the schema and its data.
+            return Ok(());
+        }
         sqlx::raw_sql(AssertSqlSafe(format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
             schema_name(tenant)

@@ -89,7 +89,8 @@ macro_rules! conformance_tests {
             hold_keeps_earlier_steps_and_retry_resumes, cancel_mid_step_compensates_in_reverse,
             deadline_cancels_stale_runs, crashed_worker_is_resumed_without_duplicates,
             two_workers_never_run_one_run_at_once, timed_out_attempt_is_retried,
-            failed_runs_are_restored_by_retry_or_deleted_by_cancel
+            failed_runs_are_restored_by_retry_or_deleted_by_cancel,
+            a_retry_lifts_only_its_own_suspension
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {

@@ -567,3 +567,48 @@ pub async fn failed_runs_are_restored_by_retry_or_deleted_by_cancel(f: Fixture) 
         TenantStatus::Deleted
     );
 }
+
+/// A retry reactivates the run's tenant only while it is still in the
+/// suspension the run's own compensation made: once staff reactivated it
+/// and suspended it again for another reason, the retry leaves it
+/// suspended and fails.
+pub async fn a_retry_lifts_only_its_own_suspension(f: Fixture) {
+    let (clock, seed, dns) = (clock(), SeedRoles::default(), SimulatedDns::new());
+    let p = provisioner(
+        &f,
+        &clock,
+        signup(&f, &clock, &seed, &dns, OnFailure::Compensate),
+    );
+    dns.set_broken(true);
+    let run = p.start("signup", input("acme")).await.unwrap();
+    settle(&p, &clock, run.id).await;
+    assert_eq!(p.status(run.id).await.unwrap().status, RunStatus::Failed);
+    let acme = tenant(&f, "acme").await.unwrap();
+    assert_eq!(acme.status, TenantStatus::Suspended);
+
+    // Staff bring the tenant back, then suspend it over billing.
+    let staff = Directory::new(f.backend.clone()).with_clock(clock.clone());
+    let context = tenancy_core::AuditContext::system();
+    clock.advance(Duration::seconds(1));
+    staff.reactivate_tenant(acme.id, &context).await.unwrap();
+    clock.advance(Duration::seconds(1));
+    staff.suspend_tenant(acme.id, &context).await.unwrap();
+
+    dns.set_broken(false);
+    p.retry(run.id).await.unwrap();
+    settle(&p, &clock, run.id).await;
+    let retried = p.status(run.id).await.unwrap();
+    assert_eq!(retried.status, RunStatus::Failed, "{retried:?}");
+    let step = retried.step("create_tenant").unwrap();
+    assert!(
+        step.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("suspended outside the run")),
+        "{step:?}"
+    );
+    assert_eq!(
+        tenant(&f, "acme").await.unwrap().status,
+        TenantStatus::Suspended
+    );
+    assert_eq!(dns.record("acme"), None);
+}
