@@ -252,18 +252,19 @@ async fn replay_and_purge(backend: Arc<dyn Backend>) {
         Err(RelayError::DuplicateConsumer(_))
     ));
 
-    // Retention zero: a sink that lacks the events keeps them...
+    // Retention zero: while a consumer with a position lacks the events
+    // (another relay's, say), they stay...
     let mut config = fast();
     config.retention = Some(Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let (late, _) = sink("late");
-    let purging = Relay::new(backend.clone())
-        .config(config.clone())
-        .sink(late);
-    assert_eq!(purging.purge().await.unwrap(), 0);
-    // ...and what every sink has goes.
+    let late = ConsumerName::new("late").unwrap();
+    let claim = backend.claim(&late, 1).await.unwrap().unwrap();
+    claim.release().await.unwrap();
     let (replayed, _) = sink("replayed");
     let purging = Relay::new(backend.clone()).config(config).sink(replayed);
+    assert_eq!(purging.purge().await.unwrap(), 0);
+    // ...and once it has them, or is retired, they go.
+    assert!(backend.forget_consumer(&late).await.unwrap() >= 1);
     assert!(purging.purge().await.unwrap() >= 4);
     let left = backend.read_events(a, ReplayFrom::Start, 10).await.unwrap();
     assert!(left.is_empty(), "{left:?}");

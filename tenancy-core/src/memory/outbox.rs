@@ -298,8 +298,11 @@ impl EventFeed for MemoryBackend {
         let feed = self.feed();
         let mut purged = 0;
         let listed: Vec<ConsumerName> = if consumers.is_empty() {
-            let known: std::collections::BTreeSet<ConsumerName> =
-                feed.cursors.keys().map(|(consumer, _)| consumer.clone()).collect();
+            let known: std::collections::BTreeSet<ConsumerName> = feed
+                .cursors
+                .keys()
+                .map(|(consumer, _)| consumer.clone())
+                .collect();
             known.into_iter().collect()
         } else {
             consumers.to_vec()

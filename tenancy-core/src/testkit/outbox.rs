@@ -388,7 +388,9 @@ pub async fn outbox_purge((backend, feed): OutboxSetup) {
     append(&backend, a.id, 5).await;
     let claim = feed.claim(&slow, 10).await.unwrap().unwrap();
     claim.ack(5).await.unwrap();
-    feed.rewind(&fast, a.id, ReplayFrom::AfterSeq(0)).await.unwrap();
+    feed.rewind(&fast, a.id, ReplayFrom::AfterSeq(0))
+        .await
+        .unwrap();
     assert_eq!(
         feed.purge_events(later + Duration::hours(1), std::slice::from_ref(&slow))
             .await
@@ -409,10 +411,18 @@ pub async fn outbox_purge((backend, feed): OutboxSetup) {
         .await
         .unwrap();
     assert_eq!(
-        feed.purge_events(now() - Duration::days(1), &[]).await.unwrap(),
+        feed.purge_events(now() - Duration::days(1), &[])
+            .await
+            .unwrap(),
         0
     );
-    assert_eq!(feed.read_events(b.id, ReplayFrom::Start, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        feed.read_events(b.id, ReplayFrom::Start, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// A tenant that appears while another always has events pending is
