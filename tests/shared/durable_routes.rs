@@ -28,7 +28,7 @@ use tenancy_webhooks::{
 /// An app on the in-memory stores with both modules; its operator tenant
 /// is made before the app, as a host makes its staff tenant once and
 /// configures its id.
-pub async fn durable_app() -> (Tenancy, TenantId) {
+pub(crate) async fn durable_app() -> (Tenancy, TenantId) {
     let stores = Stores::memory();
     let backend = stores.backend.clone();
     let operator = create_tenant(&Directory::new(backend.clone()), "ops").await;
@@ -132,7 +132,7 @@ async fn call(
 }
 
 /// The scenario, against the app served at `address`.
-pub async fn run(tenancy: &Tenancy, operator: TenantId, address: std::net::SocketAddr) {
+pub(crate) async fn run(tenancy: &Tenancy, operator: TenantId, address: std::net::SocketAddr) {
     let base = format!("http://{address}");
     let tenancy = tenancy.clone();
     let a = key(
