@@ -143,6 +143,58 @@ async fn delete_exchange(channel: &Channel, exchange: &str) {
         .unwrap();
 }
 
+/// A sink connected through a local proxy that can cut or freeze its
+/// connection, publishing to a fresh exchange with one queue bound to `#`.
+struct Proxied {
+    connection: Connection,
+    channel: Channel,
+    exchange: String,
+    queue: String,
+    proxy: Proxy,
+    connects: Arc<AtomicUsize>,
+    sink: RabbitSink,
+}
+
+impl Proxied {
+    async fn start(confirm_timeout: Duration) -> Option<Self> {
+        let connection = broker().await?;
+        let channel = connection.create_channel().await.unwrap();
+        let suffix = unique();
+        let exchange = format!("tenancy.test.{suffix}");
+        declare_exchange(&channel, &exchange).await;
+        let queue = format!("tenancy.test.{suffix}.all");
+        bound_queue(
+            &channel,
+            &queue,
+            &exchange,
+            &["#".to_owned()],
+            FieldTable::default(),
+        )
+        .await;
+        let proxy = proxy().await;
+        let connects = Arc::new(AtomicUsize::new(0));
+        let (counted, uri) = (Arc::clone(&connects), through(&proxy));
+        let sink = RabbitSink::with_connector(consumer(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let uri = uri.clone();
+            Box::pin(
+                async move { Connection::connect_uri(uri, ConnectionProperties::default()).await },
+            )
+        })
+        .with_exchange(ExchangeName::new(exchange.as_str()).unwrap())
+        .with_confirm_timeout(confirm_timeout);
+        Some(Self {
+            connection,
+            channel,
+            exchange,
+            queue,
+            proxy,
+            connects,
+            sink,
+        })
+    }
+}
+
 /// Everything in `queue`, in queue order.
 async fn drain(channel: &Channel, queue: &str) -> Vec<lapin::message::Delivery> {
     let mut messages = Vec::new();
@@ -431,32 +483,18 @@ async fn a_closed_connection_is_replaced_by_the_next_delivery() {
 
 #[tokio::test]
 async fn a_dropped_connection_is_replaced_by_a_later_delivery() {
-    let Some(connection) = broker().await else {
+    let Some(Proxied {
+        connection,
+        channel,
+        exchange,
+        queue,
+        proxy,
+        connects,
+        sink,
+    }) = Proxied::start(Duration::from_secs(5)).await
+    else {
         return;
     };
-    let channel = connection.create_channel().await.unwrap();
-    let suffix = unique();
-    let exchange = format!("tenancy.test.{suffix}");
-    declare_exchange(&channel, &exchange).await;
-    let queue = format!("tenancy.test.{suffix}.all");
-    bound_queue(
-        &channel,
-        &queue,
-        &exchange,
-        &["#".to_owned()],
-        FieldTable::default(),
-    )
-    .await;
-    let proxy = proxy().await;
-    let connects = Arc::new(AtomicUsize::new(0));
-    let (counted, uri) = (Arc::clone(&connects), through(&proxy));
-    let sink = RabbitSink::with_connector(consumer(), move || {
-        counted.fetch_add(1, Ordering::SeqCst);
-        let uri = uri.clone();
-        Box::pin(async move { Connection::connect_uri(uri, ConnectionProperties::default()).await })
-    })
-    .with_exchange(ExchangeName::new(exchange.as_str()).unwrap())
-    .with_confirm_timeout(Duration::from_secs(5));
     let tenant = TenantId::new();
 
     sink.deliver(&[event(tenant, 1, "member.joined")])
@@ -493,32 +531,18 @@ async fn a_dropped_connection_is_replaced_by_a_later_delivery() {
 
 #[tokio::test]
 async fn a_connection_that_stops_answering_is_replaced_after_the_confirm_timeout() {
-    let Some(connection) = broker().await else {
+    let Some(Proxied {
+        connection,
+        channel,
+        exchange,
+        queue,
+        proxy,
+        connects,
+        sink,
+    }) = Proxied::start(Duration::from_millis(500)).await
+    else {
         return;
     };
-    let channel = connection.create_channel().await.unwrap();
-    let suffix = unique();
-    let exchange = format!("tenancy.test.{suffix}");
-    declare_exchange(&channel, &exchange).await;
-    let queue = format!("tenancy.test.{suffix}.all");
-    bound_queue(
-        &channel,
-        &queue,
-        &exchange,
-        &["#".to_owned()],
-        FieldTable::default(),
-    )
-    .await;
-    let proxy = proxy().await;
-    let connects = Arc::new(AtomicUsize::new(0));
-    let (counted, uri) = (Arc::clone(&connects), through(&proxy));
-    let sink = RabbitSink::with_connector(consumer(), move || {
-        counted.fetch_add(1, Ordering::SeqCst);
-        let uri = uri.clone();
-        Box::pin(async move { Connection::connect_uri(uri, ConnectionProperties::default()).await })
-    })
-    .with_exchange(ExchangeName::new(exchange.as_str()).unwrap())
-    .with_confirm_timeout(Duration::from_millis(500));
     let tenant = TenantId::new();
 
     sink.deliver(&[event(tenant, 1, "member.joined")])
