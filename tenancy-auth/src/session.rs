@@ -208,6 +208,10 @@ pub type RefreshToken = SecretToken;
 
 pub(crate) const REFRESH_PREFIX: &str = "rt_";
 
+/// The prefix of refresh tokens held by OAuth clients of the SDK's
+/// authorization server: the SDK's own refresh route refuses them.
+pub(crate) const OAUTH_REFRESH_PREFIX: &str = "ort_";
+
 /// A revoked session, as replicas learn of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revocation {

@@ -11,7 +11,8 @@ use crate::error::Error;
 use crate::principal::Principal;
 use crate::secret::SecretToken;
 use crate::session::{
-    ClientInfo, REFRESH_PREFIX, RefreshRecord, RevokeReason, RotateOutcome, Session,
+    ClientInfo, OAUTH_REFRESH_PREFIX, REFRESH_PREFIX, RefreshRecord, RevokeReason, RotateOutcome,
+    Session,
 };
 use crate::store::AuthTransaction;
 use crate::token::{self, AccessToken, Grant};
@@ -21,7 +22,7 @@ use super::{Auth, LoginSuccess, Result, actions};
 /// A session written in a transaction not yet committed, with the
 /// sessions its creation evicted.
 pub(super) struct OpenedSession {
-    success: LoginSuccess,
+    pub(super) success: LoginSuccess,
     evicted: Vec<SessionId>,
 }
 
@@ -49,9 +50,30 @@ impl Auth {
         membership: &Membership,
         client: &ClientInfo,
     ) -> Result<OpenedSession> {
+        self.open_session_for(tx, user, membership, client, None)
+            .await
+    }
+
+    /// [`Auth::open_session_in`], for an OAuth client when `oauth` names
+    /// it and its granted scopes: its access tokens carry them, and its
+    /// refresh tokens have a prefix of their own, so `/auth/refresh` never
+    /// trades them for unscoped tokens.
+    pub(super) async fn open_session_for(
+        &self,
+        tx: &dyn AuthTransaction,
+        user: &User,
+        membership: &Membership,
+        client: &ClientInfo,
+        oauth: Option<(&str, &str)>,
+    ) -> Result<OpenedSession> {
         let now = self.now();
         let sessions = self.inner.config.sessions;
-        let refresh_token = SecretToken::generate(REFRESH_PREFIX);
+        let prefix = if oauth.is_some() {
+            OAUTH_REFRESH_PREFIX
+        } else {
+            REFRESH_PREFIX
+        };
+        let refresh_token = SecretToken::generate(prefix);
         let absolute = now + sessions.absolute_timeout;
         let session = Session {
             id: SessionId::new(),
@@ -71,7 +93,7 @@ impl Auth {
             session_id: session.id,
             issued_at: now,
         };
-        let access_token = self.issue(user, membership, session.id, now)?;
+        let access_token = self.issue(user, membership, session.id, now, oauth)?;
         let evicted = tx
             .create_session(&session, &record, sessions.max_per_user)
             .await?;
@@ -109,18 +131,20 @@ impl Auth {
         opened.success
     }
 
-    fn issue(
+    pub(super) fn issue(
         &self,
         user: &User,
         membership: &Membership,
         session: SessionId,
         now: OffsetDateTime,
+        oauth: Option<(&str, &str)>,
     ) -> Result<AccessToken> {
         let grant = Grant {
             user,
             membership,
             session,
             now,
+            oauth,
         };
         Ok(token::issue(
             &self.inner.keys,
@@ -146,7 +170,19 @@ impl Auth {
     pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo) -> Result<LoginSuccess> {
         let presented =
             SecretToken::parse(REFRESH_PREFIX, refresh_token).ok_or(Error::InvalidRefreshToken)?;
-        let next = SecretToken::generate(REFRESH_PREFIX);
+        self.rotate(&presented, REFRESH_PREFIX, client, None).await
+    }
+
+    /// Rotates the family of `presented` (a token of `prefix`) and issues
+    /// the new access token, with `oauth`'s client and scopes if given.
+    pub(super) async fn rotate(
+        &self,
+        presented: &SecretToken,
+        prefix: &'static str,
+        client: &ClientInfo,
+        oauth: Option<(&str, &str)>,
+    ) -> Result<LoginSuccess> {
+        let next = SecretToken::generate(prefix);
         let now = self.now();
         let outcome = self
             .inner
@@ -197,7 +233,7 @@ impl Auth {
                 return Err(Error::SessionInactive);
             }
         };
-        let access_token = self.issue(&user, &membership, session.id, now)?;
+        let access_token = self.issue(&user, &membership, session.id, now, oauth)?;
         self.inner.authenticator.remember_session(&session);
         Ok(LoginSuccess {
             user,
@@ -208,7 +244,7 @@ impl Auth {
         })
     }
 
-    async fn revoke(
+    pub(super) async fn revoke(
         &self,
         id: SessionId,
         reason: RevokeReason,
@@ -223,9 +259,11 @@ impl Auth {
         Ok(revoked)
     }
 
+    /// The user and session of a first-party caller: an OAuth client
+    /// holding a user's token may not end or switch the user's sessions.
     fn session_of(principal: &Principal) -> Result<(UserId, SessionId)> {
-        match (principal.user_id(), principal.session_id) {
-            (Some(user), Some(session)) => Ok((user, session)),
+        match (principal.user_id(), principal.session_id, &principal.oauth) {
+            (Some(user), Some(session), None) => Ok((user, session)),
             _ => Err(Error::UserRequired),
         }
     }
@@ -276,7 +314,7 @@ impl Auth {
         self.end_session(&session, client).await
     }
 
-    async fn audit_reuse(&self, session: &Session, client: &ClientInfo) {
+    pub(super) async fn audit_reuse(&self, session: &Session, client: &ClientInfo) {
         self.audit(
             session.tenant_id,
             &Self::context(session.user_id, client),

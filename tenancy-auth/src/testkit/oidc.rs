@@ -1,0 +1,398 @@
+//! The conformance suite of [`OAuthStore`] implementations (features
+//! `testkit` + `oidc`).
+
+use std::sync::Arc;
+
+use tenancy_core::{
+    Actor, Conflict, Entity, PageRequest, PageSize, SessionId, StoreError, TenantId, TokenHash,
+    UserId,
+};
+use time::Duration;
+
+use crate::oidc::{
+    AuthorizationCode, AuthorizationRequest, ClientId, ClientKind, CodeRedemption, Consent,
+    GrantType, Interaction, InteractionId, OAuthClient, OAuthStore, Prompt, RedirectUri,
+    SessionGrant,
+};
+use crate::{KeyAlgorithm, StoredKey};
+
+use super::now;
+
+fn client(tenant: Option<TenantId>, name: &str) -> OAuthClient {
+    let at = now();
+    OAuthClient {
+        id: ClientId::new(),
+        tenant_id: tenant,
+        name: name.to_owned(),
+        kind: ClientKind::Confidential,
+        redirect_uris: vec![RedirectUri::parse("https://rp.example/cb").unwrap()],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        scopes: vec!["openid".into(), "projects:read".into()],
+        first_party: false,
+        id_token_signed_response_alg: KeyAlgorithm::Rs256,
+        secret_hash: Some(TokenHash::of(b"secret")),
+        created_by: Actor::System,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn request(client: &ClientId) -> AuthorizationRequest {
+    AuthorizationRequest {
+        client_id: client.clone(),
+        redirect_uri: "https://rp.example/cb".into(),
+        scopes: vec!["openid".into()],
+        state: Some("st".into()),
+        nonce: Some("n".into()),
+        code_challenge: None,
+        prompt: Prompt::default(),
+        max_age: None,
+        login_hint: None,
+    }
+}
+
+fn code(client: &ClientId, hash: &[u8], ttl: Duration) -> AuthorizationCode {
+    let at = now();
+    AuthorizationCode {
+        code_hash: TokenHash::of(hash),
+        client_id: client.clone(),
+        redirect_uri: "https://rp.example/cb".into(),
+        code_challenge: Some("c".repeat(43)),
+        nonce: Some("n".into()),
+        user_id: UserId::new(),
+        tenant_id: TenantId::new(),
+        browser_session: SessionId::new(),
+        auth_time: at,
+        scopes: vec!["openid".into()],
+        created_at: at,
+        expires_at: at + ttl,
+        redeemed_at: None,
+        issued_session: None,
+    }
+}
+
+/// Clients: insert, read, list per tenant (global apart), update within
+/// their tenant only, delete with their consents and grants.
+pub async fn oauth_client_store(store: Arc<dyn OAuthStore>) {
+    let tenant = TenantId::new();
+    let other = TenantId::new();
+    let a = client(Some(tenant), "a");
+    let b = client(Some(tenant), "b");
+    let global = client(None, "global");
+    let foreign = client(Some(other), "foreign");
+    for c in [&a, &b, &global, &foreign] {
+        store.insert_client(c).await.unwrap();
+    }
+    assert!(matches!(
+        store.insert_client(&a).await,
+        Err(StoreError::Conflict(Conflict::Id(Entity::OAuthClient)))
+    ));
+    assert_eq!(store.get_client(&a.id).await.unwrap(), a);
+    assert!(matches!(
+        store.get_client(&ClientId::new()).await,
+        Err(StoreError::NotFound(Entity::OAuthClient))
+    ));
+    let first = store
+        .list_clients(Some(tenant), &PageRequest::first(PageSize::new(1).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(first.items, vec![a.clone()]);
+    let rest = store
+        .list_clients(
+            Some(tenant),
+            &PageRequest::first(PageSize::new(1).unwrap()).after(first.next.clone().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items, vec![b.clone()]);
+    assert!(rest.next.is_none());
+    let globals = store
+        .list_clients(None, &PageRequest::first(PageSize::MAX))
+        .await
+        .unwrap();
+    assert_eq!(globals.items, vec![global.clone()]);
+
+    let mut changed = a.clone();
+    changed.name = "renamed".into();
+    changed.scopes = vec!["openid".into()];
+    changed.secret_hash = Some(TokenHash::of(b"rotated"));
+    changed.updated_at = now();
+    store.update_client(&changed).await.unwrap();
+    assert_eq!(store.get_client(&a.id).await.unwrap(), changed);
+    let mut moved = changed.clone();
+    moved.tenant_id = Some(other);
+    assert!(matches!(
+        store.update_client(&moved).await,
+        Err(StoreError::NotFound(Entity::OAuthClient))
+    ));
+
+    let session = SessionId::new();
+    let user = UserId::new();
+    store
+        .put_consent(&Consent::new(
+            user,
+            a.id.clone(),
+            tenant,
+            vec!["openid".into()],
+            now(),
+        ))
+        .await
+        .unwrap();
+    store
+        .insert_grant(&SessionGrant::new(
+            session,
+            a.id.clone(),
+            user,
+            tenant,
+            vec!["openid".into()],
+            now(),
+            now(),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete_client(Some(other), &a.id).await,
+        Err(StoreError::NotFound(Entity::OAuthClient))
+    ));
+    assert_eq!(
+        store.delete_client(Some(tenant), &a.id).await.unwrap(),
+        vec![session]
+    );
+    assert!(store.get_client(&a.id).await.is_err());
+    assert!(
+        store
+            .find_consent(user, &a.id, tenant)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.get_grant(session).await.unwrap().is_none());
+    assert!(
+        store
+            .delete_client(None, &global.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Interactions: read until expiry, progress recorded, taken once.
+pub async fn oauth_interaction_store(store: Arc<dyn OAuthStore>) {
+    let c = client(None, "c");
+    store.insert_client(&c).await.unwrap();
+    let at = now();
+    let interaction = Interaction {
+        id: InteractionId::parse(&"a".repeat(43)).unwrap(),
+        request: request(&c.id),
+        logged_in: None,
+        consent_user: None,
+        created_at: at,
+        expires_at: at + Duration::minutes(10),
+    };
+    store.insert_interaction(&interaction).await.unwrap();
+    let read = store
+        .get_interaction(&interaction.id, at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, interaction);
+    assert!(
+        store
+            .get_interaction(&interaction.id, at + Duration::minutes(11))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut progressed = interaction.clone();
+    let session = SessionId::new();
+    progressed.logged_in = Some((session, at));
+    progressed.consent_user = Some(UserId::new());
+    assert!(store.update_interaction(&progressed).await.unwrap());
+    assert_eq!(
+        store
+            .get_interaction(&interaction.id, at)
+            .await
+            .unwrap()
+            .unwrap(),
+        progressed
+    );
+    // Single use, even under concurrency.
+    let (x, y) = tokio::join!(
+        store.take_interaction(&interaction.id, at),
+        store.take_interaction(&interaction.id, at)
+    );
+    assert_eq!(
+        [x.unwrap().is_some(), y.unwrap().is_some()]
+            .iter()
+            .filter(|t| **t)
+            .count(),
+        1
+    );
+    assert!(!store.update_interaction(&progressed).await.unwrap());
+    let expired = Interaction {
+        id: InteractionId::parse(&"b".repeat(43)).unwrap(),
+        expires_at: at - Duration::seconds(1),
+        ..interaction.clone()
+    };
+    store.insert_interaction(&expired).await.unwrap();
+    assert!(
+        store
+            .take_interaction(&expired.id, at)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.purge_expired(at).await.unwrap() <= 1);
+}
+
+/// Codes: redeemed once (concurrently too), replays reported with the
+/// session the first redemption opened, expired codes unknown.
+pub async fn oauth_code_store(store: Arc<dyn OAuthStore>) {
+    let c = client(None, "c");
+    store.insert_client(&c).await.unwrap();
+    let live = code(&c.id, b"live", Duration::seconds(60));
+    store.insert_code(&live).await.unwrap();
+    let at = now();
+    let (x, y) = tokio::join!(
+        store.redeem_code(&live.code_hash, at),
+        store.redeem_code(&live.code_hash, at)
+    );
+    let outcomes = [x.unwrap(), y.unwrap()];
+    let redeemed: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            CodeRedemption::Redeemed(code) => Some(code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(redeemed.len(), 1);
+    assert_eq!(redeemed[0].nonce, live.nonce);
+    assert_eq!(redeemed[0].code_challenge, live.code_challenge);
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, CodeRedemption::Replayed(_)))
+    );
+    let session = SessionId::new();
+    store
+        .set_code_session(&live.code_hash, session)
+        .await
+        .unwrap();
+    match store.redeem_code(&live.code_hash, at).await.unwrap() {
+        CodeRedemption::Replayed(code) => assert_eq!(code.issued_session, Some(session)),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    let expired = code(&c.id, b"expired", Duration::seconds(-1));
+    store.insert_code(&expired).await.unwrap();
+    assert_eq!(
+        store.redeem_code(&expired.code_hash, at).await.unwrap(),
+        CodeRedemption::Unknown
+    );
+    assert_eq!(
+        store
+            .redeem_code(&TokenHash::of(b"none"), at)
+            .await
+            .unwrap(),
+        CodeRedemption::Unknown
+    );
+    assert!(store.purge_expired(at).await.unwrap() >= 1);
+    assert_eq!(
+        store.redeem_code(&expired.code_hash, at).await.unwrap(),
+        CodeRedemption::Unknown
+    );
+}
+
+/// Consents replace per user × client × tenant; grants are read back.
+pub async fn oauth_consent_store(store: Arc<dyn OAuthStore>) {
+    let c = client(None, "c");
+    store.insert_client(&c).await.unwrap();
+    let (user, tenant) = (UserId::new(), TenantId::new());
+    assert!(
+        store
+            .find_consent(user, &c.id, tenant)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let first = Consent::new(user, c.id.clone(), tenant, vec!["openid".into()], now());
+    store.put_consent(&first).await.unwrap();
+    let wider = Consent::new(
+        user,
+        c.id.clone(),
+        tenant,
+        vec!["openid".into(), "projects:read".into()],
+        now(),
+    );
+    store.put_consent(&wider).await.unwrap();
+    let found = store
+        .find_consent(user, &c.id, tenant)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, wider);
+    assert!(found.covers(&["projects:read".to_owned()]));
+    assert!(
+        store
+            .find_consent(user, &c.id, TenantId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let grant = SessionGrant::new(
+        SessionId::new(),
+        c.id.clone(),
+        user,
+        tenant,
+        vec!["openid".into()],
+        now(),
+        now(),
+    );
+    store.insert_grant(&grant).await.unwrap();
+    assert_eq!(
+        store.get_grant(grant.session_id).await.unwrap(),
+        Some(grant)
+    );
+    assert!(store.get_grant(SessionId::new()).await.unwrap().is_none());
+}
+
+/// The ID-token key store keeps keys apart and activates one at a time.
+pub async fn oauth_id_token_keys(store: Arc<dyn OAuthStore>) {
+    let keys = store.id_token_keys();
+    let first = StoredKey::generate(KeyAlgorithm::Rs256, now()).unwrap();
+    keys.activate_signing_key(&first, now()).await.unwrap();
+    let second = StoredKey::generate(KeyAlgorithm::Rs256, now()).unwrap();
+    keys.activate_signing_key(&second, now()).await.unwrap();
+    let listed = keys.list_signing_keys().await.unwrap();
+    let active: Vec<_> = listed.iter().filter(|k| k.retired_at.is_none()).collect();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].kid, second.kid);
+    assert!(
+        listed
+            .iter()
+            .any(|k| k.kid == first.kid && k.retired_at.is_some())
+    );
+}
+
+/// Generates one `#[tokio::test]` per OAuth store suite. `$store` is an
+/// expression evaluating to a future of `Option<Arc<dyn OAuthStore>>`;
+/// `None` skips.
+#[macro_export]
+macro_rules! oauth_store_conformance_tests {
+    ($store:expr) => {
+        $crate::oauth_store_conformance_tests!(@suites $store;
+            oauth_client_store, oauth_interaction_store, oauth_code_store,
+            oauth_consent_store, oauth_id_token_keys
+        );
+    };
+    (@suites $store:expr; $($suite:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $suite() {
+                if let Some(store) = $store.await {
+                    $crate::testkit::oidc::$suite(store).await;
+                }
+            }
+        )+
+    };
+}
