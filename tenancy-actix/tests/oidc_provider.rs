@@ -72,4 +72,5 @@ oidc_scenarios!(serve;
     introspection_and_revocation_rules,
     scopes_limit_api_permissions,
     discovery_matches_behaviour,
+    client_management_routes,
 );
