@@ -35,6 +35,9 @@ mod guard;
 mod health;
 pub mod idempotency;
 mod module;
+#[cfg(feature = "oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
+pub mod oidc;
 mod origin;
 mod paging;
 mod permission;

@@ -226,7 +226,15 @@ fn page_request(r: &ApiRequest) -> Result<PageRequest, Problem> {
     crate::paging::page_request(r.uri.query())
 }
 
+/// The calling user, for the account routes: an OAuth client holding a
+/// user's token acts for the user only within its scopes, never on the
+/// user's sessions or account.
 fn user_id(principal: &RequestContext) -> Result<UserId, Problem> {
+    if principal.principal().oauth.is_some() {
+        return Err(Problem::forbidden(
+            "this operation needs the user's own session, not an OAuth client's token",
+        ));
+    }
     principal
         .user_id()
         .ok_or_else(|| Problem::forbidden("this operation needs a signed-in user"))
@@ -677,7 +685,20 @@ async fn jwks(
     _: &ApiRequest,
     _: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
-    let mut response = json(StatusCode::OK, &*t.auth().jwks())?;
+    let own = t.auth().jwks();
+    let mut keys: Vec<Value> = own
+        .get("keys")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for registered in t.modules() {
+        for key in registered.module.public_keys().await? {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    let mut response = json(StatusCode::OK, &json!({ "keys": keys }))?;
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
@@ -1223,12 +1244,13 @@ fn audit_query(r: &ApiRequest) -> Result<AuditQuery, Problem> {
             Some(("user", id)) => id.parse().ok().map(Actor::User),
             Some(("api_key", id)) => id.parse().ok().map(Actor::ApiKey),
             Some(("scim_token", id)) => id.parse().ok().map(Actor::ScimToken),
+            Some(("oauth_client", id)) => id.parse().ok().map(Actor::OAuthClient),
             _ => None,
         };
         query = query.actor(parsed.ok_or_else(|| {
             Problem::invalid(
                 "actor",
-                "expected system, user:<id>, api_key:<id> or scim_token:<id>",
+                "expected system, user:<id>, api_key:<id>, scim_token:<id> or oauth_client:<id>",
             )
         })?);
     }

@@ -123,7 +123,7 @@ impl OAuthError {
 
     /// A failure of the server: logged here with its cause, answered as
     /// `server_error` (or `temporarily_unavailable` for an overload).
-    pub(crate) fn server(error: &dyn std::error::Error) -> Self {
+    pub fn server(error: &dyn std::error::Error) -> Self {
         tracing::error!(%error, "oauth request failed");
         Self::new(OAuthErrorCode::ServerError, "the server failed; try again")
     }

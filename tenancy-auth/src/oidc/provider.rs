@@ -217,7 +217,7 @@ pub struct OAuthProvider {
 struct Inner {
     auth: Auth,
     store: Arc<dyn OAuthStore>,
-    id_keys: KeyRing,
+    id_keys: tokio::sync::OnceCell<KeyRing>,
     config: ProviderConfig,
 }
 
@@ -309,27 +309,34 @@ struct IdClaims {
 
 impl OAuthProvider {
     /// The provider over `auth` (whose token issuer is the OAuth issuer)
-    /// and `store`, loading (or creating) its ID-token key.
-    pub async fn new(
-        auth: Auth,
-        store: Arc<dyn OAuthStore>,
-        config: ProviderConfig,
-    ) -> Result<Self, crate::KeyError> {
-        let id_keys = KeyRing::load(
-            store.id_token_keys(),
-            config.id_token_algorithm,
-            &auth.config().key_encryption,
-            auth.current_time(),
-        )
-        .await?;
-        Ok(Self {
+    /// and `store`. Its ID-token key ring is loaded (or its first key
+    /// created) on first use.
+    pub fn new(auth: Auth, store: Arc<dyn OAuthStore>, config: ProviderConfig) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 auth,
                 store,
-                id_keys,
+                id_keys: tokio::sync::OnceCell::new(),
                 config,
             }),
-        })
+        }
+    }
+
+    /// The ID-token key ring (its public keys are in [`OAuthProvider::jwks`]),
+    /// loaded on first use.
+    pub async fn id_token_keys(&self) -> Result<&KeyRing, crate::KeyError> {
+        let inner = &self.inner;
+        inner
+            .id_keys
+            .get_or_try_init(|| {
+                KeyRing::load(
+                    inner.store.id_token_keys(),
+                    inner.config.id_token_algorithm,
+                    &inner.auth.config().key_encryption,
+                    inner.auth.current_time(),
+                )
+            })
+            .await
     }
 
     /// The issuer (`iss`): the access tokens' issuer.
@@ -352,16 +359,12 @@ impl OAuthProvider {
         &self.inner.config
     }
 
-    /// The ID-token key ring (its public keys belong in the JWKS).
-    pub fn id_token_keys(&self) -> &KeyRing {
-        &self.inner.id_keys
-    }
-
     /// The public keys of both rings (access tokens and ID tokens), as one
     /// JWKS document.
-    pub fn jwks(&self) -> Value {
+    pub async fn jwks(&self) -> Result<Value, crate::KeyError> {
+        let id_keys = self.id_token_keys().await?;
         let mut keys = Vec::new();
-        for ring in [self.inner.auth.keys().jwks(), self.inner.id_keys.jwks()] {
+        for ring in [self.inner.auth.keys().jwks(), id_keys.jwks()] {
             if let Some(Value::Array(found)) = ring.get("keys") {
                 for key in found {
                     if !keys.contains(key) {
@@ -370,7 +373,7 @@ impl OAuthProvider {
                 }
             }
         }
-        json!({ "keys": keys })
+        Ok(json!({ "keys": keys }))
     }
 
     /// The algorithms ID tokens can be signed with: the ID-token ring's
@@ -753,6 +756,27 @@ impl OAuthProvider {
     }
 
     // ------------------------------------------------------------ authorization
+
+    /// The user of a first-party browser session (the SDK's access-token
+    /// cookie), with when they authenticated; `None` for any other caller
+    /// (an API key, an OAuth client's token, a session that is gone).
+    pub async fn signed_in(&self, principal: &Principal) -> Result<Option<SignedIn>, OAuthError> {
+        let (Subject::User(user), Some(session), None) =
+            (principal.subject, principal.session_id, &principal.oauth)
+        else {
+            return Ok(None);
+        };
+        match self.inner.auth.auth_store().get_session(session).await {
+            Ok(found) if found.is_live_at(self.now()) => Ok(Some(SignedIn::new(
+                user,
+                principal.tenant_id,
+                found.id,
+                found.created_at,
+            ))),
+            Ok(_) | Err(tenancy_core::StoreError::NotFound(_)) => Ok(None),
+            Err(other) => Err(OAuthError::server(&other)),
+        }
+    }
 
     /// Validates an authorization request's parameters (RFC 6749 §4.1.1,
     /// RFC 7636, OIDC Core §3.1.2.1). `params` holds every value of each
@@ -1394,9 +1418,10 @@ impl OAuthProvider {
             record.auth_time,
             record.nonce.as_deref(),
         )
+        .await
     }
 
-    fn token_response(
+    async fn token_response(
         &self,
         client: &OAuthClient,
         success: &crate::LoginSuccess,
@@ -1407,14 +1432,17 @@ impl OAuthProvider {
         let refresh = client.allows_grant(GrantType::RefreshToken)
             && scopes.iter().any(|s| s == "offline_access");
         let id_token = if scopes.iter().any(|s| s == "openid") {
-            Some(self.id_token(
-                client,
-                success,
-                scopes,
-                auth_time,
-                nonce,
-                &success.access_token,
-            )?)
+            Some(
+                self.id_token(
+                    client,
+                    success,
+                    scopes,
+                    auth_time,
+                    nonce,
+                    &success.access_token,
+                )
+                .await?,
+            )
         } else {
             None
         };
@@ -1428,7 +1456,7 @@ impl OAuthProvider {
         })
     }
 
-    fn id_token(
+    async fn id_token(
         &self,
         client: &OAuthClient,
         success: &crate::LoginSuccess,
@@ -1438,7 +1466,9 @@ impl OAuthProvider {
         access_token: &AccessToken,
     ) -> Result<String, OAuthError> {
         let ring = if client.id_token_signed_response_alg == self.inner.config.id_token_algorithm {
-            &self.inner.id_keys
+            self.id_token_keys()
+                .await
+                .map_err(|e| OAuthError::server(&e))?
         } else {
             self.inner.auth.access_keys()
         };
@@ -1537,7 +1567,9 @@ impl OAuthProvider {
             .rotate_oauth(&presented, client.id.as_str(), &scope_text(&scopes), info)
             .await
             .map_err(OAuthError::from_auth)?;
-        let mut response = self.token_response(client, &success, &scopes, grant.auth_time, None)?;
+        let mut response = self
+            .token_response(client, &success, &scopes, grant.auth_time, None)
+            .await?;
         // The family rotated: the client must keep the new token whatever
         // the scope of this answer.
         response.refresh_token = Some(success.refresh_token.expose_secret().to_owned());
@@ -1800,7 +1832,8 @@ impl OAuthProvider {
         }
         let header = jsonwebtoken::decode_header(token).ok()?;
         let kid = header.kid?;
-        let verifier = match self.inner.id_keys.verifier(&kid).await.ok()? {
+        let id_keys = self.id_token_keys().await.ok()?;
+        let verifier = match id_keys.verifier(&kid).await.ok()? {
             Some(verifier) => verifier,
             None => self.inner.auth.access_keys().verifier(&kid).await.ok()??,
         };
@@ -1877,7 +1910,7 @@ impl OAuthProvider {
 
     /// Makes a fresh ID-token key active (the old one keeps verifying).
     pub async fn rotate_id_token_key(&self) -> Result<String, crate::KeyError> {
-        self.inner.id_keys.rotate(self.now()).await
+        self.id_token_keys().await?.rotate(self.now()).await
     }
 }
 

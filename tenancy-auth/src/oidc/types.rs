@@ -331,8 +331,10 @@ pub(crate) fn validate_scope(scope: &str) -> Result<(), ValidationError> {
 
 /// What it takes to register a client. Start from
 /// `NewOAuthClient { name, .., ..NewOAuthClient::default() }`.
+///
+/// Not `#[non_exhaustive]`, so it can be written as a struct expression:
+/// new fields always come with a default.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
 pub struct NewOAuthClient {
     /// A name shown on the consent page: 1 to 200 characters.
     pub name: String,

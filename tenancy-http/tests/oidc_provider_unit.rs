@@ -1,0 +1,490 @@
+//! The provider's browser flow and token endpoint through the route table
+//! (no sockets): login, consent, code, tokens, userinfo, scoped powers,
+//! code replay, introspection and revocation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode, header};
+use sha2::Digest as _;
+use tenancy_http::auth::oidc::{ClientKind, GrantType, NewOAuthClient, RedirectUri};
+use tenancy_http::auth::{Argon2Config, AuthConfig, ClientInfo, Password, Registration};
+use tenancy_http::authz::Catalog;
+use tenancy_http::core::{Actor, Email, NewTenant, NewUser, Slug, TenantName};
+use tenancy_http::oidc::{OidcConfig, OidcModule};
+use tenancy_http::{ApiRequest, CookieConfig, HttpConfig, Tenancy};
+
+const ISSUER: &str = "https://id.example";
+
+async fn call(
+    t: &Tenancy,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> Response<Bytes> {
+    let path = uri.split('?').next().unwrap();
+    let route = t
+        .routes()
+        .into_iter()
+        .find(|r| r.method == method && r.path == path)
+        .unwrap_or_else(|| panic!("no route {method} {path}"));
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let request = ApiRequest::new(
+        method,
+        uri.parse().unwrap(),
+        map,
+        Some("127.0.0.1".parse().unwrap()),
+        Bytes::from(body.to_owned()),
+    );
+    t.dispatch(&route, request).await
+}
+
+fn location(response: &Response<Bytes>) -> String {
+    response
+        .headers()
+        .get(header::LOCATION)
+        .expect("a redirect")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `name=value` of every `Set-Cookie`, joined as a `Cookie` header.
+fn cookies(response: &Response<Bytes>, jar: &mut Vec<(String, String)>) {
+    for value in response.headers().get_all(header::SET_COOKIE) {
+        let text = value.to_str().unwrap();
+        let pair = text.split(';').next().unwrap();
+        let (name, value) = pair.split_once('=').unwrap();
+        jar.retain(|(n, _)| n != name);
+        jar.push((name.to_owned(), value.to_owned()));
+    }
+}
+
+fn cookie_header(jar: &[(String, String)]) -> String {
+    jar.iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap() + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+fn query(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+fn json(response: &Response<Bytes>) -> serde_json::Value {
+    serde_json::from_slice(response.body()).unwrap()
+}
+
+#[tokio::test]
+async fn code_flow_with_pkce_consent_tokens_and_scoped_powers() {
+    let mut auth = AuthConfig::new(ISSUER, "app");
+    auth.argon2 = Argon2Config::new(1024, 1, 1);
+    let http = HttpConfig::default().with_cookies(CookieConfig::default().with_secure(false));
+    let t = Tenancy::builder(Catalog::new(["projects:read"]).unwrap(), auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let registered = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("ada@acme.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("acme").unwrap(),
+                    TenantName::new("Acme").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let tenant = registered.membership.tenant_id;
+    let oidc = t.module::<OidcModule>().unwrap();
+    let (client, secret) = oidc
+        .provider()
+        .register_client(
+            Some(tenant),
+            NewOAuthClient {
+                name: "Acme <CLI>".into(),
+                kind: ClientKind::Confidential,
+                redirect_uris: vec![RedirectUri::parse("http://127.0.0.1:8080/callback").unwrap()],
+                post_logout_redirect_uris: vec![],
+                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+                scopes: [
+                    "openid",
+                    "profile",
+                    "email",
+                    "offline_access",
+                    "projects:read",
+                ]
+                .map(String::from)
+                .to_vec(),
+                first_party: false,
+                ..NewOAuthClient::default()
+            },
+            Actor::User(registered.user.id),
+        )
+        .await
+        .unwrap();
+    let secret = secret.unwrap();
+    let verifier = "a".repeat(43) + "-verifier";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let authorize = format!(
+        "/oauth/authorize?{}",
+        form(&[
+            ("response_type", "code"),
+            ("client_id", client.id.as_str()),
+            ("redirect_uri", "http://127.0.0.1:8080/callback"),
+            ("scope", "openid email offline_access projects:read"),
+            ("state", "st<&>"),
+            ("nonce", "n-1"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+    );
+    let mut jar = Vec::new();
+
+    // Not signed in: to the login page.
+    let answer = call(&t, Method::GET, &authorize, &[], "").await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let login = location(&answer);
+    assert!(login.starts_with("/oauth/login?interaction="), "{login}");
+    let page = call(&t, Method::GET, &login, &[], "").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()[header::X_FRAME_OPTIONS], "DENY");
+    assert!(page.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+    cookies(&page, &mut jar);
+    let html = String::from_utf8(page.body().to_vec()).unwrap();
+    assert!(html.contains("Acme &lt;CLI&gt;"));
+    let interaction = hidden(&html, "interaction");
+    let csrf = hidden(&html, "csrf");
+    let form_type = (
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    );
+
+    // A wrong CSRF token, or none of the browser's cookie, is refused.
+    let forged = form(&[
+        ("interaction", &interaction),
+        ("csrf", "forged"),
+        ("email", "ada@acme.example"),
+        ("password", "correct horse battery staple"),
+    ]);
+    let refused = call(
+        &t,
+        Method::POST,
+        "/oauth/login",
+        &[form_type.clone(), ("cookie", cookie_header(&jar))],
+        &forged,
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let wrong = form(&[
+        ("interaction", &interaction),
+        ("csrf", &csrf),
+        ("email", "ada@acme.example"),
+        ("password", "wrong password entirely"),
+    ]);
+    let refused = call(
+        &t,
+        Method::POST,
+        "/oauth/login",
+        &[form_type.clone(), ("cookie", cookie_header(&jar))],
+        &wrong,
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let good = form(&[
+        ("interaction", &interaction),
+        ("csrf", &csrf),
+        ("email", "ada@acme.example"),
+        ("password", "correct horse battery staple"),
+    ]);
+    let signed_in = call(
+        &t,
+        Method::POST,
+        "/oauth/login",
+        &[form_type.clone(), ("cookie", cookie_header(&jar))],
+        &good,
+    )
+    .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    cookies(&signed_in, &mut jar);
+    let resume = location(&signed_in);
+    let answer = call(
+        &t,
+        Method::GET,
+        &resume,
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    let consent = location(&answer);
+    assert!(
+        consent.starts_with("/oauth/consent?interaction="),
+        "{consent}"
+    );
+    let page = call(
+        &t,
+        Method::GET,
+        &consent,
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = String::from_utf8(page.body().to_vec()).unwrap();
+    let csrf = hidden(&html, "csrf");
+    let allow = form(&[
+        ("interaction", &interaction),
+        ("csrf", &csrf),
+        ("decision", "allow"),
+    ]);
+    let answer = call(
+        &t,
+        Method::POST,
+        "/oauth/consent",
+        &[form_type.clone(), ("cookie", cookie_header(&jar))],
+        &allow,
+    )
+    .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let callback = location(&answer);
+    assert!(
+        callback.starts_with("http://127.0.0.1:8080/callback?"),
+        "{callback}"
+    );
+    assert_eq!(query(&callback, "state").as_deref(), Some("st<&>"));
+    assert_eq!(query(&callback, "iss").as_deref(), Some(ISSUER));
+    let code = query(&callback, "code").unwrap();
+
+    // Consent is remembered: the next request comes straight back.
+    let again = call(
+        &t,
+        Method::GET,
+        &authorize,
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    let second = location(&again);
+    assert!(
+        second.starts_with("http://127.0.0.1:8080/callback?code="),
+        "{second}"
+    );
+
+    // The token endpoint: Basic with form-urlencoded id and secret.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            client.id.as_str(),
+            secret.expose()
+        ))
+    );
+    let exchange = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", "http://127.0.0.1:8080/callback"),
+        ("code_verifier", &verifier),
+    ]);
+    let bad_secret = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:nope", client.id.as_str()))
+    );
+    let refused = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        &[form_type.clone(), ("authorization", bad_secret)],
+        &exchange,
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        refused.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm=")
+    );
+    assert_eq!(json(&refused)["error"], "invalid_client");
+    let tokens = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        &[form_type.clone(), ("authorization", basic.clone())],
+        &exchange,
+    )
+    .await;
+    assert_eq!(tokens.status(), StatusCode::OK, "{:?}", tokens.body());
+    assert_eq!(tokens.headers()[header::CACHE_CONTROL], "no-store");
+    let tokens = json(&tokens);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let header_part = id_token.split('.').next().unwrap();
+    let id_header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header_part)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(id_header["alg"], "RS256");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["nonce"], "n-1");
+    assert_eq!(claims["aud"], client.id.as_str());
+    assert_eq!(claims["email"], "ada@acme.example");
+    assert_eq!(claims["tid"], tenant.to_string());
+    let jwks = json(&call(&t, Method::GET, "/.well-known/jwks.json", &[], "").await);
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == id_header["kid"])
+    );
+
+    // Userinfo, and powers capped by the granted scopes.
+    let bearer = ("authorization", format!("Bearer {access}"));
+    let info = call(
+        &t,
+        Method::GET,
+        "/oauth/userinfo",
+        std::slice::from_ref(&bearer),
+        "",
+    )
+    .await;
+    assert_eq!(info.status(), StatusCode::OK);
+    assert_eq!(json(&info)["email"], "ada@acme.example");
+    let headers = {
+        let mut map = HeaderMap::new();
+        map.insert(header::AUTHORIZATION, bearer.1.parse().unwrap());
+        map
+    };
+    let uri: http::Uri = "/x".parse().unwrap();
+    let head = tenancy_http::RequestHead::new(&Method::GET, &uri, &headers, None);
+    let context = t.authenticate(head).await.unwrap();
+    assert!(context.require("projects:read").await.is_ok());
+    assert_eq!(
+        context.require("members:read").await.unwrap_err().status(),
+        StatusCode::FORBIDDEN
+    );
+    // The SDK's own refresh route refuses an OAuth refresh token.
+    let sdk_refresh = call(
+        &t,
+        Method::POST,
+        "/auth/refresh",
+        &[("content-type", "application/json".to_owned())],
+        &serde_json::json!({ "refresh_token": refresh }).to_string(),
+    )
+    .await;
+    assert_eq!(sdk_refresh.status(), StatusCode::UNAUTHORIZED);
+
+    // Introspection by the client.
+    let introspected = call(
+        &t,
+        Method::POST,
+        "/oauth/introspect",
+        &[form_type.clone(), ("authorization", basic.clone())],
+        &form(&[("token", &access)]),
+    )
+    .await;
+    let introspected = json(&introspected);
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["client_id"], client.id.as_str());
+
+    // Refresh rotates.
+    let refreshed = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        &[form_type.clone(), ("authorization", basic.clone())],
+        &form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]),
+    )
+    .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let refreshed = json(&refreshed);
+    assert_ne!(refreshed["refresh_token"], refresh.as_str());
+
+    // The code again: refused, and what it issued is revoked.
+    let replay = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        &[form_type.clone(), ("authorization", basic.clone())],
+        &exchange,
+    )
+    .await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json(&replay)["error"], "invalid_grant");
+    let revoked = call(
+        &t,
+        Method::GET,
+        "/oauth/userinfo",
+        &[(
+            "authorization",
+            format!("Bearer {}", refreshed["access_token"].as_str().unwrap()),
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
+    let introspected = json(
+        &call(
+            &t,
+            Method::POST,
+            "/oauth/introspect",
+            &[form_type.clone(), ("authorization", basic.clone())],
+            &form(&[("token", &access)]),
+        )
+        .await,
+    );
+    assert_eq!(introspected["active"], false);
+
+    // Discovery names what is implemented.
+    let discovery = json(
+        &call(
+            &t,
+            Method::GET,
+            "/.well-known/openid-configuration",
+            &[],
+            "",
+        )
+        .await,
+    );
+    assert_eq!(discovery["issuer"], ISSUER);
+    assert_eq!(discovery["code_challenge_methods_supported"][0], "S256");
+    assert_eq!(discovery["token_endpoint"], format!("{ISSUER}/oauth/token"));
+}
