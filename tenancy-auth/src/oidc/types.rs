@@ -202,11 +202,18 @@ impl RedirectUri {
         if self.0 == presented {
             return true;
         }
+        let raw = presented;
         let (Ok(registered), Ok(presented)) =
             (url::Url::parse(&self.0), url::Url::parse(presented))
         else {
             return false;
         };
+        // Only the port may differ: a text the parser had to normalize
+        // (scheme case, surrounding spaces, encoded host characters, dot
+        // segments) is not the registered string.
+        if presented.as_str() != raw {
+            return false;
+        }
         let ip_loopback = |url: &url::Url| {
             url.scheme() == "http"
                 && matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
