@@ -90,9 +90,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     new.kind = ClientKind::Confidential;
     new.redirect_uris = vec![RedirectUri::parse(REDIRECT_URI)?];
     new.grant_types = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
-    new.scopes = ["openid", "profile", "email", "offline_access", "projects:read"]
-        .map(String::from)
-        .to_vec();
+    new.scopes = [
+        "openid",
+        "profile",
+        "email",
+        "offline_access",
+        "projects:read",
+    ]
+    .map(String::from)
+    .to_vec();
     let (client, secret) = oidc
         .provider()
         .register_client(
@@ -166,7 +172,10 @@ async fn build(
         return Ok(builder.postgres(pool).build().await?);
     }
     let _ = database_url;
-    Ok(builder.stores(tenancy::http::Stores::memory()).build().await?)
+    Ok(builder
+        .stores(tenancy::http::Stores::memory())
+        .build()
+        .await?)
 }
 
 /// Percent-encodes a query value.
@@ -186,7 +195,11 @@ fn input(html: &str, name: &str) -> Option<String> {
     let at = html.find(&format!("name=\"{name}\""))?;
     let start = html[..at].rfind('<')?;
     let end = at + html[at..].find('>')?;
-    let value = html[start..end].split_once("value=\"")?.1.split_once('"')?.0;
+    let value = html[start..end]
+        .split_once("value=\"")?
+        .1
+        .split_once('"')?
+        .0;
     Some(value.replace("&quot;", "\"").replace("&amp;", "&"))
 }
 
@@ -237,13 +250,19 @@ async fn self_test_flow(
         let html = response.text().await?;
         let form: Vec<(&str, String)> = match page.as_str() {
             "/oauth/login" => vec![
-                ("interaction", input(&html, "interaction").ok_or("no interaction")?),
+                (
+                    "interaction",
+                    input(&html, "interaction").ok_or("no interaction")?,
+                ),
                 ("csrf", input(&html, "csrf").ok_or("no csrf")?),
                 ("email", email.to_owned()),
                 ("password", PASSWORD.to_owned()),
             ],
             "/oauth/consent" => vec![
-                ("interaction", input(&html, "interaction").ok_or("no interaction")?),
+                (
+                    "interaction",
+                    input(&html, "interaction").ok_or("no interaction")?,
+                ),
                 ("csrf", input(&html, "csrf").ok_or("no csrf")?),
                 ("decision", "allow".to_owned()),
             ],
