@@ -28,10 +28,11 @@ use tenancy::http::{HttpConfig, Tenancy};
 const REDIRECT_URI: &str = "http://127.0.0.1:8080/callback";
 const EMAIL: &str = "ada@example.test";
 const PASSWORD: &str = "correct horse battery staple";
-/// The PKCE pair of RFC 7636's appendix B, so the README's commands can be
-/// copied as they are. A real client makes a fresh verifier per request.
-const CODE_VERIFIER: &str = "dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CODE_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+/// A fixed PKCE pair (the challenge is the verifier's S256), so the README's
+/// commands can be copied as they are. A real client makes a fresh,
+/// random verifier for each request.
+const CODE_VERIFIER: &str = "readme-example-code-verifier-make-a-fresh-one-per-request";
+const CODE_CHALLENGE: &str = "5WGLfy9tFywcmYKOZRuohYzHIxJHqDfXJgIVEx7WQOs";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -276,7 +277,7 @@ async fn self_test_flow(
             .await?;
     }
     let code = code.ok_or("no code after the login and consent pages")?;
-    let tokens: serde_json::Value = reqwest::Client::new()
+    let answer = reqwest::Client::new()
         .post(format!("{issuer}/oauth/token"))
         .basic_auth(client_id, Some(client_secret))
         .form(&[
@@ -286,10 +287,12 @@ async fn self_test_flow(
             ("code_verifier", CODE_VERIFIER),
         ])
         .send()
-        .await?
-        .error_for_status()?
-        .json()
         .await?;
+    let status = answer.status();
+    let tokens: serde_json::Value = answer.json().await?;
+    if !status.is_success() {
+        return Err(format!("the token endpoint answered {status}: {tokens}").into());
+    }
     let access = tokens["access_token"].as_str().ok_or("no access token")?;
     if !tokens["id_token"].is_string() || !tokens["refresh_token"].is_string() {
         return Err(format!("expected an ID token and a refresh token: {tokens}").into());
