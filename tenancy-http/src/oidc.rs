@@ -185,6 +185,10 @@ pub struct OidcConfig {
     /// The browser-binding cookie of the login and consent forms' CSRF
     /// token (default `tenancy_oauth_csrf`, `Path=/oauth`).
     pub csrf_cookie: String,
+    /// How often expired authorization requests and codes are deleted
+    /// (default every 10 minutes; `None` leaves it to
+    /// [`OAuthProvider::purge_expired`]).
+    pub purge_every: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for OidcConfig {
@@ -203,6 +207,7 @@ impl Default for OidcConfig {
             ui: Arc::new(DefaultUi),
             endpoint_base: None,
             csrf_cookie: "tenancy_oauth_csrf".into(),
+            purge_every: Some(std::time::Duration::from_secs(600)),
         }
     }
 }
@@ -374,12 +379,26 @@ impl Module for OidcModule {
     }
 
     fn start(&self, tenancy: &Tenancy) -> Vec<tokio::task::JoinHandle<()>> {
-        let _already = self.provider.set(OAuthProvider::new(
+        let provider = OAuthProvider::new(
             tenancy.auth().clone(),
             self.store.clone(),
             self.config.provider.clone(),
-        ));
-        Vec::new()
+        );
+        let _already = self.provider.set(provider.clone());
+        let Some(every) = self.config.purge_every else {
+            return Vec::new();
+        };
+        vec![tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(error) = provider.purge_expired().await {
+                    tracing::warn!(%error, "purging expired oauth requests and codes failed");
+                }
+            }
+        })]
     }
 }
 
@@ -1420,6 +1439,18 @@ fn ctx(context: Option<&RequestContext>) -> Result<&RequestContext, Problem> {
     context.ok_or_else(|| Problem::internal(&Problem::bad_request("route ran without its context")))
 }
 
+/// Registering a client, changing it or its secret gives it powers (its
+/// `client_credentials` tokens carry the registering member's roles): only
+/// a member's own session may, never an API key or an OAuth client's token.
+fn first_party_member(c: &RequestContext) -> Result<(), Problem> {
+    if c.user_id().is_none() || c.principal().oauth.is_some() {
+        return Err(Problem::forbidden(
+            "registering or changing OAuth clients needs a member's own session",
+        ));
+    }
+    Ok(())
+}
+
 fn client_id_param(r: &ApiRequest) -> Result<ClientId, Problem> {
     r.param("client_id")?
         .parse()
@@ -1432,6 +1463,7 @@ async fn create_client(
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
+    first_party_member(c)?;
     let (_, provider) = provider(t)?;
     let input: ClientBody = r.json(t.config().body_limit)?;
     let new = new_client(input)?;
@@ -1491,6 +1523,7 @@ async fn update_client(
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
+    first_party_member(c)?;
     let (_, provider) = provider(t)?;
     let id = client_id_param(r)?;
     let input: ClientBody = r.json(t.config().body_limit)?;
@@ -1526,6 +1559,7 @@ async fn rotate_secret(
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
+    first_party_member(c)?;
     let (_, provider) = provider(t)?;
     let secret = provider
         .rotate_client_secret(

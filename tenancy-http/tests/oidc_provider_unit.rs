@@ -473,6 +473,62 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers() {
     );
     assert_eq!(introspected["active"], false);
 
+    // A redirect URI that is not registered is shown, never followed; a
+    // missing PKCE challenge of a public client goes back as an error.
+    let evil = format!(
+        "/oauth/authorize?{}",
+        form(&[
+            ("response_type", "code"),
+            ("client_id", client.id.as_str()),
+            ("redirect_uri", "http://127.0.0.1:8080/callback/../evil"),
+            ("scope", "openid"),
+        ])
+    );
+    let shown = call(&t, Method::GET, &evil, &[], "").await;
+    assert_eq!(shown.status(), StatusCode::BAD_REQUEST);
+    assert!(!shown.headers().contains_key(header::LOCATION));
+    let (public, _) = oidc
+        .provider()
+        .register_client(
+            Some(tenant),
+            NewOAuthClient {
+                name: "SPA".into(),
+                kind: ClientKind::Public,
+                redirect_uris: vec![RedirectUri::parse("https://spa.example/cb").unwrap()],
+                scopes: vec!["openid".into()],
+                ..NewOAuthClient::default()
+            },
+            Actor::User(registered.user.id),
+        )
+        .await
+        .unwrap();
+    let no_pkce = format!(
+        "/oauth/authorize?{}",
+        form(&[
+            ("response_type", "code"),
+            ("client_id", public.id.as_str()),
+            ("redirect_uri", "https://spa.example/cb"),
+            ("scope", "openid"),
+            ("state", "s1"),
+        ])
+    );
+    let refused = location(&call(&t, Method::GET, &no_pkce, &[], "").await);
+    assert!(
+        refused.starts_with("https://spa.example/cb?error=invalid_request"),
+        "{refused}"
+    );
+    assert_eq!(query(&refused, "state").as_deref(), Some("s1"));
+    assert_eq!(query(&refused, "iss").as_deref(), Some(ISSUER));
+    let unknown_grant = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        &[form_type.clone(), ("authorization", basic.clone())],
+        &form(&[("grant_type", "password")]),
+    )
+    .await;
+    assert_eq!(json(&unknown_grant)["error"], "unsupported_grant_type");
+
     // Discovery names what is implemented.
     let discovery = json(
         &call(
