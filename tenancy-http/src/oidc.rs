@@ -310,6 +310,16 @@ impl OidcModule {
             .expect("OidcModule::provider is available once the Tenancy is built")
     }
 
+    /// A path of the provider's own pages, under
+    /// [`OidcConfig::endpoint_base`] when set (relative otherwise, so the
+    /// browser stays on the host it came to).
+    fn local(&self, path: &str) -> String {
+        match &self.config.endpoint_base {
+            Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+            None => path.to_owned(),
+        }
+    }
+
     fn endpoint(&self, tenancy: &Tenancy, path: &str) -> String {
         let base = self
             .config
@@ -731,7 +741,7 @@ async fn authorize(
     r: &ApiRequest,
     _: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
-    let (_, provider) = provider(t)?;
+    let (module, provider) = provider(t)?;
     let params = match params(r, t.config().body_limit) {
         Ok(params) => params,
         Err(error) => return Ok(error_page(StatusCode::BAD_REQUEST, &error)),
@@ -792,10 +802,10 @@ async fn authorize(
     Ok(match step {
         Ok(AuthorizeStep::Redirect(location)) => redirect(&location),
         Ok(AuthorizeStep::Login(id)) => {
-            redirect(&format!("/oauth/login?interaction={}", id.as_str()))
+            redirect(&module.local(&format!("/oauth/login?interaction={}", id.as_str())))
         }
         Ok(AuthorizeStep::Consent(id)) => {
-            redirect(&format!("/oauth/consent?interaction={}", id.as_str()))
+            redirect(&module.local(&format!("/oauth/consent?interaction={}", id.as_str())))
         }
         Ok(_) => error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -848,7 +858,7 @@ fn render_login(
     let (binding, fresh) = browser_binding(module, r);
     let csrf = csrf_token(&binding, interaction.id.as_str());
     let body = module.config.ui.login_page(&LoginPage {
-        action: "/oauth/login",
+        action: &module.local("/oauth/login"),
         interaction: interaction.id.as_str(),
         csrf: &csrf,
         client_name: &client.name,
@@ -978,10 +988,10 @@ async fn login_submit(
     {
         return Ok(error_page(StatusCode::SERVICE_UNAVAILABLE, &error));
     }
-    let mut response = redirect(&format!(
+    let mut response = redirect(&module.local(&format!(
         "/oauth/authorize?interaction={}",
         interaction.id.as_str()
-    ));
+    )));
     let cookies = &t.config().cookies;
     let now = time::OffsetDateTime::now_utc();
     let access_age = (success.access_token.expires_at - now)
@@ -1025,15 +1035,15 @@ async fn consent_page(
     };
     let user = signed_in(t, provider, r).await.ok().flatten();
     if user.is_none() || user.map(|u| u.user_id) != interaction.consent_user {
-        return Ok(redirect(&format!(
+        return Ok(redirect(&module.local(&format!(
             "/oauth/authorize?interaction={}",
             interaction.id.as_str()
-        )));
+        ))));
     }
     let (binding, fresh) = browser_binding(module, r);
     let csrf = csrf_token(&binding, interaction.id.as_str());
     let body = module.config.ui.consent_page(&ConsentPage {
-        action: "/oauth/consent",
+        action: &module.local("/oauth/consent"),
         interaction: interaction.id.as_str(),
         csrf: &csrf,
         client_name: &client.name,
@@ -1093,10 +1103,10 @@ async fn consent_submit(
     let user = match signed_in(t, provider, r).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            return Ok(redirect(&format!(
+            return Ok(redirect(&module.local(&format!(
                 "/oauth/authorize?interaction={}",
                 interaction.id.as_str()
-            )));
+            ))));
         }
         Err(error) => return Ok(error_page(StatusCode::SERVICE_UNAVAILABLE, &error)),
     };
@@ -1267,7 +1277,7 @@ async fn logout(
     r: &ApiRequest,
     _: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
-    let (_, provider) = provider(t)?;
+    let (module, provider) = provider(t)?;
     let params = match params(r, t.config().body_limit) {
         Ok(params) => params,
         Err(error) => return Ok(error_page(StatusCode::BAD_REQUEST, &error)),
@@ -1319,6 +1329,46 @@ async fn logout(
             }
         }
     };
+    // Without an ID token of the client, a logout may come from any site:
+    // ask the user first (RP-Initiated Logout §2), through a form whose
+    // CSRF token is bound to this browser.
+    if hint.is_none() {
+        let presented = field("csrf").ok().flatten().unwrap_or("");
+        let confirmed = r.method == Method::POST && csrf_ok(module, r, "logout", presented);
+        if !confirmed {
+            let (binding, fresh) = browser_binding(module, r);
+            let csrf = csrf_token(&binding, "logout");
+            let hidden = |name: &str, value: Option<&str>| {
+                value
+                    .map(|v| {
+                        format!(
+                            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                            escape_html(v)
+                        )
+                    })
+                    .unwrap_or_default()
+            };
+            let body = page(
+                "Sign out",
+                &format!(
+                    "<h1>Sign out?</h1><form method=\"post\" action=\"{action}\">{}{}{}{}\
+                     <button type=\"submit\">Sign out</button></form>",
+                    hidden("csrf", Some(&csrf)),
+                    hidden("client_id", client_id.as_deref()),
+                    hidden("post_logout_redirect_uri", target),
+                    hidden("state", state),
+                    action = escape_html(&module.local("/oauth/logout")),
+                ),
+            );
+            return Ok(with_binding(
+                t,
+                module,
+                html(StatusCode::OK, body),
+                &binding,
+                fresh,
+            ));
+        }
+    }
     let browser = signed_in(t, provider, r).await.ok().flatten();
     let mut ended = Vec::new();
     if let Some(user) = browser {

@@ -348,7 +348,8 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers() {
     let tokens = json(&tokens);
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let id_token = tokens["id_token"].as_str().unwrap();
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let id_token = id_token.as_str();
     let header_part = id_token.split('.').next().unwrap();
     let id_header: serde_json::Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -528,6 +529,73 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers() {
     )
     .await;
     assert_eq!(json(&unknown_grant)["error"], "unsupported_grant_type");
+
+    // Logout without an ID token asks first (a CSRF-bound form), then ends
+    // the browser session; with one it signs out at once.
+    let confirm = call(
+        &t,
+        Method::GET,
+        "/oauth/logout",
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    assert_eq!(confirm.status(), StatusCode::OK);
+    cookies(&confirm, &mut jar);
+    let html = String::from_utf8(confirm.body().to_vec()).unwrap();
+    assert!(html.contains("Sign out?"));
+    let forged = call(
+        &t,
+        Method::POST,
+        "/oauth/logout",
+        &[form_type.clone(), ("cookie", cookie_header(&jar))],
+        &form(&[("csrf", "forged")]),
+    )
+    .await;
+    assert!(
+        String::from_utf8(forged.body().to_vec())
+            .unwrap()
+            .contains("Sign out?")
+    );
+    let out = call(
+        &t,
+        Method::POST,
+        "/oauth/logout",
+        &[form_type.clone(), ("cookie", cookie_header(&jar))],
+        &form(&[("csrf", &hidden(&html, "csrf"))]),
+    )
+    .await;
+    assert!(
+        String::from_utf8(out.body().to_vec())
+            .unwrap()
+            .contains("signed out")
+    );
+    let again = call(
+        &t,
+        Method::GET,
+        &authorize,
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    assert!(
+        location(&again).starts_with("/oauth/login?"),
+        "{}",
+        location(&again)
+    );
+    let hinted = call(
+        &t,
+        Method::GET,
+        &format!("/oauth/logout?{}", form(&[("id_token_hint", id_token)])),
+        &[],
+        "",
+    )
+    .await;
+    assert!(
+        String::from_utf8(hinted.body().to_vec())
+            .unwrap()
+            .contains("signed out")
+    );
 
     // Discovery names what is implemented.
     let discovery = json(
