@@ -185,6 +185,10 @@ pub struct OidcConfig {
     /// The browser-binding cookie of the login and consent forms' CSRF
     /// token (default `tenancy_oauth_csrf`, `Path=/oauth`).
     pub csrf_cookie: String,
+    /// How often expired authorization requests and codes are deleted
+    /// (default every 10 minutes; `None` leaves it to
+    /// [`OAuthProvider::purge_expired`]).
+    pub purge_every: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for OidcConfig {
@@ -203,6 +207,7 @@ impl Default for OidcConfig {
             ui: Arc::new(DefaultUi),
             endpoint_base: None,
             csrf_cookie: "tenancy_oauth_csrf".into(),
+            purge_every: Some(std::time::Duration::from_secs(600)),
         }
     }
 }
@@ -305,6 +310,16 @@ impl OidcModule {
             .expect("OidcModule::provider is available once the Tenancy is built")
     }
 
+    /// A path of the provider's own pages, under
+    /// [`OidcConfig::endpoint_base`] when set (relative otherwise, so the
+    /// browser stays on the host it came to).
+    fn local(&self, path: &str) -> String {
+        match &self.config.endpoint_base {
+            Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+            None => path.to_owned(),
+        }
+    }
+
     fn endpoint(&self, tenancy: &Tenancy, path: &str) -> String {
         let base = self
             .config
@@ -374,12 +389,26 @@ impl Module for OidcModule {
     }
 
     fn start(&self, tenancy: &Tenancy) -> Vec<tokio::task::JoinHandle<()>> {
-        let _already = self.provider.set(OAuthProvider::new(
+        let provider = OAuthProvider::new(
             tenancy.auth().clone(),
             self.store.clone(),
             self.config.provider.clone(),
-        ));
-        Vec::new()
+        );
+        let _already = self.provider.set(provider.clone());
+        let Some(every) = self.config.purge_every else {
+            return Vec::new();
+        };
+        vec![tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(error) = provider.purge_expired().await {
+                    tracing::warn!(%error, "purging expired oauth requests and codes failed");
+                }
+            }
+        })]
     }
 }
 
@@ -712,7 +741,7 @@ async fn authorize(
     r: &ApiRequest,
     _: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
-    let (_, provider) = provider(t)?;
+    let (module, provider) = provider(t)?;
     let params = match params(r, t.config().body_limit) {
         Ok(params) => params,
         Err(error) => return Ok(error_page(StatusCode::BAD_REQUEST, &error)),
@@ -773,10 +802,10 @@ async fn authorize(
     Ok(match step {
         Ok(AuthorizeStep::Redirect(location)) => redirect(&location),
         Ok(AuthorizeStep::Login(id)) => {
-            redirect(&format!("/oauth/login?interaction={}", id.as_str()))
+            redirect(&module.local(&format!("/oauth/login?interaction={}", id.as_str())))
         }
         Ok(AuthorizeStep::Consent(id)) => {
-            redirect(&format!("/oauth/consent?interaction={}", id.as_str()))
+            redirect(&module.local(&format!("/oauth/consent?interaction={}", id.as_str())))
         }
         Ok(_) => error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -829,7 +858,7 @@ fn render_login(
     let (binding, fresh) = browser_binding(module, r);
     let csrf = csrf_token(&binding, interaction.id.as_str());
     let body = module.config.ui.login_page(&LoginPage {
-        action: "/oauth/login",
+        action: &module.local("/oauth/login"),
         interaction: interaction.id.as_str(),
         csrf: &csrf,
         client_name: &client.name,
@@ -959,10 +988,10 @@ async fn login_submit(
     {
         return Ok(error_page(StatusCode::SERVICE_UNAVAILABLE, &error));
     }
-    let mut response = redirect(&format!(
+    let mut response = redirect(&module.local(&format!(
         "/oauth/authorize?interaction={}",
         interaction.id.as_str()
-    ));
+    )));
     let cookies = &t.config().cookies;
     let now = time::OffsetDateTime::now_utc();
     let access_age = (success.access_token.expires_at - now)
@@ -1006,15 +1035,15 @@ async fn consent_page(
     };
     let user = signed_in(t, provider, r).await.ok().flatten();
     if user.is_none() || user.map(|u| u.user_id) != interaction.consent_user {
-        return Ok(redirect(&format!(
+        return Ok(redirect(&module.local(&format!(
             "/oauth/authorize?interaction={}",
             interaction.id.as_str()
-        )));
+        ))));
     }
     let (binding, fresh) = browser_binding(module, r);
     let csrf = csrf_token(&binding, interaction.id.as_str());
     let body = module.config.ui.consent_page(&ConsentPage {
-        action: "/oauth/consent",
+        action: &module.local("/oauth/consent"),
         interaction: interaction.id.as_str(),
         csrf: &csrf,
         client_name: &client.name,
@@ -1074,10 +1103,10 @@ async fn consent_submit(
     let user = match signed_in(t, provider, r).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            return Ok(redirect(&format!(
+            return Ok(redirect(&module.local(&format!(
                 "/oauth/authorize?interaction={}",
                 interaction.id.as_str()
-            )));
+            ))));
         }
         Err(error) => return Ok(error_page(StatusCode::SERVICE_UNAVAILABLE, &error)),
     };
@@ -1248,7 +1277,7 @@ async fn logout(
     r: &ApiRequest,
     _: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
-    let (_, provider) = provider(t)?;
+    let (module, provider) = provider(t)?;
     let params = match params(r, t.config().body_limit) {
         Ok(params) => params,
         Err(error) => return Ok(error_page(StatusCode::BAD_REQUEST, &error)),
@@ -1300,6 +1329,46 @@ async fn logout(
             }
         }
     };
+    // Without an ID token of the client, a logout may come from any site:
+    // ask the user first (RP-Initiated Logout §2), through a form whose
+    // CSRF token is bound to this browser.
+    if hint.is_none() {
+        let presented = field("csrf").ok().flatten().unwrap_or("");
+        let confirmed = r.method == Method::POST && csrf_ok(module, r, "logout", presented);
+        if !confirmed {
+            let (binding, fresh) = browser_binding(module, r);
+            let csrf = csrf_token(&binding, "logout");
+            let hidden = |name: &str, value: Option<&str>| {
+                value
+                    .map(|v| {
+                        format!(
+                            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                            escape_html(v)
+                        )
+                    })
+                    .unwrap_or_default()
+            };
+            let body = page(
+                "Sign out",
+                &format!(
+                    "<h1>Sign out?</h1><form method=\"post\" action=\"{action}\">{}{}{}{}\
+                     <button type=\"submit\">Sign out</button></form>",
+                    hidden("csrf", Some(&csrf)),
+                    hidden("client_id", client_id.as_deref()),
+                    hidden("post_logout_redirect_uri", target),
+                    hidden("state", state),
+                    action = escape_html(&module.local("/oauth/logout")),
+                ),
+            );
+            return Ok(with_binding(
+                t,
+                module,
+                html(StatusCode::OK, body),
+                &binding,
+                fresh,
+            ));
+        }
+    }
     let browser = signed_in(t, provider, r).await.ok().flatten();
     let mut ended = Vec::new();
     if let Some(user) = browser {
@@ -1420,6 +1489,18 @@ fn ctx(context: Option<&RequestContext>) -> Result<&RequestContext, Problem> {
     context.ok_or_else(|| Problem::internal(&Problem::bad_request("route ran without its context")))
 }
 
+/// Registering a client, changing it or its secret gives it powers (its
+/// `client_credentials` tokens carry the registering member's roles): only
+/// a member's own session may, never an API key or an OAuth client's token.
+fn first_party_member(c: &RequestContext) -> Result<(), Problem> {
+    if c.user_id().is_none() || c.principal().oauth.is_some() {
+        return Err(Problem::forbidden(
+            "registering or changing OAuth clients needs a member's own session",
+        ));
+    }
+    Ok(())
+}
+
 fn client_id_param(r: &ApiRequest) -> Result<ClientId, Problem> {
     r.param("client_id")?
         .parse()
@@ -1432,6 +1513,7 @@ async fn create_client(
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
+    first_party_member(c)?;
     let (_, provider) = provider(t)?;
     let input: ClientBody = r.json(t.config().body_limit)?;
     let new = new_client(input)?;
@@ -1491,6 +1573,7 @@ async fn update_client(
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
+    first_party_member(c)?;
     let (_, provider) = provider(t)?;
     let id = client_id_param(r)?;
     let input: ClientBody = r.json(t.config().body_limit)?;
@@ -1526,6 +1609,7 @@ async fn rotate_secret(
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
+    first_party_member(c)?;
     let (_, provider) = provider(t)?;
     let secret = provider
         .rotate_client_secret(

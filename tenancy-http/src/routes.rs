@@ -729,6 +729,13 @@ async fn create_api_key(
     if c.user_id().is_none() {
         return Err(Problem::forbidden("API keys cannot create API keys"));
     }
+    // Nor can an OAuth client holding a user's token: the key would outlive
+    // the grant.
+    if c.principal().oauth.is_some() {
+        return Err(Problem::forbidden(
+            "an OAuth client's token cannot create API keys",
+        ));
+    }
     let input: ApiKeyBody = body(t, r)?;
     let catalog = t.authz().engine().catalog();
     let mut scopes = Vec::with_capacity(input.scopes.len());

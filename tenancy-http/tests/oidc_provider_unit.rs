@@ -348,7 +348,8 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers() {
     let tokens = json(&tokens);
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let id_token = tokens["id_token"].as_str().unwrap();
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let id_token = id_token.as_str();
     let header_part = id_token.split('.').next().unwrap();
     let id_header: serde_json::Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -472,6 +473,129 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers() {
         .await,
     );
     assert_eq!(introspected["active"], false);
+
+    // A redirect URI that is not registered is shown, never followed; a
+    // missing PKCE challenge of a public client goes back as an error.
+    let evil = format!(
+        "/oauth/authorize?{}",
+        form(&[
+            ("response_type", "code"),
+            ("client_id", client.id.as_str()),
+            ("redirect_uri", "http://127.0.0.1:8080/callback/../evil"),
+            ("scope", "openid"),
+        ])
+    );
+    let shown = call(&t, Method::GET, &evil, &[], "").await;
+    assert_eq!(shown.status(), StatusCode::BAD_REQUEST);
+    assert!(!shown.headers().contains_key(header::LOCATION));
+    let (public, _) = oidc
+        .provider()
+        .register_client(
+            Some(tenant),
+            NewOAuthClient {
+                name: "SPA".into(),
+                kind: ClientKind::Public,
+                redirect_uris: vec![RedirectUri::parse("https://spa.example/cb").unwrap()],
+                scopes: vec!["openid".into()],
+                ..NewOAuthClient::default()
+            },
+            Actor::User(registered.user.id),
+        )
+        .await
+        .unwrap();
+    let no_pkce = format!(
+        "/oauth/authorize?{}",
+        form(&[
+            ("response_type", "code"),
+            ("client_id", public.id.as_str()),
+            ("redirect_uri", "https://spa.example/cb"),
+            ("scope", "openid"),
+            ("state", "s1"),
+        ])
+    );
+    let refused = location(&call(&t, Method::GET, &no_pkce, &[], "").await);
+    assert!(
+        refused.starts_with("https://spa.example/cb?error=invalid_request"),
+        "{refused}"
+    );
+    assert_eq!(query(&refused, "state").as_deref(), Some("s1"));
+    assert_eq!(query(&refused, "iss").as_deref(), Some(ISSUER));
+    let unknown_grant = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        &[form_type.clone(), ("authorization", basic.clone())],
+        &form(&[("grant_type", "password")]),
+    )
+    .await;
+    assert_eq!(json(&unknown_grant)["error"], "unsupported_grant_type");
+
+    // Logout without an ID token asks first (a CSRF-bound form), then ends
+    // the browser session; with one it signs out at once.
+    let confirm = call(
+        &t,
+        Method::GET,
+        "/oauth/logout",
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    assert_eq!(confirm.status(), StatusCode::OK);
+    cookies(&confirm, &mut jar);
+    let html = String::from_utf8(confirm.body().to_vec()).unwrap();
+    assert!(html.contains("Sign out?"));
+    let forged = call(
+        &t,
+        Method::POST,
+        "/oauth/logout",
+        &[form_type.clone(), ("cookie", cookie_header(&jar))],
+        &form(&[("csrf", "forged")]),
+    )
+    .await;
+    assert!(
+        String::from_utf8(forged.body().to_vec())
+            .unwrap()
+            .contains("Sign out?")
+    );
+    let out = call(
+        &t,
+        Method::POST,
+        "/oauth/logout",
+        &[form_type.clone(), ("cookie", cookie_header(&jar))],
+        &form(&[("csrf", &hidden(&html, "csrf"))]),
+    )
+    .await;
+    assert!(
+        String::from_utf8(out.body().to_vec())
+            .unwrap()
+            .contains("signed out")
+    );
+    let again = call(
+        &t,
+        Method::GET,
+        &authorize,
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    assert!(
+        location(&again).starts_with("/oauth/login?"),
+        "{}",
+        location(&again)
+    );
+    let hinted = call(
+        &t,
+        Method::GET,
+        &format!("/oauth/logout?{}", form(&[("id_token_hint", id_token)])),
+        &[],
+        "",
+    )
+    .await;
+    assert!(
+        String::from_utf8(hinted.body().to_vec())
+            .unwrap()
+            .contains("signed out")
+    );
 
     // Discovery names what is implemented.
     let discovery = json(

@@ -18,6 +18,8 @@
 mod error;
 #[cfg(feature = "memory")]
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod provider;
 mod store;
 mod types;
@@ -25,6 +27,8 @@ mod types;
 pub use error::{ClientError, OAuthError, OAuthErrorCode};
 #[cfg(feature = "memory")]
 pub use memory::MemoryOAuthStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgOAuthStore, migrator};
 pub use provider::{
     AuthorizeError, AuthorizeStep, ClientCredentials, IdTokenHint, OAuthProvider, ProviderConfig,
     SignedIn, TokenResponse, actions, uri_texts,

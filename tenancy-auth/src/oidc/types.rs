@@ -202,36 +202,26 @@ impl RedirectUri {
         if self.0 == presented {
             return true;
         }
-        let raw = presented;
-        let (Ok(registered), Ok(presented)) =
-            (url::Url::parse(&self.0), url::Url::parse(presented))
+        let (Ok(registered), Ok(parsed)) = (url::Url::parse(&self.0), url::Url::parse(presented))
         else {
             return false;
         };
-        // Only the port may differ: a text the parser had to normalize
-        // (scheme case, surrounding spaces, encoded host characters, dot
-        // segments) is not the registered string.
-        if presented.as_str() != raw {
-            return false;
-        }
-        let ip_loopback = |url: &url::Url| {
-            url.scheme() == "http"
-                && matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-                || url.scheme() == "http"
-                    && matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+        let ip_loopback = match registered.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            _ => false,
         };
-        if !ip_loopback(&registered) || presented.fragment().is_some() {
+        // Only the port may differ, and only for an http loopback IP
+        // registered in canonical form: the registered URI with the
+        // presented port must be the presented text, character for character.
+        if registered.scheme() != "http" || !ip_loopback || registered.as_str() != self.0 {
             return false;
         }
-        let mut without_port = presented.clone();
-        if without_port.set_port(registered.port()).is_err() {
+        let mut candidate = registered;
+        if candidate.set_port(parsed.port()).is_err() {
             return false;
         }
-        // Compare what is left as text, so nothing is normalized away.
-        let presented_text = presented.as_str();
-        without_port.as_str() == registered.as_str()
-            && registered.as_str() == self.0
-            && presented_text.starts_with("http://")
+        candidate.as_str() == presented
     }
 }
 
@@ -700,6 +690,8 @@ mod tests {
         assert!(native.matches("http://127.0.0.1:51234/callback"));
         assert!(native.matches("http://127.0.0.1/callback"));
         assert!(!native.matches("http://127.0.0.1:51234/other"));
+        assert!(!native.matches("http://127.0.0.1:51234/callback/../callback"));
+        assert!(!native.matches("http://127.0.0.1:51234/callback?x=1"));
         assert!(!native.matches("https://127.0.0.1:8080/callback"));
         assert!(!native.matches("http://127.0.0.1:8080/callback#x"));
         assert!(!native.matches("http://localhost:8080/callback"));

@@ -16,7 +16,32 @@ use crate::oidc::{
 };
 use crate::{KeyAlgorithm, StoredKey};
 
-use super::now;
+use super::{now, seed};
+
+/// A core backend (for the tenants the records belong to) and an OAuth
+/// store over the same data.
+#[derive(Clone)]
+pub struct OAuthFixture {
+    /// Tenants and users.
+    pub backend: Arc<dyn tenancy_core::Backend>,
+    /// The store under test.
+    pub store: Arc<dyn OAuthStore>,
+}
+
+impl std::fmt::Debug for OAuthFixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OAuthFixture")
+    }
+}
+
+async fn tenant(fixture: &OAuthFixture) -> TenantId {
+    let slug = format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let email = format!("{slug}@oauth.example");
+    seed(&*fixture.backend, &slug, &email, &["owner"])
+        .await
+        .0
+        .id
+}
 
 fn client(tenant: Option<TenantId>, name: &str) -> OAuthClient {
     let at = now();
@@ -74,9 +99,10 @@ fn code(client: &ClientId, hash: &[u8], ttl: Duration) -> AuthorizationCode {
 
 /// Clients: insert, read, list per tenant (global apart), update within
 /// their tenant only, delete with their consents and grants.
-pub async fn oauth_client_store(store: Arc<dyn OAuthStore>) {
-    let tenant = TenantId::new();
-    let other = TenantId::new();
+pub async fn oauth_client_store(fixture: OAuthFixture) {
+    let store = fixture.store.clone();
+    let tenant = tenant(&fixture).await;
+    let other = self::tenant(&fixture).await;
     let a = client(Some(tenant), "a");
     let b = client(Some(tenant), "b");
     let global = client(None, "global");
@@ -178,7 +204,8 @@ pub async fn oauth_client_store(store: Arc<dyn OAuthStore>) {
 }
 
 /// Interactions: read until expiry, progress recorded, taken once.
-pub async fn oauth_interaction_store(store: Arc<dyn OAuthStore>) {
+pub async fn oauth_interaction_store(fixture: OAuthFixture) {
+    let store = fixture.store;
     let c = client(None, "c");
     store.insert_client(&c).await.unwrap();
     let at = now();
@@ -248,7 +275,8 @@ pub async fn oauth_interaction_store(store: Arc<dyn OAuthStore>) {
 
 /// Codes: redeemed once (concurrently too), replays reported with the
 /// session the first redemption opened, expired codes unknown.
-pub async fn oauth_code_store(store: Arc<dyn OAuthStore>) {
+pub async fn oauth_code_store(fixture: OAuthFixture) {
+    let store = fixture.store;
     let c = client(None, "c");
     store.insert_client(&c).await.unwrap();
     let live = code(&c.id, b"live", Duration::seconds(60));
@@ -304,10 +332,12 @@ pub async fn oauth_code_store(store: Arc<dyn OAuthStore>) {
 }
 
 /// Consents replace per user × client × tenant; grants are read back.
-pub async fn oauth_consent_store(store: Arc<dyn OAuthStore>) {
+pub async fn oauth_consent_store(fixture: OAuthFixture) {
+    let store = fixture.store.clone();
     let c = client(None, "c");
     store.insert_client(&c).await.unwrap();
-    let (user, tenant) = (UserId::new(), TenantId::new());
+    let other = tenant(&fixture).await;
+    let (user, tenant) = (UserId::new(), tenant(&fixture).await);
     assert!(
         store
             .find_consent(user, &c.id, tenant)
@@ -334,7 +364,7 @@ pub async fn oauth_consent_store(store: Arc<dyn OAuthStore>) {
     assert!(found.covers(&["projects:read".to_owned()]));
     assert!(
         store
-            .find_consent(user, &c.id, TenantId::new())
+            .find_consent(user, &c.id, other)
             .await
             .unwrap()
             .is_none()
@@ -357,8 +387,8 @@ pub async fn oauth_consent_store(store: Arc<dyn OAuthStore>) {
 }
 
 /// The ID-token key store keeps keys apart and activates one at a time.
-pub async fn oauth_id_token_keys(store: Arc<dyn OAuthStore>) {
-    let keys = store.id_token_keys();
+pub async fn oauth_id_token_keys(fixture: OAuthFixture) {
+    let keys = fixture.store.id_token_keys();
     let first = StoredKey::generate(KeyAlgorithm::Rs256, now()).unwrap();
     keys.activate_signing_key(&first, now()).await.unwrap();
     let second = StoredKey::generate(KeyAlgorithm::Rs256, now()).unwrap();
@@ -375,8 +405,8 @@ pub async fn oauth_id_token_keys(store: Arc<dyn OAuthStore>) {
 }
 
 /// Generates one `#[tokio::test]` per OAuth store suite. `$store` is an
-/// expression evaluating to a future of `Option<Arc<dyn OAuthStore>>`;
-/// `None` skips.
+/// expression evaluating to a future of `Option<OAuthFixture>`; `None`
+/// skips.
 #[macro_export]
 macro_rules! oauth_store_conformance_tests {
     ($store:expr) => {
@@ -389,8 +419,8 @@ macro_rules! oauth_store_conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $suite() {
-                if let Some(store) = $store.await {
-                    $crate::testkit::oidc::$suite(store).await;
+                if let Some(fixture) = $store.await {
+                    $crate::testkit::oidc::$suite(fixture).await;
                 }
             }
         )+
