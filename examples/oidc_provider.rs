@@ -86,20 +86,22 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let oidc = tenancy
         .module::<OidcModule>()
         .ok_or("the OIDC module is added above")?;
-    let mut new = NewOAuthClient::default();
-    new.name = "Example app".into();
-    new.kind = ClientKind::Confidential;
-    new.redirect_uris = vec![RedirectUri::parse(REDIRECT_URI)?];
-    new.grant_types = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
-    new.scopes = [
-        "openid",
-        "profile",
-        "email",
-        "offline_access",
-        "projects:read",
-    ]
-    .map(String::from)
-    .to_vec();
+    let new = NewOAuthClient {
+        name: "Example app".into(),
+        kind: ClientKind::Confidential,
+        redirect_uris: vec![RedirectUri::parse(REDIRECT_URI)?],
+        grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        scopes: [
+            "openid",
+            "profile",
+            "email",
+            "offline_access",
+            "projects:read",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..NewOAuthClient::default()
+    };
     let (client, secret) = oidc
         .provider()
         .register_client(

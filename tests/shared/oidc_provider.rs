@@ -179,18 +179,19 @@ impl Provider {
         scopes: &[&str],
     ) -> Registered {
         let oidc = self.tenancy.module::<OidcModule>().unwrap();
-        // `NewOAuthClient` is `#[non_exhaustive]`: built from its default.
-        let mut new = NewOAuthClient::default();
-        new.name = "Scenario client".into();
-        new.kind = kind;
-        new.redirect_uris = redirect_uris
-            .iter()
-            .map(|uri| RedirectUri::parse(uri).unwrap())
-            .collect();
-        new.post_logout_redirect_uris = vec![RedirectUri::parse(AFTER_LOGOUT).unwrap()];
-        new.grant_types = grant_types;
-        new.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
-        new.first_party = false;
+        let new = NewOAuthClient {
+            name: "Scenario client".into(),
+            kind,
+            redirect_uris: redirect_uris
+                .iter()
+                .map(|uri| RedirectUri::parse(uri).unwrap())
+                .collect(),
+            post_logout_redirect_uris: vec![RedirectUri::parse(AFTER_LOGOUT).unwrap()],
+            grant_types,
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            first_party: false,
+            ..NewOAuthClient::default()
+        };
         let (client, secret): (OAuthClient, Option<IssuedSecret>) = oidc
             .provider()
             .register_client(Some(owner.tenant), new, Actor::User(owner.user))
@@ -774,7 +775,7 @@ pub(crate) async fn relying_party_code_flow(provider: &Provider) {
         Some("ada@acme.test"),
         "scope email"
     );
-    assert_eq!(claims.email_verified().is_some(), true, "email_verified");
+    assert!(claims.email_verified().is_some(), "email_verified");
     assert!(claims.name().is_some(), "scope profile: name");
     let expected_hash = claims.access_token_hash().expect("at_hash");
     let actual_hash = AccessTokenHash::from_token(
