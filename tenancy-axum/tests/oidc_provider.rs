@@ -48,4 +48,6 @@ oidc_scenarios!(serve;
     scopes_limit_api_permissions,
     discovery_matches_behaviour,
     client_management_routes,
+    logout_rules,
+    claims_follow_scopes,
 );

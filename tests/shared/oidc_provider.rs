@@ -159,7 +159,7 @@ impl Provider {
             .send()
             .await
             .unwrap();
-        assert_eq!(reply.status(), 201);
+        assert_eq!(reply.status(), 201, "sign up {slug}");
         let body: Value = reply.json().await.unwrap();
         Account {
             email: email.to_owned(),
@@ -2706,6 +2706,193 @@ pub(crate) async fn client_management_routes(provider: &Provider) {
         )
         .await;
     assert_error_page(&trip, "a deleted client");
+}
+
+/// RP-Initiated Logout 1.0 §2, §3: a post-logout URI must be registered
+/// for the client (exact match), the `client_id` must be the ID token
+/// hint's audience, a hint must be an ID token of this provider; a logout
+/// without a hint asks the user, and a cross-site post without the page's
+/// CSRF token ends nothing.
+pub(crate) async fn logout_rules(provider: &Provider) {
+    let ada = provider.sign_up("farewell", "ada@farewell.test").await;
+    let web = provider.web_client(&ada).await;
+    let other = provider.web_client(&ada).await;
+    let browser = provider.browser();
+    let (code, verifier) = provider.code_for(&browser, &web, &ada, "openid").await;
+    let tokens = provider
+        .exchange(&web, &code, Some(&verifier), CALLBACK)
+        .await;
+    assert_eq!(tokens.status, 200, "{}", tokens.text);
+    let id_token = tokens.json["id_token"].as_str().unwrap().to_owned();
+    let logout = |params: &[(&str, &str)]| {
+        let mut url = Url::parse(&provider.url("/oauth/logout")).unwrap();
+        url.query_pairs_mut().extend_pairs(params);
+        url.to_string()
+    };
+    // Still signed in afterwards: a silent authorization succeeds.
+    let still_signed_in = |browser: &Browser| {
+        let params = request_params(&web, &[("prompt", Some("none")), ("scope", Some("openid"))]);
+        let url = url_of(&provider.base, &params);
+        let browser = Browser {
+            base: browser.base.clone(),
+            http: browser.http.clone(),
+        };
+        async move {
+            let trip = browser.run(&url, None, None).await;
+            match trip.landing {
+                Landing::Redirect(url) => param(&url, "code").is_some(),
+                Landing::Page { .. } => false,
+            }
+        }
+    };
+    assert!(still_signed_in(&browser).await);
+
+    for (what, params) in [
+        (
+            "an unregistered post_logout_redirect_uri",
+            vec![
+                ("id_token_hint", id_token.as_str()),
+                ("post_logout_redirect_uri", "http://evil.example/bye"),
+            ],
+        ),
+        (
+            "a longer post_logout_redirect_uri",
+            vec![
+                ("id_token_hint", id_token.as_str()),
+                (
+                    "post_logout_redirect_uri",
+                    "http://127.0.0.1:8080/bye/../evil",
+                ),
+            ],
+        ),
+        (
+            "another client than the hint's audience",
+            vec![
+                ("id_token_hint", id_token.as_str()),
+                ("client_id", other.id.as_str()),
+                ("post_logout_redirect_uri", AFTER_LOGOUT),
+            ],
+        ),
+        (
+            "a forged hint",
+            vec![
+                ("id_token_hint", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."),
+                ("post_logout_redirect_uri", AFTER_LOGOUT),
+            ],
+        ),
+        (
+            "a post_logout_redirect_uri without a client",
+            vec![("post_logout_redirect_uri", AFTER_LOGOUT)],
+        ),
+    ] {
+        let trip = browser.run(&logout(&params), None, None).await;
+        assert_error_page(&trip, what);
+    }
+    assert!(
+        still_signed_in(&browser).await,
+        "a refused logout ends no session"
+    );
+
+    // No hint: a confirmation page; a post without its CSRF token (as a
+    // cross-site form would send) ends nothing.
+    let page = logout(&[
+        ("client_id", web.id.as_str()),
+        ("post_logout_redirect_uri", AFTER_LOGOUT),
+        ("state", "s1"),
+    ]);
+    let trip = browser.run(&page, None, None).await;
+    let (url, body) = match trip.landing {
+        Landing::Page {
+            url, status, body, ..
+        } => {
+            assert_eq!(status, 200, "{body}");
+            (url, body)
+        }
+        Landing::Redirect(url) => panic!("logged out without asking: {url}"),
+    };
+    assert!(
+        still_signed_in(&browser).await,
+        "showing the page ends nothing"
+    );
+    let action = form_action(&body, &url);
+    let forged = browser
+        .http
+        .post(action.clone())
+        .header("origin", "https://evil.example")
+        .form(&[
+            ("client_id", web.id.as_str()),
+            ("post_logout_redirect_uri", AFTER_LOGOUT),
+            ("state", "s1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !forged.status().is_redirection(),
+        "a forged logout post: {}",
+        forged.status()
+    );
+    assert!(
+        still_signed_in(&browser).await,
+        "a forged logout ends nothing"
+    );
+    let mut form = Vec::new();
+    for name in ["csrf", "client_id", "post_logout_redirect_uri", "state"] {
+        if let Some(value) = input(&body, name) {
+            form.push((name, value));
+        }
+    }
+    let confirmed = browser.post(&action, &form).await;
+    assert!(
+        confirmed.status().is_redirection(),
+        "{}",
+        confirmed.status()
+    );
+    let back = action
+        .join(confirmed.headers()["location"].to_str().unwrap())
+        .unwrap();
+    assert!(back.as_str().starts_with(AFTER_LOGOUT), "{back}");
+    assert_eq!(param(&back, "state").as_deref(), Some("s1"));
+    assert!(!still_signed_in(&browser).await, "signed out");
+}
+
+/// userinfo and the ID token carry the claims of the granted scopes only
+/// (OIDC Core §5.4): `openid` alone gives `sub`, `email` adds the email,
+/// `profile` the name.
+pub(crate) async fn claims_follow_scopes(provider: &Provider) {
+    let ada = provider.sign_up("claims", "ada@claims.test").await;
+    let web = provider.web_client(&ada).await;
+    let browser = provider.browser();
+    for (scope, email, name) in [
+        ("openid", false, false),
+        ("openid email", true, false),
+        ("openid profile", false, true),
+    ] {
+        let (code, verifier) = provider.code_for(&browser, &web, &ada, scope).await;
+        let tokens = provider
+            .exchange(&web, &code, Some(&verifier), CALLBACK)
+            .await;
+        assert_eq!(tokens.status, 200, "{}", tokens.text);
+        let access = tokens.json["access_token"].as_str().unwrap();
+        let id_claims = jwt_claims(tokens.json["id_token"].as_str().unwrap());
+        let info = provider.get("/oauth/userinfo", Some(access)).await;
+        assert_eq!(info.status, 200, "{}", info.text);
+        assert_eq!(info.json["sub"], ada.user.to_string());
+        assert_eq!(id_claims["sub"], ada.user.to_string());
+        for claims in [&info.json, &id_claims] {
+            assert_eq!(claims.get("email").is_some(), email, "{scope}: {claims}");
+            assert_eq!(
+                claims.get("email_verified").is_some(),
+                email,
+                "{scope}: {claims}"
+            );
+            assert_eq!(claims.get("name").is_some(), name, "{scope}: {claims}");
+        }
+        assert!(
+            tokens.json.get("refresh_token").is_none(),
+            "{scope}: no offline_access"
+        );
+    }
 }
 
 /// Generates one test per scenario for `$serve`, on memory and on Postgres.
