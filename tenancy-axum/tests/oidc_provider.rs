@@ -50,4 +50,6 @@ oidc_scenarios!(serve;
     client_management_routes,
     logout_rules,
     claims_follow_scopes,
+    every_advertised_id_token_algorithm,
+    endpoint_auth_methods_as_advertised,
 );

@@ -2895,6 +2895,153 @@ pub(crate) async fn claims_follow_scopes(provider: &Provider) {
     }
 }
 
+/// Every advertised ID token algorithm works end to end: a client that
+/// registers it (`id_token_signed_response_alg`) gets ID tokens the
+/// library verifies by the JWKS, with an `at_hash` of that algorithm's hash.
+pub(crate) async fn every_advertised_id_token_algorithm(provider: &Provider) {
+    let ada = provider.sign_up("algs", "ada@algs.test").await;
+    let doc = provider
+        .get("/.well-known/openid-configuration", None)
+        .await;
+    let algorithms: Vec<String> = doc.json["id_token_signing_alg_values_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    assert!(!algorithms.is_empty());
+    let oidc = provider.tenancy.module::<OidcModule>().unwrap();
+    let http = rp_http();
+    let browser = provider.browser();
+    for alg in algorithms {
+        let (client, secret) = oidc
+            .provider()
+            .register_client(
+                Some(ada.tenant),
+                NewOAuthClient {
+                    name: format!("{alg} client"),
+                    kind: ClientKind::Confidential,
+                    redirect_uris: vec![RedirectUri::parse(CALLBACK).unwrap()],
+                    grant_types: vec![GrantType::AuthorizationCode],
+                    scopes: vec!["openid".into()],
+                    id_token_signed_response_alg: Some(alg.parse().unwrap()),
+                    ..NewOAuthClient::default()
+                },
+                Actor::User(ada.user),
+            )
+            .await
+            .unwrap();
+        let registered = Registered {
+            id: client.id.as_str().to_owned(),
+            secret: secret.map(|s| s.expose().to_owned()),
+        };
+        let (rp, _) = discover(&provider.base, &registered, &http).await;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, _, nonce) = rp
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge)
+            .url();
+        let trip = browser.run(url.as_str(), Some(&ada), Some("allow")).await;
+        let code = param(&trip.redirect(), "code").expect("a code");
+        let tokens = rp
+            .exchange_code(AuthorizationCode::new(code))
+            .unwrap()
+            .set_pkce_verifier(verifier)
+            .request_async(&http)
+            .await
+            .unwrap_or_else(|e| panic!("{alg}: {e:?}"));
+        let id_token = tokens.id_token().expect("an ID token");
+        let id_verifier = rp.id_token_verifier();
+        let claims = id_token
+            .claims(&id_verifier, &nonce)
+            .unwrap_or_else(|e| panic!("{alg} ID token: {e:?}"));
+        let header = jwt_header(&id_token.to_string());
+        assert_eq!(header["alg"], alg.as_str());
+        let expected = claims.access_token_hash().expect("at_hash");
+        let actual = AccessTokenHash::from_token(
+            tokens.access_token(),
+            id_token.signing_alg().unwrap(),
+            id_token.signing_key(&id_verifier).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(&actual, expected, "{alg}: at_hash");
+    }
+}
+
+/// What discovery says about authentication at the other endpoints is
+/// what they accept: introspection by `client_secret_post`, revocation by
+/// a public client naming itself (`none`); request objects, which it says
+/// it does not support, are refused (OIDC Core §6).
+pub(crate) async fn endpoint_auth_methods_as_advertised(provider: &Provider) {
+    let ada = provider.sign_up("methods", "ada@methods.test").await;
+    let web = provider.web_client(&ada).await;
+    let spa = provider.public_client(&ada).await;
+    let browser = provider.browser();
+    let (code, verifier) = provider.code_for(&browser, &web, &ada, "openid").await;
+    let tokens = provider
+        .exchange(&web, &code, Some(&verifier), CALLBACK)
+        .await;
+    let access = tokens.json["access_token"].as_str().unwrap().to_owned();
+    let secret = web.secret.clone().unwrap();
+    let posted = provider
+        .post_form(
+            "/oauth/introspect",
+            None,
+            &[
+                ("token", &access),
+                ("client_id", &web.id),
+                ("client_secret", &secret),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status, 200, "{}", posted.text);
+    assert_eq!(posted.json["active"], true, "{}", posted.text);
+
+    let (code, verifier) = provider
+        .code_for(&browser, &spa, &ada, "openid offline_access")
+        .await;
+    let tokens = provider
+        .exchange(&spa, &code, Some(&verifier), CALLBACK)
+        .await;
+    assert_eq!(tokens.status, 200, "{}", tokens.text);
+    let refresh = tokens.json["refresh_token"].as_str().unwrap().to_owned();
+    let revoked = provider.revoke(&spa, &refresh, Some("refresh_token")).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    provider
+        .post_form(
+            "/oauth/token",
+            Some(&spa),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await
+        .assert_oauth_error(400, "invalid_grant");
+
+    for (name, error) in [
+        ("request", "request_not_supported"),
+        ("request_uri", "request_uri_not_supported"),
+    ] {
+        let params = request_params(&web, &[(name, Some("eyJhbGciOiJub25lIn0.e30."))]);
+        let trip = browser
+            .run(&url_of(&provider.base, &params), None, None)
+            .await;
+        assert_error_redirect(provider, &trip, error);
+    }
+}
+
+/// The header of a JWT.
+pub(crate) fn jwt_header(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let header = jwt.split('.').next().expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 /// Generates one test per scenario for `$serve`, on memory and on Postgres.
 #[macro_export]
 macro_rules! oidc_scenarios {
