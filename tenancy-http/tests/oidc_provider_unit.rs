@@ -98,17 +98,48 @@ fn json(response: &Response<Bytes>) -> serde_json::Value {
     serde_json::from_slice(response.body()).unwrap()
 }
 
-#[tokio::test]
-async fn code_flow_with_pkce_consent_tokens_and_scoped_powers() {
+fn configs() -> (Catalog, AuthConfig, HttpConfig) {
     let mut auth = AuthConfig::new(ISSUER, "app");
     auth.argon2 = Argon2Config::new(1024, 1, 1);
     let http = HttpConfig::default().with_cookies(CookieConfig::default().with_secure(false));
-    let t = Tenancy::builder(Catalog::new(["projects:read"]).unwrap(), auth)
+    (Catalog::new(["projects:read"]).unwrap(), auth, http)
+}
+
+#[tokio::test]
+async fn code_flow_in_memory() {
+    let (catalog, auth, http) = configs();
+    let t = Tenancy::builder(catalog, auth)
         .http(http)
         .module(OidcModule::new(OidcConfig::default()))
         .build()
         .await
         .unwrap();
+    code_flow_with_pkce_consent_tokens_and_scoped_powers(t).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn code_flow_on_postgres() {
+    use tenancy_http::auth::KeyEncryption;
+    let Some(schema) = tenancy_http::core::testkit::postgres::TestSchema::create().await else {
+        return;
+    };
+    let (catalog, auth, http) = configs();
+    let auth = auth.with_key_encryption(KeyEncryption::InsecurePlaintext);
+    let t = Tenancy::builder(catalog, auth)
+        .postgres(schema.pool.clone())
+        .http(http)
+        .module(OidcModule::postgres(
+            schema.pool.clone(),
+            OidcConfig::default(),
+        ))
+        .build()
+        .await
+        .unwrap();
+    code_flow_with_pkce_consent_tokens_and_scoped_powers(t).await;
+}
+
+async fn code_flow_with_pkce_consent_tokens_and_scoped_powers(t: Tenancy) {
     let registered = t
         .auth()
         .register(
