@@ -602,12 +602,8 @@ async fn authenticate_client(
     credentials.authorization = basic;
     credentials.client_id = one(params, "client_id")?;
     credentials.client_secret = one(params, "client_secret")?;
-    if params.contains_key("client_assertion") {
-        return Err(OAuthError::new(
-            OAuthErrorCode::InvalidClient,
-            "private_key_jwt is not supported",
-        ));
-    }
+    credentials.client_assertion = one(params, "client_assertion")?;
+    credentials.client_assertion_type = one(params, "client_assertion_type")?;
     provider.authenticate_client(credentials).await
 }
 
@@ -715,9 +711,10 @@ async fn discovery(
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256", "EdDSA"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": ["none", "login", "consent"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash", "sid", "tid", "org_id", "roles", "email", "email_verified", "name"],
@@ -1428,6 +1425,8 @@ struct ClientBody {
     scopes: Vec<String>,
     #[serde(default)]
     id_token_signed_response_alg: Option<String>,
+    #[serde(default)]
+    jwks: Option<Value>,
 }
 
 fn new_client(input: ClientBody) -> Result<NewOAuthClient, Problem> {
@@ -1460,6 +1459,7 @@ fn new_client(input: ClientBody) -> Result<NewOAuthClient, Problem> {
         scopes: input.scopes,
         first_party: false,
         id_token_signed_response_alg,
+        jwks: input.jwks,
     })
 }
 
