@@ -2057,9 +2057,14 @@ impl OAuthProvider {
         }
     }
 
-    /// Deletes interactions and codes that expired; returns how many.
+    /// Deletes interactions, codes and assertion ids that expired more
+    /// than an hour ago (a spent code is kept that long, so a late replay
+    /// still revokes what it issued); returns how many went.
     pub async fn purge_expired(&self) -> Result<u64, tenancy_core::StoreError> {
-        self.inner.store.purge_expired(self.now()).await
+        self.inner
+            .store
+            .purge_expired(self.now() - Duration::hours(1))
+            .await
     }
 
     /// Makes a fresh ID-token key active (the old one keeps verifying).
