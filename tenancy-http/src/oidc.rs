@@ -240,6 +240,10 @@ pub struct OidcModule {
     config: OidcConfig,
     store: Arc<dyn OAuthStore>,
     provider: OnceLock<OAuthProvider>,
+    /// Machine clients recently found registered (for `client_credentials`
+    /// callers): a deleted client's tokens stop within
+    /// [`CLIENT_CHECK_TTL`], at once through this process.
+    live_clients: quick_cache::sync::Cache<tenancy_core::OAuthClientId, std::time::Instant>,
     #[cfg(feature = "postgres")]
     migrate: bool,
 }
@@ -268,6 +272,7 @@ impl OidcModule {
             config,
             store,
             provider: OnceLock::new(),
+            live_clients: quick_cache::sync::Cache::new(10_000),
             #[cfg(feature = "postgres")]
             migrate: false,
         }
@@ -330,10 +335,52 @@ impl OidcModule {
     }
 }
 
+/// How long a machine client found registered is believed to still be.
+const CLIENT_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[async_trait]
 impl Module for OidcModule {
     fn name(&self) -> &'static str {
         "oidc"
+    }
+
+    fn has_request_step(&self) -> bool {
+        true
+    }
+
+    /// A `client_credentials` caller must still be a registered machine
+    /// client of the tenant it acts in: deleting a client stops its tokens.
+    async fn on_request(&self, context: &RequestContext) -> Result<(), Problem> {
+        let tenancy_auth::Subject::OAuthClient(id) = context.principal().subject else {
+            return Ok(());
+        };
+        if self
+            .live_clients
+            .get(&id)
+            .is_some_and(|seen| seen.elapsed() < CLIENT_CHECK_TTL)
+        {
+            return Ok(());
+        }
+        let refused = || {
+            crate::errors::unauthorized(
+                &tenancy_auth::AuthError::InvalidToken(tenancy_auth::TokenRejection::Revoked),
+                &context.tenancy().config().realm,
+            )
+        };
+        let Some(provider) = self.provider.get() else {
+            return Err(refused());
+        };
+        match provider.find_client(&id.to_string()).await {
+            Ok(Some(client))
+                if client.tenant_id == Some(context.tenant_id())
+                    && client.allows_grant(GrantType::ClientCredentials) =>
+            {
+                self.live_clients.insert(id, std::time::Instant::now());
+                Ok(())
+            }
+            Ok(_) => Err(refused()),
+            Err(error) => Err(Problem::unavailable(&error)),
+        }
     }
 
     fn routes(&self) -> Vec<Route> {
@@ -1592,14 +1639,12 @@ async fn delete_client(
 ) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let (_, provider) = provider(t)?;
+    let id = client_id_param(r)?;
     provider
-        .delete_client(
-            Some(c.tenant_id()),
-            &client_id_param(r)?,
-            c.principal().actor(),
-        )
+        .delete_client(Some(c.tenant_id()), &id, c.principal().actor())
         .await
         .map_err(|e| client_problem(&e))?;
+    module(t)?.live_clients.remove(&id.id());
     Ok(no_content())
 }
 

@@ -768,4 +768,35 @@ async fn private_key_jwt_client_credentials() {
     assert_eq!(context.tenant_id(), registered.membership.tenant_id);
     assert!(context.require("projects:read").await.is_ok());
     assert!(context.require("members:read").await.is_err());
+
+    // Deleting the client through its route stops its tokens at once.
+    let route = t
+        .routes()
+        .into_iter()
+        .find(|r| r.method == Method::DELETE && r.path == "/oauth/clients/{client_id}")
+        .unwrap();
+    let mut owner = HeaderMap::new();
+    owner.insert(
+        header::AUTHORIZATION,
+        format!("Bearer {}", registered.access_token.token)
+            .parse()
+            .unwrap(),
+    );
+    let request = ApiRequest::new(
+        Method::DELETE,
+        format!("/oauth/clients/{}", client.id).parse().unwrap(),
+        owner,
+        None,
+        Bytes::new(),
+    )
+    .with_params([("client_id".to_owned(), client.id.to_string())].into());
+    assert_eq!(
+        t.dispatch(&route, request).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let head = tenancy_http::RequestHead::new(&Method::GET, &uri, &headers, None);
+    assert_eq!(
+        t.authenticate(head).await.unwrap_err().status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
