@@ -22,7 +22,9 @@ CREATE TABLE tenancy_oauth_clients (
     created_by_kind            text NOT NULL,
     created_by_id              uuid,
     created_at                 timestamptz NOT NULL,
-    updated_at                 timestamptz NOT NULL
+    updated_at                 timestamptz NOT NULL,
+    -- Public keys for private_key_jwt client authentication.
+    jwks                       jsonb
 );
 CREATE INDEX tenancy_oauth_clients_tenant_idx ON tenancy_oauth_clients (tenant_id, id);
 
@@ -79,6 +81,16 @@ CREATE TABLE tenancy_oauth_grants (
     created_at  timestamptz NOT NULL
 );
 CREATE INDEX tenancy_oauth_grants_client_idx ON tenancy_oauth_grants (client_id);
+
+-- The jti of each client assertion (private_key_jwt), kept until it
+-- expires, so an assertion is accepted once.
+CREATE TABLE tenancy_oauth_assertions (
+    client_id   uuid NOT NULL CONSTRAINT tenancy_oauth_assertions_client_fkey REFERENCES tenancy_oauth_clients (id) ON DELETE CASCADE,
+    jti         text NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (client_id, jti)
+);
+CREATE INDEX tenancy_oauth_assertions_expiry_idx ON tenancy_oauth_assertions (expires_at);
 
 -- ID-token signing keys (RS256 by default), apart from the access-token keys.
 CREATE TABLE tenancy_oidc_signing_keys (

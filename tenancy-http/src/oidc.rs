@@ -240,6 +240,10 @@ pub struct OidcModule {
     config: OidcConfig,
     store: Arc<dyn OAuthStore>,
     provider: OnceLock<OAuthProvider>,
+    /// Machine clients recently found registered (for `client_credentials`
+    /// callers): a deleted client's tokens stop within
+    /// [`CLIENT_CHECK_TTL`], at once through this process.
+    live_clients: quick_cache::sync::Cache<tenancy_core::OAuthClientId, std::time::Instant>,
     #[cfg(feature = "postgres")]
     migrate: bool,
 }
@@ -268,6 +272,7 @@ impl OidcModule {
             config,
             store,
             provider: OnceLock::new(),
+            live_clients: quick_cache::sync::Cache::new(10_000),
             #[cfg(feature = "postgres")]
             migrate: false,
         }
@@ -330,10 +335,52 @@ impl OidcModule {
     }
 }
 
+/// How long a machine client found registered is believed to still be.
+const CLIENT_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[async_trait]
 impl Module for OidcModule {
     fn name(&self) -> &'static str {
         "oidc"
+    }
+
+    fn has_request_step(&self) -> bool {
+        true
+    }
+
+    /// A `client_credentials` caller must still be a registered machine
+    /// client of the tenant it acts in: deleting a client stops its tokens.
+    async fn on_request(&self, context: &RequestContext) -> Result<(), Problem> {
+        let tenancy_auth::Subject::OAuthClient(id) = context.principal().subject else {
+            return Ok(());
+        };
+        if self
+            .live_clients
+            .get(&id)
+            .is_some_and(|seen| seen.elapsed() < CLIENT_CHECK_TTL)
+        {
+            return Ok(());
+        }
+        let refused = || {
+            crate::errors::unauthorized(
+                &tenancy_auth::AuthError::InvalidToken(tenancy_auth::TokenRejection::Revoked),
+                &context.tenancy().config().realm,
+            )
+        };
+        let Some(provider) = self.provider.get() else {
+            return Err(refused());
+        };
+        match provider.find_client(&id.to_string()).await {
+            Ok(Some(client))
+                if client.tenant_id == Some(context.tenant_id())
+                    && client.allows_grant(GrantType::ClientCredentials) =>
+            {
+                self.live_clients.insert(id, std::time::Instant::now());
+                Ok(())
+            }
+            Ok(_) => Err(refused()),
+            Err(error) => Err(Problem::unavailable(&error)),
+        }
     }
 
     fn routes(&self) -> Vec<Route> {
@@ -602,12 +649,8 @@ async fn authenticate_client(
     credentials.authorization = basic;
     credentials.client_id = one(params, "client_id")?;
     credentials.client_secret = one(params, "client_secret")?;
-    if params.contains_key("client_assertion") {
-        return Err(OAuthError::new(
-            OAuthErrorCode::InvalidClient,
-            "private_key_jwt is not supported",
-        ));
-    }
+    credentials.client_assertion = one(params, "client_assertion")?;
+    credentials.client_assertion_type = one(params, "client_assertion_type")?;
     provider.authenticate_client(credentials).await
 }
 
@@ -715,9 +758,10 @@ async fn discovery(
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256", "EdDSA"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": ["none", "login", "consent"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash", "sid", "tid", "org_id", "roles", "email", "email_verified", "name"],
@@ -1428,6 +1472,8 @@ struct ClientBody {
     scopes: Vec<String>,
     #[serde(default)]
     id_token_signed_response_alg: Option<String>,
+    #[serde(default)]
+    jwks: Option<Value>,
 }
 
 fn new_client(input: ClientBody) -> Result<NewOAuthClient, Problem> {
@@ -1460,6 +1506,7 @@ fn new_client(input: ClientBody) -> Result<NewOAuthClient, Problem> {
         scopes: input.scopes,
         first_party: false,
         id_token_signed_response_alg,
+        jwks: input.jwks,
     })
 }
 
@@ -1592,14 +1639,12 @@ async fn delete_client(
 ) -> Result<Response<Bytes>, Problem> {
     let c = ctx(c)?;
     let (_, provider) = provider(t)?;
+    let id = client_id_param(r)?;
     provider
-        .delete_client(
-            Some(c.tenant_id()),
-            &client_id_param(r)?,
-            c.principal().actor(),
-        )
+        .delete_client(Some(c.tenant_id()), &id, c.principal().actor())
         .await
         .map_err(|e| client_problem(&e))?;
+    module(t)?.live_clients.remove(&id.id());
     Ok(no_content())
 }
 

@@ -98,17 +98,48 @@ fn json(response: &Response<Bytes>) -> serde_json::Value {
     serde_json::from_slice(response.body()).unwrap()
 }
 
-#[tokio::test]
-async fn code_flow_with_pkce_consent_tokens_and_scoped_powers() {
+fn configs() -> (Catalog, AuthConfig, HttpConfig) {
     let mut auth = AuthConfig::new(ISSUER, "app");
     auth.argon2 = Argon2Config::new(1024, 1, 1);
     let http = HttpConfig::default().with_cookies(CookieConfig::default().with_secure(false));
-    let t = Tenancy::builder(Catalog::new(["projects:read"]).unwrap(), auth)
+    (Catalog::new(["projects:read"]).unwrap(), auth, http)
+}
+
+#[tokio::test]
+async fn code_flow_in_memory() {
+    let (catalog, auth, http) = configs();
+    let t = Tenancy::builder(catalog, auth)
         .http(http)
         .module(OidcModule::new(OidcConfig::default()))
         .build()
         .await
         .unwrap();
+    code_flow_with_pkce_consent_tokens_and_scoped_powers(t).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn code_flow_on_postgres() {
+    use tenancy_http::auth::KeyEncryption;
+    let Some(schema) = tenancy_http::core::testkit::postgres::TestSchema::create().await else {
+        return;
+    };
+    let (catalog, auth, http) = configs();
+    let auth = auth.with_key_encryption(KeyEncryption::InsecurePlaintext);
+    let t = Tenancy::builder(catalog, auth)
+        .postgres(schema.pool.clone())
+        .http(http)
+        .module(OidcModule::postgres(
+            schema.pool.clone(),
+            OidcConfig::default(),
+        ))
+        .build()
+        .await
+        .unwrap();
+    code_flow_with_pkce_consent_tokens_and_scoped_powers(t).await;
+}
+
+async fn code_flow_with_pkce_consent_tokens_and_scoped_powers(t: Tenancy) {
     let registered = t
         .auth()
         .register(
@@ -611,4 +642,161 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers() {
     assert_eq!(discovery["issuer"], ISSUER);
     assert_eq!(discovery["code_challenge_methods_supported"][0], "S256");
     assert_eq!(discovery["token_endpoint"], format!("{ISSUER}/oauth/token"));
+}
+
+/// `private_key_jwt` (RFC 7523): a machine client signs an assertion with
+/// its registered key; the assertion works once, for this issuer only.
+#[tokio::test]
+async fn private_key_jwt_client_credentials() {
+    use josekit::jwk::alg::rsa::RsaKeyPair;
+    use tenancy_http::auth::{KeyAlgorithm, StoredKey, StoredPrivateKey};
+
+    let (catalog, auth, http) = configs();
+    let t = Tenancy::builder(catalog, auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let registered = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("bo@acme.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("acme").unwrap(),
+                    TenantName::new("Acme").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let key = StoredKey::generate(KeyAlgorithm::Rs256, time::OffsetDateTime::now_utc()).unwrap();
+    let StoredPrivateKey::Plaintext(private) = &key.private_key else {
+        panic!("a fresh key is plaintext");
+    };
+    let jwk = josekit::jwk::Jwk::from_map(private.expose_secret().clone()).unwrap();
+    let pem = RsaKeyPair::from_jwk(&jwk).unwrap().to_pem_private_key();
+    let signing = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+    let oidc = t.module::<OidcModule>().unwrap();
+    let (client, _) = oidc
+        .provider()
+        .register_client(
+            Some(registered.membership.tenant_id),
+            NewOAuthClient {
+                name: "Worker".into(),
+                kind: ClientKind::Confidential,
+                grant_types: vec![GrantType::ClientCredentials],
+                scopes: vec!["projects:read".into()],
+                jwks: Some(serde_json::json!({ "keys": [key.public_jwk.clone().unwrap()] })),
+                ..NewOAuthClient::default()
+            },
+            Actor::User(registered.user.id),
+        )
+        .await
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let assertion = |aud: &str, jti: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({
+                "iss": client.id.as_str(), "sub": client.id.as_str(), "aud": aud,
+                "jti": jti, "iat": now, "exp": now + 120,
+            }),
+            &signing,
+        )
+        .unwrap()
+    };
+    let token_request = |assertion: String| {
+        form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion),
+        ])
+    };
+    let form_type = (
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    );
+    let endpoint = format!("{ISSUER}/oauth/token");
+    let ok = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        std::slice::from_ref(&form_type),
+        &token_request(assertion(&endpoint, "one")),
+    )
+    .await;
+    assert_eq!(ok.status(), StatusCode::OK, "{:?}", ok.body());
+    let access = json(&ok)["access_token"].as_str().unwrap().to_owned();
+    let replay = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        std::slice::from_ref(&form_type),
+        &token_request(assertion(&endpoint, "one")),
+    )
+    .await;
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+    let elsewhere = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        std::slice::from_ref(&form_type),
+        &token_request(assertion("https://other.example/token", "two")),
+    )
+    .await;
+    assert_eq!(json(&elsewhere)["error"], "invalid_client");
+
+    // The machine client acts in its tenant with its creator's roles
+    // capped by its scopes.
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::AUTHORIZATION,
+        format!("Bearer {access}").parse().unwrap(),
+    );
+    let uri: http::Uri = "/x".parse().unwrap();
+    let head = tenancy_http::RequestHead::new(&Method::GET, &uri, &headers, None);
+    let context = t.authenticate(head).await.unwrap();
+    assert_eq!(context.tenant_id(), registered.membership.tenant_id);
+    assert!(context.require("projects:read").await.is_ok());
+    assert!(context.require("members:read").await.is_err());
+
+    // Deleting the client through its route stops its tokens at once.
+    let route = t
+        .routes()
+        .into_iter()
+        .find(|r| r.method == Method::DELETE && r.path == "/oauth/clients/{client_id}")
+        .unwrap();
+    let mut owner = HeaderMap::new();
+    owner.insert(
+        header::AUTHORIZATION,
+        format!("Bearer {}", registered.access_token.token)
+            .parse()
+            .unwrap(),
+    );
+    let request = ApiRequest::new(
+        Method::DELETE,
+        format!("/oauth/clients/{}", client.id).parse().unwrap(),
+        owner,
+        None,
+        Bytes::new(),
+    )
+    .with_params([("client_id".to_owned(), client.id.to_string())].into());
+    assert_eq!(
+        t.dispatch(&route, request).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let head = tenancy_http::RequestHead::new(&Method::GET, &uri, &headers, None);
+    assert_eq!(
+        t.authenticate(head).await.unwrap_err().status(),
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -25,6 +25,7 @@ struct State {
     codes: HashMap<[u8; 32], AuthorizationCode>,
     consents: HashMap<(UserId, OAuthClientId, TenantId), Consent>,
     grants: HashMap<SessionId, SessionGrant>,
+    assertions: HashMap<(OAuthClientId, String), OffsetDateTime>,
 }
 
 /// The provider's records in memory: for tests, examples and single-process
@@ -133,6 +134,7 @@ impl OAuthStore for MemoryOAuthStore {
         state.clients.remove(&id.id());
         state.consents.retain(|_, c| c.client_id != *id);
         state.codes.retain(|_, c| c.client_id != *id);
+        state.assertions.retain(|(client, _), _| *client != id.id());
         state.interactions.retain(|_, i| i.request.client_id != *id);
         let mut sessions: Vec<SessionId> = state
             .grants
@@ -285,12 +287,28 @@ impl OAuthStore for MemoryOAuthStore {
         Ok(self.state().grants.get(&session_id).cloned())
     }
 
+    async fn use_assertion(
+        &self,
+        client_id: &ClientId,
+        jti: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let key = (client_id.id(), jti.to_owned());
+        if state.assertions.contains_key(&key) {
+            return Ok(false);
+        }
+        state.assertions.insert(key, truncate_to_micros(expires_at));
+        Ok(true)
+    }
+
     async fn purge_expired(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let mut state = self.state();
-        let start = state.interactions.len() + state.codes.len();
+        let start = state.interactions.len() + state.codes.len() + state.assertions.len();
         state.interactions.retain(|_, i| i.expires_at >= before);
         state.codes.retain(|_, c| c.expires_at >= before);
-        let end = state.interactions.len() + state.codes.len();
+        state.assertions.retain(|_, at| *at >= before);
+        let end = state.interactions.len() + state.codes.len() + state.assertions.len();
         Ok((start - end) as u64)
     }
 

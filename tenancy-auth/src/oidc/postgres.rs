@@ -112,7 +112,7 @@ fn db_error(error: sqlx::Error) -> StoreError {
 
 macro_rules! client_columns {
     () => {
-        "id, tenant_id, name, kind, redirect_uris, post_logout_redirect_uris, grant_types, scopes, first_party, id_token_alg, secret_hash, created_by_kind, created_by_id, created_at, updated_at"
+        "id, tenant_id, name, kind, redirect_uris, post_logout_redirect_uris, grant_types, scopes, first_party, id_token_alg, secret_hash, created_by_kind, created_by_id, created_at, updated_at, jwks"
     };
 }
 
@@ -155,6 +155,7 @@ fn client_from_row(row: &PgRow) -> Result<OAuthClient> {
         created_by: Actor::from_parts(&creator_kind, creator_id).ok_or_else(|| corrupt("actor"))?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
+        jwks: get(row, "jwks")?,
     })
 }
 
@@ -245,7 +246,7 @@ impl OAuthStore for PgOAuthStore {
             "INSERT INTO tenancy_oauth_clients (",
             client_columns!(),
             ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(client.id.id().as_uuid())
         .bind(client.tenant_id.map(|t| t.as_uuid()))
@@ -262,6 +263,7 @@ impl OAuthStore for PgOAuthStore {
         .bind(client.created_by.id())
         .bind(client.created_at)
         .bind(client.updated_at)
+        .bind(&client.jwks)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
@@ -314,7 +316,7 @@ impl OAuthStore for PgOAuthStore {
         let done = sqlx::query(
             "UPDATE tenancy_oauth_clients SET name = $3, redirect_uris = $4, \
              post_logout_redirect_uris = $5, grant_types = $6, scopes = $7, first_party = $8, \
-             id_token_alg = $9, secret_hash = $10, updated_at = $11, kind = $12 \
+             id_token_alg = $9, secret_hash = $10, updated_at = $11, kind = $12, jwks = $13 \
              WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
         )
         .bind(client.id.id().as_uuid())
@@ -329,6 +331,7 @@ impl OAuthStore for PgOAuthStore {
         .bind(client.secret_hash.as_ref().map(|h| h.as_bytes().to_vec()))
         .bind(client.updated_at)
         .bind(client.kind.as_str())
+        .bind(&client.jwks)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
@@ -607,7 +610,31 @@ impl OAuthStore for PgOAuthStore {
         row.as_ref().map(grant_from_row).transpose()
     }
 
+    async fn use_assertion(
+        &self,
+        client_id: &ClientId,
+        jti: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO tenancy_oauth_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (client_id, jti) DO NOTHING",
+        )
+        .bind(client_id.id().as_uuid())
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn purge_expired(&self, before: OffsetDateTime) -> Result<u64> {
+        let assertions = sqlx::query("DELETE FROM tenancy_oauth_assertions WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         let interactions =
             sqlx::query("DELETE FROM tenancy_oauth_interactions WHERE expires_at < $1")
                 .bind(before)
@@ -619,7 +646,7 @@ impl OAuthStore for PgOAuthStore {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        Ok(interactions.rows_affected() + codes.rows_affected())
+        Ok(interactions.rows_affected() + codes.rows_affected() + assertions.rows_affected())
     }
 
     fn id_token_keys(&self) -> Arc<dyn KeyStore> {

@@ -161,6 +161,10 @@ pub struct ClientCredentials<'a> {
     pub client_id: Option<&'a str>,
     /// The body's `client_secret`, for `client_secret_post`.
     pub client_secret: Option<&'a str>,
+    /// The body's `client_assertion_type`, for `private_key_jwt`.
+    pub client_assertion_type: Option<&'a str>,
+    /// The body's `client_assertion`, for `private_key_jwt`.
+    pub client_assertion: Option<&'a str>,
 }
 
 /// A token endpoint answer (RFC 6749 §5.1, OIDC Core §3.1.3.3).
@@ -444,6 +448,33 @@ impl OAuthProvider {
             return Err(ClientError::invalid("scopes", "at most 100 scopes"));
         }
         new.scopes = scopes;
+        if let Some(jwks) = &new.jwks {
+            if new.kind != ClientKind::Confidential {
+                return Err(ClientError::invalid(
+                    "jwks",
+                    "only a confidential client authenticates with keys",
+                ));
+            }
+            let keys = jwks.get("keys").and_then(Value::as_array);
+            let usable = keys.is_some_and(|keys| {
+                !keys.is_empty()
+                    && keys.len() <= 10
+                    && keys.iter().all(|key| {
+                        serde_json::from_value::<jsonwebtoken::jwk::Jwk>(key.clone())
+                            .ok()
+                            .and_then(|jwk| jsonwebtoken::DecodingKey::from_jwk(&jwk).ok())
+                            .is_some()
+                            && key.get("d").is_none()
+                            && key.get("k").is_none()
+                    })
+            });
+            if !usable {
+                return Err(ClientError::invalid(
+                    "jwks",
+                    "must be a JWKS of 1 to 10 public RSA, EC or Ed25519 keys",
+                ));
+            }
+        }
         if let Some(alg) = new.id_token_signed_response_alg
             && !self.id_token_algorithms().contains(&alg)
         {
@@ -535,6 +566,7 @@ impl OAuthProvider {
                 .id_token_signed_response_alg
                 .unwrap_or(self.inner.config.id_token_algorithm),
             secret_hash: secret.as_ref().map(ClientSecret::hash),
+            jwks: new.jwks,
             created_by: actor,
             created_at: now,
             updated_at: now,
@@ -600,6 +632,7 @@ impl OAuthProvider {
         client.grant_types = update.grant_types;
         client.scopes = update.scopes;
         client.first_party = update.first_party;
+        client.jwks = update.jwks;
         client.id_token_signed_response_alg = update
             .id_token_signed_response_alg
             .unwrap_or(current.id_token_signed_response_alg);
@@ -706,6 +739,20 @@ impl OAuthProvider {
         &self,
         presented: ClientCredentials<'_>,
     ) -> Result<OAuthClient, OAuthError> {
+        if let Some(assertion) = presented.client_assertion {
+            if presented.authorization.is_some() || presented.client_secret.is_some() {
+                return Err(OAuthError::invalid_request(
+                    "use one client authentication method",
+                ));
+            }
+            return self
+                .authenticate_assertion(
+                    presented.client_id,
+                    presented.client_assertion_type,
+                    assertion,
+                )
+                .await;
+        }
         let basic = match presented.authorization {
             Some(header) => Some(parse_basic(header).ok_or_else(OAuthError::invalid_client)?),
             None => None,
@@ -753,6 +800,113 @@ impl OAuthProvider {
             (ClientKind::Public, _, None) => Ok(client),
             _ => Err(OAuthError::invalid_client()),
         }
+    }
+
+    /// `private_key_jwt` (RFC 7523 §2.2, §3; OIDC Core §9): a JWT signed
+    /// with one of the client's registered keys, `iss` and `sub` its
+    /// `client_id`, `aud` the issuer or one of its `/oauth/` endpoints,
+    /// expiring within 10 minutes, its `jti` used once.
+    async fn authenticate_assertion(
+        &self,
+        client_id: Option<&str>,
+        assertion_type: Option<&str>,
+        assertion: &str,
+    ) -> Result<OAuthClient, OAuthError> {
+        const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+        if assertion_type != Some(JWT_BEARER) {
+            return Err(OAuthError::invalid_request(
+                "client_assertion_type must be the JWT bearer type",
+            ));
+        }
+        let invalid = OAuthError::invalid_client;
+        if assertion.len() > 8 * 1024 {
+            return Err(invalid());
+        }
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| invalid())?;
+        let unverified = payload(assertion).ok_or_else(invalid)?;
+        let claimed = unverified
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or_else(invalid)?;
+        if client_id.is_some_and(|id| id != claimed) {
+            return Err(invalid());
+        }
+        let client = self.find_client(claimed).await?.ok_or_else(invalid)?;
+        let (ClientKind::Confidential, Some(jwks)) = (client.kind, &client.jwks) else {
+            return Err(invalid());
+        };
+        let keys: Vec<jsonwebtoken::jwk::Jwk> = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| serde_json::from_value(k.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key = match &header.kid {
+            Some(kid) => keys
+                .iter()
+                .find(|k| k.common.key_id.as_deref() == Some(kid.as_str())),
+            None if keys.len() == 1 => keys.first(),
+            None => None,
+        }
+        .ok_or_else(invalid)?;
+        use jsonwebtoken::Algorithm as A;
+        if !matches!(header.alg, A::RS256 | A::ES256 | A::EdDSA | A::PS256) {
+            return Err(invalid());
+        }
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(key).map_err(|_| invalid())?;
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.validate_aud = false;
+        validation.leeway = 30;
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        validation.set_issuer(&[client.id.as_str()]);
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(assertion, &decoding, &validation)
+            .map_err(|_| invalid())?
+            .claims;
+        let issuer = self.issuer().trim_end_matches('/');
+        let audience_ok = |aud: &str| {
+            aud.trim_end_matches('/') == issuer
+                || aud
+                    .strip_prefix(issuer)
+                    .is_some_and(|rest| rest.starts_with("/oauth/"))
+        };
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(aud)) => audience_ok(aud),
+            Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(audience_ok),
+            _ => false,
+        };
+        let now = self.now();
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or_else(invalid)?;
+        let jti = claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .ok_or_else(invalid)?;
+        if !aud_ok
+            || exp > (now + Duration::minutes(10)).unix_timestamp()
+            || jti.is_empty()
+            || jti.len() > 256
+        {
+            return Err(invalid());
+        }
+        let expires_at = OffsetDateTime::from_unix_timestamp(exp).map_err(|_| invalid())?;
+        let fresh = self
+            .inner
+            .store
+            .use_assertion(&client.id, jti, expires_at + Duration::seconds(30))
+            .await
+            .map_err(|e| OAuthError::server(&e))?;
+        if !fresh {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidClient,
+                "the client assertion was already used",
+            ));
+        }
+        Ok(client)
     }
 
     // ------------------------------------------------------------ authorization
@@ -1903,9 +2057,14 @@ impl OAuthProvider {
         }
     }
 
-    /// Deletes interactions and codes that expired; returns how many.
+    /// Deletes interactions, codes and assertion ids that expired more
+    /// than an hour ago (a spent code is kept that long, so a late replay
+    /// still revokes what it issued); returns how many went.
     pub async fn purge_expired(&self) -> Result<u64, tenancy_core::StoreError> {
-        self.inner.store.purge_expired(self.now()).await
+        self.inner
+            .store
+            .purge_expired(self.now() - Duration::hours(1))
+            .await
     }
 
     /// Makes a fresh ID-token key active (the old one keeps verifying).

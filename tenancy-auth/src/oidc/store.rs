@@ -107,8 +107,17 @@ pub trait OAuthStore: Send + Sync {
     /// The grant riding on `session_id`, if it is an OAuth session.
     async fn get_grant(&self, session_id: SessionId) -> Result<Option<SessionGrant>, StoreError>;
 
-    /// Deletes interactions and codes that expired before `before`; returns
-    /// how many went.
+    /// Records a client assertion's `jti` until `expires_at`, atomically:
+    /// `false` if the client already used it (a replay).
+    async fn use_assertion(
+        &self,
+        client_id: &ClientId,
+        jti: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes interactions, codes and assertion ids that expired before
+    /// `before`; returns how many went.
     async fn purge_expired(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// The store of the ID-token signing keys (RS256 by default), kept apart

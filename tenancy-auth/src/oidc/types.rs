@@ -350,6 +350,10 @@ pub struct NewOAuthClient {
     pub first_party: bool,
     /// How its ID tokens are signed (default RS256).
     pub id_token_signed_response_alg: Option<KeyAlgorithm>,
+    /// Its public keys (a JWKS document), for `private_key_jwt` client
+    /// authentication (RFC 7523 §2.2): a confidential client may then sign
+    /// an assertion instead of sending its secret.
+    pub jwks: Option<serde_json::Value>,
 }
 
 /// A registered client. The secret is not kept: only its hash.
@@ -377,6 +381,8 @@ pub struct OAuthClient {
     /// How its ID tokens are signed.
     #[serde(serialize_with = "algorithm_name")]
     pub id_token_signed_response_alg: KeyAlgorithm,
+    /// Its public keys, for `private_key_jwt`.
+    pub jwks: Option<serde_json::Value>,
     /// SHA-256 of its secret (confidential clients).
     #[serde(skip)]
     pub secret_hash: Option<TokenHash>,

@@ -57,6 +57,7 @@ fn client(tenant: Option<TenantId>, name: &str) -> OAuthClient {
         first_party: false,
         id_token_signed_response_alg: KeyAlgorithm::Rs256,
         secret_hash: Some(TokenHash::of(b"secret")),
+        jwks: None,
         created_by: Actor::System,
         created_at: at,
         updated_at: at,
@@ -323,6 +324,18 @@ pub async fn oauth_code_store(fixture: OAuthFixture) {
             .await
             .unwrap(),
         CodeRedemption::Unknown
+    );
+    // A client assertion's jti is accepted once per client.
+    let later = at + Duration::minutes(5);
+    assert!(store.use_assertion(&c.id, "jti-1", later).await.unwrap());
+    assert!(!store.use_assertion(&c.id, "jti-1", later).await.unwrap());
+    let other = client(None, "other");
+    store.insert_client(&other).await.unwrap();
+    assert!(
+        store
+            .use_assertion(&other.id, "jti-1", later)
+            .await
+            .unwrap()
     );
     assert!(store.purge_expired(at).await.unwrap() >= 1);
     assert_eq!(
