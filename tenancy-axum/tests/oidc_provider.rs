@@ -52,4 +52,5 @@ oidc_scenarios!(serve;
     claims_follow_scopes,
     every_advertised_id_token_algorithm,
     endpoint_auth_methods_as_advertised,
+    private_key_jwt_client_authentication,
 );

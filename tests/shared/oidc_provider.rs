@@ -3032,6 +3032,121 @@ pub(crate) async fn endpoint_auth_methods_as_advertised(provider: &Provider) {
     }
 }
 
+/// `private_key_jwt` (RFC 7523 §2.2, §3), advertised by discovery: a
+/// machine client signs an assertion (here with the `jsonwebtoken` crate)
+/// with the key whose public half it registered; the assertion works once,
+/// only for this token endpoint, only unexpired, only by that key.
+pub(crate) async fn private_key_jwt_client_authentication(provider: &Provider) {
+    use josekit::jwk::alg::rsa::RsaKeyPair;
+    use tenancy_http::auth::{KeyAlgorithm, StoredKey, StoredPrivateKey};
+
+    let doc = provider
+        .get("/.well-known/openid-configuration", None)
+        .await;
+    let methods = doc.json["token_endpoint_auth_methods_supported"].to_string();
+    assert!(methods.contains("private_key_jwt"), "{methods}");
+    let algs = doc.json["token_endpoint_auth_signing_alg_values_supported"].to_string();
+    assert!(algs.contains("RS256"), "{algs}");
+    let ada = provider.sign_up("assertions", "ada@assertions.test").await;
+    let rs = provider.machine_client(&ada).await;
+    let key_pair = || {
+        let key =
+            StoredKey::generate(KeyAlgorithm::Rs256, time::OffsetDateTime::now_utc()).unwrap();
+        let StoredPrivateKey::Plaintext(private) = &key.private_key else {
+            panic!("a fresh key is plaintext");
+        };
+        let jwk = josekit::jwk::Jwk::from_map(private.expose_secret().clone()).unwrap();
+        let pem = RsaKeyPair::from_jwk(&jwk).unwrap().to_pem_private_key();
+        (
+            key.kid.clone(),
+            key.public_jwk.clone().unwrap(),
+            jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+        )
+    };
+    let (kid, public, signing) = key_pair();
+    let (_, _, stranger) = key_pair();
+    let oidc = provider.tenancy.module::<OidcModule>().unwrap();
+    let (client, _) = oidc
+        .provider()
+        .register_client(
+            Some(ada.tenant),
+            NewOAuthClient {
+                name: "Worker".into(),
+                kind: ClientKind::Confidential,
+                grant_types: vec![GrantType::ClientCredentials],
+                scopes: vec!["projects:read".into()],
+                jwks: Some(json!({ "keys": [public] })),
+                ..NewOAuthClient::default()
+            },
+            Actor::User(ada.user),
+        )
+        .await
+        .unwrap();
+    let id = client.id.as_str().to_owned();
+    let token_endpoint = provider.url("/oauth/token");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let assertion = |key: &jsonwebtoken::EncodingKey, aud: &str, jti: &str, exp: i64| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(
+            &header,
+            &json!({ "iss": id, "sub": id, "aud": aud, "jti": jti, "iat": now, "exp": exp }),
+            key,
+        )
+        .unwrap()
+    };
+    let request = |assertion: String| async move {
+        provider
+            .post_form(
+                "/oauth/token",
+                None,
+                &[
+                    ("grant_type", "client_credentials"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &assertion),
+                ],
+            )
+            .await
+    };
+    let ok = request(assertion(&signing, &token_endpoint, "one", now + 120)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let access = ok.json["access_token"].as_str().unwrap();
+    assert!(provider.active(&rs, access).await);
+    for (what, refused) in [
+        (
+            "replayed",
+            assertion(&signing, &token_endpoint, "one", now + 120),
+        ),
+        (
+            "another audience",
+            assertion(&signing, "https://other.example/token", "two", now + 120),
+        ),
+        (
+            "expired",
+            assertion(&signing, &token_endpoint, "three", now - 120),
+        ),
+        (
+            "another key",
+            assertion(&stranger, &token_endpoint, "four", now + 120),
+        ),
+    ] {
+        let reply = request(refused).await;
+        assert_eq!(
+            reply.json["error"], "invalid_client",
+            "{what}: {}",
+            reply.text
+        );
+        assert!(
+            reply.status == 400 || reply.status == 401,
+            "{what}: {}",
+            reply.text
+        );
+    }
+}
+
 /// The header of a JWT.
 pub(crate) fn jwt_header(jwt: &str) -> Value {
     use base64::Engine as _;
