@@ -1763,6 +1763,36 @@ pub(crate) async fn open_redirects_are_refused(provider: &Provider) {
         .run(&url_of(&provider.base, &params), None, None)
         .await;
     assert_error_page(&trip, "another client's redirect URI");
+    // A loopback redirect URI may come with another port (RFC 8252 §7.3):
+    // the request goes on to the login page; another loopback host does not.
+    let params = request_params(
+        &web,
+        &[("redirect_uri", Some("http://127.0.0.1:9999/callback"))],
+    );
+    let trip = browser
+        .run(&url_of(&provider.base, &params), None, None)
+        .await;
+    match &trip.landing {
+        Landing::Page { url, status, .. } => {
+            assert_eq!(
+                (url.path(), *status),
+                ("/oauth/login", 200),
+                "another loopback port"
+            );
+        }
+        Landing::Redirect(url) => panic!("another loopback port: redirected to {url}"),
+    }
+    for uri in [
+        "http://localhost:8080/callback",
+        "http://[::1]:8080/callback",
+        "http://127.0.0.2:8080/callback",
+    ] {
+        let params = request_params(&web, &[("redirect_uri", Some(uri))]);
+        let trip = browser
+            .run(&url_of(&provider.base, &params), None, None)
+            .await;
+        assert_error_page(&trip, uri);
+    }
     // Signed in, with consent given: still an error page, no code.
     let signed = signed_in(provider, &web, &ada).await;
     let params = request_params(
