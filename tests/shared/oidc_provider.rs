@@ -1352,6 +1352,25 @@ pub(crate) async fn reused_code_revokes_its_tokens(provider: &Provider) {
         .exchange(&web, &code, Some(&verifier), CALLBACK)
         .await;
     second.assert_oauth_error(400, "invalid_grant");
+
+    // Redeemed by several requests at once: exactly one gets tokens.
+    let browser_two = provider.browser();
+    let (raced, raced_verifier) = provider
+        .code_for(&browser_two, &web, &ada, "openid offline_access")
+        .await;
+    let race = || provider.exchange(&web, &raced, Some(&raced_verifier), CALLBACK);
+    let (a, b, c, d) = tokio::join!(race(), race(), race(), race());
+    let answers = [a, b, c, d];
+    let winners = answers.iter().filter(|a| a.status == 200).count();
+    assert_eq!(
+        winners,
+        1,
+        "{:?}",
+        answers.iter().map(|a| &a.text).collect::<Vec<_>>()
+    );
+    for loser in answers.iter().filter(|a| a.status != 200) {
+        loser.assert_oauth_error(400, "invalid_grant");
+    }
     assert!(
         !provider.active(&rs, &access).await,
         "the replay revokes the access token"
@@ -2714,6 +2733,60 @@ pub(crate) async fn client_management_routes(provider: &Provider) {
     let narrow = tokens.json["access_token"].as_str().unwrap().to_owned();
     let reply = call(reqwest::Method::GET, "/oauth/clients", Some(&narrow), None).await;
     assert_eq!(reply.status, 403, "{}", reply.text);
+
+    // A machine client registered through the route: its token reads
+    // members (its scope); once the client is deleted, the token is refused.
+    let machine = call(
+        reqwest::Method::POST,
+        "/oauth/clients",
+        Some(&ada.token),
+        Some(json!({
+            "name": "Reporter",
+            "kind": "confidential",
+            "grant_types": ["client_credentials"],
+            "scopes": ["members:read"],
+        })),
+    )
+    .await;
+    assert_eq!(machine.status, 201, "{}", machine.text);
+    let machine_id = machine.json["client"]["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let machine_client = Registered {
+        id: machine_id.clone(),
+        secret: Some(machine.json["client_secret"].as_str().unwrap().to_owned()),
+    };
+    let token = provider
+        .post_form(
+            "/oauth/token",
+            Some(&machine_client),
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "members:read"),
+            ],
+        )
+        .await;
+    assert_eq!(token.status, 200, "{}", token.text);
+    let machine_token = token.json["access_token"].as_str().unwrap().to_owned();
+    let members = provider.get("/members", Some(&machine_token)).await;
+    assert_eq!(members.status, 200, "{}", members.text);
+    let roles = provider.get("/roles", Some(&machine_token)).await;
+    assert_eq!(roles.status, 403, "beyond its scopes: {}", roles.text);
+    let deleted = call(
+        reqwest::Method::DELETE,
+        &format!("/oauth/clients/{machine_id}"),
+        Some(&ada.token),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    let members = provider.get("/members", Some(&machine_token)).await;
+    assert_eq!(
+        members.status, 401,
+        "a deleted client's token: {}",
+        members.text
+    );
 
     // Deleted: its credentials and its authorization requests are refused.
     let deleted = call(reqwest::Method::DELETE, &path, Some(&ada.token), None).await;
