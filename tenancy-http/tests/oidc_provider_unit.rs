@@ -614,6 +614,61 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers(t: Tenancy) {
         "{}",
         location(&again)
     );
+    // Someone else signed in in this browser: another user's ID token
+    // (say the attacker's own) does not sign them out unasked.
+    let other = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("bea@beta.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("beta").unwrap(),
+                    TenantName::new("Beta").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let other_cookie = format!(
+        "{}={}",
+        t.config().cookies.access_name,
+        other.access_token.token
+    );
+    let foreign = call(
+        &t,
+        Method::GET,
+        &format!("/oauth/logout?{}", form(&[("id_token_hint", id_token)])),
+        &[("cookie", other_cookie.clone())],
+        "",
+    )
+    .await;
+    assert_eq!(foreign.status(), StatusCode::OK);
+    assert!(foreign.headers().get(header::LOCATION).is_none());
+    assert!(
+        String::from_utf8(foreign.body().to_vec())
+            .unwrap()
+            .contains("Sign out?")
+    );
+    let mut still = HeaderMap::new();
+    still.insert(
+        header::AUTHORIZATION,
+        format!("Bearer {}", other.access_token.token)
+            .parse()
+            .unwrap(),
+    );
+    let uri: http::Uri = "/x".parse().unwrap();
+    assert!(
+        t.authenticate(tenancy_http::RequestHead::new(
+            &Method::GET,
+            &uri,
+            &still,
+            None
+        ))
+        .await
+        .is_ok()
+    );
     let hinted = call(
         &t,
         Method::GET,
@@ -799,4 +854,166 @@ async fn private_key_jwt_client_credentials() {
         t.authenticate(head).await.unwrap_err().status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// A machine client answers to whoever last changed it: a member widening
+/// an owner-registered client gets no owner powers through it, and an
+/// update or a secret rotation ends the tokens issued before it (at the
+/// API and at introspection).
+#[tokio::test]
+async fn client_changes_rebind_the_registrant_and_end_older_tokens() {
+    let (catalog, auth, http) = configs();
+    let t = Tenancy::builder(catalog, auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let registered = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("cy@acme.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("acme").unwrap(),
+                    TenantName::new("Acme").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let tenant = registered.membership.tenant_id;
+    let provider = t.module::<OidcModule>().unwrap().provider().clone();
+    let machine = |scopes: &[&str]| NewOAuthClient {
+        name: "Worker".into(),
+        kind: ClientKind::Confidential,
+        grant_types: vec![GrantType::ClientCredentials],
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ..NewOAuthClient::default()
+    };
+    // Registered by the system: owner powers capped by its scopes.
+    let (client, _) = provider
+        .register_client(Some(tenant), machine(&["projects:read"]), Actor::System)
+        .await
+        .unwrap();
+    let powers = |token: String| {
+        let t = t.clone();
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+            let uri: http::Uri = "/x".parse().unwrap();
+            let head = tenancy_http::RequestHead::new(&Method::GET, &uri, &headers, None);
+            match t.authenticate(head).await {
+                Ok(context) => Ok(context.require("tenant:delete").await.is_ok()),
+                Err(problem) => Err(problem.status()),
+            }
+        }
+    };
+    let first = provider
+        .client_credentials(&client, None)
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(powers(first.clone()).await, Ok(false));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // Someone who is not an owner (here: no member at all) widens it.
+    let outsider = tenancy_http::core::UserId::new();
+    let widened = provider
+        .update_client(
+            Some(tenant),
+            &client.id,
+            machine(&["projects:read", "tenant:delete"]),
+            Actor::User(outsider),
+        )
+        .await
+        .unwrap();
+    assert_eq!(widened.created_by, Actor::User(outsider));
+    // The token issued before the change stops working.
+    assert_eq!(powers(first.clone()).await, Err(StatusCode::UNAUTHORIZED));
+    let caller = provider
+        .find_client(client.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        provider.introspect(&caller, &first).await.unwrap()["active"],
+        false
+    );
+    // A new token carries the outsider's (absent) roles, not the owner's.
+    let widened_token = provider
+        .client_credentials(&caller, Some("tenant:delete"))
+        .await
+        .unwrap()
+        .access_token;
+    assert_ne!(powers(widened_token).await, Ok(true));
+
+    // Rotation by the owner: tokens issued before it end.
+    let owner = Actor::User(registered.user.id);
+    provider
+        .update_client(Some(tenant), &client.id, machine(&["projects:read"]), owner)
+        .await
+        .unwrap();
+    let caller = provider
+        .find_client(client.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    let before = provider
+        .client_credentials(&caller, None)
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(powers(before.clone()).await, Ok(false));
+    assert_eq!(
+        provider.introspect(&caller, &before).await.unwrap()["active"],
+        true
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    provider
+        .rotate_client_secret(Some(tenant), &client.id, owner)
+        .await
+        .unwrap();
+    let caller = provider
+        .find_client(client.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        provider.introspect(&caller, &before).await.unwrap()["active"],
+        false
+    );
+    assert_eq!(powers(before).await, Err(StatusCode::UNAUTHORIZED));
+}
+
+/// With `Secure` cookies the CSRF binding cookie is a `__Host-` cookie
+/// (`Path=/`, no `Domain`): a sibling subdomain cannot plant it.
+#[tokio::test]
+async fn csrf_binding_cookie_is_host_prefixed_when_secure() {
+    let (catalog, auth, _) = configs();
+    let http = HttpConfig::default().with_cookies(CookieConfig::default().with_secure(true));
+    let t = Tenancy::builder(catalog, auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let page = call(&t, Method::GET, "/oauth/logout", &[], "").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let set = page
+        .headers()
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(set.starts_with("__Host-tenancy_oauth_csrf="), "{set}");
+    assert!(set.contains("Path=/;") || set.ends_with("Path=/"), "{set}");
+    assert!(set.contains("Secure"), "{set}");
+    assert!(!set.contains("Domain"), "{set}");
 }

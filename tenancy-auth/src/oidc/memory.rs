@@ -111,10 +111,24 @@ impl OAuthStore for MemoryOAuthStore {
         match state.clients.get_mut(&client.id.id()) {
             Some(current) if current.tenant_id == client.tenant_id => {
                 let created_at = current.created_at;
-                let created_by = current.created_by;
+                let secret_hash = current.secret_hash.clone();
                 *current = micros(client);
                 current.created_at = created_at;
-                current.created_by = created_by;
+                current.secret_hash = secret_hash;
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound(Entity::OAuthClient)),
+        }
+    }
+
+    async fn set_client_secret(&self, client: &OAuthClient) -> Result<(), StoreError> {
+        let mut state = self.state();
+        match state.clients.get_mut(&client.id.id()) {
+            Some(current) if current.tenant_id == client.tenant_id => {
+                let changed = micros(client);
+                current.secret_hash = changed.secret_hash;
+                current.created_by = changed.created_by;
+                current.updated_at = changed.updated_at;
                 Ok(())
             }
             _ => Err(StoreError::NotFound(Entity::OAuthClient)),

@@ -316,7 +316,8 @@ impl OAuthStore for PgOAuthStore {
         let done = sqlx::query(
             "UPDATE tenancy_oauth_clients SET name = $3, redirect_uris = $4, \
              post_logout_redirect_uris = $5, grant_types = $6, scopes = $7, first_party = $8, \
-             id_token_alg = $9, secret_hash = $10, updated_at = $11, kind = $12, jwks = $13 \
+             id_token_alg = $9, created_by_kind = $10, created_by_id = $11, updated_at = $12, \
+             kind = $13, jwks = $14 \
              WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
         )
         .bind(client.id.id().as_uuid())
@@ -328,10 +329,32 @@ impl OAuthStore for PgOAuthStore {
         .bind(&client.scopes)
         .bind(client.first_party)
         .bind(client.id_token_signed_response_alg.as_str())
-        .bind(client.secret_hash.as_ref().map(|h| h.as_bytes().to_vec()))
+        .bind(client.created_by.kind())
+        .bind(client.created_by.id())
         .bind(client.updated_at)
         .bind(client.kind.as_str())
         .bind(&client.jwks)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(Entity::OAuthClient));
+        }
+        Ok(())
+    }
+
+    async fn set_client_secret(&self, client: &OAuthClient) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE tenancy_oauth_clients SET secret_hash = $3, created_by_kind = $4, \
+             created_by_id = $5, updated_at = $6 \
+             WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
+        )
+        .bind(client.id.id().as_uuid())
+        .bind(client.tenant_id.map(|t| t.as_uuid()))
+        .bind(client.secret_hash.as_ref().map(|h| h.as_bytes().to_vec()))
+        .bind(client.created_by.kind())
+        .bind(client.created_by.id())
+        .bind(client.updated_at)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::Digest as _;
 use tenancy_core::{
-    Actor, AuditContext, Page, PageRequest, SessionId, TenantId, TenantStore, TokenHash, UserId,
-    UserStore,
+    Actor, AuditContext, MembershipStore, Page, PageRequest, SessionId, TenantId, TenantStore,
+    TokenHash, UserId, UserStore,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -152,7 +152,7 @@ pub enum AuthorizeError {
 
 /// What a client presented to authenticate at the token, introspection or
 /// revocation endpoint.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct ClientCredentials<'a> {
     /// The `Authorization` header, for `client_secret_basic`.
@@ -165,6 +165,20 @@ pub struct ClientCredentials<'a> {
     pub client_assertion_type: Option<&'a str>,
     /// The body's `client_assertion`, for `private_key_jwt`.
     pub client_assertion: Option<&'a str>,
+}
+
+/// Shows which credentials were presented, never their values.
+impl std::fmt::Debug for ClientCredentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: Option<&str>| v.map(|_| "[redacted]");
+        f.debug_struct("ClientCredentials")
+            .field("authorization", &shown(self.authorization))
+            .field("client_id", &self.client_id)
+            .field("client_secret", &shown(self.client_secret))
+            .field("client_assertion_type", &self.client_assertion_type)
+            .field("client_assertion", &shown(self.client_assertion))
+            .finish()
+    }
 }
 
 /// A token endpoint answer (RFC 6749 §5.1, OIDC Core §3.1.3.3).
@@ -223,7 +237,14 @@ struct Inner {
     store: Arc<dyn OAuthStore>,
     id_keys: tokio::sync::OnceCell<KeyRing>,
     config: ProviderConfig,
+    /// Machine clients recently read for their tokens' check, with when:
+    /// forgotten on every change made through this provider, believed
+    /// for [`CLIENT_CHECK_TTL`] otherwise (changes by another process).
+    live_clients: quick_cache::sync::Cache<ClientId, (std::time::Instant, Arc<OAuthClient>)>,
 }
+
+/// How long a machine client read for its tokens' check is believed.
+const CLIENT_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::fmt::Debug for OAuthProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -322,6 +343,7 @@ impl OAuthProvider {
                 store,
                 id_keys: tokio::sync::OnceCell::new(),
                 config,
+                live_clients: quick_cache::sync::Cache::new(10_000),
             }),
         }
     }
@@ -637,6 +659,11 @@ impl OAuthProvider {
             .id_token_signed_response_alg
             .unwrap_or(current.id_token_signed_response_alg);
         client.updated_at = self.now();
+        // Whoever changes a client answers for it from now on: a machine
+        // client's powers are its registrant's roles capped by its scopes,
+        // so keeping the original registrant would let a lesser member
+        // borrow a greater one's roles by widening the client.
+        client.created_by = actor;
         let metadata = json!({ "name": client.name, "scopes": client.scopes });
         let store = self.inner.store.clone();
         self.audited(
@@ -653,6 +680,7 @@ impl OAuthProvider {
             },
         )
         .await?;
+        self.inner.live_clients.remove(id);
         Ok(client)
     }
 
@@ -681,6 +709,7 @@ impl OAuthProvider {
                 },
             )
             .await?;
+        self.inner.live_clients.remove(id);
         for session in sessions {
             if let Err(error) = self
                 .inner
@@ -709,6 +738,9 @@ impl OAuthProvider {
         let secret = ClientSecret::generate();
         client.secret_hash = Some(secret.hash());
         client.updated_at = self.now();
+        // The rotating member answers for the client from now on (see
+        // `update_client`); tokens issued before now stop working.
+        client.created_by = actor;
         let store = self.inner.store.clone();
         self.audited(
             tenant,
@@ -718,12 +750,13 @@ impl OAuthProvider {
             json!({}),
             async {
                 store
-                    .update_client(&client)
+                    .set_client_secret(&client)
                     .await
                     .map_err(ClientError::from)
             },
         )
         .await?;
+        self.inner.live_clients.remove(id);
         Ok(secret)
     }
 
@@ -1889,6 +1922,37 @@ impl OAuthProvider {
         {
             return Ok(inactive);
         }
+        // A client learns about its own tokens only: not the first-party
+        // browser tokens nor another client's (RFC 7662 §4).
+        if principal
+            .oauth
+            .as_ref()
+            .is_none_or(|oauth| oauth.client_id != caller.id.as_str())
+        {
+            return Ok(inactive);
+        }
+        match principal.subject {
+            Subject::OAuthClient(_) => {
+                // A machine client's token is active only while the client
+                // is as it was when the token was issued.
+                if !Self::client_token_current(caller, &principal) {
+                    return Ok(inactive);
+                }
+            }
+            Subject::User(user) => {
+                let member = self
+                    .inner
+                    .auth
+                    .backend()
+                    .find_membership(principal.tenant_id, user)
+                    .await
+                    .map_err(|e| OAuthError::server(&e))?;
+                if member.is_none_or(|m| m.status != tenancy_core::MembershipStatus::Active) {
+                    return Ok(inactive);
+                }
+            }
+            _ => return Ok(inactive),
+        }
         let claims = payload(token).unwrap_or_default();
         let mut answer = Map::new();
         answer.insert("active".into(), json!(true));
@@ -2045,6 +2109,54 @@ impl OAuthProvider {
         }
     }
 
+    /// Whether a `client_credentials` access token (its verified
+    /// principal) still stands for `client` as it is now: the same client,
+    /// tenant and registrant, the grant still allowed, and issued no earlier
+    /// than the client's last change (a secret rotation or an update ends
+    /// the tokens issued before it).
+    pub fn client_token_current(client: &OAuthClient, principal: &Principal) -> bool {
+        let Subject::OAuthClient(id) = principal.subject else {
+            return false;
+        };
+        let Some(oauth) = &principal.oauth else {
+            return false;
+        };
+        // `iat` has whole seconds: a token of the very second of a change
+        // is let through rather than refusing every token for a second.
+        let changed = client.updated_at.unix_timestamp();
+        client.id.id() == id
+            && client.tenant_id == Some(principal.tenant_id)
+            && client.kind == ClientKind::Confidential
+            && client.allows_grant(GrantType::ClientCredentials)
+            && principal.minted_by == Some(client.created_by)
+            && oauth.issued_at.unix_timestamp() >= changed
+    }
+
+    /// Whether a `client_credentials` access token still stands for its
+    /// client as it is now (see [`OAuthProvider::client_token_current`]);
+    /// `false` for any other principal.
+    pub async fn client_token_valid(&self, principal: &Principal) -> Result<bool, OAuthError> {
+        let Subject::OAuthClient(id) = principal.subject else {
+            return Ok(false);
+        };
+        let id = ClientId::from_id(id);
+        if let Some((seen, client)) = self.inner.live_clients.get(&id)
+            && seen.elapsed() < CLIENT_CHECK_TTL
+        {
+            return Ok(Self::client_token_current(&client, principal));
+        }
+        let client = match self.inner.store.get_client(&id).await {
+            Ok(client) => client,
+            Err(tenancy_core::StoreError::NotFound(_)) => return Ok(false),
+            Err(error) => return Err(OAuthError::server(&error)),
+        };
+        let current = Self::client_token_current(&client, principal);
+        self.inner
+            .live_clients
+            .insert(id, (std::time::Instant::now(), Arc::new(client)));
+        Ok(current)
+    }
+
     /// The client named by `client_id`, if it exists.
     pub async fn find_client(&self, client_id: &str) -> Result<Option<OAuthClient>, OAuthError> {
         let Ok(id) = client_id.parse::<ClientId>() else {
@@ -2112,6 +2224,22 @@ pub fn uri_texts(uris: &[RedirectUri]) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_credentials_debug_hides_secrets() {
+        let presented = ClientCredentials {
+            authorization: Some("Basic c2VjcmV0LWJhc2lj"),
+            client_id: Some("the-client"),
+            client_secret: Some("secret-post-value"),
+            client_assertion_type: Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            client_assertion: Some("eyJ.assertion-value.sig"),
+        };
+        let shown = format!("{presented:?}");
+        assert!(shown.contains("the-client"));
+        for secret in ["c2VjcmV0LWJhc2lj", "secret-post-value", "assertion-value"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 
     #[test]
     fn basic_credentials_are_form_urldecoded() {

@@ -35,10 +35,16 @@ pub trait OAuthStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<OAuthClient>, StoreError>;
 
-    /// Replaces a client's registration (name, URIs, grants, scopes, secret
-    /// hash, `updated_at`); `NotFound(OAuthClient)` unless a client with its
-    /// id exists in its tenant.
+    /// Replaces a client's registration (name, URIs, grants, scopes, JWKS,
+    /// registrant, `updated_at`), never its secret hash (so a concurrent
+    /// update cannot restore a rotated secret); `NotFound(OAuthClient)`
+    /// unless a client with its id exists in its tenant.
     async fn update_client(&self, client: &OAuthClient) -> Result<(), StoreError>;
+
+    /// Replaces a client's secret hash, with its registrant and
+    /// `updated_at`; `NotFound(OAuthClient)` unless a client with its id
+    /// exists in its tenant.
+    async fn set_client_secret(&self, client: &OAuthClient) -> Result<(), StoreError>;
 
     /// Deletes a client of `tenant_id` (or a global one for `None`) with its
     /// consents, codes and grants; returns the sessions its grants rode on

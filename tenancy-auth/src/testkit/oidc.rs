@@ -140,13 +140,40 @@ pub async fn oauth_client_store(fixture: OAuthFixture) {
         .unwrap();
     assert_eq!(globals.items, vec![global.clone()]);
 
+    // An update changes the registration and its registrant, never the
+    // secret (a concurrent update must not restore a rotated secret).
     let mut changed = a.clone();
     changed.name = "renamed".into();
     changed.scopes = vec!["openid".into()];
-    changed.secret_hash = Some(TokenHash::of(b"rotated"));
+    changed.created_by = Actor::User(UserId::new());
+    changed.secret_hash = Some(TokenHash::of(b"stale"));
     changed.updated_at = now();
     store.update_client(&changed).await.unwrap();
-    assert_eq!(store.get_client(&a.id).await.unwrap(), changed);
+    let stored = store.get_client(&a.id).await.unwrap();
+    assert_eq!(stored.secret_hash, a.secret_hash);
+    changed.secret_hash = a.secret_hash.clone();
+    assert_eq!(stored, changed);
+    // A rotation changes the secret, the registrant and `updated_at` only.
+    let mut rotated = a.clone();
+    rotated.name = "ignored".into();
+    rotated.secret_hash = Some(TokenHash::of(b"rotated"));
+    rotated.created_by = Actor::System;
+    rotated.updated_at = now() + Duration::seconds(1);
+    store.set_client_secret(&rotated).await.unwrap();
+    let stored = store.get_client(&a.id).await.unwrap();
+    assert_eq!(stored.secret_hash, rotated.secret_hash);
+    assert_eq!(stored.created_by, Actor::System);
+    assert_eq!(stored.name, "renamed");
+    changed.secret_hash = rotated.secret_hash.clone();
+    changed.created_by = Actor::System;
+    changed.updated_at = stored.updated_at;
+    assert_eq!(stored, changed);
+    let mut foreign_secret = rotated.clone();
+    foreign_secret.tenant_id = Some(other);
+    assert!(matches!(
+        store.set_client_secret(&foreign_secret).await,
+        Err(StoreError::NotFound(Entity::OAuthClient))
+    ));
     let mut moved = changed.clone();
     moved.tenant_id = Some(other);
     assert!(matches!(
