@@ -417,11 +417,11 @@ impl Module for OidcModule {
     }
 
     fn start(&self, tenancy: &Tenancy) -> Vec<tokio::task::JoinHandle<()>> {
-        let provider = OAuthProvider::new(
-            tenancy.auth().clone(),
-            self.store.clone(),
-            self.config.provider.clone(),
-        );
+        let mut config = self.config.provider.clone();
+        if config.endpoint_base.is_none() {
+            config.endpoint_base.clone_from(&self.config.endpoint_base);
+        }
+        let provider = OAuthProvider::new(tenancy.auth().clone(), self.store.clone(), config);
         let _already = self.provider.set(provider.clone());
         let Some(every) = self.config.purge_every else {
             return Vec::new();

@@ -433,6 +433,34 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers(t: Tenancy) {
         context.require("members:read").await.unwrap_err().status(),
         StatusCode::FORBIDDEN
     );
+    // The SDK's own routes give the client no more than its scopes: /auth/me
+    // shows the email (scope email) but not the name (no scope profile);
+    // accepting an invitation (joining another tenant) is refused.
+    let me = call(
+        &t,
+        Method::GET,
+        "/auth/me",
+        std::slice::from_ref(&bearer),
+        "",
+    )
+    .await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let me = json(&me);
+    assert_eq!(me["user"]["email"], "ada@acme.example");
+    assert!(me["user"].get("display_name").is_none(), "{me}");
+    assert!(me["user"].get("created_at").is_none(), "{me}");
+    let join = call(
+        &t,
+        Method::POST,
+        "/invitations/accept",
+        &[
+            bearer.clone(),
+            ("content-type", "application/json".to_owned()),
+        ],
+        r#"{"token":"inv_x"}"#,
+    )
+    .await;
+    assert_eq!(join.status(), StatusCode::FORBIDDEN);
     // The SDK's own refresh route refuses an OAuth refresh token.
     let sdk_refresh = call(
         &t,
@@ -809,6 +837,25 @@ async fn private_key_jwt_client_credentials() {
     )
     .await;
     assert_eq!(json(&elsewhere)["error"], "invalid_client");
+    // The audience is the issuer or an endpoint as served, exactly.
+    let invented = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        std::slice::from_ref(&form_type),
+        &token_request(assertion(&format!("{ISSUER}/oauth/invented"), "three")),
+    )
+    .await;
+    assert_eq!(json(&invented)["error"], "invalid_client");
+    let at_issuer = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        std::slice::from_ref(&form_type),
+        &token_request(assertion(ISSUER, "four")),
+    )
+    .await;
+    assert_eq!(at_issuer.status(), StatusCode::OK, "{:?}", at_issuer.body());
 
     // The machine client acts in its tenant with its creator's roles
     // capped by its scopes.

@@ -229,6 +229,7 @@ impl OAuthStore for MemoryOAuthStore {
     async fn redeem_code(
         &self,
         code_hash: &TokenHash,
+        client_id: &ClientId,
         now: OffsetDateTime,
     ) -> Result<CodeRedemption, StoreError> {
         let mut state = self.state();
@@ -238,7 +239,7 @@ impl OAuthStore for MemoryOAuthStore {
         if code.redeemed_at.is_some() {
             return Ok(CodeRedemption::Replayed(code.clone()));
         }
-        if code.expires_at <= now {
+        if code.expires_at <= now || code.client_id != *client_id {
             return Ok(CodeRedemption::Unknown);
         }
         code.redeemed_at = Some(truncate_to_micros(now));

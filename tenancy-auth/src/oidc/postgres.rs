@@ -501,19 +501,23 @@ impl OAuthStore for PgOAuthStore {
     async fn redeem_code(
         &self,
         code_hash: &TokenHash,
+        client_id: &ClientId,
         now: OffsetDateTime,
     ) -> Result<CodeRedemption> {
         let hash = code_hash.as_bytes().to_vec();
         // One statement: of two concurrent redemptions, the second waits for
-        // the first's row lock and then sees it redeemed.
+        // the first's row lock and then sees it redeemed. Another client's
+        // presentation leaves the code unspent.
         let redeemed = sqlx::query(concat!(
             "UPDATE tenancy_oauth_codes SET redeemed_at = $2 \
              WHERE code_hash = $1 AND redeemed_at IS NULL AND expires_at > $2 \
+             AND client_id = $3 \
              RETURNING ",
             code_columns!()
         ))
         .bind(&hash)
         .bind(now)
+        .bind(client_id.id().as_uuid())
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;

@@ -61,6 +61,10 @@ pub struct ProviderConfig {
     /// The algorithm of the ID-token key ring (default RS256, which OIDC
     /// Discovery requires every provider to support).
     pub id_token_algorithm: KeyAlgorithm,
+    /// The base URL the endpoints are served under, when not the issuer
+    /// (a `private_key_jwt` assertion's `aud` may name the issuer or the
+    /// token, introspection or revocation endpoint as served).
+    pub endpoint_base: Option<String>,
 }
 
 impl Default for ProviderConfig {
@@ -70,6 +74,7 @@ impl Default for ProviderConfig {
             interaction_ttl: Duration::minutes(10),
             id_token_ttl: Duration::hours(1),
             id_token_algorithm: KeyAlgorithm::Rs256,
+            endpoint_base: None,
         }
     }
 }
@@ -889,6 +894,17 @@ impl OAuthProvider {
         if !matches!(header.alg, A::RS256 | A::ES256 | A::EdDSA | A::PS256) {
             return Err(invalid());
         }
+        // RSA keys under 2048 bits are refused (NIST SP 800-131A).
+        if let jsonwebtoken::jwk::AlgorithmParameters::RSA(rsa) = &key.algorithm {
+            let modulus = URL_SAFE_NO_PAD.decode(&rsa.n).map_err(|_| invalid())?;
+            let bits = modulus
+                .iter()
+                .position(|b| *b != 0)
+                .map_or(0, |first| (modulus.len() - first) * 8);
+            if bits < 2048 {
+                return Err(invalid());
+            }
+        }
         let decoding = jsonwebtoken::DecodingKey::from_jwk(key).map_err(|_| invalid())?;
         let mut validation = jsonwebtoken::Validation::new(header.alg);
         validation.validate_aud = false;
@@ -898,12 +914,22 @@ impl OAuthProvider {
         let claims = jsonwebtoken::decode::<Map<String, Value>>(assertion, &decoding, &validation)
             .map_err(|_| invalid())?
             .claims;
+        // The audience is this server: its issuer, or exactly one of the
+        // endpoints that authenticate clients, as served.
         let issuer = self.issuer().trim_end_matches('/');
+        let base = self
+            .inner
+            .config
+            .endpoint_base
+            .as_deref()
+            .unwrap_or(issuer)
+            .trim_end_matches('/');
         let audience_ok = |aud: &str| {
-            aud.trim_end_matches('/') == issuer
-                || aud
-                    .strip_prefix(issuer)
-                    .is_some_and(|rest| rest.starts_with("/oauth/"))
+            aud == issuer
+                || aud == self.issuer()
+                || ["/oauth/token", "/oauth/introspect", "/oauth/revoke"]
+                    .iter()
+                    .any(|path| aud.strip_prefix(base) == Some(*path))
         };
         let aud_ok = match claims.get("aud") {
             Some(Value::String(aud)) => audience_ok(aud),
@@ -1499,7 +1525,7 @@ impl OAuthProvider {
         let redeemed = self
             .inner
             .store
-            .redeem_code(&presented.hash(), now)
+            .redeem_code(&presented.hash(), &client.id, now)
             .await
             .map_err(|e| OAuthError::server(&e))?;
         let record = match redeemed {

@@ -80,12 +80,15 @@ pub trait OAuthStore: Send + Sync {
     /// Stores a new authorization code.
     async fn insert_code(&self, code: &AuthorizationCode) -> Result<(), StoreError>;
 
-    /// Presents a code, atomically: a live, unexpired code is marked
-    /// redeemed at `now`; a redeemed one is reported as replayed; an unknown
-    /// or expired one as unknown.
+    /// Presents a code for `client_id`, atomically: a live, unexpired code
+    /// of that client is marked redeemed at `now`; a redeemed one (of any
+    /// client) is reported as replayed; an unknown or expired one, or a
+    /// live one of another client (left unspent, so a client holding a
+    /// stolen code cannot burn it), as unknown.
     async fn redeem_code(
         &self,
         code_hash: &TokenHash,
+        client_id: &ClientId,
         now: OffsetDateTime,
     ) -> Result<CodeRedemption, StoreError>;
 

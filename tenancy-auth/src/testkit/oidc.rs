@@ -310,9 +310,19 @@ pub async fn oauth_code_store(fixture: OAuthFixture) {
     let live = code(&c.id, b"live", Duration::seconds(60));
     store.insert_code(&live).await.unwrap();
     let at = now();
+    // Another client presenting the code does not spend it.
+    let thief = client(None, "thief");
+    store.insert_client(&thief).await.unwrap();
+    assert_eq!(
+        store
+            .redeem_code(&live.code_hash, &thief.id, at)
+            .await
+            .unwrap(),
+        CodeRedemption::Unknown
+    );
     let (x, y) = tokio::join!(
-        store.redeem_code(&live.code_hash, at),
-        store.redeem_code(&live.code_hash, at)
+        store.redeem_code(&live.code_hash, &c.id, at),
+        store.redeem_code(&live.code_hash, &c.id, at)
     );
     let outcomes = [x.unwrap(), y.unwrap()];
     let redeemed: Vec<_> = outcomes
@@ -335,19 +345,22 @@ pub async fn oauth_code_store(fixture: OAuthFixture) {
         .set_code_session(&live.code_hash, session)
         .await
         .unwrap();
-    match store.redeem_code(&live.code_hash, at).await.unwrap() {
+    match store.redeem_code(&live.code_hash, &c.id, at).await.unwrap() {
         CodeRedemption::Replayed(code) => assert_eq!(code.issued_session, Some(session)),
         other => panic!("expected a replay, got {other:?}"),
     }
     let expired = code(&c.id, b"expired", Duration::seconds(-1));
     store.insert_code(&expired).await.unwrap();
     assert_eq!(
-        store.redeem_code(&expired.code_hash, at).await.unwrap(),
+        store
+            .redeem_code(&expired.code_hash, &c.id, at)
+            .await
+            .unwrap(),
         CodeRedemption::Unknown
     );
     assert_eq!(
         store
-            .redeem_code(&TokenHash::of(b"none"), at)
+            .redeem_code(&TokenHash::of(b"none"), &c.id, at)
             .await
             .unwrap(),
         CodeRedemption::Unknown
@@ -366,7 +379,10 @@ pub async fn oauth_code_store(fixture: OAuthFixture) {
     );
     assert!(store.purge_expired(at).await.unwrap() >= 1);
     assert_eq!(
-        store.redeem_code(&expired.code_hash, at).await.unwrap(),
+        store
+            .redeem_code(&expired.code_hash, &c.id, at)
+            .await
+            .unwrap(),
         CodeRedemption::Unknown
     );
 }
