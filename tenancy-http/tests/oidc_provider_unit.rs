@@ -1064,3 +1064,120 @@ async fn csrf_binding_cookie_is_host_prefixed_when_secure() {
     assert!(set.contains("Secure"), "{set}");
     assert!(!set.contains("Domain"), "{set}");
 }
+
+/// A request answered after its client changed is held to the client as it
+/// is now: a scope removed while the consent page was open is refused.
+#[tokio::test]
+async fn consent_is_checked_against_the_client_as_it_is_now() {
+    let (catalog, auth, http) = configs();
+    let t = Tenancy::builder(catalog, auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let registered = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("di@acme.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("acme").unwrap(),
+                    TenantName::new("Acme").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let tenant = registered.membership.tenant_id;
+    let provider = t.module::<OidcModule>().unwrap().provider().clone();
+    let registration = |scopes: &[&str]| NewOAuthClient {
+        name: "App".into(),
+        kind: ClientKind::Confidential,
+        redirect_uris: vec![RedirectUri::parse("http://127.0.0.1:8080/callback").unwrap()],
+        grant_types: vec![GrantType::AuthorizationCode],
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ..NewOAuthClient::default()
+    };
+    let owner = Actor::User(registered.user.id);
+    let (client, _) = provider
+        .register_client(
+            Some(tenant),
+            registration(&["openid", "projects:read"]),
+            owner,
+        )
+        .await
+        .unwrap();
+    let mut jar = vec![(
+        t.config().cookies.access_name.clone(),
+        registered.access_token.token.clone(),
+    )];
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest("b".repeat(50).as_bytes()));
+    let authorize = format!(
+        "/oauth/authorize?{}",
+        form(&[
+            ("response_type", "code"),
+            ("client_id", client.id.as_str()),
+            ("redirect_uri", "http://127.0.0.1:8080/callback"),
+            ("scope", "openid projects:read"),
+            ("state", "s"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+    );
+    let answer = call(
+        &t,
+        Method::GET,
+        &authorize,
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    let consent = location(&answer);
+    assert!(
+        consent.starts_with("/oauth/consent?interaction="),
+        "{consent}"
+    );
+    let page = call(
+        &t,
+        Method::GET,
+        &consent,
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    cookies(&page, &mut jar);
+    let html = String::from_utf8(page.body().to_vec()).unwrap();
+    provider
+        .update_client(Some(tenant), &client.id, registration(&["openid"]), owner)
+        .await
+        .unwrap();
+    let answer = call(
+        &t,
+        Method::POST,
+        "/oauth/consent",
+        &[
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+            ("cookie", cookie_header(&jar)),
+        ],
+        &form(&[
+            ("interaction", &hidden(&html, "interaction")),
+            ("csrf", &hidden(&html, "csrf")),
+            ("decision", "allow"),
+        ]),
+    )
+    .await;
+    let back = location(&answer);
+    assert!(
+        back.starts_with("http://127.0.0.1:8080/callback?"),
+        "{back}"
+    );
+    assert_eq!(query(&back, "error").as_deref(), Some("invalid_scope"));
+    assert!(query(&back, "code").is_none());
+}

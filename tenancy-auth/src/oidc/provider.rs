@@ -1426,6 +1426,24 @@ impl OAuthProvider {
             Err(_) => return Err(OAuthError::invalid_request("the client no longer exists")),
         };
         let tenant = client.tenant_id.unwrap_or(signed_in.tenant_id);
+        // The user may have left the tenant (or been disabled) since the
+        // consent page was shown.
+        if let Err(error) = self.inner.auth.member_of(signed_in.user_id, tenant).await {
+            return match error {
+                crate::Error::NotAMember
+                | crate::Error::AccountDisabled
+                | crate::Error::TenantNotActive { .. } => {
+                    Ok(AuthorizeStep::Redirect(self.error_redirect(
+                        &request,
+                        &OAuthError::new(
+                            OAuthErrorCode::AccessDenied,
+                            "the user may not use this client",
+                        ),
+                    )))
+                }
+                other => Err(OAuthError::from_auth(other)),
+            };
+        }
         let mut scopes = request.scopes.clone();
         if let Some(previous) = self
             .inner
@@ -1464,6 +1482,29 @@ impl OAuthProvider {
         user: SignedIn,
         tenant: TenantId,
     ) -> Result<AuthorizeStep, OAuthError> {
+        // A request resumed after login or consent is held to the client as
+        // it is now: a redirect URI, scope or grant removed meanwhile no
+        // longer applies. Without its redirect URI the error is shown.
+        if client.redirect_uri(&request.redirect_uri).is_none() {
+            return Err(OAuthError::invalid_request(
+                "the redirect_uri is no longer registered for this client",
+            ));
+        }
+        if !client.allows_grant(GrantType::AuthorizationCode) {
+            return Ok(AuthorizeStep::Redirect(self.error_redirect(
+                request,
+                &OAuthError::new(
+                    OAuthErrorCode::UnauthorizedClient,
+                    "the client may no longer use this grant",
+                ),
+            )));
+        }
+        if request.scopes.iter().any(|s| !client.allows_scope(s)) {
+            return Ok(AuthorizeStep::Redirect(self.error_redirect(
+                request,
+                &OAuthError::invalid_scope("the client may no longer ask for this scope"),
+            )));
+        }
         let now = self.now();
         let code = SecretToken::generate(CODE_PREFIX);
         let record = AuthorizationCode {
