@@ -1181,3 +1181,124 @@ async fn consent_is_checked_against_the_client_as_it_is_now() {
     assert_eq!(query(&back, "error").as_deref(), Some("invalid_scope"));
     assert!(query(&back, "code").is_none());
 }
+
+/// RFC 6749 §4.1.3: the token request repeats `redirect_uri` only if the
+/// authorization request named it.
+#[tokio::test]
+async fn redirect_uri_at_the_token_endpoint_only_if_it_was_asked_with() {
+    let (catalog, auth, http) = configs();
+    let t = Tenancy::builder(catalog, auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let registered = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("ed@acme.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("acme").unwrap(),
+                    TenantName::new("Acme").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let provider = t.module::<OidcModule>().unwrap().provider().clone();
+    let (client, secret) = provider
+        .register_client(
+            Some(registered.membership.tenant_id),
+            NewOAuthClient {
+                name: "App".into(),
+                kind: ClientKind::Confidential,
+                redirect_uris: vec![RedirectUri::parse("https://app.example/cb").unwrap()],
+                grant_types: vec![GrantType::AuthorizationCode],
+                scopes: vec!["projects:read".into()],
+                first_party: true,
+                ..NewOAuthClient::default()
+            },
+            Actor::User(registered.user.id),
+        )
+        .await
+        .unwrap();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            client.id,
+            secret.unwrap().expose()
+        ))
+    );
+    let cookie = format!(
+        "{}={}",
+        t.config().cookies.access_name,
+        registered.access_token.token
+    );
+    let code = |with_uri: bool| {
+        let t = t.clone();
+        let cookie = cookie.clone();
+        let client_id = client.id.to_string();
+        async move {
+            let mut params = vec![
+                ("response_type", "code"),
+                ("client_id", client_id.as_str()),
+                // Plain OAuth: OIDC requires redirect_uri with openid.
+                ("scope", "projects:read"),
+            ];
+            if with_uri {
+                params.push(("redirect_uri", "https://app.example/cb"));
+            }
+            let answer = call(
+                &t,
+                Method::GET,
+                &format!("/oauth/authorize?{}", form(&params)),
+                &[("cookie", cookie)],
+                "",
+            )
+            .await;
+            assert_eq!(
+                answer.status(),
+                StatusCode::SEE_OTHER,
+                "{}",
+                String::from_utf8_lossy(answer.body())
+            );
+            query(&location(&answer), "code").expect("a code")
+        }
+    };
+    let exchange = |code: String, uri: Option<&'static str>| {
+        let t = t.clone();
+        let basic = basic.clone();
+        async move {
+            let mut params = vec![("grant_type", "authorization_code"), ("code", &code)];
+            if let Some(uri) = uri {
+                params.push(("redirect_uri", uri));
+            }
+            call(
+                &t,
+                Method::POST,
+                "/oauth/token",
+                &[
+                    (
+                        "content-type",
+                        "application/x-www-form-urlencoded".to_owned(),
+                    ),
+                    ("authorization", basic),
+                ],
+                &form(&params),
+            )
+            .await
+        }
+    };
+    let omitted = exchange(code(false).await, None).await;
+    assert_eq!(omitted.status(), StatusCode::OK, "{:?}", omitted.body());
+    let unregistered = exchange(code(false).await, Some("https://evil.example/cb")).await;
+    assert_eq!(json(&unregistered)["error"], "invalid_grant");
+    let required = exchange(code(true).await, None).await;
+    assert_eq!(json(&required)["error"], "invalid_grant");
+    let repeated = exchange(code(true).await, Some("https://app.example/cb")).await;
+    assert_eq!(repeated.status(), StatusCode::OK, "{:?}", repeated.body());
+}

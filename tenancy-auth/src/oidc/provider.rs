@@ -1187,6 +1187,7 @@ impl OAuthProvider {
         let request = AuthorizationRequest {
             client_id: client.id.clone(),
             redirect_uri,
+            redirect_uri_presented: presented.is_some(),
             scopes,
             state,
             nonce,
@@ -1510,7 +1511,11 @@ impl OAuthProvider {
         let record = AuthorizationCode {
             code_hash: code.hash(),
             client_id: client.id.clone(),
-            redirect_uri: request.redirect_uri.clone(),
+            redirect_uri: if request.redirect_uri_presented {
+                request.redirect_uri.clone()
+            } else {
+                String::new()
+            },
             code_challenge: request.code_challenge.clone(),
             nonce: request.nonce.clone(),
             user_id: user.user_id,
@@ -1602,7 +1607,15 @@ impl OAuthProvider {
                 "the code was issued to another client",
             ));
         }
-        if redirect_uri != Some(record.redirect_uri.as_str()) {
+        // The redirect URI must be repeated if the authorization request
+        // named it (RFC 6749 §4.1.3); if not, one sent anyway must still be
+        // registered.
+        let redirect_ok = if record.redirect_uri.is_empty() {
+            redirect_uri.is_none_or(|uri| client.redirect_uri(uri).is_some())
+        } else {
+            redirect_uri == Some(record.redirect_uri.as_str())
+        };
+        if !redirect_ok {
             return Err(OAuthError::invalid_grant(
                 "redirect_uri differs from the authorization request's",
             ));

@@ -68,6 +68,7 @@ fn request(client: &ClientId) -> AuthorizationRequest {
     AuthorizationRequest {
         client_id: client.clone(),
         redirect_uri: "https://rp.example/cb".into(),
+        redirect_uri_presented: true,
         scopes: vec!["openid".into()],
         state: Some("st".into()),
         nonce: Some("n".into()),
