@@ -317,14 +317,27 @@ impl OAuthStore for MemoryOAuthStore {
         Ok(true)
     }
 
-    async fn purge_expired(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+    async fn purge_expired(
+        &self,
+        before: OffsetDateTime,
+        spent_before: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
         let mut state = self.state();
-        let start = state.interactions.len() + state.codes.len() + state.assertions.len();
+        let count =
+            |s: &State| s.interactions.len() + s.codes.len() + s.assertions.len() + s.grants.len();
+        let start = count(&state);
         state.interactions.retain(|_, i| i.expires_at >= before);
-        state.codes.retain(|_, c| c.expires_at >= before);
+        state.codes.retain(|_, c| {
+            let keep_until = if c.redeemed_at.is_some() {
+                spent_before
+            } else {
+                before
+            };
+            c.expires_at >= keep_until
+        });
         state.assertions.retain(|_, at| *at >= before);
-        let end = state.interactions.len() + state.codes.len() + state.assertions.len();
-        Ok((start - end) as u64)
+        state.grants.retain(|_, g| g.created_at >= spent_before);
+        Ok((start - count(&state)) as u64)
     }
 
     fn id_token_keys(&self) -> Arc<dyn KeyStore> {

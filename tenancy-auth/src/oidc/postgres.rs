@@ -656,7 +656,11 @@ impl OAuthStore for PgOAuthStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn purge_expired(&self, before: OffsetDateTime) -> Result<u64> {
+    async fn purge_expired(
+        &self,
+        before: OffsetDateTime,
+        spent_before: OffsetDateTime,
+    ) -> Result<u64> {
         let assertions = sqlx::query("DELETE FROM tenancy_oauth_assertions WHERE expires_at < $1")
             .bind(before)
             .execute(&self.pool)
@@ -668,12 +672,24 @@ impl OAuthStore for PgOAuthStore {
                 .execute(&self.pool)
                 .await
                 .map_err(db_error)?;
-        let codes = sqlx::query("DELETE FROM tenancy_oauth_codes WHERE expires_at < $1")
-            .bind(before)
+        let codes = sqlx::query(
+            "DELETE FROM tenancy_oauth_codes WHERE \
+             (redeemed_at IS NULL AND expires_at < $1) OR expires_at < $2",
+        )
+        .bind(before)
+        .bind(spent_before)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let grants = sqlx::query("DELETE FROM tenancy_oauth_grants WHERE created_at < $1")
+            .bind(spent_before)
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        Ok(interactions.rows_affected() + codes.rows_affected() + assertions.rows_affected())
+        Ok(interactions.rows_affected()
+            + codes.rows_affected()
+            + assertions.rows_affected()
+            + grants.rows_affected())
     }
 
     fn id_token_keys(&self) -> Arc<dyn KeyStore> {

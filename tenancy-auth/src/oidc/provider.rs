@@ -2249,13 +2249,16 @@ impl OAuthProvider {
         }
     }
 
-    /// Deletes interactions, codes and assertion ids that expired more
-    /// than an hour ago (a spent code is kept that long, so a late replay
-    /// still revokes what it issued); returns how many went.
+    /// Deletes expired interactions, unspent codes and assertion ids; spent
+    /// codes and the grants of OAuth sessions once no session they opened
+    /// can still live (the sessions' absolute lifetime), so a late replay
+    /// of a code still revokes what it issued. Returns how many went.
     pub async fn purge_expired(&self) -> Result<u64, tenancy_core::StoreError> {
+        let now = self.now();
+        let lifetime = self.inner.auth.config().sessions.absolute_timeout;
         self.inner
             .store
-            .purge_expired(self.now() - Duration::hours(1))
+            .purge_expired(now, now - lifetime - Duration::minutes(1))
             .await
     }
 

@@ -125,9 +125,16 @@ pub trait OAuthStore: Send + Sync {
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes interactions, codes and assertion ids that expired before
-    /// `before`; returns how many went.
-    async fn purge_expired(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Deletes interactions, unspent codes and assertion ids that expired
+    /// before `before`, spent codes that expired before `spent_before`
+    /// (kept as long as what they issued may live, so a late replay still
+    /// revokes it), and grants created before `spent_before` (their
+    /// sessions have ended by then); returns how many went.
+    async fn purge_expired(
+        &self,
+        before: OffsetDateTime,
+        spent_before: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
 
     /// The store of the ID-token signing keys (RS256 by default), kept apart
     /// from the access-token keys.

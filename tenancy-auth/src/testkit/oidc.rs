@@ -299,12 +299,13 @@ pub async fn oauth_interaction_store(fixture: OAuthFixture) {
             .unwrap()
             .is_none()
     );
-    assert!(store.purge_expired(at).await.unwrap() <= 1);
+    assert!(store.purge_expired(at, at).await.unwrap() <= 1);
 }
 
 /// Codes: redeemed once (concurrently too), replays reported with the
 /// session the first redemption opened, expired codes unknown.
 pub async fn oauth_code_store(fixture: OAuthFixture) {
+    let fixture_tenant = tenant(&fixture).await;
     let store = fixture.store;
     let c = client(None, "c");
     store.insert_client(&c).await.unwrap();
@@ -378,7 +379,38 @@ pub async fn oauth_code_store(fixture: OAuthFixture) {
             .await
             .unwrap()
     );
-    assert!(store.purge_expired(at).await.unwrap() >= 1);
+    assert!(store.purge_expired(at, at).await.unwrap() >= 1);
+    // A spent code outlives its expiry until `spent_before` passes it, so a
+    // late replay is still recognised; grants go with their sessions' time.
+    let later = at + Duration::minutes(2);
+    let grant = SessionGrant::new(
+        SessionId::new(),
+        c.id.clone(),
+        UserId::new(),
+        fixture_tenant,
+        vec!["openid".into()],
+        at,
+        at,
+    );
+    store.insert_grant(&grant).await.unwrap();
+    store.purge_expired(later, at).await.unwrap();
+    assert!(matches!(
+        store
+            .redeem_code(&live.code_hash, &c.id, later)
+            .await
+            .unwrap(),
+        CodeRedemption::Replayed(_)
+    ));
+    assert!(store.get_grant(grant.session_id).await.unwrap().is_some());
+    store.purge_expired(later, later).await.unwrap();
+    assert_eq!(
+        store
+            .redeem_code(&live.code_hash, &c.id, later)
+            .await
+            .unwrap(),
+        CodeRedemption::Unknown
+    );
+    assert!(store.get_grant(grant.session_id).await.unwrap().is_none());
     assert_eq!(
         store
             .redeem_code(&expired.code_hash, &c.id, at)
