@@ -26,6 +26,8 @@ struct State {
     consents: HashMap<(UserId, OAuthClientId, TenantId), Consent>,
     grants: HashMap<SessionId, SessionGrant>,
     assertions: HashMap<(OAuthClientId, String), OffsetDateTime>,
+    /// Hashes of spent codes presented again.
+    replayed: std::collections::HashSet<[u8; 32]>,
 }
 
 /// The provider's records in memory: for tests, examples and single-process
@@ -237,7 +239,9 @@ impl OAuthStore for MemoryOAuthStore {
             return Ok(CodeRedemption::Unknown);
         };
         if code.redeemed_at.is_some() {
-            return Ok(CodeRedemption::Replayed(code.clone()));
+            let code = code.clone();
+            state.replayed.insert(*code_hash.as_bytes());
+            return Ok(CodeRedemption::Replayed(code));
         }
         if code.expires_at <= now || code.client_id != *client_id {
             return Ok(CodeRedemption::Unknown);
@@ -250,11 +254,12 @@ impl OAuthStore for MemoryOAuthStore {
         &self,
         code_hash: &TokenHash,
         session_id: SessionId,
-    ) -> Result<(), StoreError> {
-        if let Some(code) = self.state().codes.get_mut(code_hash.as_bytes()) {
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if let Some(code) = state.codes.get_mut(code_hash.as_bytes()) {
             code.issued_session = Some(session_id);
         }
-        Ok(())
+        Ok(state.replayed.contains(code_hash.as_bytes()))
     }
 
     async fn find_consent(
@@ -337,6 +342,10 @@ impl OAuthStore for MemoryOAuthStore {
         });
         state.assertions.retain(|_, at| *at >= before);
         state.grants.retain(|_, g| g.created_at >= spent_before);
+        let State {
+            codes, replayed, ..
+        } = &mut *state;
+        replayed.retain(|hash| codes.contains_key(hash));
         Ok((start - count(&state)) as u64)
     }
 

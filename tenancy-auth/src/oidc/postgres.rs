@@ -524,36 +524,37 @@ impl OAuthStore for PgOAuthStore {
         if let Some(row) = redeemed {
             return Ok(CodeRedemption::Redeemed(code_from_row(&row)?));
         }
-        let existing = sqlx::query(concat!(
-            "SELECT ",
-            code_columns!(),
-            " FROM tenancy_oauth_codes WHERE code_hash = $1"
+        // A spent code presented again is marked replayed, and read back in
+        // the same statement: the session its redemption recorded, or (if
+        // that redemption is still under way) the mark tells it.
+        let replayed = sqlx::query(concat!(
+            "UPDATE tenancy_oauth_codes SET replayed_at = COALESCE(replayed_at, $2) \
+             WHERE code_hash = $1 AND redeemed_at IS NOT NULL \
+             RETURNING ",
+            code_columns!()
         ))
         .bind(&hash)
+        .bind(now)
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        match existing {
-            Some(row) => {
-                let code = code_from_row(&row)?;
-                Ok(if code.redeemed_at.is_some() {
-                    CodeRedemption::Replayed(code)
-                } else {
-                    CodeRedemption::Unknown
-                })
-            }
+        match replayed {
+            Some(row) => Ok(CodeRedemption::Replayed(code_from_row(&row)?)),
             None => Ok(CodeRedemption::Unknown),
         }
     }
 
-    async fn set_code_session(&self, code_hash: &TokenHash, session_id: SessionId) -> Result<()> {
-        sqlx::query("UPDATE tenancy_oauth_codes SET issued_session = $2 WHERE code_hash = $1")
-            .bind(code_hash.as_bytes().to_vec())
-            .bind(session_id.as_uuid())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+    async fn set_code_session(&self, code_hash: &TokenHash, session_id: SessionId) -> Result<bool> {
+        let replayed: Option<bool> = sqlx::query_scalar(
+            "UPDATE tenancy_oauth_codes SET issued_session = $2 WHERE code_hash = $1 \
+             RETURNING replayed_at IS NOT NULL",
+        )
+        .bind(code_hash.as_bytes().to_vec())
+        .bind(session_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(replayed.unwrap_or(false))
     }
 
     async fn find_consent(

@@ -1670,13 +1670,26 @@ impl OAuthProvider {
                 .await
         }
         .await;
-        if let Err(error) = stored {
-            let _ = self
-                .inner
-                .auth
-                .end_session_by_id(success.session.id, RevokeReason::Revoked)
-                .await;
-            return Err(OAuthError::server(&error));
+        match stored {
+            Ok(false) => {}
+            // Replayed while this redemption opened its session: the replay
+            // could not end a session it did not know, so end it here.
+            Ok(true) => {
+                let _ = self
+                    .inner
+                    .auth
+                    .end_session_by_id(success.session.id, RevokeReason::Revoked)
+                    .await;
+                return Err(OAuthError::invalid_grant("the code was already used"));
+            }
+            Err(error) => {
+                let _ = self
+                    .inner
+                    .auth
+                    .end_session_by_id(success.session.id, RevokeReason::Revoked)
+                    .await;
+                return Err(OAuthError::server(&error));
+            }
         }
         self.token_response(
             client,

@@ -92,12 +92,14 @@ pub trait OAuthStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<CodeRedemption, StoreError>;
 
-    /// Records the session a code's redemption opened.
+    /// Records the session a code's redemption opened; `true` if the code
+    /// was replayed meanwhile (the caller then ends that session: the
+    /// replay could not, not knowing it yet).
     async fn set_code_session(
         &self,
         code_hash: &TokenHash,
         session_id: SessionId,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// The consent `user_id` gave `client_id` in `tenant_id`, if any.
     async fn find_consent(

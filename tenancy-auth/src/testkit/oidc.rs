@@ -342,15 +342,34 @@ pub async fn oauth_code_store(fixture: OAuthFixture) {
             .iter()
             .any(|o| matches!(o, CodeRedemption::Replayed(_)))
     );
+    // The concurrent loser was a replay while the winner had not yet
+    // recorded its session: recording it says so.
     let session = SessionId::new();
-    store
-        .set_code_session(&live.code_hash, session)
-        .await
-        .unwrap();
+    assert!(
+        store
+            .set_code_session(&live.code_hash, session)
+            .await
+            .unwrap()
+    );
     match store.redeem_code(&live.code_hash, &c.id, at).await.unwrap() {
         CodeRedemption::Replayed(code) => assert_eq!(code.issued_session, Some(session)),
         other => panic!("expected a replay, got {other:?}"),
     }
+    let fresh = code(&c.id, b"fresh", Duration::seconds(60));
+    store.insert_code(&fresh).await.unwrap();
+    assert!(matches!(
+        store
+            .redeem_code(&fresh.code_hash, &c.id, at)
+            .await
+            .unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+    assert!(
+        !store
+            .set_code_session(&fresh.code_hash, SessionId::new())
+            .await
+            .unwrap()
+    );
     let expired = code(&c.id, b"expired", Duration::seconds(-1));
     store.insert_code(&expired).await.unwrap();
     assert_eq!(
