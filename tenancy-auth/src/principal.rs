@@ -76,6 +76,11 @@ pub struct OAuthAccess {
     pub client_id: String,
     /// Every granted scope, in the token's order.
     pub scopes: Vec<String>,
+    /// When the token was issued (its `iat`): a machine client's tokens
+    /// issued before its registration last changed (secret rotation,
+    /// scopes, grants) are refused.
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
 }
 
 impl OAuthAccess {

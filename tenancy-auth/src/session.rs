@@ -141,7 +141,8 @@ pub struct Session {
     pub user_agent: Option<String>,
     /// The client's address at login.
     pub ip: Option<IpAddr>,
-    /// When it began.
+    /// When it began: when the user authenticated, kept by a session that
+    /// continues another (a tenant switch).
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When it was last refreshed.

@@ -362,9 +362,12 @@ fn check_claims(
         })
         .filter_map(|s| Scope::new(s.as_str()).ok())
         .collect();
+    let issued_at = OffsetDateTime::from_unix_timestamp(claims.iat)
+        .map_err(|_| TokenRejection::InvalidClaims)?;
     let oauth = claims.client_id.clone().map(|client_id| OAuthAccess {
         client_id,
         scopes: granted.clone(),
+        issued_at,
     });
     let Some(sid) = claims.sid.as_deref() else {
         // Only a client-credentials token has no session: its subject is

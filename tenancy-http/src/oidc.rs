@@ -183,7 +183,8 @@ pub struct OidcConfig {
     /// prefix.
     pub endpoint_base: Option<String>,
     /// The browser-binding cookie of the login and consent forms' CSRF
-    /// token (default `tenancy_oauth_csrf`, `Path=/oauth`).
+    /// token (default `tenancy_oauth_csrf`): named `__Host-<name>` with
+    /// `Path=/` when cookies are `Secure`, else `<name>` with `Path=/oauth`.
     pub csrf_cookie: String,
     /// How often expired authorization requests and codes are deleted
     /// (default every 10 minutes; `None` leaves it to
@@ -240,10 +241,6 @@ pub struct OidcModule {
     config: OidcConfig,
     store: Arc<dyn OAuthStore>,
     provider: OnceLock<OAuthProvider>,
-    /// Machine clients recently found registered (for `client_credentials`
-    /// callers): a deleted client's tokens stop within
-    /// [`CLIENT_CHECK_TTL`], at once through this process.
-    live_clients: quick_cache::sync::Cache<tenancy_core::OAuthClientId, std::time::Instant>,
     #[cfg(feature = "postgres")]
     migrate: bool,
 }
@@ -272,7 +269,6 @@ impl OidcModule {
             config,
             store,
             provider: OnceLock::new(),
-            live_clients: quick_cache::sync::Cache::new(10_000),
             #[cfg(feature = "postgres")]
             migrate: false,
         }
@@ -335,9 +331,6 @@ impl OidcModule {
     }
 }
 
-/// How long a machine client found registered is believed to still be.
-const CLIENT_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
 #[async_trait]
 impl Module for OidcModule {
     fn name(&self) -> &'static str {
@@ -349,18 +342,12 @@ impl Module for OidcModule {
     }
 
     /// A `client_credentials` caller must still be a registered machine
-    /// client of the tenant it acts in: deleting a client stops its tokens.
+    /// client of the tenant it acts in, unchanged since the token was
+    /// issued: deleting, updating or rotating a client stops its tokens.
     async fn on_request(&self, context: &RequestContext) -> Result<(), Problem> {
-        let tenancy_auth::Subject::OAuthClient(id) = context.principal().subject else {
+        let tenancy_auth::Subject::OAuthClient(_) = context.principal().subject else {
             return Ok(());
         };
-        if self
-            .live_clients
-            .get(&id)
-            .is_some_and(|seen| seen.elapsed() < CLIENT_CHECK_TTL)
-        {
-            return Ok(());
-        }
         let refused = || {
             crate::errors::unauthorized(
                 &tenancy_auth::AuthError::InvalidToken(tenancy_auth::TokenRejection::Revoked),
@@ -370,15 +357,9 @@ impl Module for OidcModule {
         let Some(provider) = self.provider.get() else {
             return Err(refused());
         };
-        match provider.find_client(&id.to_string()).await {
-            Ok(Some(client))
-                if client.tenant_id == Some(context.tenant_id())
-                    && client.allows_grant(GrantType::ClientCredentials) =>
-            {
-                self.live_clients.insert(id, std::time::Instant::now());
-                Ok(())
-            }
-            Ok(_) => Err(refused()),
+        match provider.client_token_valid(context.principal()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refused()),
             Err(error) => Err(Problem::unavailable(&error)),
         }
     }
@@ -436,11 +417,11 @@ impl Module for OidcModule {
     }
 
     fn start(&self, tenancy: &Tenancy) -> Vec<tokio::task::JoinHandle<()>> {
-        let provider = OAuthProvider::new(
-            tenancy.auth().clone(),
-            self.store.clone(),
-            self.config.provider.clone(),
-        );
+        let mut config = self.config.provider.clone();
+        if config.endpoint_base.is_none() {
+            config.endpoint_base.clone_from(&self.config.endpoint_base);
+        }
+        let provider = OAuthProvider::new(tenancy.auth().clone(), self.store.clone(), config);
         let _already = self.provider.set(provider.clone());
         let Some(every) = self.config.purge_every else {
             return Vec::new();
@@ -676,8 +657,8 @@ async fn signed_in(
 }
 
 /// The browser-binding value of the CSRF cookie, and whether it must be set.
-fn browser_binding(module: &OidcModule, r: &ApiRequest) -> (String, bool) {
-    match r.cookie(&module.config.csrf_cookie) {
+fn browser_binding(t: &Tenancy, module: &OidcModule, r: &ApiRequest) -> (String, bool) {
+    match r.cookie(&csrf_cookie_name(t, module)) {
         Some(value) if value.len() == 43 => (value.to_owned(), false),
         // 256 random bits from the SDK's own generator.
         _ => (
@@ -699,8 +680,27 @@ fn csrf_token(binding: &str, interaction: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hasher.finalize())
 }
 
-fn csrf_ok(module: &OidcModule, r: &ApiRequest, interaction: &str, presented: &str) -> bool {
-    let Some(binding) = r.cookie(&module.config.csrf_cookie) else {
+/// The CSRF binding cookie's name: with `__Host-` in front when cookies
+/// are `Secure`, so a sibling subdomain cannot plant its own binding
+/// (login CSRF); the cookie then has `Path=/` and no `Domain`, as the
+/// prefix requires.
+fn csrf_cookie_name(t: &Tenancy, module: &OidcModule) -> String {
+    let name = &module.config.csrf_cookie;
+    if t.config().cookies.secure && !name.starts_with("__Host-") {
+        format!("__Host-{name}")
+    } else {
+        name.clone()
+    }
+}
+
+fn csrf_ok(
+    t: &Tenancy,
+    module: &OidcModule,
+    r: &ApiRequest,
+    interaction: &str,
+    presented: &str,
+) -> bool {
+    let Some(binding) = r.cookie(&csrf_cookie_name(t, module)) else {
         return false;
     };
     let expected = csrf_token(binding, interaction);
@@ -718,9 +718,13 @@ fn with_binding(
         add_cookie(
             &mut response,
             &set_cookie(
-                &module.config.csrf_cookie,
+                &csrf_cookie_name(t, module),
                 binding,
-                "/oauth",
+                if t.config().cookies.secure {
+                    "/"
+                } else {
+                    "/oauth"
+                },
                 None,
                 t.config().cookies.secure,
             ),
@@ -899,7 +903,7 @@ fn render_login(
     client: &OAuthClient,
     error: Option<&str>,
 ) -> Response<Bytes> {
-    let (binding, fresh) = browser_binding(module, r);
+    let (binding, fresh) = browser_binding(t, module, r);
     let csrf = csrf_token(&binding, interaction.id.as_str());
     let body = module.config.ui.login_page(&LoginPage {
         action: &module.local("/oauth/login"),
@@ -949,6 +953,7 @@ async fn login_submit(
         Err(page) => return Ok(page),
     };
     if !csrf_ok(
+        t,
         module,
         r,
         interaction.id.as_str(),
@@ -1084,7 +1089,7 @@ async fn consent_page(
             interaction.id.as_str()
         ))));
     }
-    let (binding, fresh) = browser_binding(module, r);
+    let (binding, fresh) = browser_binding(t, module, r);
     let csrf = csrf_token(&binding, interaction.id.as_str());
     let body = module.config.ui.consent_page(&ConsentPage {
         action: &module.local("/oauth/consent"),
@@ -1118,6 +1123,7 @@ async fn consent_submit(
         Err(page) => return Ok(page),
     };
     if !csrf_ok(
+        t,
         module,
         r,
         interaction.id.as_str(),
@@ -1373,14 +1379,20 @@ async fn logout(
             }
         }
     };
-    // Without an ID token of the client, a logout may come from any site:
-    // ask the user first (RP-Initiated Logout §2), through a form whose
-    // CSRF token is bound to this browser.
-    if hint.is_none() {
+    let browser = signed_in(t, provider, r).await.ok().flatten();
+    // Without an ID token of the client, or with one of another user than
+    // the one signed in here, a logout may come from any site: ask the
+    // user first (RP-Initiated Logout §2), through a form whose CSRF token
+    // is bound to this browser.
+    let foreign_hint = match (&hint, &browser) {
+        (Some(hint), Some(user)) => hint.user_id != user.user_id,
+        _ => false,
+    };
+    if hint.is_none() || foreign_hint {
         let presented = field("csrf").ok().flatten().unwrap_or("");
-        let confirmed = r.method == Method::POST && csrf_ok(module, r, "logout", presented);
+        let confirmed = r.method == Method::POST && csrf_ok(t, module, r, "logout", presented);
         if !confirmed {
-            let (binding, fresh) = browser_binding(module, r);
+            let (binding, fresh) = browser_binding(t, module, r);
             let csrf = csrf_token(&binding, "logout");
             let hidden = |name: &str, value: Option<&str>| {
                 value
@@ -1413,7 +1425,6 @@ async fn logout(
             ));
         }
     }
-    let browser = signed_in(t, provider, r).await.ok().flatten();
     let mut ended = Vec::new();
     if let Some(user) = browser {
         ended.push(user.session_id);
@@ -1644,7 +1655,6 @@ async fn delete_client(
         .delete_client(Some(c.tenant_id()), &id, c.principal().actor())
         .await
         .map_err(|e| client_problem(&e))?;
-    module(t)?.live_clients.remove(&id.id());
     Ok(no_content())
 }
 
@@ -1656,12 +1666,9 @@ async fn rotate_secret(
     let c = ctx(c)?;
     first_party_member(c)?;
     let (_, provider) = provider(t)?;
+    let id = client_id_param(r)?;
     let secret = provider
-        .rotate_client_secret(
-            Some(c.tenant_id()),
-            &client_id_param(r)?,
-            c.principal().actor(),
-        )
+        .rotate_client_secret(Some(c.tenant_id()), &id, c.principal().actor())
         .await
         .map_err(|e| client_problem(&e))?;
     let mut response = json_response(StatusCode::OK, &json!({ "client_secret": secret.expose() }))?;

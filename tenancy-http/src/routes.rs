@@ -544,6 +544,21 @@ async fn me(
         .tenant(c.tenant_id())
         .await
         .map_err(|e| errors::store(&e))?;
+    let mut user = serde_json::to_value(user).map_err(|e| Problem::internal(&e))?;
+    // An OAuth client sees of the user what its scopes grant (OIDC Core
+    // §5.4): the email with `email`, the name with `profile`.
+    if let Some(oauth) = &c.principal().oauth
+        && let Some(fields) = user.as_object_mut()
+    {
+        let email = oauth.has_scope("email");
+        let profile = oauth.has_scope("profile");
+        fields.retain(|name, _| match name.as_str() {
+            "id" | "status" => true,
+            "email" | "email_verified" => email,
+            "display_name" => profile,
+            _ => false,
+        });
+    }
     json(
         StatusCode::OK,
         &json!({ "principal": &**c.principal(), "user": user, "tenant": &*tenant }),
@@ -1016,6 +1031,13 @@ async fn accept_invitation(
     r: &ApiRequest,
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
+    // An OAuth client holding a user's token may not make the user join
+    // another tenant: that needs the user's own session.
+    if c.is_some_and(|c| c.principal().oauth.is_some()) {
+        return Err(Problem::forbidden(
+            "accepting an invitation needs the user's own session, not an OAuth client's token",
+        ));
+    }
     let input: AcceptBody = body(t, r)?;
     let token = InvitationToken::parse(&input.token)
         .map_err(|_| Problem::not_found().with_detail("invitation not found"))?;

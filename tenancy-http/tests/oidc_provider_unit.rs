@@ -433,6 +433,34 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers(t: Tenancy) {
         context.require("members:read").await.unwrap_err().status(),
         StatusCode::FORBIDDEN
     );
+    // The SDK's own routes give the client no more than its scopes: /auth/me
+    // shows the email (scope email) but not the name (no scope profile);
+    // accepting an invitation (joining another tenant) is refused.
+    let me = call(
+        &t,
+        Method::GET,
+        "/auth/me",
+        std::slice::from_ref(&bearer),
+        "",
+    )
+    .await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let me = json(&me);
+    assert_eq!(me["user"]["email"], "ada@acme.example");
+    assert!(me["user"].get("display_name").is_none(), "{me}");
+    assert!(me["user"].get("created_at").is_none(), "{me}");
+    let join = call(
+        &t,
+        Method::POST,
+        "/invitations/accept",
+        &[
+            bearer.clone(),
+            ("content-type", "application/json".to_owned()),
+        ],
+        r#"{"token":"inv_x"}"#,
+    )
+    .await;
+    assert_eq!(join.status(), StatusCode::FORBIDDEN);
     // The SDK's own refresh route refuses an OAuth refresh token.
     let sdk_refresh = call(
         &t,
@@ -614,6 +642,61 @@ async fn code_flow_with_pkce_consent_tokens_and_scoped_powers(t: Tenancy) {
         "{}",
         location(&again)
     );
+    // Someone else signed in in this browser: another user's ID token
+    // (say the attacker's own) does not sign them out unasked.
+    let other = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("bea@beta.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("beta").unwrap(),
+                    TenantName::new("Beta").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let other_cookie = format!(
+        "{}={}",
+        t.config().cookies.access_name,
+        other.access_token.token
+    );
+    let foreign = call(
+        &t,
+        Method::GET,
+        &format!("/oauth/logout?{}", form(&[("id_token_hint", id_token)])),
+        &[("cookie", other_cookie.clone())],
+        "",
+    )
+    .await;
+    assert_eq!(foreign.status(), StatusCode::OK);
+    assert!(foreign.headers().get(header::LOCATION).is_none());
+    assert!(
+        String::from_utf8(foreign.body().to_vec())
+            .unwrap()
+            .contains("Sign out?")
+    );
+    let mut still = HeaderMap::new();
+    still.insert(
+        header::AUTHORIZATION,
+        format!("Bearer {}", other.access_token.token)
+            .parse()
+            .unwrap(),
+    );
+    let uri: http::Uri = "/x".parse().unwrap();
+    assert!(
+        t.authenticate(tenancy_http::RequestHead::new(
+            &Method::GET,
+            &uri,
+            &still,
+            None
+        ))
+        .await
+        .is_ok()
+    );
     let hinted = call(
         &t,
         Method::GET,
@@ -754,6 +837,25 @@ async fn private_key_jwt_client_credentials() {
     )
     .await;
     assert_eq!(json(&elsewhere)["error"], "invalid_client");
+    // The audience is the issuer or an endpoint as served, exactly.
+    let invented = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        std::slice::from_ref(&form_type),
+        &token_request(assertion(&format!("{ISSUER}/oauth/invented"), "three")),
+    )
+    .await;
+    assert_eq!(json(&invented)["error"], "invalid_client");
+    let at_issuer = call(
+        &t,
+        Method::POST,
+        "/oauth/token",
+        std::slice::from_ref(&form_type),
+        &token_request(assertion(ISSUER, "four")),
+    )
+    .await;
+    assert_eq!(at_issuer.status(), StatusCode::OK, "{:?}", at_issuer.body());
 
     // The machine client acts in its tenant with its creator's roles
     // capped by its scopes.
@@ -799,4 +901,404 @@ async fn private_key_jwt_client_credentials() {
         t.authenticate(head).await.unwrap_err().status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// A machine client answers to whoever last changed it: a member widening
+/// an owner-registered client gets no owner powers through it, and an
+/// update or a secret rotation ends the tokens issued before it (at the
+/// API and at introspection).
+#[tokio::test]
+async fn client_changes_rebind_the_registrant_and_end_older_tokens() {
+    let (catalog, auth, http) = configs();
+    let t = Tenancy::builder(catalog, auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let registered = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("cy@acme.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("acme").unwrap(),
+                    TenantName::new("Acme").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let tenant = registered.membership.tenant_id;
+    let provider = t.module::<OidcModule>().unwrap().provider().clone();
+    let machine = |scopes: &[&str]| NewOAuthClient {
+        name: "Worker".into(),
+        kind: ClientKind::Confidential,
+        grant_types: vec![GrantType::ClientCredentials],
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ..NewOAuthClient::default()
+    };
+    // Registered by the system: owner powers capped by its scopes.
+    let (client, _) = provider
+        .register_client(Some(tenant), machine(&["projects:read"]), Actor::System)
+        .await
+        .unwrap();
+    let powers = |token: String| {
+        let t = t.clone();
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+            let uri: http::Uri = "/x".parse().unwrap();
+            let head = tenancy_http::RequestHead::new(&Method::GET, &uri, &headers, None);
+            match t.authenticate(head).await {
+                Ok(context) => Ok(context.require("tenant:delete").await.is_ok()),
+                Err(problem) => Err(problem.status()),
+            }
+        }
+    };
+    let first = provider
+        .client_credentials(&client, None)
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(powers(first.clone()).await, Ok(false));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // Someone who is not an owner (here: no member at all) widens it.
+    let outsider = tenancy_http::core::UserId::new();
+    let widened = provider
+        .update_client(
+            Some(tenant),
+            &client.id,
+            machine(&["projects:read", "tenant:delete"]),
+            Actor::User(outsider),
+        )
+        .await
+        .unwrap();
+    assert_eq!(widened.created_by, Actor::User(outsider));
+    // The token issued before the change stops working.
+    assert_eq!(powers(first.clone()).await, Err(StatusCode::UNAUTHORIZED));
+    let caller = provider
+        .find_client(client.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        provider.introspect(&caller, &first).await.unwrap()["active"],
+        false
+    );
+    // A new token carries the outsider's (absent) roles, not the owner's.
+    let widened_token = provider
+        .client_credentials(&caller, Some("tenant:delete"))
+        .await
+        .unwrap()
+        .access_token;
+    assert_ne!(powers(widened_token).await, Ok(true));
+
+    // Rotation by the owner: tokens issued before it end.
+    let owner = Actor::User(registered.user.id);
+    provider
+        .update_client(Some(tenant), &client.id, machine(&["projects:read"]), owner)
+        .await
+        .unwrap();
+    let caller = provider
+        .find_client(client.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    let before = provider
+        .client_credentials(&caller, None)
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(powers(before.clone()).await, Ok(false));
+    assert_eq!(
+        provider.introspect(&caller, &before).await.unwrap()["active"],
+        true
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    provider
+        .rotate_client_secret(Some(tenant), &client.id, owner)
+        .await
+        .unwrap();
+    let caller = provider
+        .find_client(client.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        provider.introspect(&caller, &before).await.unwrap()["active"],
+        false
+    );
+    assert_eq!(powers(before).await, Err(StatusCode::UNAUTHORIZED));
+}
+
+/// With `Secure` cookies the CSRF binding cookie is a `__Host-` cookie
+/// (`Path=/`, no `Domain`): a sibling subdomain cannot plant it.
+#[tokio::test]
+async fn csrf_binding_cookie_is_host_prefixed_when_secure() {
+    let (catalog, auth, _) = configs();
+    let http = HttpConfig::default().with_cookies(CookieConfig::default().with_secure(true));
+    let t = Tenancy::builder(catalog, auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let page = call(&t, Method::GET, "/oauth/logout", &[], "").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let set = page
+        .headers()
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(set.starts_with("__Host-tenancy_oauth_csrf="), "{set}");
+    assert!(set.contains("Path=/;") || set.ends_with("Path=/"), "{set}");
+    assert!(set.contains("Secure"), "{set}");
+    assert!(!set.contains("Domain"), "{set}");
+}
+
+/// A request answered after its client changed is held to the client as it
+/// is now: a scope removed while the consent page was open is refused.
+#[tokio::test]
+async fn consent_is_checked_against_the_client_as_it_is_now() {
+    let (catalog, auth, http) = configs();
+    let t = Tenancy::builder(catalog, auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let registered = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("di@acme.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("acme").unwrap(),
+                    TenantName::new("Acme").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let tenant = registered.membership.tenant_id;
+    let provider = t.module::<OidcModule>().unwrap().provider().clone();
+    let registration = |scopes: &[&str]| NewOAuthClient {
+        name: "App".into(),
+        kind: ClientKind::Confidential,
+        redirect_uris: vec![RedirectUri::parse("http://127.0.0.1:8080/callback").unwrap()],
+        grant_types: vec![GrantType::AuthorizationCode],
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ..NewOAuthClient::default()
+    };
+    let owner = Actor::User(registered.user.id);
+    let (client, _) = provider
+        .register_client(
+            Some(tenant),
+            registration(&["openid", "projects:read"]),
+            owner,
+        )
+        .await
+        .unwrap();
+    let mut jar = vec![(
+        t.config().cookies.access_name.clone(),
+        registered.access_token.token.clone(),
+    )];
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest("b".repeat(50).as_bytes()));
+    let authorize = format!(
+        "/oauth/authorize?{}",
+        form(&[
+            ("response_type", "code"),
+            ("client_id", client.id.as_str()),
+            ("redirect_uri", "http://127.0.0.1:8080/callback"),
+            ("scope", "openid projects:read"),
+            ("state", "s"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+    );
+    let answer = call(
+        &t,
+        Method::GET,
+        &authorize,
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    let consent = location(&answer);
+    assert!(
+        consent.starts_with("/oauth/consent?interaction="),
+        "{consent}"
+    );
+    let page = call(
+        &t,
+        Method::GET,
+        &consent,
+        &[("cookie", cookie_header(&jar))],
+        "",
+    )
+    .await;
+    cookies(&page, &mut jar);
+    let html = String::from_utf8(page.body().to_vec()).unwrap();
+    provider
+        .update_client(Some(tenant), &client.id, registration(&["openid"]), owner)
+        .await
+        .unwrap();
+    let answer = call(
+        &t,
+        Method::POST,
+        "/oauth/consent",
+        &[
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+            ("cookie", cookie_header(&jar)),
+        ],
+        &form(&[
+            ("interaction", &hidden(&html, "interaction")),
+            ("csrf", &hidden(&html, "csrf")),
+            ("decision", "allow"),
+        ]),
+    )
+    .await;
+    let back = location(&answer);
+    assert!(
+        back.starts_with("http://127.0.0.1:8080/callback?"),
+        "{back}"
+    );
+    assert_eq!(query(&back, "error").as_deref(), Some("invalid_scope"));
+    assert!(query(&back, "code").is_none());
+}
+
+/// RFC 6749 §4.1.3: the token request repeats `redirect_uri` only if the
+/// authorization request named it.
+#[tokio::test]
+async fn redirect_uri_at_the_token_endpoint_only_if_it_was_asked_with() {
+    let (catalog, auth, http) = configs();
+    let t = Tenancy::builder(catalog, auth)
+        .http(http)
+        .module(OidcModule::new(OidcConfig::default()))
+        .build()
+        .await
+        .unwrap();
+    let registered = t
+        .auth()
+        .register(
+            Registration {
+                user: NewUser::new(Email::new("ed@acme.example").unwrap()),
+                password: Password::new("correct horse battery staple"),
+                tenant: NewTenant::new(
+                    Slug::new("acme").unwrap(),
+                    TenantName::new("Acme").unwrap(),
+                ),
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    let provider = t.module::<OidcModule>().unwrap().provider().clone();
+    let (client, secret) = provider
+        .register_client(
+            Some(registered.membership.tenant_id),
+            NewOAuthClient {
+                name: "App".into(),
+                kind: ClientKind::Confidential,
+                redirect_uris: vec![RedirectUri::parse("https://app.example/cb").unwrap()],
+                grant_types: vec![GrantType::AuthorizationCode],
+                scopes: vec!["projects:read".into()],
+                first_party: true,
+                ..NewOAuthClient::default()
+            },
+            Actor::User(registered.user.id),
+        )
+        .await
+        .unwrap();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            client.id,
+            secret.unwrap().expose()
+        ))
+    );
+    let cookie = format!(
+        "{}={}",
+        t.config().cookies.access_name,
+        registered.access_token.token
+    );
+    let code = |with_uri: bool| {
+        let t = t.clone();
+        let cookie = cookie.clone();
+        let client_id = client.id.to_string();
+        async move {
+            let mut params = vec![
+                ("response_type", "code"),
+                ("client_id", client_id.as_str()),
+                // Plain OAuth: OIDC requires redirect_uri with openid.
+                ("scope", "projects:read"),
+            ];
+            if with_uri {
+                params.push(("redirect_uri", "https://app.example/cb"));
+            }
+            let answer = call(
+                &t,
+                Method::GET,
+                &format!("/oauth/authorize?{}", form(&params)),
+                &[("cookie", cookie)],
+                "",
+            )
+            .await;
+            assert_eq!(
+                answer.status(),
+                StatusCode::SEE_OTHER,
+                "{}",
+                String::from_utf8_lossy(answer.body())
+            );
+            query(&location(&answer), "code").expect("a code")
+        }
+    };
+    let exchange = |code: String, uri: Option<&'static str>| {
+        let t = t.clone();
+        let basic = basic.clone();
+        async move {
+            let mut params = vec![("grant_type", "authorization_code"), ("code", &code)];
+            if let Some(uri) = uri {
+                params.push(("redirect_uri", uri));
+            }
+            call(
+                &t,
+                Method::POST,
+                "/oauth/token",
+                &[
+                    (
+                        "content-type",
+                        "application/x-www-form-urlencoded".to_owned(),
+                    ),
+                    ("authorization", basic),
+                ],
+                &form(&params),
+            )
+            .await
+        }
+    };
+    let omitted = exchange(code(false).await, None).await;
+    assert_eq!(omitted.status(), StatusCode::OK, "{:?}", omitted.body());
+    let unregistered = exchange(code(false).await, Some("https://evil.example/cb")).await;
+    assert_eq!(json(&unregistered)["error"], "invalid_grant");
+    let required = exchange(code(true).await, None).await;
+    assert_eq!(json(&required)["error"], "invalid_grant");
+    let repeated = exchange(code(true).await, Some("https://app.example/cb")).await;
+    assert_eq!(repeated.status(), StatusCode::OK, "{:?}", repeated.body());
 }

@@ -26,6 +26,8 @@ struct State {
     consents: HashMap<(UserId, OAuthClientId, TenantId), Consent>,
     grants: HashMap<SessionId, SessionGrant>,
     assertions: HashMap<(OAuthClientId, String), OffsetDateTime>,
+    /// Hashes of spent codes presented again.
+    replayed: std::collections::HashSet<[u8; 32]>,
 }
 
 /// The provider's records in memory: for tests, examples and single-process
@@ -111,10 +113,24 @@ impl OAuthStore for MemoryOAuthStore {
         match state.clients.get_mut(&client.id.id()) {
             Some(current) if current.tenant_id == client.tenant_id => {
                 let created_at = current.created_at;
-                let created_by = current.created_by;
+                let secret_hash = current.secret_hash.clone();
                 *current = micros(client);
                 current.created_at = created_at;
-                current.created_by = created_by;
+                current.secret_hash = secret_hash;
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound(Entity::OAuthClient)),
+        }
+    }
+
+    async fn set_client_secret(&self, client: &OAuthClient) -> Result<(), StoreError> {
+        let mut state = self.state();
+        match state.clients.get_mut(&client.id.id()) {
+            Some(current) if current.tenant_id == client.tenant_id => {
+                let changed = micros(client);
+                current.secret_hash = changed.secret_hash;
+                current.created_by = changed.created_by;
+                current.updated_at = changed.updated_at;
                 Ok(())
             }
             _ => Err(StoreError::NotFound(Entity::OAuthClient)),
@@ -215,6 +231,7 @@ impl OAuthStore for MemoryOAuthStore {
     async fn redeem_code(
         &self,
         code_hash: &TokenHash,
+        client_id: &ClientId,
         now: OffsetDateTime,
     ) -> Result<CodeRedemption, StoreError> {
         let mut state = self.state();
@@ -222,9 +239,11 @@ impl OAuthStore for MemoryOAuthStore {
             return Ok(CodeRedemption::Unknown);
         };
         if code.redeemed_at.is_some() {
-            return Ok(CodeRedemption::Replayed(code.clone()));
+            let code = code.clone();
+            state.replayed.insert(*code_hash.as_bytes());
+            return Ok(CodeRedemption::Replayed(code));
         }
-        if code.expires_at <= now {
+        if code.expires_at <= now || code.client_id != *client_id {
             return Ok(CodeRedemption::Unknown);
         }
         code.redeemed_at = Some(truncate_to_micros(now));
@@ -235,11 +254,12 @@ impl OAuthStore for MemoryOAuthStore {
         &self,
         code_hash: &TokenHash,
         session_id: SessionId,
-    ) -> Result<(), StoreError> {
-        if let Some(code) = self.state().codes.get_mut(code_hash.as_bytes()) {
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if let Some(code) = state.codes.get_mut(code_hash.as_bytes()) {
             code.issued_session = Some(session_id);
         }
-        Ok(())
+        Ok(state.replayed.contains(code_hash.as_bytes()))
     }
 
     async fn find_consent(
@@ -302,14 +322,31 @@ impl OAuthStore for MemoryOAuthStore {
         Ok(true)
     }
 
-    async fn purge_expired(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+    async fn purge_expired(
+        &self,
+        before: OffsetDateTime,
+        spent_before: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
         let mut state = self.state();
-        let start = state.interactions.len() + state.codes.len() + state.assertions.len();
+        let count =
+            |s: &State| s.interactions.len() + s.codes.len() + s.assertions.len() + s.grants.len();
+        let start = count(&state);
         state.interactions.retain(|_, i| i.expires_at >= before);
-        state.codes.retain(|_, c| c.expires_at >= before);
+        state.codes.retain(|_, c| {
+            let keep_until = if c.redeemed_at.is_some() {
+                spent_before
+            } else {
+                before
+            };
+            c.expires_at >= keep_until
+        });
         state.assertions.retain(|_, at| *at >= before);
-        let end = state.interactions.len() + state.codes.len() + state.assertions.len();
-        Ok((start - end) as u64)
+        state.grants.retain(|_, g| g.created_at >= spent_before);
+        let State {
+            codes, replayed, ..
+        } = &mut *state;
+        replayed.retain(|hash| codes.contains_key(hash));
+        Ok((start - count(&state)) as u64)
     }
 
     fn id_token_keys(&self) -> Arc<dyn KeyStore> {

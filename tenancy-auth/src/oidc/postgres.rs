@@ -316,7 +316,8 @@ impl OAuthStore for PgOAuthStore {
         let done = sqlx::query(
             "UPDATE tenancy_oauth_clients SET name = $3, redirect_uris = $4, \
              post_logout_redirect_uris = $5, grant_types = $6, scopes = $7, first_party = $8, \
-             id_token_alg = $9, secret_hash = $10, updated_at = $11, kind = $12, jwks = $13 \
+             id_token_alg = $9, created_by_kind = $10, created_by_id = $11, updated_at = $12, \
+             kind = $13, jwks = $14 \
              WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
         )
         .bind(client.id.id().as_uuid())
@@ -328,10 +329,32 @@ impl OAuthStore for PgOAuthStore {
         .bind(&client.scopes)
         .bind(client.first_party)
         .bind(client.id_token_signed_response_alg.as_str())
-        .bind(client.secret_hash.as_ref().map(|h| h.as_bytes().to_vec()))
+        .bind(client.created_by.kind())
+        .bind(client.created_by.id())
         .bind(client.updated_at)
         .bind(client.kind.as_str())
         .bind(&client.jwks)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(Entity::OAuthClient));
+        }
+        Ok(())
+    }
+
+    async fn set_client_secret(&self, client: &OAuthClient) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE tenancy_oauth_clients SET secret_hash = $3, created_by_kind = $4, \
+             created_by_id = $5, updated_at = $6 \
+             WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
+        )
+        .bind(client.id.id().as_uuid())
+        .bind(client.tenant_id.map(|t| t.as_uuid()))
+        .bind(client.secret_hash.as_ref().map(|h| h.as_bytes().to_vec()))
+        .bind(client.created_by.kind())
+        .bind(client.created_by.id())
+        .bind(client.updated_at)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
@@ -478,14 +501,35 @@ impl OAuthStore for PgOAuthStore {
     async fn redeem_code(
         &self,
         code_hash: &TokenHash,
+        client_id: &ClientId,
         now: OffsetDateTime,
     ) -> Result<CodeRedemption> {
         let hash = code_hash.as_bytes().to_vec();
         // One statement: of two concurrent redemptions, the second waits for
-        // the first's row lock and then sees it redeemed.
+        // the first's row lock and then sees it redeemed. Another client's
+        // presentation leaves the code unspent.
         let redeemed = sqlx::query(concat!(
             "UPDATE tenancy_oauth_codes SET redeemed_at = $2 \
              WHERE code_hash = $1 AND redeemed_at IS NULL AND expires_at > $2 \
+             AND client_id = $3 \
+             RETURNING ",
+            code_columns!()
+        ))
+        .bind(&hash)
+        .bind(now)
+        .bind(client_id.id().as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if let Some(row) = redeemed {
+            return Ok(CodeRedemption::Redeemed(code_from_row(&row)?));
+        }
+        // A spent code presented again is marked replayed, and read back in
+        // the same statement: the session its redemption recorded, or (if
+        // that redemption is still under way) the mark tells it.
+        let replayed = sqlx::query(concat!(
+            "UPDATE tenancy_oauth_codes SET replayed_at = COALESCE(replayed_at, $2) \
+             WHERE code_hash = $1 AND redeemed_at IS NOT NULL \
              RETURNING ",
             code_columns!()
         ))
@@ -494,39 +538,23 @@ impl OAuthStore for PgOAuthStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        if let Some(row) = redeemed {
-            return Ok(CodeRedemption::Redeemed(code_from_row(&row)?));
-        }
-        let existing = sqlx::query(concat!(
-            "SELECT ",
-            code_columns!(),
-            " FROM tenancy_oauth_codes WHERE code_hash = $1"
-        ))
-        .bind(&hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        match existing {
-            Some(row) => {
-                let code = code_from_row(&row)?;
-                Ok(if code.redeemed_at.is_some() {
-                    CodeRedemption::Replayed(code)
-                } else {
-                    CodeRedemption::Unknown
-                })
-            }
+        match replayed {
+            Some(row) => Ok(CodeRedemption::Replayed(code_from_row(&row)?)),
             None => Ok(CodeRedemption::Unknown),
         }
     }
 
-    async fn set_code_session(&self, code_hash: &TokenHash, session_id: SessionId) -> Result<()> {
-        sqlx::query("UPDATE tenancy_oauth_codes SET issued_session = $2 WHERE code_hash = $1")
-            .bind(code_hash.as_bytes().to_vec())
-            .bind(session_id.as_uuid())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+    async fn set_code_session(&self, code_hash: &TokenHash, session_id: SessionId) -> Result<bool> {
+        let replayed: Option<bool> = sqlx::query_scalar(
+            "UPDATE tenancy_oauth_codes SET issued_session = $2 WHERE code_hash = $1 \
+             RETURNING replayed_at IS NOT NULL",
+        )
+        .bind(code_hash.as_bytes().to_vec())
+        .bind(session_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(replayed.unwrap_or(false))
     }
 
     async fn find_consent(
@@ -629,7 +657,11 @@ impl OAuthStore for PgOAuthStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn purge_expired(&self, before: OffsetDateTime) -> Result<u64> {
+    async fn purge_expired(
+        &self,
+        before: OffsetDateTime,
+        spent_before: OffsetDateTime,
+    ) -> Result<u64> {
         let assertions = sqlx::query("DELETE FROM tenancy_oauth_assertions WHERE expires_at < $1")
             .bind(before)
             .execute(&self.pool)
@@ -641,12 +673,24 @@ impl OAuthStore for PgOAuthStore {
                 .execute(&self.pool)
                 .await
                 .map_err(db_error)?;
-        let codes = sqlx::query("DELETE FROM tenancy_oauth_codes WHERE expires_at < $1")
-            .bind(before)
+        let codes = sqlx::query(
+            "DELETE FROM tenancy_oauth_codes WHERE \
+             (redeemed_at IS NULL AND expires_at < $1) OR expires_at < $2",
+        )
+        .bind(before)
+        .bind(spent_before)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let grants = sqlx::query("DELETE FROM tenancy_oauth_grants WHERE created_at < $1")
+            .bind(spent_before)
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        Ok(interactions.rows_affected() + codes.rows_affected() + assertions.rows_affected())
+        Ok(interactions.rows_affected()
+            + codes.rows_affected()
+            + assertions.rows_affected()
+            + grants.rows_affected())
     }
 
     fn id_token_keys(&self) -> Arc<dyn KeyStore> {

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::Digest as _;
 use tenancy_core::{
-    Actor, AuditContext, Page, PageRequest, SessionId, TenantId, TenantStore, TokenHash, UserId,
-    UserStore,
+    Actor, AuditContext, MembershipStore, Page, PageRequest, SessionId, TenantId, TenantStore,
+    TokenHash, UserId, UserStore,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -61,6 +61,10 @@ pub struct ProviderConfig {
     /// The algorithm of the ID-token key ring (default RS256, which OIDC
     /// Discovery requires every provider to support).
     pub id_token_algorithm: KeyAlgorithm,
+    /// The base URL the endpoints are served under, when not the issuer
+    /// (a `private_key_jwt` assertion's `aud` may name the issuer or the
+    /// token, introspection or revocation endpoint as served).
+    pub endpoint_base: Option<String>,
 }
 
 impl Default for ProviderConfig {
@@ -70,6 +74,7 @@ impl Default for ProviderConfig {
             interaction_ttl: Duration::minutes(10),
             id_token_ttl: Duration::hours(1),
             id_token_algorithm: KeyAlgorithm::Rs256,
+            endpoint_base: None,
         }
     }
 }
@@ -152,7 +157,7 @@ pub enum AuthorizeError {
 
 /// What a client presented to authenticate at the token, introspection or
 /// revocation endpoint.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct ClientCredentials<'a> {
     /// The `Authorization` header, for `client_secret_basic`.
@@ -165,6 +170,20 @@ pub struct ClientCredentials<'a> {
     pub client_assertion_type: Option<&'a str>,
     /// The body's `client_assertion`, for `private_key_jwt`.
     pub client_assertion: Option<&'a str>,
+}
+
+/// Shows which credentials were presented, never their values.
+impl std::fmt::Debug for ClientCredentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: Option<&str>| v.map(|_| "[redacted]");
+        f.debug_struct("ClientCredentials")
+            .field("authorization", &shown(self.authorization))
+            .field("client_id", &self.client_id)
+            .field("client_secret", &shown(self.client_secret))
+            .field("client_assertion_type", &self.client_assertion_type)
+            .field("client_assertion", &shown(self.client_assertion))
+            .finish()
+    }
 }
 
 /// A token endpoint answer (RFC 6749 §5.1, OIDC Core §3.1.3.3).
@@ -223,7 +242,14 @@ struct Inner {
     store: Arc<dyn OAuthStore>,
     id_keys: tokio::sync::OnceCell<KeyRing>,
     config: ProviderConfig,
+    /// Machine clients recently read for their tokens' check, with when:
+    /// forgotten on every change made through this provider, believed
+    /// for [`CLIENT_CHECK_TTL`] otherwise (changes by another process).
+    live_clients: quick_cache::sync::Cache<ClientId, (std::time::Instant, Arc<OAuthClient>)>,
 }
+
+/// How long a machine client read for its tokens' check is believed.
+const CLIENT_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::fmt::Debug for OAuthProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -322,6 +348,7 @@ impl OAuthProvider {
                 store,
                 id_keys: tokio::sync::OnceCell::new(),
                 config,
+                live_clients: quick_cache::sync::Cache::new(10_000),
             }),
         }
     }
@@ -637,6 +664,11 @@ impl OAuthProvider {
             .id_token_signed_response_alg
             .unwrap_or(current.id_token_signed_response_alg);
         client.updated_at = self.now();
+        // Whoever changes a client answers for it from now on: a machine
+        // client's powers are its registrant's roles capped by its scopes,
+        // so keeping the original registrant would let a lesser member
+        // borrow a greater one's roles by widening the client.
+        client.created_by = actor;
         let metadata = json!({ "name": client.name, "scopes": client.scopes });
         let store = self.inner.store.clone();
         self.audited(
@@ -653,6 +685,7 @@ impl OAuthProvider {
             },
         )
         .await?;
+        self.inner.live_clients.remove(id);
         Ok(client)
     }
 
@@ -681,6 +714,7 @@ impl OAuthProvider {
                 },
             )
             .await?;
+        self.inner.live_clients.remove(id);
         for session in sessions {
             if let Err(error) = self
                 .inner
@@ -709,6 +743,9 @@ impl OAuthProvider {
         let secret = ClientSecret::generate();
         client.secret_hash = Some(secret.hash());
         client.updated_at = self.now();
+        // The rotating member answers for the client from now on (see
+        // `update_client`); tokens issued before now stop working.
+        client.created_by = actor;
         let store = self.inner.store.clone();
         self.audited(
             tenant,
@@ -718,12 +755,13 @@ impl OAuthProvider {
             json!({}),
             async {
                 store
-                    .update_client(&client)
+                    .set_client_secret(&client)
                     .await
                     .map_err(ClientError::from)
             },
         )
         .await?;
+        self.inner.live_clients.remove(id);
         Ok(secret)
     }
 
@@ -856,6 +894,17 @@ impl OAuthProvider {
         if !matches!(header.alg, A::RS256 | A::ES256 | A::EdDSA | A::PS256) {
             return Err(invalid());
         }
+        // RSA keys under 2048 bits are refused (NIST SP 800-131A).
+        if let jsonwebtoken::jwk::AlgorithmParameters::RSA(rsa) = &key.algorithm {
+            let modulus = URL_SAFE_NO_PAD.decode(&rsa.n).map_err(|_| invalid())?;
+            let bits = modulus
+                .iter()
+                .position(|b| *b != 0)
+                .map_or(0, |first| (modulus.len() - first) * 8);
+            if bits < 2048 {
+                return Err(invalid());
+            }
+        }
         let decoding = jsonwebtoken::DecodingKey::from_jwk(key).map_err(|_| invalid())?;
         let mut validation = jsonwebtoken::Validation::new(header.alg);
         validation.validate_aud = false;
@@ -865,12 +914,22 @@ impl OAuthProvider {
         let claims = jsonwebtoken::decode::<Map<String, Value>>(assertion, &decoding, &validation)
             .map_err(|_| invalid())?
             .claims;
+        // The audience is this server: its issuer, or exactly one of the
+        // endpoints that authenticate clients, as served.
         let issuer = self.issuer().trim_end_matches('/');
+        let base = self
+            .inner
+            .config
+            .endpoint_base
+            .as_deref()
+            .unwrap_or(issuer)
+            .trim_end_matches('/');
         let audience_ok = |aud: &str| {
-            aud.trim_end_matches('/') == issuer
-                || aud
-                    .strip_prefix(issuer)
-                    .is_some_and(|rest| rest.starts_with("/oauth/"))
+            aud == issuer
+                || aud == self.issuer()
+                || ["/oauth/token", "/oauth/introspect", "/oauth/revoke"]
+                    .iter()
+                    .any(|path| aud.strip_prefix(base) == Some(*path))
         };
         let aud_ok = match claims.get("aud") {
             Some(Value::String(aud)) => audience_ok(aud),
@@ -1128,6 +1187,7 @@ impl OAuthProvider {
         let request = AuthorizationRequest {
             client_id: client.id.clone(),
             redirect_uri,
+            redirect_uri_presented: presented.is_some(),
             scopes,
             state,
             nonce,
@@ -1367,6 +1427,24 @@ impl OAuthProvider {
             Err(_) => return Err(OAuthError::invalid_request("the client no longer exists")),
         };
         let tenant = client.tenant_id.unwrap_or(signed_in.tenant_id);
+        // The user may have left the tenant (or been disabled) since the
+        // consent page was shown.
+        if let Err(error) = self.inner.auth.member_of(signed_in.user_id, tenant).await {
+            return match error {
+                crate::Error::NotAMember
+                | crate::Error::AccountDisabled
+                | crate::Error::TenantNotActive { .. } => {
+                    Ok(AuthorizeStep::Redirect(self.error_redirect(
+                        &request,
+                        &OAuthError::new(
+                            OAuthErrorCode::AccessDenied,
+                            "the user may not use this client",
+                        ),
+                    )))
+                }
+                other => Err(OAuthError::from_auth(other)),
+            };
+        }
         let mut scopes = request.scopes.clone();
         if let Some(previous) = self
             .inner
@@ -1405,12 +1483,39 @@ impl OAuthProvider {
         user: SignedIn,
         tenant: TenantId,
     ) -> Result<AuthorizeStep, OAuthError> {
+        // A request resumed after login or consent is held to the client as
+        // it is now: a redirect URI, scope or grant removed meanwhile no
+        // longer applies. Without its redirect URI the error is shown.
+        if client.redirect_uri(&request.redirect_uri).is_none() {
+            return Err(OAuthError::invalid_request(
+                "the redirect_uri is no longer registered for this client",
+            ));
+        }
+        if !client.allows_grant(GrantType::AuthorizationCode) {
+            return Ok(AuthorizeStep::Redirect(self.error_redirect(
+                request,
+                &OAuthError::new(
+                    OAuthErrorCode::UnauthorizedClient,
+                    "the client may no longer use this grant",
+                ),
+            )));
+        }
+        if request.scopes.iter().any(|s| !client.allows_scope(s)) {
+            return Ok(AuthorizeStep::Redirect(self.error_redirect(
+                request,
+                &OAuthError::invalid_scope("the client may no longer ask for this scope"),
+            )));
+        }
         let now = self.now();
         let code = SecretToken::generate(CODE_PREFIX);
         let record = AuthorizationCode {
             code_hash: code.hash(),
             client_id: client.id.clone(),
-            redirect_uri: request.redirect_uri.clone(),
+            redirect_uri: if request.redirect_uri_presented {
+                request.redirect_uri.clone()
+            } else {
+                String::new()
+            },
             code_challenge: request.code_challenge.clone(),
             nonce: request.nonce.clone(),
             user_id: user.user_id,
@@ -1466,7 +1571,7 @@ impl OAuthProvider {
         let redeemed = self
             .inner
             .store
-            .redeem_code(&presented.hash(), now)
+            .redeem_code(&presented.hash(), &client.id, now)
             .await
             .map_err(|e| OAuthError::server(&e))?;
         let record = match redeemed {
@@ -1502,7 +1607,15 @@ impl OAuthProvider {
                 "the code was issued to another client",
             ));
         }
-        if redirect_uri != Some(record.redirect_uri.as_str()) {
+        // The redirect URI must be repeated if the authorization request
+        // named it (RFC 6749 §4.1.3); if not, one sent anyway must still be
+        // registered.
+        let redirect_ok = if record.redirect_uri.is_empty() {
+            redirect_uri.is_none_or(|uri| client.redirect_uri(uri).is_some())
+        } else {
+            redirect_uri == Some(record.redirect_uri.as_str())
+        };
+        if !redirect_ok {
             return Err(OAuthError::invalid_grant(
                 "redirect_uri differs from the authorization request's",
             ));
@@ -1557,13 +1670,26 @@ impl OAuthProvider {
                 .await
         }
         .await;
-        if let Err(error) = stored {
-            let _ = self
-                .inner
-                .auth
-                .end_session_by_id(success.session.id, RevokeReason::Revoked)
-                .await;
-            return Err(OAuthError::server(&error));
+        match stored {
+            Ok(false) => {}
+            // Replayed while this redemption opened its session: the replay
+            // could not end a session it did not know, so end it here.
+            Ok(true) => {
+                let _ = self
+                    .inner
+                    .auth
+                    .end_session_by_id(success.session.id, RevokeReason::Revoked)
+                    .await;
+                return Err(OAuthError::invalid_grant("the code was already used"));
+            }
+            Err(error) => {
+                let _ = self
+                    .inner
+                    .auth
+                    .end_session_by_id(success.session.id, RevokeReason::Revoked)
+                    .await;
+                return Err(OAuthError::server(&error));
+            }
         }
         self.token_response(
             client,
@@ -1889,6 +2015,37 @@ impl OAuthProvider {
         {
             return Ok(inactive);
         }
+        // A client learns about its own tokens only: not the first-party
+        // browser tokens nor another client's (RFC 7662 §4).
+        if principal
+            .oauth
+            .as_ref()
+            .is_none_or(|oauth| oauth.client_id != caller.id.as_str())
+        {
+            return Ok(inactive);
+        }
+        match principal.subject {
+            Subject::OAuthClient(_) => {
+                // A machine client's token is active only while the client
+                // is as it was when the token was issued.
+                if !Self::client_token_current(caller, &principal) {
+                    return Ok(inactive);
+                }
+            }
+            Subject::User(user) => {
+                let member = self
+                    .inner
+                    .auth
+                    .backend()
+                    .find_membership(principal.tenant_id, user)
+                    .await
+                    .map_err(|e| OAuthError::server(&e))?;
+                if member.is_none_or(|m| m.status != tenancy_core::MembershipStatus::Active) {
+                    return Ok(inactive);
+                }
+            }
+            _ => return Ok(inactive),
+        }
         let claims = payload(token).unwrap_or_default();
         let mut answer = Map::new();
         answer.insert("active".into(), json!(true));
@@ -2045,6 +2202,54 @@ impl OAuthProvider {
         }
     }
 
+    /// Whether a `client_credentials` access token (its verified
+    /// principal) still stands for `client` as it is now: the same client,
+    /// tenant and registrant, the grant still allowed, and issued no earlier
+    /// than the client's last change (a secret rotation or an update ends
+    /// the tokens issued before it).
+    pub fn client_token_current(client: &OAuthClient, principal: &Principal) -> bool {
+        let Subject::OAuthClient(id) = principal.subject else {
+            return false;
+        };
+        let Some(oauth) = &principal.oauth else {
+            return false;
+        };
+        // `iat` has whole seconds: a token of the very second of a change
+        // is let through rather than refusing every token for a second.
+        let changed = client.updated_at.unix_timestamp();
+        client.id.id() == id
+            && client.tenant_id == Some(principal.tenant_id)
+            && client.kind == ClientKind::Confidential
+            && client.allows_grant(GrantType::ClientCredentials)
+            && principal.minted_by == Some(client.created_by)
+            && oauth.issued_at.unix_timestamp() >= changed
+    }
+
+    /// Whether a `client_credentials` access token still stands for its
+    /// client as it is now (see [`OAuthProvider::client_token_current`]);
+    /// `false` for any other principal.
+    pub async fn client_token_valid(&self, principal: &Principal) -> Result<bool, OAuthError> {
+        let Subject::OAuthClient(id) = principal.subject else {
+            return Ok(false);
+        };
+        let id = ClientId::from_id(id);
+        if let Some((seen, client)) = self.inner.live_clients.get(&id)
+            && seen.elapsed() < CLIENT_CHECK_TTL
+        {
+            return Ok(Self::client_token_current(&client, principal));
+        }
+        let client = match self.inner.store.get_client(&id).await {
+            Ok(client) => client,
+            Err(tenancy_core::StoreError::NotFound(_)) => return Ok(false),
+            Err(error) => return Err(OAuthError::server(&error)),
+        };
+        let current = Self::client_token_current(&client, principal);
+        self.inner
+            .live_clients
+            .insert(id, (std::time::Instant::now(), Arc::new(client)));
+        Ok(current)
+    }
+
     /// The client named by `client_id`, if it exists.
     pub async fn find_client(&self, client_id: &str) -> Result<Option<OAuthClient>, OAuthError> {
         let Ok(id) = client_id.parse::<ClientId>() else {
@@ -2057,13 +2262,16 @@ impl OAuthProvider {
         }
     }
 
-    /// Deletes interactions, codes and assertion ids that expired more
-    /// than an hour ago (a spent code is kept that long, so a late replay
-    /// still revokes what it issued); returns how many went.
+    /// Deletes expired interactions, unspent codes and assertion ids; spent
+    /// codes and the grants of OAuth sessions once no session they opened
+    /// can still live (the sessions' absolute lifetime), so a late replay
+    /// of a code still revokes what it issued. Returns how many went.
     pub async fn purge_expired(&self) -> Result<u64, tenancy_core::StoreError> {
+        let now = self.now();
+        let lifetime = self.inner.auth.config().sessions.absolute_timeout;
         self.inner
             .store
-            .purge_expired(self.now() - Duration::hours(1))
+            .purge_expired(now, now - lifetime - Duration::minutes(1))
             .await
     }
 
@@ -2112,6 +2320,22 @@ pub fn uri_texts(uris: &[RedirectUri]) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_credentials_debug_hides_secrets() {
+        let presented = ClientCredentials {
+            authorization: Some("Basic c2VjcmV0LWJhc2lj"),
+            client_id: Some("the-client"),
+            client_secret: Some("secret-post-value"),
+            client_assertion_type: Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            client_assertion: Some("eyJ.assertion-value.sig"),
+        };
+        let shown = format!("{presented:?}");
+        assert!(shown.contains("the-client"));
+        for secret in ["c2VjcmV0LWJhc2lj", "secret-post-value", "assertion-value"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 
     #[test]
     fn basic_credentials_are_form_urldecoded() {

@@ -35,10 +35,16 @@ pub trait OAuthStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<OAuthClient>, StoreError>;
 
-    /// Replaces a client's registration (name, URIs, grants, scopes, secret
-    /// hash, `updated_at`); `NotFound(OAuthClient)` unless a client with its
-    /// id exists in its tenant.
+    /// Replaces a client's registration (name, URIs, grants, scopes, JWKS,
+    /// registrant, `updated_at`), never its secret hash (so a concurrent
+    /// update cannot restore a rotated secret); `NotFound(OAuthClient)`
+    /// unless a client with its id exists in its tenant.
     async fn update_client(&self, client: &OAuthClient) -> Result<(), StoreError>;
+
+    /// Replaces a client's secret hash, with its registrant and
+    /// `updated_at`; `NotFound(OAuthClient)` unless a client with its id
+    /// exists in its tenant.
+    async fn set_client_secret(&self, client: &OAuthClient) -> Result<(), StoreError>;
 
     /// Deletes a client of `tenant_id` (or a global one for `None`) with its
     /// consents, codes and grants; returns the sessions its grants rode on
@@ -74,21 +80,26 @@ pub trait OAuthStore: Send + Sync {
     /// Stores a new authorization code.
     async fn insert_code(&self, code: &AuthorizationCode) -> Result<(), StoreError>;
 
-    /// Presents a code, atomically: a live, unexpired code is marked
-    /// redeemed at `now`; a redeemed one is reported as replayed; an unknown
-    /// or expired one as unknown.
+    /// Presents a code for `client_id`, atomically: a live, unexpired code
+    /// of that client is marked redeemed at `now`; a redeemed one (of any
+    /// client) is reported as replayed; an unknown or expired one, or a
+    /// live one of another client (left unspent, so a client holding a
+    /// stolen code cannot burn it), as unknown.
     async fn redeem_code(
         &self,
         code_hash: &TokenHash,
+        client_id: &ClientId,
         now: OffsetDateTime,
     ) -> Result<CodeRedemption, StoreError>;
 
-    /// Records the session a code's redemption opened.
+    /// Records the session a code's redemption opened; `true` if the code
+    /// was replayed meanwhile (the caller then ends that session: the
+    /// replay could not, not knowing it yet).
     async fn set_code_session(
         &self,
         code_hash: &TokenHash,
         session_id: SessionId,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// The consent `user_id` gave `client_id` in `tenant_id`, if any.
     async fn find_consent(
@@ -116,9 +127,16 @@ pub trait OAuthStore: Send + Sync {
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes interactions, codes and assertion ids that expired before
-    /// `before`; returns how many went.
-    async fn purge_expired(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Deletes interactions, unspent codes and assertion ids that expired
+    /// before `before`, spent codes that expired before `spent_before`
+    /// (kept as long as what they issued may live, so a late replay still
+    /// revokes it), and grants created before `spent_before` (their
+    /// sessions have ended by then); returns how many went.
+    async fn purge_expired(
+        &self,
+        before: OffsetDateTime,
+        spent_before: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
 
     /// The store of the ID-token signing keys (RS256 by default), kept apart
     /// from the access-token keys.

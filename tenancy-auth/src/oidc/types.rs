@@ -473,6 +473,11 @@ pub struct AuthorizationRequest {
     pub client_id: ClientId,
     /// Where to answer (as presented; it matched a registered one).
     pub redirect_uri: String,
+    /// Whether the request named `redirect_uri` (rather than relying on
+    /// the client's only registered one): only then must the token request
+    /// repeat it (RFC 6749 §4.1.3).
+    #[serde(default = "presented_by_default")]
+    pub redirect_uri_presented: bool,
     /// The scopes asked for, deduplicated, in request order.
     pub scopes: Vec<String>,
     /// Echoed in the answer.
@@ -487,6 +492,12 @@ pub struct AuthorizationRequest {
     pub max_age: Option<i64>,
     /// A hint of the user's email, for the login page.
     pub login_hint: Option<String>,
+}
+
+/// Requests stored before the flag existed required the redirect URI at
+/// the token endpoint.
+fn presented_by_default() -> bool {
+    true
 }
 
 /// A pending authorization request stored between the pages (10 minutes,
@@ -518,7 +529,9 @@ pub struct AuthorizationCode {
     pub code_hash: TokenHash,
     /// The client it was issued to.
     pub client_id: ClientId,
-    /// The redirect URI of the request (the token request must repeat it).
+    /// The redirect URI of the request, which the token request must
+    /// repeat; empty when the request did not name one (the token request
+    /// then need not, RFC 6749 §4.1.3).
     pub redirect_uri: String,
     /// The PKCE S256 challenge.
     pub code_challenge: Option<String>,

@@ -52,7 +52,14 @@ impl Auth {
         let (user, membership) = self.member_of(user, tenant).await?;
         let tx = self.begin().await?;
         let opened = self
-            .open_session_for(&*tx, &user, &membership, client, Some((client_id, scope)))
+            .open_session_for(
+                &*tx,
+                &user,
+                &membership,
+                client,
+                Some((client_id, scope)),
+                None,
+            )
             .await?;
         tx.commit().await?;
         Ok(self.opened(opened))

@@ -50,7 +50,7 @@ impl Auth {
         membership: &Membership,
         client: &ClientInfo,
     ) -> Result<OpenedSession> {
-        self.open_session_for(tx, user, membership, client, None)
+        self.open_session_for(tx, user, membership, client, None, None)
             .await
     }
 
@@ -65,6 +65,7 @@ impl Auth {
         membership: &Membership,
         client: &ClientInfo,
         oauth: Option<(&str, &str)>,
+        continues: Option<&Session>,
     ) -> Result<OpenedSession> {
         let now = self.now();
         let sessions = self.inner.config.sessions;
@@ -74,14 +75,25 @@ impl Auth {
             REFRESH_PREFIX
         };
         let refresh_token = SecretToken::generate(prefix);
-        let absolute = now + sessions.absolute_timeout;
+        // A session continuing another (a tenant switch) keeps its start,
+        // the moment the user authenticated (OIDC `auth_time`, `max_age`),
+        // and its absolute end: switching tenants is no re-authentication.
+        let (created_at, absolute) = match continues {
+            Some(origin) => (
+                origin.created_at,
+                origin
+                    .absolute_expires_at
+                    .min(now + sessions.absolute_timeout),
+            ),
+            None => (now, now + sessions.absolute_timeout),
+        };
         let session = Session {
             id: SessionId::new(),
             user_id: user.id,
             tenant_id: membership.tenant_id,
             user_agent: client.user_agent.clone(),
             ip: client.ip,
-            created_at: now,
+            created_at,
             last_seen_at: now,
             idle_expires_at: (now + sessions.idle_timeout).min(absolute),
             absolute_expires_at: absolute,
@@ -387,7 +399,9 @@ impl Auth {
     }
 
     /// Opens a session in another tenant for the calling user, who must
-    /// hold an active membership there in a tenant that is active.
+    /// hold an active membership there in a tenant that is active. The new
+    /// session keeps the current one's start (when the user authenticated)
+    /// and absolute end.
     ///
     /// Errors: [`Error::UserRequired`](crate::Error::UserRequired), [`Error::NotAMember`](crate::Error::NotAMember), [`Error::TenantNotActive`](crate::Error::TenantNotActive).
     pub async fn switch_tenant(
@@ -396,12 +410,21 @@ impl Auth {
         tenant: TenantId,
         client: &ClientInfo,
     ) -> Result<LoginSuccess> {
-        let (user_id, _) = Self::session_of(principal)?;
+        let (user_id, session) = Self::session_of(principal)?;
         let user = self.inner.backend.get_user(user_id).await?;
         if user.status == UserStatus::Disabled {
             return Err(Error::AccountDisabled);
         }
+        let origin = self.inner.store.get_session(session).await?;
+        if !origin.is_live_at(self.now()) {
+            return Err(Error::UserRequired);
+        }
         let membership = self.membership_for(&user, Some(tenant)).await?;
-        self.open_session(&user, &membership, client).await
+        let tx = self.begin().await?;
+        let opened = self
+            .open_session_for(&*tx, &user, &membership, client, None, Some(&origin))
+            .await?;
+        tx.commit().await?;
+        Ok(self.opened(opened))
     }
 }

@@ -68,6 +68,7 @@ fn request(client: &ClientId) -> AuthorizationRequest {
     AuthorizationRequest {
         client_id: client.clone(),
         redirect_uri: "https://rp.example/cb".into(),
+        redirect_uri_presented: true,
         scopes: vec!["openid".into()],
         state: Some("st".into()),
         nonce: Some("n".into()),
@@ -140,13 +141,40 @@ pub async fn oauth_client_store(fixture: OAuthFixture) {
         .unwrap();
     assert_eq!(globals.items, vec![global.clone()]);
 
+    // An update changes the registration and its registrant, never the
+    // secret (a concurrent update must not restore a rotated secret).
     let mut changed = a.clone();
     changed.name = "renamed".into();
     changed.scopes = vec!["openid".into()];
-    changed.secret_hash = Some(TokenHash::of(b"rotated"));
+    changed.created_by = Actor::User(UserId::new());
+    changed.secret_hash = Some(TokenHash::of(b"stale"));
     changed.updated_at = now();
     store.update_client(&changed).await.unwrap();
-    assert_eq!(store.get_client(&a.id).await.unwrap(), changed);
+    let stored = store.get_client(&a.id).await.unwrap();
+    assert_eq!(stored.secret_hash, a.secret_hash);
+    changed.secret_hash = a.secret_hash.clone();
+    assert_eq!(stored, changed);
+    // A rotation changes the secret, the registrant and `updated_at` only.
+    let mut rotated = a.clone();
+    rotated.name = "ignored".into();
+    rotated.secret_hash = Some(TokenHash::of(b"rotated"));
+    rotated.created_by = Actor::System;
+    rotated.updated_at = now() + Duration::seconds(1);
+    store.set_client_secret(&rotated).await.unwrap();
+    let stored = store.get_client(&a.id).await.unwrap();
+    assert_eq!(stored.secret_hash, rotated.secret_hash);
+    assert_eq!(stored.created_by, Actor::System);
+    assert_eq!(stored.name, "renamed");
+    changed.secret_hash = rotated.secret_hash.clone();
+    changed.created_by = Actor::System;
+    changed.updated_at = stored.updated_at;
+    assert_eq!(stored, changed);
+    let mut foreign_secret = rotated.clone();
+    foreign_secret.tenant_id = Some(other);
+    assert!(matches!(
+        store.set_client_secret(&foreign_secret).await,
+        Err(StoreError::NotFound(Entity::OAuthClient))
+    ));
     let mut moved = changed.clone();
     moved.tenant_id = Some(other);
     assert!(matches!(
@@ -271,21 +299,32 @@ pub async fn oauth_interaction_store(fixture: OAuthFixture) {
             .unwrap()
             .is_none()
     );
-    assert!(store.purge_expired(at).await.unwrap() <= 1);
+    assert!(store.purge_expired(at, at).await.unwrap() <= 1);
 }
 
 /// Codes: redeemed once (concurrently too), replays reported with the
 /// session the first redemption opened, expired codes unknown.
 pub async fn oauth_code_store(fixture: OAuthFixture) {
+    let fixture_tenant = tenant(&fixture).await;
     let store = fixture.store;
     let c = client(None, "c");
     store.insert_client(&c).await.unwrap();
     let live = code(&c.id, b"live", Duration::seconds(60));
     store.insert_code(&live).await.unwrap();
     let at = now();
+    // Another client presenting the code does not spend it.
+    let thief = client(None, "thief");
+    store.insert_client(&thief).await.unwrap();
+    assert_eq!(
+        store
+            .redeem_code(&live.code_hash, &thief.id, at)
+            .await
+            .unwrap(),
+        CodeRedemption::Unknown
+    );
     let (x, y) = tokio::join!(
-        store.redeem_code(&live.code_hash, at),
-        store.redeem_code(&live.code_hash, at)
+        store.redeem_code(&live.code_hash, &c.id, at),
+        store.redeem_code(&live.code_hash, &c.id, at)
     );
     let outcomes = [x.unwrap(), y.unwrap()];
     let redeemed: Vec<_> = outcomes
@@ -303,24 +342,46 @@ pub async fn oauth_code_store(fixture: OAuthFixture) {
             .iter()
             .any(|o| matches!(o, CodeRedemption::Replayed(_)))
     );
+    // The concurrent loser was a replay while the winner had not yet
+    // recorded its session: recording it says so.
     let session = SessionId::new();
-    store
-        .set_code_session(&live.code_hash, session)
-        .await
-        .unwrap();
-    match store.redeem_code(&live.code_hash, at).await.unwrap() {
+    assert!(
+        store
+            .set_code_session(&live.code_hash, session)
+            .await
+            .unwrap()
+    );
+    match store.redeem_code(&live.code_hash, &c.id, at).await.unwrap() {
         CodeRedemption::Replayed(code) => assert_eq!(code.issued_session, Some(session)),
         other => panic!("expected a replay, got {other:?}"),
     }
+    let fresh = code(&c.id, b"fresh", Duration::seconds(60));
+    store.insert_code(&fresh).await.unwrap();
+    assert!(matches!(
+        store
+            .redeem_code(&fresh.code_hash, &c.id, at)
+            .await
+            .unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+    assert!(
+        !store
+            .set_code_session(&fresh.code_hash, SessionId::new())
+            .await
+            .unwrap()
+    );
     let expired = code(&c.id, b"expired", Duration::seconds(-1));
     store.insert_code(&expired).await.unwrap();
     assert_eq!(
-        store.redeem_code(&expired.code_hash, at).await.unwrap(),
+        store
+            .redeem_code(&expired.code_hash, &c.id, at)
+            .await
+            .unwrap(),
         CodeRedemption::Unknown
     );
     assert_eq!(
         store
-            .redeem_code(&TokenHash::of(b"none"), at)
+            .redeem_code(&TokenHash::of(b"none"), &c.id, at)
             .await
             .unwrap(),
         CodeRedemption::Unknown
@@ -337,9 +398,43 @@ pub async fn oauth_code_store(fixture: OAuthFixture) {
             .await
             .unwrap()
     );
-    assert!(store.purge_expired(at).await.unwrap() >= 1);
+    assert!(store.purge_expired(at, at).await.unwrap() >= 1);
+    // A spent code outlives its expiry until `spent_before` passes it, so a
+    // late replay is still recognised; grants go with their sessions' time.
+    let later = at + Duration::minutes(2);
+    let grant = SessionGrant::new(
+        SessionId::new(),
+        c.id.clone(),
+        UserId::new(),
+        fixture_tenant,
+        vec!["openid".into()],
+        at,
+        at,
+    );
+    store.insert_grant(&grant).await.unwrap();
+    store.purge_expired(later, at).await.unwrap();
+    assert!(matches!(
+        store
+            .redeem_code(&live.code_hash, &c.id, later)
+            .await
+            .unwrap(),
+        CodeRedemption::Replayed(_)
+    ));
+    assert!(store.get_grant(grant.session_id).await.unwrap().is_some());
+    store.purge_expired(later, later).await.unwrap();
     assert_eq!(
-        store.redeem_code(&expired.code_hash, at).await.unwrap(),
+        store
+            .redeem_code(&live.code_hash, &c.id, later)
+            .await
+            .unwrap(),
+        CodeRedemption::Unknown
+    );
+    assert!(store.get_grant(grant.session_id).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .redeem_code(&expired.code_hash, &c.id, at)
+            .await
+            .unwrap(),
         CodeRedemption::Unknown
     );
 }
