@@ -1021,6 +1021,38 @@ async fn client_changes_rebind_the_registrant_and_end_older_tokens() {
         provider.introspect(&caller, &before).await.unwrap()["active"],
         true
     );
+    // Another client learns nothing of it unless it is a resource server
+    // (a machine client) of the same tenant.
+    let (web, _) = provider
+        .register_client(
+            Some(tenant),
+            NewOAuthClient {
+                name: "Web".into(),
+                kind: ClientKind::Confidential,
+                redirect_uris: vec![RedirectUri::parse("https://web.example/cb").unwrap()],
+                grant_types: vec![GrantType::AuthorizationCode],
+                scopes: vec!["openid".into()],
+                ..NewOAuthClient::default()
+            },
+            owner,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        provider.introspect(&web, &before).await.unwrap()["active"],
+        false
+    );
+    let (resource_server, _) = provider
+        .register_client(Some(tenant), machine(&["projects:read"]), owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        provider
+            .introspect(&resource_server, &before)
+            .await
+            .unwrap()["active"],
+        true
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     provider
         .rotate_client_secret(Some(tenant), &client.id, owner)

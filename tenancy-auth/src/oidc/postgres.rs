@@ -1,5 +1,12 @@
 //! [`PgOAuthStore`]: the provider's records in Postgres (migrations
 //! `migrations-oidc/`, versions 2600-2699).
+//!
+//! Row-level security covers consents. Clients, codes and grants are
+//! exempt, as tenancy-auth's API keys and sessions are: each is found by a
+//! credential before a tenant is known (client id, code hash, session id),
+//! global clients have no tenant, and purging crosses tenants. Every
+//! tenant-facing statement on clients names the tenant in its `WHERE`
+//! (migration 2601 records this on the tables).
 
 use std::str::FromStr;
 use std::sync::Arc;

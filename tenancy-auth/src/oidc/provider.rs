@@ -2015,20 +2015,25 @@ impl OAuthProvider {
         {
             return Ok(inactive);
         }
-        // A client learns about its own tokens only: not the first-party
-        // browser tokens nor another client's (RFC 7662 §4).
-        if principal
-            .oauth
-            .as_ref()
-            .is_none_or(|oauth| oauth.client_id != caller.id.as_str())
-        {
+        // A client learns about its own tokens; only a resource server (a
+        // confidential machine client: no redirect URI, no authorization
+        // code grant, so it never holds users' tokens itself) learns about
+        // the other clients' tokens of its tenant (RFC 7662 §4). No one
+        // learns about the first-party browser tokens.
+        let Some(oauth) = principal.oauth.as_ref() else {
+            return Ok(inactive);
+        };
+        let resource_server = caller.redirect_uris.is_empty()
+            && !caller.allows_grant(GrantType::AuthorizationCode)
+            && caller.allows_grant(GrantType::ClientCredentials);
+        if oauth.client_id != caller.id.as_str() && !resource_server {
             return Ok(inactive);
         }
         match principal.subject {
             Subject::OAuthClient(_) => {
                 // A machine client's token is active only while the client
                 // is as it was when the token was issued.
-                if !Self::client_token_current(caller, &principal) {
+                if !self.client_token_valid(&principal).await? {
                     return Ok(inactive);
                 }
             }
