@@ -113,7 +113,7 @@ impl OAuthStore for MemoryOAuthStore {
         match state.clients.get_mut(&client.id.id()) {
             Some(current) if current.tenant_id == client.tenant_id => {
                 let created_at = current.created_at;
-                let secret_hash = current.secret_hash.clone();
+                let secret_hash = current.secret_hash;
                 *current = micros(client);
                 current.created_at = created_at;
                 current.secret_hash = secret_hash;

@@ -152,7 +152,7 @@ pub async fn oauth_client_store(fixture: OAuthFixture) {
     store.update_client(&changed).await.unwrap();
     let stored = store.get_client(&a.id).await.unwrap();
     assert_eq!(stored.secret_hash, a.secret_hash);
-    changed.secret_hash = a.secret_hash.clone();
+    changed.secret_hash = a.secret_hash;
     assert_eq!(stored, changed);
     // A rotation changes the secret, the registrant and `updated_at` only.
     let mut rotated = a.clone();
@@ -165,7 +165,7 @@ pub async fn oauth_client_store(fixture: OAuthFixture) {
     assert_eq!(stored.secret_hash, rotated.secret_hash);
     assert_eq!(stored.created_by, Actor::System);
     assert_eq!(stored.name, "renamed");
-    changed.secret_hash = rotated.secret_hash.clone();
+    changed.secret_hash = rotated.secret_hash;
     changed.created_by = Actor::System;
     changed.updated_at = stored.updated_at;
     assert_eq!(stored, changed);
