@@ -69,6 +69,20 @@ pub use tenancy_webhooks as webhooks;
 #[doc(inline)]
 pub use tenancy_provisioning as provisioning;
 
+/// The OAuth 2.0 / OpenID Connect authorization server (feature `oidc`):
+/// the typed provider and its store ([`tenancy_auth::oidc`]) and the
+/// module serving its endpoints ([`tenancy_http::oidc`]).
+#[cfg(feature = "oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
+pub mod oidc {
+    #[doc(inline)]
+    pub use tenancy_auth::oidc::*;
+    #[doc(inline)]
+    pub use tenancy_http::oidc::{
+        ConsentPage, DefaultUi, InteractionUi, LoginPage, OidcConfig, OidcModule, escape_html,
+    };
+}
+
 /// Inbound SCIM 2.0 provisioning: a module mounting `/scim/v2` (feature `scim`).
 #[cfg(feature = "scim")]
 #[doc(inline)]

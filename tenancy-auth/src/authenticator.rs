@@ -298,6 +298,7 @@ impl Authenticator {
             expires_at: key.expires_at,
             extra: serde_json::Map::new(),
             minted_by: Some(key.created_by),
+            oauth: None,
         }))
     }
 

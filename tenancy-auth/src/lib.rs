@@ -33,6 +33,9 @@
 //! - `postgres`: [`postgres::PgAuthStore`] and its migrations (2000–2999),
 //!   plus [`postgres::listen_revocations`] to learn of revocations at once.
 //! - `testkit`: [`testkit`], the conformance suites every auth store passes.
+//! - `oidc`: [`oidc`], the OAuth 2.0 / OpenID Connect authorization server
+//!   (clients, authorization codes with PKCE, ID tokens, introspection,
+//!   revocation) over the sessions and refresh-token families above.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -45,6 +48,9 @@ mod limits;
 mod lockout;
 #[cfg(feature = "memory")]
 mod memory;
+#[cfg(feature = "oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
+pub mod oidc;
 mod one_time;
 mod password;
 #[cfg(feature = "postgres")]
@@ -73,7 +79,7 @@ pub use password::{
     Argon2Config, HashError, Password, PasswordHashString, PasswordHasher, PasswordPolicy,
     PasswordRejected, Verification,
 };
-pub use principal::{AuthMethod, Principal, Subject};
+pub use principal::{AuthMethod, OAuthAccess, Principal, Subject};
 pub use revocation::RevocationSet;
 pub use secret::SecretToken;
 pub use service::{

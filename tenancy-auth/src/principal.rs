@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use tenancy_core::{Actor, ApiKeyId, RoleName, SessionId, TenantId, UserId};
+use tenancy_core::{Actor, ApiKeyId, OAuthClientId, RoleName, SessionId, TenantId, UserId};
 use time::OffsetDateTime;
 
 use crate::api_key::Scope;
@@ -30,6 +30,11 @@ pub enum Subject {
     User(UserId),
     /// A machine caller.
     ApiKey(ApiKeyId),
+    /// A machine client of the SDK's authorization server, through the
+    /// OAuth `client_credentials` grant: it acts in the tenant it was
+    /// registered in, with the registering member's roles capped by its
+    /// scopes (as an API key).
+    OAuthClient(OAuthClientId),
 }
 
 /// An authenticated caller, acting in one tenant.
@@ -52,9 +57,37 @@ pub struct Principal {
     pub expires_at: Option<OffsetDateTime>,
     /// Host-defined claims of the access token (see `ClaimsHook`).
     pub extra: Map<String, Value>,
-    /// For API keys, who created the key: its permissions never exceed
-    /// that member's roles.
+    /// For API keys and OAuth machine clients, who created the key or
+    /// registered the client: its permissions never exceed that member's
+    /// roles.
     pub minted_by: Option<Actor>,
+    /// For callers holding an OAuth access token of the SDK's
+    /// authorization server: the client and every scope granted (OIDC
+    /// scopes included). The API scopes among them are also in
+    /// [`Principal::scopes`] and cap the caller's permissions.
+    pub oauth: Option<OAuthAccess>,
+}
+
+/// The OAuth grant behind an access token: which client holds it and the
+/// scopes it was granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OAuthAccess {
+    /// The client's `client_id`.
+    pub client_id: String,
+    /// Every granted scope, in the token's order.
+    pub scopes: Vec<String>,
+    /// When the token was issued (its `iat`): a machine client's tokens
+    /// issued before its registration last changed (secret rotation,
+    /// scopes, grants) are refused.
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+}
+
+impl OAuthAccess {
+    /// Whether `scope` was granted.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
 }
 
 impl Principal {
@@ -62,7 +95,7 @@ impl Principal {
     pub fn user_id(&self) -> Option<UserId> {
         match self.subject {
             Subject::User(id) => Some(id),
-            Subject::ApiKey(_) => None,
+            Subject::ApiKey(_) | Subject::OAuthClient(_) => None,
         }
     }
 
@@ -71,6 +104,7 @@ impl Principal {
         match self.subject {
             Subject::User(id) => Actor::User(id),
             Subject::ApiKey(id) => Actor::ApiKey(id),
+            Subject::OAuthClient(id) => Actor::OAuthClient(id),
         }
     }
 

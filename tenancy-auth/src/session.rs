@@ -141,7 +141,8 @@ pub struct Session {
     pub user_agent: Option<String>,
     /// The client's address at login.
     pub ip: Option<IpAddr>,
-    /// When it began.
+    /// When it began: when the user authenticated, kept by a session that
+    /// continues another (a tenant switch).
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When it was last refreshed.
@@ -207,6 +208,10 @@ pub enum RotateOutcome {
 pub type RefreshToken = SecretToken;
 
 pub(crate) const REFRESH_PREFIX: &str = "rt_";
+
+/// The prefix of refresh tokens held by OAuth clients of the SDK's
+/// authorization server: the SDK's own refresh route refuses them.
+pub(crate) const OAUTH_REFRESH_PREFIX: &str = "ort_";
 
 /// A revoked session, as replicas learn of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

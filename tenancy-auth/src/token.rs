@@ -12,9 +12,10 @@ use serde_json::{Map, Value};
 use tenancy_core::{Membership, RoleName, SessionId, TenantId, User, UserId};
 use time::{Duration, OffsetDateTime};
 
+use crate::api_key::Scope;
 use crate::error::TokenRejection;
 use crate::keys::{KeyError, KeyRing};
-use crate::principal::{AuthMethod, Principal, Subject};
+use crate::principal::{AuthMethod, OAuthAccess, Principal, Subject};
 
 /// Access-token settings. Start from [`TokenConfig::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +73,20 @@ pub trait ClaimsHook: Send + Sync + 'static {
     fn extra_claims(&self, user: &User, membership: &Membership) -> Map<String, Value>;
 }
 
-const REGISTERED: [&str; 10] = [
-    "iss", "aud", "sub", "tid", "sid", "jti", "iat", "nbf", "exp", "roles",
+const REGISTERED: [&str; 13] = [
+    "iss",
+    "aud",
+    "sub",
+    "tid",
+    "sid",
+    "jti",
+    "iat",
+    "nbf",
+    "exp",
+    "roles",
+    "client_id",
+    "scope",
+    "minted_by",
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,7 +112,19 @@ struct AccessClaims {
     aud: Audience,
     sub: String,
     tid: String,
-    sid: String,
+    /// The session; absent only in a `client_credentials` token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+    /// The OAuth client holding the token, if an OAuth client does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    /// The granted OAuth scopes, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    /// For a `client_credentials` token: who registered the client
+    /// (`user:<id>` or `system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    minted_by: Option<String>,
     jti: String,
     iat: i64,
     nbf: i64,
@@ -134,6 +159,9 @@ pub(crate) struct Grant<'a> {
     pub(crate) membership: &'a Membership,
     pub(crate) session: SessionId,
     pub(crate) now: OffsetDateTime,
+    /// The OAuth client and its granted scopes, for a token issued through
+    /// the authorization server.
+    pub(crate) oauth: Option<(&'a str, &'a str)>,
 }
 
 pub(crate) fn issue(
@@ -154,7 +182,10 @@ pub(crate) fn issue(
         aud: Audience::One(config.audience.clone()),
         sub: grant.user.id.to_string(),
         tid: grant.membership.tenant_id.to_string(),
-        sid: grant.session.to_string(),
+        sid: Some(grant.session.to_string()),
+        client_id: grant.oauth.map(|(client, _)| client.to_owned()),
+        scope: grant.oauth.map(|(_, scope)| scope.to_owned()),
+        minted_by: None,
         jti: uuid::Uuid::now_v7().to_string(),
         iat,
         nbf: iat,
@@ -171,6 +202,54 @@ pub(crate) fn issue(
     header.kid = Some(signer.kid);
     let token = jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|_| KeyError::Sign)?;
     Ok(AccessToken { token, expires_at })
+}
+
+/// Issues a `client_credentials` access token: `sub` and `client_id` are
+/// the client, `tid` its tenant, `scope` the granted scopes, `minted_by`
+/// the member who registered it (whose roles cap its powers). No session.
+#[cfg(feature = "oidc")]
+pub(crate) fn issue_for_client(
+    keys: &KeyRing,
+    config: &TokenConfig,
+    client_id: &str,
+    tenant: TenantId,
+    scope: &str,
+    minted_by: tenancy_core::Actor,
+    now: OffsetDateTime,
+) -> Result<AccessToken, KeyError> {
+    let signer = keys.signer()?;
+    let expires_at = now + config.ttl;
+    let iat = now.unix_timestamp();
+    let claims = AccessClaims {
+        iss: config.issuer.clone(),
+        aud: Audience::One(config.audience.clone()),
+        sub: client_id.to_owned(),
+        tid: tenant.to_string(),
+        sid: None,
+        client_id: Some(client_id.to_owned()),
+        scope: Some(scope.to_owned()),
+        minted_by: Some(minted_by.to_string()),
+        jti: uuid::Uuid::now_v7().to_string(),
+        iat,
+        nbf: iat,
+        exp: expires_at.unix_timestamp(),
+        roles: Vec::new(),
+        extra: Map::new(),
+    };
+    let mut header = Header::new(signer.algorithm.jwt());
+    header.kid = Some(signer.kid);
+    let token = jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|_| KeyError::Sign)?;
+    Ok(AccessToken { token, expires_at })
+}
+
+/// An actor as written in a `minted_by` claim.
+fn parse_actor(text: &str) -> Option<tenancy_core::Actor> {
+    use tenancy_core::Actor;
+    if text == "system" {
+        return Some(Actor::System);
+    }
+    let (kind, id) = text.split_once(':')?;
+    Actor::from_parts(kind, Some(uuid::Uuid::try_parse(id).ok()?))
 }
 
 /// Verifies `token` completely except for revocation; returns the principal
@@ -257,27 +336,88 @@ fn check_claims(
         return Err(TokenRejection::NotYetValid);
     }
     let invalid = |_| TokenRejection::InvalidClaims;
-    let user: UserId = claims.sub.parse().map_err(invalid)?;
     let tenant_id: TenantId = claims.tid.parse().map_err(invalid)?;
-    let session: SessionId = claims.sid.parse().map_err(invalid)?;
+    let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp)
+        .map_err(|_| TokenRejection::InvalidClaims)?;
+    let granted: Vec<String> = claims
+        .scope
+        .as_deref()
+        .map(|scope| {
+            scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    // The API scopes among the granted ones cap the caller; OIDC scopes
+    // (`openid`, `profile`, …) grant no API permission.
+    let api_scopes: Vec<Scope> = granted
+        .iter()
+        .filter(|s| {
+            !matches!(
+                s.as_str(),
+                "openid" | "profile" | "email" | "offline_access"
+            )
+        })
+        .filter_map(|s| Scope::new(s.as_str()).ok())
+        .collect();
+    let issued_at = OffsetDateTime::from_unix_timestamp(claims.iat)
+        .map_err(|_| TokenRejection::InvalidClaims)?;
+    let oauth = claims.client_id.clone().map(|client_id| OAuthAccess {
+        client_id,
+        scopes: granted.clone(),
+        issued_at,
+    });
+    let Some(sid) = claims.sid.as_deref() else {
+        // Only a client-credentials token has no session: its subject is
+        // the client itself, and it names who registered it.
+        let (Some(client_id), Some(minted_by)) = (&claims.client_id, &claims.minted_by) else {
+            return Err(TokenRejection::InvalidClaims);
+        };
+        if *client_id != claims.sub {
+            return Err(TokenRejection::InvalidClaims);
+        }
+        let client: tenancy_core::OAuthClientId = client_id
+            .parse()
+            .map_err(|_| TokenRejection::InvalidClaims)?;
+        let minted_by = parse_actor(minted_by).ok_or(TokenRejection::InvalidClaims)?;
+        return Ok(Principal {
+            subject: Subject::OAuthClient(client),
+            tenant_id,
+            session_id: None,
+            roles: Vec::new(),
+            scopes: api_scopes,
+            method,
+            expires_at: Some(expires_at),
+            extra: claims.extra,
+            minted_by: Some(minted_by),
+            oauth,
+        });
+    };
+    let user: UserId = claims.sub.parse().map_err(invalid)?;
+    let session: SessionId = sid.parse().map_err(invalid)?;
     let roles = claims
         .roles
         .into_iter()
         .map(RoleName::new)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| TokenRejection::InvalidClaims)?;
-    let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp)
-        .map_err(|_| TokenRejection::InvalidClaims)?;
     Ok(Principal {
         subject: Subject::User(user),
         tenant_id,
         session_id: Some(session),
         roles,
-        scopes: Vec::new(),
+        scopes: if oauth.is_some() {
+            api_scopes
+        } else {
+            Vec::new()
+        },
         method,
         expires_at: Some(expires_at),
         extra: claims.extra,
         minted_by: None,
+        oauth,
     })
 }
 
@@ -362,6 +502,7 @@ mod tests {
             expires_at: None,
             extra: Map::new(),
             minted_by: None,
+            oauth: None,
         })
     }
 

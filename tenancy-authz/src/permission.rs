@@ -287,9 +287,12 @@ pub mod sdk {
     pub const SCIM_MANAGE: &str = "scim:manage";
     /// Read the tenant's metered usage (`GET /usage`, its export).
     pub const USAGE_READ: &str = "usage:read";
+    /// Register, change, list and delete the tenant's OAuth clients and
+    /// rotate their secrets (the SDK's authorization server).
+    pub const OAUTH_CLIENTS_MANAGE: &str = "oauth_clients:manage";
 
     /// All of the above.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         TENANT_MANAGE,
         TENANT_DELETE,
         MEMBERS_READ,
@@ -305,6 +308,7 @@ pub mod sdk {
         AUDIT_READ,
         SCIM_MANAGE,
         USAGE_READ,
+        OAUTH_CLIENTS_MANAGE,
     ];
 }
 

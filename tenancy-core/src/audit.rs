@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::clock::truncate_to_micros;
 use crate::error::{StoreError, ValidationError};
-use crate::id::{ApiKeyId, AuditEventId, ScimTokenId, TenantId, UserId};
+use crate::id::{ApiKeyId, AuditEventId, OAuthClientId, ScimTokenId, TenantId, UserId};
 use crate::page::{PageRequest, PageSize};
 use crate::store::AuditLog;
 use crate::text::{Metadata, bounded_text};
@@ -35,6 +35,9 @@ pub enum Actor {
     System,
     /// A tenant's identity provider, through a SCIM provisioning token.
     ScimToken(ScimTokenId),
+    /// A machine client of the SDK's authorization server, through the
+    /// OAuth `client_credentials` grant.
+    OAuthClient(OAuthClientId),
 }
 
 impl Actor {
@@ -46,6 +49,7 @@ impl Actor {
             Actor::ApiKey(_) => "api_key",
             Actor::System => "system",
             Actor::ScimToken(_) => "scim_token",
+            Actor::OAuthClient(_) => "oauth_client",
         }
     }
 
@@ -55,6 +59,7 @@ impl Actor {
             Actor::User(id) => Some(id.as_uuid()),
             Actor::ApiKey(id) => Some(id.as_uuid()),
             Actor::ScimToken(id) => Some(id.as_uuid()),
+            Actor::OAuthClient(id) => Some(id.as_uuid()),
             Actor::System => None,
         }
     }
@@ -66,6 +71,7 @@ impl Actor {
             ("api_key", Some(id)) => Some(Actor::ApiKey(ApiKeyId::from_uuid(id))),
             ("system", None) => Some(Actor::System),
             ("scim_token", Some(id)) => Some(Actor::ScimToken(ScimTokenId::from_uuid(id))),
+            ("oauth_client", Some(id)) => Some(Actor::OAuthClient(OAuthClientId::from_uuid(id))),
             _ => None,
         }
     }
@@ -78,6 +84,7 @@ impl fmt::Display for Actor {
             Actor::ApiKey(id) => write!(f, "api_key:{id}"),
             Actor::System => f.write_str("system"),
             Actor::ScimToken(id) => write!(f, "scim_token:{id}"),
+            Actor::OAuthClient(id) => write!(f, "oauth_client:{id}"),
         }
     }
 }

@@ -900,6 +900,8 @@ impl Directory {
         let grantor = match invitation.invited_by {
             // The host, or a tenant's identity provider, which invites no one.
             audit::Actor::System | audit::Actor::ScimToken(_) => return Ok(None),
+            // A machine client of the authorization server backs no invitation.
+            audit::Actor::OAuthClient(_) => return Ok(Some("inviter_inactive")),
             audit::Actor::User(user) => {
                 match tx
                     .find_membership(tenant_id, user)

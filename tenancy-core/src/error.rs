@@ -186,6 +186,8 @@ pub enum Entity {
     SigningKey,
     /// An outbox event.
     Event,
+    /// An OAuth client registered with the authorization server.
+    OAuthClient,
 }
 
 impl fmt::Display for Entity {
@@ -200,6 +202,7 @@ impl fmt::Display for Entity {
             Entity::ApiKey => "api key",
             Entity::SigningKey => "signing key",
             Entity::Event => "event",
+            Entity::OAuthClient => "oauth client",
         })
     }
 }

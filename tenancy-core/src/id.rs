@@ -122,6 +122,11 @@ define_id!(
     /// of the changes a tenant's identity provider makes.
     ScimTokenId, "scim token"
 );
+define_id!(
+    /// Identifies an OAuth 2.0 / OpenID Connect client registered with the
+    /// SDK's authorization server (its public `client_id`, never a secret).
+    OAuthClientId, "oauth client"
+);
 
 #[cfg(test)]
 mod tests {

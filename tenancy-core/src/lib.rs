@@ -69,8 +69,8 @@ pub use directory::{
 pub use error::{BoxError, Conflict, Entity, StoreError, ValidationError};
 pub use grants::{GrantCheck, Grantor};
 pub use id::{
-    ApiKeyId, AuditEventId, EventId, IdParseError, InvitationId, MembershipId, ScimTokenId,
-    SessionId, TenantId, UserId,
+    ApiKeyId, AuditEventId, EventId, IdParseError, InvitationId, MembershipId, OAuthClientId,
+    ScimTokenId, SessionId, TenantId, UserId,
 };
 pub use idempotency::{
     Claim, Fingerprint, IdempotencyKey, IdempotencyScope, IdempotencyStore, InvalidIdempotencyKey,

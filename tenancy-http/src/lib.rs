@@ -17,6 +17,10 @@
 //!   framework layers, the host's.
 //! - `GET /health` and `GET /ready` (every [`ReadinessCheck`]: the Postgres
 //!   pool, the host's and the modules' checks) are among the routes.
+//! - Feature `oidc`: [`oidc::OidcModule`], the OAuth 2.0 / OpenID Connect
+//!   authorization server's endpoints (discovery, authorize with login and
+//!   consent pages, token, userinfo, introspection, revocation, logout,
+//!   client management), answering RFC 6749 JSON errors.
 //! - Every error is an RFC 9457 [`Problem`]; `401` carries
 //!   `WWW-Authenticate` per RFC 6750, lockouts carry `Retry-After`, and a
 //!   resource of another tenant answers `404`.
@@ -35,6 +39,9 @@ mod guard;
 mod health;
 pub mod idempotency;
 mod module;
+#[cfg(feature = "oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
+pub mod oidc;
 mod origin;
 mod paging;
 mod permission;

@@ -55,6 +55,13 @@ pub trait Module: Any + Send + Sync {
         None
     }
 
+    /// Public keys this module signs with (JWKs), published beside the
+    /// access-token keys at `/.well-known/jwks.json`: the OIDC provider's
+    /// ID-token keys.
+    async fn public_keys(&self) -> Result<Vec<serde_json::Value>, Problem> {
+        Ok(Vec::new())
+    }
+
     /// What `GET /ready` should ask about this module's dependencies (a
     /// broker, a Redis): each named in the answer.
     fn readiness_checks(&self) -> Vec<Arc<dyn crate::ReadinessCheck>> {

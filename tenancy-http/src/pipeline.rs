@@ -499,7 +499,41 @@ impl Tenancy {
                     )
                     .with_detail("you are no longer an active member of this tenant")
                 })?;
-                Ok(self.principals().principal(&membership))
+                let member = self.principals().principal(&membership);
+                if principal.oauth.is_none() {
+                    return Ok(member);
+                }
+                // An OAuth client's token: the member's roles capped by the
+                // granted API scopes (none for OIDC-only scopes).
+                let scopes = principal
+                    .scopes
+                    .iter()
+                    .filter_map(|scope| PermissionPattern::new(scope.as_str()).ok());
+                Ok(Arc::new((*member).clone().with_scopes(scopes)))
+            }
+            Subject::OAuthClient(client) => {
+                let roles = match principal.minted_by {
+                    Some(Actor::User(user)) => self
+                        .active_membership(tenant, user, now)
+                        .await?
+                        .map(|m| m.roles.clone())
+                        .ok_or_else(invalid)?,
+                    Some(Actor::System) => RoleSet::single(RoleName::OWNER),
+                    _ => return Err(invalid()),
+                };
+                let scopes = principal
+                    .scopes
+                    .iter()
+                    .filter_map(|scope| PermissionPattern::new(scope.as_str()).ok());
+                Ok(Arc::new(
+                    tenancy_authz::Principal::new(
+                        tenancy_authz::PrincipalKind::Service,
+                        client.to_string(),
+                        tenant,
+                        roles,
+                    )
+                    .with_scopes(scopes),
+                ))
             }
             Subject::ApiKey(key) => {
                 let roles = match principal.minted_by {

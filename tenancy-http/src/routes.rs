@@ -226,7 +226,15 @@ fn page_request(r: &ApiRequest) -> Result<PageRequest, Problem> {
     crate::paging::page_request(r.uri.query())
 }
 
+/// The calling user, for the account routes: an OAuth client holding a
+/// user's token acts for the user only within its scopes, never on the
+/// user's sessions or account.
 fn user_id(principal: &RequestContext) -> Result<UserId, Problem> {
+    if principal.principal().oauth.is_some() {
+        return Err(Problem::forbidden(
+            "this operation needs the user's own session, not an OAuth client's token",
+        ));
+    }
     principal
         .user_id()
         .ok_or_else(|| Problem::forbidden("this operation needs a signed-in user"))
@@ -536,6 +544,21 @@ async fn me(
         .tenant(c.tenant_id())
         .await
         .map_err(|e| errors::store(&e))?;
+    let mut user = serde_json::to_value(user).map_err(|e| Problem::internal(&e))?;
+    // An OAuth client sees of the user what its scopes grant (OIDC Core
+    // §5.4): the email with `email`, the name with `profile`.
+    if let Some(oauth) = &c.principal().oauth
+        && let Some(fields) = user.as_object_mut()
+    {
+        let email = oauth.has_scope("email");
+        let profile = oauth.has_scope("profile");
+        fields.retain(|name, _| match name.as_str() {
+            "id" | "status" => true,
+            "email" | "email_verified" => email,
+            "display_name" => profile,
+            _ => false,
+        });
+    }
     json(
         StatusCode::OK,
         &json!({ "principal": &**c.principal(), "user": user, "tenant": &*tenant }),
@@ -677,7 +700,20 @@ async fn jwks(
     _: &ApiRequest,
     _: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
-    let mut response = json(StatusCode::OK, &*t.auth().jwks())?;
+    let own = t.auth().jwks();
+    let mut keys: Vec<Value> = own
+        .get("keys")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for registered in t.modules() {
+        for key in registered.module.public_keys().await? {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    let mut response = json(StatusCode::OK, &json!({ "keys": keys }))?;
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
@@ -707,6 +743,13 @@ async fn create_api_key(
     // would outlive that member's departure.
     if c.user_id().is_none() {
         return Err(Problem::forbidden("API keys cannot create API keys"));
+    }
+    // Nor can an OAuth client holding a user's token: the key would outlive
+    // the grant.
+    if c.principal().oauth.is_some() {
+        return Err(Problem::forbidden(
+            "an OAuth client's token cannot create API keys",
+        ));
     }
     let input: ApiKeyBody = body(t, r)?;
     let catalog = t.authz().engine().catalog();
@@ -988,6 +1031,13 @@ async fn accept_invitation(
     r: &ApiRequest,
     c: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
+    // An OAuth client holding a user's token may not make the user join
+    // another tenant: that needs the user's own session.
+    if c.is_some_and(|c| c.principal().oauth.is_some()) {
+        return Err(Problem::forbidden(
+            "accepting an invitation needs the user's own session, not an OAuth client's token",
+        ));
+    }
     let input: AcceptBody = body(t, r)?;
     let token = InvitationToken::parse(&input.token)
         .map_err(|_| Problem::not_found().with_detail("invitation not found"))?;
@@ -1223,12 +1273,13 @@ fn audit_query(r: &ApiRequest) -> Result<AuditQuery, Problem> {
             Some(("user", id)) => id.parse().ok().map(Actor::User),
             Some(("api_key", id)) => id.parse().ok().map(Actor::ApiKey),
             Some(("scim_token", id)) => id.parse().ok().map(Actor::ScimToken),
+            Some(("oauth_client", id)) => id.parse().ok().map(Actor::OAuthClient),
             _ => None,
         };
         query = query.actor(parsed.ok_or_else(|| {
             Problem::invalid(
                 "actor",
-                "expected system, user:<id>, api_key:<id> or scim_token:<id>",
+                "expected system, user:<id>, api_key:<id>, scim_token:<id> or oauth_client:<id>",
             )
         })?);
     }

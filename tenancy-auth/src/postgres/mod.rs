@@ -110,18 +110,18 @@ fn db_error(error: sqlx::Error) -> StoreError {
     StoreError::unavailable(error)
 }
 
-fn corrupt(what: &'static str) -> StoreError {
+pub(crate) fn corrupt(what: &'static str) -> StoreError {
     StoreError::Corrupt(format!("stored {what} is invalid").into())
 }
 
-fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
+pub(crate) fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
 {
     row.try_get(column).map_err(StoreError::unavailable)
 }
 
-fn hash_of(row: &PgRow, column: &str) -> Result<TokenHash> {
+pub(crate) fn hash_of(row: &PgRow, column: &str) -> Result<TokenHash> {
     let bytes: Vec<u8> = get(row, column)?;
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| corrupt("hash"))?;
     Ok(TokenHash::from_bytes(bytes))
@@ -211,7 +211,7 @@ mod writes;
 
 pub use transaction::PgAuthTransaction;
 
-fn key_from_row(row: &PgRow) -> Result<StoredKey> {
+pub(crate) fn key_from_row(row: &PgRow) -> Result<StoredKey> {
     let algorithm: String = get(row, "algorithm")?;
     let plaintext: Option<Value> = get(row, "private_jwk")?;
     let encrypted: Option<String> = get(row, "private_jwe")?;
@@ -403,7 +403,7 @@ impl KeyStore for PgAuthStore {
 }
 
 /// The `private_jwk` and `private_jwe` columns of a private key: one is set.
-fn private_columns(key: &StoredPrivateKey) -> (Option<Value>, Option<&str>) {
+pub(crate) fn private_columns(key: &StoredPrivateKey) -> (Option<Value>, Option<&str>) {
     match key {
         StoredPrivateKey::Encrypted(jwe) => (None, Some(jwe.as_compact())),
         StoredPrivateKey::Plaintext(jwk) => {

@@ -40,6 +40,8 @@ mod email;
 mod login;
 mod maintenance;
 mod members;
+#[cfg(feature = "oidc")]
+mod oauth;
 mod registration;
 mod sessions;
 

@@ -11,7 +11,8 @@ use crate::error::Error;
 use crate::principal::Principal;
 use crate::secret::SecretToken;
 use crate::session::{
-    ClientInfo, REFRESH_PREFIX, RefreshRecord, RevokeReason, RotateOutcome, Session,
+    ClientInfo, OAUTH_REFRESH_PREFIX, REFRESH_PREFIX, RefreshRecord, RevokeReason, RotateOutcome,
+    Session,
 };
 use crate::store::AuthTransaction;
 use crate::token::{self, AccessToken, Grant};
@@ -21,7 +22,7 @@ use super::{Auth, LoginSuccess, Result, actions};
 /// A session written in a transaction not yet committed, with the
 /// sessions its creation evicted.
 pub(super) struct OpenedSession {
-    success: LoginSuccess,
+    pub(super) success: LoginSuccess,
     evicted: Vec<SessionId>,
 }
 
@@ -49,17 +50,50 @@ impl Auth {
         membership: &Membership,
         client: &ClientInfo,
     ) -> Result<OpenedSession> {
+        self.open_session_for(tx, user, membership, client, None, None)
+            .await
+    }
+
+    /// [`Auth::open_session_in`], for an OAuth client when `oauth` names
+    /// it and its granted scopes: its access tokens carry them, and its
+    /// refresh tokens have a prefix of their own, so `/auth/refresh` never
+    /// trades them for unscoped tokens.
+    pub(super) async fn open_session_for(
+        &self,
+        tx: &dyn AuthTransaction,
+        user: &User,
+        membership: &Membership,
+        client: &ClientInfo,
+        oauth: Option<(&str, &str)>,
+        continues: Option<&Session>,
+    ) -> Result<OpenedSession> {
         let now = self.now();
         let sessions = self.inner.config.sessions;
-        let refresh_token = SecretToken::generate(REFRESH_PREFIX);
-        let absolute = now + sessions.absolute_timeout;
+        let prefix = if oauth.is_some() {
+            OAUTH_REFRESH_PREFIX
+        } else {
+            REFRESH_PREFIX
+        };
+        let refresh_token = SecretToken::generate(prefix);
+        // A session continuing another (a tenant switch) keeps its start,
+        // the moment the user authenticated (OIDC `auth_time`, `max_age`),
+        // and its absolute end: switching tenants is no re-authentication.
+        let (created_at, absolute) = match continues {
+            Some(origin) => (
+                origin.created_at,
+                origin
+                    .absolute_expires_at
+                    .min(now + sessions.absolute_timeout),
+            ),
+            None => (now, now + sessions.absolute_timeout),
+        };
         let session = Session {
             id: SessionId::new(),
             user_id: user.id,
             tenant_id: membership.tenant_id,
             user_agent: client.user_agent.clone(),
             ip: client.ip,
-            created_at: now,
+            created_at,
             last_seen_at: now,
             idle_expires_at: (now + sessions.idle_timeout).min(absolute),
             absolute_expires_at: absolute,
@@ -71,7 +105,7 @@ impl Auth {
             session_id: session.id,
             issued_at: now,
         };
-        let access_token = self.issue(user, membership, session.id, now)?;
+        let access_token = self.issue(user, membership, session.id, now, oauth)?;
         let evicted = tx
             .create_session(&session, &record, sessions.max_per_user)
             .await?;
@@ -109,18 +143,20 @@ impl Auth {
         opened.success
     }
 
-    fn issue(
+    pub(super) fn issue(
         &self,
         user: &User,
         membership: &Membership,
         session: SessionId,
         now: OffsetDateTime,
+        oauth: Option<(&str, &str)>,
     ) -> Result<AccessToken> {
         let grant = Grant {
             user,
             membership,
             session,
             now,
+            oauth,
         };
         Ok(token::issue(
             &self.inner.keys,
@@ -146,7 +182,19 @@ impl Auth {
     pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo) -> Result<LoginSuccess> {
         let presented =
             SecretToken::parse(REFRESH_PREFIX, refresh_token).ok_or(Error::InvalidRefreshToken)?;
-        let next = SecretToken::generate(REFRESH_PREFIX);
+        self.rotate(&presented, REFRESH_PREFIX, client, None).await
+    }
+
+    /// Rotates the family of `presented` (a token of `prefix`) and issues
+    /// the new access token, with `oauth`'s client and scopes if given.
+    pub(super) async fn rotate(
+        &self,
+        presented: &SecretToken,
+        prefix: &'static str,
+        client: &ClientInfo,
+        oauth: Option<(&str, &str)>,
+    ) -> Result<LoginSuccess> {
+        let next = SecretToken::generate(prefix);
         let now = self.now();
         let outcome = self
             .inner
@@ -197,7 +245,7 @@ impl Auth {
                 return Err(Error::SessionInactive);
             }
         };
-        let access_token = self.issue(&user, &membership, session.id, now)?;
+        let access_token = self.issue(&user, &membership, session.id, now, oauth)?;
         self.inner.authenticator.remember_session(&session);
         Ok(LoginSuccess {
             user,
@@ -208,7 +256,7 @@ impl Auth {
         })
     }
 
-    async fn revoke(
+    pub(super) async fn revoke(
         &self,
         id: SessionId,
         reason: RevokeReason,
@@ -223,9 +271,11 @@ impl Auth {
         Ok(revoked)
     }
 
+    /// The user and session of a first-party caller: an OAuth client
+    /// holding a user's token may not end or switch the user's sessions.
     fn session_of(principal: &Principal) -> Result<(UserId, SessionId)> {
-        match (principal.user_id(), principal.session_id) {
-            (Some(user), Some(session)) => Ok((user, session)),
+        match (principal.user_id(), principal.session_id, &principal.oauth) {
+            (Some(user), Some(session), None) => Ok((user, session)),
             _ => Err(Error::UserRequired),
         }
     }
@@ -276,7 +326,7 @@ impl Auth {
         self.end_session(&session, client).await
     }
 
-    async fn audit_reuse(&self, session: &Session, client: &ClientInfo) {
+    pub(super) async fn audit_reuse(&self, session: &Session, client: &ClientInfo) {
         self.audit(
             session.tenant_id,
             &Self::context(session.user_id, client),
@@ -349,7 +399,9 @@ impl Auth {
     }
 
     /// Opens a session in another tenant for the calling user, who must
-    /// hold an active membership there in a tenant that is active.
+    /// hold an active membership there in a tenant that is active. The new
+    /// session keeps the current one's start (when the user authenticated)
+    /// and absolute end.
     ///
     /// Errors: [`Error::UserRequired`](crate::Error::UserRequired), [`Error::NotAMember`](crate::Error::NotAMember), [`Error::TenantNotActive`](crate::Error::TenantNotActive).
     pub async fn switch_tenant(
@@ -358,12 +410,21 @@ impl Auth {
         tenant: TenantId,
         client: &ClientInfo,
     ) -> Result<LoginSuccess> {
-        let (user_id, _) = Self::session_of(principal)?;
+        let (user_id, session) = Self::session_of(principal)?;
         let user = self.inner.backend.get_user(user_id).await?;
         if user.status == UserStatus::Disabled {
             return Err(Error::AccountDisabled);
         }
+        let origin = self.inner.store.get_session(session).await?;
+        if !origin.is_live_at(self.now()) {
+            return Err(Error::UserRequired);
+        }
         let membership = self.membership_for(&user, Some(tenant)).await?;
-        self.open_session(&user, &membership, client).await
+        let tx = self.begin().await?;
+        let opened = self
+            .open_session_for(&*tx, &user, &membership, client, None, Some(&origin))
+            .await?;
+        tx.commit().await?;
+        Ok(self.opened(opened))
     }
 }

@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod instrumented;
+#[cfg(feature = "oidc")]
+pub mod oidc;
 mod service;
 mod stores;
 

@@ -682,11 +682,25 @@ pub async fn service_tenant_access(f: Fixture) {
         .unwrap();
 
     let principal = verify(&h, &ada.access_token.token).await.unwrap();
+    // Switching is no re-authentication: the new session keeps when the
+    // user signed in (OIDC auth_time, max_age) and the absolute end.
+    h.clock.advance(Duration::minutes(5));
     let switched = h
         .auth
         .switch_tenant(&principal, beta, &client())
         .await
         .unwrap();
+    let sessions = h.auth.list_sessions(ada.user.id).await.unwrap();
+    let origin = sessions
+        .iter()
+        .find(|s| Some(s.id) == principal.session_id)
+        .unwrap();
+    let continued = sessions
+        .iter()
+        .find(|s| s.id == switched.session.id)
+        .unwrap();
+    assert_eq!(continued.created_at, origin.created_at);
+    assert_eq!(continued.absolute_expires_at, origin.absolute_expires_at);
     let in_beta = verify(&h, &switched.access_token.token).await.unwrap();
     assert_eq!(in_beta.tenant_id, beta);
     assert_eq!(in_beta.roles, vec![RoleName::MEMBER]);
