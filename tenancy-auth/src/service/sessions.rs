@@ -20,7 +20,7 @@ use super::{Auth, LoginSuccess, Result, actions};
 
 /// A session written in a transaction not yet committed, with the
 /// sessions its creation evicted.
-pub(super) struct OpenedSession {
+pub(crate) struct OpenedSession {
     success: LoginSuccess,
     evicted: Vec<SessionId>,
 }
@@ -42,7 +42,7 @@ impl Auth {
     /// Writes a session, its first refresh token and its login event as
     /// part of `tx`, and issues the access token. Call
     /// [`Auth::opened`] once `tx` has committed.
-    pub(super) async fn open_session_in(
+    pub(crate) async fn open_session_in(
         &self,
         tx: &dyn AuthTransaction,
         user: &User,
@@ -98,7 +98,7 @@ impl Auth {
 
     /// After the session's transaction committed: the sessions it evicted
     /// are refused from now on.
-    pub(super) fn opened(&self, opened: OpenedSession) -> LoginSuccess {
+    pub(crate) fn opened(&self, opened: OpenedSession) -> LoginSuccess {
         let until = self.now() + self.inner.config.sessions.absolute_timeout;
         for id in opened.evicted {
             self.inner.revocations.insert(id, until);
@@ -351,6 +351,10 @@ impl Auth {
     /// Opens a session in another tenant for the calling user, who must
     /// hold an active membership there in a tenant that is active.
     ///
+    /// A tenant that requires single sign-on is entered only by signing in
+    /// through its identity provider: switching into it answers
+    /// [`Error::SsoRequired`](crate::Error::SsoRequired).
+    ///
     /// Errors: [`Error::UserRequired`](crate::Error::UserRequired), [`Error::NotAMember`](crate::Error::NotAMember), [`Error::TenantNotActive`](crate::Error::TenantNotActive).
     pub async fn switch_tenant(
         &self,
@@ -364,6 +368,7 @@ impl Auth {
             return Err(Error::AccountDisabled);
         }
         let membership = self.membership_for(&user, Some(tenant)).await?;
+        self.check_password_allowed(&membership).await?;
         self.open_session(&user, &membership, client).await
     }
 }
