@@ -33,6 +33,9 @@
 //! - `postgres`: [`postgres::PgAuthStore`] and its migrations (2000–2999),
 //!   plus [`postgres::listen_revocations`] to learn of revocations at once.
 //! - `testkit`: [`testkit`], the conformance suites every auth store passes.
+//! - `sso`: [`sso`], sign-in through external identity providers: social
+//!   connections (OAuth2, OpenID Connect), per-tenant enterprise OIDC
+//!   connections, verified email domains and the tenant SSO policy.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -54,6 +57,8 @@ mod revocation;
 mod secret;
 mod service;
 mod session;
+#[cfg(feature = "sso")]
+pub mod sso;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -78,7 +83,7 @@ pub use revocation::RevocationSet;
 pub use secret::SecretToken;
 pub use service::{
     Auth, AuthBuilder, AuthConfig, ConfigError, InvitationAcceptor, LoginRequest, LoginSuccess,
-    PurgeReport, Registration, RegistrationMode, actions,
+    PasswordLoginCheck, PurgeReport, Registration, RegistrationMode, actions,
 };
 pub use session::{
     ClientInfo, RefreshRecord, RefreshToken, RefreshTokenOwner, Retention, Revocation,

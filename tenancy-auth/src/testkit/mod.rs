@@ -8,6 +8,8 @@
 
 mod instrumented;
 mod service;
+#[cfg(feature = "sso")]
+pub mod sso;
 mod stores;
 
 use std::sync::Arc;
