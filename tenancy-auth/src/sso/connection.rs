@@ -131,7 +131,7 @@ pub struct OAuth2Endpoints {
 #[non_exhaustive]
 pub enum SocialProtocol {
     /// Plain OAuth2 plus profile endpoints (GitHub-style).
-    OAuth2(OAuth2Endpoints),
+    OAuth2(Box<OAuth2Endpoints>),
     /// OpenID Connect, endpoints found by discovery from the issuer.
     Oidc {
         /// The issuer (`iss`), also the discovery base.
@@ -203,7 +203,7 @@ impl SocialConnection {
     ) -> Self {
         Self {
             key: key.into(),
-            protocol: SocialProtocol::OAuth2(endpoints),
+            protocol: SocialProtocol::OAuth2(Box::new(endpoints)),
             client_id: client_id.into(),
             client_secret,
             scopes: vec!["read:user".to_owned(), "user:email".to_owned()],

@@ -11,7 +11,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tenancy_core::{
     Actor, AuditAction, AuditContext, AuditLog, DisplayName, Email, Membership, MembershipId,
-    MembershipStatus, Metadata, NewAuditEvent, NewTenant, NewUser, Owner, RoleSet, Slug,
+    MembershipStatus, Metadata, NewAuditEvent, NewTenant, NewUser, Owner, RoleName, RoleSet, Slug,
     StoreError, Target, TenantId, TenantName, TenantStore, TokenHash, User, UserId, UserStatus,
     UserStore,
 };
@@ -271,7 +271,7 @@ impl std::fmt::Debug for Sso {
 
 /// The connection a sign-in goes through, loaded.
 enum Loaded {
-    Social(SocialConnection),
+    Social(Box<SocialConnection>),
     Enterprise(EnterpriseConnection),
 }
 
@@ -406,11 +406,11 @@ impl Sso {
         }
         let (loaded, login_hint) = match request.target {
             SignInTarget::Connection(key) => (
-                Loaded::Social(
+                Loaded::Social(Box::new(
                     self.social(&key)
                         .cloned()
                         .ok_or(SsoError::UnknownConnection)?,
-                ),
+                )),
                 None,
             ),
             SignInTarget::Enterprise {
@@ -586,7 +586,7 @@ impl Sso {
                         .await?
                     }
                 };
-                (Loaded::Social(social), identity)
+                (Loaded::Social(Box::new(social)), identity)
             }
             ConnectionRef::Enterprise { tenant_id, id } => {
                 let connection = self.enabled_connection(*tenant_id, Some(*id)).await?;
@@ -944,6 +944,7 @@ impl Sso {
     ) -> Result<EnterpriseConnection> {
         check_text("name", &new.name, 200)?;
         check_text("client_id", &new.client_id, 512)?;
+        check_role(&new.default_role)?;
         self.check_issuer(&new.issuer)?;
         let id = ConnectionId::new();
         let now = self.now();
@@ -1021,6 +1022,7 @@ impl Sso {
             changed.push("client_secret");
         }
         if let Some(role) = update.default_role {
+            check_role(&role)?;
             connection.default_role = role;
             changed.push("default_role");
         }
@@ -1264,6 +1266,18 @@ fn check_text(field: &'static str, text: &str, max: usize) -> Result<()> {
         return Err(SsoError::InvalidInput {
             field,
             reason: format!("1 to {max} printable characters"),
+        });
+    }
+    Ok(())
+}
+
+/// Members created just in time are never owners: whoever controls the
+/// provider would otherwise mint owners.
+fn check_role(role: &RoleName) -> Result<()> {
+    if *role == RoleName::OWNER {
+        return Err(SsoError::InvalidInput {
+            field: "default_role",
+            reason: "members created by single sign-on cannot be owners".to_owned(),
         });
     }
     Ok(())
