@@ -287,9 +287,13 @@ pub mod sdk {
     pub const SCIM_MANAGE: &str = "scim:manage";
     /// Read the tenant's metered usage (`GET /usage`, its export).
     pub const USAGE_READ: &str = "usage:read";
+    /// Register the tenant's identity providers, claim and verify its email
+    /// domains, and require single sign-on (`/sso/connections`,
+    /// `/sso/domains`, `/sso/policy`).
+    pub const SSO_MANAGE: &str = "sso:manage";
 
     /// All of the above.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         TENANT_MANAGE,
         TENANT_DELETE,
         MEMBERS_READ,
@@ -305,6 +309,7 @@ pub mod sdk {
         AUDIT_READ,
         SCIM_MANAGE,
         USAGE_READ,
+        SSO_MANAGE,
     ];
 }
 
