@@ -5,7 +5,9 @@
 #[doc(inline)]
 pub use tenancy_core::*;
 
-/// Identity: passwords, lockout, sessions, JWT access tokens, API keys.
+/// Identity: passwords, lockout, sessions, JWT access tokens, API keys;
+/// with feature `sso`, sign-in through external identity providers
+/// (`tenancy::auth::sso`, and `tenancy::http::sso::SsoModule` with `http`).
 #[cfg(feature = "auth")]
 #[doc(inline)]
 pub use tenancy_auth as auth;
