@@ -33,6 +33,9 @@
 //! - `postgres`: [`postgres::PgAuthStore`] and its migrations (2000–2999),
 //!   plus [`postgres::listen_revocations`] to learn of revocations at once.
 //! - `testkit`: [`testkit`], the conformance suites every auth store passes.
+//! - `testkit-idp`: [`testkit::idp::SimulatedIdp`], a simulated external
+//!   OpenID Connect and GitHub-style OAuth 2.0 provider for relying-party
+//!   tests (turns on `testkit`).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
