@@ -63,7 +63,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -448,9 +448,19 @@ struct SigningKey {
 }
 
 impl SigningKey {
-    fn generate(kid: &str) -> Self {
-        let mut private =
-            Jwk::generate_rsa_key(2048).unwrap_or_else(|e| panic!("RSA key generation: {e}"));
+    /// A key under `kid`. The RSA material is generated once per process
+    /// and shared by every provider started in it (generating 2048-bit
+    /// keys dominates a test's time); each provider names it with a `kid`
+    /// of its own. `foreign` picks the second key, never published.
+    fn generate(kid: &str, foreign: bool) -> Self {
+        static MATERIAL: OnceLock<[Jwk; 2]> = OnceLock::new();
+        let material = MATERIAL.get_or_init(|| {
+            let generate = || {
+                Jwk::generate_rsa_key(2048).unwrap_or_else(|e| panic!("RSA key generation: {e}"))
+            };
+            [generate(), generate()]
+        });
+        let mut private = material[usize::from(foreign)].clone();
         private.set_key_id(kid);
         private.set_algorithm("RS256");
         private.set_key_use("sig");
@@ -563,7 +573,10 @@ impl SimulatedIdp {
             .unwrap_or_else(|e| panic!("simulated IdP has no address: {e}"));
         let (key, foreign_key) = tokio::task::spawn_blocking(|| {
             let kid = random_token(8);
-            (SigningKey::generate(&kid), SigningKey::generate(&kid))
+            (
+                SigningKey::generate(&kid, false),
+                SigningKey::generate(&kid, true),
+            )
         })
         .await
         .unwrap_or_else(|e| panic!("simulated IdP key generation: {e}"));
