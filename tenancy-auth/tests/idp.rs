@@ -264,6 +264,10 @@ async fn misbehaviours_are_caught_by_an_independent_client() {
     assert!(audience.to_lowercase().contains("aud"), "{audience}");
     let expired = claims_error(Misbehaviour::expired_id_token()).await;
     assert!(expired.to_lowercase().contains("expired"), "{expired}");
+    let missing = claims_error(Misbehaviour::omit_nonce()).await;
+    assert!(missing.to_lowercase().contains("nonce"), "{missing}");
+    let unsigned = claims_error(Misbehaviour::unsigned_id_token()).await;
+    assert!(!unsigned.is_empty());
 }
 
 #[tokio::test]
@@ -435,6 +439,11 @@ async fn authorize_refuses_unknown_redirects_and_reports_errors() {
         location.contains(&format!("state={}", csrf.secret())),
         "{location}"
     );
+
+    idp.misbehave(Misbehaviour::wrong_response_iss());
+    let redirect = idp.authorize(url.as_str());
+    assert!(redirect.code().is_some());
+    assert_ne!(redirect.param("iss").as_deref(), Some(idp.issuer()));
 
     idp.misbehave(Misbehaviour::none());
     idp.sign_out();

@@ -33,9 +33,10 @@
 //! to its client, its redirect URI and its PKCE challenge; a `code_verifier`
 //! sent for a code issued without a challenge is refused (no PKCE downgrade).
 //!
-//! [`Misbehaviour`] turns the provider hostile for negative tests (wrong
-//! nonce, ID token signed by a key outside the JWKS, wrong `iss` or `aud`,
-//! expired ID token, replayable codes, an authorize error), and every
+//! [`Misbehaviour`] turns the provider hostile for negative tests (wrong or
+//! missing nonce, ID token signed by a key outside the JWKS or not signed,
+//! wrong `iss` or `aud`, expired ID token, a wrong `iss` in the
+//! authorization response, replayable codes, an authorize error), and every
 //! request received is kept ([`SimulatedIdp::requests`]) so a test can
 //! assert that the relying party sent a PKCE `code_verifier`, authenticated
 //! as it should, and passed the right parameters.
@@ -272,6 +273,14 @@ pub struct Misbehaviour {
     /// Answer every authorization request with this error code (such as
     /// `access_denied`), redirected to the client with its `state`.
     pub authorize_error: Option<String>,
+    /// Leave the `nonce` out of ID tokens although the client sent one.
+    pub omit_nonce: bool,
+    /// Issue unsigned ID tokens (`"alg": "none"`, empty signature).
+    pub unsigned_id_token: bool,
+    /// Name another issuer in the authorization response's `iss`
+    /// parameter (RFC 9207, the mix-up defence); the ID token keeps the
+    /// right one.
+    pub wrong_response_iss: bool,
 }
 
 impl Misbehaviour {
@@ -324,6 +333,30 @@ impl Misbehaviour {
     pub fn allow_code_replay() -> Self {
         Self {
             allow_code_replay: true,
+            ..Self::default()
+        }
+    }
+
+    /// No `nonce` in ID tokens.
+    pub fn omit_nonce() -> Self {
+        Self {
+            omit_nonce: true,
+            ..Self::default()
+        }
+    }
+
+    /// Unsigned ID tokens (`alg: none`).
+    pub fn unsigned_id_token() -> Self {
+        Self {
+            unsigned_id_token: true,
+            ..Self::default()
+        }
+    }
+
+    /// Another issuer in the authorization response's `iss`.
+    pub fn wrong_response_iss() -> Self {
+        Self {
+            wrong_response_iss: true,
             ..Self::default()
         }
     }
@@ -966,6 +999,11 @@ fn authorize(
     };
     let given_redirect = get(params, "redirect_uri").map(str::to_owned);
     let client_state = get(params, "state").map(str::to_owned);
+    let response_iss = if state.misbehaviour.wrong_response_iss {
+        format!("{}/elsewhere", shared.issuer)
+    } else {
+        shared.issuer.clone()
+    };
     let redirect = |pairs: &[(&str, &str)]| {
         let mut location = match Url::parse(&redirect_uri) {
             Ok(url) => url,
@@ -980,7 +1018,7 @@ fn authorize(
                 query.append_pair("state", client_state);
             }
             if dialect == Dialect::Oidc {
-                query.append_pair("iss", &shared.issuer);
+                query.append_pair("iss", &response_iss);
             }
         }
         AuthorizeRedirect {
@@ -1428,7 +1466,9 @@ fn id_token(
         "iat": iat.unix_timestamp(),
         "exp": exp.unix_timestamp(),
     });
-    if let Some(nonce) = &code.nonce {
+    if misbehaviour.omit_nonce {
+        // Left out.
+    } else if let Some(nonce) = &code.nonce {
         claims["nonce"] = Value::String(if misbehaviour.wrong_nonce {
             format!("{nonce}-not")
         } else {
@@ -1443,6 +1483,14 @@ fn id_token(
     }
     if code.scopes.iter().any(|s| s == "profile") {
         claims["name"] = Value::String(code.account.name.clone());
+    }
+    if misbehaviour.unsigned_id_token {
+        let header = json!({ "alg": "none", "typ": "JWT" });
+        return format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
     }
     let key = if misbehaviour.foreign_signing_key {
         &shared.foreign_key
