@@ -36,6 +36,9 @@
 //! - `sso`: [`sso`], sign-in through external identity providers: social
 //!   connections (OAuth2, OpenID Connect), per-tenant enterprise OIDC
 //!   connections, verified email domains and the tenant SSO policy.
+//! - `testkit-idp`: [`testkit::idp::SimulatedIdp`], a simulated external
+//!   OpenID Connect and GitHub-style OAuth 2.0 provider for relying-party
+//!   tests (turns on `testkit`).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

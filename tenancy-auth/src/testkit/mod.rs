@@ -6,6 +6,8 @@
 //! through [`auth_conformance_tests!`](crate::auth_conformance_tests).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "testkit-idp")]
+pub mod idp;
 mod instrumented;
 mod service;
 #[cfg(feature = "sso")]
