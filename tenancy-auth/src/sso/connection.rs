@@ -134,8 +134,10 @@ pub enum SocialProtocol {
     OAuth2(Box<OAuth2Endpoints>),
     /// OpenID Connect, endpoints found by discovery from the issuer.
     Oidc {
-        /// The issuer (`iss`), also the discovery base.
-        issuer: Url,
+        /// The issuer (`iss`), also the discovery base, exactly as the
+        /// provider writes it (`iss` is compared as a string: a trailing
+        /// slash matters).
+        issuer: String,
     },
 }
 
@@ -180,7 +182,7 @@ impl SocialConnection {
         Self {
             key: "google".to_owned(),
             protocol: SocialProtocol::Oidc {
-                issuer: constant_url("https://accounts.google.com"),
+                issuer: "https://accounts.google.com".to_owned(),
             },
             client_id: client_id.into(),
             client_secret,
@@ -221,7 +223,10 @@ impl SocialConnection {
         Ok(Self {
             key: key.into(),
             protocol: SocialProtocol::Oidc {
-                issuer: parse_url("issuer", issuer)?,
+                issuer: {
+                    parse_url("issuer", issuer)?;
+                    issuer.to_owned()
+                },
             },
             client_id: client_id.into(),
             client_secret,

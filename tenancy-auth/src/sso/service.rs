@@ -314,8 +314,9 @@ fn check_return_to(path: &str) -> Result<()> {
     }
 }
 
+/// RFC 9207 §2.4: issuers are compared as strings, without normalization.
 fn same_issuer(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
+    a == b
 }
 
 impl Sso {
@@ -458,7 +459,7 @@ impl Sso {
                     SocialProtocol::Oidc { issuer } => {
                         provider::oidc_authorize_url(
                             &self.inner.http,
-                            issuer.as_str(),
+                            issuer,
                             &registration,
                             &secrets,
                         )
@@ -575,10 +576,10 @@ impl Sso {
                         .await?
                     }
                     SocialProtocol::Oidc { issuer } => {
-                        check_iss(callback.iss.as_deref(), issuer.as_str())?;
+                        check_iss(callback.iss.as_deref(), issuer)?;
                         provider::oidc_finish(
                             &self.inner.http,
-                            issuer.as_str(),
+                            issuer,
                             &registration,
                             &code,
                             &secrets,
@@ -684,19 +685,31 @@ impl Sso {
             .name
             .as_deref()
             .and_then(|n| DisplayName::new(n).ok());
+        // Reads outside the transaction come first: a backend that
+        // serializes transactions refuses them while one is open.
+        let existing_membership = match (loaded, &existing) {
+            (Loaded::Social(_), Some(user)) => Some(
+                auth.membership_for(user, None)
+                    .await
+                    .map_err(SsoError::Auth)?,
+            ),
+            _ => None,
+        };
+        let enterprise_tenant = match loaded {
+            Loaded::Enterprise(connection) => {
+                let tenant = backend.get_tenant(connection.tenant_id).await?;
+                crate::service::ensure_active(&tenant).map_err(SsoError::Auth)?;
+                Some(tenant)
+            }
+            Loaded::Social(_) => None,
+        };
         let tx = auth.begin().await.map_err(SsoError::Auth)?;
         let mut user_created = false;
         let mut joined = false;
-        let (user, membership) = match (loaded, existing) {
-            (Loaded::Social(social), Some(user)) => {
-                let membership = auth
-                    .membership_for(&user, None)
-                    .await
-                    .map_err(SsoError::Auth)?;
-                let _ = social;
-                (user, membership)
-            }
-            (Loaded::Social(social), None) => {
+        let (user, membership) = match (loaded, existing, existing_membership, enterprise_tenant) {
+            (Loaded::Social(_), Some(user), Some(membership), _) => (user, membership),
+            (Loaded::Social(_), Some(_), None, _) => return Err(crate::Error::NotAMember.into()),
+            (Loaded::Social(social), None, _, _) => {
                 if !trusted {
                     return Err(SsoError::EmailNotVerified);
                 }
@@ -740,9 +753,8 @@ impl Sso {
                 user_created = true;
                 (created.owner, created.membership)
             }
-            (Loaded::Enterprise(connection), existing) => {
-                let tenant = backend.get_tenant(connection.tenant_id).await?;
-                crate::service::ensure_active(&tenant).map_err(SsoError::Auth)?;
+            (Loaded::Enterprise(_), _, _, None) => return Err(SsoError::UnknownConnection),
+            (Loaded::Enterprise(connection), existing, _, Some(tenant)) => {
                 let user = match existing {
                     Some(user) => user,
                     None => {
@@ -1320,7 +1332,8 @@ mod tests {
     #[test]
     fn a_different_iss_is_refused() {
         assert!(check_iss(None, "https://idp.example").is_ok());
-        assert!(check_iss(Some("https://idp.example/"), "https://idp.example").is_ok());
+        assert!(check_iss(Some("https://idp.example"), "https://idp.example").is_ok());
+        assert!(check_iss(Some("https://idp.example/"), "https://idp.example").is_err());
         assert!(check_iss(Some("https://evil.example"), "https://idp.example").is_err());
     }
 }
