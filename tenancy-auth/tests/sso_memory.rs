@@ -19,3 +19,7 @@ async fn memory() -> Option<SsoFixture> {
 }
 
 tenancy_auth::sso_conformance_tests!(memory());
+
+// The flows against the simulated identity provider (feature `testkit-idp`).
+#[cfg(feature = "testkit-idp")]
+tenancy_auth::sso_flow_tests!(memory());

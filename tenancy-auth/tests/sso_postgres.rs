@@ -29,3 +29,7 @@ async fn postgres() -> Option<SsoFixture> {
 }
 
 tenancy_auth::sso_conformance_tests!(postgres());
+
+// The flows against the simulated identity provider (feature `testkit-idp`).
+#[cfg(feature = "testkit-idp")]
+tenancy_auth::sso_flow_tests!(postgres());

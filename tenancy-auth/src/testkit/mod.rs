@@ -12,6 +12,8 @@ mod instrumented;
 mod service;
 #[cfg(feature = "sso")]
 pub mod sso;
+#[cfg(all(feature = "sso", feature = "testkit-idp"))]
+pub mod sso_flows;
 mod stores;
 
 use std::sync::Arc;
