@@ -699,7 +699,12 @@ impl Sso {
             Loaded::Enterprise(connection) => {
                 let tenant = backend.get_tenant(connection.tenant_id).await?;
                 crate::service::ensure_active(&tenant).map_err(SsoError::Auth)?;
-                Some(tenant)
+                let seats = auth
+                    .directory()
+                    .seat_limit(tenant.id)
+                    .await
+                    .map_err(|e| SsoError::Auth(e.into()))?;
+                Some((tenant, seats))
             }
             Loaded::Social(_) => None,
         };
@@ -754,7 +759,7 @@ impl Sso {
                 (created.owner, created.membership)
             }
             (Loaded::Enterprise(_), _, _, None) => return Err(SsoError::UnknownConnection),
-            (Loaded::Enterprise(connection), existing, _, Some(tenant)) => {
+            (Loaded::Enterprise(connection), existing, _, Some((tenant, seats))) => {
                 let user = match existing {
                     Some(user) => user,
                     None => {
@@ -782,6 +787,12 @@ impl Sso {
                     Some(m) if m.status == MembershipStatus::Active => m,
                     Some(_) => return Err(crate::Error::NotAMember.into()),
                     None => {
+                        // Counted under the tenant's lock, as invitations are.
+                        tx.core().lock_tenant(tenant.id).await?;
+                        auth.directory()
+                            .ensure_seat_in(tx.core(), tenant.id, seats)
+                            .await
+                            .map_err(|e| SsoError::Auth(e.into()))?;
                         let membership = Membership {
                             id: MembershipId::new(),
                             tenant_id: tenant.id,

@@ -26,7 +26,7 @@ macro_rules! sso_flow_tests {
     ($fixture:expr) => {
         $crate::sso_flow_tests!(@suites $fixture;
             sso_flow_social_oidc, sso_flow_github, sso_flow_enterprise_jit,
-            sso_flow_rejections, sso_flow_linking_rules
+            sso_flow_rejections, sso_flow_linking_rules, sso_flow_seat_limit
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {
@@ -51,6 +51,10 @@ struct Setup {
 }
 
 async fn setup(f: &SsoFixture) -> Setup {
+    setup_with(f, None).await
+}
+
+async fn setup_with(f: &SsoFixture, seats: Option<Arc<dyn tenancy_core::Seats>>) -> Setup {
     let idp = SimulatedIdp::start().await;
     idp.register_client(IdpClient::new("app", "app-secret", [CALLBACK]));
     let config = SsoConfig::new()
@@ -79,10 +83,12 @@ async fn setup(f: &SsoFixture) -> Setup {
                 crate::KeyEncryptionKey::new("sso-flows", [6; 32]).unwrap(),
             )),
     )
-    .password_login_check(Arc::new(crate::sso::SsoPasswordCheck::new(f.sso.clone())))
-    .build()
-    .await
-    .unwrap();
+    .password_login_check(Arc::new(crate::sso::SsoPasswordCheck::new(f.sso.clone())));
+    let auth = match seats {
+        Some(seats) => auth.seats(seats),
+        None => auth,
+    };
+    let auth = auth.build().await.unwrap();
     let sso = Sso::new(auth.clone(), f.sso.clone(), config).unwrap();
     Setup { idp, auth, sso }
 }
@@ -365,7 +371,6 @@ pub async fn sso_flow_enterprise_jit(f: SsoFixture) {
             "{action} in {actions:?}"
         );
     }
-    let _ = Error::NotAMember;
 }
 
 /// Every attack the provider or a third party can stage fails, and each
@@ -506,4 +511,64 @@ pub async fn sso_flow_linking_rules(f: SsoFixture) {
             .is_none()
     );
     let _ = ConnectionRef::Social(String::new());
+}
+
+struct TwoSeats;
+
+#[async_trait::async_trait]
+impl tenancy_core::Seats for TwoSeats {
+    async fn seat_limit(
+        &self,
+        _tenant_id: TenantId,
+    ) -> Result<Option<u64>, tenancy_core::StoreError> {
+        Ok(Some(2))
+    }
+}
+
+/// Just-in-time members take seats like invited ones: past the tenant's
+/// limit the sign-in is refused and no membership is written.
+pub async fn sso_flow_seat_limit(f: SsoFixture) {
+    let s = setup_with(&f, Some(Arc::new(TwoSeats))).await;
+    let (acme, _) = enterprise(&f, &s, "acme-seats", "seats.example").await;
+    s.idp.sign_in_as(IdpAccount::new("carol@seats.example"));
+    let carol = sign_in(
+        &s,
+        SignInTarget::Email("carol@seats.example".to_owned()),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(carol.joined);
+    s.idp.sign_in_as(IdpAccount::new("dan@seats.example"));
+    let result = sign_in(
+        &s,
+        SignInTarget::Email("dan@seats.example".to_owned()),
+        |_| {},
+    )
+    .await;
+    assert!(
+        matches!(
+            result,
+            Err(SsoError::Auth(Error::Directory(
+                tenancy_core::DirectoryError::SeatLimitReached { limit: 2 }
+            )))
+        ),
+        "{result:?}"
+    );
+    assert!(
+        f.auth
+            .backend
+            .find_user_by_email(&Email::new("dan@seats.example").unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing written"
+    );
+    let members = f
+        .auth
+        .backend
+        .list_members(acme, &PageRequest::first(PageSize::MAX))
+        .await
+        .unwrap();
+    assert_eq!(members.items.len(), 2);
 }
