@@ -328,10 +328,13 @@ async fn start(
         }
     };
     let started = sso
-        .start(StartSignIn {
-            target,
-            return_to: body.return_to,
-        })
+        .start_for(
+            StartSignIn {
+                target,
+                return_to: body.return_to,
+            },
+            &r.client(t.config()),
+        )
         .await
         .map_err(|e| problem(t, &e))?;
     let max_age = (started.expires_at - OffsetDateTime::now_utc())

@@ -317,3 +317,86 @@ async fn requiring_sso_refuses_password_logins() {
         "{body}"
     );
 }
+
+/// The browser flow over the routes: start, the provider, the callback
+/// with the binding cookie; the SDK cookies are set and the browser goes
+/// to the path it asked for; without one, the tokens JSON answers.
+#[tokio::test]
+async fn the_callback_signs_in_with_cookies_or_tokens() {
+    use tenancy_http::auth::testkit::idp::{IdpAccount, IdpClient, SimulatedIdp};
+
+    let idp = SimulatedIdp::start().await;
+    idp.register_client(IdpClient::new(
+        "app",
+        "app-secret",
+        ["https://app.test/sso/callback"],
+    ));
+    idp.sign_in_as(IdpAccount::new("ada@flow.test"));
+    let mut auth = AuthConfig::new("https://app.test", "app");
+    auth.argon2 = Argon2Config::new(1024, 1, 1);
+    let config = SsoConfig::new().allow_private_network(true).with_social(
+        SocialConnection::oidc("idp", idp.issuer(), "app", ClientSecret::new("app-secret"))
+            .unwrap(),
+    );
+    let t = Tenancy::builder(Catalog::new(["projects:read"]).unwrap(), auth)
+        .module(SsoModule::new(config))
+        .build()
+        .await
+        .unwrap();
+
+    for return_to in [Some("/home"), None] {
+        let mut body = json!({ "connection": "idp" });
+        if let Some(path) = return_to {
+            body["return_to"] = json!(path);
+        }
+        let (status, headers, started) =
+            call(&t, Method::POST, "/sso/start", Some(body), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{started}");
+        let binding = headers
+            .get(header::SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let redirect = idp.authorize(started["authorize_url"].as_str().unwrap());
+        let location = url::Url::parse(redirect.location.as_deref().unwrap()).unwrap();
+        assert_eq!(location.path(), "/sso/callback");
+        let path = format!("/sso/callback?{}", location.query().unwrap());
+        let (status, headers, answer) =
+            call(&t, Method::GET, &path, None, &[(header::COOKIE, binding)]).await;
+        let cookies: Vec<&str> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        let access = &t.config().cookies.access_name;
+        assert!(
+            cookies
+                .iter()
+                .any(|c| c.starts_with(&format!("{access}="))
+                    && !c.starts_with(&format!("{access}=;"))),
+            "{cookies:?}"
+        );
+        assert!(
+            cookies
+                .iter()
+                .any(|c| c.starts_with(&format!("{STATE_COOKIE}=;"))
+                    || c.starts_with(&format!("{STATE_COOKIE}=")) && c.contains("Max-Age=0")),
+            "the binding cookie is cleared: {cookies:?}"
+        );
+        match return_to {
+            Some(path) => {
+                assert_eq!(status, StatusCode::SEE_OTHER);
+                assert_eq!(headers.get(header::LOCATION).unwrap(), path);
+            }
+            None => {
+                assert_eq!(status, StatusCode::OK, "{answer}");
+                assert!(answer["access_token"].is_string());
+                assert_eq!(answer["user"]["email"], "ada@flow.test");
+            }
+        }
+    }
+}

@@ -327,6 +327,17 @@ impl Auth {
         &self.inner.backend
     }
 
+    /// Admits one sign-in attempt of `client` under the per-client login
+    /// rate and concurrency ([`AbuseLimits`](crate::AbuseLimits)), or says
+    /// when to retry ([`Error::RateLimited`](crate::Error::RateLimited)).
+    #[cfg(feature = "sso")]
+    pub(crate) fn admit_sign_in(&self, client: &ClientInfo) -> Result<crate::limits::LoginPermit> {
+        self.inner
+            .logins
+            .admit(client.ip, self.now())
+            .map_err(|until| Error::RateLimited { until })
+    }
+
     /// The signing keys.
     pub fn keys(&self) -> &Arc<KeyRing> {
         &self.inner.keys

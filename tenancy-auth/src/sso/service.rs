@@ -402,6 +402,25 @@ impl Sso {
     /// [`SsoError::InvalidInput`], [`SsoError::AddressRefused`],
     /// [`SsoError::ProviderUnavailable`] (discovery failed).
     pub async fn start(&self, request: StartSignIn) -> Result<SignInStart> {
+        self.start_unlimited(request).await
+    }
+
+    /// [`Sso::start`] for an anonymous `client`, counted against the
+    /// per-client login rate and concurrency ([`crate::AbuseLimits`]):
+    /// each start records a pending sign-in and may fetch the provider's
+    /// discovery document, so a client cannot start them without bound.
+    /// Past the limit: [`SsoError::Auth`] with
+    /// [`Error::RateLimited`](crate::Error::RateLimited).
+    pub async fn start_for(
+        &self,
+        request: StartSignIn,
+        client: &ClientInfo,
+    ) -> Result<SignInStart> {
+        let _permit = self.inner.auth.admit_sign_in(client)?;
+        self.start_unlimited(request).await
+    }
+
+    async fn start_unlimited(&self, request: StartSignIn) -> Result<SignInStart> {
         if let Some(path) = &request.return_to {
             check_return_to(path)?;
         }
@@ -528,8 +547,11 @@ impl Sso {
     /// [`SsoError::EmailNotVerified`], [`SsoError::DomainMismatch`],
     /// [`SsoError::SignupNotAllowed`], [`SsoError::UnknownConnection`]
     /// (removed or disabled meanwhile), [`SsoError::Auth`] (disabled
-    /// account, no membership, inactive tenant, closed registration).
+    /// account, no membership, inactive tenant, closed registration, too
+    /// many sign-ins from this client). Counted against the per-client
+    /// login rate and concurrency like a password login.
     pub async fn finish(&self, callback: Callback, client: &ClientInfo) -> Result<SignedIn> {
+        let _permit = self.inner.auth.admit_sign_in(client)?;
         let now = self.now();
         let pending = self
             .inner

@@ -45,7 +45,8 @@ macro_rules! sso_conformance_tests {
         $crate::sso_conformance_tests!(@suites $fixture;
             sso_store_connections, sso_store_domains, sso_store_policy, sso_store_states,
             sso_store_identities, sso_store_state_race, sso_service_connections,
-            sso_service_domains, sso_service_policy_refuses_passwords, sso_service_start
+            sso_service_domains, sso_service_policy_refuses_passwords, sso_service_start,
+            sso_service_start_is_rate_limited
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {
@@ -705,4 +706,53 @@ pub async fn sso_service_start(f: SsoFixture) {
         .await,
         Err(SsoError::NoConnectionForEmail)
     ));
+}
+
+/// Anonymous starts count against the per-client login rate: past the
+/// burst a client is told to retry later, while others are not.
+pub async fn sso_service_start_is_rate_limited(f: SsoFixture) {
+    let limits = crate::AbuseLimits {
+        login_burst: 2,
+        logins_per_minute: 1,
+        ..crate::AbuseLimits::default()
+    };
+    let auth = Auth::builder(
+        f.auth.backend.clone(),
+        f.auth.store.clone(),
+        AuthConfig::new("https://app.example", "app")
+            .with_argon2(Argon2Config::new(1024, 1, 1))
+            .with_limits(limits)
+            .with_key_encryption(crate::KeyEncryption::key(
+                crate::KeyEncryptionKey::new("sso-suite", [5; 32]).unwrap(),
+            )),
+    )
+    .build()
+    .await
+    .unwrap();
+    let endpoints = OAuth2Endpoints {
+        authorize: url::Url::parse("https://gh.example/authorize").unwrap(),
+        token: url::Url::parse("https://gh.example/token").unwrap(),
+        user: url::Url::parse("https://gh.example/user").unwrap(),
+        emails: None,
+    };
+    let config = SsoConfig::new().with_social(SocialConnection::oauth2(
+        "gh",
+        "client",
+        ClientSecret::new("secret"),
+        endpoints,
+    ));
+    let sso = Sso::new(auth, f.sso.clone(), config).unwrap();
+    let request = || StartSignIn {
+        target: SignInTarget::Connection("gh".to_owned()),
+        return_to: None,
+    };
+    let noisy = ClientInfo::from_ip("203.0.113.7".parse().unwrap());
+    sso.start_for(request(), &noisy).await.unwrap();
+    sso.start_for(request(), &noisy).await.unwrap();
+    assert!(matches!(
+        sso.start_for(request(), &noisy).await,
+        Err(SsoError::Auth(Error::RateLimited { .. }))
+    ));
+    let quiet = ClientInfo::from_ip("203.0.113.8".parse().unwrap());
+    sso.start_for(request(), &quiet).await.unwrap();
 }
