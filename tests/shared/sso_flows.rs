@@ -569,6 +569,15 @@ pub(crate) async fn linking_only_on_verified_email(stores: Stores, start: Start)
             refused(&reply);
         }
     }
+    // An unverified address nobody has: no account is made for it.
+    w.idp
+        .sign_in_as(IdpAccount::new("nobody@analytical.test").unverified());
+    for connection in ["google", "github"] {
+        let reply = w.sign_in(json!({ "connection": connection })).await;
+        refused(&reply);
+        assert_eq!(reply.status, 403, "{connection}: {}", reply.text);
+    }
+
     // Verified by the provider but not by its owner here: not linked (a
     // squatter may have registered the address first).
     w.idp
