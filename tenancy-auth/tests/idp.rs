@@ -591,6 +591,41 @@ async fn github_emails_need_the_email_scope() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(body["scope"], "read:user");
+
+    // Without `Accept: application/json`, GitHub answers form-encoded.
+    let code = idp.authorize(url.as_str()).code().unwrap();
+    let response = http
+        .post(idp.github_token_url())
+        .form(&[
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/x-www-form-urlencoded")
+    );
+    let text = response.text().await.unwrap();
+    let form: std::collections::HashMap<_, _> = url::form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect();
+    assert!(form["access_token"].starts_with("gho_"), "{text}");
+    assert_eq!(form["token_type"], "bearer");
+    assert_eq!(
+        idp.requests_to(GITHUB_TOKEN_PATH)
+            .pop()
+            .unwrap()
+            .client_auth,
+        Some(ClientAuth::Post {
+            client_id: CLIENT_ID.to_owned()
+        })
+    );
     let access = body["access_token"].as_str().unwrap();
     let response = http
         .get(idp.github_emails_url())
