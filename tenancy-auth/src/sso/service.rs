@@ -710,11 +710,27 @@ impl Sso {
         // Reads outside the transaction come first: a backend that
         // serializes transactions refuses them while one is open.
         let existing_membership = match (loaded, &existing) {
-            (Loaded::Social(_), Some(user)) => Some(
-                auth.membership_for(user, None)
+            (Loaded::Social(_), Some(user)) => {
+                let membership = auth
+                    .membership_for(user, None)
                     .await
-                    .map_err(SsoError::Auth)?,
-            ),
+                    .map_err(SsoError::Auth)?;
+                // A social provider is not the tenant's own: a tenant that
+                // requires single sign-on is entered through its connection.
+                if self
+                    .inner
+                    .store
+                    .policy(membership.tenant_id)
+                    .await?
+                    .require_sso
+                {
+                    return Err(crate::Error::SsoRequired {
+                        tenant_id: membership.tenant_id,
+                    }
+                    .into());
+                }
+                Some(membership)
+            }
             _ => None,
         };
         let enterprise_tenant = match loaded {

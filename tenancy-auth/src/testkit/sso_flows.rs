@@ -360,6 +360,20 @@ pub async fn sso_flow_enterprise_jit(f: SsoFixture) {
     .await
     .unwrap();
     assert!(!again.joined && !again.user_created);
+    // A social provider does not open the tenant that requires its own.
+    let social_entry = sign_in(&s, social("oidc"), |_| {}).await;
+    assert!(
+        matches!(social_entry, Err(SsoError::Auth(Error::SsoRequired { tenant_id })) if tenant_id == acme),
+        "{social_entry:?}"
+    );
+    assert!(
+        f.sso
+            .find_identity("social:oidc", &IdpAccount::new("carol@jit.example").subject)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing linked"
+    );
     let actions = actions_of(&f, acme).await;
     for action in [
         actions::MEMBER_PROVISIONED,
