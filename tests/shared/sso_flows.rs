@@ -505,8 +505,9 @@ async fn enterprise_connection(w: &World, owner: &Account) {
     assert_eq!(verified.json["verified"], true, "{}", verified.text);
 }
 
-/// A tenant requiring SSO: its members' password logins are refused with
-/// a typed problem, and SSO still signs them in.
+/// A tenant requiring SSO: its members' password logins, and their
+/// sign-ins through a social provider, are refused with a typed problem;
+/// the tenant's own provider still signs them in.
 pub(crate) async fn require_sso_refuses_password_login(stores: Stores, start: Start) {
     let Some(w) = world(stores, start).await else {
         return;
@@ -541,6 +542,11 @@ pub(crate) async fn require_sso_refuses_password_login(stores: Stores, start: St
 
     verify_email(&w, &owner).await;
     w.idp.sign_in_as(IdpAccount::new("owner@acme.test"));
+    // A social provider vouching for the same address is no way in either.
+    let social = w.sign_in(json!({ "connection": "google" })).await;
+    refused(&social);
+    social.assert_problem(403, "sso-required");
+
     let token = signed_in(&w.sign_in(json!({ "email": "owner@acme.test" })).await);
     let me = w.me(&token).await;
     assert_eq!(me["user"]["id"], owner.user.as_str());
