@@ -5,7 +5,11 @@
 #[doc(inline)]
 pub use tenancy_core::*;
 
-/// Identity: passwords, lockout, sessions, JWT access tokens, API keys.
+/// Identity: passwords, lockout, sessions, JWT access tokens, API keys;
+/// with feature `sso`, sign-in through external identity providers
+/// (`tenancy::auth::sso`, and `tenancy::http::sso::SsoModule` with `http`);
+/// with feature `testkit-idp`, a simulated external identity provider to
+/// test it against (`tenancy::auth::testkit::idp`).
 #[cfg(feature = "auth")]
 #[doc(inline)]
 pub use tenancy_auth as auth;

@@ -191,6 +191,14 @@ pub enum Error {
     /// The user has no active membership in the tenant asked for (or in any tenant).
     #[error("no active membership in this tenant")]
     NotAMember,
+    /// The tenant requires its members to sign in through its identity
+    /// provider: password logins into it are refused (see
+    /// [`crate::PasswordLoginCheck`]).
+    #[error("this tenant requires single sign-on")]
+    SsoRequired {
+        /// The tenant.
+        tenant_id: tenancy_core::TenantId,
+    },
     /// The tenant is suspended or deleted.
     #[error("tenant is {status}")]
     TenantNotActive {

@@ -298,6 +298,74 @@ impl Sealer {
         Ok(jwk)
     }
 
+    /// Protects a secret string bound to `context` (the record it belongs
+    /// to): a compact JWE whose payload names `context`, or, when keys are
+    /// stored in plaintext, the marked plaintext.
+    #[cfg(feature = "sso")]
+    pub(crate) fn seal_text(&self, context: &str, secret: &str) -> Result<String, KeyError> {
+        let sealing = || KeyError::Unusable {
+            kid: context.to_owned(),
+        };
+        let payload = serde_json::to_vec(&serde_json::json!({ "ctx": context, "secret": secret }))
+            .map_err(|_| sealing())?;
+        let Sealer::Encrypt { current, .. } = self else {
+            return Ok(format!("plain.{}", URL_SAFE_NO_PAD.encode(payload)));
+        };
+        let mut header = JweHeader::new();
+        header.set_content_encryption(ENC);
+        header.set_key_id(&current.id);
+        let encrypter = jwe::Dir
+            .encrypter_from_bytes(current.key)
+            .map_err(|_| sealing())?;
+        jwe::serialize_compact(&payload, &header, &encrypter).map_err(|_| sealing())
+    }
+
+    /// Opens what [`Sealer::seal_text`] sealed for the same `context`; a
+    /// sealed value moved to another record is refused.
+    #[cfg(feature = "sso")]
+    pub(crate) fn open_text(&self, context: &str, stored: &str) -> Result<String, KeyError> {
+        let undecryptable = || KeyError::Undecryptable {
+            kid: context.to_owned(),
+        };
+        let payload = if let Some(plain) = stored.strip_prefix("plain.") {
+            URL_SAFE_NO_PAD.decode(plain).map_err(|_| undecryptable())?
+        } else {
+            let encrypted = EncryptedJwk::from_compact(stored);
+            let key_id = encrypted.key_encryption_key_id();
+            let Sealer::Encrypt { all, .. } = self else {
+                return Err(KeyError::EncryptionKeyMissing {
+                    kid: context.to_owned(),
+                    key_encryption_key: key_id,
+                });
+            };
+            let Some(key) = key_id.as_deref().and_then(|id| all.get(id)) else {
+                return Err(KeyError::EncryptionKeyMissing {
+                    kid: context.to_owned(),
+                    key_encryption_key: key_id,
+                });
+            };
+            let decrypter = jwe::Dir
+                .decrypter_from_bytes(key.key)
+                .map_err(|_| undecryptable())?;
+            let (payload, header) =
+                jwe::deserialize_compact(stored, &decrypter as &dyn JweDecrypter)
+                    .map_err(|_| undecryptable())?;
+            if header.content_encryption() != Some(ENC) {
+                return Err(undecryptable());
+            }
+            payload
+        };
+        let value: Value = serde_json::from_slice(&payload).map_err(|_| undecryptable())?;
+        if value.get("ctx").and_then(Value::as_str) != Some(context) {
+            return Err(undecryptable());
+        }
+        value
+            .get("secret")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(undecryptable)
+    }
+
     /// Whether `stored` should be rewritten under the current key (it is
     /// plaintext, or under an older key).
     pub(crate) fn is_stale(&self, stored: &StoredPrivateKey) -> bool {
@@ -388,5 +456,31 @@ mod tests {
         }
         assert!(KeyEncryptionKey::new("", [0; 32]).is_err());
         assert!(KeyEncryptionKey::new("has space", [0; 32]).is_err());
+    }
+
+    #[cfg(feature = "sso")]
+    #[test]
+    fn sealed_text_is_bound_to_its_context_and_opens_after_rotation() {
+        let old = KeyEncryptionKey::new("old", [1; 32]).unwrap();
+        let sealed = Sealer::new(old.clone(), vec![])
+            .seal_text("connection-a", "client-secret")
+            .unwrap();
+        assert!(!sealed.contains("client-secret"));
+        let rotated = Sealer::new(KeyEncryptionKey::new("new", [2; 32]).unwrap(), vec![old]);
+        assert_eq!(
+            rotated.open_text("connection-a", &sealed).unwrap(),
+            "client-secret"
+        );
+        assert!(
+            rotated.open_text("connection-b", &sealed).is_err(),
+            "moved to another row"
+        );
+        let stranger = Sealer::new(KeyEncryptionKey::new("old", [3; 32]).unwrap(), vec![]);
+        assert!(
+            stranger.open_text("connection-a", &sealed).is_err(),
+            "wrong key"
+        );
+        let plain = Sealer::Plaintext.seal_text("c", "s").unwrap();
+        assert_eq!(Sealer::Plaintext.open_text("c", &plain).unwrap(), "s");
     }
 }

@@ -308,6 +308,13 @@ impl fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
+    /// The key-encryption setting resolved for this ring: also seals other
+    /// secrets the host keeps (SSO client secrets).
+    #[cfg(feature = "sso")]
+    pub(crate) fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
     /// Loads the keys of `store`, creating an active `algorithm` key if
     /// there is none. Keys stored in plaintext are encrypted on the way
     /// (when `encryption` holds a key).

@@ -36,6 +36,12 @@
 //! - `oidc`: [`oidc`], the OAuth 2.0 / OpenID Connect authorization server
 //!   (clients, authorization codes with PKCE, ID tokens, introspection,
 //!   revocation) over the sessions and refresh-token families above.
+//! - `sso`: [`sso`], sign-in through external identity providers: social
+//!   connections (OAuth2, OpenID Connect), per-tenant enterprise OIDC
+//!   connections, verified email domains and the tenant SSO policy.
+//! - `testkit-idp`: [`testkit::idp::SimulatedIdp`], a simulated external
+//!   OpenID Connect and GitHub-style OAuth 2.0 provider for relying-party
+//!   tests (turns on `testkit`).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -60,6 +66,8 @@ mod revocation;
 mod secret;
 mod service;
 mod session;
+#[cfg(feature = "sso")]
+pub mod sso;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -84,7 +92,7 @@ pub use revocation::RevocationSet;
 pub use secret::SecretToken;
 pub use service::{
     Auth, AuthBuilder, AuthConfig, ConfigError, InvitationAcceptor, LoginRequest, LoginSuccess,
-    PurgeReport, Registration, RegistrationMode, actions,
+    PasswordLoginCheck, PurgeReport, Registration, RegistrationMode, actions,
 };
 pub use session::{
     ClientInfo, RefreshRecord, RefreshToken, RefreshTokenOwner, Retention, Revocation,

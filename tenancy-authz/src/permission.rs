@@ -290,9 +290,13 @@ pub mod sdk {
     /// Register, change, list and delete the tenant's OAuth clients and
     /// rotate their secrets (the SDK's authorization server).
     pub const OAUTH_CLIENTS_MANAGE: &str = "oauth_clients:manage";
+    /// Register the tenant's identity providers, claim and verify its email
+    /// domains, and require single sign-on (`/sso/connections`,
+    /// `/sso/domains`, `/sso/policy`).
+    pub const SSO_MANAGE: &str = "sso:manage";
 
     /// All of the above.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         TENANT_MANAGE,
         TENANT_DELETE,
         MEMBERS_READ,
@@ -309,6 +313,7 @@ pub mod sdk {
         SCIM_MANAGE,
         USAGE_READ,
         OAUTH_CLIENTS_MANAGE,
+        SSO_MANAGE,
     ];
 }
 

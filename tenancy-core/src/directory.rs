@@ -603,6 +603,26 @@ impl Directory {
         Ok(tenant)
     }
 
+    /// Refuses one more active member of `tenant_id` in `tx` when its seats
+    /// (active members and pending invitations) already reach `limit`, what
+    /// [`Directory::seat_limit`] said before `tx` opened
+    /// ([`DirectoryError::SeatLimitReached`]). For memberships created
+    /// outside an invitation (single sign-on's just-in-time members); lock
+    /// the tenant in `tx` first so concurrent additions are counted.
+    pub async fn ensure_seat_in(
+        &self,
+        tx: &dyn Transaction,
+        tenant_id: TenantId,
+        limit: Option<u64>,
+    ) -> Result<()> {
+        if let Some(limit) = limit
+            && crate::seats::seats_used(tx, tenant_id, self.now(), limit).await? >= limit
+        {
+            return Err(DirectoryError::SeatLimitReached { limit });
+        }
+        Ok(())
+    }
+
     /// Invites `email` to the scope's tenant with `roles`. The returned token
     /// is the only copy of the secret; send it to the invitee.
     #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant_id()), err(Debug))]

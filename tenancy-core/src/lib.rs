@@ -42,6 +42,7 @@ mod invitation;
 mod membership;
 #[cfg(feature = "memory")]
 mod memory;
+pub mod net;
 pub mod outbox;
 mod page;
 #[cfg(feature = "postgres")]

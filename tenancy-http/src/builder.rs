@@ -446,6 +446,13 @@ impl TenancyBuilder {
         if let Some(mailer) = self.mailer {
             auth = auth.mailer(mailer);
         }
+        if let Some(check) = self
+            .modules
+            .iter()
+            .find_map(|m| m.module.password_login_check())
+        {
+            auth = auth.password_login_check(check);
+        }
         if let Some(seats) = self.modules.iter().find_map(|m| m.module.seats()) {
             auth = auth.seats(seats);
         }

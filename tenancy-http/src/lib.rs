@@ -50,6 +50,8 @@ mod problem;
 mod request;
 mod response;
 mod routes;
+#[cfg(feature = "sso")]
+pub mod sso;
 mod tenancy;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -62,6 +62,13 @@ pub trait Module: Any + Send + Sync {
         Ok(Vec::new())
     }
 
+    /// A check asked before every password login (and tenant switch)
+    /// whether the tenant accepts passwords: single sign-on can refuse them.
+    /// The first module answering one is used.
+    fn password_login_check(&self) -> Option<Arc<dyn tenancy_auth::PasswordLoginCheck>> {
+        None
+    }
+
     /// What `GET /ready` should ask about this module's dependencies (a
     /// broker, a Redis): each named in the answer.
     fn readiness_checks(&self) -> Vec<Arc<dyn crate::ReadinessCheck>> {

@@ -252,7 +252,7 @@ struct Tokens<'a> {
     user: &'a tenancy_core::User,
 }
 
-fn tokens_response(
+pub(crate) fn tokens_response(
     t: &Tenancy,
     status: StatusCode,
     success: &LoginSuccess,
@@ -309,7 +309,7 @@ fn tokens_response(
 
 /// An account operation's error as a problem; a `401` (bad credentials or
 /// refresh token) carries the `Bearer` challenge every `401` must.
-fn auth_error(t: &Tenancy, error: &tenancy_auth::Error) -> Problem {
+pub(crate) fn auth_error(t: &Tenancy, error: &tenancy_auth::Error) -> Problem {
     let problem = errors::auth_service(error, now());
     match tenancy_auth::AuthError::MissingCredentials.www_authenticate(&t.config().realm) {
         Some(challenge)
@@ -850,7 +850,7 @@ fn role_set(name: &str, roles: Vec<String>) -> Result<RoleSet, Problem> {
     field(name, RoleSet::parse(roles))
 }
 
-fn admin_error(error: &AdminError) -> Problem {
+pub(crate) fn admin_error(error: &AdminError) -> Problem {
     match error {
         AdminError::Forbidden { .. } | AdminError::Escalation { .. } | AdminError::OtherTenant => {
             Problem::forbidden(error.to_string())
@@ -976,7 +976,7 @@ async fn invite(
 
 /// Marks a response that carries a secret (tokens, a key, an invitation)
 /// as not to be stored by any cache (RFC 9111; RFC 6749 §5.1 for tokens).
-fn no_store(mut response: Response<Bytes>) -> Response<Bytes> {
+pub(crate) fn no_store(mut response: Response<Bytes>) -> Response<Bytes> {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -30,6 +30,20 @@ pub struct LoginSuccess {
     pub refresh_token: RefreshToken,
 }
 
+/// Decides whether a tenant accepts password logins: the SSO policy of
+/// each tenant ([`crate::sso`] implements it; `tenancy-http` wires the
+/// SSO module's store in). Asked after the password is verified, for the
+/// tenant the session would act in.
+#[async_trait::async_trait]
+pub trait PasswordLoginCheck: Send + Sync {
+    /// Whether `user` may sign in to `tenant` with a password.
+    async fn password_allowed(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<bool, tenancy_core::StoreError>;
+}
+
 /// What a login presents.
 #[derive(Debug, Clone)]
 pub struct LoginRequest {
@@ -140,6 +154,7 @@ impl Auth {
             store.set_password_hash(user.id, &fresh, now).await?;
         }
         let membership = self.membership_for(&user, request.tenant).await?;
+        self.check_password_allowed(&membership).await?;
         if account_state.is_some_and(|s| s.locked_until.is_some()) {
             let context = Self::context(user.id, client);
             self.audit(
@@ -152,6 +167,23 @@ impl Auth {
             .await;
         }
         self.open_session(&user, &membership, client).await
+    }
+
+    /// Refuses a password session in a tenant that requires single sign-on.
+    pub(super) async fn check_password_allowed(&self, membership: &Membership) -> Result<()> {
+        let Some(check) = &self.inner.password_check else {
+            return Ok(());
+        };
+        if check
+            .password_allowed(membership.tenant_id, membership.user_id)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::SsoRequired {
+                tenant_id: membership.tenant_id,
+            })
+        }
     }
 
     /// Counts a failed login and returns the error to answer with.
@@ -235,7 +267,7 @@ impl Auth {
 
     /// The active membership `user` acts through in `tenant`, or in their
     /// oldest active tenant when `tenant` is `None`.
-    pub(super) async fn membership_for(
+    pub(crate) async fn membership_for(
         &self,
         user: &User,
         tenant: Option<TenantId>,

@@ -46,7 +46,7 @@ mod registration;
 mod sessions;
 
 pub use config::{AuthConfig, ConfigError, RegistrationMode};
-pub use login::{LoginRequest, LoginSuccess};
+pub use login::{LoginRequest, LoginSuccess, PasswordLoginCheck};
 pub use maintenance::PurgeReport;
 pub use registration::{InvitationAcceptor, Registration};
 
@@ -80,9 +80,18 @@ pub struct AuthBuilder {
     clock: Arc<dyn Clock>,
     grants: Option<Arc<dyn GrantCheck>>,
     seats: Option<Arc<dyn tenancy_core::Seats>>,
+    password_check: Option<Arc<dyn PasswordLoginCheck>>,
 }
 
 impl AuthBuilder {
+    /// Asks `check` before every password login and tenant switch whether
+    /// the tenant accepts passwords (a tenant requiring single sign-on
+    /// does not: [`Error::SsoRequired`](crate::Error::SsoRequired)).
+    pub fn password_login_check(mut self, check: Arc<dyn PasswordLoginCheck>) -> Self {
+        self.password_check = Some(check);
+        self
+    }
+
     /// Re-checks invitations against their sender's current powers when
     /// they are accepted and when the sender's roles change (see
     /// [`Directory::with_grant_check`]).
@@ -190,6 +199,7 @@ impl AuthBuilder {
                 logins: LoginGate::new(&config.limits),
                 mail_queue: Arc::new(Semaphore::new(mail_capacity as usize)),
                 mail_capacity,
+                password_check: self.password_check,
                 config,
             }),
         })
@@ -221,6 +231,7 @@ struct Inner {
     /// One permit per account mail flow waiting or running in the background.
     mail_queue: Arc<Semaphore>,
     mail_capacity: u32,
+    password_check: Option<Arc<dyn PasswordLoginCheck>>,
 }
 
 /// Identity for a multi-tenant app. Cheap to clone: clones share everything.
@@ -284,10 +295,11 @@ impl Auth {
             clock: Arc::new(SystemClock),
             grants: None,
             seats: None,
+            password_check: None,
         }
     }
 
-    fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         truncate_to_micros(self.inner.clock.now())
     }
 
@@ -309,6 +321,23 @@ impl Auth {
     /// The password hasher.
     pub fn hasher(&self) -> &PasswordHasher {
         &self.inner.hasher
+    }
+
+    /// The tenant, user and membership store.
+    #[cfg(feature = "sso")]
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// Admits one sign-in attempt of `client` under the per-client login
+    /// rate and concurrency ([`AbuseLimits`](crate::AbuseLimits)), or says
+    /// when to retry ([`Error::RateLimited`](crate::Error::RateLimited)).
+    #[cfg(feature = "sso")]
+    pub(crate) fn admit_sign_in(&self, client: &ClientInfo) -> Result<crate::limits::LoginPermit> {
+        self.inner
+            .logins
+            .admit(client.ip, self.now())
+            .map_err(|until| Error::RateLimited { until })
     }
 
     /// The signing keys.
@@ -367,7 +396,7 @@ impl Auth {
     }
 
     /// Opens a transaction over the auth store and the core backend.
-    async fn begin(&self) -> Result<Box<dyn AuthTransaction>> {
+    pub(crate) async fn begin(&self) -> Result<Box<dyn AuthTransaction>> {
         Ok(self.inner.store.begin(&*self.inner.backend).await?)
     }
 
@@ -389,7 +418,7 @@ impl Auth {
 
     /// Records an event as part of `tx`: it commits with the change it
     /// describes, or neither does.
-    async fn audit_in(
+    pub(crate) async fn audit_in(
         &self,
         tx: &dyn Transaction,
         tenant_id: TenantId,
@@ -427,7 +456,7 @@ impl Auth {
         }
     }
 
-    fn context(user: UserId, client: &ClientInfo) -> AuditContext {
+    pub(crate) fn context(user: UserId, client: &ClientInfo) -> AuditContext {
         AuditContext {
             actor: Actor::User(user),
             ip: client.ip,
@@ -436,7 +465,7 @@ impl Auth {
     }
 }
 
-fn ensure_active(tenant: &Tenant) -> Result<()> {
+pub(crate) fn ensure_active(tenant: &Tenant) -> Result<()> {
     match tenant.status {
         TenantStatus::Active => Ok(()),
         status => Err(Error::TenantNotActive { status }),

@@ -21,8 +21,8 @@ use super::{Auth, LoginSuccess, Result, actions};
 
 /// A session written in a transaction not yet committed, with the
 /// sessions its creation evicted.
-pub(super) struct OpenedSession {
-    pub(super) success: LoginSuccess,
+pub(crate) struct OpenedSession {
+    pub(crate) success: LoginSuccess,
     evicted: Vec<SessionId>,
 }
 
@@ -43,7 +43,7 @@ impl Auth {
     /// Writes a session, its first refresh token and its login event as
     /// part of `tx`, and issues the access token. Call
     /// [`Auth::opened`] once `tx` has committed.
-    pub(super) async fn open_session_in(
+    pub(crate) async fn open_session_in(
         &self,
         tx: &dyn AuthTransaction,
         user: &User,
@@ -132,7 +132,7 @@ impl Auth {
 
     /// After the session's transaction committed: the sessions it evicted
     /// are refused from now on.
-    pub(super) fn opened(&self, opened: OpenedSession) -> LoginSuccess {
+    pub(crate) fn opened(&self, opened: OpenedSession) -> LoginSuccess {
         let until = self.now() + self.inner.config.sessions.absolute_timeout;
         for id in opened.evicted {
             self.inner.revocations.insert(id, until);
@@ -232,6 +232,18 @@ impl Auth {
                 Some(RevokeReason::TenantInactive)
             }
             _ => None,
+        };
+        // A tenant that came to require single sign-on ends the sessions
+        // opened otherwise at their next refresh.
+        let ended = match (ended, &self.inner.password_check) {
+            (None, Some(check))
+                if !check
+                    .session_allowed(session.tenant_id, session.user_id, session.id)
+                    .await? =>
+            {
+                Some(RevokeReason::Revoked)
+            }
+            (ended, _) => ended,
         };
         let membership = match (ended, membership) {
             (None, Some(membership)) => membership,
@@ -403,6 +415,15 @@ impl Auth {
     /// session keeps the current one's start (when the user authenticated)
     /// and absolute end.
     ///
+    /// A tenant that requires single sign-on is entered only by signing in
+    /// through its identity provider: switching into it answers
+    /// [`Error::SsoRequired`](crate::Error::SsoRequired).
+    ///
+    /// A session opened through a tenant's enterprise identity provider
+    /// does not switch into another tenant: that answers
+    /// [`Error::ReauthenticationRequired`](crate::Error::ReauthenticationRequired)
+    /// (sign in again, by password or the other tenant's provider).
+    ///
     /// Errors: [`Error::UserRequired`](crate::Error::UserRequired), [`Error::NotAMember`](crate::Error::NotAMember), [`Error::TenantNotActive`](crate::Error::TenantNotActive).
     pub async fn switch_tenant(
         &self,
@@ -420,6 +441,13 @@ impl Auth {
             return Err(Error::UserRequired);
         }
         let membership = self.membership_for(&user, Some(tenant)).await?;
+        if principal.tenant_id != tenant
+            && let Some(check) = &self.inner.password_check
+            && !check.switch_allowed(session).await?
+        {
+            return Err(Error::ReauthenticationRequired);
+        }
+        self.check_password_allowed(&membership).await?;
         let tx = self.begin().await?;
         let opened = self
             .open_session_for(&*tx, &user, &membership, client, None, Some(&origin))

@@ -6,10 +6,16 @@
 //! through [`auth_conformance_tests!`](crate::auth_conformance_tests).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "testkit-idp")]
+pub mod idp;
 mod instrumented;
 #[cfg(feature = "oidc")]
 pub mod oidc;
 mod service;
+#[cfg(feature = "sso")]
+pub mod sso;
+#[cfg(all(feature = "sso", feature = "testkit-idp"))]
+pub mod sso_flows;
 mod stores;
 
 use std::sync::Arc;

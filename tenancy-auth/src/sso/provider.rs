@@ -1,0 +1,310 @@
+//! The protocol side: authorization URLs, code exchange, ID-token
+//! validation (`openidconnect`) and GitHub-style profiles (`oauth2`).
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreIdTokenClaims, CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use serde::Deserialize;
+use url::Url;
+
+use super::connection::OAuth2Endpoints;
+use super::error::SsoError;
+use super::net::{GuardedHttp, HttpError};
+
+/// What a provider says about the account that signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProviderIdentity {
+    /// The provider's stable id of the account.
+    pub(crate) subject: String,
+    /// The email address, if any.
+    pub(crate) email: Option<String>,
+    /// Whether the provider says the address is verified: `Some(false)`
+    /// when it says not, `None` when it says nothing.
+    pub(crate) email_verified: Option<bool>,
+    /// A display name.
+    pub(crate) name: Option<String>,
+}
+
+/// A client's registration at a provider.
+pub(crate) struct Registration<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) client_secret: &'a str,
+    pub(crate) redirect_uri: &'a Url,
+    pub(crate) scopes: &'a [String],
+}
+
+/// The per-sign-in secrets.
+pub(crate) struct FlowSecrets {
+    pub(crate) state: String,
+    pub(crate) nonce: String,
+    pub(crate) pkce_verifier: String,
+}
+
+fn unavailable(error: impl Into<tenancy_core::BoxError>) -> SsoError {
+    SsoError::ProviderUnavailable(error.into())
+}
+
+fn refused_or(error: &HttpError) -> Option<SsoError> {
+    error.refusal().map(SsoError::AddressRefused)
+}
+
+fn redirect(uri: &Url) -> RedirectUrl {
+    RedirectUrl::from_url(uri.clone())
+}
+
+async fn discover(http: &GuardedHttp, issuer: &str) -> Result<CoreProviderMetadata, SsoError> {
+    let issuer = IssuerUrl::new(issuer.to_owned()).map_err(|e| SsoError::InvalidInput {
+        field: "issuer",
+        reason: e.to_string(),
+    })?;
+    let issuer_url = Url::parse(issuer.as_str()).map_err(unavailable)?;
+    http.check(&issuer_url)?;
+    CoreProviderMetadata::discover_async(issuer, http)
+        .await
+        .map_err(|error| {
+            if let openidconnect::DiscoveryError::Request(inner) = &error
+                && let Some(refused) = refused_or(inner)
+            {
+                return refused;
+            }
+            unavailable(error)
+        })
+}
+
+impl GuardedHttp {
+    fn check(&self, url: &Url) -> Result<(), SsoError> {
+        self.policy()
+            .check_url(url)
+            .map_err(SsoError::AddressRefused)
+    }
+}
+
+/// The authorization URL of an OpenID provider.
+pub(crate) async fn oidc_authorize_url(
+    http: &GuardedHttp,
+    issuer: &str,
+    registration: &Registration<'_>,
+    secrets: &FlowSecrets,
+) -> Result<Url, SsoError> {
+    let metadata = discover(http, issuer).await?;
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(registration.client_id.to_owned()),
+        Some(openidconnect::ClientSecret::new(
+            registration.client_secret.to_owned(),
+        )),
+    )
+    .set_redirect_uri(redirect(registration.redirect_uri));
+    let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+        secrets.pkce_verifier.clone(),
+    ));
+    let state = secrets.state.clone();
+    let nonce = secrets.nonce.clone();
+    let mut request = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(state),
+            move || Nonce::new(nonce),
+        )
+        .set_pkce_challenge(challenge);
+    for scope in registration.scopes.iter().filter(|s| *s != "openid") {
+        request = request.add_scope(Scope::new(scope.clone()));
+    }
+    let (url, _, _) = request.url();
+    Ok(url)
+}
+
+/// Exchanges the code at an OpenID provider and validates the ID token:
+/// signature by the provider's JWKS, `iss`, `aud` (and `azp`), `exp`,
+/// `iat`, `nonce`.
+pub(crate) async fn oidc_finish(
+    http: &GuardedHttp,
+    issuer: &str,
+    registration: &Registration<'_>,
+    code: &str,
+    secrets: &FlowSecrets,
+) -> Result<ProviderIdentity, SsoError> {
+    let metadata = discover(http, issuer).await?;
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(registration.client_id.to_owned()),
+        Some(openidconnect::ClientSecret::new(
+            registration.client_secret.to_owned(),
+        )),
+    )
+    .set_redirect_uri(redirect(registration.redirect_uri));
+    let request = client
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .map_err(unavailable)?
+        .set_pkce_verifier(PkceCodeVerifier::new(secrets.pkce_verifier.clone()));
+    let token = request.request_async(http).await.map_err(|error| {
+        if let openidconnect::RequestTokenError::Request(inner) = &error
+            && let Some(refused) = refused_or(inner)
+        {
+            return refused;
+        }
+        SsoError::CodeExchange(Box::new(error))
+    })?;
+    let id_token = token.id_token().ok_or(SsoError::MissingIdToken)?;
+    let verifier = client.id_token_verifier();
+    let nonce = Nonce::new(secrets.nonce.clone());
+    let claims: &CoreIdTokenClaims = id_token
+        .claims(&verifier, &nonce)
+        .map_err(|e| SsoError::InvalidIdToken(Box::new(e)))?;
+    Ok(identity_of(claims))
+}
+
+fn identity_of(claims: &CoreIdTokenClaims) -> ProviderIdentity {
+    let name = claims
+        .name()
+        .and_then(|n| n.get(None))
+        .map(|n| n.as_str().to_owned());
+    let _: Option<&CoreGenderClaim> = claims.gender();
+    ProviderIdentity {
+        subject: claims.subject().as_str().to_owned(),
+        email: claims.email().map(|e| e.as_str().to_owned()),
+        email_verified: claims.email_verified(),
+        name,
+    }
+}
+
+/// The authorization URL of a GitHub-style provider.
+pub(crate) fn oauth2_authorize_url(
+    endpoints: &OAuth2Endpoints,
+    registration: &Registration<'_>,
+    secrets: &FlowSecrets,
+) -> Url {
+    let client =
+        oauth2::basic::BasicClient::new(oauth2::ClientId::new(registration.client_id.to_owned()))
+            .set_auth_uri(oauth2::AuthUrl::from_url(endpoints.authorize.clone()))
+            .set_redirect_uri(oauth2::RedirectUrl::from_url(
+                registration.redirect_uri.clone(),
+            ));
+    let challenge = oauth2::PkceCodeChallenge::from_code_verifier_sha256(
+        &oauth2::PkceCodeVerifier::new(secrets.pkce_verifier.clone()),
+    );
+    let state = secrets.state.clone();
+    let mut request = client
+        .authorize_url(move || oauth2::CsrfToken::new(state))
+        .set_pkce_challenge(challenge);
+    for scope in registration.scopes {
+        request = request.add_scope(oauth2::Scope::new(scope.clone()));
+    }
+    let (url, _) = request.url();
+    url
+}
+
+#[derive(Deserialize)]
+struct Profile {
+    id: serde_json::Value,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    email_verified: Option<bool>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    login: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProfileEmail {
+    email: String,
+    #[serde(default)]
+    primary: bool,
+    #[serde(default)]
+    verified: bool,
+}
+
+/// Exchanges the code at a GitHub-style provider, then reads the profile
+/// and the addresses: the email is the primary one the provider marks
+/// verified.
+pub(crate) async fn oauth2_finish(
+    http: &GuardedHttp,
+    endpoints: &OAuth2Endpoints,
+    registration: &Registration<'_>,
+    code: &str,
+    secrets: &FlowSecrets,
+) -> Result<ProviderIdentity, SsoError> {
+    for url in [&endpoints.token, &endpoints.user] {
+        http.check(url)?;
+    }
+    if let Some(emails) = &endpoints.emails {
+        http.check(emails)?;
+    }
+    let client =
+        oauth2::basic::BasicClient::new(oauth2::ClientId::new(registration.client_id.to_owned()))
+            .set_client_secret(oauth2::ClientSecret::new(
+                registration.client_secret.to_owned(),
+            ))
+            .set_auth_uri(oauth2::AuthUrl::from_url(endpoints.authorize.clone()))
+            .set_token_uri(oauth2::TokenUrl::from_url(endpoints.token.clone()))
+            .set_redirect_uri(oauth2::RedirectUrl::from_url(
+                registration.redirect_uri.clone(),
+            ));
+    let token = client
+        .exchange_code(oauth2::AuthorizationCode::new(code.to_owned()))
+        .set_pkce_verifier(oauth2::PkceCodeVerifier::new(secrets.pkce_verifier.clone()))
+        .request_async(http)
+        .await
+        .map_err(|error| {
+            if let oauth2::RequestTokenError::Request(inner) = &error
+                && let Some(refused) = refused_or(inner)
+            {
+                return refused;
+            }
+            SsoError::CodeExchange(Box::new(error))
+        })?;
+    let access = token.access_token().secret().clone();
+    let profile: Profile = get_json(http, &endpoints.user, &access).await?;
+    let subject = match &profile.id {
+        serde_json::Value::String(s) if !s.is_empty() => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return Err(unavailable("the profile has no id")),
+    };
+    let (email, email_verified) = match &endpoints.emails {
+        Some(url) => {
+            let emails: Vec<ProfileEmail> = get_json(http, url, &access).await?;
+            match emails.into_iter().find(|e| e.primary) {
+                Some(primary) => (Some(primary.email), Some(primary.verified)),
+                None => (None, None),
+            }
+        }
+        None => (profile.email.clone(), profile.email_verified),
+    };
+    Ok(ProviderIdentity {
+        subject,
+        email,
+        email_verified,
+        name: profile.name.or(profile.login),
+    })
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &GuardedHttp,
+    url: &Url,
+    access_token: &str,
+) -> Result<T, SsoError> {
+    let request = openidconnect::http::Request::builder()
+        .method(openidconnect::http::Method::GET)
+        .uri(url.as_str())
+        .header(openidconnect::http::header::ACCEPT, "application/json")
+        .header(
+            openidconnect::http::header::AUTHORIZATION,
+            format!("Bearer {access_token}"),
+        )
+        .body(Vec::new())
+        .map_err(unavailable)?;
+    let response = http
+        .send(request)
+        .await
+        .map_err(|error| refused_or(&error).unwrap_or_else(|| unavailable(error)))?;
+    if !response.status().is_success() {
+        return Err(unavailable(format!("{url} answered {}", response.status())));
+    }
+    serde_json::from_slice(response.body()).map_err(unavailable)
+}
