@@ -1068,6 +1068,34 @@ async fn client_changes_rebind_the_registrant_and_end_older_tokens() {
         false
     );
     assert_eq!(powers(before).await, Err(StatusCode::UNAUTHORIZED));
+
+    // RFC 7009: revoking a client_credentials token ends it (and the
+    // client's other tokens issued so far) at the API and at introspection.
+    let token = provider
+        .client_credentials(&caller, None)
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(powers(token.clone()).await, Ok(false));
+    provider.revoke(&caller, &token).await.unwrap();
+    assert_eq!(powers(token.clone()).await, Err(StatusCode::UNAUTHORIZED));
+    assert_eq!(
+        provider.introspect(&resource_server, &token).await.unwrap()["active"],
+        false
+    );
+    // Tokens asked for after the revocation's second work again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let caller = provider
+        .find_client(client.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    let later = provider
+        .client_credentials(&caller, None)
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(powers(later).await, Ok(false));
 }
 
 /// With `Secure` cookies the CSRF binding cookie is a `__Host-` cookie

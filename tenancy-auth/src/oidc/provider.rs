@@ -2079,8 +2079,8 @@ impl OAuthProvider {
     /// grant, or a user access token the caller holds, ends the grant's
     /// session (refresh family and access tokens). Unknown tokens and
     /// tokens of other clients change nothing (and the answer is the same).
-    /// A `client_credentials` access token is self-contained and cannot be
-    /// revoked: [`OAuthErrorCode::UnsupportedTokenType`].
+    /// A `client_credentials` access token of the caller revokes all of the
+    /// caller's such tokens issued so far (they share one grant).
     pub async fn revoke(&self, caller: &OAuthClient, token: &str) -> Result<(), OAuthError> {
         if let Some(presented) = SecretToken::parse(OAUTH_REFRESH_PREFIX, token) {
             let Some(owner) = self
@@ -2131,11 +2131,37 @@ impl OAuthProvider {
                 .end_session_by_id(session, RevokeReason::Revoked)
                 .await
                 .map_err(OAuthError::from_auth),
+            (Subject::OAuthClient(_), None) => self.revoke_client_tokens(caller).await,
             _ => Err(OAuthError::new(
                 OAuthErrorCode::UnsupportedTokenType,
-                "client credentials tokens expire on their own and cannot be revoked",
+                "this token cannot be revoked",
             )),
         }
+    }
+
+    /// Revokes every `client_credentials` token of `caller` issued so far
+    /// (they share one grant, RFC 7009 §2.1): the client's change time moves
+    /// to the next whole second, and tokens are refused unless issued at or
+    /// after it (`iat` has whole seconds, so a token asked for within the
+    /// same second is refused too).
+    async fn revoke_client_tokens(&self, caller: &OAuthClient) -> Result<(), OAuthError> {
+        let mut client = match self.inner.store.get_client(&caller.id).await {
+            Ok(client) => client,
+            Err(tenancy_core::StoreError::NotFound(_)) => return Ok(()),
+            Err(error) => return Err(OAuthError::server(&error)),
+        };
+        let now = self.now();
+        let next_second = now.unix_timestamp() + 1;
+        client.updated_at = OffsetDateTime::from_unix_timestamp(next_second)
+            .map_err(|_| OAuthError::new(OAuthErrorCode::ServerError, "clock out of range"))?;
+        self.inner
+            .store
+            .update_client(&client)
+            .await
+            .map_err(|e| OAuthError::server(&e))?;
+        self.inner.live_clients.remove(&client.id);
+        tracing::info!(client_id = %client.id, "client_credentials tokens revoked");
+        Ok(())
     }
 
     // ------------------------------------------------------------ logout
