@@ -205,7 +205,15 @@ pub fn default_built_ins(catalog: &Catalog) -> Vec<RoleDefinition> {
         .permissions()
         .iter()
         .filter(|p| {
-            ![sdk::TENANT_DELETE, sdk::BILLING_MANAGE, sdk::SCIM_MANAGE].contains(&p.as_str())
+            ![
+                sdk::TENANT_DELETE,
+                sdk::BILLING_MANAGE,
+                sdk::SCIM_MANAGE,
+                // Who registers an identity provider decides who the
+                // tenant's members are: owner-only, like SCIM.
+                sdk::SSO_MANAGE,
+            ]
+            .contains(&p.as_str())
         })
         .map(|p| PermissionPattern::from(p.clone()))
         .collect();

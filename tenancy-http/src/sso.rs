@@ -210,7 +210,7 @@ fn problem(t: &Tenancy, error: &SsoError) -> Problem {
                 .with_detail(format!("the identity provider answered {code}"))
         }
         SsoError::CodeExchange(_) | SsoError::MissingIdToken | SsoError::InvalidIdToken(_) => {
-            tracing::warn!(error = %error, source = ?std::error::Error::source(error), "sso sign-in failed");
+            tracing::warn!(error = %error, source = std::error::Error::source(error).map(tracing::field::display), "sso sign-in failed");
             Problem::new(StatusCode::UNAUTHORIZED, "sso-failed", "Sign-in failed")
                 .with_detail("the identity provider's answer could not be verified")
         }
@@ -219,7 +219,7 @@ fn problem(t: &Tenancy, error: &SsoError) -> Problem {
             Problem::invalid("issuer", "the identity provider's address is not allowed")
         }
         SsoError::ProviderUnavailable(_) | SsoError::Dns(_) => {
-            tracing::warn!(error = %error, source = ?std::error::Error::source(error), "identity provider unavailable");
+            tracing::warn!(error = %error, source = std::error::Error::source(error).map(tracing::field::display), "identity provider unavailable");
             Problem::new(
                 StatusCode::BAD_GATEWAY,
                 "idp-unavailable",
@@ -238,6 +238,10 @@ fn problem(t: &Tenancy, error: &SsoError) -> Problem {
             "Email domain not allowed",
         )
         .with_detail(error.to_string()),
+        SsoError::LinkConfirmationRequired => {
+            Problem::new(StatusCode::CONFLICT, "sso-link-required", "Account exists")
+                .with_detail(error.to_string())
+        }
         SsoError::SignupNotAllowed => Problem::new(
             StatusCode::FORBIDDEN,
             "signup-not-allowed",

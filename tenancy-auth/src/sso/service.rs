@@ -702,6 +702,16 @@ impl Sso {
         {
             return Err(crate::Error::AccountDisabled.into());
         }
+        // A tenant's provider speaks for the tenant, not for the rest of
+        // an account: an account that reaches further than the connection
+        // would grant (other tenants, higher roles) is not handed to
+        // whoever controls that provider.
+        if link
+            && let (Loaded::Enterprise(connection), Some(user)) = (loaded, &existing)
+            && self.reaches_beyond(user.id, connection).await?
+        {
+            return Err(SsoError::LinkConfirmationRequired);
+        }
         let now = self.now();
         let display_name = identity
             .name
@@ -929,6 +939,37 @@ impl Sso {
             linked: link,
             joined,
         })
+    }
+
+    /// Whether `user` holds a membership outside `connection`'s tenant, or
+    /// roles in it beyond the connection's default role.
+    async fn reaches_beyond(
+        &self,
+        user: UserId,
+        connection: &EnterpriseConnection,
+    ) -> Result<bool> {
+        let backend = self.inner.auth.backend();
+        let mut request = tenancy_core::PageRequest::first(tenancy_core::PageSize::MAX);
+        loop {
+            let page = tenancy_core::MembershipStore::list_user_tenants(&**backend, user, &request)
+                .await?;
+            for found in &page.items {
+                let membership = &found.membership;
+                if membership.tenant_id != connection.tenant_id
+                    || membership
+                        .roles
+                        .as_slice()
+                        .iter()
+                        .any(|role| *role != connection.default_role)
+                {
+                    return Ok(true);
+                }
+            }
+            match page.next {
+                Some(cursor) => request = request.after(cursor),
+                None => return Ok(false),
+            }
+        }
     }
 
     fn open_secret(&self, connection: &EnterpriseConnection) -> Result<ClientSecret> {

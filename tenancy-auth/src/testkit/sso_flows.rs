@@ -307,30 +307,72 @@ pub async fn sso_flow_enterprise_jit(f: SsoFixture) {
     );
     assert!(matches!(carol.provider.as_str(), p if p.starts_with("enterprise:")));
 
-    // Dave has an account (verified) and another tenant; he is linked and joins.
+    // Dave has an account (verified) and a tenant of his own: whoever
+    // controls Acme's provider does not get it by asserting his address.
     let (_, dave) = seed(&*f.auth.backend, "dave-own", "dave@jit.example", &["owner"]).await;
+    let to_acme = || SignInTarget::Enterprise {
+        tenant_id: acme,
+        connection: None,
+    };
     s.idp.sign_in_as(IdpAccount::new("dave@jit.example"));
-    let linked = sign_in(
-        &s,
-        SignInTarget::Enterprise {
-            tenant_id: acme,
-            connection: None,
-        },
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert!(linked.linked && linked.joined && !linked.user_created);
-    assert_eq!(linked.login.user.id, dave.id);
+    let refused = sign_in(&s, to_acme(), |_| {}).await;
+    assert!(
+        matches!(refused, Err(SsoError::LinkConfirmationRequired)),
+        "{refused:?}"
+    );
     assert!(
         f.auth
             .backend
             .find_membership(acme, dave.id)
             .await
             .unwrap()
-            .is_some()
+            .is_none()
     );
+    // Nor Acme's owner (roles above the connection's default role).
+    s.idp.sign_in_as(IdpAccount::new("owner@jit.example"));
+    let refused = sign_in(&s, to_acme(), |_| {}).await;
+    assert!(
+        matches!(refused, Err(SsoError::LinkConfirmationRequired)),
+        "{refused:?}"
+    );
+    let sub = IdpAccount::new("owner@jit.example").subject;
+    let connection = s.sso.connections(acme).await.unwrap().remove(0);
+    let key = ConnectionRef::Enterprise {
+        tenant_id: acme,
+        id: connection.id,
+    }
+    .provider_key();
+    assert!(f.sso.find_identity(&key, &sub).await.unwrap().is_none());
 
+    // Erin is a plain member of Acme and nothing else: linked.
+    let at = time::OffsetDateTime::now_utc();
+    let erin = tenancy_core::User {
+        id: UserId::new(),
+        email: Email::new("erin@jit.example").unwrap(),
+        display_name: None,
+        email_verified: true,
+        status: tenancy_core::UserStatus::Active,
+        created_at: at,
+        updated_at: at,
+    };
+    f.auth.backend.insert_user(&erin).await.unwrap();
+    f.auth
+        .backend
+        .insert_membership(&tenancy_core::Membership {
+            id: tenancy_core::MembershipId::new(),
+            tenant_id: acme,
+            user_id: erin.id,
+            roles: tenancy_core::RoleSet::parse(&["member"]).unwrap(),
+            status: tenancy_core::MembershipStatus::Active,
+            created_at: at,
+            updated_at: at,
+        })
+        .await
+        .unwrap();
+    s.idp.sign_in_as(IdpAccount::new("erin@jit.example"));
+    let linked = sign_in(&s, to_acme(), |_| {}).await.unwrap();
+    assert!(linked.linked && !linked.joined && !linked.user_created);
+    assert_eq!(linked.login.user.id, erin.id);
     // The tenant's provider does not speak for other domains.
     s.idp.sign_in_as(IdpAccount::new("eve@elsewhere.example"));
     assert!(matches!(
