@@ -182,7 +182,7 @@ pub enum RoleError {
 /// | role | permissions |
 /// | --- | --- |
 /// | `owner` | everything (`*`) |
-/// | `admin` | everything except `tenant:delete`, `billing:manage` and `scim:manage` (a SCIM token outlives its issuer and manages members directly) |
+/// | `admin` | everything except `tenant:delete`, `billing:manage`, `scim:manage` (a SCIM token outlives its issuer and manages members directly) and `sso:manage` (an identity provider decides who the members are) |
 /// | `member` | every host permission whose action is `read` or `create`, plus `members:read` and `roles:read` |
 /// | `billing` | `billing:*`, `usage:read` and `members:read` |
 /// | `readonly` | every host permission whose action is `read` |
