@@ -224,4 +224,11 @@ impl SsoStore for MemorySsoStore {
             .cloned()
             .collect())
     }
+
+    async fn delete_provider_identities(&self, provider: &str) -> Result<u64> {
+        let mut state = self.lock();
+        let before = state.identities.len();
+        state.identities.retain(|(p, _), _| p != provider);
+        Ok((before - state.identities.len()) as u64)
+    }
 }

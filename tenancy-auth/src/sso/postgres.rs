@@ -443,4 +443,13 @@ impl SsoStore for PgSsoStore {
         .map_err(failed)?;
         rows.iter().map(identity_of).collect()
     }
+
+    async fn delete_provider_identities(&self, provider: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM tenancy_sso_identities WHERE provider = $1")
+            .bind(provider)
+            .execute(&self.pool)
+            .await
+            .map_err(failed)?;
+        Ok(done.rows_affected())
+    }
 }

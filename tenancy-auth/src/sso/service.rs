@@ -941,6 +941,16 @@ impl Sso {
         })
     }
 
+    async fn forget_identities(&self, tenant: TenantId, id: ConnectionId) -> Result<()> {
+        let key = ConnectionRef::Enterprise {
+            tenant_id: tenant,
+            id,
+        }
+        .provider_key();
+        self.inner.store.delete_provider_identities(&key).await?;
+        Ok(())
+    }
+
     /// Whether `user` holds a membership outside `connection`'s tenant, or
     /// roles in it beyond the connection's default role.
     async fn reaches_beyond(
@@ -1137,6 +1147,13 @@ impl Sso {
             changed.push("enabled");
         }
         connection.updated_at = self.now();
+        if changed.contains(&"issuer") || changed.contains(&"client_id") {
+            // Subjects are unique per issuer (and, for pairwise ones, per
+            // client): links made through the old provider would sign in
+            // whoever the new one gives the same `sub`. Forgotten first,
+            // so a failure leaves no stale link behind.
+            self.forget_identities(tenant, id).await?;
+        }
         self.inner.store.update_connection(&connection).await?;
         self.audit(
             tenant,
@@ -1156,6 +1173,8 @@ impl Sso {
         id: ConnectionId,
         context: &AuditContext,
     ) -> Result<()> {
+        self.connection(tenant, id).await?;
+        self.forget_identities(tenant, id).await?;
         self.inner.store.delete_connection(tenant, id).await?;
         self.audit(
             tenant,

@@ -94,4 +94,9 @@ pub trait SsoStore: Send + Sync {
 
     /// The identities linked to `user`.
     async fn user_identities(&self, user: UserId) -> Result<Vec<ExternalIdentity>>;
+
+    /// Forgets every identity linked through `provider` (a connection that
+    /// now points at another issuer or client, or is gone: the same `sub`
+    /// there names someone else); returns how many.
+    async fn delete_provider_identities(&self, provider: &str) -> Result<u64>;
 }

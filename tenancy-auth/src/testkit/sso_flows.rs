@@ -26,7 +26,8 @@ macro_rules! sso_flow_tests {
     ($fixture:expr) => {
         $crate::sso_flow_tests!(@suites $fixture;
             sso_flow_social_oidc, sso_flow_github, sso_flow_enterprise_jit,
-            sso_flow_rejections, sso_flow_linking_rules, sso_flow_seat_limit
+            sso_flow_rejections, sso_flow_linking_rules, sso_flow_seat_limit,
+            sso_flow_repointed_connection_forgets_links
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {
@@ -100,6 +101,16 @@ async fn sign_in(
     target: SignInTarget,
     tamper: impl FnOnce(&mut Callback),
 ) -> Result<SignedIn, SsoError> {
+    sign_in_at(s, &s.idp, target, tamper).await
+}
+
+/// [`sign_in`] with the browser at `idp`.
+async fn sign_in_at(
+    s: &Setup,
+    idp: &SimulatedIdp,
+    target: SignInTarget,
+    tamper: impl FnOnce(&mut Callback),
+) -> Result<SignedIn, SsoError> {
     let started = s
         .sso
         .start(StartSignIn {
@@ -107,7 +118,7 @@ async fn sign_in(
             return_to: Some("/home".to_owned()),
         })
         .await?;
-    let redirect = s.idp.authorize(started.authorize_url.as_str());
+    let redirect = idp.authorize(started.authorize_url.as_str());
     assert_eq!(redirect.status, 302, "{redirect:?}");
     assert!(
         redirect
@@ -627,4 +638,54 @@ pub async fn sso_flow_seat_limit(f: SsoFixture) {
         .await
         .unwrap();
     assert_eq!(members.items.len(), 2);
+}
+
+/// A connection repointed at another issuer forgets the identities linked
+/// through it: the new provider's `sub` 42 is not the old provider's 42.
+/// Deleting a connection forgets them too.
+pub async fn sso_flow_repointed_connection_forgets_links(f: SsoFixture) {
+    let s = setup(&f).await;
+    let (acme, owner) = enterprise(&f, &s, "acme-repoint", "repoint.example").await;
+    let to_acme = || SignInTarget::Enterprise {
+        tenant_id: acme,
+        connection: None,
+    };
+    s.idp
+        .sign_in_as(IdpAccount::new("ada@repoint.example").with_subject("42"));
+    let ada = sign_in(&s, to_acme(), |_| {}).await.unwrap();
+    assert!(ada.user_created);
+    let connection = s.sso.connections(acme).await.unwrap().remove(0);
+    let key = ConnectionRef::Enterprise {
+        tenant_id: acme,
+        id: connection.id,
+    }
+    .provider_key();
+    assert!(f.sso.find_identity(&key, "42").await.unwrap().is_some());
+
+    let other = SimulatedIdp::start().await;
+    other.register_client(IdpClient::new("app", "app-secret", [CALLBACK]));
+    let admin = AuditContext::new(Actor::User(owner));
+    s.sso
+        .update_connection(
+            acme,
+            connection.id,
+            crate::sso::ConnectionUpdate {
+                issuer: Some(other.issuer().to_owned()),
+                ..Default::default()
+            },
+            &admin,
+        )
+        .await
+        .unwrap();
+    assert!(f.sso.find_identity(&key, "42").await.unwrap().is_none());
+    other.sign_in_as(IdpAccount::new("bob@repoint.example").with_subject("42"));
+    let bob = sign_in_at(&s, &other, to_acme(), |_| {}).await.unwrap();
+    assert_ne!(bob.login.user.id, ada.login.user.id);
+    assert_eq!(bob.login.user.email.as_str(), "bob@repoint.example");
+
+    s.sso
+        .delete_connection(acme, connection.id, &admin)
+        .await
+        .unwrap();
+    assert!(f.sso.find_identity(&key, "42").await.unwrap().is_none());
 }
