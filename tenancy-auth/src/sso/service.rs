@@ -893,7 +893,13 @@ impl Sso {
                 &context,
                 actions::MEMBER_PROVISIONED,
                 ("membership", membership.id.to_string()),
-                json!({ "provider": provider_key, "roles": membership.roles.as_slice().iter().map(|r| r.as_str()).collect::<Vec<_>>() }),
+                json!({
+                    "source": "sso",
+                    "connection": provider_key,
+                    "user_id": user.id,
+                    "roles": membership.roles,
+                    "user_created": user_created,
+                }),
             )
             .await
             .map_err(SsoError::Auth)?;

@@ -312,6 +312,18 @@ pub async fn sso_flow_enterprise_jit(f: SsoFixture) {
     .unwrap();
     assert!(carol.user_created && carol.joined);
     assert_eq!(carol.login.membership.tenant_id, acme);
+    // Published: consumers of the outbox hear of the new member.
+    let events = f
+        .auth
+        .backend
+        .read_events(acme, tenancy_core::ReplayFrom::Start, 100)
+        .await
+        .unwrap();
+    let joined = events
+        .iter()
+        .find(|e| e.event_type.as_str() == "member.provisioned")
+        .unwrap_or_else(|| panic!("member.provisioned in {events:?}"));
+    assert_eq!(joined.data["metadata"]["source"], "sso", "{joined:?}");
     assert_eq!(
         carol.login.membership.roles.as_slice(),
         [RoleName::new("member").unwrap()]
