@@ -355,6 +355,11 @@ impl Auth {
     /// through its identity provider: switching into it answers
     /// [`Error::SsoRequired`](crate::Error::SsoRequired).
     ///
+    /// A session opened through a tenant's enterprise identity provider
+    /// does not switch into another tenant: that answers
+    /// [`Error::ReauthenticationRequired`](crate::Error::ReauthenticationRequired)
+    /// (sign in again, by password or the other tenant's provider).
+    ///
     /// Errors: [`Error::UserRequired`](crate::Error::UserRequired), [`Error::NotAMember`](crate::Error::NotAMember), [`Error::TenantNotActive`](crate::Error::TenantNotActive).
     pub async fn switch_tenant(
         &self,
@@ -362,12 +367,18 @@ impl Auth {
         tenant: TenantId,
         client: &ClientInfo,
     ) -> Result<LoginSuccess> {
-        let (user_id, _) = Self::session_of(principal)?;
+        let (user_id, session) = Self::session_of(principal)?;
         let user = self.inner.backend.get_user(user_id).await?;
         if user.status == UserStatus::Disabled {
             return Err(Error::AccountDisabled);
         }
         let membership = self.membership_for(&user, Some(tenant)).await?;
+        if principal.tenant_id != tenant
+            && let Some(check) = &self.inner.password_check
+            && !check.switch_allowed(session).await?
+        {
+            return Err(Error::ReauthenticationRequired);
+        }
         self.check_password_allowed(&membership).await?;
         self.open_session(&user, &membership, client).await
     }

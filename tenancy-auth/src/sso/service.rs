@@ -244,6 +244,17 @@ impl PasswordLoginCheck for SsoPasswordCheck {
             Err(other) => Err(StoreError::unavailable(other)),
         }
     }
+
+    async fn switch_allowed(
+        &self,
+        session: tenancy_core::SessionId,
+    ) -> std::result::Result<bool, StoreError> {
+        match self.store.is_sso_session(session).await {
+            Ok(opened_by_sso) => Ok(!opened_by_sso),
+            Err(SsoStoreError::Store(error)) => Err(error),
+            Err(other) => Err(StoreError::unavailable(other)),
+        }
+    }
 }
 
 struct Inner {
@@ -920,6 +931,15 @@ impl Sso {
             .map_err(SsoError::Auth)?;
         tx.commit().await?;
         let login = auth.opened(opened);
+        if matches!(loaded, Loaded::Enterprise(_)) {
+            // Recorded before the tokens leave: without the record the
+            // session could switch out of the tenant, so a failure here
+            // fails the sign-in.
+            self.inner
+                .store
+                .insert_sso_session(login.session.id, login.session.absolute_expires_at)
+                .await?;
+        }
         if joined {
             auth.directory().members_changed(tenant_id);
         }

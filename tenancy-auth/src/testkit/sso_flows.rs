@@ -396,6 +396,32 @@ pub async fn sso_flow_enterprise_jit(f: SsoFixture) {
     let linked = sign_in(&s, to_acme(), |_| {}).await.unwrap();
     assert!(linked.linked && !linked.joined && !linked.user_created);
     assert_eq!(linked.login.user.id, erin.id);
+    // Erin is later invited elsewhere: her SSO session speaks for Acme
+    // only and does not switch there without a fresh sign-in.
+    let (beta, _) = seed(
+        &*f.auth.backend,
+        "beta-jit",
+        "erin@jit.example",
+        &["member"],
+    )
+    .await;
+    let principal = s
+        .auth
+        .authenticator()
+        .authenticate(crate::Credentials::bearer(&format!(
+            "Bearer {}",
+            linked.login.access_token.token
+        )))
+        .await
+        .unwrap();
+    let switched = s
+        .auth
+        .switch_tenant(&principal, beta.id, &ClientInfo::default())
+        .await;
+    assert!(
+        matches!(switched, Err(Error::ReauthenticationRequired)),
+        "{switched:?}"
+    );
     // The tenant's provider does not speak for other domains.
     s.idp.sign_in_as(IdpAccount::new("eve@elsewhere.example"));
     assert!(matches!(
