@@ -316,6 +316,18 @@ async fn start(
 ) -> Result<Response<Bytes>, Problem> {
     let (_, sso) = module(t)?;
     let (body, form) = start_body(t, r)?;
+    // Login CSRF: another site's page must not start a sign-in in this
+    // browser (its state cookie would finish into the attacker's
+    // account). A form is what any page can send, so it must come from
+    // this app; so must any request a browser marks as from elsewhere.
+    let cross_site = r
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"));
+    if form || cross_site || r.headers.contains_key(header::ORIGIN) {
+        crate::request::check_origin(r.head(), t.config())?;
+    }
     let target = match (body.email, body.tenant_id, body.connection) {
         (Some(email), None, None) => SignInTarget::Email(email),
         (None, Some(tenant_id), connection) => SignInTarget::Enterprise {
