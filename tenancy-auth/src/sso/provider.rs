@@ -2,13 +2,16 @@
 //! validation (`openidconnect`) and GitHub-style profiles (`oauth2`).
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreIdTokenClaims, CoreProviderMetadata,
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
+    CoreClientAuthMethod, CoreGenderClaim, CoreGrantType, CoreIdTokenClaims, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
     AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::connection::OAuth2Endpoints;
@@ -56,14 +59,61 @@ fn redirect(uri: &Url) -> RedirectUrl {
     RedirectUrl::from_url(uri.clone())
 }
 
-async fn discover(http: &GuardedHttp, issuer: &str) -> Result<CoreProviderMetadata, SsoError> {
+/// The discovery fields beyond OpenID Connect Discovery 1.0 that matter
+/// here: RFC 9207's promise to put `iss` in authorization responses.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub(crate) struct ExtraMetadata {
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: Option<bool>,
+}
+
+impl openidconnect::AdditionalProviderMetadata for ExtraMetadata {}
+
+/// A provider's discovery document.
+pub(crate) type Metadata = openidconnect::ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// The ID-token signatures accepted: asymmetric only. An `HS*` token is
+/// keyed by the client secret, which the provider's discovery does not
+/// get to choose; `none` is never accepted.
+const ID_TOKEN_ALGORITHMS: [CoreJwsSigningAlgorithm; 10] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// How far an ID token's `iat` may lie in the past (the code exchange
+/// follows the sign-in within minutes) or the future (clock skew).
+const MAX_IAT_AGE_SECS: i64 = 600;
+const MAX_IAT_SKEW_SECS: i64 = 300;
+
+async fn discover(http: &GuardedHttp, issuer: &str) -> Result<Metadata, SsoError> {
     let issuer = IssuerUrl::new(issuer.to_owned()).map_err(|e| SsoError::InvalidInput {
         field: "issuer",
         reason: e.to_string(),
     })?;
     let issuer_url = Url::parse(issuer.as_str()).map_err(unavailable)?;
     http.check(&issuer_url)?;
-    CoreProviderMetadata::discover_async(issuer, http)
+    let metadata = Metadata::discover_async(issuer, http)
         .await
         .map_err(|error| {
             if let openidconnect::DiscoveryError::Request(inner) = &error
@@ -72,7 +122,16 @@ async fn discover(http: &GuardedHttp, issuer: &str) -> Result<CoreProviderMetada
                 return refused;
             }
             unavailable(error)
-        })
+        })?;
+    // The browser is sent to the authorization endpoint: a `javascript:`
+    // or `data:` URL there would run in the app's origin. It must pass
+    // the same policy as the issuer (https; http only where private
+    // networks are allowed).
+    http.check(metadata.authorization_endpoint().url())?;
+    if let Some(token) = metadata.token_endpoint() {
+        http.check(token.url())?;
+    }
+    Ok(metadata)
 }
 
 impl GuardedHttp {
@@ -127,8 +186,19 @@ pub(crate) async fn oidc_finish(
     registration: &Registration<'_>,
     code: &str,
     secrets: &FlowSecrets,
+    response_iss: Option<&str>,
 ) -> Result<ProviderIdentity, SsoError> {
     let metadata = discover(http, issuer).await?;
+    // RFC 9207 §2.4: a provider that promises `iss` in its authorization
+    // responses must send it (a mix-up attack strips it).
+    if metadata
+        .additional_metadata()
+        .authorization_response_iss_parameter_supported
+        == Some(true)
+        && response_iss.is_none()
+    {
+        return Err(SsoError::InvalidState);
+    }
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(registration.client_id.to_owned()),
@@ -150,7 +220,20 @@ pub(crate) async fn oidc_finish(
         SsoError::CodeExchange(Box::new(error))
     })?;
     let id_token = token.id_token().ok_or(SsoError::MissingIdToken)?;
-    let verifier = client.id_token_verifier();
+    let verifier = client
+        .id_token_verifier()
+        .set_allowed_algs(ID_TOKEN_ALGORITHMS)
+        .set_issue_time_verifier_fn(|iat| {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let iat = iat.timestamp();
+            if iat > now + MAX_IAT_SKEW_SECS {
+                Err("the id token was issued in the future".to_owned())
+            } else if iat < now - MAX_IAT_AGE_SECS {
+                Err("the id token was issued too long ago".to_owned())
+            } else {
+                Ok(())
+            }
+        });
     let nonce = Nonce::new(secrets.nonce.clone());
     let claims: &CoreIdTokenClaims = id_token
         .claims(&verifier, &nonce)

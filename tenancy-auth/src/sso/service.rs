@@ -616,6 +616,7 @@ impl Sso {
                             &registration,
                             &code,
                             &secrets,
+                            callback.iss.as_deref(),
                         )
                         .await?
                     }
@@ -639,6 +640,7 @@ impl Sso {
                     &registration,
                     &code,
                     &secrets,
+                    callback.iss.as_deref(),
                 )
                 .await?;
                 (Loaded::Enterprise(connection), identity)

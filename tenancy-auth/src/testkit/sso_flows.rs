@@ -499,6 +499,14 @@ pub async fn sso_flow_rejections(f: SsoFixture) {
     .await;
     assert!(matches!(mix_up, Err(SsoError::InvalidState)), "{mix_up:?}");
 
+    // RFC 9207: the provider advertises `iss` in authorization responses,
+    // so a response without it (a mix-up stripped it) is refused.
+    let stripped = sign_in(&s, social("oidc"), |c| c.iss = None).await;
+    assert!(
+        matches!(stripped, Err(SsoError::InvalidState)),
+        "{stripped:?}"
+    );
+
     // A state is single use.
     let started = s
         .sso
