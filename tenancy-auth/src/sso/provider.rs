@@ -391,3 +391,68 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     }
     serde_json::from_slice(response.body()).map_err(unavailable)
 }
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+    use crate::sso::NetworkPolicy;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves a discovery document whose authorization endpoint is
+    /// `authorize`, and an empty JWKS.
+    async fn provider(authorize: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let document = serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": authorize,
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        })
+        .to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = if String::from_utf8_lossy(&head).starts_with("GET /jwks") {
+                    "{\"keys\":[]}".to_owned()
+                } else {
+                    document.clone()
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        issuer
+    }
+
+    #[tokio::test]
+    async fn a_script_authorization_endpoint_is_refused() {
+        let http = GuardedHttp::new(NetworkPolicy::ALLOW_PRIVATE, Duration::from_secs(5)).unwrap();
+        let issuer = provider("javascript:alert(document.cookie)//").await;
+        let refused = discover(&http, &issuer).await;
+        assert!(
+            matches!(refused, Err(SsoError::AddressRefused(_))),
+            "{:?}",
+            refused.map(|_| ())
+        );
+        let issuer = provider("http://127.0.0.1:9/authorize").await;
+        assert!(discover(&http, &issuer).await.is_ok());
+    }
+}
