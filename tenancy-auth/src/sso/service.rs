@@ -178,8 +178,9 @@ pub struct SignInStart {
     pub expires_at: OffsetDateTime,
 }
 
-/// The callback's parameters.
-#[derive(Debug, Clone, Default)]
+/// The callback's parameters. Its `Debug` hides the code and the
+/// binding: either in a log would help finish someone's sign-in.
+#[derive(Clone, Default)]
 pub struct Callback {
     /// `state`.
     pub state: String,
@@ -191,6 +192,18 @@ pub struct Callback {
     pub iss: Option<String>,
     /// The browser-binding secret from the cookie.
     pub binding: Option<String>,
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callback")
+            .field("state", &self.state)
+            .field("code", &self.code.as_ref().map(|_| "[redacted]"))
+            .field("error", &self.error)
+            .field("iss", &self.iss)
+            .field("binding", &self.binding.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// A finished sign-in.
@@ -1439,6 +1452,21 @@ fn hex_of(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callback_debug_hides_the_code_and_binding() {
+        let callback = Callback {
+            state: "st".to_owned(),
+            code: Some("the-code-value".to_owned()),
+            error: None,
+            iss: None,
+            binding: Some("the-binding-value".to_owned()),
+        };
+        let shown = format!("{callback:?}");
+        assert!(!shown.contains("the-code-value"), "{shown}");
+        assert!(!shown.contains("the-binding-value"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+    }
 
     #[test]
     fn return_paths_stay_on_this_origin() {
