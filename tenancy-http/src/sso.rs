@@ -42,6 +42,9 @@ use crate::tenancy::Tenancy;
 /// that started it.
 pub const STATE_COOKIE: &str = "tenancy_sso";
 
+/// The state cookie's `Path`: the callback route only.
+pub const STATE_COOKIE_PATH: &str = "/sso/callback";
+
 /// The SSO module: add it with `Tenancy::builder(..).module(SsoModule::new(config))`.
 pub struct SsoModule {
     config: SsoConfig,
@@ -356,10 +359,12 @@ async fn start(
     let max_age = (started.expires_at - OffsetDateTime::now_utc())
         .whole_seconds()
         .max(0);
+    // Scoped to the callback: no other path of the app (nor script on
+    // another path) gets the binding with its requests.
     let cookie = set_cookie(
         STATE_COOKIE,
         started.binding.expose_secret(),
-        "/",
+        STATE_COOKIE_PATH,
         Some(max_age),
         t.config().cookies.secure,
     );
@@ -399,7 +404,13 @@ async fn callback(
         iss: r.query("iss"),
         binding: r.cookie(STATE_COOKIE).map(str::to_owned),
     };
-    let clear = set_cookie(STATE_COOKIE, "", "/", Some(0), t.config().cookies.secure);
+    let clear = set_cookie(
+        STATE_COOKIE,
+        "",
+        STATE_COOKIE_PATH,
+        Some(0),
+        t.config().cookies.secure,
+    );
     let signed_in = match sso.finish(callback, &r.client(t.config())).await {
         Ok(signed_in) => signed_in,
         Err(error) => {

@@ -116,6 +116,7 @@ async fn start_sets_the_binding_cookie_and_callbacks_are_checked() {
         .to_owned();
     assert!(cookie.starts_with(&format!("{STATE_COOKIE}=")), "{cookie}");
     assert!(cookie.contains("HttpOnly"));
+    assert!(cookie.contains("Path=/sso/callback"), "{cookie}");
     let binding = cookie
         .split(';')
         .next()
