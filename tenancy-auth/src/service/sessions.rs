@@ -185,6 +185,18 @@ impl Auth {
             }
             _ => None,
         };
+        // A tenant that came to require single sign-on ends the sessions
+        // opened otherwise at their next refresh.
+        let ended = match (ended, &self.inner.password_check) {
+            (None, Some(check))
+                if !check
+                    .session_allowed(session.tenant_id, session.user_id, session.id)
+                    .await? =>
+            {
+                Some(RevokeReason::Revoked)
+            }
+            (ended, _) => ended,
+        };
         let membership = match (ended, membership) {
             (None, Some(membership)) => membership,
             (reason, _) => {

@@ -258,6 +258,18 @@ impl PasswordLoginCheck for SsoPasswordCheck {
         }
     }
 
+    async fn session_allowed(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        session: tenancy_core::SessionId,
+    ) -> std::result::Result<bool, StoreError> {
+        if self.password_allowed(tenant, user).await? {
+            return Ok(true);
+        }
+        Ok(!self.switch_allowed(session).await?)
+    }
+
     async fn switch_allowed(
         &self,
         session: tenancy_core::SessionId,

@@ -572,7 +572,11 @@ pub async fn sso_service_policy_refuses_passwords(f: SsoFixture) {
         password: Password::new("correct horse battery staple"),
         tenant: Some(acme),
     };
-    auth.login(login(), &ClientInfo::default()).await.unwrap();
+    let before = auth.login(login(), &ClientInfo::default()).await.unwrap();
+    let still = auth
+        .refresh(before.refresh_token.expose_secret(), &ClientInfo::default())
+        .await
+        .unwrap();
     assert!(
         matches!(
             sso.set_policy(acme, SsoPolicy { require_sso: true }, &admin(ada))
@@ -591,6 +595,15 @@ pub async fn sso_service_policy_refuses_passwords(f: SsoFixture) {
         Err(Error::SsoRequired { tenant_id }) => assert_eq!(tenant_id, acme),
         other => panic!("expected SsoRequired, got {other:?}"),
     }
+    // The password session opened before the policy ends at its refresh.
+    let ended = auth
+        .refresh(still.refresh_token.expose_secret(), &ClientInfo::default())
+        .await;
+    assert!(
+        matches!(ended, Err(Error::SessionInactive)),
+        "{:?}",
+        ended.map(|_| ())
+    );
     let wrong = LoginRequest {
         password: Password::new("wrong password entirely"),
         ..login()
