@@ -241,6 +241,12 @@ fn problem(t: &Tenancy, error: &SsoError) -> Problem {
             "Email domain not allowed",
         )
         .with_detail(error.to_string()),
+        SsoError::UseOrganizationSso => Problem::new(
+            StatusCode::FORBIDDEN,
+            "use-organization-sso",
+            "Use your organization's sign-in",
+        )
+        .with_detail(error.to_string()),
         SsoError::LinkConfirmationRequired => {
             Problem::new(StatusCode::CONFLICT, "sso-link-required", "Account exists")
                 .with_detail(error.to_string())

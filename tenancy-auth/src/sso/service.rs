@@ -719,6 +719,17 @@ impl Sso {
             .store
             .find_identity(&provider_key, &identity.subject)
             .await?;
+        if linked_identity.is_none()
+            && matches!(loaded, Loaded::Social(_))
+            && self
+                .inner
+                .store
+                .find_domain(&DomainName::of_email(email.as_str())?)
+                .await?
+                .is_some_and(|d| d.is_verified())
+        {
+            return Err(SsoError::UseOrganizationSso);
+        }
         let (existing, link) = match &linked_identity {
             Some(link) => (Some(backend.get_user(link.user_id).await?), false),
             None => match backend.find_user_by_email(&email).await? {

@@ -451,10 +451,37 @@ pub async fn sso_flow_enterprise_jit(f: SsoFixture) {
     .await
     .unwrap();
     assert!(!again.joined && !again.user_created);
-    // A social provider does not open the tenant that requires its own.
+    // Carol's address is of the tenant's domain: no social sign-in.
     let social_entry = sign_in(&s, social("oidc"), |_| {}).await;
     assert!(
-        matches!(social_entry, Err(SsoError::Auth(Error::SsoRequired { tenant_id })) if tenant_id == acme),
+        matches!(social_entry, Err(SsoError::UseOrganizationSso)),
+        "{social_entry:?}"
+    );
+    // Neither does a social provider open the tenant that requires its
+    // own for a member whose address is elsewhere.
+    s.idp.sign_in_as(IdpAccount::new("zed@elsewhere.example"));
+    let zed = sign_in(&s, social("oidc"), |_| {}).await.unwrap();
+    f.auth
+        .backend
+        .delete_membership(zed.login.membership.tenant_id, zed.login.membership.id)
+        .await
+        .unwrap();
+    f.auth
+        .backend
+        .insert_membership(&tenancy_core::Membership {
+            id: tenancy_core::MembershipId::new(),
+            tenant_id: acme,
+            user_id: zed.login.user.id,
+            roles: tenancy_core::RoleSet::parse(&["member"]).unwrap(),
+            status: tenancy_core::MembershipStatus::Active,
+            created_at: time::OffsetDateTime::now_utc() - time::Duration::days(1),
+            updated_at: time::OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    let social_entry = sign_in(&s, social("oidc"), |_| {}).await;
+    assert!(
+        matches!(&social_entry, Err(SsoError::Auth(Error::SsoRequired { tenant_id })) if *tenant_id == acme),
         "{social_entry:?}"
     );
     assert!(
