@@ -1260,14 +1260,42 @@ impl Sso {
         context: &AuditContext,
     ) -> Result<EmailDomain> {
         let domain = DomainName::new(domain)?;
+        if is_shared_domain(domain.as_str()) {
+            return Err(SsoError::InvalidInput {
+                field: "domain",
+                reason:
+                    "a public mail provider's or a public suffix's domain belongs to no one tenant"
+                        .to_owned(),
+            });
+        }
+        let now = self.now();
         let record = EmailDomain {
             tenant_id: tenant,
             domain: domain.clone(),
             verification_token: random_text(),
             verified_at: None,
-            created_at: self.now(),
+            created_at: now,
         };
-        self.inner.store.insert_domain(&record).await?;
+        match self.inner.store.insert_domain(&record).await {
+            Ok(()) => {}
+            Err(SsoStoreError::DomainTaken) => {
+                // An unverified claim lapses: a tenant that never proved
+                // it holds the domain does not block its owner for ever.
+                let stale = self
+                    .inner
+                    .store
+                    .find_domain(&domain)
+                    .await?
+                    .filter(|d| !d.is_verified() && d.created_at + UNVERIFIED_CLAIM_TTL <= now)
+                    .ok_or(SsoError::Store(SsoStoreError::DomainTaken))?;
+                self.inner
+                    .store
+                    .delete_domain(stale.tenant_id, &domain)
+                    .await?;
+                self.inner.store.insert_domain(&record).await?;
+            }
+            Err(other) => return Err(other.into()),
+        }
         self.audit(
             tenant,
             context,
@@ -1423,6 +1451,131 @@ impl Sso {
     pub async fn purge_expired(&self) -> Result<u64> {
         Ok(self.inner.store.purge_states(self.now()).await?)
     }
+}
+
+/// How long an unverified domain claim blocks other tenants' claims.
+pub(crate) const UNVERIFIED_CLAIM_TTL: time::Duration = time::Duration::days(7);
+
+/// Domains no single tenant can own: public mail providers (their users
+/// are everyone) and public suffixes (their subdomains are everyone's).
+/// A built-in list of the common ones, not the full public suffix list.
+const SHARED_DOMAINS: &[&str] = &[
+    // Public mail providers.
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "ymail.com",
+    "rocketmail.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "pm.me",
+    "gmx.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "mail.com",
+    "mail.ru",
+    "yandex.ru",
+    "yandex.com",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "zoho.com",
+    "fastmail.com",
+    "hey.com",
+    "tutanota.com",
+    "tuta.io",
+    "hushmail.com",
+    "mailinator.com",
+    "yahoo.co.uk",
+    "hotmail.co.uk",
+    "outlook.fr",
+    "hotmail.fr",
+    "orange.fr",
+    "free.fr",
+    "laposte.net",
+    "libero.it",
+    "t-online.de",
+    "naver.com",
+    "daum.net",
+    // Public suffixes of more than one label.
+    "co.uk",
+    "org.uk",
+    "ac.uk",
+    "gov.uk",
+    "me.uk",
+    "ltd.uk",
+    "plc.uk",
+    "com.au",
+    "net.au",
+    "org.au",
+    "edu.au",
+    "gov.au",
+    "co.nz",
+    "org.nz",
+    "co.jp",
+    "ne.jp",
+    "or.jp",
+    "ac.jp",
+    "com.br",
+    "net.br",
+    "org.br",
+    "com.cn",
+    "net.cn",
+    "org.cn",
+    "com.mx",
+    "co.in",
+    "net.in",
+    "org.in",
+    "co.za",
+    "org.za",
+    "com.tr",
+    "com.ar",
+    "co.kr",
+    "or.kr",
+    "com.sg",
+    "com.hk",
+    "com.tw",
+    "co.il",
+    "co.id",
+    "com.my",
+    "com.ph",
+    "com.vn",
+    "com.pl",
+    "com.es",
+    "co.it",
+    "github.io",
+    "gitlab.io",
+    "herokuapp.com",
+    "vercel.app",
+    "netlify.app",
+    "pages.dev",
+    "workers.dev",
+    "blogspot.com",
+    "appspot.com",
+    "web.app",
+    "firebaseapp.com",
+    "cloudfront.net",
+    "azurewebsites.net",
+    "onrender.com",
+    "fly.dev",
+    "ngrok.io",
+    "ngrok-free.app",
+    "s3.amazonaws.com",
+    "duckdns.org",
+    "no-ip.org",
+];
+
+fn is_shared_domain(domain: &str) -> bool {
+    SHARED_DOMAINS.contains(&domain)
 }
 
 fn enterprise_scopes() -> Vec<String> {
