@@ -141,6 +141,7 @@ impl HttpError {
 pub(crate) struct GuardedHttp {
     client: reqwest::Client,
     policy: NetworkPolicy,
+    discovery: super::provider::DiscoveryCache,
 }
 
 impl GuardedHttp {
@@ -154,7 +155,16 @@ impl GuardedHttp {
             .user_agent(concat!("tenancy-sso/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(CheckedResolver(policy)))
             .build()?;
-        Ok(Self { client, policy })
+        Ok(Self {
+            client,
+            policy,
+            discovery: super::provider::DiscoveryCache::default(),
+        })
+    }
+
+    /// The providers' discovery documents fetched lately.
+    pub(crate) fn discovery(&self) -> &super::provider::DiscoveryCache {
+        &self.discovery
     }
 
     /// The policy it enforces.

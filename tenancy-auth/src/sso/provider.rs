@@ -106,6 +106,63 @@ const ID_TOKEN_ALGORITHMS: [CoreJwsSigningAlgorithm; 10] = [
 const MAX_IAT_AGE_SECS: i64 = 600;
 const MAX_IAT_SKEW_SECS: i64 = 300;
 
+/// How long a provider's discovery document and keys are reused.
+const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Discovery documents (with their JWKS) by issuer, for
+/// [`DISCOVERY_TTL`]: an anonymous sign-in start does not make the server
+/// fetch them each time.
+#[derive(Clone, Default)]
+pub(crate) struct DiscoveryCache(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Metadata)>>,
+    >,
+);
+
+impl std::fmt::Debug for DiscoveryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscoveryCache").finish_non_exhaustive()
+    }
+}
+
+impl DiscoveryCache {
+    fn get(&self, issuer: &str) -> Option<Metadata> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(issuer)
+            .filter(|(at, _)| at.elapsed() < DISCOVERY_TTL)
+            .map(|(_, metadata)| metadata.clone())
+    }
+
+    fn put(&self, issuer: &str, metadata: &Metadata) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, (at, _)| at.elapsed() < DISCOVERY_TTL);
+        map.insert(
+            issuer.to_owned(),
+            (std::time::Instant::now(), metadata.clone()),
+        );
+    }
+}
+
+/// The provider's discovery document, from the cache unless `fresh`.
+async fn discover_cached(
+    http: &GuardedHttp,
+    issuer: &str,
+    fresh: bool,
+) -> Result<(Metadata, bool), SsoError> {
+    if !fresh && let Some(metadata) = http.discovery().get(issuer) {
+        return Ok((metadata, true));
+    }
+    let metadata = discover(http, issuer).await?;
+    http.discovery().put(issuer, &metadata);
+    Ok((metadata, false))
+}
+
 async fn discover(http: &GuardedHttp, issuer: &str) -> Result<Metadata, SsoError> {
     let issuer = IssuerUrl::new(issuer.to_owned()).map_err(|e| SsoError::InvalidInput {
         field: "issuer",
@@ -149,7 +206,7 @@ pub(crate) async fn oidc_authorize_url(
     registration: &Registration<'_>,
     secrets: &FlowSecrets,
 ) -> Result<Url, SsoError> {
-    let metadata = discover(http, issuer).await?;
+    let (metadata, _) = discover_cached(http, issuer, false).await?;
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(registration.client_id.to_owned()),
@@ -188,7 +245,7 @@ pub(crate) async fn oidc_finish(
     secrets: &FlowSecrets,
     response_iss: Option<&str>,
 ) -> Result<ProviderIdentity, SsoError> {
-    let metadata = discover(http, issuer).await?;
+    let (metadata, cached) = discover_cached(http, issuer, false).await?;
     // RFC 9207 §2.4: a provider that promises `iss` in its authorization
     // responses must send it (a mix-up attack strips it).
     if metadata
@@ -220,8 +277,31 @@ pub(crate) async fn oidc_finish(
         SsoError::CodeExchange(Box::new(error))
     })?;
     let id_token = token.id_token().ok_or(SsoError::MissingIdToken)?;
-    let verifier = client
-        .id_token_verifier()
+    let nonce = Nonce::new(secrets.nonce.clone());
+    match verify(client.id_token_verifier(), id_token, &nonce) {
+        Ok(identity) => Ok(identity),
+        // The provider may have rotated its keys since the cached JWKS:
+        // fetched again, once, and the same token checked against them.
+        Err(_) if cached => {
+            let (fresh, _) = discover_cached(http, issuer, true).await?;
+            let verifier = openidconnect::core::CoreIdTokenVerifier::new_confidential_client(
+                ClientId::new(registration.client_id.to_owned()),
+                openidconnect::ClientSecret::new(registration.client_secret.to_owned()),
+                fresh.issuer().clone(),
+                fresh.jwks().clone(),
+            );
+            verify(verifier, id_token, &nonce)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn verify(
+    verifier: openidconnect::core::CoreIdTokenVerifier<'_>,
+    id_token: &openidconnect::core::CoreIdToken,
+    nonce: &Nonce,
+) -> Result<ProviderIdentity, SsoError> {
+    let verifier = verifier
         .set_allowed_algs(ID_TOKEN_ALGORITHMS)
         .set_issue_time_verifier_fn(|iat| {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -234,9 +314,8 @@ pub(crate) async fn oidc_finish(
                 Ok(())
             }
         });
-    let nonce = Nonce::new(secrets.nonce.clone());
     let claims: &CoreIdTokenClaims = id_token
-        .claims(&verifier, &nonce)
+        .claims(&verifier, nonce)
         .map_err(|e| SsoError::InvalidIdToken(Box::new(e)))?;
     Ok(identity_of(claims))
 }

@@ -9,7 +9,10 @@ use tenancy_core::{
     RoleName, TenantId, UserId, UserStore,
 };
 
-use super::idp::{IdpAccount, IdpClient, Misbehaviour, OIDC_AUTHORIZE_PATH, SimulatedIdp};
+use super::idp::{
+    IdpAccount, IdpClient, Misbehaviour, OIDC_AUTHORIZE_PATH, OIDC_DISCOVERY_PATH, OIDC_JWKS_PATH,
+    SimulatedIdp,
+};
 use super::seed;
 use super::sso::SsoFixture;
 use crate::service::{Auth, AuthConfig};
@@ -194,6 +197,10 @@ pub async fn sso_flow_social_oidc(f: SsoFixture) {
 
     let again = sign_in(&s, social("oidc"), |_| {}).await.unwrap();
     assert!(!again.user_created && !again.linked);
+    // Two sign-ins (two starts, two finishes), one discovery and one JWKS
+    // fetch: the provider's documents are cached.
+    assert_eq!(s.idp.requests_to(OIDC_DISCOVERY_PATH).len(), 1);
+    assert_eq!(s.idp.requests_to(OIDC_JWKS_PATH).len(), 1);
     assert_eq!(again.login.user.id, user.id);
     let principal = s
         .auth
@@ -578,11 +585,16 @@ pub async fn sso_flow_rejections(f: SsoFixture) {
         ("expired", Misbehaviour::expired_id_token()),
     ] {
         s.idp.misbehave(misbehaviour);
+        let jwks_before = s.idp.requests_to(OIDC_JWKS_PATH).len();
         let result = sign_in(&s, social("oidc"), |_| {}).await;
         assert!(
             matches!(result, Err(SsoError::InvalidIdToken(_))),
             "{name}: {result:?}"
         );
+        if name == "foreign key" {
+            // An unknown key makes the cached JWKS be fetched again, once.
+            assert_eq!(s.idp.requests_to(OIDC_JWKS_PATH).len(), jwks_before + 1);
+        }
     }
     s.idp.misbehave(Misbehaviour::wrong_response_iss());
     let result = sign_in(&s, social("oidc"), |_| {}).await;
