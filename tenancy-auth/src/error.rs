@@ -199,6 +199,11 @@ pub enum Error {
         /// The tenant.
         tenant_id: tenancy_core::TenantId,
     },
+    /// The session cannot do this without a fresh sign-in: it was opened
+    /// through one tenant's identity provider and speaks for that tenant
+    /// only.
+    #[error("sign in again to do this")]
+    ReauthenticationRequired,
     /// The tenant is suspended or deleted.
     #[error("tenant is {status}")]
     TenantNotActive {

@@ -321,13 +321,20 @@ impl Sealer {
     }
 
     /// Opens what [`Sealer::seal_text`] sealed for the same `context`; a
-    /// sealed value moved to another record is refused.
+    /// sealed value moved to another record is refused, and so is a
+    /// plaintext value when a key-encryption key is configured.
     #[cfg(feature = "sso")]
     pub(crate) fn open_text(&self, context: &str, stored: &str) -> Result<String, KeyError> {
         let undecryptable = || KeyError::Undecryptable {
             kid: context.to_owned(),
         };
         let payload = if let Some(plain) = stored.strip_prefix("plain.") {
+            // With a key-encryption key configured every secret is sealed:
+            // a plaintext value was written past the service (a database
+            // edit), and opening it would let that writer choose the secret.
+            if matches!(self, Sealer::Encrypt { .. }) {
+                return Err(undecryptable());
+            }
             URL_SAFE_NO_PAD.decode(plain).map_err(|_| undecryptable())?
         } else {
             let encrypted = EncryptedJwk::from_compact(stored);
@@ -482,5 +489,9 @@ mod tests {
         );
         let plain = Sealer::Plaintext.seal_text("c", "s").unwrap();
         assert_eq!(Sealer::Plaintext.open_text("c", &plain).unwrap(), "s");
+        assert!(
+            rotated.open_text("c", &plain).is_err(),
+            "no plaintext once a key-encryption key is configured"
+        );
     }
 }

@@ -182,7 +182,7 @@ pub enum RoleError {
 /// | role | permissions |
 /// | --- | --- |
 /// | `owner` | everything (`*`) |
-/// | `admin` | everything except `tenant:delete`, `billing:manage` and `scim:manage` (a SCIM token outlives its issuer and manages members directly) |
+/// | `admin` | everything except `tenant:delete`, `billing:manage`, `scim:manage` (a SCIM token outlives its issuer and manages members directly) and `sso:manage` (an identity provider decides who the members are) |
 /// | `member` | every host permission whose action is `read` or `create`, plus `members:read` and `roles:read` |
 /// | `billing` | `billing:*`, `usage:read` and `members:read` |
 /// | `readonly` | every host permission whose action is `read` |
@@ -205,7 +205,15 @@ pub fn default_built_ins(catalog: &Catalog) -> Vec<RoleDefinition> {
         .permissions()
         .iter()
         .filter(|p| {
-            ![sdk::TENANT_DELETE, sdk::BILLING_MANAGE, sdk::SCIM_MANAGE].contains(&p.as_str())
+            ![
+                sdk::TENANT_DELETE,
+                sdk::BILLING_MANAGE,
+                sdk::SCIM_MANAGE,
+                // Who registers an identity provider decides who the
+                // tenant's members are: owner-only, like SCIM.
+                sdk::SSO_MANAGE,
+            ]
+            .contains(&p.as_str())
         })
         .map(|p| PermissionPattern::from(p.clone()))
         .collect();

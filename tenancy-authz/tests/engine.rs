@@ -61,11 +61,12 @@ fn built_in_roles_have_their_documented_permissions() {
     };
     assert_eq!(names(&RoleName::OWNER).len(), catalog().len());
     let admin = names(&RoleName::ADMIN);
-    assert_eq!(admin.len(), catalog().len() - 3);
+    assert_eq!(admin.len(), catalog().len() - 4);
     assert!(
         !admin.contains(&"tenant:delete".to_owned())
             && !admin.contains(&"billing:manage".to_owned())
             && !admin.contains(&"scim:manage".to_owned())
+            && !admin.contains(&"sso:manage".to_owned())
     );
     assert_eq!(
         names(&RoleName::MEMBER),

@@ -122,13 +122,18 @@ pub(crate) fn auth_service(error: &AuthServiceError, now: OffsetDateTime) -> Pro
         E::InvitationRequired => Problem::of(ProblemKind::InvitationRequired)
             .with_detail("registration needs an invitation; accept yours instead"),
         E::AccountDisabled => Problem::forbidden("account disabled"),
-        E::SsoRequired { tenant_id } => Problem::new(
+        E::SsoRequired { .. } => Problem::new(
             StatusCode::FORBIDDEN,
             "sso-required",
             "Single sign-on required",
         )
-        .with_detail("this tenant requires signing in through its identity provider")
-        .with_extension("tenant_id", serde_json::json!(tenant_id)),
+        .with_detail("this tenant requires signing in through its identity provider"),
+        E::ReauthenticationRequired => Problem::new(
+            StatusCode::FORBIDDEN,
+            "reauthentication-required",
+            "Sign in again",
+        )
+        .with_detail("this session was opened through a tenant's identity provider; sign in again to enter another tenant"),
         E::NotAMember => Problem::not_found().with_detail("no active membership in this tenant"),
         E::TenantNotActive { status } => Problem::new(
             StatusCode::FORBIDDEN,

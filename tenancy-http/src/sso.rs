@@ -42,6 +42,9 @@ use crate::tenancy::Tenancy;
 /// that started it.
 pub const STATE_COOKIE: &str = "tenancy_sso";
 
+/// The state cookie's `Path`: the callback route only.
+pub const STATE_COOKIE_PATH: &str = "/sso/callback";
+
 /// The SSO module: add it with `Tenancy::builder(..).module(SsoModule::new(config))`.
 pub struct SsoModule {
     config: SsoConfig,
@@ -210,7 +213,7 @@ fn problem(t: &Tenancy, error: &SsoError) -> Problem {
                 .with_detail(format!("the identity provider answered {code}"))
         }
         SsoError::CodeExchange(_) | SsoError::MissingIdToken | SsoError::InvalidIdToken(_) => {
-            tracing::warn!(error = %error, source = ?std::error::Error::source(error), "sso sign-in failed");
+            tracing::warn!(error = %error, source = std::error::Error::source(error).map(tracing::field::display), "sso sign-in failed");
             Problem::new(StatusCode::UNAUTHORIZED, "sso-failed", "Sign-in failed")
                 .with_detail("the identity provider's answer could not be verified")
         }
@@ -219,7 +222,7 @@ fn problem(t: &Tenancy, error: &SsoError) -> Problem {
             Problem::invalid("issuer", "the identity provider's address is not allowed")
         }
         SsoError::ProviderUnavailable(_) | SsoError::Dns(_) => {
-            tracing::warn!(error = %error, source = ?std::error::Error::source(error), "identity provider unavailable");
+            tracing::warn!(error = %error, source = std::error::Error::source(error).map(tracing::field::display), "identity provider unavailable");
             Problem::new(
                 StatusCode::BAD_GATEWAY,
                 "idp-unavailable",
@@ -238,6 +241,16 @@ fn problem(t: &Tenancy, error: &SsoError) -> Problem {
             "Email domain not allowed",
         )
         .with_detail(error.to_string()),
+        SsoError::UseOrganizationSso => Problem::new(
+            StatusCode::FORBIDDEN,
+            "use-organization-sso",
+            "Use your organization's sign-in",
+        )
+        .with_detail(error.to_string()),
+        SsoError::LinkConfirmationRequired => {
+            Problem::new(StatusCode::CONFLICT, "sso-link-required", "Account exists")
+                .with_detail(error.to_string())
+        }
         SsoError::SignupNotAllowed => Problem::new(
             StatusCode::FORBIDDEN,
             "signup-not-allowed",
@@ -312,6 +325,18 @@ async fn start(
 ) -> Result<Response<Bytes>, Problem> {
     let (_, sso) = module(t)?;
     let (body, form) = start_body(t, r)?;
+    // Login CSRF: another site's page must not start a sign-in in this
+    // browser (its state cookie would finish into the attacker's
+    // account). A form is what any page can send, so it must come from
+    // this app; so must any request a browser marks as from elsewhere.
+    let cross_site = r
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"));
+    if form || cross_site || r.headers.contains_key(header::ORIGIN) {
+        crate::request::check_origin(r.head(), t.config())?;
+    }
     let target = match (body.email, body.tenant_id, body.connection) {
         (Some(email), None, None) => SignInTarget::Email(email),
         (None, Some(tenant_id), connection) => SignInTarget::Enterprise {
@@ -340,10 +365,12 @@ async fn start(
     let max_age = (started.expires_at - OffsetDateTime::now_utc())
         .whole_seconds()
         .max(0);
+    // Scoped to the callback: no other path of the app (nor script on
+    // another path) gets the binding with its requests.
     let cookie = set_cookie(
         STATE_COOKIE,
         started.binding.expose_secret(),
-        "/",
+        STATE_COOKIE_PATH,
         Some(max_age),
         t.config().cookies.secure,
     );
@@ -383,7 +410,13 @@ async fn callback(
         iss: r.query("iss"),
         binding: r.cookie(STATE_COOKIE).map(str::to_owned),
     };
-    let clear = set_cookie(STATE_COOKIE, "", "/", Some(0), t.config().cookies.secure);
+    let clear = set_cookie(
+        STATE_COOKIE,
+        "",
+        STATE_COOKIE_PATH,
+        Some(0),
+        t.config().cookies.secure,
+    );
     let signed_in = match sso.finish(callback, &r.client(t.config())).await {
         Ok(signed_in) => signed_in,
         Err(error) => {

@@ -116,6 +116,7 @@ async fn start_sets_the_binding_cookie_and_callbacks_are_checked() {
         .to_owned();
     assert!(cookie.starts_with(&format!("{STATE_COOKIE}=")), "{cookie}");
     assert!(cookie.contains("HttpOnly"));
+    assert!(cookie.contains("Path=/sso/callback"), "{cookie}");
     let binding = cookie
         .split(';')
         .next()
@@ -399,4 +400,50 @@ async fn the_callback_signs_in_with_cookies_or_tokens() {
             }
         }
     }
+}
+
+/// Login CSRF: a form posted to /sso/start from another site's page is
+/// refused before any sign-in starts, and no state cookie is set.
+#[tokio::test]
+async fn start_refuses_cross_site_forms() {
+    let t = app().await;
+    let route = t
+        .routes()
+        .into_iter()
+        .find(|r| r.method == Method::POST && r.path == "/sso/start")
+        .unwrap();
+    for (name, value) in [
+        (header::ORIGIN, "https://evil.test"),
+        (header::REFERER, "https://evil.test/page"),
+    ] {
+        let mut map = HeaderMap::new();
+        map.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        map.insert(header::HOST, "app.test".parse().unwrap());
+        map.insert(name.clone(), value.parse().unwrap());
+        let request = ApiRequest::new(
+            Method::POST,
+            "/sso/start".parse().unwrap(),
+            map,
+            None,
+            Bytes::from_static(b"connection=gh"),
+        );
+        let response = t.dispatch(&route, request).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}");
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+        assert!(response.headers().get(header::LOCATION).is_none());
+    }
+    // A JSON start from another origin is refused as well.
+    let (status, headers, _) = call(
+        &t,
+        Method::POST,
+        "/sso/start",
+        Some(json!({ "connection": "gh" })),
+        &[(header::ORIGIN, "https://evil.test".to_owned())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers.get(header::SET_COOKIE).is_none());
 }

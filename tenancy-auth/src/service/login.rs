@@ -42,6 +42,28 @@ pub trait PasswordLoginCheck: Send + Sync {
         tenant: TenantId,
         user: UserId,
     ) -> Result<bool, tenancy_core::StoreError>;
+
+    /// Whether `session` of `user` in `tenant` may go on (asked at each
+    /// refresh): a tenant that now requires single sign-on refuses the
+    /// sessions opened by password (default: every session may).
+    async fn session_allowed(
+        &self,
+        _tenant: TenantId,
+        _user: UserId,
+        _session: tenancy_core::SessionId,
+    ) -> Result<bool, tenancy_core::StoreError> {
+        Ok(true)
+    }
+
+    /// Whether `session` may be switched into another tenant without a
+    /// fresh sign-in. A session opened through one tenant's identity
+    /// provider speaks for that tenant only (default: every session may).
+    async fn switch_allowed(
+        &self,
+        _session: tenancy_core::SessionId,
+    ) -> Result<bool, tenancy_core::StoreError> {
+        Ok(true)
+    }
 }
 
 /// What a login presents.

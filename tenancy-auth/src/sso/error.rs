@@ -83,6 +83,18 @@ pub enum SsoError {
     /// The email's domain is not a verified domain of the connection's tenant.
     #[error("the email's domain does not belong to this tenant")]
     DomainMismatch,
+    /// The email's domain is verified by a tenant: a social provider's
+    /// word on it (an address a former employee still holds there) does
+    /// not create or link an account; the organization's own sign-in does.
+    #[error("this email belongs to an organization: sign in through its single sign-on")]
+    UseOrganizationSso,
+    /// An account with this email already exists and has access beyond
+    /// what this enterprise connection grants (memberships in other
+    /// tenants, or roles above the connection's default role): it is not
+    /// linked automatically. The user signs in by an existing method
+    /// first and links the provider from there.
+    #[error("an account with this email exists: sign in with it and link this provider")]
+    LinkConfirmationRequired,
     /// The account does not exist and this connection does not create users.
     #[error("no account for this identity, and sign-up through it is off")]
     SignupNotAllowed,

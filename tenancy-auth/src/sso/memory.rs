@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use tenancy_core::{TenantId, TokenHash, UserId};
+use tenancy_core::{SessionId, TenantId, TokenHash, UserId};
 use time::OffsetDateTime;
 
 use super::connection::{
@@ -23,6 +23,7 @@ struct State {
     policies: HashMap<TenantId, SsoPolicy>,
     states: HashMap<[u8; 32], SignInState>,
     identities: BTreeMap<(String, String), ExternalIdentity>,
+    sessions: HashMap<SessionId, OffsetDateTime>,
 }
 
 /// The SSO store in memory (one process). Tenants are not checked for
@@ -190,7 +191,10 @@ impl SsoStore for MemorySsoStore {
         let mut state = self.lock();
         let before = state.states.len();
         state.states.retain(|_, s| s.expires_at > now);
-        Ok((before - state.states.len()) as u64)
+        let purged = before - state.states.len();
+        let before = state.sessions.len();
+        state.sessions.retain(|_, expires_at| *expires_at > now);
+        Ok((purged + before - state.sessions.len()) as u64)
     }
 
     async fn insert_identity(&self, identity: &ExternalIdentity) -> Result<()> {
@@ -223,5 +227,25 @@ impl SsoStore for MemorySsoStore {
             .filter(|i| i.user_id == user)
             .cloned()
             .collect())
+    }
+
+    async fn delete_provider_identities(&self, provider: &str) -> Result<u64> {
+        let mut state = self.lock();
+        let before = state.identities.len();
+        state.identities.retain(|(p, _), _| p != provider);
+        Ok((before - state.identities.len()) as u64)
+    }
+
+    async fn insert_sso_session(
+        &self,
+        session: SessionId,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        self.lock().sessions.insert(session, expires_at);
+        Ok(())
+    }
+
+    async fn is_sso_session(&self, session: SessionId) -> Result<bool> {
+        Ok(self.lock().sessions.contains_key(&session))
     }
 }

@@ -70,8 +70,11 @@ pub mod actions {
     pub const IDENTITY_LINKED: &str = "sso.identity_linked";
     /// A user was created on their first sign-in through a provider.
     pub const USER_CREATED: &str = "sso.user_created";
-    /// A membership was created just in time by an enterprise connection.
-    pub const MEMBER_PROVISIONED: &str = "sso.member_provisioned";
+    /// A membership was created just in time by an enterprise connection:
+    /// the directory's own published `member.provisioned` (metadata
+    /// `source: "sso"` and the connection), so outbox consumers hear of
+    /// the new member as they do of SCIM's.
+    pub const MEMBER_PROVISIONED: &str = tenancy_core::actions::MEMBER_PROVISIONED;
     /// An enterprise connection was registered.
     pub const CONNECTION_CREATED: &str = "sso.connection_created";
     /// An enterprise connection was changed.

@@ -141,17 +141,30 @@ impl HttpError {
 pub(crate) struct GuardedHttp {
     client: reqwest::Client,
     policy: NetworkPolicy,
+    discovery: super::provider::DiscoveryCache,
 }
 
 impl GuardedHttp {
     pub(crate) fn new(policy: NetworkPolicy, timeout: Duration) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would connect on the client's
+            // behalf, past the resolver that enforces the policy.
+            .no_proxy()
             .timeout(timeout)
             .user_agent(concat!("tenancy-sso/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(CheckedResolver(policy)))
             .build()?;
-        Ok(Self { client, policy })
+        Ok(Self {
+            client,
+            policy,
+            discovery: super::provider::DiscoveryCache::default(),
+        })
+    }
+
+    /// The providers' discovery documents fetched lately.
+    pub(crate) fn discovery(&self) -> &super::provider::DiscoveryCache {
+        &self.discovery
     }
 
     /// The policy it enforces.
@@ -239,5 +252,83 @@ mod tests {
             .unwrap();
         let error = http.send(request).await.unwrap_err();
         assert!(error.refusal().is_some(), "{error:?}");
+    }
+
+    const PROXY_CHILD: &str = "TENANCY_SSO_PROXY_CHILD";
+
+    /// Run by [`client_ignores_proxy_environment`] in a child process whose
+    /// environment names a proxy: the request still goes straight to the
+    /// server.
+    #[tokio::test]
+    #[ignore = "run by client_ignores_proxy_environment in a child process"]
+    async fn proxy_child() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if std::env::var_os(PROXY_CHILD).is_none() {
+            return;
+        }
+        assert!(std::env::var_os("HTTP_PROXY").is_some());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the connection closed before the request head");
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        let http = GuardedHttp::new(NetworkPolicy::ALLOW_PRIVATE, Duration::from_secs(3)).unwrap();
+        let request = openidconnect::http::Request::builder()
+            .uri(format!("http://{addr}/.well-known/openid-configuration"))
+            .body(Vec::new())
+            .unwrap();
+        let response = http.send(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let head = served.await.unwrap();
+        assert!(
+            head.starts_with("GET /.well-known/openid-configuration "),
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn client_ignores_proxy_environment() {
+        // A proxy that accepts connections and never answers.
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "sso::net::tests::proxy_child",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(PROXY_CHILD, "1")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        for var in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            child.env(var, &proxy_url);
+        }
+        let output = child.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "{stdout}");
+        drop(proxy);
     }
 }

@@ -12,7 +12,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tenancy_core::postgres::begin_tenant_transaction;
-use tenancy_core::{RoleName, StoreError, TenantId, TokenHash, UserId};
+use tenancy_core::{RoleName, SessionId, StoreError, TenantId, TokenHash, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -393,7 +393,12 @@ impl SsoStore for PgSsoStore {
             .execute(&self.pool)
             .await
             .map_err(failed)?;
-        Ok(done.rows_affected())
+        let sessions = sqlx::query("DELETE FROM tenancy_sso_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(failed)?;
+        Ok(done.rows_affected() + sessions.rows_affected())
     }
 
     async fn insert_identity(&self, identity: &ExternalIdentity) -> Result<()> {
@@ -442,5 +447,40 @@ impl SsoStore for PgSsoStore {
         .await
         .map_err(failed)?;
         rows.iter().map(identity_of).collect()
+    }
+
+    async fn delete_provider_identities(&self, provider: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM tenancy_sso_identities WHERE provider = $1")
+            .bind(provider)
+            .execute(&self.pool)
+            .await
+            .map_err(failed)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_sso_session(
+        &self,
+        session: SessionId,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenancy_sso_sessions (session_id, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (session_id) DO NOTHING",
+        )
+        .bind(session.as_uuid())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(failed)?;
+        Ok(())
+    }
+
+    async fn is_sso_session(&self, session: SessionId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM tenancy_sso_sessions WHERE session_id = $1")
+            .bind(session.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed)?;
+        Ok(row.is_some())
     }
 }

@@ -2,13 +2,16 @@
 //! validation (`openidconnect`) and GitHub-style profiles (`oauth2`).
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreIdTokenClaims, CoreProviderMetadata,
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
+    CoreClientAuthMethod, CoreGenderClaim, CoreGrantType, CoreIdTokenClaims, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
     AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::connection::OAuth2Endpoints;
@@ -56,14 +59,118 @@ fn redirect(uri: &Url) -> RedirectUrl {
     RedirectUrl::from_url(uri.clone())
 }
 
-async fn discover(http: &GuardedHttp, issuer: &str) -> Result<CoreProviderMetadata, SsoError> {
+/// The discovery fields beyond OpenID Connect Discovery 1.0 that matter
+/// here: RFC 9207's promise to put `iss` in authorization responses.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub(crate) struct ExtraMetadata {
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: Option<bool>,
+}
+
+impl openidconnect::AdditionalProviderMetadata for ExtraMetadata {}
+
+/// A provider's discovery document.
+pub(crate) type Metadata = openidconnect::ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// The ID-token signatures accepted: asymmetric only. An `HS*` token is
+/// keyed by the client secret, which the provider's discovery does not
+/// get to choose; `none` is never accepted.
+const ID_TOKEN_ALGORITHMS: [CoreJwsSigningAlgorithm; 10] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// How far an ID token's `iat` may lie in the past (the code exchange
+/// follows the sign-in within minutes) or the future (clock skew).
+const MAX_IAT_AGE_SECS: i64 = 600;
+const MAX_IAT_SKEW_SECS: i64 = 300;
+
+/// How long a provider's discovery document and keys are reused.
+const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Discovery documents (with their JWKS) by issuer, for
+/// [`DISCOVERY_TTL`]: an anonymous sign-in start does not make the server
+/// fetch them each time.
+#[derive(Clone, Default)]
+pub(crate) struct DiscoveryCache(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Metadata)>>,
+    >,
+);
+
+impl std::fmt::Debug for DiscoveryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscoveryCache").finish_non_exhaustive()
+    }
+}
+
+impl DiscoveryCache {
+    fn get(&self, issuer: &str) -> Option<Metadata> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(issuer)
+            .filter(|(at, _)| at.elapsed() < DISCOVERY_TTL)
+            .map(|(_, metadata)| metadata.clone())
+    }
+
+    fn put(&self, issuer: &str, metadata: &Metadata) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, (at, _)| at.elapsed() < DISCOVERY_TTL);
+        map.insert(
+            issuer.to_owned(),
+            (std::time::Instant::now(), metadata.clone()),
+        );
+    }
+}
+
+/// The provider's discovery document, from the cache unless `fresh`.
+async fn discover_cached(
+    http: &GuardedHttp,
+    issuer: &str,
+    fresh: bool,
+) -> Result<(Metadata, bool), SsoError> {
+    if !fresh && let Some(metadata) = http.discovery().get(issuer) {
+        return Ok((metadata, true));
+    }
+    let metadata = discover(http, issuer).await?;
+    http.discovery().put(issuer, &metadata);
+    Ok((metadata, false))
+}
+
+async fn discover(http: &GuardedHttp, issuer: &str) -> Result<Metadata, SsoError> {
     let issuer = IssuerUrl::new(issuer.to_owned()).map_err(|e| SsoError::InvalidInput {
         field: "issuer",
         reason: e.to_string(),
     })?;
     let issuer_url = Url::parse(issuer.as_str()).map_err(unavailable)?;
     http.check(&issuer_url)?;
-    CoreProviderMetadata::discover_async(issuer, http)
+    let metadata = Metadata::discover_async(issuer, http)
         .await
         .map_err(|error| {
             if let openidconnect::DiscoveryError::Request(inner) = &error
@@ -72,7 +179,16 @@ async fn discover(http: &GuardedHttp, issuer: &str) -> Result<CoreProviderMetada
                 return refused;
             }
             unavailable(error)
-        })
+        })?;
+    // The browser is sent to the authorization endpoint: a `javascript:`
+    // or `data:` URL there would run in the app's origin. It must pass
+    // the same policy as the issuer (https; http only where private
+    // networks are allowed).
+    http.check(metadata.authorization_endpoint().url())?;
+    if let Some(token) = metadata.token_endpoint() {
+        http.check(token.url())?;
+    }
+    Ok(metadata)
 }
 
 impl GuardedHttp {
@@ -90,7 +206,7 @@ pub(crate) async fn oidc_authorize_url(
     registration: &Registration<'_>,
     secrets: &FlowSecrets,
 ) -> Result<Url, SsoError> {
-    let metadata = discover(http, issuer).await?;
+    let (metadata, _) = discover_cached(http, issuer, false).await?;
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(registration.client_id.to_owned()),
@@ -127,8 +243,19 @@ pub(crate) async fn oidc_finish(
     registration: &Registration<'_>,
     code: &str,
     secrets: &FlowSecrets,
+    response_iss: Option<&str>,
 ) -> Result<ProviderIdentity, SsoError> {
-    let metadata = discover(http, issuer).await?;
+    let (metadata, cached) = discover_cached(http, issuer, false).await?;
+    // RFC 9207 §2.4: a provider that promises `iss` in its authorization
+    // responses must send it (a mix-up attack strips it).
+    if metadata
+        .additional_metadata()
+        .authorization_response_iss_parameter_supported
+        == Some(true)
+        && response_iss.is_none()
+    {
+        return Err(SsoError::InvalidState);
+    }
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(registration.client_id.to_owned()),
@@ -150,10 +277,45 @@ pub(crate) async fn oidc_finish(
         SsoError::CodeExchange(Box::new(error))
     })?;
     let id_token = token.id_token().ok_or(SsoError::MissingIdToken)?;
-    let verifier = client.id_token_verifier();
     let nonce = Nonce::new(secrets.nonce.clone());
+    match verify(client.id_token_verifier(), id_token, &nonce) {
+        Ok(identity) => Ok(identity),
+        // The provider may have rotated its keys since the cached JWKS:
+        // fetched again, once, and the same token checked against them.
+        Err(_) if cached => {
+            let (fresh, _) = discover_cached(http, issuer, true).await?;
+            let verifier = openidconnect::core::CoreIdTokenVerifier::new_confidential_client(
+                ClientId::new(registration.client_id.to_owned()),
+                openidconnect::ClientSecret::new(registration.client_secret.to_owned()),
+                fresh.issuer().clone(),
+                fresh.jwks().clone(),
+            );
+            verify(verifier, id_token, &nonce)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn verify(
+    verifier: openidconnect::core::CoreIdTokenVerifier<'_>,
+    id_token: &openidconnect::core::CoreIdToken,
+    nonce: &Nonce,
+) -> Result<ProviderIdentity, SsoError> {
+    let verifier = verifier
+        .set_allowed_algs(ID_TOKEN_ALGORITHMS)
+        .set_issue_time_verifier_fn(|iat| {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let iat = iat.timestamp();
+            if iat > now + MAX_IAT_SKEW_SECS {
+                Err("the id token was issued in the future".to_owned())
+            } else if iat < now - MAX_IAT_AGE_SECS {
+                Err("the id token was issued too long ago".to_owned())
+            } else {
+                Ok(())
+            }
+        });
     let claims: &CoreIdTokenClaims = id_token
-        .claims(&verifier, &nonce)
+        .claims(&verifier, nonce)
         .map_err(|e| SsoError::InvalidIdToken(Box::new(e)))?;
     Ok(identity_of(claims))
 }
@@ -307,4 +469,69 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         return Err(unavailable(format!("{url} answered {}", response.status())));
     }
     serde_json::from_slice(response.body()).map_err(unavailable)
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+    use crate::sso::NetworkPolicy;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves a discovery document whose authorization endpoint is
+    /// `authorize`, and an empty JWKS.
+    async fn provider(authorize: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let document = serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": authorize,
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        })
+        .to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = if String::from_utf8_lossy(&head).starts_with("GET /jwks") {
+                    "{\"keys\":[]}".to_owned()
+                } else {
+                    document.clone()
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        issuer
+    }
+
+    #[tokio::test]
+    async fn a_script_authorization_endpoint_is_refused() {
+        let http = GuardedHttp::new(NetworkPolicy::ALLOW_PRIVATE, Duration::from_secs(5)).unwrap();
+        let issuer = provider("javascript:alert(document.cookie)//").await;
+        let refused = discover(&http, &issuer).await;
+        assert!(
+            matches!(refused, Err(SsoError::AddressRefused(_))),
+            "{:?}",
+            refused.map(|_| ())
+        );
+        let issuer = provider("http://127.0.0.1:9/authorize").await;
+        assert!(discover(&http, &issuer).await.is_ok());
+    }
 }

@@ -178,8 +178,9 @@ pub struct SignInStart {
     pub expires_at: OffsetDateTime,
 }
 
-/// The callback's parameters.
-#[derive(Debug, Clone, Default)]
+/// The callback's parameters. Its `Debug` hides the code and the
+/// binding: either in a log would help finish someone's sign-in.
+#[derive(Clone, Default)]
 pub struct Callback {
     /// `state`.
     pub state: String,
@@ -191,6 +192,18 @@ pub struct Callback {
     pub iss: Option<String>,
     /// The browser-binding secret from the cookie.
     pub binding: Option<String>,
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callback")
+            .field("state", &self.state)
+            .field("code", &self.code.as_ref().map(|_| "[redacted]"))
+            .field("error", &self.error)
+            .field("iss", &self.iss)
+            .field("binding", &self.binding.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// A finished sign-in.
@@ -240,6 +253,29 @@ impl PasswordLoginCheck for SsoPasswordCheck {
     ) -> std::result::Result<bool, StoreError> {
         match self.store.policy(tenant).await {
             Ok(policy) => Ok(!policy.require_sso),
+            Err(SsoStoreError::Store(error)) => Err(error),
+            Err(other) => Err(StoreError::unavailable(other)),
+        }
+    }
+
+    async fn session_allowed(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        session: tenancy_core::SessionId,
+    ) -> std::result::Result<bool, StoreError> {
+        if self.password_allowed(tenant, user).await? {
+            return Ok(true);
+        }
+        Ok(!self.switch_allowed(session).await?)
+    }
+
+    async fn switch_allowed(
+        &self,
+        session: tenancy_core::SessionId,
+    ) -> std::result::Result<bool, StoreError> {
+        match self.store.is_sso_session(session).await {
+            Ok(opened_by_sso) => Ok(!opened_by_sso),
             Err(SsoStoreError::Store(error)) => Err(error),
             Err(other) => Err(StoreError::unavailable(other)),
         }
@@ -605,6 +641,7 @@ impl Sso {
                             &registration,
                             &code,
                             &secrets,
+                            callback.iss.as_deref(),
                         )
                         .await?
                     }
@@ -628,6 +665,7 @@ impl Sso {
                     &registration,
                     &code,
                     &secrets,
+                    callback.iss.as_deref(),
                 )
                 .await?;
                 (Loaded::Enterprise(connection), identity)
@@ -681,6 +719,17 @@ impl Sso {
             .store
             .find_identity(&provider_key, &identity.subject)
             .await?;
+        if linked_identity.is_none()
+            && matches!(loaded, Loaded::Social(_))
+            && self
+                .inner
+                .store
+                .find_domain(&DomainName::of_email(email.as_str())?)
+                .await?
+                .is_some_and(|d| d.is_verified())
+        {
+            return Err(SsoError::UseOrganizationSso);
+        }
         let (existing, link) = match &linked_identity {
             Some(link) => (Some(backend.get_user(link.user_id).await?), false),
             None => match backend.find_user_by_email(&email).await? {
@@ -701,6 +750,16 @@ impl Sso {
             && user.status == UserStatus::Disabled
         {
             return Err(crate::Error::AccountDisabled.into());
+        }
+        // A tenant's provider speaks for the tenant, not for the rest of
+        // an account: an account that reaches further than the connection
+        // would grant (other tenants, higher roles) is not handed to
+        // whoever controls that provider.
+        if link
+            && let (Loaded::Enterprise(connection), Some(user)) = (loaded, &existing)
+            && self.reaches_beyond(user.id, connection).await?
+        {
+            return Err(SsoError::LinkConfirmationRequired);
         }
         let now = self.now();
         let display_name = identity
@@ -883,7 +942,13 @@ impl Sso {
                 &context,
                 actions::MEMBER_PROVISIONED,
                 ("membership", membership.id.to_string()),
-                json!({ "provider": provider_key, "roles": membership.roles.as_slice().iter().map(|r| r.as_str()).collect::<Vec<_>>() }),
+                json!({
+                    "source": "sso",
+                    "connection": provider_key,
+                    "user_id": user.id,
+                    "roles": membership.roles,
+                    "user_created": user_created,
+                }),
             )
             .await
             .map_err(SsoError::Auth)?;
@@ -904,6 +969,15 @@ impl Sso {
             .map_err(SsoError::Auth)?;
         tx.commit().await?;
         let login = auth.opened(opened);
+        if matches!(loaded, Loaded::Enterprise(_)) {
+            // Recorded before the tokens leave: without the record the
+            // session could switch out of the tenant, so a failure here
+            // fails the sign-in.
+            self.inner
+                .store
+                .insert_sso_session(login.session.id, login.session.absolute_expires_at)
+                .await?;
+        }
         if joined {
             auth.directory().members_changed(tenant_id);
         }
@@ -929,6 +1003,47 @@ impl Sso {
             linked: link,
             joined,
         })
+    }
+
+    async fn forget_identities(&self, tenant: TenantId, id: ConnectionId) -> Result<()> {
+        let key = ConnectionRef::Enterprise {
+            tenant_id: tenant,
+            id,
+        }
+        .provider_key();
+        self.inner.store.delete_provider_identities(&key).await?;
+        Ok(())
+    }
+
+    /// Whether `user` holds a membership outside `connection`'s tenant, or
+    /// roles in it beyond the connection's default role.
+    async fn reaches_beyond(
+        &self,
+        user: UserId,
+        connection: &EnterpriseConnection,
+    ) -> Result<bool> {
+        let backend = self.inner.auth.backend();
+        let mut request = tenancy_core::PageRequest::first(tenancy_core::PageSize::MAX);
+        loop {
+            let page = tenancy_core::MembershipStore::list_user_tenants(&**backend, user, &request)
+                .await?;
+            for found in &page.items {
+                let membership = &found.membership;
+                if membership.tenant_id != connection.tenant_id
+                    || membership
+                        .roles
+                        .as_slice()
+                        .iter()
+                        .any(|role| *role != connection.default_role)
+                {
+                    return Ok(true);
+                }
+            }
+            match page.next {
+                Some(cursor) => request = request.after(cursor),
+                None => return Ok(false),
+            }
+        }
     }
 
     fn open_secret(&self, connection: &EnterpriseConnection) -> Result<ClientSecret> {
@@ -1096,6 +1211,13 @@ impl Sso {
             changed.push("enabled");
         }
         connection.updated_at = self.now();
+        if changed.contains(&"issuer") || changed.contains(&"client_id") {
+            // Subjects are unique per issuer (and, for pairwise ones, per
+            // client): links made through the old provider would sign in
+            // whoever the new one gives the same `sub`. Forgotten first,
+            // so a failure leaves no stale link behind.
+            self.forget_identities(tenant, id).await?;
+        }
         self.inner.store.update_connection(&connection).await?;
         self.audit(
             tenant,
@@ -1115,6 +1237,8 @@ impl Sso {
         id: ConnectionId,
         context: &AuditContext,
     ) -> Result<()> {
+        self.connection(tenant, id).await?;
+        self.forget_identities(tenant, id).await?;
         self.inner.store.delete_connection(tenant, id).await?;
         self.audit(
             tenant,
@@ -1136,14 +1260,42 @@ impl Sso {
         context: &AuditContext,
     ) -> Result<EmailDomain> {
         let domain = DomainName::new(domain)?;
+        if is_shared_domain(domain.as_str()) {
+            return Err(SsoError::InvalidInput {
+                field: "domain",
+                reason:
+                    "a public mail provider's or a public suffix's domain belongs to no one tenant"
+                        .to_owned(),
+            });
+        }
+        let now = self.now();
         let record = EmailDomain {
             tenant_id: tenant,
             domain: domain.clone(),
             verification_token: random_text(),
             verified_at: None,
-            created_at: self.now(),
+            created_at: now,
         };
-        self.inner.store.insert_domain(&record).await?;
+        match self.inner.store.insert_domain(&record).await {
+            Ok(()) => {}
+            Err(SsoStoreError::DomainTaken) => {
+                // An unverified claim lapses: a tenant that never proved
+                // it holds the domain does not block its owner for ever.
+                let stale = self
+                    .inner
+                    .store
+                    .find_domain(&domain)
+                    .await?
+                    .filter(|d| !d.is_verified() && d.created_at + UNVERIFIED_CLAIM_TTL <= now)
+                    .ok_or(SsoError::Store(SsoStoreError::DomainTaken))?;
+                self.inner
+                    .store
+                    .delete_domain(stale.tenant_id, &domain)
+                    .await?;
+                self.inner.store.insert_domain(&record).await?;
+            }
+            Err(other) => return Err(other.into()),
+        }
         self.audit(
             tenant,
             context,
@@ -1301,6 +1453,131 @@ impl Sso {
     }
 }
 
+/// How long an unverified domain claim blocks other tenants' claims.
+pub(crate) const UNVERIFIED_CLAIM_TTL: time::Duration = time::Duration::days(7);
+
+/// Domains no single tenant can own: public mail providers (their users
+/// are everyone) and public suffixes (their subdomains are everyone's).
+/// A built-in list of the common ones, not the full public suffix list.
+const SHARED_DOMAINS: &[&str] = &[
+    // Public mail providers.
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "ymail.com",
+    "rocketmail.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "pm.me",
+    "gmx.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "mail.com",
+    "mail.ru",
+    "yandex.ru",
+    "yandex.com",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "zoho.com",
+    "fastmail.com",
+    "hey.com",
+    "tutanota.com",
+    "tuta.io",
+    "hushmail.com",
+    "mailinator.com",
+    "yahoo.co.uk",
+    "hotmail.co.uk",
+    "outlook.fr",
+    "hotmail.fr",
+    "orange.fr",
+    "free.fr",
+    "laposte.net",
+    "libero.it",
+    "t-online.de",
+    "naver.com",
+    "daum.net",
+    // Public suffixes of more than one label.
+    "co.uk",
+    "org.uk",
+    "ac.uk",
+    "gov.uk",
+    "me.uk",
+    "ltd.uk",
+    "plc.uk",
+    "com.au",
+    "net.au",
+    "org.au",
+    "edu.au",
+    "gov.au",
+    "co.nz",
+    "org.nz",
+    "co.jp",
+    "ne.jp",
+    "or.jp",
+    "ac.jp",
+    "com.br",
+    "net.br",
+    "org.br",
+    "com.cn",
+    "net.cn",
+    "org.cn",
+    "com.mx",
+    "co.in",
+    "net.in",
+    "org.in",
+    "co.za",
+    "org.za",
+    "com.tr",
+    "com.ar",
+    "co.kr",
+    "or.kr",
+    "com.sg",
+    "com.hk",
+    "com.tw",
+    "co.il",
+    "co.id",
+    "com.my",
+    "com.ph",
+    "com.vn",
+    "com.pl",
+    "com.es",
+    "co.it",
+    "github.io",
+    "gitlab.io",
+    "herokuapp.com",
+    "vercel.app",
+    "netlify.app",
+    "pages.dev",
+    "workers.dev",
+    "blogspot.com",
+    "appspot.com",
+    "web.app",
+    "firebaseapp.com",
+    "cloudfront.net",
+    "azurewebsites.net",
+    "onrender.com",
+    "fly.dev",
+    "ngrok.io",
+    "ngrok-free.app",
+    "s3.amazonaws.com",
+    "duckdns.org",
+    "no-ip.org",
+];
+
+fn is_shared_domain(domain: &str) -> bool {
+    SHARED_DOMAINS.contains(&domain)
+}
+
 fn enterprise_scopes() -> Vec<String> {
     vec![
         "openid".to_owned(),
@@ -1351,6 +1628,21 @@ fn hex_of(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callback_debug_hides_the_code_and_binding() {
+        let callback = Callback {
+            state: "st".to_owned(),
+            code: Some("the-code-value".to_owned()),
+            error: None,
+            iss: None,
+            binding: Some("the-binding-value".to_owned()),
+        };
+        let shown = format!("{callback:?}");
+        assert!(!shown.contains("the-code-value"), "{shown}");
+        assert!(!shown.contains("the-binding-value"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+    }
 
     #[test]
     fn return_paths_stay_on_this_origin() {

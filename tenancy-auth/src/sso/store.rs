@@ -2,7 +2,7 @@
 //! linked identities live.
 
 use async_trait::async_trait;
-use tenancy_core::{TenantId, TokenHash, UserId};
+use tenancy_core::{SessionId, TenantId, TokenHash, UserId};
 use time::OffsetDateTime;
 
 use super::connection::{
@@ -79,7 +79,8 @@ pub trait SsoStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Option<SignInState>>;
 
-    /// Deletes pending sign-ins expired at `now`; returns how many.
+    /// Deletes pending sign-ins (and records of SSO sessions) expired at
+    /// `now`; returns how many.
     async fn purge_states(&self, now: OffsetDateTime) -> Result<u64>;
 
     /// Links an identity; [`SsoStoreError::IdentityTaken`] if `(provider, subject)` is linked.
@@ -94,4 +95,20 @@ pub trait SsoStore: Send + Sync {
 
     /// The identities linked to `user`.
     async fn user_identities(&self, user: UserId) -> Result<Vec<ExternalIdentity>>;
+
+    /// Records that `session` was opened through an enterprise connection
+    /// (kept until `expires_at`, the session's absolute expiry).
+    async fn insert_sso_session(
+        &self,
+        session: SessionId,
+        expires_at: OffsetDateTime,
+    ) -> Result<()>;
+
+    /// Whether `session` was opened through an enterprise connection.
+    async fn is_sso_session(&self, session: SessionId) -> Result<bool>;
+
+    /// Forgets every identity linked through `provider` (a connection that
+    /// now points at another issuer or client, or is gone: the same `sub`
+    /// there names someone else); returns how many.
+    async fn delete_provider_identities(&self, provider: &str) -> Result<u64>;
 }

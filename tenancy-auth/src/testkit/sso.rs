@@ -556,6 +556,45 @@ pub async fn sso_service_domains(f: SsoFixture) {
             "{action} in {actions:?}"
         );
     }
+    // Squatting: a public mail domain or suffix is nobody's to claim, and
+    // an unverified claim lapses for the next tenant.
+    for shared in ["gmail.com", "co.uk", "github.io"] {
+        assert!(
+            matches!(
+                sso.add_domain(acme, shared, &admin(ada)).await,
+                Err(SsoError::InvalidInput {
+                    field: "domain",
+                    ..
+                })
+            ),
+            "{shared}"
+        );
+    }
+    let squatted = DomainName::new("squat.example").unwrap();
+    f.sso
+        .insert_domain(&EmailDomain {
+            tenant_id: globex,
+            domain: squatted.clone(),
+            verification_token: "t".to_owned(),
+            verified_at: None,
+            created_at: now() - Duration::days(8),
+        })
+        .await
+        .unwrap();
+    sso.add_domain(acme, "squat.example", &admin(ada))
+        .await
+        .unwrap();
+    sso.verify_domain_as_operator(acme, "squat.example", &AuditContext::new(Actor::System))
+        .await
+        .unwrap();
+    let owner = f.sso.find_domain(&squatted).await.unwrap().unwrap();
+    assert_eq!(owner.tenant_id, acme);
+    assert!(owner.is_verified());
+    // A fresh claim still blocks.
+    assert!(matches!(
+        sso.add_domain(globex, "squat.example", &admin(bob)).await,
+        Err(SsoError::Store(SsoStoreError::DomainTaken))
+    ));
 }
 
 /// A tenant requiring SSO refuses its members' password logins (and
@@ -572,7 +611,11 @@ pub async fn sso_service_policy_refuses_passwords(f: SsoFixture) {
         password: Password::new("correct horse battery staple"),
         tenant: Some(acme),
     };
-    auth.login(login(), &ClientInfo::default()).await.unwrap();
+    let before = auth.login(login(), &ClientInfo::default()).await.unwrap();
+    let still = auth
+        .refresh(before.refresh_token.expose_secret(), &ClientInfo::default())
+        .await
+        .unwrap();
     assert!(
         matches!(
             sso.set_policy(acme, SsoPolicy { require_sso: true }, &admin(ada))
@@ -591,6 +634,15 @@ pub async fn sso_service_policy_refuses_passwords(f: SsoFixture) {
         Err(Error::SsoRequired { tenant_id }) => assert_eq!(tenant_id, acme),
         other => panic!("expected SsoRequired, got {other:?}"),
     }
+    // The password session opened before the policy ends at its refresh.
+    let ended = auth
+        .refresh(still.refresh_token.expose_secret(), &ClientInfo::default())
+        .await;
+    assert!(
+        matches!(ended, Err(Error::SessionInactive)),
+        "{:?}",
+        ended.map(|_| ())
+    );
     let wrong = LoginRequest {
         password: Password::new("wrong password entirely"),
         ..login()

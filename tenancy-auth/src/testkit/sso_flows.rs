@@ -9,7 +9,10 @@ use tenancy_core::{
     RoleName, TenantId, UserId, UserStore,
 };
 
-use super::idp::{IdpAccount, IdpClient, Misbehaviour, OIDC_AUTHORIZE_PATH, SimulatedIdp};
+use super::idp::{
+    IdpAccount, IdpClient, Misbehaviour, OIDC_AUTHORIZE_PATH, OIDC_DISCOVERY_PATH, OIDC_JWKS_PATH,
+    SimulatedIdp,
+};
 use super::seed;
 use super::sso::SsoFixture;
 use crate::service::{Auth, AuthConfig};
@@ -26,7 +29,8 @@ macro_rules! sso_flow_tests {
     ($fixture:expr) => {
         $crate::sso_flow_tests!(@suites $fixture;
             sso_flow_social_oidc, sso_flow_github, sso_flow_enterprise_jit,
-            sso_flow_rejections, sso_flow_linking_rules, sso_flow_seat_limit
+            sso_flow_rejections, sso_flow_linking_rules, sso_flow_seat_limit,
+            sso_flow_repointed_connection_forgets_links
         );
     };
     (@suites $fixture:expr; $($suite:ident),+ $(,)?) => {
@@ -100,6 +104,16 @@ async fn sign_in(
     target: SignInTarget,
     tamper: impl FnOnce(&mut Callback),
 ) -> Result<SignedIn, SsoError> {
+    sign_in_at(s, &s.idp, target, tamper).await
+}
+
+/// [`sign_in`] with the browser at `idp`.
+async fn sign_in_at(
+    s: &Setup,
+    idp: &SimulatedIdp,
+    target: SignInTarget,
+    tamper: impl FnOnce(&mut Callback),
+) -> Result<SignedIn, SsoError> {
     let started = s
         .sso
         .start(StartSignIn {
@@ -107,7 +121,7 @@ async fn sign_in(
             return_to: Some("/home".to_owned()),
         })
         .await?;
-    let redirect = s.idp.authorize(started.authorize_url.as_str());
+    let redirect = idp.authorize(started.authorize_url.as_str());
     assert_eq!(redirect.status, 302, "{redirect:?}");
     assert!(
         redirect
@@ -183,6 +197,10 @@ pub async fn sso_flow_social_oidc(f: SsoFixture) {
 
     let again = sign_in(&s, social("oidc"), |_| {}).await.unwrap();
     assert!(!again.user_created && !again.linked);
+    // Two sign-ins (two starts, two finishes), one discovery and one JWKS
+    // fetch: the provider's documents are cached.
+    assert_eq!(s.idp.requests_to(OIDC_DISCOVERY_PATH).len(), 1);
+    assert_eq!(s.idp.requests_to(OIDC_JWKS_PATH).len(), 1);
     assert_eq!(again.login.user.id, user.id);
     let principal = s
         .auth
@@ -301,36 +319,116 @@ pub async fn sso_flow_enterprise_jit(f: SsoFixture) {
     .unwrap();
     assert!(carol.user_created && carol.joined);
     assert_eq!(carol.login.membership.tenant_id, acme);
+    // Published: consumers of the outbox hear of the new member.
+    let events = f
+        .auth
+        .backend
+        .read_events(acme, tenancy_core::ReplayFrom::Start, 100)
+        .await
+        .unwrap();
+    let joined = events
+        .iter()
+        .find(|e| e.event_type.as_str() == "member.provisioned")
+        .unwrap_or_else(|| panic!("member.provisioned in {events:?}"));
+    assert_eq!(joined.data["metadata"]["source"], "sso", "{joined:?}");
     assert_eq!(
         carol.login.membership.roles.as_slice(),
         [RoleName::new("member").unwrap()]
     );
     assert!(matches!(carol.provider.as_str(), p if p.starts_with("enterprise:")));
 
-    // Dave has an account (verified) and another tenant; he is linked and joins.
+    // Dave has an account (verified) and a tenant of his own: whoever
+    // controls Acme's provider does not get it by asserting his address.
     let (_, dave) = seed(&*f.auth.backend, "dave-own", "dave@jit.example", &["owner"]).await;
+    let to_acme = || SignInTarget::Enterprise {
+        tenant_id: acme,
+        connection: None,
+    };
     s.idp.sign_in_as(IdpAccount::new("dave@jit.example"));
-    let linked = sign_in(
-        &s,
-        SignInTarget::Enterprise {
-            tenant_id: acme,
-            connection: None,
-        },
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert!(linked.linked && linked.joined && !linked.user_created);
-    assert_eq!(linked.login.user.id, dave.id);
+    let refused = sign_in(&s, to_acme(), |_| {}).await;
+    assert!(
+        matches!(refused, Err(SsoError::LinkConfirmationRequired)),
+        "{refused:?}"
+    );
     assert!(
         f.auth
             .backend
             .find_membership(acme, dave.id)
             .await
             .unwrap()
-            .is_some()
+            .is_none()
     );
+    // Nor Acme's owner (roles above the connection's default role).
+    s.idp.sign_in_as(IdpAccount::new("owner@jit.example"));
+    let refused = sign_in(&s, to_acme(), |_| {}).await;
+    assert!(
+        matches!(refused, Err(SsoError::LinkConfirmationRequired)),
+        "{refused:?}"
+    );
+    let sub = IdpAccount::new("owner@jit.example").subject;
+    let connection = s.sso.connections(acme).await.unwrap().remove(0);
+    let key = ConnectionRef::Enterprise {
+        tenant_id: acme,
+        id: connection.id,
+    }
+    .provider_key();
+    assert!(f.sso.find_identity(&key, &sub).await.unwrap().is_none());
 
+    // Erin is a plain member of Acme and nothing else: linked.
+    let at = time::OffsetDateTime::now_utc();
+    let erin = tenancy_core::User {
+        id: UserId::new(),
+        email: Email::new("erin@jit.example").unwrap(),
+        display_name: None,
+        email_verified: true,
+        status: tenancy_core::UserStatus::Active,
+        created_at: at,
+        updated_at: at,
+    };
+    f.auth.backend.insert_user(&erin).await.unwrap();
+    f.auth
+        .backend
+        .insert_membership(&tenancy_core::Membership {
+            id: tenancy_core::MembershipId::new(),
+            tenant_id: acme,
+            user_id: erin.id,
+            roles: tenancy_core::RoleSet::parse(["member"]).unwrap(),
+            status: tenancy_core::MembershipStatus::Active,
+            created_at: at,
+            updated_at: at,
+        })
+        .await
+        .unwrap();
+    s.idp.sign_in_as(IdpAccount::new("erin@jit.example"));
+    let linked = sign_in(&s, to_acme(), |_| {}).await.unwrap();
+    assert!(linked.linked && !linked.joined && !linked.user_created);
+    assert_eq!(linked.login.user.id, erin.id);
+    // Erin is later invited elsewhere: her SSO session speaks for Acme
+    // only and does not switch there without a fresh sign-in.
+    let (beta, _) = seed(
+        &*f.auth.backend,
+        "beta-jit",
+        "erin@jit.example",
+        &["member"],
+    )
+    .await;
+    let principal = s
+        .auth
+        .authenticator()
+        .authenticate(crate::Credentials::bearer(&format!(
+            "Bearer {}",
+            linked.login.access_token.token
+        )))
+        .await
+        .unwrap();
+    let switched = s
+        .auth
+        .switch_tenant(&principal, beta.id, &ClientInfo::default())
+        .await;
+    assert!(
+        matches!(switched, Err(Error::ReauthenticationRequired)),
+        "{switched:?}"
+    );
     // The tenant's provider does not speak for other domains.
     s.idp.sign_in_as(IdpAccount::new("eve@elsewhere.example"));
     assert!(matches!(
@@ -360,10 +458,37 @@ pub async fn sso_flow_enterprise_jit(f: SsoFixture) {
     .await
     .unwrap();
     assert!(!again.joined && !again.user_created);
-    // A social provider does not open the tenant that requires its own.
+    // Carol's address is of the tenant's domain: no social sign-in.
     let social_entry = sign_in(&s, social("oidc"), |_| {}).await;
     assert!(
-        matches!(social_entry, Err(SsoError::Auth(Error::SsoRequired { tenant_id })) if tenant_id == acme),
+        matches!(social_entry, Err(SsoError::UseOrganizationSso)),
+        "{social_entry:?}"
+    );
+    // Neither does a social provider open the tenant that requires its
+    // own for a member whose address is elsewhere.
+    s.idp.sign_in_as(IdpAccount::new("zed@elsewhere.example"));
+    let zed = sign_in(&s, social("oidc"), |_| {}).await.unwrap();
+    f.auth
+        .backend
+        .delete_membership(zed.login.membership.tenant_id, zed.login.membership.id)
+        .await
+        .unwrap();
+    f.auth
+        .backend
+        .insert_membership(&tenancy_core::Membership {
+            id: tenancy_core::MembershipId::new(),
+            tenant_id: acme,
+            user_id: zed.login.user.id,
+            roles: tenancy_core::RoleSet::parse(["member"]).unwrap(),
+            status: tenancy_core::MembershipStatus::Active,
+            created_at: time::OffsetDateTime::now_utc() - time::Duration::days(1),
+            updated_at: time::OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    let social_entry = sign_in(&s, social("oidc"), |_| {}).await;
+    assert!(
+        matches!(&social_entry, Err(SsoError::Auth(Error::SsoRequired { tenant_id })) if *tenant_id == acme),
         "{social_entry:?}"
     );
     assert!(
@@ -407,6 +532,14 @@ pub async fn sso_flow_rejections(f: SsoFixture) {
     })
     .await;
     assert!(matches!(mix_up, Err(SsoError::InvalidState)), "{mix_up:?}");
+
+    // RFC 9207: the provider advertises `iss` in authorization responses,
+    // so a response without it (a mix-up stripped it) is refused.
+    let stripped = sign_in(&s, social("oidc"), |c| c.iss = None).await;
+    assert!(
+        matches!(stripped, Err(SsoError::InvalidState)),
+        "{stripped:?}"
+    );
 
     // A state is single use.
     let started = s
@@ -452,11 +585,16 @@ pub async fn sso_flow_rejections(f: SsoFixture) {
         ("expired", Misbehaviour::expired_id_token()),
     ] {
         s.idp.misbehave(misbehaviour);
+        let jwks_before = s.idp.requests_to(OIDC_JWKS_PATH).len();
         let result = sign_in(&s, social("oidc"), |_| {}).await;
         assert!(
             matches!(result, Err(SsoError::InvalidIdToken(_))),
             "{name}: {result:?}"
         );
+        if name == "foreign key" {
+            // An unknown key makes the cached JWKS be fetched again, once.
+            assert_eq!(s.idp.requests_to(OIDC_JWKS_PATH).len(), jwks_before + 1);
+        }
     }
     s.idp.misbehave(Misbehaviour::wrong_response_iss());
     let result = sign_in(&s, social("oidc"), |_| {}).await;
@@ -585,4 +723,54 @@ pub async fn sso_flow_seat_limit(f: SsoFixture) {
         .await
         .unwrap();
     assert_eq!(members.items.len(), 2);
+}
+
+/// A connection repointed at another issuer forgets the identities linked
+/// through it: the new provider's `sub` 42 is not the old provider's 42.
+/// Deleting a connection forgets them too.
+pub async fn sso_flow_repointed_connection_forgets_links(f: SsoFixture) {
+    let s = setup(&f).await;
+    let (acme, owner) = enterprise(&f, &s, "acme-repoint", "repoint.example").await;
+    let to_acme = || SignInTarget::Enterprise {
+        tenant_id: acme,
+        connection: None,
+    };
+    s.idp
+        .sign_in_as(IdpAccount::new("ada@repoint.example").with_subject("42"));
+    let ada = sign_in(&s, to_acme(), |_| {}).await.unwrap();
+    assert!(ada.user_created);
+    let connection = s.sso.connections(acme).await.unwrap().remove(0);
+    let key = ConnectionRef::Enterprise {
+        tenant_id: acme,
+        id: connection.id,
+    }
+    .provider_key();
+    assert!(f.sso.find_identity(&key, "42").await.unwrap().is_some());
+
+    let other = SimulatedIdp::start().await;
+    other.register_client(IdpClient::new("app", "app-secret", [CALLBACK]));
+    let admin = AuditContext::new(Actor::User(owner));
+    s.sso
+        .update_connection(
+            acme,
+            connection.id,
+            crate::sso::ConnectionUpdate {
+                issuer: Some(other.issuer().to_owned()),
+                ..Default::default()
+            },
+            &admin,
+        )
+        .await
+        .unwrap();
+    assert!(f.sso.find_identity(&key, "42").await.unwrap().is_none());
+    other.sign_in_as(IdpAccount::new("bob@repoint.example").with_subject("42"));
+    let bob = sign_in_at(&s, &other, to_acme(), |_| {}).await.unwrap();
+    assert_ne!(bob.login.user.id, ada.login.user.id);
+    assert_eq!(bob.login.user.email.as_str(), "bob@repoint.example");
+
+    s.sso
+        .delete_connection(acme, connection.id, &admin)
+        .await
+        .unwrap();
+    assert!(f.sso.find_identity(&key, "42").await.unwrap().is_none());
 }
