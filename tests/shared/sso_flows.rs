@@ -537,19 +537,30 @@ pub(crate) async fn require_sso_refuses_password_login(stores: Stores, start: St
         .call(Method::POST, "/auth/login", None, Some(login))
         .await;
     after.assert_problem(403, "sso-required");
-    assert_eq!(after.json["tenant_id"], owner.tenant.as_str());
+    // The refusal names no tenant: it would tell a guesser where the account is.
+    assert!(after.json.get("tenant_id").is_none());
     assert!(after.json.get("access_token").is_none());
 
     verify_email(&w, &owner).await;
     w.idp.sign_in_as(IdpAccount::new("owner@acme.test"));
-    // A social provider vouching for the same address is no way in either.
+    // A social provider vouching for an address in the tenant's verified
+    // domain is no way in either.
     let social = w.sign_in(json!({ "connection": "google" })).await;
     refused(&social);
-    social.assert_problem(403, "sso-required");
+    social.assert_problem(403, "use-organization-sso");
 
-    let token = signed_in(&w.sign_in(json!({ "email": "owner@acme.test" })).await);
+    // The owner holds more than the connection's default role: the tenant's
+    // identity provider alone does not link the account (whoever runs that
+    // provider could otherwise take the owner's account over).
+    let owner_sso = w.sign_in(json!({ "email": "owner@acme.test" })).await;
+    refused(&owner_sso);
+    owner_sso.assert_problem(409, "sso-link-required");
+
+    // A colleague without an account signs in through the tenant's provider.
+    w.idp.sign_in_as(IdpAccount::new("grace@acme.test"));
+    let token = signed_in(&w.sign_in(json!({ "email": "grace@acme.test" })).await);
     let me = w.me(&token).await;
-    assert_eq!(me["user"]["id"], owner.user.as_str());
+    assert_eq!(me["user"]["email"], "grace@acme.test");
     assert_eq!(me["tenant"]["id"], owner.tenant.as_str());
 }
 

@@ -324,7 +324,7 @@ impl Auth {
     }
 
     /// The tenant, user and membership store.
-    #[cfg(feature = "sso")]
+    #[cfg(any(feature = "sso", feature = "oidc"))]
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
     }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use tenancy_core::{
-    Actor, AuditContext, Backend, Membership, SessionId, TenantId, Transaction, User, UserId,
-    UserStatus, UserStore,
+    Actor, AuditContext, Membership, SessionId, TenantId, Transaction, User, UserId, UserStatus,
+    UserStore,
 };
 use time::OffsetDateTime;
 
@@ -118,11 +118,6 @@ impl Auth {
     /// The auth store.
     pub(crate) fn auth_store(&self) -> &Arc<dyn AuthStore> {
         &self.inner.store
-    }
-
-    /// The core backend.
-    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
-        &self.inner.backend
     }
 
     /// The access-token signing keys.
