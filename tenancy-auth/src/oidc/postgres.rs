@@ -26,9 +26,8 @@ use super::types::{
     AuthorizationCode, AuthorizationRequest, ClientId, ClientKind, CodeRedemption, Consent,
     GrantType, Interaction, InteractionId, OAuthClient, RedirectUri, SessionGrant,
 };
-use crate::key_encryption::StoredPrivateKey;
-use crate::keys::{KeyAlgorithm, StoredKey};
-use crate::postgres::{corrupt, get, hash_of, key_from_row, private_columns};
+use crate::keys::KeyAlgorithm;
+use crate::postgres::{PgKeyTable, corrupt, get, hash_of};
 use crate::store::KeyStore;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -43,7 +42,7 @@ pub fn migrator() -> Migrator {
 #[derive(Clone)]
 pub struct PgOAuthStore {
     pool: PgPool,
-    keys: Arc<PgOidcKeyStore>,
+    keys: Arc<PgKeyTable>,
 }
 
 impl std::fmt::Debug for PgOAuthStore {
@@ -56,7 +55,7 @@ impl PgOAuthStore {
     /// A store over `pool`.
     pub fn new(pool: PgPool) -> Self {
         Self {
-            keys: Arc::new(PgOidcKeyStore { pool: pool.clone() }),
+            keys: Arc::new(PgKeyTable::new(pool.clone(), "tenancy_oidc_signing_keys")),
             pool,
         }
     }
@@ -91,12 +90,6 @@ fn db_error(error: sqlx::Error) -> StoreError {
         match db.kind() {
             sqlx::error::ErrorKind::UniqueViolation => {
                 return match constraint {
-                    "tenancy_oidc_signing_keys_one_active" => {
-                        StoreError::Conflict(Conflict::ActiveSigningKey)
-                    }
-                    "tenancy_oidc_signing_keys_pkey" => {
-                        StoreError::Conflict(Conflict::Id(Entity::SigningKey))
-                    }
                     "tenancy_oauth_clients_pkey" => {
                         StoreError::Conflict(Conflict::Id(Entity::OAuthClient))
                     }
@@ -702,76 +695,5 @@ impl OAuthStore for PgOAuthStore {
 
     fn id_token_keys(&self) -> Arc<dyn KeyStore> {
         self.keys.clone()
-    }
-}
-
-/// The ID-token signing keys, in a table of their own.
-struct PgOidcKeyStore {
-    pool: PgPool,
-}
-
-#[async_trait]
-impl KeyStore for PgOidcKeyStore {
-    async fn list_signing_keys(&self) -> Result<Vec<StoredKey>> {
-        let rows = sqlx::query(
-            "SELECT kid, algorithm, private_jwk, private_jwe, public_jwk, created_at, retired_at \
-             FROM tenancy_oidc_signing_keys ORDER BY created_at, kid",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        rows.iter().map(key_from_row).collect()
-    }
-
-    async fn activate_signing_key(&self, key: &StoredKey, at: OffsetDateTime) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query(
-            "UPDATE tenancy_oidc_signing_keys SET retired_at = $1 WHERE retired_at IS NULL",
-        )
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let (plaintext, encrypted) = private_columns(&key.private_key);
-        sqlx::query(
-            "INSERT INTO tenancy_oidc_signing_keys (kid, algorithm, private_jwk, private_jwe, public_jwk, created_at, retired_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-        )
-        .bind(&key.kid)
-        .bind(key.algorithm.as_str())
-        .bind(plaintext)
-        .bind(encrypted)
-        .bind(key.public_jwk.clone().map(Value::Object))
-        .bind(key.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn delete_signing_keys_retired_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM tenancy_oidc_signing_keys WHERE retired_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn replace_private_key(&self, kid: &str, private_key: &StoredPrivateKey) -> Result<()> {
-        let (plaintext, encrypted) = private_columns(private_key);
-        let done = sqlx::query(
-            "UPDATE tenancy_oidc_signing_keys SET private_jwk = $2, private_jwe = $3 WHERE kid = $1",
-        )
-        .bind(kid)
-        .bind(plaintext)
-        .bind(encrypted)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(Entity::SigningKey));
-        }
-        Ok(())
     }
 }

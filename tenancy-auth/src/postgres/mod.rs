@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgListener, PgPool, PgRow};
-use sqlx::{Postgres, Row};
+use sqlx::{AssertSqlSafe, Postgres, Row};
 use tenancy_core::{
     Actor, ApiKeyId, Conflict, Cursor, Email, Entity, Page, PageRequest, SessionId, StoreError,
     TenantId, TokenHash, UserId,
@@ -82,12 +82,6 @@ fn db_error(error: sqlx::Error) -> StoreError {
         let constraint = db.constraint().unwrap_or_default();
         match db.kind() {
             sqlx::error::ErrorKind::UniqueViolation => match constraint {
-                "tenancy_signing_keys_one_active" => {
-                    return StoreError::Conflict(Conflict::ActiveSigningKey);
-                }
-                "tenancy_signing_keys_pkey" => {
-                    return StoreError::Conflict(Conflict::Id(Entity::SigningKey));
-                }
                 "tenancy_sessions_pkey" => {
                     return StoreError::Conflict(Conflict::Id(Entity::Session));
                 }
@@ -341,28 +335,95 @@ impl LockoutStore for PgAuthStore {
 #[async_trait]
 impl KeyStore for PgAuthStore {
     async fn list_signing_keys(&self) -> Result<Vec<StoredKey>> {
-        let rows = sqlx::query(
+        self.signing_keys().list_signing_keys().await
+    }
+
+    async fn activate_signing_key(&self, key: &StoredKey, at: OffsetDateTime) -> Result<()> {
+        self.signing_keys().activate_signing_key(key, at).await
+    }
+
+    async fn delete_signing_keys_retired_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        self.signing_keys()
+            .delete_signing_keys_retired_before(cutoff)
+            .await
+    }
+
+    async fn replace_private_key(&self, kid: &str, private_key: &StoredPrivateKey) -> Result<()> {
+        self.signing_keys()
+            .replace_private_key(kid, private_key)
+            .await
+    }
+}
+
+impl PgAuthStore {
+    fn signing_keys(&self) -> PgKeyTable {
+        PgKeyTable::new(self.pool.clone(), "tenancy_signing_keys")
+    }
+}
+
+/// A table of signing keys: the access-token keys (`tenancy_signing_keys`)
+/// or the OIDC provider's ID-token keys, which keep a table of their own
+/// with the same columns and constraints (`{table}_pkey`,
+/// `{table}_one_active`). The name comes from this crate's migrations,
+/// never from input, so the SQL is built with it.
+pub(crate) struct PgKeyTable {
+    pool: PgPool,
+    table: &'static str,
+}
+
+impl PgKeyTable {
+    /// The keys in `table`, a name from this crate's migrations.
+    pub(crate) fn new(pool: PgPool, table: &'static str) -> Self {
+        Self { pool, table }
+    }
+
+    fn error(&self, error: sqlx::Error) -> StoreError {
+        if let Some(db) = error.as_database_error()
+            && db.kind() == sqlx::error::ErrorKind::UniqueViolation
+            && let Some(suffix) = db
+                .constraint()
+                .and_then(|constraint| constraint.strip_prefix(self.table))
+        {
+            match suffix {
+                "_one_active" => return StoreError::Conflict(Conflict::ActiveSigningKey),
+                "_pkey" => return StoreError::Conflict(Conflict::Id(Entity::SigningKey)),
+                _ => {}
+            }
+        }
+        db_error(error)
+    }
+}
+
+#[async_trait]
+impl KeyStore for PgKeyTable {
+    async fn list_signing_keys(&self) -> Result<Vec<StoredKey>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT kid, algorithm, private_jwk, private_jwe, public_jwk, created_at, retired_at \
-             FROM tenancy_signing_keys ORDER BY created_at, kid",
-        )
+             FROM {} ORDER BY created_at, kid",
+            self.table
+        )))
         .fetch_all(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| self.error(e))?;
         rows.iter().map(key_from_row).collect()
     }
 
     async fn activate_signing_key(&self, key: &StoredKey, at: OffsetDateTime) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query("UPDATE tenancy_signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {} SET retired_at = $1 WHERE retired_at IS NULL",
+            self.table
+        )))
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
         let (plaintext, encrypted) = private_columns(&key.private_key);
-        sqlx::query(
-            "INSERT INTO tenancy_signing_keys (kid, algorithm, private_jwk, private_jwe, public_jwk, created_at, retired_at) \
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (kid, algorithm, private_jwk, private_jwe, public_jwk, created_at, retired_at) \
              VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-        )
+            self.table
+        )))
         .bind(&key.kid)
         .bind(key.algorithm.as_str())
         .bind(plaintext)
@@ -371,30 +432,34 @@ impl KeyStore for PgAuthStore {
         .bind(key.created_at)
         .execute(&mut *tx)
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        .map_err(|e| self.error(e))?;
+        tx.commit().await.map_err(|e| self.error(e))
     }
 
     async fn delete_signing_keys_retired_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM tenancy_signing_keys WHERE retired_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE retired_at < $1",
+            self.table
+        )))
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
         Ok(done.rows_affected())
     }
 
     async fn replace_private_key(&self, kid: &str, private_key: &StoredPrivateKey) -> Result<()> {
         let (plaintext, encrypted) = private_columns(private_key);
-        let done = sqlx::query(
-            "UPDATE tenancy_signing_keys SET private_jwk = $2, private_jwe = $3 WHERE kid = $1",
-        )
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {} SET private_jwk = $2, private_jwe = $3 WHERE kid = $1",
+            self.table
+        )))
         .bind(kid)
         .bind(plaintext)
         .bind(encrypted)
         .execute(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| self.error(e))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(Entity::SigningKey));
         }
