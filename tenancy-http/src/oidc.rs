@@ -865,6 +865,44 @@ async fn authorize(
 
 // ---------------------------------------------------------------- login and consent pages
 
+/// A login or consent form posted back: its fields and the pending
+/// interaction it names, once its CSRF token is this browser's; or the
+/// error page to answer.
+async fn submitted_form(
+    t: &Tenancy,
+    module: &OidcModule,
+    provider: &OAuthProvider,
+    r: &ApiRequest,
+) -> Result<
+    (
+        HashMap<String, Vec<String>>,
+        tenancy_auth::oidc::Interaction,
+        OAuthClient,
+    ),
+    Response<Bytes>,
+> {
+    let form = params(r, t.config().body_limit)
+        .map_err(|error| error_page(StatusCode::BAD_REQUEST, &error))?;
+    let field = |name: &str| one(&form, name).ok().flatten();
+    let (interaction, client) = pending(provider, field("interaction")).await?;
+    if !csrf_ok(
+        t,
+        module,
+        r,
+        interaction.id.as_str(),
+        field("csrf").unwrap_or(""),
+    ) {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            &OAuthError::new(
+                OAuthErrorCode::InvalidRequest,
+                "the form expired or was not sent from this site; reload the page",
+            ),
+        ));
+    }
+    Ok((form, interaction, client))
+}
+
 async fn pending(
     provider: &OAuthProvider,
     raw: Option<&str>,
@@ -943,30 +981,11 @@ async fn login_submit(
     _: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let (module, provider) = provider(t)?;
-    let form = match params(r, t.config().body_limit) {
-        Ok(form) => form,
-        Err(error) => return Ok(error_page(StatusCode::BAD_REQUEST, &error)),
-    };
-    let field = |name: &str| one(&form, name).ok().flatten();
-    let (interaction, client) = match pending(provider, field("interaction")).await {
+    let (form, interaction, client) = match submitted_form(t, module, provider, r).await {
         Ok(found) => found,
         Err(page) => return Ok(page),
     };
-    if !csrf_ok(
-        t,
-        module,
-        r,
-        interaction.id.as_str(),
-        field("csrf").unwrap_or(""),
-    ) {
-        return Ok(error_page(
-            StatusCode::FORBIDDEN,
-            &OAuthError::new(
-                OAuthErrorCode::InvalidRequest,
-                "the form expired or was not sent from this site; reload the page",
-            ),
-        ));
-    }
+    let field = |name: &str| one(&form, name).ok().flatten();
     let (Some(email), Some(password)) = (field("email"), field("password")) else {
         return Ok(render_login(
             t,
@@ -1113,30 +1132,11 @@ async fn consent_submit(
     _: Option<&RequestContext>,
 ) -> Result<Response<Bytes>, Problem> {
     let (module, provider) = provider(t)?;
-    let form = match params(r, t.config().body_limit) {
-        Ok(form) => form,
-        Err(error) => return Ok(error_page(StatusCode::BAD_REQUEST, &error)),
-    };
-    let field = |name: &str| one(&form, name).ok().flatten();
-    let (interaction, _) = match pending(provider, field("interaction")).await {
+    let (form, interaction, _) = match submitted_form(t, module, provider, r).await {
         Ok(found) => found,
         Err(page) => return Ok(page),
     };
-    if !csrf_ok(
-        t,
-        module,
-        r,
-        interaction.id.as_str(),
-        field("csrf").unwrap_or(""),
-    ) {
-        return Ok(error_page(
-            StatusCode::FORBIDDEN,
-            &OAuthError::new(
-                OAuthErrorCode::InvalidRequest,
-                "the form expired or was not sent from this site; reload the page",
-            ),
-        ));
-    }
+    let field = |name: &str| one(&form, name).ok().flatten();
     let allow = match field("decision") {
         Some("allow") => true,
         Some("deny") => false,
