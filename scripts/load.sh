@@ -5,7 +5,7 @@
 #   bash scripts/load.sh [--tenants N] [--logins N] [--duration 20s]
 #                        [--connections 64] [--apps "axum actix"]
 #                        [--backends "memory postgres"] [--routes "jwks list me create"]
-#                        [--repeat N] [--no-build] [--bin-dir DIR]
+#                        [--repeat N] [--no-build] [--bin-dir DIR] [--perf DIR]
 #
 # For each app and backend it starts a fresh process, registers N tenants
 # (one owner each), logs in --logins times round-robin over them, then
@@ -15,7 +15,10 @@
 # (201) is listed exactly once, under its own tenant. It prints one table of
 # requests/s, with the resident memory of the app at start, after the
 # logins and after the read runs, and on Postgres the database transactions
-# per request (from pg_stat_database).
+# per request (from pg_stat_database). With --perf DIR it also records a
+# CPU profile of the app during each route's run (`perf record`, from
+# Debian's linux-perf; software clock, so it works in VMs without hardware
+# counters) as DIR/<app>-<backend>-<n>-<route>.data, for `perf report -i`.
 #
 # Needs wrk, curl and jq (`apt-get install wrk curl jq`); for Postgres,
 # psql and DATABASE_URL naming a database the app may migrate (see
@@ -37,6 +40,7 @@ routes="jwks list me create"
 repeat=1
 build=1
 bin_dir=""
+perf_dir=""
 while (($#)); do
     case $1 in
         --tenants) tenants=$2; shift 2 ;;
@@ -49,11 +53,14 @@ while (($#)); do
         --repeat) repeat=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         --bin-dir) bin_dir=$2; build=0; shift 2 ;;
+        --perf) perf_dir=$2; shift 2 ;;
         *) sed -n '2,25p' "$0"; exit 2 ;;
     esac
 done
 
-for tool in wrk curl jq; do
+tools="wrk curl jq"
+[[ -n $perf_dir ]] && { tools+=" perf"; mkdir -p "$perf_dir"; perf_dir=$(cd "$perf_dir" && pwd); }
+for tool in $tools; do
     command -v "$tool" >/dev/null || { echo "load.sh needs $tool (apt-get install $tool)" >&2; exit 2; }
 done
 if [[ $backends == *postgres* ]]; then
@@ -87,6 +94,8 @@ mib() { awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
 # CPU time the app has used, in clock ticks (user + system).
 ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
+# Context switches of all the app's threads (voluntary + involuntary).
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'; }
 xacts() {
     psql -X -At "$DATABASE_URL" -c \
         "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
@@ -128,13 +137,26 @@ list_all() {
 export -f register login list_all
 
 # One wrk run of route $1; prints "<requests/s> <requests> <non-2xx>
-# <app CPU µs per request>".
+# <app CPU µs per request> <app context switches per request>".
 drive() {
-    local out cpu_before cpu
+    local out cpu_before cpu perf_pid=""
+    if [[ -n $perf_dir ]]; then
+        perf record -q -F 499 -e cpu-clock --call-graph dwarf,32768 -p "$app_pid" \
+            -o "$perf_dir/$profile_name-$1.data" 2>>"$work/perf.log" &
+        perf_pid=$!
+        sleep 0.5
+    fi
     cpu_before=$(ticks "$app_pid")
+    local switches_before
+    switches_before=$(switches "$app_pid")
     out=$(LOAD_MODE=$1 LOAD_TOKENS="$work/tokens" LOAD_ACKS="$work/acks" \
         wrk -t2 -c"$connections" -d"$duration" -s "$root/scripts/load.lua" "$base" 2>&1)
     cpu=$(($(ticks "$app_pid") - cpu_before))
+    local switched=$(($(switches "$app_pid") - switches_before))
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+    fi
     echo "$out" >> "$work/wrk.log"
     local rate total bad
     rate=$(awk '/^Requests\/sec:/ { printf "%d", $2 }' <<<"$out")
@@ -142,12 +164,15 @@ drive() {
     bad=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
     errors=$(awk '/Socket errors:/ { print }' <<<"$out")
     [[ -z $errors ]] || echo "    $1: $errors" >&2
-    echo "${rate:-0} ${total:-0} ${bad:-0} $(awk -v c="$cpu" -v n="${total:-0}" -v hz="$hz" \
-        'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')"
+    echo "${rate:-0} ${total:-0} ${bad:-0} $(awk -v c="$cpu" -v s="$switched" -v n="${total:-0}" -v hz="$hz" \
+        'BEGIN { printf "%.1f %.2f", n ? c / hz * 1e6 / n : 0, n ? s / n : 0 }')"
 }
 
+runs=0
 run_one() {
     local app=$1 backend=$2 run
+    runs=$((runs + 1))
+    profile_name="$app-$backend-$runs"
     run=$(date +%s)-$RANDOM
     salt=$(((salt + 1) % 200 + 20))
     rm -f "$work"/token.* "$work"/acks.* "$work"/reg.*
@@ -178,10 +203,11 @@ run_one() {
     rss_logins=$(mib "$app_pid")
 
     declare -A rate=() per=()
-    local nonok=0 route before after r total bad us
+    local nonok=0 route before after r total bad us cs
     for route in $routes; do
         [[ $backend == postgres ]] && before=$(xacts)
-        read -r r total bad us < <(drive "$route")
+        read -r r total bad us cs < <(drive "$route")
+        echo "    $route: $r requests/s, $us µs CPU and $cs context switches per request, $bad non-2xx" >&2
         rate[$route]="$r ($us)"
         nonok=$((nonok + bad))
         if [[ $backend == postgres ]]; then
