@@ -118,6 +118,11 @@ impl Projects {
         )
         .execute(owner)
         .await?;
+        // Each list reads one tenant's projects in id order: without this
+        // index Postgres walks the primary key through every tenant's rows.
+        sqlx::query("CREATE INDEX IF NOT EXISTS projects_tenant_id ON projects (tenant_id, id)")
+            .execute(owner)
+            .await?;
         let mut conn = owner.acquire().await?;
         tenancy::postgres::enable_tenant_rls(&mut conn, "projects", "tenant_id").await?;
         Ok(())
