@@ -13,14 +13,20 @@
 //! everything; a project of another tenant is not found. With
 //! `DATABASE_URL`, tenancy and the projects table live in Postgres, the
 //! table under tenancy's row-level security.
+//!
+//! The services are set up on a multi-thread Tokio runtime, which keeps the
+//! database connections; actix-web's workers (each a runtime of its own)
+//! hand every request's queries to it (`Tenancy::on_store_runtime`)
+//! instead of driving sockets that belong to another runtime.
 
 use std::error::Error;
+use std::future::Future;
 
 use tenancy::actix::actix_web::{self, App, HttpRequest, HttpResponse, HttpServer, web};
 use tenancy::actix::{Context, Json, Rejection, TenancyMiddleware, require};
 use tenancy::http::auth::AuthConfig;
 use tenancy::http::authz::Catalog;
-use tenancy::http::{HttpConfig, Tenancy};
+use tenancy::http::{HttpConfig, Problem, Tenancy};
 
 #[path = "shared/metering.rs"]
 mod metering;
@@ -31,26 +37,43 @@ use projects::{ProjectInput, Projects};
 
 type Reply = Result<HttpResponse, Rejection>;
 
+/// Runs a handler's queries on the runtime that holds the connections.
+async fn on_store<T: Send + 'static>(
+    ctx: &Context,
+    work: impl Future<Output = Result<T, Problem>> + Send + 'static,
+) -> Result<T, Rejection> {
+    Ok(ctx.tenancy().on_store_runtime(work).await??)
+}
+
 /// `GET /projects?limit=&cursor=`, behind `require(projects:read)`: one
 /// page, asked for and answered like the SDK's lists.
 async fn list(ctx: Context, projects: web::Data<Projects>, req: HttpRequest) -> Reply {
     let page = tenancy::http::page_request(Some(req.query_string()))?;
-    let page = projects.list(ctx.tenant_id(), &page).await?;
+    let (tenant, projects) = (ctx.tenant_id(), projects.into_inner());
+    let page = on_store(&ctx, async move { projects.list(tenant, &page).await }).await?;
     Ok(HttpResponse::Ok().json(tenancy::http::page_json(&page)))
 }
 
 /// `POST /projects`, behind `require(projects:create)`.
 async fn create(ctx: Context, projects: web::Data<Projects>, input: Json<ProjectInput>) -> Reply {
     let name = projects::valid_name(&input.name)?;
-    projects::seed_policy(ctx.tenancy(), ctx.tenant_id()).await?;
-    let owner = ctx.authz_principal().id().to_owned();
-    let project = projects.create(ctx.tenant_id(), name, owner).await?;
+    let (context, projects) = (ctx.0.clone(), projects.into_inner());
+    let project = on_store(&ctx, async move {
+        projects::seed_policy(context.tenancy(), context.tenant_id()).await?;
+        let owner = context.authz_principal().id().to_owned();
+        projects.create(context.tenant_id(), name, owner).await
+    })
+    .await?;
     Ok(HttpResponse::Created().json(project))
 }
 
 /// `GET /projects/{id}`.
 async fn show(ctx: Context, projects: web::Data<Projects>, id: web::Path<String>) -> Reply {
-    let project = projects.guarded(&ctx, &id, "projects:read").await?;
+    let (context, projects) = (ctx.0.clone(), projects.into_inner());
+    let project = on_store(&ctx, async move {
+        projects.guarded(&context, &id, "projects:read").await
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(project))
 }
 
@@ -61,16 +84,24 @@ async fn update(
     id: web::Path<String>,
     input: Json<ProjectInput>,
 ) -> Reply {
-    let project = projects.guarded(&ctx, &id, "projects:update").await?;
-    let name = projects::valid_name(&input.name)?;
-    let renamed = projects.rename(ctx.tenant_id(), project.id, name).await?;
+    let (context, projects) = (ctx.0.clone(), projects.into_inner());
+    let renamed = on_store(&ctx, async move {
+        let project = projects.guarded(&context, &id, "projects:update").await?;
+        let name = projects::valid_name(&input.name)?;
+        projects.rename(context.tenant_id(), project.id, name).await
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(renamed))
 }
 
 /// `DELETE /projects/{id}`: the owner, or an owner or admin of the tenant.
 async fn remove(ctx: Context, projects: web::Data<Projects>, id: web::Path<String>) -> Reply {
-    let project = projects.guarded(&ctx, &id, "projects:delete").await?;
-    projects.delete(ctx.tenant_id(), project.id).await?;
+    let (context, projects) = (ctx.0.clone(), projects.into_inner());
+    on_store(&ctx, async move {
+        let project = projects.guarded(&context, &id, "projects:delete").await?;
+        projects.delete(context.tenant_id(), project.id).await
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -95,8 +126,8 @@ async fn services() -> Result<(Tenancy, Projects, Usage), Box<dyn Error>> {
     Ok((builder.build().await?, Projects::memory(), usage))
 }
 
-async fn serve() -> Result<(), Box<dyn Error>> {
-    let (tenancy, projects, usage) = services().await?;
+async fn serve(services: (Tenancy, Projects, Usage)) -> Result<(), Box<dyn Error>> {
+    let (tenancy, projects, usage) = services;
     // Every request to /projects counts one api_call (GET /usage).
     let count_calls = metering::count_calls(&usage)?;
     let projects = web::Data::new(projects);
@@ -143,5 +174,9 @@ async fn serve() -> Result<(), Box<dyn Error>> {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    actix_web::rt::System::new().block_on(serve())
+    // The store runtime: tenancy, its pools and its background tasks live
+    // here; it runs until main returns.
+    let store_runtime = tokio::runtime::Runtime::new()?;
+    let services = store_runtime.block_on(services())?;
+    actix_web::rt::System::new().block_on(serve(services))
 }

@@ -7,8 +7,8 @@ use std::rc::Rc;
 use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::{HttpMessage, ResponseError, web};
-use tenancy_http::idempotency::{Begin, IDEMPOTENCY_KEY};
-use tenancy_http::{Idempotency, Problem, RequestContext};
+use tenancy_http::idempotency::{Begin, IDEMPOTENCY_KEY, Pending};
+use tenancy_http::{Idempotency, Problem, RequestContext, Tenancy};
 
 use crate::{LocalBoxFuture, Rejection, head_of, into_actix, read_body};
 
@@ -123,10 +123,19 @@ where
                 Err(rejection) => return Ok(answer(request, rejection)),
             };
             request.set_payload(actix_web::dev::Payload::from(body.clone()));
-            let pending = match idempotency
-                .begin(&context, &head.method, &head.uri, &head.headers, &body)
-                .await
-            {
+            let tenancy = context.tenancy().clone();
+            let begun = tenancy
+                .on_store_runtime(async move {
+                    idempotency
+                        .begin(&context, &head.method, &head.uri, &head.headers, &body)
+                        .await
+                })
+                .await;
+            let begun = match begun {
+                Ok(begun) => begun,
+                Err(problem) => return Ok(answer(request, Rejection::from(problem))),
+            };
+            let pending = match begun {
                 Begin::Pass => return Ok(service.call(request).await?.map_into_left_body()),
                 Begin::Answer(response) => {
                     return Ok(request
@@ -142,31 +151,46 @@ where
                 BodySize::Stream => None,
             };
             if length.is_none_or(|n| n > pending.max_body()) {
-                pending.release().await;
+                release(&tenancy, pending).await;
                 return Ok(response.map_into_left_body());
             }
             let (request, response) = response.into_parts();
             let (response, body) = response.into_parts();
             match actix_web::body::to_bytes(body).await {
                 Ok(bytes) => {
-                    let headers = response.headers();
-                    pending
-                        .finish(
-                            response.status().as_u16(),
-                            |name| {
-                                headers
-                                    .get(name.as_str())
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_owned)
-                            },
-                            &bytes,
-                        )
+                    let status = response.status().as_u16();
+                    let headers: Vec<(String, String)> = response
+                        .headers()
+                        .iter()
+                        .filter_map(|(name, value)| {
+                            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                        })
+                        .collect();
+                    let stored = bytes.clone();
+                    let finished = tenancy
+                        .on_store_runtime(async move {
+                            pending
+                                .finish(
+                                    status,
+                                    |name| {
+                                        headers
+                                            .iter()
+                                            .find(|(stored, _)| stored == name.as_str())
+                                            .map(|(_, value)| value.clone())
+                                    },
+                                    &stored,
+                                )
+                                .await;
+                        })
                         .await;
+                    if let Err(problem) = finished {
+                        tracing::warn!(?problem, "storing an idempotent response failed");
+                    }
                     let response = response.set_body(bytes).map_into_boxed_body();
                     Ok(ServiceResponse::new(request, response).map_into_right_body())
                 }
                 Err(error) => {
-                    pending.release().await;
+                    release(&tenancy, pending).await;
                     let error: Box<dyn std::error::Error> = error.into();
                     tracing::error!(%error, "reading a response body failed");
                     let problem = Rejection::from(Problem::of(tenancy_http::ProblemKind::Internal));
@@ -183,4 +207,19 @@ fn answer<B>(request: ServiceRequest, rejection: Rejection) -> ServiceResponse<E
     request
         .into_response(rejection.error_response())
         .map_into_right_body()
+}
+
+/// Gives the key back on the store runtime (see
+/// [`Tenancy::on_store_runtime`](tenancy_http::Tenancy::on_store_runtime));
+/// if that runtime is gone, the key's lease lapses on its own.
+async fn release(tenancy: &Tenancy, pending: Pending) {
+    if let Err(problem) = tenancy
+        .on_store_runtime(async move { pending.release().await })
+        .await
+    {
+        tracing::warn!(
+            ?problem,
+            "releasing an idempotency key failed; its lease will lapse"
+        );
+    }
 }

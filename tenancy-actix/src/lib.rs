@@ -57,6 +57,48 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # On Postgres: build on a multi-thread runtime
+//!
+//! Each actix-web worker is a Tokio runtime of its own, and a socket is
+//! driven by the runtime that opened it: a pooled connection opened by one
+//! worker and used by another waits at every round trip for the first to
+//! notice the reply. Build the [`Tenancy`] (and open your own pools) on a
+//! multi-thread Tokio runtime instead, then start actix-web: that runtime
+//! becomes the [store runtime](Tenancy::on_store_runtime), and this crate
+//! hands each request's store work to it (authentication, guards,
+//! permission checks, the SDK's routes, idempotency records). Your handlers
+//! do the same for their own queries with
+//! [`Tenancy::on_store_runtime`]. With memory stores nothing is handed
+//! over.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer};
+//! use tenancy_http::core::postgres::sqlx::PgPool;
+//! use tenancy_http::auth::{AuthConfig, KeyEncryption, KeyEncryptionKey};
+//! use tenancy_http::{HttpConfig, Tenancy, authz::Catalog};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Holds the pools and the SDK's background tasks until main returns.
+//!     let store_runtime = tokio::runtime::Runtime::new()?;
+//!     let tenancy = store_runtime.block_on(async {
+//!         let pool = PgPool::connect("postgres://app@localhost/app").await?;
+//!         let catalog = Catalog::new(["projects:read"])?;
+//!         let kek = KeyEncryptionKey::from_base64("kek-1", &std::env::var("KEY_ENCRYPTION_KEY")?)?;
+//!         let auth = AuthConfig::new("https://app.example", "app")
+//!             .with_key_encryption(KeyEncryption::key(kek));
+//!         let tenancy = Tenancy::postgres(pool, catalog, auth, HttpConfig::default()).await?;
+//!         Ok::<_, Box<dyn std::error::Error>>(tenancy)
+//!     })?;
+//!     actix_web::rt::System::new().block_on(async move {
+//!         HttpServer::new(move || App::new().configure(tenancy_actix::configure(tenancy.clone())))
+//!             .bind(("127.0.0.1", 3001))?
+//!             .run()
+//!             .await
+//!     })?;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # Features
 //!
 //! - `memory` (default): the in-memory stores of `tenancy-http`.
@@ -362,7 +404,16 @@ async fn serve(
     let span = tenancy_http::trace::request_span(request.method().as_str(), request.path());
     async move {
         match api_request(&request, payload, tenancy.config().body_limit).await {
-            Ok(api) => into_actix(tenancy.dispatch(&route, api).await),
+            Ok(api) => {
+                let on_store = tenancy.clone();
+                match on_store
+                    .on_store_runtime(async move { tenancy.dispatch(&route, api).await })
+                    .await
+                {
+                    Ok(response) => into_actix(response),
+                    Err(problem) => Rejection::from(problem).error_response(),
+                }
+            }
             Err(rejection) => rejection.error_response(),
         }
     }
@@ -439,10 +490,16 @@ where
         Box::pin(
             async move {
                 let outcome = match head_of(request.request()) {
-                    Ok(head) => tenancy
-                        .authenticate(head.borrowed())
-                        .await
-                        .map_err(Rejection::from),
+                    Ok(head) => {
+                        let on_store = tenancy.clone();
+                        on_store
+                            .on_store_runtime(
+                                async move { tenancy.authenticate(head.borrowed()).await },
+                            )
+                            .await
+                            .and_then(|outcome| outcome)
+                            .map_err(Rejection::from)
+                    }
                     Err(rejection) => Err(rejection),
                 };
                 let outcome = outcome.map(|context| {
@@ -539,10 +596,14 @@ where
         Box::pin(async move {
             let context = request.extensions().get::<RequestContext>().cloned();
             let outcome = match context {
-                Some(context) => context
-                    .require(permission.as_str())
-                    .await
-                    .map_err(Rejection::from),
+                Some(context) => {
+                    let tenancy = context.tenancy().clone();
+                    tenancy
+                        .on_store_runtime(async move { context.require(permission.as_str()).await })
+                        .await
+                        .and_then(|outcome| outcome)
+                        .map_err(Rejection::from)
+                }
                 None => Err(Rejection::missing_middleware()),
             };
             forward(&*service, request, outcome).await
@@ -635,7 +696,14 @@ where
         Box::pin(async move {
             let context = request.extensions().get::<RequestContext>().cloned();
             let admitted = match context {
-                Some(context) => guard.check(&context).await.map_err(Rejection::from),
+                Some(context) => {
+                    let tenancy = context.tenancy().clone();
+                    tenancy
+                        .on_store_runtime(async move { guard.check(&context).await })
+                        .await
+                        .and_then(|outcome| outcome)
+                        .map_err(Rejection::from)
+                }
                 None => Err(Rejection::missing_middleware()),
             };
             match admitted {

@@ -107,6 +107,7 @@ pub struct TenancyBuilder {
     modules: Vec<Registered>,
     idempotency: Option<crate::idempotency::IdempotencyConfig>,
     readiness: crate::health::Readiness,
+    store_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for TenancyBuilder {
@@ -169,6 +170,7 @@ impl Tenancy {
             modules: Vec::new(),
             idempotency: None,
             readiness: crate::health::Readiness::default(),
+            store_runtime: None,
         }
     }
 
@@ -220,6 +222,19 @@ impl TenancyBuilder {
     #[cfg(feature = "postgres")]
     pub fn postgres(mut self, pool: tenancy_core::postgres::sqlx::PgPool) -> Self {
         self.storage = Storage::Postgres(pool);
+        self
+    }
+
+    /// The multi-thread Tokio runtime that drives the stores' connections,
+    /// to which [`Tenancy::on_store_runtime`] hands store work coming from
+    /// other runtimes (actix-web's workers). Open your stores' pools on it.
+    ///
+    /// Default: with [`Self::postgres`], the runtime [`Self::build`] runs
+    /// on, if it is a multi-thread one; none otherwise (memory stores need
+    /// none, and store work then runs where it is called). Set it for
+    /// stores of your own that do I/O.
+    pub fn store_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.store_runtime = Some(runtime);
         self
     }
 
@@ -423,6 +438,15 @@ impl TenancyBuilder {
                 .unwrap_or_else(|| self.storage.idempotency_store());
             crate::idempotency::Idempotency::new(store, clock.clone(), config)
         });
+        let store_runtime = self.store_runtime.clone().or_else(|| match &self.storage {
+            #[cfg(feature = "postgres")]
+            Storage::Postgres(_) => tokio::runtime::Handle::try_current()
+                .ok()
+                .filter(|runtime| {
+                    runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                }),
+            _ => None,
+        });
         let mut readiness = self.readiness;
         #[cfg(feature = "postgres")]
         if let Storage::Postgres(pool) = &self.storage {
@@ -522,6 +546,7 @@ impl TenancyBuilder {
             background,
             idempotency,
             readiness,
+            store_runtime,
         );
         let started: Vec<_> = tenancy
             .modules()

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tenancy_auth::Auth;
 use tenancy_authz::{AuthzAdmin, AuthzStoreError, PolicyCache, PolicyDocument};
 use tenancy_core::{AuditContext, CachingStore, Directory, TenantId};
+use tokio::runtime::RuntimeFlavor;
 
 use crate::config::HttpConfig;
 use crate::module::Registered;
@@ -31,6 +32,7 @@ struct Inner {
     idempotency: Option<crate::idempotency::Idempotency>,
     readiness: crate::health::Readiness,
     background: Mutex<Background>,
+    store_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// What runs behind the services (the shared listener, periodic syncs,
@@ -79,6 +81,7 @@ impl Tenancy {
         background: Background,
         idempotency: Option<crate::idempotency::Idempotency>,
         readiness: crate::health::Readiness,
+        store_runtime: Option<tokio::runtime::Handle>,
     ) -> Self {
         let request_steps = modules.iter().any(|m| m.module.has_request_step());
         Self {
@@ -94,7 +97,71 @@ impl Tenancy {
                 idempotency,
                 readiness,
                 background: Mutex::new(background),
+                store_runtime,
             }),
+        }
+    }
+
+    /// The multi-thread Tokio runtime that drives the stores' connections
+    /// ([`TenancyBuilder::store_runtime`](crate::TenancyBuilder::store_runtime);
+    /// on Postgres by default the runtime it was built on, if a multi-thread
+    /// one). `None` for memory stores, or when built on a current-thread
+    /// runtime (such as actix-web's `System`).
+    pub fn store_runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.inner.store_runtime.as_ref()
+    }
+
+    /// Runs `work` on [`Self::store_runtime`] when called from elsewhere (a
+    /// current-thread runtime such as an actix-web worker, or no runtime),
+    /// and in place otherwise.
+    ///
+    /// Why: a Tokio socket is driven by the runtime that opened it. A
+    /// sqlx connection opened on one runtime and used from an actix-web
+    /// worker (each worker is a runtime of its own) waits, at every round
+    /// trip, for that other runtime's thread to notice its reply and wake
+    /// the worker; under load the workers stall on each other and the CPU
+    /// idles. Built on a multi-thread runtime, the `Tenancy` keeps its
+    /// connections there, and the actix integration hands each request's
+    /// store work (authentication, permission checks, guards, the SDK's
+    /// routes, idempotency records) to it through this method. Use it
+    /// for your own handlers' queries on a pool opened on that runtime.
+    ///
+    /// # Errors
+    ///
+    /// `503` ([`ProblemKind::Unavailable`](crate::ProblemKind)) when the
+    /// store runtime has shut down. A panic in `work` resumes on the caller,
+    /// as it would have in place.
+    ///
+    /// ```
+    /// # async fn run(tenancy: tenancy_http::Tenancy) -> Result<(), tenancy_http::Problem> {
+    /// let answer = tenancy.on_store_runtime(async { 6 * 7 }).await?;
+    /// assert_eq!(answer, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn on_store_runtime<F>(&self, work: F) -> Result<F::Output, crate::Problem>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let Some(store_runtime) = self.dispatch_target() else {
+            return Ok(work.await);
+        };
+        match store_runtime.spawn(work).await {
+            Ok(output) => Ok(output),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(crate::Problem::unavailable(&error)),
+        }
+    }
+
+    /// The store runtime, when the caller is not already on a multi-thread
+    /// runtime (Tokio cannot tell two runtimes apart on stable, so a
+    /// multi-thread caller is taken to be on the store runtime).
+    fn dispatch_target(&self) -> Option<&tokio::runtime::Handle> {
+        let store_runtime = self.inner.store_runtime.as_ref()?;
+        match tokio::runtime::Handle::try_current() {
+            Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => None,
+            _ => Some(store_runtime),
         }
     }
 
