@@ -175,7 +175,7 @@ run_one() {
     profile_name="$app-$backend-$runs"
     run=$(date +%s)-$RANDOM
     salt=$(((salt + 1) % 200 + 20))
-    rm -f "$work"/token.* "$work"/acks.* "$work"/reg.*
+    rm -f "$work"/token.* "$work"/acks.* "$work"/reg.* "$work"/listed.*
     echo "== $app on $backend (run $run)" >&2
     local env=(env -u DATABASE_URL PORT=$port)
     [[ $backend == postgres ]] && env=(env PORT=$port DATABASE_URL="$DATABASE_URL")
@@ -222,7 +222,9 @@ run_one() {
     local writes="-"
     if [[ " $routes " == *" create "* ]]; then
         cat "$work"/acks.* > "$work/acked" 2>/dev/null || : > "$work/acked"
-        seq 0 $((tenants - 1)) | xargs -P 4 -I{} bash -c 'list_all {}' > "$work/listed"
+        # One file per tenant: parallel writers to one file can split lines.
+        seq 0 $((tenants - 1)) | xargs -P 4 -I{} bash -c 'list_all {} > "$work/listed.{}"'
+        cat "$work"/listed.* > "$work/listed"
         # Each acknowledged id listed exactly once, under its own tenant;
         # no id listed twice anywhere.
         writes=$(awk -F'\t' '
