@@ -192,6 +192,20 @@ impl Client {
     }
 }
 
+/// Serves `tenancy`, registers an owner of tenant `slug` and probes
+/// `/probe` once with their token.
+fn serve_and_probe(
+    tenancy: Tenancy,
+    slug: &str,
+) -> (Client, ServerHandle, web::Data<Seen>, String) {
+    let (address, server, seen) = serve(tenancy);
+    let client = Client::new(address);
+    let token = client.register(slug);
+    let (status, body) = client.call(reqwest::Method::GET, "/probe", Some(&token), None);
+    assert_eq!(status, 200, "{body}");
+    (client, server, seen, token)
+}
+
 #[test]
 fn postgres_store_work_runs_on_the_runtime_holding_the_connections() {
     let store = store_runtime();
@@ -208,12 +222,7 @@ fn postgres_store_work_runs_on_the_runtime_holding_the_connections() {
         tenancy.store_runtime().is_some(),
         "built on a multi-thread runtime over Postgres"
     );
-    let (address, server, seen) = serve(tenancy);
-    let client = Client::new(address);
-
-    let token = client.register("store-runtime");
-    let (status, body) = client.call(reqwest::Method::GET, "/probe", Some(&token), None);
-    assert_eq!(status, 200, "{body}");
+    let (client, server, seen, token) = serve_and_probe(tenancy, "store-runtime");
     let (status, body) = client.call(reqwest::Method::GET, "/auth/me", Some(&token), None);
     assert_eq!(status, 200, "{body}");
 
@@ -258,12 +267,7 @@ fn memory_store_work_runs_on_the_worker() {
         tenancy.store_runtime().is_none(),
         "memory stores need no store runtime"
     );
-    let (address, server, seen) = serve(tenancy);
-    let client = Client::new(address);
-
-    let token = client.register("in-memory");
-    let (status, body) = client.call(reqwest::Method::GET, "/probe", Some(&token), None);
-    assert_eq!(status, 200, "{body}");
+    let (client, server, seen, _token) = serve_and_probe(tenancy, "in-memory");
     let handler = seen.handler.names();
     assert_eq!(
         seen.guard.names(),
